@@ -1,0 +1,116 @@
+"""Reading and writing audio: WAV files, base64 WAV in tasks, and confined file paths.
+
+Why confined paths: a task comes from the network, and a task that names
+``/etc/shadow`` or ``../../secret.wav`` must not make a node read it. Paths resolve (symlinks
+followed) inside the current directory or a folder listed in ``HARNESS_ALLOWED_PATHS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+MAX_PROMPT_AUDIO_SECONDS = 30.0
+
+
+class UnsafePath(PermissionError):
+    """A path in a task that leaves the folders the user allowed."""
+
+
+def allowed_roots() -> list[Path]:
+    roots = [Path.cwd().resolve()]
+    for item in os.environ.get("HARNESS_ALLOWED_PATHS", "").split(os.pathsep):
+        if item.strip():
+            roots.append(Path(item).expanduser().resolve())
+    return roots
+
+
+def confine(path: str | Path, field: str = "path") -> Path:
+    """Resolve ``path`` and refuse it unless it lies inside an allowed root."""
+    resolved = Path(path).expanduser().resolve()
+    for root in allowed_roots():
+        if resolved == root or root in resolved.parents:
+            return resolved
+    raise UnsafePath(f"{field}: {path!r} is outside the allowed folders (the current directory and "
+                     f"HARNESS_ALLOWED_PATHS); set HARNESS_ALLOWED_PATHS to allow it")
+
+
+def to_float_mono(data: np.ndarray) -> np.ndarray:
+    """WAV samples of any integer/float type as float32 in [-1, 1], channels averaged."""
+    if data.dtype.kind == "i":
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+    elif data.dtype.kind == "u":
+        info = np.iinfo(data.dtype)
+        data = (data.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+    data = data.astype(np.float32)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    return np.ascontiguousarray(data)
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    if from_rate == to_rate:
+        return audio
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(from_rate, to_rate)
+    return resample_poly(audio, to_rate // g, from_rate // g).astype(np.float32)
+
+
+def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
+    from scipy.io import wavfile
+
+    try:
+        rate, samples = wavfile.read(io.BytesIO(data))
+    except (ValueError, EOFError) as err:
+        raise ValueError(f"{field}: not a readable WAV file ({err})") from None
+    audio = to_float_mono(np.asarray(samples))
+    if not np.all(np.isfinite(audio)):
+        raise ValueError(f"{field}: WAV holds NaN or infinite samples")
+    if audio.size / rate > MAX_PROMPT_AUDIO_SECONDS:
+        raise ValueError(f"{field}: {audio.size / rate:.1f} s of audio; the limit is {MAX_PROMPT_AUDIO_SECONDS:.0f} s")
+    return audio, int(rate)
+
+
+def load_audio_prompt(prompt, target_rate: int) -> np.ndarray:
+    """The task's audio prompt (``AudioPrompt``) as float32 mono at the model's rate."""
+    if prompt.wav_path is not None:
+        path = confine(prompt.wav_path, "audio_prompt.wav_path")
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise ValueError(f"audio_prompt.wav_path: cannot read {prompt.wav_path!r} ({err.strerror})") from None
+        audio, rate = read_wav_bytes(raw, "audio_prompt.wav_path")
+    else:
+        try:
+            raw = base64.b64decode(prompt.base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("audio_prompt.base64: not valid base64") from None
+        audio, rate = read_wav_bytes(raw, "audio_prompt.base64")
+    return resample(audio, rate, target_rate)
+
+
+def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:
+    """float32 (samples, channels) WAV, written atomically."""
+    from scipy.io import wavfile
+
+    from harness.store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    wavfile.write(buf, rate, np.asarray(waveform, dtype=np.float32))
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def wav_base64(waveform: np.ndarray, rate: int) -> str:
+    from scipy.io import wavfile
+
+    buf = io.BytesIO()
+    wavfile.write(buf, rate, np.asarray(waveform, dtype=np.float32))
+    return base64.b64encode(buf.getvalue()).decode()

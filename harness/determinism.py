@@ -1,0 +1,113 @@
+"""The determinism profile: what a node sets so the same task gives the same bytes.
+
+Why a profile applied in two phases: ``CUBLAS_WORKSPACE_CONFIG`` only takes effect when it is
+in the environment before CUDA initialises, which is why the network's runners, which set it
+inside the task call of a long-lived process, can be too late. ``apply_environment`` runs in
+a fresh worker before torch is imported; ``apply_runtime`` sets torch's flags afterwards;
+``record_state`` reports what was actually in force rather than what was asked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+PROFILES = ("on", "off")
+# Environment a deterministic CUDA run needs before CUDA starts (and what the network sets).
+DETERMINISTIC_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}
+RECORDED_ENV = ("CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "PYTHONHASHSEED", "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES")
+NONDETERMINISM_MARKERS = ("deterministic", "nondeterministic", "non-deterministic", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@dataclass
+class CapturedWarnings:
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def nondeterministic(self) -> list[str]:
+        return [m for m in self.messages if any(k.lower() in m.lower() for k in NONDETERMINISM_MARKERS)]
+
+
+def apply_environment(profile: str) -> dict[str, str]:
+    """Set environment variables that must precede torch/CUDA start. Returns what it set."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown determinism profile {profile!r}; expected one of {PROFILES}")
+    applied: dict[str, str] = {}
+    if profile == "on":
+        for key, value in DETERMINISTIC_ENV.items():
+            os.environ[key] = value
+            applied[key] = value
+        os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+        applied["NVIDIA_TF32_OVERRIDE"] = os.environ["NVIDIA_TF32_OVERRIDE"]
+    return applied
+
+
+def cuda_started() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def apply_runtime(profile: str, threads: int | None = None) -> None:
+    """torch flags: deterministic algorithms, cuDNN, IEEE fp32 matmul (TF32 off), threads."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    if profile == "on":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy, torch and every CUDA device, as ``transformers.set_seed`` does."""
+    from transformers import set_seed
+
+    random.seed(seed)
+    set_seed(seed)
+
+
+def record_state() -> dict[str, Any]:
+    """The flags actually in force now (recorded with every run, never assumed)."""
+    import torch
+
+    state: dict[str, Any] = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "num_threads": torch.get_num_threads(),
+        "num_interop_threads": torch.get_num_interop_threads(),
+        "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
+    }
+    return state
+
+
+@contextmanager
+def capture_warnings() -> Iterator[CapturedWarnings]:
+    """Collect every warning raised inside (torch's non-deterministic-op warnings among them)."""
+    captured = CapturedWarnings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield captured
+    seen = set()
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in seen:
+            seen.add(text)
+            captured.messages.append(text[:500])

@@ -1,0 +1,59 @@
+"""Canonical bytes and sha256 digests of outputs.
+
+Why canonical: two nodes must produce the same digest for the same numbers whatever their
+byte order, memory layout or JSON key order. Arrays hash as a header (dtype in
+little-endian form and shape) followed by C-order little-endian bytes; JSON hashes as UTF-8
+with sorted keys and no whitespace (the network validates text results by SHA-256 of the
+result JSON, so the serialisation is part of the contract).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+_CHUNK = 16 * 1024 * 1024
+
+
+def array_header(arr: np.ndarray) -> bytes:
+    """``ndarray|<f4|480,1|``: the dtype is always spelt little-endian ('|' for bytes)."""
+    dt = arr.dtype if arr.dtype.byteorder == "|" else arr.dtype.newbyteorder("<")
+    return f"ndarray|{dt.str}|{','.join(str(d) for d in arr.shape)}|".encode()
+
+
+def canonical_array(arr: np.ndarray) -> np.ndarray:
+    """Little-endian, C-contiguous view or copy of ``arr``."""
+    arr = np.asarray(arr)
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr)
+
+
+def digest_array(arr: np.ndarray) -> str:
+    """sha256 over header + canonical bytes; hashes in chunks, without copying a C array."""
+    arr = canonical_array(arr)
+    h = hashlib.sha256(array_header(arr))
+    flat = arr.reshape(-1).view(np.uint8) if arr.size else np.empty(0, np.uint8)
+    for start in range(0, flat.size, _CHUNK):
+        h.update(memoryview(flat[start : start + _CHUNK]))
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8, NaN refused: one byte string per value."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def digest_json(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def short(digest: str | None, n: int = 12) -> str:
+    return (digest or "-")[:n]

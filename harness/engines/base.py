@@ -1,0 +1,117 @@
+"""What every engine offers, and the model cache a worker keeps between cells.
+
+An engine loads a model for (model, dtype, quantize_bits, device) and runs one task,
+optionally inside a batch with neighbour tasks (batch invariance is a known source of
+divergence between nodes). Engines stay thin over transformers/diffusers: they make the call
+a network node makes and capture what the comparison needs (codes, token ids, latents).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from harness.outputs import Output
+
+
+@dataclass
+class LoadedModel:
+    key: tuple
+    objects: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)  # resolved dtype, quantization, weights hash
+    load_s: float = 0.0
+
+
+class Engine(Protocol):
+    kind: str
+
+    def load(self, task: Any, device: str) -> LoadedModel: ...
+
+    def run(self, loaded: LoadedModel, task: Any, device: str, neighbours: Sequence[Any] = ()) -> Output: ...
+
+
+def model_key(task: Any, device: str) -> tuple:
+    return (type(task).__name__, task.model, task.dtype, task.quantize_bits, device)
+
+
+class ModelCache:
+    """Keep the last few loaded models so a worker loads each (model, dtype, quant) once."""
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self.loads = 0
+
+    def get(self, engine: Engine, task: Any, device: str) -> tuple[LoadedModel, bool]:
+        key = model_key(task, device)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key], True
+        start = time.perf_counter()
+        loaded = engine.load(task, device)
+        loaded.load_s = time.perf_counter() - start
+        self.loads += 1
+        self._items[key] = loaded
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return loaded, False
+
+
+def get_engine(kind: str) -> Engine:
+    """One-line registration: engines are imported lazily so validation never loads torch."""
+    if kind == "audio":
+        from harness.engines.musicgen import MusicgenEngine
+
+        return MusicgenEngine()
+    if kind == "gpt":
+        from harness.engines.textgen import TextgenEngine
+
+        return TextgenEngine()
+    if kind == "audioldm":
+        from harness.engines.audioldm import AudioLDMEngine
+
+        return AudioLDMEngine()
+    if kind == "chain":
+        from harness.engines.chain import ChainEngine
+
+        return ChainEngine()
+    raise ValueError(f"no engine for task kind {kind!r}")
+
+
+def torch_device(device: str):
+    import torch
+
+    return torch.device(device)
+
+
+class Stopwatch:
+    """Named wall-clock segments; on CUDA it synchronises before reading the clock."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.times: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def section(self, name: str):
+        watch = self
+
+        class _Section:
+            def __enter__(self):
+                watch._sync()
+                self.start = time.perf_counter()
+                return self
+
+            def __exit__(self, *exc):
+                watch._sync()
+                watch.times[name] = watch.times.get(name, 0.0) + time.perf_counter() - self.start
+                return False
+
+        return _Section()

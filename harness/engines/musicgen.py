@@ -1,0 +1,142 @@
+"""MusicGen text-to-audio, as a network node runs it, with the EnCodec codes captured.
+
+The call is the one ``transformers.TextToAudioPipeline`` makes (processor -> generate), done
+directly so that batches with padding and audio prompts can be built and un-batched with
+``padding_mask``. Generation kwargs follow the network's runner: its defaults (sampling,
+top_k 250, top_p 0.0, temperature 1.0, guidance 3) overridden by the task's
+generation_config, or the model's own generation config when the task asks for it.
+MusicGen's ``generate`` returns decoded audio only, so the codes are captured around
+``audio_encoder.decode``: the waveform alone hides where a divergence began.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from harness.engines.base import LoadedModel, Stopwatch
+from harness.models.loading import count_quantized, load_kwargs, read_config, resolve_dtype, resolve_model
+from harness.outputs import Output
+from harness.tasks import AudioTask
+
+# What the network's audio runner passes when the task leaves a field out.
+NETWORK_DEFAULTS: dict[str, Any] = {"do_sample": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0, "guidance_scale": 3.0}
+
+
+def generation_kwargs(task: AudioTask) -> dict[str, Any]:
+    kwargs = dict(NETWORK_DEFAULTS)
+    if task.generation_config is not None:
+        kwargs.update(task.generation_config.model_dump(exclude_none=True))
+    return kwargs
+
+
+class _CodeRecorder:
+    """Wraps ``audio_encoder.decode`` to keep the codes it decodes and time the decode."""
+
+    def __init__(self, audio_encoder, watch: Stopwatch):
+        self.audio_encoder = audio_encoder
+        self.original = audio_encoder.decode
+        self.watch = watch
+        self.calls: list[np.ndarray] = []
+
+    def __enter__(self):
+        def decode(audio_codes, *args, **kwargs):
+            self.calls.append(audio_codes.detach().to("cpu").numpy().astype(np.int64))
+            with self.watch.section("decode_s"):
+                return self.original(audio_codes, *args, **kwargs)
+
+        self.audio_encoder.decode = decode
+        return self
+
+    def __exit__(self, *exc):
+        self.audio_encoder.decode = self.original
+        return False
+
+
+class MusicgenEngine:
+    kind = "audio"
+
+    def load(self, task: AudioTask, device: str) -> LoadedModel:
+        from transformers import AutoModelForTextToWaveform, AutoProcessor
+
+        resolved = resolve_model(task.model)
+        config = read_config(resolved.path)
+        dtype = resolve_dtype(task.dtype, config)
+        kwargs = load_kwargs(dtype, task.quantize_bits, device)
+        model = AutoModelForTextToWaveform.from_pretrained(resolved.path, **kwargs)
+        if task.quantize_bits is None:
+            model = model.to(device)
+        model.eval()
+        processor = AutoProcessor.from_pretrained(resolved.path, local_files_only=True)
+        meta = {
+            "model_path_source": resolved.source,
+            "weights_sha256": resolved.weights_sha256,
+            "resolved_dtype": dtype,
+            "quantization": count_quantized(model, task.quantize_bits).as_dict(),
+            "sampling_rate": int(model.config.audio_encoder.sampling_rate),
+        }
+        return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
+                           objects={"model": model, "processor": processor}, meta=meta)
+
+    def _inputs(self, loaded: LoadedModel, batch: Sequence[AudioTask], device: str):
+        model, processor = loaded.objects["model"], loaded.objects["processor"]
+        if all(t.unconditional for t in batch):
+            return model.get_unconditional_inputs(num_samples=len(batch)), None
+        if any(t.unconditional for t in batch):
+            raise ValueError("unconditional and conditional tasks cannot share a batch")
+        from harness.audio_io import load_audio_prompt
+
+        rate = loaded.meta["sampling_rate"]
+        texts = [t.prompt for t in batch]
+        audios = [load_audio_prompt(t.audio_prompt, rate) for t in batch if t.audio_prompt is not None]
+        if audios and len(audios) != len(batch):
+            raise ValueError("audio-prompted and text-only tasks cannot share a batch")
+        if audios:
+            inputs = processor(text=texts, audio=audios, sampling_rate=rate, padding=True, return_tensors="pt")
+        else:
+            inputs = processor(text=texts, padding=True, return_tensors="pt")
+        padding_mask = inputs.get("padding_mask")
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        if "input_values" in inputs:
+            inputs["input_values"] = inputs["input_values"].to(loaded.objects["model"].dtype)
+        return inputs, padding_mask
+
+    def run(self, loaded: LoadedModel, task: AudioTask, device: str, neighbours: Sequence[AudioTask] = ()) -> Output:
+        import torch
+
+        from harness.determinism import seed_everything
+
+        model, processor = loaded.objects["model"], loaded.objects["processor"]
+        batch = [task, *neighbours]
+        watch = Stopwatch(device)
+        with watch.section("encode_s"):
+            inputs, padding_mask = self._inputs(loaded, batch, device)
+        if task.generation_defaults == "model":
+            kwargs = {k: v for k, v in (task.generation_config.model_dump(exclude_none=True).items()
+                                        if task.generation_config else [])}
+        else:
+            kwargs = generation_kwargs(task)
+        seed_everything(task.seed)
+        with _CodeRecorder(model.audio_encoder, watch) as recorder, torch.inference_mode():
+            with watch.section("generate_s"):
+                audio_values = model.generate(**inputs, **kwargs)
+        watch.times["generate_s"] -= watch.times.get("decode_s", 0.0)
+        if padding_mask is not None:
+            audio_list = processor.batch_decode(audio_values, padding_mask=padding_mask)
+            wave = np.asarray(audio_list[0], dtype=np.float32)
+        else:
+            wave = audio_values[0].detach().to("cpu", torch.float32).numpy()
+        waveform = np.ascontiguousarray(wave.T.astype(np.float32))  # (samples, channels)
+        arrays = {"waveform": waveform}
+        if recorder.calls:
+            codes = recorder.calls[-1]  # (1, batch, codebooks, frames) for mono models
+            arrays["codes"] = np.ascontiguousarray(codes[0, 0].T) if codes.ndim == 4 else codes[0]
+        return Output(
+            kind="audio", arrays=arrays, sampling_rate=loaded.meta["sampling_rate"],
+            discrete="codes" if "codes" in arrays else None, steps="codes" if "codes" in arrays else None,
+            timings=watch.times,
+            meta={"generation_kwargs": kwargs, "batch_size": len(batch),
+                  "new_tokens": int(arrays["codes"].shape[0]) if "codes" in arrays else None},
+        )

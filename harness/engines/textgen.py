@@ -1,0 +1,157 @@
+"""GPT tasks, answered exactly as the network's text runner answers them.
+
+The prompt is the model's chat template (``add_generation_prompt``, the task's tools and
+template_args) or, for a model without one, the message contents joined by newlines. Unset
+generation fields take the runner's defaults (one sequence, 256 new tokens) over the model's
+generation config. The response is the seed's format: model, choices (text stripped,
+finish_reason ``stop`` when the sequence ended in EOS, else ``length``) and usage. Token ids
+are kept as well: equal tokens with different text would point at decoding, not the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from harness.engines.base import LoadedModel, Stopwatch
+from harness.models.loading import count_quantized, load_kwargs, read_config, resolve_dtype, resolve_model
+from harness.outputs import Output
+from harness.tasks import GPTTask
+
+NETWORK_DEFAULTS: dict[str, Any] = {"num_return_sequences": 1, "max_new_tokens": 256}
+
+
+def render_prompt(tokenizer, task: GPTTask) -> str:
+    messages = [{"role": m.role, "content": m.text(), **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
+                 **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})} for m in task.messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tools=task.tools, add_generation_prompt=True, tokenize=False,
+                                             **(task.template_args or {}))
+    return "\n".join(m["content"] for m in messages)
+
+
+def resolved_generation_config(model, task: GPTTask, tokenizer):
+    kwargs = dict(NETWORK_DEFAULTS)
+    if task.generation_config is not None:
+        kwargs.update(task.generation_config.model_dump(exclude_none=True))
+    gen = copy.deepcopy(model.generation_config)
+    for key, value in kwargs.items():
+        setattr(gen, key, value)
+    gen.max_length = None
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.eos_token_id
+    return gen, kwargs
+
+
+class _FirstToken:
+    """A streamer that notes when the first generated token arrives (time to first token)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.first_at: float | None = None
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls == 2 and self.first_at is None:  # the first put is the prompt
+            self.first_at = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+class TextgenEngine:
+    kind = "gpt"
+
+    def load(self, task: GPTTask, device: str) -> LoadedModel:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        resolved = resolve_model(task.model)
+        config = read_config(resolved.path)
+        dtype = resolve_dtype(task.dtype, config)
+        model = AutoModelForCausalLM.from_pretrained(resolved.path, **load_kwargs(dtype, task.quantize_bits, device))
+        if task.quantize_bits is None:
+            model = model.to(device)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+        tokenizer.padding_side = "left"  # decoder-only batches pad on the left
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        meta = {
+            "model_path_source": resolved.source,
+            "weights_sha256": resolved.weights_sha256,
+            "resolved_dtype": dtype,
+            "quantization": count_quantized(model, task.quantize_bits).as_dict(),
+            "max_positions": int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 0),
+        }
+        return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
+                           objects={"model": model, "tokenizer": tokenizer}, meta=meta)
+
+    def run(self, loaded: LoadedModel, task: GPTTask, device: str, neighbours: Sequence[GPTTask] = ()) -> Output:
+        import torch
+
+        from harness.determinism import seed_everything
+
+        model, tokenizer = loaded.objects["model"], loaded.objects["tokenizer"]
+        watch = Stopwatch(device)
+        batch = [task, *neighbours]
+        with watch.section("encode_s"):
+            texts = [render_prompt(tokenizer, t) for t in batch]
+            special = not bool(getattr(tokenizer, "chat_template", None))
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special)
+            enc = {k: v.to(device) for k, v in enc.items()}
+        gen, kwargs = resolved_generation_config(model, task, tokenizer)
+        if kwargs.get("stop_strings"):
+            extra = {"tokenizer": tokenizer}
+        else:
+            extra = {}
+        streamer = _FirstToken() if len(batch) == 1 and gen.num_beams in (None, 1) and gen.num_return_sequences == 1 else None
+        seed_everything(task.seed)
+        with torch.inference_mode(), watch.section("generate_s"):
+            start = time.perf_counter()
+            sequences = model.generate(**enc, generation_config=gen, streamer=streamer, **extra)
+        prompt_len = enc["input_ids"].shape[1]
+        n = int(gen.num_return_sequences or 1)
+        rows = sequences[:n, prompt_len:].to("cpu").numpy().astype(np.int64)  # the target's choices
+        eos = _eos_ids(gen, tokenizer)
+        with watch.section("decode_s"):
+            response, token_ids = self._response(task, tokenizer, rows, eos, int(enc["attention_mask"][0].sum()))
+        timings = dict(watch.times)
+        if streamer is not None and streamer.first_at is not None:
+            timings["time_to_first_token_s"] = streamer.first_at - start
+        return Output(kind="gpt", arrays={"token_ids": token_ids}, response=response, discrete="token_ids",
+                      steps="token_ids", timings=timings,
+                      meta={"generation_kwargs": kwargs, "batch_size": len(batch),
+                            "new_tokens": response["usage"]["completion_tokens"]})
+
+    @staticmethod
+    def _response(task: GPTTask, tokenizer, rows: np.ndarray, eos: set[int], prompt_tokens: int):
+        choices, kept, completion = [], [], 0
+        for index, row in enumerate(rows):
+            ids = row.tolist()
+            stop_at = next((i for i, t in enumerate(ids) if t in eos), None)
+            if stop_at is not None:
+                ids = ids[: stop_at + 1]
+            kept.append(ids)
+            completion += len(ids)
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            choices.append({"finish_reason": "stop" if stop_at is not None else "length",
+                            "message": {"role": "assistant", "content": text}, "index": index})
+        width = max((len(k) for k in kept), default=0)
+        token_ids = np.full((len(kept), width), -1, dtype=np.int64)
+        for i, ids in enumerate(kept):
+            token_ids[i, : len(ids)] = ids
+        response = {"model": task.model, "choices": choices,
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                              "total_tokens": prompt_tokens + completion}}
+        return response, token_ids
+
+
+def _eos_ids(gen, tokenizer) -> set[int]:
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
+    if eos is None:
+        return set()
+    return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}

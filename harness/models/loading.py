@@ -1,0 +1,181 @@
+"""Resolve a model reference and load it with the asked dtype and quantization.
+
+A reference is ``tiny:<name>`` (built offline on demand), a local folder, or a Hugging Face
+id resolved from the local cache only: nothing is downloaded at run time. Safe defaults:
+``trust_remote_code=False`` and safetensors only, unless the user opts in explicitly
+(``HARNESS_TRUST_REMOTE_CODE=1`` / ``HARNESS_ALLOW_PICKLE_WEIGHTS=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.models.tiny import TINY_NAMES, ensure_tiny, weights_digest
+
+
+class ModelNotFound(LookupError):
+    """The model is neither a tiny model, a local folder nor in the local HF cache."""
+
+
+class UnsupportedConfiguration(RuntimeError):
+    """A dtype/quantization/device combination this machine cannot run (recorded as skipped)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    ref: str  # what the task said
+    path: str  # folder or cached snapshot to load from
+    source: str  # tiny | local | hf-cache
+    weights_sha256: str | None = None  # tiny models (and local folders on request)
+
+
+def trust_remote_code() -> bool:
+    return os.environ.get("HARNESS_TRUST_REMOTE_CODE") == "1"
+
+
+def safetensors_only() -> bool:
+    return os.environ.get("HARNESS_ALLOW_PICKLE_WEIGHTS") != "1"
+
+
+def resolve_model(ref: str) -> ResolvedModel:
+    """Map a task's ``model`` string to files on this machine, or say clearly why not."""
+    if ref.startswith("tiny:"):
+        name = ref.split(":", 1)[1]
+        if name not in TINY_NAMES:
+            raise ModelNotFound(f"unknown tiny model {ref!r}; known: {', '.join('tiny:' + n for n in TINY_NAMES)}")
+        path = ensure_tiny(name)
+        info = json.loads((path / "tiny-model.json").read_text())
+        return ResolvedModel(ref, str(path), "tiny", info["weights_sha256"])
+    local = Path(ref).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists() and not (local / "model_index.json").exists():
+            raise ModelNotFound(f"model folder {ref!r} has no config.json or model_index.json")
+        return ResolvedModel(ref, str(local.resolve()), "local")
+    return _resolve_hf_cache(ref)
+
+
+def _resolve_hf_cache(repo_id: str) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, local_files_only=True)
+    except HFValidationError:
+        raise ModelNotFound(f"model {repo_id!r} is not a tiny: model, a local folder, or a valid Hugging Face id") from None
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise ModelNotFound(
+            f"model {repo_id!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}); this harness never "
+            f"downloads: fetch it on a connected machine (`hf download {repo_id}`) or use a tiny: model"
+        ) from None
+    return ResolvedModel(repo_id, path, "hf-cache")
+
+
+def resolve_dtype(requested: str, config: Any) -> str:
+    """``auto`` means the model config's dtype (float32 when it names none)."""
+    if requested != "auto":
+        return requested
+    for attr in ("dtype", "torch_dtype"):
+        value = getattr(config, attr, None)
+        if value is not None:
+            return str(value).replace("torch.", "")
+    return "float32"
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+@dataclass
+class QuantizationReport:
+    """How many layers a backend really quantized: a backend that skips a layer type
+    (GPT-2's Conv1D for some) must not pass as quantized."""
+
+    bits: int | None
+    backend: str | None
+    quantized_layers: int = 0
+    linear_layers: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bits": self.bits, "backend": self.backend, "quantized_layers": self.quantized_layers,
+                "linear_layers": self.linear_layers, "skipped_examples": self.skipped[:8]}
+
+
+def quantization_config(bits: int | None, compute_dtype: str, device: str):
+    """The BitsAndBytesConfig a node would pass; refuse what this device cannot run."""
+    if bits is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as err:
+        raise UnsupportedConfiguration(f"{bits}-bit quantization needs bitsandbytes ({err})") from None
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UnsupportedConfiguration(f"{bits}-bit on {device}: CUDA is not available")
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=torch_dtype(compute_dtype))
+
+
+def count_quantized(model, bits: int | None) -> QuantizationReport:
+    import torch
+
+    report = QuantizationReport(bits=bits, backend="bitsandbytes" if bits else None)
+    if bits is None:
+        return report
+    try:
+        import bitsandbytes as bnb
+
+        qtypes: tuple = (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit)
+    except ImportError:
+        qtypes = ()
+    from transformers.pytorch_utils import Conv1D
+
+    for name, module in model.named_modules():
+        if qtypes and isinstance(module, qtypes):
+            report.quantized_layers += 1
+            report.linear_layers += 1
+        elif isinstance(module, (torch.nn.Linear, Conv1D)):
+            report.linear_layers += 1
+            report.skipped.append(name)
+    return report
+
+
+def load_kwargs(dtype: str, bits: int | None, device: str) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained``: offline, safe, the asked dtype and quantization."""
+    kwargs: dict[str, Any] = {
+        "local_files_only": True,
+        "trust_remote_code": trust_remote_code(),
+        "use_safetensors": True if safetensors_only() else None,
+        "dtype": torch_dtype(dtype),
+    }
+    qc = quantization_config(bits, dtype, device)
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+        kwargs["device_map"] = {"": device if device != "cpu" else "cpu"}
+    return kwargs
+
+
+def read_config(path: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code())
+
+
+__all__ = [
+    "ModelNotFound", "UnsupportedConfiguration", "ResolvedModel", "QuantizationReport", "resolve_model",
+    "resolve_dtype", "torch_dtype", "quantization_config", "count_quantized", "load_kwargs", "read_config",
+    "weights_digest",
+]

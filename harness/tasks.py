@@ -1,0 +1,313 @@
+"""Task definitions: exactly the network's JSON task documents, validated strictly.
+
+Why strict: a node that silently ignores a misspelt field (``temprature``) runs a different
+task than the one the network asked for, and consensus fails for reasons nobody can see.
+Every model forbids unknown fields and non-finite numbers; limits keep hostile documents
+(10 MB prompts, absurd token counts) from turning into hangs or out-of-memory crashes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Documented limits (README "Limits"). They bound what one task may ask of a worker.
+MAX_PROMPT_CHARS = 100_000
+MAX_MESSAGES = 256
+MAX_NEW_TOKENS = 65_536
+MAX_RETURN_SEQUENCES = 16
+MAX_SEED = 2**32 - 1  # numpy's seed range; the network's runners call set_seed(seed)
+MAX_TASK_FILE_BYTES = 16 * 1024 * 1024
+
+Dtype = Literal["float16", "bfloat16", "float32", "auto"]
+QuantizeBits = Literal[4, 8] | None
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="0 <= seed < 2**32")]
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields and NaN/inf are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=False)
+
+
+class AudioGenerationConfig(StrictModel):
+    max_new_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS)] | None = None
+    do_sample: bool | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    guidance_scale: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+
+
+class AudioPrompt(StrictModel):
+    """Audio to continue (MusicGen audio-prompted generation): a WAV path or base64 WAV bytes.
+
+    Its canonical digest is sha256 over the decoded float32 samples (see harness.digests),
+    so the same sound gives the same digest whether it came as a path or as base64.
+    """
+
+    wav_path: str | None = None
+    base64: Annotated[str, Field(max_length=8 * 1024 * 1024)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "AudioPrompt":
+        if (self.wav_path is None) == (self.base64 is None):
+            raise ValueError("give exactly one of wav_path or base64")
+        return self
+
+
+class AudioTask(StrictModel):
+    """The network's text-to-audio (MusicGen) task, plus the harness extensions
+    ``audio_prompt`` (continuation) and ``unconditional`` (no text conditioning)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=512)]
+    prompt: Prompt
+    generation_config: AudioGenerationConfig | None = None
+    seed: Seed = 0
+    dtype: Dtype = "auto"
+    quantize_bits: QuantizeBits = None
+    audio_prompt: AudioPrompt | None = None
+    unconditional: bool = False
+    # "network": the network runner's defaults fill unset generation fields (what a node does);
+    # "model": only the model's own generation_config (the transformers MusicGen guide's way).
+    generation_defaults: Literal["network", "model"] = "network"
+
+    @model_validator(mode="after")
+    def _unconditional_has_no_prompt(self) -> "AudioTask":
+        if self.unconditional and (self.prompt or self.audio_prompt):
+            raise ValueError("unconditional generation takes an empty prompt and no audio_prompt")
+        return self
+
+
+class TextContentBlock(StrictModel):
+    type: Literal["text"]
+    text: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+
+
+class ImageContentBlock(StrictModel):
+    """Valid in the reference schema; refused by the engine with a named error (no vision model)."""
+
+    type: Literal["image"]
+    base64: Annotated[str, Field(min_length=1)]
+
+
+ContentBlock = Annotated[Union[TextContentBlock, ImageContentBlock], Field(discriminator="type")]
+
+
+class Message(StrictModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Prompt | list[ContentBlock] | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """Plain text of the message (text blocks joined); images are refused earlier."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(b.text for b in self.content if isinstance(b, TextContentBlock))
+
+
+class GPTGenerationConfig(StrictModel):
+    max_new_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS)] | None = None
+    stop_strings: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)] | None = None
+    do_sample: bool | None = None
+    num_beams: Annotated[int, Field(ge=1, le=64)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    typical_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    num_return_sequences: Annotated[int, Field(ge=1, le=MAX_RETURN_SEQUENCES)] | None = None
+
+
+class GPTTask(StrictModel):
+    """The network's GPT inference task (``gpt-inference-task.schema.json``)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=512)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
+    tools: list[dict[str, Any]] | None = None
+    generation_config: GPTGenerationConfig | None = None
+    template_args: dict[str, Any] | None = None
+    seed: Seed = 0
+    dtype: Dtype = "auto"
+    quantize_bits: QuantizeBits = None
+
+    @field_validator("messages")
+    @classmethod
+    def _no_images(cls, messages: list[Message]) -> list[Message]:
+        for i, m in enumerate(messages):
+            if isinstance(m.content, list):
+                for j, block in enumerate(m.content):
+                    if isinstance(block, ImageContentBlock):
+                        raise ValueError(f"messages[{i}].content[{j}]: image content is valid for the network "
+                                         f"but not supported by this harness (no vision model can be built offline)")
+        return messages
+
+    @field_validator("messages")
+    @classmethod
+    def _bounded_total(cls, messages: list[Message]) -> list[Message]:
+        total = sum(len(m.text()) for m in messages)
+        if total > MAX_PROMPT_CHARS:
+            raise ValueError(f"messages hold {total} characters in all; the limit is {MAX_PROMPT_CHARS}")
+        return messages
+
+
+class AudioLDMTask(StrictModel):
+    """Diffusion text-to-audio (AudioLDM), as in the PaddleMIX music-generation seed."""
+
+    model: Annotated[str, Field(min_length=1, max_length=512)]
+    prompt: Prompt
+    negative_prompt: Prompt | None = None
+    num_inference_steps: Annotated[int, Field(ge=1, le=1000)] = 20
+    audio_length_in_s: Annotated[float, Field(gt=0.0, le=60.0)] = 5.0
+    guidance_scale: Annotated[float, Field(ge=0.0, le=100.0)] = 2.5
+    num_waveforms_per_prompt: Annotated[int, Field(ge=1, le=8)] = 1
+    seed: Seed = 0
+    dtype: Dtype = "auto"
+    quantize_bits: QuantizeBits = None
+
+
+class ChainTask(StrictModel):
+    """Text -> LLM -> music: a GPT stage rewrites a description into a music prompt that an
+    audio stage renders. ``prompt_template`` must contain ``{description}``; the audio
+    stage's prompt is the GPT stage's first choice."""
+
+    description: Prompt
+    prompt_template: Prompt = (
+        "Given the scene description in the following paragraph, please create a musical "
+        "style sentence that fits the scene. Description: {description}."
+    )
+    text_stage: GPTTask
+    audio_stage: Annotated[Union[AudioTask, AudioLDMTask], Field(union_mode="left_to_right")]
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{description}" not in v:
+            raise ValueError("prompt_template must contain {description}")
+        return v
+
+
+TaskKind = Literal["audio", "gpt", "audioldm", "chain"]
+Task = AudioTask | GPTTask | AudioLDMTask | ChainTask
+TASK_MODELS: dict[str, type[StrictModel]] = {
+    "audio": AudioTask,
+    "gpt": GPTTask,
+    "audioldm": AudioLDMTask,
+    "chain": ChainTask,
+}
+KIND_OF: dict[type, str] = {v: k for k, v in TASK_MODELS.items()}
+_AUDIOLDM_ONLY = {"negative_prompt", "num_inference_steps", "audio_length_in_s", "num_waveforms_per_prompt"}
+
+
+class TaskError(ValueError):
+    """A task document that cannot be used; ``str()`` is one line per problem, with its JSON path."""
+
+
+def infer_kind(doc: Any) -> str:
+    """The network sends no 'kind' field: recognise the task by the fields it carries."""
+    if not isinstance(doc, dict):
+        raise TaskError(f"$: a task must be a JSON object, got {type(doc).__name__}")
+    if "stages" in doc or "text_stage" in doc:
+        return "chain"
+    if "messages" in doc:
+        return "gpt"
+    if _AUDIOLDM_ONLY & doc.keys():
+        return "audioldm"
+    return "audio"
+
+
+def _json_path(loc: tuple[Any, ...]) -> str:
+    path = "$"
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("TextContentBlock", "ImageContentBlock", "str", "list[tagged-union[TextContentBlock,ImageContentBlock]]",
+                      "constrained-str", "function-after[_exactly_one(), AudioPrompt]"):
+            continue  # union branch names are pydantic internals, not JSON paths
+        elif isinstance(part, str) and ("[" in part or "(" in part):
+            continue
+        else:
+            path += f".{part}"
+    return path
+
+
+def format_validation_error(err: ValidationError, limit: int = 20) -> str:
+    """One line per problem: ``$.generation_config.temprature: unknown field``."""
+    lines = []
+    seen = set()
+    for e in err.errors(include_url=False):
+        path = _json_path(tuple(e["loc"]))
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (not supported by this harness; check the spelling)"
+        else:
+            msg = e["msg"]
+            if "input" in e and e["type"] in ("literal_error", "enum") and not isinstance(e["input"], (dict, list)):
+                msg += f" (got {str(e['input'])[:40]!r})"
+        key = (path, msg)
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"{path}: {msg}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more problems"]
+    return "\n".join(lines)
+
+
+def parse_task(doc: Any, kind: str | None = None) -> Task:
+    """Validate a decoded JSON document as a task of ``kind`` (inferred when None)."""
+    kind = kind or infer_kind(doc)
+    if kind not in TASK_MODELS:
+        raise TaskError(f"$: unknown task kind {kind!r} (expected one of {', '.join(TASK_MODELS)})")
+    try:
+        return TASK_MODELS[kind].model_validate(doc)
+    except ValidationError as err:
+        raise TaskError(format_validation_error(err)) from None
+    except (RecursionError, ValueError, TypeError) as err:  # pathological nesting, odd inputs
+        raise TaskError(f"$: not a valid {kind} task ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_task_json(text: str | bytes) -> Any:
+    """Decode task JSON; NaN/Infinity (which Python's json accepts) are refused."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise TaskError("$: JSON nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        raise TaskError(f"$: not valid JSON ({err})") from None
+
+
+def load_task_file(path: str | Path, kind: str | None = None) -> Task:
+    """Read and validate a task file, with the file name in every error."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_TASK_FILE_BYTES:
+            raise TaskError(f"{path}: $: file is {size} bytes; the limit is {MAX_TASK_FILE_BYTES}")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TaskError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return parse_task(loads_task_json(raw), kind)
+    except TaskError as err:
+        raise TaskError("\n".join(f"{path}: {line}" for line in str(err).splitlines())) from None
+
+
+def task_kind(task: Task) -> str:
+    return KIND_OF[type(task)]
+
+
+def task_to_doc(task: Task) -> dict[str, Any]:
+    """The task as the JSON document a node would receive (defaults included, so digests of
+    two equivalent documents agree)."""
+    return task.model_dump(mode="json")
