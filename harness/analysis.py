@@ -1,0 +1,356 @@
+"""Turn a run's records into verdicts with evidence, agreement estimates, costs and gates.
+
+Comparisons are made where outputs *should* agree: repeats in one worker, worker processes,
+batch sizes and thread counts (each against the configuration's reference execution), plus
+two informational ones: seed sensitivity (different seeds should differ) and dtype drift
+(how far a cheaper dtype or quantization lands from float32). Digests settle most pairs;
+artifacts are read only when digests differ. Gates are decided here, rendering decides nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from harness.analysis_model import (
+    Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, PairResult,
+)
+from harness.bench import real_time_factor, summarize, tokens_per_second
+from harness.compare import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
+from harness.records import Record
+from harness.store import RunStore
+
+REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads")
+VERDICT_ORDER = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")
+
+
+class LazyArtifact(Mapping):
+    """Arrays of a record's artifact, read (and checked against its digests) on first use."""
+
+    def __init__(self, store: RunStore, record: Record):
+        self.store, self.record = store, record
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = self.store.load_artifact(self.record.artifact, self.record.digests)
+        return self._arrays
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._load()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.record.digests and key not in ("output", "tokens", "response")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def comparable(store: RunStore, r: Record) -> Comparable:
+    kind_discrete = {"audio": "codes", "gpt": "token_ids"}.get(r.kind)
+    discrete = kind_discrete if kind_discrete in r.digests else None
+    steps = discrete or ("latents" if "latents" in r.digests else None)
+    return Comparable(arrays=LazyArtifact(store, r), digests=r.digests, discrete=discrete, steps=steps,
+                      sampling_rate=r.output.get("sampling_rate"))
+
+
+def latest_records(records: list[Record]) -> list[Record]:
+    """One record per cell: the last written (a resumed cell's final attempt)."""
+    latest: dict[str, Record] = {}
+    for r in records:
+        latest[r.cell_id] = r
+    return list(latest.values())
+
+
+class _Comparer:
+    def __init__(self, store: RunStore, thresholds: Thresholds):
+        self.store, self.thresholds = store, thresholds
+        self._cache: dict[str, Comparable] = {}
+
+    def get(self, r: Record) -> Comparable:
+        if r.cell_id not in self._cache:
+            self._cache[r.cell_id] = comparable(self.store, r)
+        return self._cache[r.cell_id]
+
+    def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
+        try:
+            c = compare(self.get(a), self.get(b), self.thresholds)
+        except Exception as err:  # a corrupted artifact is reported, never a crash
+            raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
+        return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
+                          metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
+                          a_artifact=a.artifact, b_artifact=b.artifact)
+
+
+class _ArtifactProblem(RuntimeError):
+    pass
+
+
+def _summarize(pairs: list[PairResult]) -> DimensionSummary:
+    levels: dict[str, int] = defaultdict(int)
+    steps = []
+    for p in pairs:
+        levels[p.level] += 1
+        if p.first_divergence is not None and p.level != "bitwise":
+            steps.append(p.first_divergence)
+    return DimensionSummary(pairs=len(pairs), levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
+                            worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps)
+
+
+def _axes_key(r: Record, *drop: str) -> tuple:
+    d = r.axes.model_dump()
+    for name in ("repeat", "worker", *drop):
+        d.pop(name)
+    return tuple(sorted(d.items()))
+
+
+def _reference_of(records: list[Record]) -> Record:
+    return min(records, key=lambda r: (r.axes.worker, r.axes.repeat))
+
+
+def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record]) -> dict[str, list[PairResult]]:
+    out: dict[str, list[PairResult]] = {d: [] for d in REPRO_DIMENSIONS}
+    by_spec: dict[str, list[Record]] = defaultdict(list)
+    for r in ok:
+        by_spec[r.spec_hash].append(r)
+    refs: dict[str, Record] = {}
+    for spec, group in by_spec.items():
+        ref = refs[spec] = _reference_of(group)
+        for r in group:
+            if r is ref:
+                continue
+            dim = "repeat" if r.axes.worker == ref.axes.worker else "process"
+            out[dim].append(cmp.pair(dim, config_id, ref, r))
+    ref_list = list(refs.values())
+    for dim, axis, base in (("batch", "batch_size", 1), ("threads", "threads", None)):
+        groups: dict[tuple, list[Record]] = defaultdict(list)
+        for r in ref_list:
+            groups[_axes_key(r, axis)].append(r)
+        for group in groups.values():
+            if len(group) < 2:
+                continue
+            group.sort(key=lambda r: getattr(r.axes, axis) or 0)
+            anchor = next((r for r in group if getattr(r.axes, axis) == base), group[0])
+            for r in group:
+                if r is not anchor:
+                    out[dim].append(cmp.pair(dim, config_id, anchor, r))
+    return out
+
+
+def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple[bool | None, str | None]:
+    refs: dict[tuple, dict[int, Record]] = defaultdict(dict)
+    for r in ok:
+        key = _axes_key(r, "seed")
+        current = refs[key].get(r.axes.seed)
+        if current is None or (r.axes.worker, r.axes.repeat) < (current.axes.worker, current.axes.repeat):
+            refs[key][r.axes.seed] = r
+    identical = compared = 0
+    for seeds in refs.values():
+        items = sorted(seeds.items())
+        for (sa, a), (sb, b) in zip(items, items[1:]):
+            compared += 1
+            identical += a.digests.get("output") == b.digests.get("output")
+    if not compared:
+        return None, None
+    if identical == compared:
+        return False, f"different seeds gave identical outputs in {identical}/{compared} comparisons: the seed has no effect"
+    if identical:
+        return True, f"different seeds gave identical outputs in {identical}/{compared} comparisons"
+    return True, None
+
+
+def _cost(records: list[Record]) -> CostSummary:
+    ok = [r for r in records if r.status == "ok"]
+    if not ok:
+        return CostSummary()
+    latency = [max(0.0, r.timings.get("total_s", 0.0) - r.timings.get("load_s", 0.0)) for r in ok]
+    loads = [r.timings["load_s"] for r in ok if r.timings.get("load_s", 0.0) > 0]
+    audio = sum(r.output.get("audio_seconds") or 0.0 for r in ok)
+    tokens = sum(r.output.get("new_tokens") or 0 for r in ok)
+    ttft = [r.timings["time_to_first_token_s"] for r in ok if "time_to_first_token_s" in r.timings]
+    mem = [r.peak_memory_bytes for r in ok if r.peak_memory_bytes]
+    return CostSummary(
+        executions=len(ok), latency_s=summarize(latency).model_dump(), load_s=float(np.median(loads)) if loads else None,
+        peak_memory_bytes=max(mem) if mem else None, memory_kind=ok[0].memory_kind,
+        real_time_factor=real_time_factor(audio, sum(latency)) if audio else None,
+        tokens_per_second=tokens_per_second(tokens, sum(latency)) if tokens else None,
+        time_to_first_token_s=float(np.median(ttft)) if ttft else None, latency_samples=[round(x, 6) for x in latency],
+    )
+
+
+def _verdict(counts: dict[str, int], dims: dict[str, DimensionSummary], failures: list[str],
+             skipped_reason: str | None, verdict_dims: list[str]) -> tuple[str, str]:
+    if counts.get("ok", 0) == 0 and not (counts.get("failed") or counts.get("timeout")):
+        return "skipped", skipped_reason or "no cell ran"
+    if counts.get("failed") or counts.get("timeout"):
+        n = counts.get("failed", 0) + counts.get("timeout", 0)
+        return "failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}"
+    compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
+    info = "; ".join(f"{d}: {s.worst} (reported, not judged)" for d, s in dims.items()
+                     if s.pairs and d not in verdict_dims and s.worst != "bitwise")
+    verdict, reason = _judge(compared)
+    return verdict, reason + (f"; {info}" if info else "")
+
+
+def _judge(compared: dict[str, DimensionSummary]) -> tuple[str, str]:
+    if not compared:
+        return "untested", "only one execution: nothing to compare"
+    worst = worst_level(s.worst for s in compared.values() if s.worst)
+    where = ", ".join(f"{d}: {s.worst}" for d, s in compared.items())
+    if worst == "bitwise":
+        return "ready", f"bitwise identical across {', '.join(compared)}"
+    if worst == "divergent":
+        bad = [d for d, s in compared.items() if s.worst == "divergent"]
+        steps = sorted({x for d in bad for x in compared[d].first_divergence})
+        at = f"; first divergent step {steps[0]}" if steps else ""
+        return "not_ready", f"divergent across {', '.join(bad)}{at} ({where})"
+    return "ready_with_tolerance", f"not bitwise; worst level {worst} ({where})"
+
+
+def _agreement(cmp: _Comparer, ok: list[Record], thresholds: Thresholds,
+               verdict_dims: list[str]) -> dict[str, dict[str, float | int | None]]:
+    """Per rule, the chance that 3 nodes agree, averaged over seeds. The pool is every
+    execution the verdict judges (batch > 1 only when batch is judged)."""
+    from harness.compare import agreement_probabilities
+
+    groups: dict[int, list[Record]] = defaultdict(list)
+    for r in ok:
+        if r.axes.batch_size > 1 and "batch" not in verdict_dims:
+            continue
+        groups[r.axes.seed].append(r)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for level in LEVELS[:-1]:
+        rule = rule_for_level(level, thresholds)
+        results = [agreement_probabilities([cmp.get(r) for r in g], rule) for g in groups.values() if len(g) >= 3]
+        if not results:
+            out[level] = {"p3of3": None, "p2of3": None, "triples": 0}
+            continue
+        out[level] = {"p3of3": float(np.mean([x["p3of3"] for x in results])),
+                      "p2of3": float(np.mean([x["p2of3"] for x in results])),
+                      "triples": int(sum(x["triples"] for x in results))}
+    return out
+
+
+def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str, DimensionSummary]:
+    """Each non-float32 (or quantized) configuration against its task's float32 reference."""
+    baseline: dict[tuple, Record] = {}
+    for recs in by_config.values():
+        for r in recs:
+            if r.status == "ok" and r.axes.dtype == "float32" and not r.axes.quantize_bits:
+                key = (r.task_name, r.axes.device, r.axes.profile, _axes_key(r, "dtype", "quantize_bits"))
+                if key not in baseline or (r.axes.worker, r.axes.repeat) < (baseline[key].axes.worker, baseline[key].axes.repeat):
+                    baseline[key] = r
+    out: dict[str, DimensionSummary] = {}
+    for config_id, recs in by_config.items():
+        pairs = []
+        seen = set()
+        for r in recs:
+            if r.status != "ok" or (r.axes.dtype == "float32" and not r.axes.quantize_bits):
+                continue
+            key = (r.task_name, r.axes.device, r.axes.profile, _axes_key(r, "dtype", "quantize_bits"))
+            if key in baseline and key not in seen:
+                seen.add(key)
+                pairs.append(cmp.pair("dtype", config_id, baseline[key], r))
+        if pairs:
+            out[config_id] = _summarize(pairs)
+    return out
+
+
+def analyze_run(run_dir: str | Path) -> Analysis:
+    store = RunStore(run_dir)
+    manifest = store.manifest()
+    loaded = store.load_records()
+    records = latest_records(loaded.records)
+    spec = manifest.get("matrix", {}).get("spec", {})
+    thr_doc = {k: v for k, v in spec.get("thresholds", {}).items() if k in Thresholds.model_fields}
+    thresholds = Thresholds(**thr_doc)
+    fail_on = spec.get("gates", {}).get("fail_on", ["not_ready", "failed"])
+    verdict_dims = spec.get("gates", {}).get("verdict_dimensions", list(REPRO_DIMENSIONS))
+    cmp = _Comparer(store, thresholds)
+    by_config: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_config[r.config_id].append(r)
+    problems = list(loaded.problems)
+    drift = _dtype_drift_safe(cmp, by_config, problems)
+    configs, examples = [], []
+    for config_id in sorted(by_config):
+        recs = by_config[config_id]
+        first = recs[0]
+        counts: dict[str, int] = defaultdict(int)
+        for r in recs:
+            counts[r.status] += 1
+        failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in ("failed", "timeout")][:10]
+        ok = [r for r in recs if r.status == "ok"]
+        try:
+            pairs = _repro_pairs(cmp, config_id, ok)
+        except _ArtifactProblem as err:
+            problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
+            pairs = {d: [] for d in REPRO_DIMENSIONS}
+            failures.append(f"artifact unreadable: {err}")
+            counts["failed"] += 1
+        dims = {d: _summarize(p) for d, p in pairs.items()}
+        skip_reason = next((r.reason for r in recs if r.status == "skipped"), None)
+        verdict, reason = _verdict(dict(counts), dims, failures, skip_reason, verdict_dims)
+        seed_sensitive, seed_note = _seed_sensitivity(cmp, config_id, ok)
+        worst_pairs = sorted((p for ps in pairs.values() for p in ps if p.level != "bitwise"),
+                             key=lambda p: -level_rank(p.level))
+        if worst_pairs:
+            examples.append(worst_pairs[0])
+        try:
+            agreement = _agreement(cmp, ok, thresholds, verdict_dims) if verdict not in ("failed", "skipped") else {}
+        except _ArtifactProblem as err:
+            problems.append(f"{config_id}: agreement not estimated ({err})")
+            agreement = {}
+        configs.append(ConfigResult(
+            config_id=config_id, task=first.task_name, kind=first.kind, model=first.model, dtype=first.axes.dtype,
+            quantize_bits=first.axes.quantize_bits, device=first.axes.device, profile=first.axes.profile,
+            verdict=verdict, reason=reason, counts=dict(counts), dimensions=dims, agreement=agreement,
+            seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
+            lint=sorted({w for r in recs for w in r.lint}),
+            quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),
+            cost=_cost(recs), failures=failures,
+        ))
+    gates = []
+    for c in configs:
+        failed = c.verdict in fail_on or ("seed_insensitive" in fail_on and c.seed_sensitive is False)
+        gates.append(GateResult(config_id=c.config_id, passed=not failed,
+                                reason=f"{c.verdict}: {c.reason}" + (f"; {c.seed_note}" if c.seed_note else "")))
+    return Analysis(
+        run_id=manifest.get("run_id", Path(run_dir).name), run_dir=str(run_dir), matrix=spec.get("name", "?"),
+        description=spec.get("description", ""), harness_version=manifest.get("harness_version"),
+        environment=manifest.get("environment", {}), tiny_models=manifest.get("tiny_models", {}),
+        thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
+        problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
+    )
+
+
+def _dtype_drift_safe(cmp: _Comparer, by_config: dict[str, list[Record]], problems: list[str]) -> dict[str, DimensionSummary]:
+    try:
+        return _dtype_drift(cmp, by_config)
+    except _ArtifactProblem as err:
+        problems.append(f"dtype drift not computed ({err})")
+        return {}
+
+
+def model_rows(configs: list[ConfigResult]) -> list[ModelRow]:
+    by_model: dict[tuple[str, str], list[ConfigResult]] = defaultdict(list)
+    for c in configs:
+        by_model[(c.model, c.kind)].append(c)
+    rows = []
+    for (model, kind), cs in sorted(by_model.items()):
+        verdicts: dict[str, int] = defaultdict(int)
+        for c in cs:
+            verdicts[c.verdict] += 1
+        medians = [c.cost.latency_s.get("median") for c in cs if c.cost.latency_s.get("median") is not None]
+        mems = [c.cost.peak_memory_bytes for c in cs if c.cost.peak_memory_bytes]
+        rows.append(ModelRow(model=model, kind=kind, configs=len(cs), verdicts=dict(sorted(verdicts.items())),
+                             best_verdict=min((c.verdict for c in cs), key=VERDICT_ORDER.index),
+                             median_latency_s=float(np.median(medians)) if medians else None,
+                             peak_memory_bytes=max(mems) if mems else None))
+    return rows

@@ -1,0 +1,125 @@
+"""The data model of an analysed run: what the report renders and what gates decide on.
+
+Kept apart from the analysis code and from rendering: rendering decides nothing, it only
+shows these fields. ``ANALYSIS_SCHEMA_VERSION`` is written into report.json.
+History: 1 -- first version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ANALYSIS_SCHEMA_VERSION = 1
+Verdict = Literal["ready", "ready_with_tolerance", "not_ready", "failed", "skipped", "untested"]
+VERDICT_TEXT = {
+    "ready": "ready (bitwise everywhere tested)",
+    "ready_with_tolerance": "ready with tolerance (needs a tolerance/fingerprint validator)",
+    "not_ready": "not ready (diverges)",
+    "failed": "failed (cells crashed or timed out)",
+    "skipped": "skipped",
+    "untested": "untested (too few executions to compare)",
+}
+
+
+class PairResult(BaseModel):
+    """One comparison between two executions that should agree."""
+
+    dimension: str  # repeat | process | batch | threads | seed | dtype
+    config_id: str
+    a: str  # cell ids
+    b: str
+    level: str
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    first_divergence: int | None = None
+    steps_total: int | None = None
+    a_artifact: str | None = None
+    b_artifact: str | None = None
+
+
+class DimensionSummary(BaseModel):
+    pairs: int = 0
+    levels: dict[str, int] = Field(default_factory=dict)  # level -> count
+    worst: str | None = None
+    first_divergence: list[int] = Field(default_factory=list)  # of divergent/tokens-differing pairs
+
+
+class CostSummary(BaseModel):
+    executions: int = 0
+    latency_s: dict[str, Any] = Field(default_factory=dict)  # harness.bench.Stats dump (total - load)
+    load_s: float | None = None
+    peak_memory_bytes: int | None = None
+    memory_kind: str | None = None
+    real_time_factor: float | None = None  # audio seconds per wall second
+    tokens_per_second: float | None = None
+    time_to_first_token_s: float | None = None
+    latency_samples: list[float] = Field(default_factory=list)  # for the distribution plot
+
+
+class ConfigResult(BaseModel):
+    config_id: str
+    task: str
+    kind: str
+    model: str
+    dtype: str
+    quantize_bits: int | None
+    device: str
+    profile: str
+    verdict: Verdict
+    reason: str
+    counts: dict[str, int] = Field(default_factory=dict)  # status -> count
+    dimensions: dict[str, DimensionSummary] = Field(default_factory=dict)
+    agreement: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)  # rule -> p3of3/p2of3
+    seed_sensitive: bool | None = None
+    seed_note: str | None = None
+    dtype_drift: DimensionSummary | None = None
+    lint: list[str] = Field(default_factory=list)
+    quantization: dict[str, Any] | None = None
+    cost: CostSummary = Field(default_factory=CostSummary)
+    failures: list[str] = Field(default_factory=list)  # "cell: reason", capped
+
+
+class GateResult(BaseModel):
+    config_id: str
+    passed: bool
+    reason: str
+
+
+class ModelRow(BaseModel):
+    """Model comparison across configurations: determinism verdicts and costs."""
+
+    model: str
+    kind: str
+    configs: int
+    verdicts: dict[str, int]
+    best_verdict: str
+    median_latency_s: float | None
+    peak_memory_bytes: int | None
+
+
+class Analysis(BaseModel):
+    schema_version: int = ANALYSIS_SCHEMA_VERSION
+    run_id: str
+    run_dir: str
+    matrix: str
+    description: str = ""
+    harness_version: str | None = None
+    environment: dict[str, Any] = Field(default_factory=dict)
+    tiny_models: dict[str, str] = Field(default_factory=dict)
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    gate_rules: list[str] = Field(default_factory=list)
+    records: int = 0
+    problems: list[str] = Field(default_factory=list)
+    configs: list[ConfigResult] = Field(default_factory=list)
+    examples: list[PairResult] = Field(default_factory=list)  # worst pair per config, for plots
+    gates: list[GateResult] = Field(default_factory=list)
+    models: list[ModelRow] = Field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for c in self.configs:
+            agree = c.agreement.get("bitwise", {})
+            p3 = agree.get("p3of3")
+            lines.append(f"{c.verdict:>21}  {c.config_id}" + (f"  P(3/3 bitwise)={p3:.2f}" if p3 is not None else ""))
+        return lines

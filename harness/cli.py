@@ -1,0 +1,295 @@
+"""``harness``: validate | schema | exec | expand | run | report | compare | bundle | certify | validators | tiny.
+
+Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
+stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
+Heavy imports (torch) happen inside commands, after the determinism environment is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_GATE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from harness.audio_io import UnsafePath
+    from harness.matrix import MatrixError
+    from harness.models.loading import ModelNotFound, UnsupportedConfiguration
+    from harness.store import StoreError
+    from harness.tasks import TaskError
+
+    errors: list[type[BaseException]] = [TaskError, MatrixError, StoreError, ModelNotFound, UnsupportedConfiguration,
+                                         UnsafePath, FileNotFoundError, IsADirectoryError, PermissionError]
+    try:
+        from harness.bundle import BundleError
+
+        errors.append(BundleError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def cmd_validate(args) -> int:
+    from harness.lint import lint_task, model_limits
+    from harness.tasks import TaskError, load_task_file
+
+    bad = 0
+    for file in args.files:
+        try:
+            task = load_task_file(file, args.kind)
+        except TaskError as err:
+            bad += 1
+            print(f"INVALID {file}", file=sys.stderr)
+            print("\n".join(f"  {line}" for line in str(err).splitlines()), file=sys.stderr)
+            continue
+        limits = model_limits(task.model) if args.check_model and hasattr(task, "model") else None
+        warnings = lint_task(task, args.device, limits)
+        print(f"OK {file} ({type(task).__name__})" + (f", {len(warnings)} warning(s)" if warnings else ""))
+        for w in warnings:
+            print(f"  warning: {w}")
+    return EXIT_ERROR if bad else EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    from harness.schemas import schema_text, write_schemas
+
+    if args.write:
+        for path in write_schemas(Path(args.write)):
+            print(path)
+        return EXIT_OK
+    sys.stdout.write(schema_text(args.kind))
+    return EXIT_OK
+
+
+def cmd_exec(args) -> int:
+    from harness.determinism import apply_environment
+
+    apply_environment(args.profile)  # before torch starts
+    from harness.audio_io import write_wav
+    from harness.digests import canonical_json
+    from harness.engines.base import ModelCache
+    from harness.execute import execute
+    from harness.store import atomic_write_bytes, atomic_write_json
+    from harness.tasks import load_task_file, task_kind
+
+    task = load_task_file(args.task, args.kind)
+    kind = task_kind(task)
+    ex = execute(task, kind, args.device, ModelCache(), threads=args.threads, profile=args.profile,
+                 batch_size=args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.task).stem
+    digests = ex.output.digests()
+    written = []
+    if ex.output.response is not None:
+        path = out / f"{stem}.response.json"
+        atomic_write_bytes(path, canonical_json(ex.output.response))
+        written.append(path)
+    if "waveform" in ex.output.arrays:
+        path = out / f"{stem}.wav"
+        write_wav(path, ex.output.arrays["waveform"], ex.output.sampling_rate)
+        written.append(path)
+    summary = {"task": str(args.task), "kind": kind, "device": args.device, "digests": digests,
+               "timings": ex.timings, "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
+               "model": ex.model_meta, "output": ex.output.describe(),
+               "nondeterministic_warnings": ex.nondeterministic_warnings}
+    atomic_write_json(out / f"{stem}.digests.json", summary)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"output  sha256 {digests.get('output')}")
+    if "tokens" in digests:
+        print(f"tokens  sha256 {digests['tokens']}")
+    t = ex.timings
+    print("timings " + " ".join(f"{k}={v:.3f}" for k, v in t.items()))
+    print(f"peak memory {ex.peak_memory_bytes / 2**20:.1f} MiB ({ex.memory_kind})")
+    return EXIT_OK
+
+
+def cmd_expand(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.matrix import available_devices, expand, load_matrix
+
+    matrix = load_matrix(args.matrix)
+    cells = expand(matrix, available_devices() if args.detect else ["cpu"], **({"max_cells": args.max_cells} if args.max_cells else {}))
+    if args.json:
+        for c in cells:
+            print(json.dumps({"cell_id": c.cell_id, "spec_hash": c.spec_hash, "config_id": c.config_id,
+                              "skip_reason": c.skip_reason}))
+        return EXIT_OK
+    table = Table(title=f"{matrix.spec.name}: {len(cells)} cells")
+    for col in ("cell id", "spec hash", "skip reason"):
+        table.add_column(col)
+    for c in cells:
+        table.add_row(c.cell_id, c.spec_hash, c.skip_reason or "")
+    Console().print(table)
+    return EXIT_OK
+
+
+def _write_reports(run_dir: Path, formats: list[str]):
+    from harness.analysis import analyze_run
+    from harness.report import write_reports
+
+    analysis = analyze_run(run_dir)
+    return analysis, write_reports(analysis, run_dir, formats)
+
+
+def _print_gates(analysis) -> int:
+    failed = [g for g in analysis.gates if not g.passed]
+    for g in failed:
+        print(f"GATE FAILED {g.config_id}: {g.reason}", file=sys.stderr)
+    return EXIT_GATE if failed else EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from harness.matrix import load_matrix
+    from harness.runner import RunInterrupted, run_matrix
+
+    matrix = load_matrix(args.matrix)
+    try:
+        summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
+                             progress=not args.no_progress, max_cells=args.max_cells)
+    except RunInterrupted as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for problem in summary.problems:
+        print(f"note: {problem}", file=sys.stderr)
+    print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
+    analysis, paths = _write_reports(summary.run_dir, args.formats.split(","))
+    for path in paths:
+        print(f"report {path}")
+    for line in analysis.summary_lines():
+        print(line)
+    return _print_gates(analysis)
+
+
+def cmd_report(args) -> int:
+    analysis, paths = _write_reports(Path(args.run), args.formats.split(","))
+    for path in paths:
+        print(f"report {path}")
+    for line in analysis.summary_lines():
+        print(line)
+    return _print_gates(analysis) if args.gate else EXIT_OK
+
+
+def cmd_tiny(args) -> int:
+    from harness.models.tiny import TINY_NAMES, tiny_dir, tiny_info
+
+    for name in args.names or TINY_NAMES:
+        info = tiny_info(name)
+        size = sum(f.stat().st_size for f in tiny_dir(name).rglob("*") if f.is_file())
+        print(f"tiny:{name} {info['weights_sha256']} {size / 1e6:.2f} MB {tiny_dir(name)}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    kinds = ["audio", "gpt", "audioldm", "chain"]
+
+    s = sub.add_parser("validate", help="validate task files and print lint warnings")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--kind", choices=kinds)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--check-model", action="store_true", help="read the model config for token limits")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of a task kind")
+    s.add_argument("kind", nargs="?", default="audio", choices=kinds)
+    s.add_argument("--write", metavar="DIR", help="write every schema file into DIR")
+    s.set_defaults(func=cmd_schema)
+
+    s = sub.add_parser("exec", help="run one task file and print its digests")
+    s.add_argument("task")
+    s.add_argument("--kind", choices=kinds)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--profile", choices=["on", "off"], default="on")
+    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--out", default="out")
+    s.set_defaults(func=cmd_exec)
+
+    s = sub.add_parser("expand", help="list the cells of a matrix")
+    s.add_argument("matrix")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--detect", action="store_true", help="expand device=all with the devices found here")
+    s.add_argument("--max-cells", type=int)
+    s.set_defaults(func=cmd_expand)
+
+    s = sub.add_parser("run", help="run a matrix, write reports, exit 1 when a gate fails")
+    s.add_argument("matrix")
+    s.add_argument("--out", help="run directory (default reports/runs/<time>-<name>)")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--max-cells", type=int)
+    s.add_argument("--formats", default="md,html,json")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("report", help="(re)write a run's reports")
+    s.add_argument("run")
+    s.add_argument("--formats", default="md,html,json")
+    s.add_argument("--gate", action="store_true", help="exit 1 when a gate fails")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("tiny", help="build the tiny models and print their weight hashes")
+    s.add_argument("names", nargs="*")
+    s.set_defaults(func=cmd_tiny)
+
+    for register in _extra_commands():
+        register(sub)
+    return p
+
+
+def _extra_commands():
+    """Commands living in their own modules (compare, bundle, certify, validators)."""
+    out = []
+    for module in ("harness.cli_compare",):
+        try:
+            out.append(__import__(module, fromlist=["register"]).register)
+        except ImportError:
+            continue
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _expected_errors() as err:
+        text = str(err).strip() or type(err).__name__
+        lines = text.splitlines()
+        print(f"error: {lines[0]}", file=sys.stderr)
+        for line in lines[1:20]:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as err:  # an engine or library refusing the task: one line, not a traceback
+        if os.environ.get("HARNESS_DEBUG") == "1":
+            raise
+        print(f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+              f"(HARNESS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Environment fingerprint: what hardware and software produced a run.
+
+Why: when two machines disagree, the first question is *what* differed (GPU model, driver,
+CUDA, torch, transformers, bitsandbytes, threads, flags). Everything is read, never assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes", "diffusers", "numpy",
+             "scipy", "safetensors", "consensus-harness")
+# Fields whose difference makes two runs' costs "not comparable" (outputs are still compared).
+COST_KEYS = ("machine", "processor", "cpu_count", "gpu_names", "torch", "cuda_runtime")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint() -> dict[str, Any]:
+    """Hardware, driver, CUDA and library versions, threads and determinism-relevant flags."""
+    import torch
+
+    env: dict[str, Any] = {
+        "hostname_hash": __import__("hashlib").sha256(platform.node().encode()).hexdigest()[:12],
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "gpu_names": [],
+        "driver": None,
+        "blas": _blas(),
+    }
+    if torch.cuda.is_available():
+        env["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        env["gpu_capability"] = [list(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
+        env["driver"] = _nvidia_driver()
+    return env
+
+
+def _blas() -> str | None:
+    try:
+        import torch
+
+        cfg = torch.__config__.show()
+        for key in ("BLAS_INFO=", "LAPACK_INFO="):
+            if key in cfg:
+                return cfg.split(key, 1)[1].split(",", 1)[0].strip()
+    except Exception:
+        return None
+    return None
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        with open("/proc/driver/nvidia/version") as fh:
+            first = fh.readline()
+        return first.split("Kernel Module")[1].split()[0] if "Kernel Module" in first else first.strip()
+    except (OSError, IndexError):
+        return None
+
+
+def cost_key(env: dict[str, Any]) -> str:
+    """A short key: runs with different keys are 'not comparable' for costs."""
+    from harness.digests import digest_json
+
+    return digest_json({k: env.get(k) for k in COST_KEYS})[:12]
+
+
+def differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of fields that differ between two fingerprints (what differed)."""
+    out: list[str] = []
+    for key in sorted(set(a) | set(b)):
+        if key == "hostname_hash":
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differing_fields(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out

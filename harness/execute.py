@@ -1,0 +1,120 @@
+"""Execute one task in this process: load (cached), seed, run, measure.
+
+Shared by ``harness exec`` and the workers, so a cell in a matrix runs exactly as a task run
+by hand. Costs are measured, not guessed: load, encode, generate and decode are timed
+separately; peak memory is ``torch.cuda.max_memory_allocated`` (reset per cell) on a GPU and
+the peak resident set size sampled during the cell on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.determinism import apply_runtime, capture_warnings, record_state
+from harness.engines.base import ModelCache, get_engine
+from harness.outputs import Output
+from harness.tasks import Task, parse_task
+
+# Neighbour prompts for the batch-size axis: different lengths, so the target gets padded.
+NEIGHBOUR_PROMPTS = (
+    "90s rock song with loud guitars and heavy drums and a bright piano melody over a slow beat",
+    "calm jazz",
+    "electronic dance music for a crowded night club with bright lights and energy",
+    "sad violin",
+)
+
+
+def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
+    """Other tasks that share the target's forward pass (same settings, other prompts)."""
+    out: list[Task] = []
+    for i in range(batch_size - 1):
+        prompt = NEIGHBOUR_PROMPTS[i % len(NEIGHBOUR_PROMPTS)]
+        if kind == "gpt":
+            out.append(task.model_copy(update={"messages": [parse_task(
+                {"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]]}))
+        elif kind == "audio" and task.unconditional:
+            out.append(task)
+        elif kind in ("audio", "audioldm"):
+            out.append(task.model_copy(update={"prompt": prompt}))
+        else:
+            raise ValueError(f"batch_size > 1 is not supported for {kind} tasks")
+    return out
+
+
+class PeakRSS:
+    """Samples this process's resident set size every few milliseconds."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        return False
+
+
+@dataclass
+class Execution:
+    output: Output
+    timings: dict[str, float]
+    peak_memory_bytes: int
+    memory_kind: str
+    warnings: list[str] = field(default_factory=list)
+    nondeterministic_warnings: list[str] = field(default_factory=list)
+    model_meta: dict[str, Any] = field(default_factory=dict)
+    determinism: dict[str, Any] = field(default_factory=dict)
+    cache_hit: bool = False
+
+
+def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: int | None = None,
+            profile: str = "on", batch_size: int = 1) -> Execution:
+    """Run ``task`` once (inside a batch of ``batch_size``) and measure it."""
+    import torch
+
+    apply_runtime(profile, threads)
+    engine = get_engine(kind)
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    with capture_warnings() as caught, PeakRSS() as rss:
+        loaded, hit = cache.get(engine, task, device)
+        neighbours = neighbours_for(kind, task, batch_size)
+        output = engine.run(loaded, task, device, neighbours)
+    total = time.perf_counter() - start
+    timings = {"load_s": 0.0 if hit else loaded.load_s, **output.timings, "total_s": total}
+    peak = int(torch.cuda.max_memory_allocated(device)) if on_cuda else rss.peak
+    return Execution(
+        output=output, timings=timings, peak_memory_bytes=peak,
+        memory_kind="cuda_max_allocated" if on_cuda else "rss_peak",
+        warnings=caught.messages, nondeterministic_warnings=caught.nondeterministic,
+        model_meta=loaded.meta, determinism=record_state(), cache_hit=hit,
+    )

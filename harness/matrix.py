@@ -1,0 +1,313 @@
+"""Task matrices: TOML files that expand into cells with stable, readable ids.
+
+A matrix names tasks (files or inline) and axes (dtype, quantize_bits, seed, device, threads,
+batch_size, profile), how many repeats each worker makes and how many independent worker
+processes repeat the cells, include/exclude rules, comparison thresholds and gates.
+Expansion is pure: it knows nothing of execution. Cells a machine cannot run are kept and
+marked with a skip reason (never a crash), so the report says what was not tested and why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.compare import Thresholds
+from harness.digests import digest_json
+from harness.records import Axes
+from harness.tasks import TaskError, format_validation_error, load_task_file, parse_task, task_kind, task_to_doc
+
+MATRIX_SCHEMA_VERSION = 1
+MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises it
+AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile")
+
+
+class MatrixError(ValueError):
+    """A matrix that cannot be expanded; the message names the file and the field."""
+
+
+def _none_bits(v: Any) -> Any:
+    return None if v in (0, "none", "None", "null") else v
+
+
+class AxesSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: list[Literal["float16", "bfloat16", "float32", "auto"]] | None = None
+    quantize_bits: list[Literal[4, 8] | None] | None = None  # 0 or "none" in TOML means no quantization
+    seed: list[int] | None = None
+    device: list[str] = Field(default_factory=lambda: ["cpu"])
+    threads: list[int | None] = Field(default_factory=lambda: [None])
+    batch_size: list[int] = Field(default_factory=lambda: [1])
+    profile: list[Literal["on", "off"]] = Field(default_factory=lambda: ["on"])
+
+    @field_validator("quantize_bits", mode="before")
+    @classmethod
+    def _bits(cls, v):
+        return [_none_bits(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v):
+        return [None if x in (0, "auto") else x for x in v] if isinstance(v, list) else v
+
+    @field_validator("device")
+    @classmethod
+    def _devices(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if d not in ("cpu", "all", "cuda") and not re.fullmatch(r"cuda:\d+", d):
+                raise ValueError(f"device {d!r} must be cpu, cuda, cuda:N or all")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _bs(cls, v: list[int]) -> list[int]:
+        if any(b < 1 or b > 64 for b in v):
+            raise ValueError("batch_size values must be 1..64")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v):
+        if v is not None and any(s < 0 or s > 2**32 - 1 for s in v):
+            raise ValueError("seeds must be 0 <= seed < 2**32")
+        return v
+
+
+class TaskEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    file: str | None = None
+    task: dict[str, Any] | None = None
+    kind: Literal["audio", "gpt", "audioldm", "chain"] | None = None
+    axes: dict[str, Any] = Field(default_factory=dict)  # per-task axis overrides
+
+
+class Gates(BaseModel):
+    """Which verdicts fail ``harness run`` (its exit code is how CI gates)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
+        default_factory=lambda: ["not_ready", "failed"])
+    # Comparisons that decide the verdict; the others are still measured and reported.
+    verdict_dimensions: list[Literal["repeat", "process", "batch", "threads"]] = Field(
+        default_factory=lambda: ["repeat", "process", "batch", "threads"], min_length=1)
+
+
+class MatrixSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = MATRIX_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    repeats: int = Field(default=2, ge=1, le=100)
+    workers: int = Field(default=2, ge=1, le=16)
+    timeout_s: float = Field(default=300.0, gt=0)
+    tasks: list[TaskEntry] = Field(min_length=1)
+    axes: AxesSpec = Field(default_factory=AxesSpec)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    gates: Gates = Field(default_factory=Gates)
+
+
+@dataclass(frozen=True)
+class Cell:
+    task_name: str
+    kind: str
+    task_doc: dict[str, Any]  # the task with dtype/quant/seed of this cell applied
+    axes: Axes
+    skip_reason: str | None = None
+
+    @property
+    def cell_id(self) -> str:
+        a = self.axes
+        q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
+        t = f"t{a.threads}" if a.threads else "tauto"
+        return (f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
+                f"p{a.profile}/w{a.worker}/r{a.repeat}")
+
+    @property
+    def spec_hash(self) -> str:
+        """What was asked: equal spec hashes must give equal outputs on a deterministic node."""
+        a = self.axes
+        return digest_json({"task": self.task_doc, "kind": self.kind, "device": a.device, "threads": a.threads,
+                            "batch_size": a.batch_size, "profile": a.profile})[:16]
+
+    @property
+    def config_id(self) -> str:
+        a = self.axes
+        q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
+        return f"{self.task_name}/{a.dtype}/{q}/{a.device.replace(':', '')}/p{a.profile}"
+
+    @property
+    def group_key(self) -> tuple[str, str]:
+        """Cells sharing a worker: same device and determinism profile."""
+        return (self.axes.device, self.axes.profile)
+
+
+@dataclass
+class Matrix:
+    spec: MatrixSpec
+    source: Path | None
+    tasks: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (kind, doc)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"spec": self.spec.model_dump(mode="json"), "source": str(self.source) if self.source else None,
+                "tasks": {k: {"kind": kind, "task": doc} for k, (kind, doc) in self.tasks.items()}}
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise MatrixError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise MatrixError(f"{path}: not valid TOML ({err})") from None
+    return matrix_from_doc(data, path)
+
+
+def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
+    where = str(source) if source else "<matrix>"
+    version = data.get("schema_version", MATRIX_SCHEMA_VERSION)
+    if isinstance(version, int) and version > MATRIX_SCHEMA_VERSION:
+        raise MatrixError(f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})")
+    try:
+        spec = MatrixSpec.model_validate(data)
+    except ValidationError as err:
+        raise MatrixError("\n".join(f"{where}: {line}" for line in format_validation_error(err).splitlines())) from None
+    matrix = Matrix(spec=spec, source=source)
+    base = source.parent if source else Path.cwd()
+    for i, entry in enumerate(spec.tasks):
+        if entry.name in matrix.tasks:
+            raise MatrixError(f"{where}: $.tasks[{i}].name: duplicate task name {entry.name!r}")
+        if (entry.file is None) == (entry.task is None):
+            raise MatrixError(f"{where}: $.tasks[{i}]: give exactly one of file or task")
+        try:
+            task = load_task_file(base / entry.file, entry.kind) if entry.file else parse_task(entry.task, entry.kind)
+        except TaskError as err:
+            raise MatrixError("\n".join(f"{where}: $.tasks[{i}] ({entry.name}): {line}" for line in str(err).splitlines())) from None
+        unknown = set(entry.axes) - set(AXIS_NAMES)
+        if unknown:
+            raise MatrixError(f"{where}: $.tasks[{i}].axes: unknown axis {sorted(unknown)[0]!r}")
+        matrix.tasks[entry.name] = (task_kind(task), task_to_doc(task))
+    for section in ("include", "exclude"):
+        for j, rule in enumerate(getattr(spec, section)):
+            unknown = set(rule) - set(AXIS_NAMES) - {"task"}
+            if unknown:
+                raise MatrixError(f"{where}: $.{section}[{j}]: unknown key {sorted(unknown)[0]!r}")
+    return matrix
+
+
+def _matches(rule: dict[str, Any], task_name: str, values: dict[str, Any]) -> bool:
+    for key, want in rule.items():
+        have = task_name if key == "task" else values.get(key)
+        options = want if isinstance(want, list) else [want]
+        if key == "quantize_bits":
+            options = [_none_bits(o) for o in options]
+        if have not in options:
+            return False
+    return True
+
+
+def _devices(requested: list[str], available: list[str]) -> list[str]:
+    out: list[str] = []
+    for d in requested:
+        expanded = available if d == "all" else (["cuda:0"] if d == "cuda" else [d])
+        out.extend(x for x in expanded if x not in out)
+    return out
+
+
+def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells: int = MAX_CELLS) -> list[Cell]:
+    """Every cell of the matrix, in a stable order, with skip reasons for impossible ones."""
+    available = available_devices if available_devices is not None else ["cpu"]
+    spec = matrix.spec
+    combos: list[tuple[str, dict[str, Any]]] = []
+    for name, (kind, doc) in matrix.tasks.items():
+        axes = spec.axes.model_dump()
+        entry = next(e for e in spec.tasks if e.name == name)
+        try:
+            axes.update(AxesSpec.model_validate({**spec.axes.model_dump(), **entry.axes}).model_dump())
+        except ValidationError as err:
+            raise MatrixError(f"$.tasks ({name}).axes: {format_validation_error(err)}") from None
+        axes["dtype"] = axes["dtype"] or [doc["dtype"]]
+        axes["quantize_bits"] = axes["quantize_bits"] or [doc.get("quantize_bits")]
+        axes["seed"] = axes["seed"] or [_task_seed(doc)]
+        axes["device"] = _devices(axes["device"], available) or axes["device"]
+        total = 1
+        for n in AXIS_NAMES:
+            total *= len(axes[n])
+        if total * spec.repeats * spec.workers + len(combos) > max_cells:
+            raise MatrixError(f"matrix {spec.name!r} expands to more than {max_cells} cells; narrow the axes or "
+                              f"pass --max-cells")
+        for values in itertools.product(*(axes[n] for n in AXIS_NAMES)):
+            combos.append((name, dict(zip(AXIS_NAMES, values))))
+        for rule in spec.include:
+            if rule.get("task", name) == name:
+                extra = {n: (rule.get(n, axes[n][0])) for n in AXIS_NAMES}
+                extra["quantize_bits"] = _none_bits(extra["quantize_bits"])
+                combos.append((name, extra))
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for name, values in combos:
+        if any(_matches(rule, name, values) for rule in spec.exclude):
+            continue
+        kind, doc = matrix.tasks[name]
+        task_doc = _apply(kind, doc, values)
+        reason = feasibility(kind, values, available)
+        for worker in range(spec.workers):
+            for repeat in range(spec.repeats):
+                axes = Axes(**values, repeat=repeat, worker=worker)
+                cell = Cell(name, kind, task_doc, axes, reason)
+                if cell.cell_id not in seen:
+                    seen.add(cell.cell_id)
+                    cells.append(cell)
+    if len(cells) > max_cells:
+        raise MatrixError(f"matrix {spec.name!r} expands to {len(cells)} cells (limit {max_cells}); pass --max-cells")
+    return cells
+
+
+def _task_seed(doc: dict[str, Any]) -> int:
+    return doc.get("seed", doc.get("text_stage", {}).get("seed", 0))
+
+
+def _apply(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The task as this cell runs it: dtype, quantization and seed from the axes."""
+    patch = {"dtype": values["dtype"], "quantize_bits": values["quantize_bits"], "seed": values["seed"]}
+    if kind == "chain":
+        return {**doc, "text_stage": {**doc["text_stage"], **patch}, "audio_stage": {**doc["audio_stage"], **patch}}
+    return {**doc, **patch}
+
+
+def feasibility(kind: str, values: dict[str, Any], available: list[str]) -> str | None:
+    """Why this machine cannot run the cell (None when it can)."""
+    device = values["device"]
+    if device != "cpu" and device not in available:
+        return f"{device} is not available on this machine"
+    if values["quantize_bits"] and device.startswith("mps"):
+        return f"{values['quantize_bits']}-bit bitsandbytes quantization does not run on {device}"
+    if values["quantize_bits"]:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return "bitsandbytes is not installed"
+    return None
+
+
+def available_devices() -> list[str]:
+    """cpu plus every CUDA device torch can see."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return devices

@@ -1,0 +1,65 @@
+"""The record: one line of results.jsonl per execution of a cell.
+
+Versioned like pyperf's format: ``RECORD_SCHEMA_VERSION`` changes whenever a field changes
+meaning; readers refuse newer versions with a clear message instead of misreading them.
+History:
+  1 -- first version (cell axes, digests, timings, peak memory, warnings, determinism state).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECORD_SCHEMA_VERSION = 1
+Status = Literal["ok", "failed", "timeout", "skipped"]
+
+
+class Axes(BaseModel):
+    """The execution context of a cell that is not part of the task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dtype: str
+    quantize_bits: int | None
+    seed: int
+    device: str
+    threads: int | None = None
+    batch_size: int = 1
+    profile: str = "on"
+    repeat: int = 0
+    worker: int = 0
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RECORD_SCHEMA_VERSION
+    cell_id: str
+    spec_hash: str  # what was asked (task + axes except repeat/worker): equal spec => equal output expected
+    config_id: str  # model x dtype x quant x device x profile: the unit a verdict is given for
+    task_name: str
+    kind: str
+    model: str
+    axes: Axes
+    status: Status
+    reason: str | None = None
+    digests: dict[str, str] = Field(default_factory=dict)
+    artifact: str | None = None  # path relative to the run directory
+    timings: dict[str, float] = Field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+    memory_kind: str | None = None  # cuda_max_allocated | rss_peak
+    warnings: list[str] = Field(default_factory=list)
+    nondeterministic_warnings: list[str] = Field(default_factory=list)
+    output: dict[str, Any] = Field(default_factory=dict)  # sampling rate, samples, new tokens, ...
+    model_meta: dict[str, Any] = Field(default_factory=dict)  # resolved dtype, quantization, weights hash
+    determinism: dict[str, Any] = Field(default_factory=dict)
+    lint: list[str] = Field(default_factory=list)
+    worker_pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

@@ -1,0 +1,291 @@
+"""Schedule cells onto fresh worker processes and record every outcome.
+
+A worker serves every cell that shares its device and determinism profile (loading each model
+once); an independent second worker repeats them for process-to-process comparison. The
+executor sits behind a small interface (``Executor.run``): local processes now; a fleet of
+machines would plug in through an existing engine such as Ray, never a home-made scheduler.
+Failure is contained: a cell that times out or whose worker dies is recorded as such and a
+new worker carries on with the rest; ``resume`` re-runs only what has no final record.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.matrix import Cell, Matrix, available_devices, expand
+from harness.records import Record
+from harness.store import RunStore, StoreError, new_run_id
+
+FINAL = ("ok", "skipped")  # cells with these records are not run again on resume
+
+
+class RunInterrupted(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    run_dir: str
+    device: str
+    profile: str
+    worker: int
+    cells: list[dict[str, Any]]
+    timeout_s: float
+
+
+class Executor(Protocol):
+    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None]) -> None: ...
+
+
+def cell_payload(cell: Cell, lint: list[str]) -> dict[str, Any]:
+    return {"cell_id": cell.cell_id, "spec_hash": cell.spec_hash, "config_id": cell.config_id,
+            "task_name": cell.task_name, "kind": cell.kind, "model": _model_of(cell), "axes": cell.axes.model_dump(),
+            "task_doc": cell.task_doc, "lint": lint, "artifact_name": cell.cell_id.replace("/", "__")}
+
+
+def _model_of(cell: Cell) -> str:
+    doc = cell.task_doc
+    return doc.get("model") or f"{doc['text_stage']['model']} -> {doc['audio_stage']['model']}"
+
+
+class LocalProcessExecutor:
+    """One ``python -m harness.worker`` process per job; restarted after a crash or timeout."""
+
+    def __init__(self, python: str | None = None, env: dict[str, str] | None = None):
+        self.python = python or sys.executable
+        self.env = env
+        self.current: subprocess.Popen | None = None
+
+    def _start(self, job: Job, cells: list[dict[str, Any]]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
+        fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"run_dir": job.run_dir, "profile": job.profile, "cells": cells}, fh)
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        log = open(Path(job.run_dir) / f"worker-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log", "ab")
+        proc = subprocess.Popen([self.python, "-m", "harness.worker", path], stdout=subprocess.PIPE, stderr=log,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        events: queue.Queue[Any] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    events.put(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            events.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.current = proc
+        return proc, events, path
+
+    def kill(self) -> None:
+        proc = self.current
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.wait()
+
+    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None]) -> None:
+        remaining = list(job.cells)
+        while remaining:
+            proc, events, job_file = self._start(job, remaining)
+            in_flight: dict[str, Any] | None = None
+            deadline: float | None = None
+            try:
+                while True:
+                    wait = None if deadline is None else max(0.05, deadline - time.monotonic())
+                    try:
+                        event = events.get(timeout=wait)
+                    except queue.Empty:  # the cell in flight ran past its timeout
+                        self.kill()
+                        on_record(_failure(in_flight, "timeout", f"timed out after {job.timeout_s:.0f} s; worker killed"))
+                        remaining = remaining[remaining.index(in_flight) + 1:]
+                        break
+                    if event is None:  # the worker exited
+                        code = proc.wait()
+                        if in_flight is None and not remaining:
+                            break
+                        if in_flight is None:
+                            raise RuntimeError(f"worker exited with code {code} before starting; see its log in {job.run_dir}")
+                        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                        on_record(_failure(in_flight, "failed", f"worker {how} while running this cell"))
+                        remaining = remaining[remaining.index(in_flight) + 1:]
+                        break
+                    if event["event"] == "start":
+                        in_flight = next(c for c in remaining if c["cell_id"] == event["cell_id"])
+                        deadline = time.monotonic() + job.timeout_s
+                    elif event["event"] == "record":
+                        on_record(event["record"])
+                        in_flight, deadline = None, None
+                        remaining = [c for c in remaining if c["cell_id"] != event["record"]["cell_id"]]
+                    elif event["event"] == "done":
+                        proc.wait()
+                        remaining = []
+                        break
+            finally:
+                self.kill()
+                self.current = None
+                try:
+                    os.unlink(job_file)
+                except OSError:
+                    pass
+
+
+def _failure(cell: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    base = {k: cell[k] for k in ("cell_id", "spec_hash", "config_id", "task_name", "kind", "model", "axes", "lint")}
+    return {**base, "status": status, "reason": reason, "finished_at": time.time()}
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    total: int
+    executed: int = 0
+    resumed_skipped: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def _lint_for(matrix: Matrix, cells: list[Cell]) -> dict[str, list[str]]:
+    from harness.lint import lint_task, model_limits
+    from harness.tasks import parse_task
+
+    out: dict[str, list[str]] = {}
+    limits_cache: dict[str, Any] = {}
+    for cell in cells:
+        key = f"{cell.task_name}|{cell.axes.device}|{cell.axes.quantize_bits}|{cell.axes.seed}|{cell.axes.dtype}"
+        if key not in out:
+            task = parse_task(cell.task_doc, cell.kind)
+            model = cell.task_doc.get("model")
+            if model and model not in limits_cache:
+                limits_cache[model] = model_limits(model)
+            out[key] = [str(w) for w in lint_task(task, cell.axes.device, limits_cache.get(model))]
+        out[cell.cell_id] = out[key]
+    return out
+
+
+def tiny_models_of(matrix: Matrix) -> dict[str, str]:
+    """Build the tiny models the matrix uses (once, before workers race) and return their hashes."""
+    from harness.models.tiny import tiny_info
+
+    found: dict[str, str] = {}
+
+    def visit(doc: Any) -> None:
+        if isinstance(doc, dict):
+            ref = doc.get("model")
+            if isinstance(ref, str) and ref.startswith("tiny:"):
+                found[ref] = tiny_info(ref.split(":", 1)[1])["weights_sha256"]
+            for v in doc.values():
+                visit(v)
+
+    for _, doc in matrix.tasks.values():
+        visit(doc)
+    return found
+
+
+def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = False, progress: bool = True,
+               executor: Executor | None = None, max_cells: int | None = None, reports_root: Path = Path("reports")) -> RunSummary:
+    from harness import __version__
+    from harness.digests import digest_json
+    from harness.env import fingerprint
+
+    devices = available_devices()
+    cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
+    run_dir = Path(out_dir) if out_dir else reports_root / "runs" / new_run_id(matrix.spec.name)
+    matrix_digest = digest_json(matrix.to_doc())
+    if resume:
+        if not (run_dir / "manifest.json").exists():
+            raise StoreError(f"{run_dir}: nothing to resume (no manifest.json)")
+        store = RunStore(run_dir)
+        store.lock()
+        manifest = store.manifest()
+        if manifest.get("matrix_digest") != matrix_digest:
+            store.unlock()
+            raise StoreError(f"{run_dir}: this run was made from a different matrix; resume it with the same matrix file")
+    else:
+        if (run_dir / "results.jsonl").exists():
+            raise StoreError(f"{run_dir}: already holds results; use --resume to finish it or choose another --out")
+        store = RunStore.create(run_dir, {
+            "harness_version": __version__, "run_id": run_dir.name, "created_at": time.time(),
+            "matrix": matrix.to_doc(), "matrix_digest": matrix_digest, "environment": fingerprint(),
+            "tiny_models": tiny_models_of(matrix), "status": "running", "devices": devices,
+        })
+    summary = RunSummary(run_dir=run_dir, total=len(cells))
+    try:
+        note = store.repair_tail()
+        if note:
+            summary.problems.append(note)
+        loaded = store.load_records()
+        summary.problems += loaded.problems
+        done = {r.cell_id for r in loaded.records if r.status in FINAL}
+        pending = [c for c in cells if c.cell_id not in done]
+        summary.resumed_skipped = len(cells) - len(pending)
+        lint = _lint_for(matrix, pending)
+        _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress)
+        store.update_manifest(status="complete", finished_at=time.time())
+    except KeyboardInterrupt:
+        store.update_manifest(status="interrupted")
+        raise RunInterrupted(f"interrupted; finished records are kept in {run_dir}; finish with "
+                             f"`harness run MATRIX --resume --out {run_dir}`") from None
+    finally:
+        store.unlock()
+    return summary
+
+
+def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[str, list[str]], summary: RunSummary,
+             executor: Executor, progress: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    def write(record: dict[str, Any]) -> None:
+        rec = Record.model_validate(record)
+        try:
+            store.append(rec)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise StoreError(f"{store.path}: disk full while writing results.jsonl; finished records are kept; "
+                                 f"free space and finish with --resume") from None
+            raise
+        summary.executed += 1
+        summary.statuses[rec.status] = summary.statuses.get(rec.status, 0) + 1
+        bar.update(task_id, advance=1, failures=summary.statuses.get("failed", 0) + summary.statuses.get("timeout", 0))
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("failed {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task_id = bar.add_task(matrix.spec.name, total=len(pending), failures=0)
+        runnable = []
+        for cell in pending:
+            if cell.skip_reason:
+                write(_failure(cell_payload(cell, lint.get(cell.cell_id, [])), "skipped", cell.skip_reason))
+            else:
+                runnable.append(cell)
+        groups: dict[tuple[str, str, int], list[Cell]] = {}
+        for cell in runnable:
+            groups.setdefault((*cell.group_key, cell.axes.worker), []).append(cell)
+        for (device, profile, worker), group in groups.items():
+            group.sort(key=lambda c: (c.task_doc.get("model", ""), c.axes.dtype, str(c.axes.quantize_bits), c.task_name,
+                                      c.axes.threads or 0, c.axes.batch_size, c.axes.seed, c.axes.repeat))
+            job = Job(str(store.path), device, profile, worker,
+                      [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s)
+            executor.run(job, write)

@@ -1,0 +1,268 @@
+"""Run directories: manifest.json, results.jsonl (append-only) and artifacts/*.npz.
+
+Results are data users keep, so: every file carries a schema version and newer versions are
+refused; records are appended one line at a time, flushed and fsynced, so a crash loses at
+most the line being written; a torn last line is set aside (never glued to the next record)
+and the readable part still loads; artifacts are npz without pickle, written atomically, and
+checked against the digests in their record; one process at a time holds a run's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.digests import digest_array
+from harness.records import RECORD_SCHEMA_VERSION, Record
+
+MANIFEST_SCHEMA_VERSION = 1
+RESULTS = "results.jsonl"
+MANIFEST = "manifest.json"
+ARTIFACTS = "artifacts"
+
+
+class StoreError(RuntimeError):
+    """A run directory that cannot be used as asked; the message names the file and the problem."""
+
+
+class RunLocked(StoreError):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: {what} is not valid JSON ({err})") from None
+
+
+def check_version(found: Any, supported: int, where: str) -> None:
+    if not isinstance(found, int):
+        raise StoreError(f"{where}: schema_version is missing or not an integer")
+    if found > supported:
+        raise StoreError(f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
+                         f"upgrade consensus-harness to read it")
+
+
+@dataclass
+class LoadedRecords:
+    records: list[Record] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one line each: torn or invalid lines
+
+
+class RunStore:
+    """One run directory. ``lock()`` before writing; readers need no lock."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = None
+
+    # --- creation and locking -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, manifest: dict[str, Any]) -> "RunStore":
+        store = cls(path)
+        store.path.mkdir(parents=True, exist_ok=True)
+        (store.path / ARTIFACTS).mkdir(exist_ok=True)
+        store.lock()
+        if not (store.path / MANIFEST).exists():
+            atomic_write_json(store.path / MANIFEST, {"schema_version": MANIFEST_SCHEMA_VERSION, **manifest})
+        return store
+
+    def lock(self) -> None:
+        from filelock import FileLock, Timeout
+
+        if self._lock is not None:
+            return
+        lock = FileLock(str(self.path / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunLocked(f"{self.path}: another harness process is writing this run (lock {self.path / '.lock'} "
+                            f"is held); wait for it or choose another --out") from None
+        self._lock = lock
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # --- manifest ---------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        data = read_json_file(self.path / MANIFEST, "manifest")
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.path / MANIFEST}: manifest must be a JSON object")
+        check_version(data.get("schema_version"), MANIFEST_SCHEMA_VERSION, str(self.path / MANIFEST))
+        return data
+
+    def update_manifest(self, **fields: Any) -> None:
+        data = self.manifest()
+        data.update(fields)
+        atomic_write_json(self.path / MANIFEST, data)
+
+    # --- records ----------------------------------------------------------------------------
+    def repair_tail(self) -> str | None:
+        """A crash mid-write leaves a last line without newline: move it aside so the next
+        append starts on a clean line. Returns a message when something was set aside."""
+        results = self.path / RESULTS
+        if not results.exists() or results.stat().st_size == 0:
+            return None
+        with open(results, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 1))
+            if fh.read(1) == b"\n":
+                return None
+            block = min(size, 1 << 20)
+            fh.seek(size - block)
+            tail = fh.read(block)
+            cut = tail.rfind(b"\n")
+            keep = size - block + cut + 1 if cut >= 0 else 0
+            fh.seek(keep)
+            torn = fh.read()
+            with open(self.path / "results.torn.jsonl", "ab") as aside:
+                aside.write(torn + b"\n")
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return f"{results}: a torn last line ({len(torn)} bytes) was moved to results.torn.jsonl"
+
+    def append(self, record: Record) -> None:
+        line = record.model_dump_json() + "\n"
+        with open(self.path / RESULTS, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def load_records(self) -> LoadedRecords:
+        out = LoadedRecords()
+        results = self.path / RESULTS
+        if not results.exists():
+            return out
+        with open(results, "rb") as fh:
+            data = fh.read()
+        lines = data.split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            torn = number == len(lines) and not data.endswith(b"\n")
+            try:
+                doc = json.loads(raw)
+                check_version(doc.get("schema_version") if isinstance(doc, dict) else None,
+                              RECORD_SCHEMA_VERSION, f"{results}:{number}")
+                out.records.append(Record.model_validate(doc))
+            except StoreError as err:
+                if "newer" in str(err):
+                    raise
+                out.problems.append(str(err))
+            except Exception as err:  # invalid JSON or fields: report the line, keep the rest
+                kind = "torn last line (a crash mid-write?)" if torn else "unreadable record"
+                out.problems.append(f"{results}:{number}: {kind} skipped ({type(err).__name__})")
+        return out
+
+    # --- artifacts --------------------------------------------------------------------------
+    def write_artifact(self, name: str, arrays: dict[str, np.ndarray]) -> str:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        rel = f"{ARTIFACTS}/{name}.npz"
+        atomic_write_bytes(self.path / rel, buf.getvalue())
+        return rel
+
+    def load_artifact(self, rel: str, expected: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+        """Arrays of an artifact; with ``expected`` digests, a changed byte is an error."""
+        path = (self.path / rel).resolve()
+        if self.path.resolve() not in path.parents:
+            raise StoreError(f"{rel}: artifact path leaves the run directory")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError:
+            raise StoreError(f"{path}: artifact missing") from None
+        except Exception as err:
+            raise StoreError(f"{path}: artifact unreadable ({type(err).__name__}: {err})") from None
+        for name, digest in (expected or {}).items():
+            if name in arrays and digest_array(arrays[name]) != digest:
+                raise StoreError(f"{path}: array {name!r} does not match its recorded digest (corrupted artifact)")
+        return arrays
+
+
+def new_run_id(label: str) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{label}"
+
+
+def load_run(path: str | Path):
+    """A run's records as a pandas DataFrame, one row per execution (axes and timings flattened)."""
+    import pandas as pd
+
+    store = RunStore(path)
+    store.manifest()
+    loaded = store.load_records()
+    rows = [flatten_record(r) for r in loaded.records]
+    frame = pd.DataFrame(rows)
+    frame.attrs["problems"] = loaded.problems
+    return frame
+
+
+def flatten_record(r: Record) -> dict[str, Any]:
+    row: dict[str, Any] = {"cell_id": r.cell_id, "spec_hash": r.spec_hash, "config_id": r.config_id,
+                           "task": r.task_name, "kind": r.kind, "model": r.model, "status": r.status,
+                           "reason": r.reason, "output_digest": r.digests.get("output"),
+                           "tokens_digest": r.digests.get("tokens"), "peak_memory_bytes": r.peak_memory_bytes,
+                           "artifact": r.artifact}
+    row.update(r.axes.model_dump())
+    row.update({f"t_{k}": v for k, v in r.timings.items()})
+    return row
+
+
+def iter_jsonl(lines: Iterable[str]) -> Iterable[dict]:
+    for line in lines:
+        if line.strip():
+            yield json.loads(line)

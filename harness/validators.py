@@ -1,0 +1,164 @@
+"""Candidate audio validation rules for the network, and cheats to measure them against.
+
+Why: the network checks text by SHA-256 and images by pHash, and has no audio rule. Each
+candidate rule here is a pure function ``(reference, candidate, thresholds) -> bool``; its
+worth is two numbers: how often it rejects an honest node on other hardware (false reject)
+and how often it accepts a dishonest one (false accept). The cheats below are the cheap
+waveform edits a dishonest node could make; cheats that need the engine (another seed,
+another prompt) are produced by the callers that run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from harness.compare import Comparable, Thresholds, fingerprint_distance, float_metrics, within_tolerance
+from harness.digests import digest_array
+
+Validator = Callable[[Comparable, Comparable, Thresholds | None], bool]
+Pair = tuple[Comparable, Comparable]
+
+
+def _digest(c: Comparable, name: str) -> str | None:
+    if name in c.digests:
+        return c.digests[name]
+    return digest_array(c.arrays[name]) if name in c.arrays else None
+
+
+def exact_waveform_hash(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """The text rule applied to audio: sha256 of the canonical waveform bytes."""
+    a = _digest(reference, "waveform")
+    return a is not None and a == _digest(candidate, "waveform")
+
+
+def exact_codes(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Equal EnCodec codes: exact on the discrete output, blind to decoder float noise."""
+    a = _digest(reference, "codes")
+    return a is not None and a == _digest(candidate, "codes")
+
+
+def tolerance(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """rel-L2 and cosine on the waveform (common prefix, length mismatch bounded)."""
+    if exact_waveform_hash(reference, candidate):
+        return True
+    if "waveform" not in reference.arrays or "waveform" not in candidate.arrays:
+        return False
+    metrics = float_metrics(reference.arrays["waveform"], candidate.arrays["waveform"])
+    return within_tolerance(metrics, thresholds or Thresholds())
+
+
+def fingerprint(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Hamming distance of spectral fingerprints, like the network's image pHash rule."""
+    if exact_waveform_hash(reference, candidate):
+        return True
+    thr = thresholds or Thresholds()
+    dist = fingerprint_distance(reference, candidate, thr.fingerprint_bits)
+    return dist is not None and dist <= thr.hamming_max
+
+
+VALIDATORS: dict[str, Validator] = {
+    "exact_waveform_hash": exact_waveform_hash,
+    "exact_codes": exact_codes,
+    "tolerance": tolerance,
+    "fingerprint": fingerprint,
+}
+
+
+# --- cheats: a dishonest waveform made from an honest one (pure numpy, seeded) ---------------
+
+def _as_2d(waveform: np.ndarray) -> np.ndarray:
+    wav = np.asarray(waveform, dtype=np.float32)
+    return wav[:, None] if wav.ndim == 1 else wav
+
+
+def add_noise(waveform: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Gaussian noise at ``snr_db`` below the signal's power (full scale when silent)."""
+    wav = _as_2d(waveform)
+    power = float(np.mean(wav.astype(np.float64) ** 2)) if wav.size else 0.0
+    std = np.sqrt((power or 1.0) / 10 ** (snr_db / 10))
+    noise = np.random.default_rng(seed).normal(0.0, std, size=wav.shape)
+    return (wav + noise).astype(np.float32)
+
+
+def time_shift(waveform: np.ndarray, samples: int) -> np.ndarray:
+    """Delay (positive) or advance (negative) by ``samples``, zero-filled, same length."""
+    wav = _as_2d(waveform)
+    out = np.zeros_like(wav)
+    n = wav.shape[0]
+    k = int(samples)
+    if abs(k) < n:
+        if k >= 0:
+            out[k:] = wav[: n - k]
+        else:
+            out[: n + k] = wav[-k:]
+    return out
+
+
+def truncate(waveform: np.ndarray, fraction: float, keep_length: bool = False) -> np.ndarray:
+    """Drop the last ``fraction`` of the samples (a node that stopped early); with
+    ``keep_length`` the dropped tail is zero-filled instead."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    wav = _as_2d(waveform)
+    keep = int(round(wav.shape[0] * (1.0 - fraction)))
+    if not keep_length:
+        return wav[:keep].copy()
+    out = np.zeros_like(wav)
+    out[:keep] = wav[:keep]
+    return out
+
+
+def lower_precision(waveform: np.ndarray, dtype: str = "float16") -> np.ndarray:
+    """Round through float16 or bfloat16 (round-to-nearest-even on the top 16 bits) and
+    back to float32: what a node running a cheaper dtype would return."""
+    wav = _as_2d(waveform)
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return wav.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        bits = np.ascontiguousarray(wav).view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        out = rounded.astype(np.uint32).view(np.float32)
+        return np.where(np.isnan(wav), wav, out).astype(np.float32)
+    raise ValueError(f"dtype must be 'float16' or 'bfloat16', got {dtype!r}")
+
+
+def with_waveform(honest: Comparable, waveform: np.ndarray, keep_codes: bool = False) -> Comparable:
+    """A candidate carrying ``waveform`` instead of the honest one. Codes are dropped by
+    default: a node that edits audio after the fact cannot make codes that decode to it."""
+    wav = _as_2d(waveform)
+    arrays = {"waveform": wav}
+    if keep_codes and "codes" in honest.arrays:
+        arrays["codes"] = honest.arrays["codes"]
+    digests = {name: digest_array(arr) for name, arr in arrays.items()}
+    digests["output"] = digests["waveform"]
+    discrete = "codes" if "codes" in arrays else None
+    if discrete:
+        digests["tokens"] = digests["codes"]
+    return Comparable(arrays=arrays, digests=digests, discrete=discrete, steps=discrete,
+                      sampling_rate=honest.sampling_rate)
+
+
+def error_rates(honest_pairs: Iterable[Pair], cheat_pairs: Iterable[Pair],
+                validators: Mapping[str, Validator] | None = None,
+                thresholds: Thresholds | None = None) -> pd.DataFrame:
+    """Per validator: share of honest pairs rejected and of cheat pairs accepted (NaN when
+    there are no pairs of that kind)."""
+    honest, cheats = list(honest_pairs), list(cheat_pairs)
+    thr = thresholds or Thresholds()
+    rows = []
+    for name, fn in (validators or VALIDATORS).items():
+        rejected = sum(not fn(ref, cand, thr) for ref, cand in honest)
+        accepted = sum(bool(fn(ref, cand, thr)) for ref, cand in cheats)
+        rows.append({
+            "validator": name,
+            "false_reject_rate": rejected / len(honest) if honest else float("nan"),
+            "false_accept_rate": accepted / len(cheats) if cheats else float("nan"),
+            "honest_pairs": len(honest),
+            "cheat_pairs": len(cheats),
+        })
+    return pd.DataFrame(rows, columns=["validator", "false_reject_rate", "false_accept_rate",
+                                       "honest_pairs", "cheat_pairs"])

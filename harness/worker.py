@@ -1,0 +1,151 @@
+"""A worker process: runs a list of cells that share a device and determinism profile.
+
+Started fresh by the runner so the determinism environment is in place before torch starts
+CUDA. It loads each (model, dtype, quant) once, switches thread counts in place, writes each
+cell's artifact (atomically) and reports one JSON line per event on a private pipe (the
+original stdout; library chatter goes to stderr). The runner owns results.jsonl.
+
+Fault injection for tests and drills (``HARNESS_FAULT``): ``kill:<glob>``, ``hang:<glob>``,
+``oom:<glob>`` or ``raise:<glob>``, optionally ``@<once-file>`` so it fires once only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _one_line(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}".replace("\n", " ")
+    return text[:500]
+
+
+def _maybe_fault(cell_id: str) -> None:
+    spec = os.environ.get("HARNESS_FAULT")
+    if not spec:
+        return
+    action, _, rest = spec.partition(":")
+    pattern, _, once = rest.partition("@")
+    if not fnmatch.fnmatch(cell_id, pattern):
+        return
+    if once:
+        marker = Path(once)
+        if marker.exists():
+            return
+        marker.write_text(cell_id)
+    if action == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hang":
+        time.sleep(3600)
+    elif action == "oom":
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (512 * 1024 * 1024, resource.RLIMIT_AS))
+        blocks = []
+        while True:  # allocate until the address-space cap says no
+            blocks.append(bytearray(64 * 1024 * 1024))
+    elif action == "raise":
+        raise RuntimeError(f"injected fault in {cell_id}")
+
+
+def _load_engine_plugins() -> None:
+    """``HARNESS_ENGINES="audio=pkg.mod:Class,..."`` replaces engines (adapters, test doubles)."""
+    spec = os.environ.get("HARNESS_ENGINES")
+    if not spec:
+        return
+    import importlib
+
+    from harness.engines import base
+
+    overrides = {}
+    for item in spec.split(","):
+        kind, _, target = item.partition("=")
+        module, _, attr = target.partition(":")
+        overrides[kind.strip()] = getattr(importlib.import_module(module), attr)
+    original = base.get_engine
+
+    def get_engine(kind: str):
+        return overrides[kind]() if kind in overrides else original(kind)
+
+    base.get_engine = get_engine
+    import harness.execute
+
+    harness.execute.get_engine = get_engine
+
+
+def run_job(job: dict[str, Any], proto: TextIO) -> None:
+    from harness.determinism import apply_environment
+
+    apply_environment(job["profile"])  # before torch is imported
+    from harness.engines.base import ModelCache
+    from harness.execute import execute
+    from harness.models.loading import ModelNotFound, UnsupportedConfiguration
+    from harness.store import RunStore
+    from harness.tasks import TaskError, parse_task
+
+    _load_engine_plugins()
+
+    def emit(event: dict[str, Any]) -> None:
+        proto.write(json.dumps(event) + "\n")
+        proto.flush()
+
+    store = RunStore(job["run_dir"])
+    cache = ModelCache()
+    emit({"event": "ready", "pid": os.getpid()})
+    for cell in job["cells"]:
+        emit({"event": "start", "cell_id": cell["cell_id"], "t": time.time()})
+        base = {k: cell[k] for k in ("cell_id", "spec_hash", "config_id", "task_name", "kind", "model", "axes", "lint")}
+        base.update(worker_pid=os.getpid(), started_at=time.time())
+        try:
+            _maybe_fault(cell["cell_id"])
+            task = parse_task(cell["task_doc"], cell["kind"])
+            axes = cell["axes"]
+            ex = execute(task, cell["kind"], axes["device"], cache, threads=axes["threads"], profile=axes["profile"],
+                         batch_size=axes["batch_size"])
+            digests = ex.output.digests()
+            artifact = store.write_artifact(cell["artifact_name"], ex.output.arrays)
+            record = {**base, "status": "ok", "digests": digests, "artifact": artifact, "timings": ex.timings,
+                      "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
+                      "warnings": ex.warnings[:20], "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
+                      "output": {**ex.output.describe(), **({"response": ex.output.response} if ex.output.response else {})},
+                      "model_meta": ex.model_meta, "determinism": ex.determinism}
+        except (UnsupportedConfiguration, ModelNotFound) as err:
+            record = {**base, "status": "skipped", "reason": _one_line(err)}
+        except TaskError as err:
+            record = {**base, "status": "failed", "reason": _one_line(err)}
+        except MemoryError as err:
+            record = {**base, "status": "failed", "reason": f"out of memory ({_one_line(err)})"}
+        except Exception as err:  # one cell's failure must not end the worker
+            if type(err).__name__ == "OutOfMemoryError":
+                reason = f"CUDA out of memory ({_one_line(err)})"
+                import torch
+
+                torch.cuda.empty_cache()
+            else:
+                reason = _one_line(err)
+            traceback.print_exc(file=sys.stderr)
+            record = {**base, "status": "failed", "reason": reason}
+        record["finished_at"] = time.time()
+        emit({"event": "record", "record": record})
+    emit({"event": "done"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # libraries that print must not corrupt the protocol
+    job = json.loads(Path(argv[0]).read_text())
+    run_job(job, proto)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
