@@ -119,10 +119,10 @@ def float_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]
         a = xf[s:s + _CHUNK].astype(np.float64)
         b = yf[s:s + _CHUNK].astype(np.float64)
         d = a - b
-        xx += float(a @ a)
-        yy += float(b @ b)
-        xy += float(a @ b)
-        dd += float(d @ d)
+        xx += float(np.sum(a * a))  # not BLAS dot: thread-dependent speed and rounding
+        yy += float(np.sum(b * b))
+        xy += float(np.sum(a * b))
+        dd += float(np.sum(d * d))
         mx = max(mx, float(np.max(np.abs(d))))
     if not all(math.isfinite(v) for v in (xx, yy, xy, dd, mx)):
         out.update(rel_l2=None, cosine=None, snr_db=None, max_abs=None)
@@ -261,7 +261,9 @@ def rule_for_level(level: str, thresholds: Thresholds | None = None) -> Callable
 
 
 def _content_key(c: Comparable) -> tuple:
-    return tuple(sorted(c.digests.items())) or (id(c),)
+    if not c.digests:
+        return (id(c),)
+    return (tuple(sorted(c.digests.items())), c.discrete, c.steps, c.sampling_rate)
 
 
 def _sample_triples(n: int, count: int, seed: int) -> np.ndarray:

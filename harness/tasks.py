@@ -234,8 +234,10 @@ def _json_path(loc: tuple[Any, ...]) -> str:
             continue  # union branch names are pydantic internals, not JSON paths
         elif isinstance(part, str) and ("[" in part or "(" in part):
             continue
-        else:
+        elif isinstance(part, str) and part.isidentifier() and part.isascii():
             path += f".{part}"
+        else:  # odd keys (control characters, spaces) stay on one line, escaped
+            path += f"[{json.dumps(str(part), ensure_ascii=True)}]"
     return path
 
 

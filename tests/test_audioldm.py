@@ -10,6 +10,8 @@ import pytest
 from harness.digests import digest_array
 from harness.tasks import AudioLDMTask
 
+pytestmark = pytest.mark.slow
+
 STEPS = 4
 SECONDS = 2.0
 PROMPT = "A classic cocktail lounge vibe with smooth jazz piano and a cool, relaxed atmosphere."
@@ -125,3 +127,24 @@ def test_quantization_on_cpu_is_refused(home, bits):
 
     with pytest.raises(UnsupportedConfiguration, match="GPU"):
         AudioLDMEngine().load(_task(quantize_bits=bits), "cpu")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs CUDA")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_unet_on_cuda(home, bits):
+    from harness.engines.audioldm import AudioLDMEngine
+
+    engine = AudioLDMEngine()
+    loaded = engine.load(_task(quantize_bits=bits), "cuda")
+    report = loaded.meta["quantization"]
+    assert report["bits"] == bits and report["quantized_layers"] > 0
+    out = engine.run(loaded, _task(quantize_bits=bits), "cuda")
+    assert out.arrays["waveform"].shape == (int(SECONDS * 16000), 1)
+    assert np.isfinite(out.arrays["waveform"]).all()

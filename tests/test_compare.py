@@ -249,8 +249,10 @@ def _three_kinds():
 def test_agreement_known_mixes():
     A, B, C, _ = _three_kinds()
     bitwise = rule_for_level("bitwise")
-    assert agreement_probabilities([A, A, A, A], bitwise) == {"p3of3": 1.0, "p2of3": 1.0, "triples": 4, "pairs_agree": 1.0}
-    assert agreement_probabilities([A, B, C], bitwise) == {"p3of3": 0.0, "p2of3": 0.0, "triples": 1, "pairs_agree": 0.0}
+    assert agreement_probabilities([A, A, A, A], bitwise) == {
+        "p3of3": 1.0, "p2of3": 1.0, "triples": 4, "pairs_agree": 1.0}
+    assert agreement_probabilities([A, B, C], bitwise) == {
+        "p3of3": 0.0, "p2of3": 0.0, "triples": 1, "pairs_agree": 0.0}
     r = agreement_probabilities([A, A, B], bitwise)
     assert (r["p3of3"], r["p2of3"], r["triples"]) == (0.0, 1.0, 1)
     assert r["pairs_agree"] == pytest.approx(1 / 3)
