@@ -90,15 +90,17 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """GPT-2 style byte-level BPE: the 256 byte symbols plus deterministic merges that
-    build each fixed word left to right (every merge's parts are already tokens)."""
+def byte_level_bpe(words, specials: tuple[str, ...] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE without training: ``specials`` first, the 256 byte symbols, then
+    deterministic merges that build each fixed word left to right (every merge's parts are
+    already tokens). A trained tokenizer is not byte-reproducible; this one is."""
     from tokenizers.pre_tokenizers import ByteLevel
 
-    byte_syms = sorted(ByteLevel.alphabet())
-    vocab = {s: i for i, s in enumerate(byte_syms)}
+    vocab = {s: i for i, s in enumerate(specials)}
+    for sym in sorted(ByteLevel.alphabet()):
+        vocab[sym] = len(vocab)
     merges: list[tuple[str, str]] = []
-    for word in _WORDS:
+    for word in dict.fromkeys(words):
         for piece in ("Ġ" + word, word):
             cur = piece[0]
             for ch in piece[1:]:
@@ -107,14 +109,14 @@ def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
                     merges.append((cur, ch))
                     vocab[nxt] = len(vocab)
                 cur = nxt
-    vocab["<|endoftext|>"] = len(vocab)
     return vocab, merges
 
 
 def build_gpt2(out: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
-    vocab, merges = _byte_level_vocab()
+    vocab, merges = byte_level_bpe(_WORDS)
+    vocab["<|endoftext|>"] = len(vocab)
     tok = GPT2Tokenizer(vocab=vocab, merges=merges)
     tok.model_max_length = 256
     eos = vocab["<|endoftext|>"]

@@ -34,22 +34,9 @@ _SEED_OFFSETS = {"text_encoder": 1, "unet": 2, "vae": 3, "vocoder": 4}
 def _roberta_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """RoBERTa/CLAP layout (<s>=0, <pad>=1, </s>=2, <unk>=3), the 256 byte symbols, then
     deterministic merges that build each fixed word left to right, then <mask>."""
-    from tokenizers.pre_tokenizers import ByteLevel
+    from harness.models.tiny import byte_level_bpe
 
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for sym in sorted(ByteLevel.alphabet()):
-        vocab[sym] = len(vocab)
-    merges: list[tuple[str, str]] = []
-    words = list(dict.fromkeys([*_WORDS, *_EXTRA_WORDS]))
-    for word in words:
-        for piece in ("Ġ" + word, word):
-            cur = piece[0]
-            for ch in piece[1:]:
-                nxt = cur + ch
-                if nxt not in vocab:
-                    merges.append((cur, ch))
-                    vocab[nxt] = len(vocab)
-                cur = nxt
+    vocab, merges = byte_level_bpe([*_WORDS, *_EXTRA_WORDS], specials=("<s>", "<pad>", "</s>", "<unk>"))
     vocab["<mask>"] = len(vocab)
     return vocab, merges
 
