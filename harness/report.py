@@ -1,0 +1,297 @@
+"""Render an analysed run (harness.analysis_model.Analysis) as Markdown, JSON and HTML.
+
+Rendering decides nothing: no thresholds, no verdicts, only the fields of the Analysis.
+The table builders below return plain strings and are shared by the Markdown and HTML
+renderers (harness.report_html), so both show the same tables. Output is deterministic:
+dict-keyed fields are shown in a fixed order, floats with fixed digits, and nothing that
+changes between renders (clock, cwd) is written -- only a.run_id and a.run_dir name the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.analysis_model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary
+from harness.store import atomic_write_bytes
+
+RULES = ("bitwise", "tokens", "tolerance", "perceptual")
+LEVEL_ORDER = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
+DIMENSION_ORDER = ("repeat", "process", "batch", "threads", "seed", "dtype")
+FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
+MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
+
+Table = tuple[list[str], list[list[str]]]
+
+
+# --- formatting ------------------------------------------------------------------------------
+def fmt(x: Any, digits: int = 3) -> str:
+    """None -> '-', bool -> yes/no, int as is, float with ``digits`` fixed decimals."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    if isinstance(x, (dict, list)):
+        return json.dumps(x, sort_keys=True, separators=(",", ":"))
+    return str(x)
+
+
+def mib(nbytes: int | float | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:.1f}"
+
+
+def _ordered(keys: Any, order: tuple[str, ...]) -> list[str]:
+    """Known keys in ``order`` first, the rest alphabetically."""
+    keys = list(keys)
+    return [k for k in order if k in keys] + sorted(k for k in keys if k not in order)
+
+
+def fmt_levels(levels: dict[str, int]) -> str:
+    return ", ".join(f"{k} {levels[k]}" for k in _ordered(levels, LEVEL_ORDER)) or "-"
+
+
+def fmt_steps(steps: list[int]) -> str:
+    """Summary of first divergence steps: the values when few, else n/min/median/max."""
+    if not steps:
+        return "-"
+    s = sorted(steps)
+    if len(s) <= 5:
+        return ", ".join(str(v) for v in s)
+    mid = len(s) // 2
+    median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+    return f"n={len(s)}, min {s[0]}, median {median:g}, max {s[-1]}"
+
+
+def fmt_mapping(d: dict[str, Any] | None, digits: int = 3) -> str:
+    return ", ".join(f"{k}={fmt(d[k], digits)}" for k in sorted(d)) if d else "-"
+
+
+# --- tables (shared by Markdown and HTML) ----------------------------------------------------
+def verdict_table(a: Analysis) -> Table:
+    head = ["Config", "Verdict", "Reason"]
+    for rule in RULES:
+        head += [f"P(3/3) {rule}", f"P(2/3) {rule}"]
+    head += ["Triples", "Seed sensitive"]
+    rows = []
+    for c in a.configs:
+        row = [c.config_id, c.verdict, c.reason]
+        for rule in RULES:
+            agree = c.agreement.get(rule, {})
+            row += [fmt(agree.get("p3of3")), fmt(agree.get("p2of3"))]
+        row += [fmt(c.agreement.get("bitwise", {}).get("triples")), fmt(c.seed_sensitive)]
+        rows.append(row)
+    return head, rows
+
+
+def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
+    return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), fmt_steps(d.first_divergence)]
+
+
+def evidence_table(c: ConfigResult) -> Table:
+    head = ["Dimension", "Pairs", "Levels", "Worst", "First divergence"]
+    return head, [_dimension_row(k, c.dimensions[k]) for k in _ordered(c.dimensions, DIMENSION_ORDER)]
+
+
+def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
+    """Label/value lines shown above a configuration's evidence table."""
+    facts = [("Task", f"{c.task} ({c.kind})"), ("Model", c.model),
+             ("Axes", f"dtype {c.dtype}, quantize {f'{c.quantize_bits} bits' if c.quantize_bits else 'none'}, "
+                      f"device {c.device}, profile {c.profile}"),
+             ("Verdict", f"{VERDICT_TEXT.get(c.verdict, c.verdict)} -- {c.reason}"),
+             ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-")]
+    if c.seed_note:
+        facts.append(("Seed", c.seed_note))
+    if c.quantization:
+        facts.append(("Quantization", fmt(c.quantization)))
+    return facts
+
+
+def example_table(a: Analysis) -> Table:
+    head = ["Config", "Dimension", "A", "B", "Level", "First divergence", "Metrics"]
+    rows = []
+    for p in a.examples:
+        step = "-" if p.first_divergence is None else f"{p.first_divergence} of {fmt(p.steps_total)}"
+        rows.append([p.config_id, p.dimension, p.a, p.b, p.level, step, fmt_mapping(p.metrics)])
+    return head, rows
+
+
+def drift_table(a: Analysis) -> Table:
+    head = ["Config", "Pairs", "Levels", "Worst", "First divergence"]
+    rows = [[c.config_id] + _dimension_row("", c.dtype_drift)[1:] for c in a.configs if c.dtype_drift]
+    return head, rows
+
+
+def lint_rows(a: Analysis) -> list[tuple[str, list[str]]]:
+    """Each distinct warning once (first-seen order) with the configurations it came from."""
+    seen: dict[str, list[str]] = {}
+    for c in a.configs:
+        for w in c.lint:
+            ids = seen.setdefault(w, [])
+            if c.config_id not in ids:
+                ids.append(c.config_id)
+    return list(seen.items())
+
+
+def cost_table(a: Analysis) -> Table:
+    head = ["Config", "Executions", "Latency median (s)", "Latency p90 (s)", "Load (s)", "Peak memory (MiB)",
+            "Memory kind", "RTF", "Tokens/s", "TTFT (s)"]
+    rows = []
+    for c in a.configs:
+        k = c.cost
+        rows.append([c.config_id, str(k.executions), fmt(k.latency_s.get("median")), fmt(k.latency_s.get("p90")),
+                     fmt(k.load_s), mib(k.peak_memory_bytes), fmt(k.memory_kind), fmt(k.real_time_factor),
+                     fmt(k.tokens_per_second), fmt(k.time_to_first_token_s)])
+    return head, rows
+
+
+def model_table(a: Analysis) -> Table:
+    head = ["Model", "Kind", "Configs", "Verdicts", "Best verdict", "Median latency (s)", "Peak memory (MiB)"]
+    rows = [[m.model, m.kind, str(m.configs), ", ".join(f"{k} {m.verdicts[k]}" for k in sorted(m.verdicts)) or "-",
+             m.best_verdict, fmt(m.median_latency_s), mib(m.peak_memory_bytes)] for m in a.models]
+    return head, rows
+
+
+def gate_table(a: Analysis) -> Table:
+    return ["Config", "Gate", "Reason"], [[g.config_id, "passed" if g.passed else "FAILED", g.reason]
+                                          for g in a.gates]
+
+
+def environment_table(a: Analysis) -> Table:
+    env = a.environment
+    libs = env.get("libraries") or {}
+    rows = [["Processor", fmt(env.get("processor"))], ["CPU count", fmt(env.get("cpu_count"))],
+            ["Machine", fmt(env.get("machine"))], ["OS", fmt(env.get("os"))], ["Python", fmt(env.get("python"))]]
+    for name in _ordered(set(libs) | set(MAIN_LIBRARIES), MAIN_LIBRARIES):
+        value = libs.get(name) or (env.get("torch") if name == "torch" else None)
+        rows.append([name, fmt(value)])
+    cuda = env.get("cuda_available")
+    rows += [["CUDA", fmt(env.get("cuda_runtime")) + ("" if cuda is None else
+                                                       " (available)" if cuda else " (not available)")],
+             ["cuDNN", fmt(env.get("cudnn"))], ["GPU driver", fmt(env.get("driver"))],
+             ["GPUs", ", ".join(str(g) for g in env.get("gpu_names") or []) or "none"],
+             ["Torch threads", fmt(env.get("torch_threads"))], ["BLAS", fmt(env.get("blas"))]]
+    return ["Field", "Value"], rows
+
+
+def tiny_table(a: Analysis) -> Table:
+    return ["Tiny model", "Weight hash"], [[k, a.tiny_models[k]] for k in sorted(a.tiny_models)]
+
+
+def meta_lines(a: Analysis) -> list[tuple[str, str]]:
+    lines = [("Run id", a.run_id), ("Run directory", a.run_dir), ("Matrix", a.matrix)]
+    if a.description:
+        lines.append(("Description", a.description))
+    lines += [("Harness version", fmt(a.harness_version)), ("Analysis schema", str(a.schema_version)),
+              ("Records", str(a.records))]
+    return lines
+
+
+def verdict_counts(a: Analysis) -> str:
+    counts: dict[str, int] = {}
+    for c in a.configs:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    order = tuple(VERDICT_TEXT)
+    return ", ".join(f"{counts[v]} {v}" for v in _ordered(counts, order)) or "none"
+
+
+def gate_counts(a: Analysis) -> str:
+    passed = sum(1 for g in a.gates if g.passed)
+    return f"{passed} passed, {len(a.gates) - passed} failed"
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+def _md_cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ") or " "
+
+
+def md_table(table: Table, empty: str = "_None._") -> list[str]:
+    head, rows = table
+    if not rows:
+        return [empty, ""]
+    out = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def render_markdown(a: Analysis) -> str:
+    out = [f"# Consensus-readiness report: {a.matrix}", ""]
+    out += [f"- {k}: `{v}`" if k in ("Run id", "Run directory") else f"- {k}: {v}" for k, v in meta_lines(a)]
+    out += ["", "## Verdicts", "", f"Configurations: {len(a.configs)} ({verdict_counts(a)}).", ""]
+    out += md_table(verdict_table(a))
+    present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]
+    out += [f"- `{v}`: {VERDICT_TEXT[v]}" for v in present] + ([""] if present else [])
+
+    out += ["## Evidence", "", f"Thresholds: {fmt_mapping(a.thresholds)}", ""]
+    for c in a.configs:
+        out += [f"### {c.config_id}", ""] + [f"- {k}: {v}" for k, v in config_facts(c)] + [""]
+        out += md_table(evidence_table(c), "_No comparisons._")
+        if c.failures:
+            out += ["Failures:", ""] + [f"- {_md_cell(f)}" for f in c.failures] + [""]
+    out += ["### Worst pairs", ""] + md_table(example_table(a))
+
+    out += ["## Dtype drift", ""] + md_table(drift_table(a))
+    out += ["## Lint warnings", ""]
+    lints = lint_rows(a)
+    out += [f"- {w} ({', '.join(ids)})" for w, ids in lints] + [""] if lints else ["_None._", ""]
+
+    out += ["## Costs", ""] + md_table(cost_table(a))
+    out += ["## Model comparison", ""] + md_table(model_table(a))
+    out += ["## Gates", "", f"Rules: {', '.join(a.gate_rules) or 'none'}. Result: {gate_counts(a)}.", ""]
+    out += md_table(gate_table(a))
+    out += ["## Problems", ""] + ([f"- {p}" for p in a.problems] + [""] if a.problems else ["_None._", ""])
+    out += ["## Environment", ""] + md_table(environment_table(a))
+    out += ["### Tiny model weight hashes", ""] + md_table(tiny_table(a))
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+def _non_finite_path(obj: Any, path: str = "") -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "."
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite_path(v, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]")
+        if found:
+            return found
+    return None
+
+
+def render_json(a: Analysis) -> str:
+    """The Analysis as JSON with sorted keys; a NaN or infinity is an error naming its field."""
+    doc = a.model_dump(mode="json")
+    try:
+        return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError:
+        raise ValueError(f"analysis field {_non_finite_path(doc)} is not a finite number; "
+                         f"JSON cannot hold NaN or infinity") from None
+
+
+# --- HTML and files --------------------------------------------------------------------------------
+def render_html(a: Analysis, run_dir: Path | None = None) -> str:
+    """One self-contained HTML page; ``run_dir`` is where the example artifacts are read."""
+    from harness.report_html import render_html as _render
+
+    return _render(a, run_dir)
+
+
+def write_reports(a: Analysis, run_dir: Path, formats: list[str]) -> list[Path]:
+    """Write report.md / report.html / report.json into ``run_dir`` atomically, as asked."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format {unknown[0]!r}; expected one of {', '.join(FORMATS)}")
+    run_dir = Path(run_dir)
+    written: list[Path] = []
+    for f in dict.fromkeys(formats):
+        text = {"md": render_markdown, "json": render_json}[f](a) if f != "html" else render_html(a, run_dir)
+        path = run_dir / FORMATS[f]
+        atomic_write_bytes(path, text.encode("utf-8"))
+        written.append(path)
+    return written

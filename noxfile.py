@@ -1,0 +1,42 @@
+"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint.
+
+Sessions reuse the current interpreter's environment (``python=False``) because torch and
+transformers are large; install once with scripts/setup.sh.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "determinism"]
+nox.options.default_venv_backend = "none"
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The default test run: CPU-only, offline."""
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session(python=False)
+def determinism(session: nox.Session) -> None:
+    """Run the smoke matrix on the tiny models and gate on its verdicts (exit 1 on failure)."""
+    out = session.posargs[0] if session.posargs else "reports/runs/determinism-smoke"
+    session.run("rm", "-rf", out, external=True)
+    session.run("harness", "run", "matrices/smoke.toml", "--out", out, "--no-progress", external=True)
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """pytest-benchmark suites, saved and compared with the previous saved run."""
+    session.run("python", "-m", "pytest", "tests/bench", "-q", "-p", "no:randomly", "--benchmark-only",
+                "--benchmark-autosave", "--benchmark-compare", "--benchmark-compare-fail=median:25%",
+                *session.posargs, success_codes=[0])
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """Byte-compile everything and validate every shipped task file."""
+    session.run("python", "-m", "compileall", "-q", "harness", "tests")
+    session.run("harness", "validate", *sorted(str(p) for p in __import__("pathlib").Path("matrices/tasks").glob("*.json")),
+                external=True)

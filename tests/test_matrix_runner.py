@@ -1,0 +1,159 @@
+"""Matrices and the runner end to end on the tiny models: gates, planted non-determinism,
+SIGKILL mid-run and --resume, a second writer refused."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.matrix import MatrixError, expand, matrix_from_doc
+from harness.store import RunStore
+
+ROOT = Path(__file__).parent.parent
+GPT_TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
+            "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20, "top_p": 1.0}}
+
+
+def mini_matrix(tmp_path: Path, **over) -> Path:
+    doc = {"schema_version": 1, "name": "mini", "repeats": 2, "workers": 2, "timeout_s": 60,
+           "tasks": [{"name": "gpt", "task": GPT_TASK}],
+           "axes": {"seed": [1, 2], "threads": [1], "batch_size": [1]}, **over}
+    path = tmp_path / "mini.toml"
+    path.write_text(_toml(doc))
+    return path
+
+
+def _toml(doc: dict) -> str:
+    """Tiny TOML writer for the test documents (tables, arrays of tables, inline values)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + "}"
+        raise TypeError(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in doc.items() if not isinstance(v, (dict, list)) or
+             (isinstance(v, list) and v and not isinstance(v[0], dict))]
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"[[{k}]]")
+                lines += [f"{kk} = {value(vv)}" for kk, vv in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_smoke_matrix_expands_with_stable_ids():
+    from harness.matrix import load_matrix
+
+    m = load_matrix(ROOT / "matrices" / "smoke.toml")
+    cells = expand(m)
+    assert len(cells) == 192
+    assert cells[0].cell_id == "musicgen-pop/float32/qnone/seed42/cpu/t1/b1/pon/w0/r0"
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert not any(c.axes.dtype == "bfloat16" and c.axes.quantize_bits == 8 for c in cells)
+    again = expand(load_matrix(ROOT / "matrices" / "smoke.toml"))
+    assert [(c.cell_id, c.spec_hash) for c in cells] == [(c.cell_id, c.spec_hash) for c in again]
+    # repeats and workers share a spec hash; other axes do not
+    by_spec = {}
+    for c in cells:
+        by_spec.setdefault(c.spec_hash, set()).add((c.axes.worker, c.axes.repeat))
+    assert all(v == {(0, 0), (0, 1), (1, 0), (1, 1)} for v in by_spec.values())
+
+
+def test_impossible_cells_are_skipped_with_a_reason(tmp_path):
+    m = matrix_from_doc({"name": "gpu", "repeats": 1, "workers": 1, "tasks": [{"name": "gpt", "task": GPT_TASK}],
+                         "axes": {"device": ["cpu", "cuda:0"]}})
+    cells = expand(m, ["cpu"])
+    reasons = {c.axes.device: c.skip_reason for c in cells}
+    assert reasons == {"cpu": None, "cuda:0": "cuda:0 is not available on this machine"}
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"name": "x", "tasks": []}, "tasks"),
+    ({"name": "x", "tasks": [{"name": "a", "task": {**GPT_TASK, "temprature": 1}}]}, "temprature: unknown field"),
+    ({"name": "x", "tasks": [{"name": "a", "task": GPT_TASK}], "axes": {"dtype": ["float64"]}}, "axes.dtype"),
+    ({"name": "x", "tasks": [{"name": "a", "task": GPT_TASK}], "exclude": [{"colour": 1}]}, "unknown key 'colour'"),
+    ({"name": "x", "schema_version": 9, "tasks": [{"name": "a", "task": GPT_TASK}]}, "newer"),
+])
+def test_bad_matrices_name_the_problem(doc, message):
+    with pytest.raises(MatrixError, match=message):
+        matrix_from_doc(doc)
+
+
+def test_huge_matrix_is_refused():
+    m = matrix_from_doc({"name": "big", "tasks": [{"name": "a", "task": GPT_TASK}],
+                         "axes": {"seed": list(range(5000)), "threads": [1, 2, 3]}})
+    with pytest.raises(MatrixError, match="more than"):
+        expand(m)
+
+
+@pytest.mark.slow
+def test_run_gate_passes_then_planted_nondeterminism_fails(cli, tmp_path, tiny_gpt2):
+    matrix = mini_matrix(tmp_path)
+    ok = cli("run", str(matrix), "--out", str(tmp_path / "ok"), "--no-progress")
+    assert ok.returncode == 0, ok.stderr
+    for name in ("report.md", "report.html", "report.json"):
+        assert (tmp_path / "ok" / name).exists()
+    report = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert [c["verdict"] for c in report["configs"]] == ["ready"]
+    env = {"HARNESS_ENGINES": "gpt=tests.doubles:NonDeterministicTextEngine",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    bad = cli("run", str(matrix), "--out", str(tmp_path / "bad"), "--no-progress", env=env)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "GATE FAILED gpt/auto/qnone/cpu/pon: not_ready" in bad.stderr
+    assert "divergent across repeat, process" in bad.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_loses_nothing(cli, tmp_path, tiny_gpt2):
+    matrix = mini_matrix(tmp_path)
+    run_dir = tmp_path / "run"
+    once = tmp_path / "killed-once"
+    env = {"HARNESS_FAULT": f"kill:gpt/*/seed2/*/w0/r0@{once}"}
+    first = cli("run", str(matrix), "--out", str(run_dir), "--no-progress", env=env)
+    assert once.exists(), first.stderr
+    records = RunStore(run_dir).load_records().records
+    assert len(records) == 8  # the run went on after the kill
+    killed = [r for r in records if r.status != "ok"]
+    assert [(r.cell_id, r.status) for r in killed] == [("gpt/auto/qnone/seed2/cpu/t1/b1/pon/w0/r0", "failed")]
+    assert "killed by signal 9" in killed[0].reason
+    assert first.returncode == 1  # a failed cell fails the gate
+    resumed = cli("run", str(matrix), "--out", str(run_dir), "--no-progress", "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 executed, 7 already done" in resumed.stdout
+    records = RunStore(run_dir).load_records().records
+    ok = [r.cell_id for r in records if r.status == "ok"]
+    assert len(ok) == 8 and len(set(ok)) == 8  # every cell once, none duplicated
+    assert len(records) == 9  # the failed attempt stays as history
+
+
+@pytest.mark.slow
+def test_hanging_cell_times_out_and_the_run_goes_on(cli, tmp_path, tiny_gpt2):
+    matrix = mini_matrix(tmp_path, timeout_s=5, workers=1, repeats=1)
+    res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress",
+              env={"HARNESS_FAULT": "hang:gpt/*/seed1/*"})
+    records = RunStore(tmp_path / "run").load_records().records
+    assert {r.cell_id.split("/")[3]: r.status for r in records} == {"seed1": "timeout", "seed2": "ok"}
+    assert res.returncode == 1 and "timed out after 5 s" in res.stderr
+
+
+def test_resume_refuses_another_matrix_and_a_locked_run(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    holder = RunStore.create(run_dir, {"run_id": "x", "matrix_digest": "other"})  # noqa: F841
+    res = cli("run", str(mini_matrix(tmp_path)), "--out", str(run_dir), "--resume", "--no-progress")
+    assert res.returncode == 2 and "another harness process is writing this run" in res.stderr
+    holder.unlock()
+    res = cli("run", str(mini_matrix(tmp_path)), "--out", str(run_dir), "--resume", "--no-progress")
+    assert res.returncode == 2 and "different matrix" in res.stderr
