@@ -1,4 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | compare | bundle | certify | validators | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -34,12 +34,6 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [TaskError, MatrixError, StoreError, ModelNotFound, UnsupportedConfiguration,
                                          UnsafePath, FileNotFoundError, IsADirectoryError, PermissionError]
-    try:
-        from harness.bundle import BundleError
-
-        errors.append(BundleError)
-    except ImportError:
-        pass
     return tuple(errors)
 
 
@@ -250,21 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tiny", help="build the tiny models and print their weight hashes")
     s.add_argument("names", nargs="*")
     s.set_defaults(func=cmd_tiny)
-
-    for register in _extra_commands():
-        register(sub)
     return p
-
-
-def _extra_commands():
-    """Commands living in their own modules (compare, bundle, certify, validators)."""
-    out = []
-    for module in ("harness.cli_compare",):
-        try:
-            out.append(__import__(module, fromlist=["register"]).register)
-        except ImportError:
-            continue
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,8 +260,3 @@ def flatten_record(r: Record) -> dict[str, Any]:
     row.update({f"t_{k}": v for k, v in r.timings.items()})
     return row
 
-
-def iter_jsonl(lines: Iterable[str]) -> Iterable[dict]:
-    for line in lines:
-        if line.strip():
-            yield json.loads(line)

@@ -81,12 +81,6 @@ def get_engine(kind: str) -> Engine:
     raise ValueError(f"no engine for task kind {kind!r}")
 
 
-def torch_device(device: str):
-    import torch
-
-    return torch.device(device)
-
-
 class Stopwatch:
     """Named wall-clock segments; on CUDA it synchronises before reading the clock."""
 
