@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -16,18 +17,12 @@ from harness.compare import (
 )
 from harness.digests import digest_array, digest_json
 from harness.outputs import Output
+from tests.synthetic import RATE
+from tests.synthetic import music as _music
 
-RATE = 16000
 
 
-def music(seed: int, seconds: float = 0.5) -> np.ndarray:
-    g = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = np.zeros_like(t)
-    for _ in range(6):
-        f, on, amp = g.uniform(80, 4000), g.uniform(0, seconds), g.uniform(0.05, 0.3)
-        x += amp * np.sin(2 * np.pi * f * t) * np.exp(-((t - on) ** 2) / (0.05 * seconds))
-    return x.astype(np.float32)[:, None]
+music = functools.partial(_music, seconds=0.5)
 
 
 def audio(wave: np.ndarray, codes: np.ndarray | None = None, rate: int = RATE) -> Comparable:
