@@ -83,9 +83,14 @@ class _Comparer:
             c = compare(self.get(a), self.get(b), self.thresholds)
         except Exception as err:  # a corrupted artifact is reported, never a crash
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
+        stage = None
+        if a.kind == "chain" and c.level != "bitwise":
+            from harness.chain_compare import attribute_stage
+
+            stage = attribute_stage(a.digests, b.digests)
         return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
                           metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
-                          a_artifact=a.artifact, b_artifact=b.artifact)
+                          a_artifact=a.artifact, b_artifact=b.artifact, stage=stage)
 
 
 class _ArtifactProblem(RuntimeError):
@@ -94,13 +99,17 @@ class _ArtifactProblem(RuntimeError):
 
 def _summarize(pairs: list[PairResult]) -> DimensionSummary:
     levels: dict[str, int] = defaultdict(int)
+    stages: dict[str, int] = defaultdict(int)
     steps = []
     for p in pairs:
         levels[p.level] += 1
         if p.first_divergence is not None and p.level != "bitwise":
             steps.append(p.first_divergence)
+        if p.stage:
+            stages[p.stage] += 1
     return DimensionSummary(pairs=len(pairs), levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
-                            worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps)
+                            worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps,
+                            stages=dict(sorted(stages.items())))
 
 
 def _axes_key(r: Record, *drop: str) -> tuple:
@@ -209,6 +218,8 @@ def _judge(compared: dict[str, DimensionSummary]) -> tuple[str, str]:
         bad = [d for d, s in compared.items() if s.worst == "divergent"]
         steps = sorted({x for d in bad for x in compared[d].first_divergence})
         at = f"; first divergent step {steps[0]}" if steps else ""
+        began = sorted({st for d in bad for st in compared[d].stages})
+        at += f"; divergence began in the {' and '.join(began)} stage" if began else ""
         return "not_ready", f"divergent across {', '.join(bad)}{at} ({where})"
     return "ready_with_tolerance", f"not bitwise; worst level {worst} ({where})"
 

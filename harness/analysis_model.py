@@ -36,6 +36,7 @@ class PairResult(BaseModel):
     steps_total: int | None = None
     a_artifact: str | None = None
     b_artifact: str | None = None
+    stage: str | None = None  # chained tasks: the stage where the divergence began (text | audio)
 
 
 class DimensionSummary(BaseModel):
@@ -43,6 +44,7 @@ class DimensionSummary(BaseModel):
     levels: dict[str, int] = Field(default_factory=dict)  # level -> count
     worst: str | None = None
     first_divergence: list[int] = Field(default_factory=list)  # of divergent/tokens-differing pairs
+    stages: dict[str, int] = Field(default_factory=dict)  # chained tasks: stage where pairs began to differ
 
 
 class CostSummary(BaseModel):

@@ -90,7 +90,10 @@ def verdict_table(a: Analysis) -> Table:
 
 
 def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
-    return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), fmt_steps(d.first_divergence)]
+    steps = fmt_steps(d.first_divergence)
+    if d.stages:  # chained tasks: where the divergence began
+        steps += " (began in: " + ", ".join(f"{k} {v}" for k, v in d.stages.items()) + ")"
+    return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), steps]
 
 
 def evidence_table(c: ConfigResult) -> Table:
@@ -113,11 +116,11 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
 
 
 def example_table(a: Analysis) -> Table:
-    head = ["Config", "Dimension", "A", "B", "Level", "First divergence", "Metrics"]
+    head = ["Config", "Dimension", "A", "B", "Level", "Stage", "First divergence", "Metrics"]
     rows = []
     for p in a.examples:
         step = "-" if p.first_divergence is None else f"{p.first_divergence} of {fmt(p.steps_total)}"
-        rows.append([p.config_id, p.dimension, p.a, p.b, p.level, step, fmt_mapping(p.metrics)])
+        rows.append([p.config_id, p.dimension, p.a, p.b, p.level, p.stage or "-", step, fmt_mapping(p.metrics)])
     return head, rows
 
 
