@@ -53,7 +53,7 @@ class LazyArtifact(Mapping):
 
 
 def comparable(store: RunStore, r: Record) -> Comparable:
-    kind_discrete = {"audio": "codes", "gpt": "token_ids"}.get(r.kind)
+    kind_discrete = {"audio": "codes", "gpt": "token_ids", "chain": "codes"}.get(r.kind)
     discrete = kind_discrete if kind_discrete in r.digests else None
     steps = discrete or ("latents" if "latents" in r.digests else None)
     return Comparable(arrays=LazyArtifact(store, r), digests=r.digests, discrete=discrete, steps=steps,
@@ -174,18 +174,35 @@ def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple
     return True, None
 
 
+def record_latency(r: Record) -> float:
+    """Seconds one execution cost beyond its model load (``total_s - load_s``, >= 0)."""
+    return max(0.0, r.timings.get("total_s", 0.0) - r.timings.get("load_s", 0.0))
+
+
+def latency_stats(records: list[Record]):
+    """Latency statistics of ok executions with warm-up excluded and counted: the first
+    execution after each model load (``load_s > 0``) runs cold kernels and allocators, so it
+    is a warm-up unless nothing else is left."""
+    ok = [r for r in records if r.status == "ok"]
+    warm = [record_latency(r) for r in ok if r.timings.get("load_s", 0.0) > 0]
+    measured = [record_latency(r) for r in ok if r.timings.get("load_s", 0.0) <= 0]
+    if not measured:
+        return summarize(warm)
+    return summarize(warm + measured, warmup=len(warm))
+
+
 def _cost(records: list[Record]) -> CostSummary:
     ok = [r for r in records if r.status == "ok"]
     if not ok:
         return CostSummary()
-    latency = [max(0.0, r.timings.get("total_s", 0.0) - r.timings.get("load_s", 0.0)) for r in ok]
+    latency = [record_latency(r) for r in ok]
     loads = [r.timings["load_s"] for r in ok if r.timings.get("load_s", 0.0) > 0]
     audio = sum(r.output.get("audio_seconds") or 0.0 for r in ok)
     tokens = sum(r.output.get("new_tokens") or 0 for r in ok)
     ttft = [r.timings["time_to_first_token_s"] for r in ok if "time_to_first_token_s" in r.timings]
     mem = [r.peak_memory_bytes for r in ok if r.peak_memory_bytes]
     return CostSummary(
-        executions=len(ok), latency_s=summarize(latency).model_dump(), load_s=float(np.median(loads)) if loads else None,
+        executions=len(ok), latency_s=latency_stats(ok).model_dump(), load_s=float(np.median(loads)) if loads else None,
         peak_memory_bytes=max(mem) if mem else None, memory_kind=ok[0].memory_kind,
         real_time_factor=real_time_factor(audio, sum(latency)) if audio else None,
         tokens_per_second=tokens_per_second(tokens, sum(latency)) if tokens else None,
@@ -274,6 +291,20 @@ def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str
 
 
 def analyze_run(run_dir: str | Path) -> Analysis:
+    """Analyse a run directory (garbage collection paused: 100k records allocate millions of
+    small objects and the collector's passes dominated the time)."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze_run(run_dir)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _analyze_run(run_dir: str | Path) -> Analysis:
     store = RunStore(run_dir)
     manifest = store.manifest()
     loaded = store.load_records()

@@ -113,13 +113,23 @@ def cmd_exec(args) -> int:
     return EXIT_OK
 
 
+def _load_matrix(path: str):
+    """``load_matrix``, with TOML nested past Python's recursion limit refused by name."""
+    from harness.matrix import MatrixError, load_matrix
+
+    try:
+        return load_matrix(path)
+    except RecursionError:
+        raise MatrixError(f"{path}: not valid TOML (nested too deeply)") from None
+
+
 def cmd_expand(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.matrix import available_devices, expand, load_matrix
+    from harness.matrix import available_devices, expand
 
-    matrix = load_matrix(args.matrix)
+    matrix = _load_matrix(args.matrix)
     cells = expand(matrix, available_devices() if args.detect else ["cpu"], **({"max_cells": args.max_cells} if args.max_cells else {}))
     if args.json:
         for c in cells:
@@ -151,10 +161,9 @@ def _print_gates(analysis) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.matrix import load_matrix
     from harness.runner import RunInterrupted, run_matrix
 
-    matrix = load_matrix(args.matrix)
+    matrix = _load_matrix(args.matrix)
     try:
         summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
                              progress=not args.no_progress, max_cells=args.max_cells)
@@ -175,6 +184,8 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     analysis, paths = _write_reports(Path(args.run), args.formats.split(","))
+    for problem in analysis.problems:  # torn lines, corrupted artifacts: said here, not only in the report
+        print(f"note: {problem}", file=sys.stderr)
     for path in paths:
         print(f"report {path}")
     for line in analysis.summary_lines():

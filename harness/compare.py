@@ -9,7 +9,6 @@ digests differ.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -155,7 +154,7 @@ def within_tolerance(metrics: Mapping[str, Any], thresholds: Thresholds) -> bool
 
 
 _FP_CACHE: dict[tuple, np.ndarray] = {}
-_FP_CACHE_MAX = 4096
+_FP_CACHE_MAX = 65536
 
 
 def cached_fingerprint(c: Comparable, bits: int) -> np.ndarray | None:
@@ -282,35 +281,63 @@ def agreement_probabilities(outputs: list[Comparable], rule: Callable[[Comparabl
     """Chance that 3 nodes drawn from these independent executions all agree (p3of3) and
     that some 2 of them agree (p2of3, the network's majority), under a pair ``rule``.
 
-    Every unordered triple is enumerated, or ``max_triples`` are sampled (seeded) when there
-    are more. The rule runs once per pair of distinct contents (outputs with the same
-    digests are the same content), so 100,000 repeats of a few outcomes stay cheap."""
+    Outputs with the same digests are one content class; the rule runs once per pair of
+    classes. Triples are counted exactly by class multiplicities (O(k^3) in the k distinct
+    contents, however many executions there are); with very many distinct contents,
+    ``max_triples`` triples are sampled (seeded) instead."""
     n = len(outputs)
     keys: dict[tuple, int] = {}
-    cls = np.array([keys.setdefault(_content_key(o), len(keys)) for o in outputs], dtype=np.int64)
+    reps: list[Comparable] = []
+    counts: list[int] = []
+    cls: list[int] = []
+    for o in outputs:
+        key = _content_key(o)
+        if key not in keys:
+            keys[key] = len(reps)
+            reps.append(o)
+            counts.append(0)
+        counts[keys[key]] += 1
+        cls.append(keys[key])
     cache: dict[tuple[int, int], bool] = {}
 
-    def agree(i: int, j: int) -> bool:
-        ci, cj = sorted((int(cls[i]), int(cls[j])))
+    def agree(ci: int, cj: int) -> bool:
+        if ci > cj:
+            ci, cj = cj, ci
         if (ci, cj) not in cache:
-            cache[(ci, cj)] = bool(rule(outputs[i], outputs[j]))
+            cache[(ci, cj)] = True if ci == cj else bool(rule(reps[ci], reps[cj]))
         return cache[(ci, cj)]
 
     if n < 3:
-        pairs = [agree(0, 1)] if n == 2 else []
+        pairs = [agree(cls[0], cls[1])] if n == 2 else []
         return {"p3of3": None, "p2of3": None, "triples": 0,
                 "pairs_agree": float(np.mean(pairs)) if pairs else None}
-    if math.comb(n, 3) <= max_triples:
-        triples: Iterable = itertools.combinations(range(n), 3)
-        count = math.comb(n, 3)
-    else:
-        triples, count = _sample_triples(n, max_triples, seed).tolist(), max_triples
+    k = len(reps)
+    total = math.comb(n, 3)
     all3 = any2 = pairs_ok = 0
-    for i, j, k in triples:
-        ab, ac, bc = agree(i, j), agree(i, k), agree(j, k)
-        s = ab + ac + bc
-        pairs_ok += s
-        all3 += s == 3
-        any2 += s > 0
+    if k ** 3 <= 6 * max_triples or total <= max_triples:
+        for i in range(k):
+            for j in range(i, k):
+                for m in range(j, k):
+                    if i == j == m:
+                        w = math.comb(counts[i], 3)
+                    elif i == j:
+                        w = math.comb(counts[i], 2) * counts[m]
+                    elif j == m:
+                        w = counts[i] * math.comb(counts[j], 2)
+                    else:
+                        w = counts[i] * counts[j] * counts[m]
+                    if w:
+                        s = agree(i, j) + agree(i, m) + agree(j, m)
+                        pairs_ok += s * w
+                        all3 += w * (s == 3)
+                        any2 += w * (s > 0)
+        count = total
+    else:
+        count = max_triples
+        for i, j, m in _sample_triples(n, max_triples, seed).tolist():
+            s = agree(cls[i], cls[j]) + agree(cls[i], cls[m]) + agree(cls[j], cls[m])
+            pairs_ok += s
+            all3 += s == 3
+            any2 += s > 0
     return {"p3of3": all3 / count, "p2of3": any2 / count, "triples": count,
             "pairs_agree": pairs_ok / (3 * count)}

@@ -29,7 +29,17 @@ NEIGHBOUR_PROMPTS = (
 
 
 def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
-    """Other tasks that share the target's forward pass (same settings, other prompts)."""
+    """Other tasks that share the target's forward pass (same settings, other prompts).
+
+    GPT: another user message. MusicGen: another text; an unconditional task's neighbours
+    are copies of it (there is no text to vary); an audio-prompted task's neighbours keep
+    its audio prompt with another text. AudioLDM: another prompt (steps, length, guidance
+    and negative prompt are shared by one pipeline call). A chain has no neighbours: its
+    audio prompt exists only after its own text stage.
+    """
+    if batch_size > 1 and kind == "chain":
+        raise ValueError(f"batch_size {batch_size} is not supported for chain tasks: the audio stage's prompt is the "
+                         f"text stage's answer, so a chain runs alone (use batch_size 1)")
     out: list[Task] = []
     for i in range(batch_size - 1):
         prompt = NEIGHBOUR_PROMPTS[i % len(NEIGHBOUR_PROMPTS)]
@@ -38,7 +48,7 @@ def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
                 {"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]]}))
         elif kind == "audio" and task.unconditional:
             out.append(task)
-        elif kind in ("audio", "audioldm"):
+        elif kind in ("audio", "audioldm"):  # audio_prompt (if any) and every other field stay
             out.append(task.model_copy(update={"prompt": prompt}))
         else:
             raise ValueError(f"batch_size > 1 is not supported for {kind} tasks")

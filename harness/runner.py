@@ -72,7 +72,7 @@ class LocalProcessExecutor:
     def _start(self, job: Job, cells: list[dict[str, Any]]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"run_dir": job.run_dir, "profile": job.profile, "cells": cells}, fh)
+            json.dump({"run_dir": job.run_dir, "profile": job.profile, "cells": cells, "parent_pid": os.getpid()}, fh)
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -108,6 +108,8 @@ class LocalProcessExecutor:
 
     def run(self, job: Job, on_record: Callable[[dict[str, Any]], None]) -> None:
         remaining = list(job.cells)
+        # timeout_s = inf (valid TOML) means no timeout: a queue wait beyond TIMEOUT_MAX overflows
+        limit = job.timeout_s if job.timeout_s < threading.TIMEOUT_MAX / 2 else None
         while remaining:
             proc, events, job_file = self._start(job, remaining)
             in_flight: dict[str, Any] | None = None
@@ -134,7 +136,7 @@ class LocalProcessExecutor:
                         break
                     if event["event"] == "start":
                         in_flight = next(c for c in remaining if c["cell_id"] == event["cell_id"])
-                        deadline = time.monotonic() + job.timeout_s
+                        deadline = None if limit is None else time.monotonic() + limit
                     elif event["event"] == "record":
                         on_record(event["record"])
                         in_flight, deadline = None, None

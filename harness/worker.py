@@ -46,14 +46,40 @@ def _maybe_fault(cell_id: str) -> None:
     elif action == "hang":
         time.sleep(3600)
     elif action == "oom":
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (512 * 1024 * 1024, resource.RLIMIT_AS))
-        blocks = []
-        while True:  # allocate until the address-space cap says no
-            blocks.append(bytearray(64 * 1024 * 1024))
+        _simulate_oom()
     elif action == "raise":
         raise RuntimeError(f"injected fault in {cell_id}")
+
+
+def _simulate_oom() -> None:
+    """A real allocation failure, not a pretend one: cap this process's address space
+    (RLIMIT_AS, soft limit only) 256 MiB above what it already maps and ask torch's allocator
+    for 512 MiB, which it refuses as on a node out of memory (a RuntimeError "can't allocate
+    memory"); the cap is lifted again so the worker goes on with the next cell."""
+    import resource
+
+    import torch
+
+    try:
+        with open("/proc/self/statm") as fh:
+            used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        raise MemoryError("injected out-of-memory (no /proc/self/statm to size the cap)") from None
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = used + 256 * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        torch.empty(512 * 1024 * 1024, dtype=torch.uint8)  # one allocation: no fill, no thread start
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    raise MemoryError("injected out-of-memory: the address-space cap did not stop the allocation")
+
+
+def _is_cpu_oom(err: BaseException) -> bool:
+    """torch's CPU allocator reports exhaustion as a RuntimeError, not MemoryError."""
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
 
 
 def _load_engine_plugins() -> None:
@@ -129,6 +155,8 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
                 import torch
 
                 torch.cuda.empty_cache()
+            elif _is_cpu_oom(err):
+                reason = f"out of memory ({_one_line(err)})"
             else:
                 reason = _one_line(err)
             traceback.print_exc(file=sys.stderr)
@@ -138,11 +166,29 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
     emit({"event": "done"})
 
 
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Linux: the kernel SIGKILLs this worker when the harness process that started it dies,
+    however it dies (SIGKILL, SIGTERM, the OOM killer), so no orphan keeps a GPU busy or
+    writes artifacts into a run that another process may be resuming."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:  # it died before we asked
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # libraries that print must not corrupt the protocol
     job = json.loads(Path(argv[0]).read_text())
+    _die_with_parent(job.get("parent_pid"))
     run_job(job, proto)
     return 0
 

@@ -278,12 +278,20 @@ def test_agreement_sampling_and_rule_calls():
         calls.append(1)
         return base(a, b)
 
-    outputs = [A] * 70 + [B] * 30  # C(100, 3) = 161700 > max_triples: sampled
+    outputs = [A] * 70 + [B] * 30  # two content classes: counted exactly, whatever n is
     r = agreement_probabilities(outputs, counting, max_triples=5000, seed=1)
-    assert r["triples"] == 5000
-    assert len(calls) <= 3  # one call per distinct pair of contents
+    assert r["triples"] == 161700  # C(100, 3), all of them, by class multiplicities
+    assert len(calls) <= 1  # one call per distinct pair of contents
     exact3 = (70 * 69 * 68 + 30 * 29 * 28) / (100 * 99 * 98)
-    assert r["p3of3"] == pytest.approx(exact3, abs=0.03)
+    assert r["p3of3"] == pytest.approx(exact3, rel=1e-12)
     assert r["p2of3"] == 1.0  # with two kinds, some two of three always match
-    again = agreement_probabilities(outputs, base, max_triples=5000, seed=1)
+
+
+def test_agreement_samples_when_contents_are_many():
+    A, B, _, _ = _three_kinds()
+    many = [Comparable(arrays={}, digests={"output": f"d{i}"}) for i in range(98)] + [A, A]
+    r = agreement_probabilities(many, rule_for_level("bitwise"), max_triples=5000, seed=1)
+    assert r["triples"] == 5000  # 100 classes: 10^6 class triples > 6 * max_triples, so sampled
+    assert r["p3of3"] == 0.0 and r["p2of3"] == pytest.approx(98 / 161700 * 1, abs=0.01)
+    again = agreement_probabilities(many, rule_for_level("bitwise"), max_triples=5000, seed=1)
     assert again == r

@@ -34,6 +34,8 @@ class Engine(Protocol):
 
 
 def model_key(task: Any, device: str) -> tuple:
+    if hasattr(task, "text_stage"):  # a chain holds two models
+        return ("ChainTask", model_key(task.text_stage, device), model_key(task.audio_stage, device))
     return (type(task).__name__, task.model, task.dtype, task.quantize_bits, device)
 
 

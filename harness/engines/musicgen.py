@@ -7,6 +7,17 @@ top_k 250, top_p 0.0, temperature 1.0, guidance 3) overridden by the task's
 generation_config, or the model's own generation config when the task asks for it.
 MusicGen's ``generate`` returns decoded audio only, so the codes are captured around
 ``audio_encoder.decode``: the waveform alone hides where a divergence began.
+
+The three ways of the transformers MusicGen guide:
+  - unconditional: ``model.get_unconditional_inputs(num_samples=...)``; its
+    ``guidance_scale=1.0`` holds unless the task's generation_config sets one;
+  - text-conditional: ``processor(text=..., padding=True)``;
+  - audio-prompted continuation: ``processor(text=..., audio=..., sampling_rate=...)``; the
+    output (waveform and codes) starts with the prompt itself, and a padded batch is
+    un-padded with ``processor.batch_decode(audio, padding_mask=...)`` (the target's padding
+    frames are dropped from its codes as well). ``meta["audio_prompt_sha256"]`` digests the
+    float32 mono samples the processor received, so a wav_path and a base64 of the same
+    sound give the same digest.
 """
 
 from __future__ import annotations
@@ -81,9 +92,11 @@ class MusicgenEngine:
                            objects={"model": model, "processor": processor}, meta=meta)
 
     def _inputs(self, loaded: LoadedModel, batch: Sequence[AudioTask], device: str):
+        """Processor inputs for the batch, the padding mask (audio prompts) and the target's
+        prompt audio (float32 mono at the model's rate, or None)."""
         model, processor = loaded.objects["model"], loaded.objects["processor"]
         if all(t.unconditional for t in batch):
-            return model.get_unconditional_inputs(num_samples=len(batch)), None
+            return dict(model.get_unconditional_inputs(num_samples=len(batch))), None, None
         if any(t.unconditional for t in batch):
             raise ValueError("unconditional and conditional tasks cannot share a batch")
         from harness.audio_io import load_audio_prompt
@@ -101,7 +114,7 @@ class MusicgenEngine:
         inputs = {k: v.to(device) for k, v in inputs.items()}
         if "input_values" in inputs:
             inputs["input_values"] = inputs["input_values"].to(loaded.objects["model"].dtype)
-        return inputs, padding_mask
+        return inputs, padding_mask, (audios[0] if audios else None)
 
     def run(self, loaded: LoadedModel, task: AudioTask, device: str, neighbours: Sequence[AudioTask] = ()) -> Output:
         import torch
@@ -112,31 +125,57 @@ class MusicgenEngine:
         batch = [task, *neighbours]
         watch = Stopwatch(device)
         with watch.section("encode_s"):
-            inputs, padding_mask = self._inputs(loaded, batch, device)
+            inputs, padding_mask, prompt_audio = self._inputs(loaded, batch, device)
         if task.generation_defaults == "model":
-            kwargs = {k: v for k, v in (task.generation_config.model_dump(exclude_none=True).items()
-                                        if task.generation_config else [])}
+            kwargs = task.generation_config.model_dump(exclude_none=True) if task.generation_config else {}
         else:
             kwargs = generation_kwargs(task)
+        if task.unconditional:
+            # get_unconditional_inputs() carries guidance_scale=1.0 (the guide's unconditional call);
+            # it holds unless the task itself sets guidance_scale.
+            explicit = task.generation_config.guidance_scale if task.generation_config else None
+            kwargs["guidance_scale"] = inputs.pop("guidance_scale") if explicit is None else explicit
+            inputs.pop("guidance_scale", None)
         seed_everything(task.seed)
         with _CodeRecorder(model.audio_encoder, watch) as recorder, torch.inference_mode():
             with watch.section("generate_s"):
                 audio_values = model.generate(**inputs, **kwargs)
         watch.times["generate_s"] -= watch.times.get("decode_s", 0.0)
-        if padding_mask is not None:
+        audio_values = audio_values.detach().to("cpu", torch.float32)  # numpy has no bfloat16
+        if padding_mask is not None:  # the guide's post-processing: strip each row's padding
             audio_list = processor.batch_decode(audio_values, padding_mask=padding_mask)
             wave = np.asarray(audio_list[0], dtype=np.float32)
         else:
-            wave = audio_values[0].detach().to("cpu", torch.float32).numpy()
+            wave = audio_values[0].numpy()
         waveform = np.ascontiguousarray(wave.T.astype(np.float32))  # (samples, channels)
         arrays = {"waveform": waveform}
+        meta: dict[str, Any] = {"generation_kwargs": kwargs, "batch_size": len(batch)}
+        prompt_frames = 0
         if recorder.calls:
             codes = recorder.calls[-1]  # (1, batch, codebooks, frames) for mono models
-            arrays["codes"] = np.ascontiguousarray(codes[0, 0].T) if codes.ndim == 4 else codes[0]
+            codes = np.ascontiguousarray(codes[0, 0].T) if codes.ndim == 4 else codes[0]  # (frames, codebooks)
+            if prompt_audio is not None:
+                frame_rate = float(model.config.audio_encoder.frame_rate)
+                prompt_frames = int(np.ceil(prompt_audio.shape[-1] * frame_rate / loaded.meta["sampling_rate"]))
+                padded_samples = padding_mask.shape[-1] if padding_mask is not None else prompt_audio.shape[-1]
+                padded_frames = int(np.ceil(padded_samples * frame_rate / loaded.meta["sampling_rate"]))
+                # the target's own prompt frames, then what was generated (padding frames dropped,
+                # as batch_decode drops the padded samples)
+                codes = np.ascontiguousarray(np.concatenate([codes[:prompt_frames], codes[padded_frames:]]))
+            arrays["codes"] = codes
+            meta["new_tokens"] = int(codes.shape[0]) - prompt_frames
+        else:
+            meta["new_tokens"] = None
+        if prompt_audio is not None:
+            from harness.digests import digest_array
+
+            # canonical identity of the prompt sound: the same samples digest the same whether
+            # they came as a wav_path or as base64
+            meta["audio_prompt_sha256"] = digest_array(np.ascontiguousarray(prompt_audio, dtype=np.float32))
+            meta["audio_prompt_frames"] = prompt_frames
+            meta["audio_prompt_seconds"] = round(prompt_audio.shape[-1] / loaded.meta["sampling_rate"], 6)
         return Output(
             kind="audio", arrays=arrays, sampling_rate=loaded.meta["sampling_rate"],
             discrete="codes" if "codes" in arrays else None, steps="codes" if "codes" in arrays else None,
-            timings=watch.times,
-            meta={"generation_kwargs": kwargs, "batch_size": len(batch),
-                  "new_tokens": int(arrays["codes"].shape[0]) if "codes" in arrays else None},
+            timings=watch.times, meta=meta,
         )

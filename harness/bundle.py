@@ -1,0 +1,411 @@
+"""Run bundles: one verifiable file that carries a run to another machine.
+
+A bundle is an uncompressed zip holding ``bundle.json``, ``manifest.json``, ``results.jsonl``
+and ``artifacts/*.npz`` (reports, logs and locks stay behind: they are derived or local).
+``bundle.json`` = ``{"bundle_schema_version", "files": {relpath: sha256}, "manifest_sha256",
+"summary"}``; the summary repeats the environment fingerprint and the determinism flags the
+records say were in force, so a reader sees what produced the run without unpacking it.
+
+Why these choices:
+  - Deterministic bytes: members in sorted order, fixed timestamps and modes, no compression
+    (deflate output differs between zlib versions, and npz files are zips already), so the
+    same run always gives the same bundle and its sha256 can be pinned in a certificate.
+  - Every byte is checked. The members by their sha256 in bundle.json (plus the zip CRC);
+    everything else (local headers, central directory) by a whole-archive sha256 kept in
+    the zip comment: ``consensus-harness bundle sha256=<hex of every byte before the
+    comment-length field>``. A zip reader ignores most header fields, so without that
+    trailer a changed timestamp byte would pass unnoticed.
+  - Loading refuses, in one line naming the bundle and the member, anything unexpected:
+    path traversal, unknown, missing or extra members, compressed members (no zip bombs),
+    a newer schema version. It is a ``StoreError``, so the CLI prints ``error: ...``, exit 2.
+
+Integrity, not authenticity: someone who rewrites a bundle consistently (new digests, new
+trailer) makes a valid bundle; pin the bundle's sha256 (printed by ``harness bundle`` and
+written into certificates) to know it is the one you meant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from harness.store import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, _fsync_dir, check_version
+
+BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+BUNDLE_SUFFIX = ".bundle.zip"
+TRAILER_PREFIX = b"consensus-harness bundle sha256="
+TRAILER_LEN = len(TRAILER_PREFIX) + 64
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_CHUNK = 1 << 20
+_ARTIFACT_NAME = re.compile(r"^artifacts/[A-Za-z0-9][A-Za-z0-9_.+=-]{0,250}\.npz$")
+
+
+class BundleError(StoreError):
+    """A bundle that cannot be trusted or read; the message names the file and what differs."""
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def bundle_members(run_dir: Path) -> list[str]:
+    """Relative paths that go into a bundle, sorted: manifest, results, artifacts/*.npz."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise StoreError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    names = [MANIFEST]
+    if (run_dir / RESULTS).is_file():
+        names.append(RESULTS)
+    art = run_dir / ARTIFACTS
+    if art.is_dir():
+        for path in sorted(art.iterdir()):
+            rel = f"{ARTIFACTS}/{path.name}"
+            if path.is_file() and not path.is_symlink() and path.suffix == ".npz" and not path.name.startswith("."):
+                if not _ARTIFACT_NAME.match(rel):
+                    raise StoreError(f"{path}: artifact name cannot go into a bundle (unexpected characters)")
+                names.append(rel)
+    return sorted(names)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def determinism_summary(records: list[Any]) -> dict[str, Any]:
+    """The determinism flags records say were in force: one value per flag when all agree,
+    else the sorted distinct values (``num_threads`` varies with the threads axis)."""
+    seen: dict[str, set[str]] = {}
+    for r in records:
+        for key, value in _flatten(r.determinism).items():
+            seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+    out: dict[str, Any] = {}
+    for key in sorted(seen):
+        values = [json.loads(v) for v in sorted(seen[key])]
+        out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _zipinfo(name: str, size: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3
+    info.external_attr = 0o100644 << 16
+    info.file_size = size
+    return info
+
+
+def default_bundle_path(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.resolve().parent / f"{run_dir.resolve().name}{BUNDLE_SUFFIX}"
+
+
+def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_artifacts: bool = True) -> Path:
+    """Pack ``run_dir`` into ``out`` (default ``<run>.bundle.zip`` next to it), atomically.
+
+    With ``verify_artifacts`` every artifact referenced by a record is read and checked
+    against the record's digests first: a bundle is a reference, it must not carry a
+    corrupted artifact."""
+    run_dir = Path(run_dir)
+    names = bundle_members(run_dir)
+    store = RunStore(run_dir)
+    manifest = store.manifest()  # readable, not newer than this harness
+    try:  # a run another process is still writing would give a torn bundle
+        store.lock()
+        store.unlock()
+    except RunLocked:
+        raise StoreError(f"{run_dir}: the run is still being written (its lock is held); bundle it when it "
+                         f"has finished") from None
+    except OSError:
+        pass  # a read-only copy of a run: nobody can be writing it here
+    loaded = store.load_records()
+    if verify_artifacts:
+        present = set(names)
+        for r in loaded.records:
+            if r.status == "ok" and r.artifact:
+                if r.artifact not in present:
+                    raise StoreError(f"{run_dir}: artifact {r.artifact} of {r.cell_id} is missing; cannot bundle this run")
+                store.load_artifact(r.artifact, r.digests)
+    files = {name: sha256_file(run_dir / name) for name in names}
+    doc = {
+        "bundle_schema_version": BUNDLE_SCHEMA_VERSION,
+        "files": files,
+        "manifest_sha256": files[MANIFEST],
+        "summary": {
+            "run_id": manifest.get("run_id", run_dir.name),
+            "records": len(loaded.records),
+            "environment": manifest.get("environment", {}),
+            "determinism": determinism_summary([r for r in loaded.records if r.status == "ok"]),
+        },
+    }
+    bundle_json = (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    out_path = Path(out) if out else default_bundle_path(run_dir)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                zf.writestr(_zipinfo(BUNDLE_JSON, len(bundle_json)), bundle_json)
+                for name in names:
+                    path = run_dir / name
+                    size = path.stat().st_size
+                    with open(path, "rb") as src, zf.open(_zipinfo(name, size), "w",
+                                                          force_zip64=size >= zipfile.ZIP64_LIMIT) as dst:
+                        shutil.copyfileobj(src, dst, _CHUNK)
+            _append_trailer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if sha256_file(run_dir / MANIFEST) != files[MANIFEST]:
+            raise StoreError(f"{run_dir}: {MANIFEST} changed while bundling; is the run still being written?")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)  # a bundle is meant to be shared (mkstemp makes it 0600)
+        os.replace(tmp, out_path)
+        _fsync_dir(out_path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out_path
+
+
+def _append_trailer(fh) -> None:
+    """Set the zip comment to the sha256 of every byte before the comment-length field."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    fh.seek(size - 2)
+    if fh.read(2) != b"\x00\x00":
+        raise RuntimeError("zip writer left a comment; cannot add the bundle trailer")
+    h = hashlib.sha256()
+    fh.seek(0)
+    remaining = size - 2
+    while remaining:
+        block = fh.read(min(_CHUNK, remaining))
+        h.update(block)
+        remaining -= len(block)
+    fh.seek(size - 2)
+    fh.write(struct.pack("<H", TRAILER_LEN) + TRAILER_PREFIX + h.hexdigest().encode())
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+def _check_member_name(bundle: Path, name: str) -> None:
+    p = PurePosixPath(name)
+    if (name.startswith("/") or "\\" in name or p.is_absolute() or ".." in p.parts or "" in name.split("/")
+            or re.match(r"^[A-Za-z]:", name)):
+        raise BundleError(f"bundle {bundle}: member {name!r} has an unsafe path (absolute or '..'); refused")
+    if name not in (BUNDLE_JSON, MANIFEST, RESULTS) and not _ARTIFACT_NAME.match(name):
+        raise BundleError(f"bundle {bundle}: unknown member {name!r} (a bundle holds only bundle.json, "
+                          f"manifest.json, results.jsonl and artifacts/*.npz)")
+
+
+def _trailer_digest(bundle: Path, size: int) -> str:
+    """Check the archive digest in the trailer; return the sha256 of the whole file."""
+    with open(bundle, "rb") as fh:
+        if size < TRAILER_LEN + 22:
+            raise BundleError(f"bundle {bundle}: too short to be a bundle ({size} bytes)")
+        fh.seek(size - TRAILER_LEN - 2)
+        tail = fh.read(TRAILER_LEN + 2)
+        length, comment = struct.unpack("<H", tail[:2])[0], tail[2:]
+        if length != TRAILER_LEN or not comment.startswith(TRAILER_PREFIX):
+            raise BundleError(f"bundle {bundle}: its archive trailer (zip comment with the archive sha256) is "
+                              f"missing or changed; not a bundle written by `harness bundle`, or altered")
+        recorded = comment[len(TRAILER_PREFIX):].decode("ascii", "replace")
+        h, whole = hashlib.sha256(), hashlib.sha256()
+        fh.seek(0)
+        remaining = size - TRAILER_LEN - 2
+        while remaining:
+            block = fh.read(min(_CHUNK, remaining))
+            if not block:
+                raise BundleError(f"bundle {bundle}: file shrank while being read")
+            h.update(block)
+            whole.update(block)
+            remaining -= len(block)
+        whole.update(tail)
+    actual = h.hexdigest()
+    if actual != recorded:
+        raise BundleError(f"bundle {bundle}: archive bytes changed outside the members' contents (archive sha256 "
+                          f"{actual[:16]}... != recorded {recorded[:16]}...); refused")
+    return whole.hexdigest()
+
+
+def _read_bundle_json(bundle: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
+    try:
+        raw = zf.read(BUNDLE_JSON)
+    except zipfile.BadZipFile as err:
+        raise BundleError(f"bundle {bundle}: {BUNDLE_JSON} is corrupted ({err})") from None
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"bundle {bundle}: {BUNDLE_JSON} is not valid JSON ({err})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
+        raise BundleError(f"bundle {bundle}: {BUNDLE_JSON} has no 'files' table")
+    try:
+        check_version(doc.get("bundle_schema_version"), BUNDLE_SCHEMA_VERSION, f"bundle {bundle}: {BUNDLE_JSON}")
+    except StoreError as err:
+        raise BundleError(str(err).replace("schema_version", "bundle_schema_version", 1)) from None
+    return doc
+
+
+def verify_bundle(bundle: str | Path, extract_to: str | Path | None = None) -> dict[str, Any]:
+    """Check every member and every byte of ``bundle``; with ``extract_to`` also write the
+    members there (each checked as it is written). Returns bundle.json plus
+    ``bundle_sha256`` (the sha256 of the whole file, what ``sha256sum`` prints). Raises BundleError on
+    any mismatch -- also for damage the zip reader trips over in unexpected ways."""
+    bundle = Path(bundle)
+    try:
+        return _verify(bundle, extract_to)
+    except BundleError:
+        raise
+    except Exception as err:  # a damaged archive can fail anywhere inside zipfile
+        raise BundleError(f"bundle {bundle}: unreadable or altered archive ({type(err).__name__}: {err})") from None
+
+
+def _verify(bundle: Path, extract_to: str | Path | None) -> dict[str, Any]:
+    try:
+        size = bundle.stat().st_size
+    except FileNotFoundError:
+        raise BundleError(f"bundle {bundle}: not found") from None
+    if bundle.is_dir():
+        raise BundleError(f"bundle {bundle}: is a directory, not a bundle file")
+    try:
+        zf = zipfile.ZipFile(bundle, "r")
+    except Exception as err:
+        raise BundleError(f"bundle {bundle}: not a readable bundle archive ({type(err).__name__}: {err})") from None
+    with zf:
+        infos = zf.infolist()
+        seen: set[str] = set()
+        for info in infos:
+            _check_member_name(bundle, info.filename)
+            if info.filename in seen:
+                raise BundleError(f"bundle {bundle}: member {info.filename!r} appears twice")
+            seen.add(info.filename)
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise BundleError(f"bundle {bundle}: member {info.filename!r} is compressed; bundles store members "
+                                  f"uncompressed")
+        if BUNDLE_JSON not in seen:
+            raise BundleError(f"bundle {bundle}: no {BUNDLE_JSON}; not a bundle written by `harness bundle`")
+        doc = _read_bundle_json(bundle, zf)
+        files: dict[str, Any] = doc["files"]
+        for name in sorted(files):
+            _check_member_name(bundle, name)
+        members = seen - {BUNDLE_JSON}
+        missing, extra = sorted(set(files) - members), sorted(members - set(files))
+        if missing:
+            raise BundleError(f"bundle {bundle}: {missing[0]} is listed in {BUNDLE_JSON} but missing from the archive")
+        if extra:
+            raise BundleError(f"bundle {bundle}: {extra[0]} is in the archive but not listed in {BUNDLE_JSON}")
+        for required in (MANIFEST,):
+            if required not in files:
+                raise BundleError(f"bundle {bundle}: no {required}")
+        if doc.get("manifest_sha256") != files[MANIFEST]:
+            raise BundleError(f"bundle {bundle}: manifest_sha256 in {BUNDLE_JSON} does not match its files table")
+        dest = Path(extract_to) if extract_to is not None else None
+        if dest is not None:
+            (dest / ARTIFACTS).mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            _verify_member(bundle, zf, name, str(files[name]), dest)
+    doc["bundle_sha256"] = _trailer_digest(bundle, size)
+    return doc
+
+
+def _verify_member(bundle: Path, zf: zipfile.ZipFile, name: str, expected: str, dest: Path | None) -> None:
+    h = hashlib.sha256()
+    out = open(dest / name, "wb") if dest is not None else None
+    try:
+        with zf.open(name) as src:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                h.update(block)
+                if out is not None:
+                    out.write(block)
+    except zipfile.BadZipFile as err:
+        if "CRC" in str(err):  # stored bytes changed: the zip CRC notices before the sha256 does
+            raise BundleError(f"bundle {bundle}: {name} changed (zip CRC mismatch; its bytes no longer match the "
+                              f"recorded sha256 {expected[:16]}...)") from None
+        raise BundleError(f"bundle {bundle}: {name} is corrupted ({err})") from None
+    except Exception as err:  # a changed header, an "encrypted" flag ...
+        raise BundleError(f"bundle {bundle}: {name} is corrupted ({type(err).__name__}: {err})") from None
+    finally:
+        if out is not None:
+            out.close()
+    actual = h.hexdigest()
+    if actual != expected:
+        raise BundleError(f"bundle {bundle}: {name} changed (sha256 {actual[:16]}... != recorded {expected[:16]}...)")
+
+
+@dataclass
+class OpenedRun:
+    """A run to read: a run directory as is, or a verified bundle extracted into a private
+    temporary folder (removed by ``close()`` / leaving the ``with`` block)."""
+
+    store: RunStore
+    source: Path
+    bundle: dict[str, Any] | None = None  # bundle.json (+ bundle_sha256) when opened from a bundle
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def is_bundle(self) -> bool:
+        return self.bundle is not None
+
+    @property
+    def bundle_sha256(self) -> str | None:
+        return self.bundle.get("bundle_sha256") if self.bundle else None
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "OpenedRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_bundle(bundle: str | Path) -> OpenedRun:
+    """Verify ``bundle`` and extract it; ``.store`` is a RunStore on the extracted run."""
+    tmp = tempfile.TemporaryDirectory(prefix="harness-bundle-")
+    try:
+        doc = verify_bundle(bundle, extract_to=Path(tmp.name) / "run")
+        store = RunStore(Path(tmp.name) / "run")
+        store.manifest()
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return OpenedRun(store=store, source=Path(bundle), bundle=doc, _tmp=tmp)
+
+
+def open_run_or_bundle(path: str | Path) -> OpenedRun:
+    """A run directory or a bundle file, for reading (use as a context manager)."""
+    path = Path(path)
+    if path.is_dir():
+        store = RunStore(path)
+        store.manifest()
+        return OpenedRun(store=store, source=path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such run directory or bundle")
+    return open_bundle(path)

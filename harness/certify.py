@@ -1,0 +1,369 @@
+"""Hardware certification: does this machine reproduce a reference machine's outputs?
+
+``harness certify --reference BUNDLE``: verify the reference bundle (a changed byte refuses
+it), rebuild the reference's matrix from its manifest (the manifest holds the resolved task
+documents, so no task file is needed), re-run its cells here with the runner, compare cell
+by cell with harness.crossrun and write ``certificate.json`` + ``certificate.md`` into the
+new run directory. Per configuration:
+  - ``pass``: every compared cell bitwise identical to the reference;
+  - ``pass_with_tolerance``: equal tokens/codes, or within tolerance, or within the
+    fingerprint distance -- a network would need that validator for this hardware;
+  - ``fail``: divergent, or a cell failed, was skipped here, or has no partner.
+Exit code 0 only when every configuration passes bitwise (and at least one was compared).
+
+Emulation: ``--threads N`` overrides the matrix's threads axis and matches cells ignoring
+threads. On one machine a different CPU thread count changes the order of float reductions
+the way different hardware does, so it stands in for "another device"; the certificate says
+so in its ``emulation`` field. It is an emulation, not a second machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from harness.bundle import open_bundle
+from harness.compare import level_rank, worst_level
+from harness.consensus import simulate
+from harness.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
+from harness.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
+from harness.store import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
+
+CERTIFICATE_SCHEMA_VERSION = 1
+CERTIFICATE_JSON = "certificate.json"
+CERTIFICATE_MD = "certificate.md"
+Verdict = Literal["pass", "pass_with_tolerance", "fail"]
+EMULATION_NOTE = ("emulated hardware: the threads axis was overridden on the same machine; a different CPU "
+                  "thread count changes float reduction order as different hardware does")
+
+
+class CertifyError(StoreError):
+    """The reference or the requested matrix cannot be certified against; one line."""
+
+
+class ConfigCertificate(BaseModel):
+    config_id: str
+    task: str
+    kind: str
+    model: str
+    verdict: Verdict
+    reason: str
+    compared: int = 0
+    levels: dict[str, int] = Field(default_factory=dict)
+    worst: str | None = None  # across machines and within each side
+    within_reference: str | None = None  # worst level among each side's own repeats/processes
+    within_candidate: str | None = None
+    first_divergence: int | None = None
+    worst_pair: list[str] | None = None  # [reference cell, candidate cell]
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)  # of the worst pair
+    consensus: dict[str, dict[str, float]] = Field(default_factory=dict)  # rule -> p3of3/p2of3/wrongly_slashed
+    issues: list[str] = Field(default_factory=list)
+
+
+class Certificate(BaseModel):
+    """History: 1 -- first version."""
+
+    schema_version: int = CERTIFICATE_SCHEMA_VERSION
+    harness_version: str
+    created_at: float
+    passed: bool
+    summary: str
+    reference: RunSide
+    candidate: RunSide
+    emulation: dict[str, Any] | None = None
+    match: str
+    thresholds: dict[str, Any]
+    environment_differs: list[str] = Field(default_factory=list)
+    groups: list[DifferenceGroup] = Field(default_factory=list)
+    configs: list[ConfigCertificate] = Field(default_factory=list)
+    not_certified: list[str] = Field(default_factory=list)  # reference configs skipped there or not re-run
+    unmatched_candidate: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+# --- matrices --------------------------------------------------------------------------------------
+
+def inline_doc(matrix: Matrix) -> dict[str, Any]:
+    """The matrix as a self-contained document: every task inline (resolved docs)."""
+    spec = matrix.spec.model_dump(mode="json")
+    tasks = []
+    for entry in spec["tasks"]:
+        kind, doc = matrix.tasks[entry["name"]]
+        tasks.append({**entry, "file": None, "task": copy.deepcopy(doc), "kind": kind})
+    spec["tasks"] = tasks
+    return spec
+
+
+def reference_matrix(manifest: dict[str, Any], where: str) -> Matrix:
+    """Rebuild the matrix a run was made from, out of its manifest alone."""
+    m = manifest.get("matrix")
+    if not isinstance(m, dict) or not isinstance(m.get("spec"), dict) or not isinstance(m.get("tasks"), dict):
+        raise CertifyError(f"{where}: its manifest holds no matrix to rebuild")
+    spec = copy.deepcopy(m["spec"])
+    entries = []
+    for entry in spec.get("tasks", []):
+        resolved = m["tasks"].get(entry.get("name"))
+        if not isinstance(resolved, dict) or "task" not in resolved:
+            raise CertifyError(f"{where}: its manifest has no resolved task {entry.get('name')!r}")
+        entries.append({**entry, "file": None, "task": resolved["task"], "kind": resolved.get("kind")})
+    spec["tasks"] = entries
+    return _from_doc(spec, where)
+
+
+def _from_doc(doc: dict[str, Any], where: str) -> Matrix:
+    try:
+        return matrix_from_doc(doc, None)
+    except MatrixError as err:
+        raise CertifyError(f"{where}: cannot rebuild its matrix ({str(err).splitlines()[0]})") from None
+
+
+def _replace_all_devices(doc: dict[str, Any], devices: list[str]) -> None:
+    """``device = "all"`` means the devices of the machine that ran it: pin the reference's."""
+    def fix(values: Any) -> Any:
+        if isinstance(values, list) and "all" in values:
+            out: list[str] = []
+            for d in values:
+                for x in (devices if d == "all" else [d]):
+                    if x not in out:
+                        out.append(x)
+            return out
+        return values
+
+    doc.setdefault("axes", {})["device"] = fix(doc.get("axes", {}).get("device", ["cpu"]))
+    for entry in doc.get("tasks", []):
+        if "device" in entry.get("axes", {}):
+            entry["axes"]["device"] = fix(entry["axes"]["device"])
+
+
+def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
+    """The matrix document with every threads setting replaced by ``threads``."""
+    doc = copy.deepcopy(doc)
+    doc.setdefault("axes", {})["threads"] = [threads]
+    for entry in doc.get("tasks", []):
+        if "threads" in entry.get("axes", {}):
+            entry["axes"]["threads"] = [threads]
+    for rule in doc.get("include", []):
+        if "threads" in rule:
+            rule["threads"] = threads
+    return doc
+
+
+# --- verdicts ---------------------------------------------------------------------------------------
+
+def judge(out: ConfigOutcome) -> tuple[Verdict, str, list[str]]:
+    issues = ([f"reference failed: {x}" for x in out.failed_a] + [f"no partner here: {x}" for x in out.unmatched_a]
+              + [f"failed here: {x}" for x in out.failed_b] + [f"skipped here: {x}" for x in out.skipped_b]
+              + [f"not comparable: {x}" for x in out.errors])
+    if issues:
+        return "fail", f"{len(issues)} cell(s) not certified; first: {issues[0]}", issues
+    if not out.matched:
+        return "fail", "no cell compared", issues
+    levels = ", ".join(f"{k} {v}" for k, v in out.levels.items())
+    # a side that does not agree with itself (repeat/process) cannot be certified beyond that level
+    own = "; ".join(f"the {who}'s own repeats: {lv}" for who, lv in (("reference", out.within_a),
+                                                                       ("candidate", out.within_b))
+                    if lv and level_rank(lv) > level_rank(out.worst or "bitwise"))
+    own = f"; {own}" if own else ""
+    worst = worst_level(x for x in (out.worst, out.within_a, out.within_b) if x)
+    if worst == "bitwise":
+        return "pass", f"bitwise identical in {out.matched} cell(s)", issues
+    if worst == "divergent":
+        at = f"; first divergent step {out.first_divergence[0]}" if out.first_divergence else ""
+        what = "divergent from the reference" if out.worst == "divergent" else "not reproducible"
+        return "fail", f"{what} ({levels}){at}{own}", issues
+    rule = {"tokens": "token-equality", "tolerance": "tolerance", "perceptual": "fingerprint"}.get(worst, worst)
+    return "pass_with_tolerance", f"not bitwise; worst level {worst} ({levels}{own}): needs a {rule} validator", issues
+
+
+def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCertificate:
+    verdict, reason, issues = judge(out)
+    pairs = [m for m in result.matches if m.config_a == out.config_id and m.level]
+    worst = max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
+    consensus: dict[str, dict[str, float]] = {}
+    outcomes = consensus_outcomes(result.model_copy(update={"matches": pairs}), ("reference", "candidate"))
+    if outcomes:
+        est = simulate(outcomes, {"reference": 0.5, "candidate": 0.5})
+        consensus = {name: {"p3of3": r.p3of3, "p2of3": r.p2of3, "wrongly_slashed": r.wrongly_slashed}
+                     for name, r in est.rules.items()}
+    return ConfigCertificate(
+        config_id=out.config_id, task=out.task, kind=out.kind, model=out.model, verdict=verdict, reason=reason,
+        compared=out.matched, levels=out.levels,
+        worst=worst_level(x for x in (out.worst, out.within_a, out.within_b) if x),
+        within_reference=out.within_a, within_candidate=out.within_b,
+        first_divergence=out.first_divergence[0] if out.first_divergence else None,
+        worst_pair=[worst.cell_a, worst.cell_b] if worst else None, metrics=worst.metrics if worst else {},
+        consensus=consensus, issues=issues[:50])
+
+
+def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None = None,
+                     not_rerun: list[str] | None = None) -> Certificate:
+    from harness import __version__
+
+    configs, not_certified = [], list(not_rerun or [])
+    for out in result.configs:
+        only_skipped = out.skipped_a and not (out.matched or out.unmatched_a or out.failed_a or out.errors
+                                              or out.failed_b or out.skipped_b)
+        if only_skipped:
+            not_certified.append(f"{out.config_id}: skipped on the reference machine ({out.skipped_a[0]})")
+            continue
+        configs.append(_config_certificate(out, result))
+    passed = bool(configs) and all(c.verdict == "pass" for c in configs)
+    counts = {v: sum(c.verdict == v for c in configs) for v in ("pass", "pass_with_tolerance", "fail")}
+    summary = (("CERTIFIED: " if passed else "NOT CERTIFIED (bitwise): ")
+               + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(configs)} configuration(s)")
+    if not configs:
+        summary = "NOT CERTIFIED: no configuration could be compared"
+    return Certificate(
+        harness_version=__version__, created_at=time.time(), passed=passed, summary=summary,
+        reference=result.a, candidate=result.b, emulation=emulation, match=result.match,
+        thresholds=result.thresholds, environment_differs=result.environment_differs, groups=result.groups,
+        configs=configs, not_certified=not_certified, unmatched_candidate=result.unmatched_b,
+        problems=result.problems)
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str | Path | None = None,
+            threads: int | None = None, progress: bool = False, reports_root: Path = Path("reports"),
+            executor: Any = None) -> tuple[Certificate, Path]:
+    """Re-run the reference's cells here and certify; returns the certificate and run dir."""
+    from harness.matrix import available_devices
+    from harness.runner import run_matrix
+
+    if threads is not None and threads < 1:
+        raise CertifyError(f"--threads must be a positive integer, got {threads}")
+    with open_bundle(reference) as ref:
+        where = f"reference {reference}"
+        manifest = ref.store.manifest()
+        ref_records = ref.store.load_records().records
+        ref_specs = {r.spec_hash for r in ref_records}
+        ref_devices = [str(d) for d in manifest.get("devices") or ["cpu"]]
+        max_cells = max(MAX_CELLS, len(ref_records))
+        if matrix is None:
+            rebuilt = reference_matrix(manifest, where)
+            doc = inline_doc(rebuilt)
+            _replace_all_devices(doc, ref_devices)
+            rebuilt = _from_doc(doc, where)
+            cells = expand(rebuilt, ref_devices, max_cells=max_cells)
+            lost = sorted(ref_specs - {c.spec_hash for c in cells})
+            if lost:
+                first = next(r.cell_id for r in ref_records if r.spec_hash == lost[0])
+                raise CertifyError(f"{where}: {len(lost)} of its cells do not rebuild with the same spec hash (first: "
+                                   f"{first}); made by harness {manifest.get('harness_version')}, this is "
+                                   f"{_version()}: certify with --matrix and the original matrix file")
+            expected = ref_specs
+        else:
+            given = load_matrix(matrix)
+            doc = inline_doc(given)
+            cells = expand(given, available_devices(), max_cells=max_cells)
+            foreign = [c for c in cells if c.spec_hash not in ref_specs]
+            if foreign:
+                raise CertifyError(f"matrix {matrix}: cell {foreign[0].cell_id} (spec {foreign[0].spec_hash}) is not "
+                                   f"in the reference run; certify re-runs the reference's cells (a subset is fine)")
+            expected = {c.spec_hash for c in cells}
+        emulation = None
+        match = "spec"
+        if threads is not None:
+            doc = override_threads(doc, threads)
+            match = "ignore:threads"
+            emulation = {"threads": threads, "note": EMULATION_NOTE}
+        run_as = _from_doc(doc, where)
+        run_dir = Path(out) if out else reports_root / "runs" / new_run_id("certify")
+        summary = run_matrix(run_as, run_dir, progress=progress, executor=executor, max_cells=max_cells)
+        from harness.store import RunStore
+
+        result = compare_runs(ref, RunStore(summary.run_dir), match=match, labels=("reference", "candidate"),
+                              only_a=expected)
+        not_rerun = sorted({r.config_id for r in ref_records if r.spec_hash not in expected})
+        cert = certificate_from(result, emulation=emulation,
+                                not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun])
+        cert.reference.source = str(reference)
+        cert.problems = summary.problems + cert.problems
+    write_certificate(cert, summary.run_dir)
+    return cert, summary.run_dir
+
+
+def _version() -> str:
+    from harness import __version__
+
+    return __version__
+
+
+def write_certificate(cert: Certificate, run_dir: Path) -> list[Path]:
+    json_path, md_path = Path(run_dir) / CERTIFICATE_JSON, Path(run_dir) / CERTIFICATE_MD
+    atomic_write_json(json_path, cert.model_dump(mode="json"))
+    atomic_write_bytes(md_path, render_certificate(cert).encode())
+    return [md_path, json_path]
+
+
+# --- rendering (decides nothing) --------------------------------------------------------------------
+
+ENV_FIELDS = ("processor", "cpu_count", "gpu_names", "driver", "cuda_runtime", "cudnn", "torch", "torch_threads",
+              "libraries.transformers", "libraries.bitsandbytes", "libraries.consensus-harness", "blas", "os")
+
+
+def _env_value(env: dict[str, Any], dotted: str) -> Any:
+    cur: Any = env
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+METRIC_KEYS = ("rel_l2", "cosine", "snr_db", "max_abs", "hamming")
+
+
+def fmt_metrics(metrics: dict[str, Any]) -> str:
+    """The closeness metrics, small numbers in scientific notation (max_abs 1.8e-07, not 0.000)."""
+    from harness.report import fmt
+
+    parts = []
+    for k in METRIC_KEYS:
+        if k in metrics:
+            v = metrics[k]
+            text = f"{v:.2e}" if isinstance(v, float) and v != 0 and abs(v) < 1e-3 else fmt(v)
+            parts.append(f"{k}={text}")
+    return ", ".join(parts) or "-"
+
+
+def render_certificate(cert: Certificate) -> str:
+    from harness.report import fmt, fmt_mapping, md_table
+
+    lines = [f"# Hardware certificate: {cert.candidate.run_id} against {cert.reference.run_id}", "",
+             f"**{cert.summary}**", ""]
+    if cert.emulation:
+        lines += [f"> Emulation: threads = {cert.emulation.get('threads')}. {cert.emulation.get('note')}.", ""]
+    lines += [f"Matched by `{cert.match}`; thresholds {fmt_mapping(cert.thresholds)}.", "",
+              "| | reference | candidate |", "|---|---|---|",
+              f"| run | {cert.reference.run_id} | {cert.candidate.run_id} |",
+              f"| source | {cert.reference.source} | {cert.candidate.source} |",
+              f"| bundle sha256 | {cert.reference.bundle_sha256 or '-'} | {cert.candidate.bundle_sha256 or '-'} |"]
+    for name in ENV_FIELDS:
+        a, b = _env_value(cert.reference.environment, name), _env_value(cert.candidate.environment, name)
+        mark = " (differs)" if a != b else ""
+        lines.append(f"| {name}{mark} | {fmt(a)} | {fmt(b)} |")
+    lines += ["", "Environment fields that differ: " + (", ".join(cert.environment_differs) or "none"), "",
+              "## Configurations", ""]
+    rows = [[c.config_id, c.verdict, str(c.compared), ", ".join(f"{k} {v}" for k, v in c.levels.items()) or "-",
+             fmt(c.first_divergence), fmt_metrics(c.metrics),
+             fmt(c.consensus.get("exact_hash", {}).get("p3of3")), fmt(c.consensus.get("tolerance", {}).get("p3of3")),
+             c.reason] for c in cert.configs]
+    lines += md_table((["configuration", "verdict", "cells", "levels", "first divergence", "worst pair metrics",
+                        "P(3/3) exact hash*", "P(3/3) tolerance*", "reason"], rows))
+    lines += ["\\* a network with half its nodes like the reference and half like the candidate.", ""]
+    issues = [(c.config_id, i) for c in cert.configs for i in c.issues]
+    if issues:
+        lines += ["## Cells not certified", ""] + [f"- {cid}: {i}" for cid, i in issues[:200]] + [""]
+    if cert.groups:
+        lines += ["## What differed", ""]
+        lines += md_table((["differing fields", "pairs", "levels", "worst"],
+                           [[", ".join(g.fields) or "(nothing recorded)", str(g.pairs),
+                             ", ".join(f"{k} {v}" for k, v in g.levels.items()), fmt(g.worst)] for g in cert.groups]))
+    for title, items in (("Not certified", cert.not_certified), ("Candidate cells without a reference", cert.unmatched_candidate),
+                         ("Problems", cert.problems)):
+        if items:
+            lines += [f"## {title}", ""] + [f"- {x}" for x in items[:200]] + [""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,229 @@
+"""``harness bundle | certify | validators | compare``: hardware certification commands.
+
+``register(subparsers)`` adds the four subcommands to the main parser (harness.cli); each
+sets ``func``. Expected failures raise StoreError subclasses (BundleError, CertifyError,
+CrossRunError), which the CLI prints as one ``error: ...`` line with exit code 2.
+Exit codes: ``certify`` 0 only when every configuration is bitwise identical to the
+reference, 1 otherwise; ``compare`` 1 when a ``--check`` on costs fails; else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.store import StoreError
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
+
+def _match_mode(text: str) -> str:
+    from harness.crossrun import CrossRunError, parse_match
+
+    try:
+        parse_match(text)
+    except CrossRunError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# --- bundle --------------------------------------------------------------------------------------
+
+def cmd_bundle(args) -> int:
+    from harness.bundle import sha256_file, verify_bundle, write_bundle
+
+    path = write_bundle(Path(args.run), Path(args.out) if args.out else None)
+    doc = verify_bundle(path)  # read back what was written: a bundle is only as good as its check
+    files = doc["files"]
+    artifacts = sum(1 for name in files if name.startswith("artifacts/"))
+    print(f"bundle {path}")
+    print(f"sha256 {sha256_file(path)}")
+    print(f"{len(files)} files ({artifacts} artifacts), manifest sha256 {doc['manifest_sha256']}")
+    return EXIT_OK
+
+
+# --- certify ------------------------------------------------------------------------------------
+
+def cmd_certify(args) -> int:
+    from harness.certify import certify
+
+    cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
+                            out=Path(args.out) if args.out else None, threads=args.threads,
+                            progress=not args.no_progress)
+    if cert.emulation:
+        print(f"note: {cert.emulation['note']} (threads={cert.emulation['threads']})")
+    for c in cert.configs:
+        print(f"{c.verdict:>19}  {c.config_id}: {c.reason}")
+    for line in cert.not_certified:
+        print(f"{'not certified':>19}  {line}")
+    print(f"certificate {run_dir / 'certificate.md'}")
+    print(f"certificate {run_dir / 'certificate.json'}")
+    print(cert.summary)
+    return EXIT_OK if cert.passed else EXIT_FAIL
+
+
+# --- validators ---------------------------------------------------------------------------------
+
+def cmd_validators(args) -> int:
+    from dataclasses import replace
+
+    from harness.store import atomic_write_bytes
+    from harness.validator_study import FULL, QUICK, render_markdown, run_study
+
+    settings = QUICK if args.quick else FULL
+    if args.seeds:
+        settings = replace(settings, seeds=args.seeds)
+    try:
+        result = run_study(settings)
+    except ValueError as err:
+        raise StoreError(f"validator study: {err}") from None
+    text = render_markdown(result)
+    if args.out:
+        atomic_write_bytes(Path(args.out), text.encode())
+    sys.stdout.write(text)
+    if args.out:
+        print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+def render_crossrun(result) -> str:
+    """Markdown summary of a harness.crossrun.CrossRunResult (rendering decides nothing)."""
+    from harness.certify import fmt_metrics
+    from harness.report import fmt, md_table
+
+    a, b = result.a, result.b
+    lines = [f"# Output comparison: {b.run_id} ({b.label}) against {a.run_id} ({a.label})", "",
+             f"{a.label}: {a.source}" + (f" (bundle sha256 {a.bundle_sha256})" if a.bundle_sha256 else ""),
+             f"{b.label}: {b.source}" + (f" (bundle sha256 {b.bundle_sha256})" if b.bundle_sha256 else ""),
+             f"Matched by `{result.match}`; {len(result.matches)} pair(s); worst level {fmt(result.worst)}.",
+             "Environment fields that differ: " + (", ".join(result.environment_differs) or "none"), ""]
+    rows = []
+    for c in result.configs:
+        issues = (len(c.unmatched_a) + len(c.failed_a) + len(c.failed_b) + len(c.skipped_b) + len(c.errors))
+        rows.append([c.config_id, str(c.matched), ", ".join(f"{k} {v}" for k, v in c.levels.items()) or "-",
+                     fmt(c.worst), fmt(c.first_divergence[0] if c.first_divergence else None),
+                     str(len(c.skipped_a)), str(issues)])
+    lines += md_table((["configuration", "pairs", "levels", "worst", "first divergence", "skipped in A",
+                        "not compared"], rows))
+    worst = [m for m in result.matches if m.level and m.level != "bitwise"]
+    if worst:
+        lines += ["## Pairs that are not bitwise", ""]
+        lines += md_table((["A cell", "B cell", "level", "first divergence", "metrics"],
+                           [[m.cell_a, m.cell_b, m.level, fmt(m.first_divergence),
+                             fmt_metrics(m.metrics)]
+                            for m in worst[:50]]))
+    if result.groups:
+        lines += ["## What differed", ""]
+        lines += md_table((["differing fields", "pairs", "levels", "worst"],
+                           [[", ".join(g.fields) or "(nothing recorded)", str(g.pairs),
+                             ", ".join(f"{k} {v}" for k, v in g.levels.items()), fmt(g.worst)] for g in result.groups]))
+    notes = [f"{what}: {x}" for c in result.configs for what, items in (
+        (f"no partner in {b.label}", c.unmatched_a), (f"failed in {a.label}", c.failed_a),
+        (f"failed in {b.label}", c.failed_b), (f"skipped in {b.label}", c.skipped_b), ("not comparable", c.errors))
+        for x in items]
+    notes += [f"only in {b.label}: {x}" for x in result.unmatched_b] + [f"problem: {p}" for p in result.problems]
+    if not result.matches and result.match == "spec" and result.unmatched_b:
+        notes.insert(0, "no spec hash in common: runs made with other thread counts, batch sizes or dtypes match "
+                        "with --match ignore:threads (or ignore:batch_size, ignore:dtype)")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes[:100]]
+        if len(notes) > 100:
+            lines.append(f"- ... and {len(notes) - 100} more")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def cmd_compare(args) -> int:
+    from harness.bundle import open_run_or_bundle
+    from harness.crossrun import compare_runs
+    from harness.store import atomic_write_json
+
+    with open_run_or_bundle(args.a) as run_a, open_run_or_bundle(args.b) as run_b:
+        result = compare_runs(run_a, run_b, match=args.match)
+        sys.stdout.write(render_crossrun(result))
+        if args.json:
+            atomic_write_json(Path(args.json), result.model_dump(mode="json"))
+            print(f"wrote {args.json}")
+        return _compare_costs(run_a.store, run_b.store, args.check or [])
+
+
+def _compare_costs(store_a, store_b, checks: list[str]) -> int:
+    try:
+        from harness import cost_compare
+    except ImportError as err:
+        print(f"\nnote: costs not compared (harness.cost_compare unavailable: {err})"
+              + ("; --check ignored" if checks else ""), file=sys.stderr)
+        return EXIT_OK
+    try:
+        rows = cost_compare.compare_run_costs(store_a, store_b, checks)
+    except ValueError as err:
+        raise StoreError(f"--check: {str(err).splitlines()[0]}") from None
+    render = getattr(cost_compare, "render_cost_table", None)
+    print("\n# Costs\n")
+    sys.stdout.write(render(rows) if render else "".join(f"{row}\n" for row in rows))
+    regressed = getattr(cost_compare, "has_regressions", None)
+    return EXIT_FAIL if regressed is not None and regressed(rows) and checks else EXIT_OK
+
+
+# --- registration -------------------------------------------------------------------------------
+
+def register(sub) -> None:
+    s = sub.add_parser("bundle", help="pack a run into one verifiable file (manifest, results, artifacts)")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--out", metavar="FILE", help="bundle file (default <run>.bundle.zip next to the run)")
+    s.set_defaults(func=cmd_bundle)
+
+    s = sub.add_parser("certify", help="re-run a reference bundle's cells here and certify this machine")
+    s.add_argument("--reference", required=True, metavar="BUNDLE", help="the reference run's bundle")
+    s.add_argument("--matrix", metavar="M", help="run this matrix instead (its cells must be in the reference)")
+    s.add_argument("--out", metavar="DIR", help="run directory (default reports/runs/<time>-certify)")
+    s.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="EMULATION: override the threads axis to stand in for other hardware on this machine "
+                        "(cells are then matched ignoring threads)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_certify)
+
+    s = sub.add_parser("validators", help="measure audio validators' false reject/accept rates on tiny MusicGen")
+    s.add_argument("--quick", action="store_true", help="few pairs (a smoke test), no second worker process")
+    s.add_argument("--seeds", type=_positive_int, help="seeds per prompt (default 20, quick 2)")
+    s.add_argument("--out", metavar="FILE", help="also write the Markdown table here")
+    s.set_defaults(func=cmd_validators)
+
+    s = sub.add_parser("compare", help="compare two runs or bundles cell by cell (outputs, then costs)")
+    s.add_argument("a", help="reference run directory or bundle")
+    s.add_argument("b", help="run directory or bundle to compare with it")
+    s.add_argument("--match", type=_match_mode, default="spec",
+                   help="spec (equal spec hashes, default) or ignore:threads|ignore:batch_size|ignore:dtype")
+    s.add_argument("--check", action="append", metavar="EXPR",
+                   help="cost regression check, e.g. median:10%% (repeatable; exit 1 when one fails)")
+    s.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    s.set_defaults(func=cmd_compare)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m harness.cli_cert``) until harness.cli registers these."""
+    p = argparse.ArgumentParser(prog="harness")
+    sub = p.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except StoreError as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

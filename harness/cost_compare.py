@@ -1,0 +1,119 @@
+"""Compare the costs of two runs, configuration by configuration (asv-style marks).
+
+A run's cost row per configuration (config_id) carries what ``harness.bench.compare_costs``
+matches on: a spec hash over the cells that were asked (a changed matrix is "not
+comparable", never "regressed"), the environment's cost key (other hardware or torch: not
+comparable either), whether any cell failed, latency statistics of the ok executions and the
+peak memory. Latency statistics come from ``harness.analysis.latency_stats`` (``total_s -
+load_s``, the first execution after a model load counted as warm-up), the same numbers as the
+report's cost section, so the two never disagree.
+
+Rendering here is only a table of the decided rows: the marks and messages come from
+harness.bench.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import latency_stats, latest_records
+from harness.bench import Check, CostRow, compare_costs
+from harness.digests import digest_json
+from harness.env import cost_key
+from harness.records import Record
+from harness.store import RunStore
+
+FAILED_STATUSES = ("failed", "timeout")
+MARK_LEGEND = {
+    "x": "not comparable (spec or environment differs, or only on one side)",
+    "!": "newly failing",
+    "+": "slower",
+    "-": "faster",
+}
+
+
+def _as_store(run: RunStore | str | Path) -> RunStore:
+    return run if isinstance(run, RunStore) else RunStore(run)
+
+
+def cost_rows_for_run(store: RunStore | str | Path) -> list[dict[str, Any]]:
+    """One row per configuration, sorted by config_id, in the shape ``compare_costs`` takes:
+    ``key``, ``spec_hash``, ``env_key``, ``ok``, ``stats`` (a Stats dump of the latencies of
+    the ok, non-warm-up executions), ``peak_memory_bytes`` (max over them), plus
+    ``executions`` and ``statuses`` for display."""
+    store = _as_store(store)
+    manifest = store.manifest()
+    env_key = cost_key(manifest.get("environment") or {})
+    by_config: dict[str, list[Record]] = defaultdict(list)
+    for r in latest_records(store.load_records().records):
+        by_config[r.config_id].append(r)
+    rows: list[dict[str, Any]] = []
+    for config_id in sorted(by_config):
+        recs = by_config[config_id]
+        statuses: dict[str, int] = defaultdict(int)
+        for r in recs:
+            statuses[r.status] += 1
+        measured = [r for r in recs if r.ok]
+        memory = [r.peak_memory_bytes for r in measured if r.peak_memory_bytes]
+        rows.append({
+            "key": config_id,
+            "spec_hash": digest_json(sorted({r.spec_hash for r in recs}))[:16],
+            "env_key": env_key,
+            "ok": not any(statuses.get(s) for s in FAILED_STATUSES),
+            "stats": latency_stats(measured).model_dump(),
+            "peak_memory_bytes": max(memory) if memory else None,
+            "executions": len(measured),
+            "statuses": dict(sorted(statuses.items())),
+        })
+    return rows
+
+
+def compare_run_costs(baseline: RunStore | str | Path, current: RunStore | str | Path,
+                      checks: Sequence[Check | str] = (), *, factor: float = 1.1) -> list[CostRow]:
+    """Cost rows of ``current`` against ``baseline``: marks (``x ! + -``, see MARK_LEGEND)
+    by median latency within ``factor``, and a message per failed check (e.g.
+    ``"median:10%"``, ``"peak_memory:5%"``; a bad check raises ValueError naming it)."""
+    return compare_costs(cost_rows_for_run(baseline), cost_rows_for_run(current), checks, factor=factor)
+
+
+def has_regressions(rows: Iterable[CostRow]) -> bool:
+    """True when a check failed or a configuration is newly failing: what should fail CI."""
+    return any(row.regressed or row.mark == "!" for row in rows)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    mag = abs(value)
+    if mag == 0 or mag >= 0.1:
+        return f"{value:.3f} s"
+    if mag >= 1e-4:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value * 1e6:.1f} us"
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_cost_table(rows: Sequence[CostRow]) -> str:
+    """A Markdown table, one line per row: mark, configuration, medians, ratio and why
+    (failed checks, or the reason a row is not comparable), then a one-line summary."""
+    lines = ["| | Configuration | Baseline median | Current median | Ratio | Notes |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        notes = [*row.messages, *([row.note] if row.note else [])]
+        if row.mark == "!" and not notes:
+            notes.append("newly failing")
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
+        mark = row.mark.strip() or " "
+        lines.append(f"| {mark} | {_cell(row.key)} | {_seconds(row.baseline_median)} | {_seconds(row.current_median)} "
+                     f"| {ratio} | {_cell('; '.join(notes)) or '-'} |")
+    counts = {m: sum(1 for r in rows if r.mark == m) for m in MARK_LEGEND}
+    failed_checks = sum(1 for r in rows if r.regressed)
+    summary = ", ".join(f"{counts[m]} {m} ({MARK_LEGEND[m].split(' (')[0]})" for m in MARK_LEGEND)
+    lines += ["", f"{len(rows)} configurations: {summary}; {failed_checks} with failed checks."]
+    return "\n".join(lines) + "\n"

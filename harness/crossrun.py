@@ -1,0 +1,367 @@
+"""Compare two runs cell by cell: are this machine's outputs those of the reference machine?
+
+Matching. ``match="spec"`` (default) pairs executions with equal spec hashes: the same task
+under the same axes, which is what two nodes of a network receive. ``match="ignore:AXIS"``
+(threads, batch_size or dtype) pairs cells equal in everything but that axis: on one
+machine, two runs with different thread counts stand in honestly for two kinds of hardware
+(the thread count changes the order of float reductions, as another CPU or GPU does); a
+run on one machine with threads=1 and one with threads=2 then compare cell by cell. Within
+a spec the reference execution is used (lowest worker, then repeat), as in the analysis.
+
+Per matched pair: the strongest comparison level, its metrics and the first divergent step
+(harness.compare, on Comparables built by harness.analysis.comparable). Per configuration
+(the reference's config id): the worst level, plus every cell that failed, was skipped or
+has no partner. Differences are grouped by what differed: environment fingerprint fields
+(harness.env.differing_fields), axes that differ across a pair, and determinism flags the
+two records report. Outputs only; costs are compared by harness.cost_compare.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from harness.analysis import comparable, latest_records
+from harness.compare import Comparable, Thresholds, compare, level_rank, worst_level
+from harness.digests import digest_json
+from harness.env import differing_fields
+from harness.records import Record
+from harness.store import RunStore, StoreError
+
+CROSSRUN_SCHEMA_VERSION = 1
+IGNORABLE_AXES = ("threads", "batch_size", "dtype")
+MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))
+
+
+class CrossRunError(StoreError):
+    pass
+
+
+def parse_match(text: str) -> str | None:
+    """The axis a match mode ignores (None for ``spec``); a bad mode is a CrossRunError."""
+    if text == "spec":
+        return None
+    if text.startswith("ignore:") and text.split(":", 1)[1] in IGNORABLE_AXES:
+        return text.split(":", 1)[1]
+    raise CrossRunError(f"unknown match mode {text!r}; expected one of {', '.join(MATCH_MODES)}")
+
+
+class SpecMatch(BaseModel):
+    """One reference execution of run A against its partner in run B."""
+
+    key: str
+    task: str
+    kind: str
+    config_a: str
+    config_b: str
+    spec_a: str
+    spec_b: str
+    cell_a: str
+    cell_b: str
+    axes_differ: dict[str, list[Any]] = Field(default_factory=dict)  # axis -> [value in A, value in B]
+    determinism_differ: list[str] = Field(default_factory=list)
+    level: str | None = None  # None when the pair could not be compared (see error)
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    first_divergence: int | None = None
+    steps_total: int | None = None
+    within_a: str | None = None  # worst level among A's executions of this spec (None: one execution)
+    within_b: str | None = None
+    error: str | None = None
+
+
+class ConfigOutcome(BaseModel):
+    """Everything run B says about one configuration of run A."""
+
+    config_id: str
+    task: str
+    kind: str
+    model: str
+    matched: int = 0
+    levels: dict[str, int] = Field(default_factory=dict)
+    worst: str | None = None
+    first_divergence: list[int] = Field(default_factory=list)
+    unmatched_a: list[str] = Field(default_factory=list)  # A cells with no partner in B
+    failed_a: list[str] = Field(default_factory=list)  # "cell: reason"
+    skipped_a: list[str] = Field(default_factory=list)
+    failed_b: list[str] = Field(default_factory=list)
+    skipped_b: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)  # pairs that could not be compared
+    within_a: str | None = None  # worst level among each side's own executions of a spec
+    within_b: str | None = None
+
+
+class DifferenceGroup(BaseModel):
+    """Pairs that share the same set of differing fields, and the levels they reached."""
+
+    fields: list[str]
+    pairs: int
+    levels: dict[str, int]
+    worst: str | None
+
+
+class RunSide(BaseModel):
+    label: str
+    source: str
+    run_id: str
+    matrix: str
+    environment: dict[str, Any] = Field(default_factory=dict)
+    records: int = 0
+    bundle_sha256: str | None = None
+    manifest_sha256: str | None = None
+
+
+class CrossRunResult(BaseModel):
+    schema_version: int = CROSSRUN_SCHEMA_VERSION
+    match: str
+    thresholds: dict[str, Any]
+    a: RunSide
+    b: RunSide
+    environment_differs: list[str] = Field(default_factory=list)
+    matches: list[SpecMatch] = Field(default_factory=list)
+    configs: list[ConfigOutcome] = Field(default_factory=list)
+    unmatched_b: list[str] = Field(default_factory=list)  # B cells with no partner in A
+    groups: list[DifferenceGroup] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+    @property
+    def worst(self) -> str | None:
+        return worst_level(m.level for m in self.matches if m.level)
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+@dataclass
+class _Spec:
+    spec_hash: str
+    key: str
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Record]:
+        return [r for r in self.records if r.status == "ok"]
+
+    @property
+    def reference(self) -> Record | None:
+        ok = self.ok
+        return min(ok, key=lambda r: (r.axes.worker, r.axes.repeat)) if ok else None
+
+    @property
+    def failed(self) -> list[Record]:
+        return [r for r in self.records if r.status in ("failed", "timeout")]
+
+    @property
+    def first(self) -> Record:
+        return min(self.records, key=lambda r: (r.axes.worker, r.axes.repeat))
+
+
+def _match_key(r: Record, ignore: str | None, tasks: dict[str, Any]) -> str:
+    if ignore is None:
+        return r.spec_hash
+    axes = r.axes.model_dump()
+    for name in ("repeat", "worker", ignore):
+        axes.pop(name)
+    base = tasks.get(r.task_name, {}).get("task") or {"task_name": r.task_name, "model": r.model}
+    return digest_json({"task": base, "kind": r.kind, "axes": axes})[:16]
+
+
+def _specs(store: RunStore, manifest: dict[str, Any], ignore: str | None) -> tuple[dict[str, list[_Spec]], list[str], int]:
+    loaded = store.load_records()
+    tasks = manifest.get("matrix", {}).get("tasks", {}) or {}
+    by_spec: dict[str, _Spec] = {}
+    for r in latest_records(loaded.records):
+        spec = by_spec.get(r.spec_hash)
+        if spec is None:
+            spec = by_spec[r.spec_hash] = _Spec(r.spec_hash, _match_key(r, ignore, tasks))
+        spec.records.append(r)
+    by_key: dict[str, list[_Spec]] = defaultdict(list)
+    for spec in by_spec.values():
+        by_key[spec.key].append(spec)
+    for specs in by_key.values():
+        specs.sort(key=lambda s: s.first.cell_id)
+    return dict(by_key), [f"{store.path}: {p}" for p in loaded.problems], len(loaded.records)
+
+
+class _Side:
+    def __init__(self, store: RunStore, thresholds: Thresholds):
+        self.store, self.thresholds = store, thresholds
+        self._cache: dict[str, Comparable] = {}
+
+    def get(self, r: Record) -> Comparable:
+        if r.cell_id not in self._cache:
+            self._cache[r.cell_id] = comparable(self.store, r)
+        return self._cache[r.cell_id]
+
+    def within(self, spec: _Spec) -> str | None:
+        ref, ok = spec.reference, spec.ok
+        if ref is None or len(ok) < 2:
+            return None
+        return worst_level(compare(self.get(ref), self.get(r), self.thresholds).level for r in ok if r is not ref)
+
+
+def _failure_line(r: Record) -> str:
+    return f"{r.cell_id}: {r.status}: {r.reason or '?'}"
+
+
+def _status_line(spec: _Spec) -> tuple[str, str]:
+    r = spec.first
+    if spec.failed:
+        return "failed", _failure_line(spec.failed[0])
+    return "skipped", f"{r.cell_id}: {r.reason or 'skipped'}"
+
+
+def _axes_differ(a: Record, b: Record) -> dict[str, list[Any]]:
+    da, db = a.axes.model_dump(), b.axes.model_dump()
+    return {k: [da[k], db[k]] for k in da if k not in ("repeat", "worker") and da[k] != db[k]}
+
+
+def _unwrap(run: Any) -> tuple[RunStore, str, str | None, str | None]:
+    """A RunStore, or an OpenedRun from harness.bundle (keeps its source and bundle digests)."""
+    if isinstance(run, RunStore):
+        return run, str(run.path), None, None
+    store = getattr(run, "store", None)
+    if isinstance(store, RunStore):
+        bundle = getattr(run, "bundle", None) or {}
+        return store, str(getattr(run, "source", store.path)), bundle.get("bundle_sha256"), bundle.get("manifest_sha256")
+    raise TypeError(f"expected a RunStore or an opened run, got {type(run).__name__}")
+
+
+def thresholds_of(manifest: dict[str, Any]) -> Thresholds:
+    """The thresholds a run's matrix declared (defaults where it declared none)."""
+    doc = manifest.get("matrix", {}).get("spec", {}).get("thresholds", {}) or {}
+    return Thresholds(**{k: v for k, v in doc.items() if k in Thresholds.model_fields})
+
+
+def _side_info(label: str, source: str, manifest: dict[str, Any], records: int, bundle_sha: str | None,
+               manifest_sha: str | None) -> RunSide:
+    return RunSide(label=label, source=source, run_id=str(manifest.get("run_id", Path(source).name)),
+                   matrix=str(manifest.get("matrix", {}).get("spec", {}).get("name", "?")),
+                   environment=manifest.get("environment", {}) or {}, records=records, bundle_sha256=bundle_sha,
+                   manifest_sha256=manifest_sha)
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *, match: str = "spec",
+                 labels: tuple[str, str] = ("A", "B"), only_a: set[str] | None = None) -> CrossRunResult:
+    """Compare run B against reference run A (RunStores or harness.bundle.OpenedRun).
+
+    ``thresholds`` default to those of A's matrix; ``only_a`` restricts A to these spec
+    hashes (the cells a partial re-run covers)."""
+    ignore = parse_match(match)
+    store_a, source_a, bsha_a, msha_a = _unwrap(run_a)
+    store_b, source_b, bsha_b, msha_b = _unwrap(run_b)
+    man_a, man_b = store_a.manifest(), store_b.manifest()
+    thr = thresholds or thresholds_of(man_a)
+    keys_a, problems_a, n_a = _specs(store_a, man_a, ignore)
+    keys_b, problems_b, n_b = _specs(store_b, man_b, ignore)
+    side_a, side_b = _Side(store_a, thr), _Side(store_b, thr)
+    env_a, env_b = man_a.get("environment", {}) or {}, man_b.get("environment", {}) or {}
+    env_diff = differing_fields(env_a, env_b)
+    result = CrossRunResult(
+        match=match, thresholds=thr.model_dump(),
+        a=_side_info(labels[0], source_a, man_a, n_a, bsha_a, msha_a),
+        b=_side_info(labels[1], source_b, man_b, n_b, bsha_b, msha_b),
+        environment_differs=env_diff, problems=problems_a + problems_b)
+    configs: dict[str, ConfigOutcome] = {}
+
+    def outcome(spec: _Spec) -> ConfigOutcome:
+        r = spec.first
+        if r.config_id not in configs:
+            configs[r.config_id] = ConfigOutcome(config_id=r.config_id, task=r.task_name, kind=r.kind, model=r.model)
+        return configs[r.config_id]
+
+    for key in sorted(keys_a):
+        partners = keys_b.get(key, [])
+        for sa in keys_a[key]:
+            if only_a is not None and sa.spec_hash not in only_a:
+                continue
+            out = outcome(sa)
+            if sa.reference is None:
+                status, line = _status_line(sa)
+                (out.failed_a if status == "failed" else out.skipped_a).append(line)
+                continue
+            out.failed_a += [_failure_line(r) for r in sa.failed]  # some executions failed, others ran
+            if not partners:
+                out.unmatched_a.append(sa.reference.cell_id)
+                continue
+            for sb in partners:
+                if sb.reference is None:
+                    status, line = _status_line(sb)
+                    (out.failed_b if status == "failed" else out.skipped_b).append(line)
+                    continue
+                out.failed_b += [_failure_line(r) for r in sb.failed]
+                m = _compare_pair(side_a, side_b, sa, sb, key)
+                result.matches.append(m)
+                if m.error:
+                    out.errors.append(m.error)
+                    continue
+                out.matched += 1
+                out.levels[m.level] = out.levels.get(m.level, 0) + 1
+                out.within_a = worst_level(x for x in (out.within_a, m.within_a) if x)
+                out.within_b = worst_level(x for x in (out.within_b, m.within_b) if x)
+                if m.level != "bitwise" and m.first_divergence is not None:
+                    out.first_divergence.append(m.first_divergence)
+    for key in sorted(keys_b):
+        if not any(only_a is None or s.spec_hash in only_a for s in keys_a.get(key, [])):
+            result.unmatched_b += [s.first.cell_id for s in keys_b[key]]
+    for out in configs.values():
+        out.levels = dict(sorted(out.levels.items(), key=lambda kv: level_rank(kv[0])))
+        out.worst = worst_level(out.levels)
+        out.first_divergence.sort()
+    result.configs = [configs[c] for c in sorted(configs)]
+    result.groups = group_differences(result.matches, env_diff)
+    return result
+
+
+def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) -> SpecMatch:
+    ra, rb = sa.reference, sb.reference
+    assert ra is not None and rb is not None
+    m = SpecMatch(key=key, task=ra.task_name, kind=ra.kind, config_a=ra.config_id, config_b=rb.config_id,
+                  spec_a=sa.spec_hash, spec_b=sb.spec_hash, cell_a=ra.cell_id, cell_b=rb.cell_id,
+                  axes_differ=_axes_differ(ra, rb),
+                  determinism_differ=[f"determinism.{f}" for f in differing_fields(ra.determinism, rb.determinism)])
+    try:
+        c = compare(side_a.get(ra), side_b.get(rb), side_a.thresholds)
+        m.level, m.metrics, m.first_divergence, m.steps_total = c.level, c.metrics, c.first_divergence, c.steps_total
+        m.within_a, m.within_b = side_a.within(sa), side_b.within(sb)
+    except Exception as err:  # a corrupted or missing artifact: reported, never a crash
+        m.error = f"{ra.cell_id} vs {rb.cell_id}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return m
+
+
+def group_differences(matches: Iterable[SpecMatch], env_diff: list[str]) -> list[DifferenceGroup]:
+    """Pairs grouped by what differed: environment fields, axes and determinism flags."""
+    groups: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for m in matches:
+        if m.level is None:
+            continue
+        fields = tuple(sorted({*env_diff, *(f"axes.{a}" for a in m.axes_differ), *m.determinism_differ}))
+        groups[fields][m.level] += 1
+    out = []
+    for fields, levels in sorted(groups.items()):
+        ordered = dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0])))
+        out.append(DifferenceGroup(fields=list(fields), pairs=sum(ordered.values()), levels=ordered,
+                                   worst=worst_level(ordered)))
+    return out
+
+
+def consensus_outcomes(result: CrossRunResult, envs: tuple[str, str] = ("A", "B")) -> list[dict[tuple[str, str], str]]:
+    """Per compared pair, the outcomes harness.consensus needs: cross-environment level and
+    (where measured) each side's within-environment level."""
+    a, b = envs
+    out = []
+    for m in result.matches:
+        if m.level is None:
+            continue
+        o: dict[tuple[str, str], str] = {(a, b): m.level}
+        if m.within_a is not None:
+            o[(a, a)] = m.within_a
+        if m.within_b is not None:
+            o[(b, b)] = m.within_b
+        out.append(o)
+    return out

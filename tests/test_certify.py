@@ -1,0 +1,322 @@
+"""Hardware certification: bundles (every byte checked), cross-run comparison, certify with
+threads emulating other hardware, the consensus simulation and the validator study."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.bundle import BUNDLE_JSON, BundleError, open_bundle, open_run_or_bundle, verify_bundle, write_bundle
+from harness.cli_cert import main as cert_main
+from harness.cli_cert import register
+from harness.consensus import simulate, uniform_outcomes
+from harness.crossrun import CrossRunError, compare_runs, consensus_outcomes, parse_match
+from harness.store import RunStore, StoreError
+from tests.test_matrix_runner import GPT_TASK, _toml
+
+MUSIC_TASK = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 1,
+              "generation_config": {"max_new_tokens": 16, "do_sample": True, "top_k": 250, "top_p": 1.0,
+                                    "guidance_scale": 3.0}}
+GPT_CONFIG, MUSIC_CONFIG = "gpt/float32/qnone/cpu/pon", "musicgen/float32/qnone/cpu/pon"
+
+
+def cert_matrix(tmp_path: Path, seed: int = 1) -> Path:
+    doc = {"schema_version": 1, "name": "cert", "repeats": 2, "workers": 1, "timeout_s": 120,
+           "tasks": [{"name": "gpt", "task": GPT_TASK}, {"name": "musicgen", "task": MUSIC_TASK}],
+           "axes": {"dtype": ["float32"], "seed": [seed], "threads": [1]}}
+    path = tmp_path / f"cert-{seed}.toml"
+    path.write_text(_toml(doc))
+    return path
+
+
+def run_cli(*argv: str) -> int:
+    """The subcommands as harness.cli will wire them: a parser with ``register``."""
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = p.parse_args(list(argv))
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_gpt2, tiny_musicgen):
+    """A reference run (threads=1) and its bundle."""
+    from harness.matrix import load_matrix
+    from harness.runner import run_matrix
+
+    tmp = tmp_path_factory.mktemp("reference")
+    matrix = cert_matrix(tmp)
+    summary = run_matrix(load_matrix(matrix), tmp / "ref", progress=False)
+    assert summary.statuses == {"ok": 4}, summary
+    return SimpleNamespace(tmp=tmp, matrix=matrix, run=tmp / "ref", bundle=write_bundle(tmp / "ref"))
+
+
+@pytest.fixture(scope="module")
+def certified_t2(reference):
+    """``harness certify --threads 2``: the same machine standing in for other hardware."""
+    out = reference.tmp / "cert-t2"
+    rc = run_cli("certify", "--reference", str(reference.bundle), "--threads", "2", "--out", str(out), "--no-progress")
+    return SimpleNamespace(rc=rc, run=out, cert=json.loads((out / "certificate.json").read_text()))
+
+
+# --- bundles ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_bundle_is_deterministic_and_round_trips(reference, tmp_path):
+    again = write_bundle(reference.run, tmp_path / "again.bundle.zip")
+    assert again.read_bytes() == reference.bundle.read_bytes()  # same run, same bytes: the sha256 can be pinned
+    with zipfile.ZipFile(reference.bundle) as zf:
+        names = zf.namelist()
+        doc = json.loads(zf.read(BUNDLE_JSON))
+    assert names[0] == BUNDLE_JSON and names[1:] == sorted(names[1:])
+    assert set(doc["files"]) == {n for n in names if n != BUNDLE_JSON}
+    assert not any(n.endswith(".log") or ".lock" in n or n.startswith("report") for n in names)
+    assert sum(n.startswith("artifacts/") for n in names) == 4
+    assert doc["bundle_schema_version"] == 1 and doc["manifest_sha256"] == doc["files"]["manifest.json"]
+    assert doc["summary"]["determinism"]["deterministic_algorithms"] is True
+    assert "torch" in doc["summary"]["environment"]
+    with open_bundle(reference.bundle) as opened:
+        assert opened.bundle_sha256 == hashlib.sha256(reference.bundle.read_bytes()).hexdigest()
+        assert opened.store.manifest() == RunStore(reference.run).manifest()
+        assert opened.store.load_records().records == RunStore(reference.run).load_records().records
+        folder = opened.store.path
+        assert folder.exists()
+    assert not folder.exists()  # the extracted copy goes away with the context
+    with open_run_or_bundle(reference.run) as plain:
+        assert not plain.is_bundle and plain.store.path == reference.run
+
+
+@pytest.mark.slow
+def test_any_one_byte_change_is_refused(reference, tmp_path):
+    """Header bytes, member bytes, central directory and trailer: every flip is a BundleError
+    naming the bundle (all 52,290 positions of such a bundle were checked once by hand)."""
+    data = reference.bundle.read_bytes()
+    with zipfile.ZipFile(reference.bundle) as zf:
+        infos = zf.infolist()
+    positions = set(range(120)) | set(range(len(data) - 700, len(data)))
+    for info in infos:  # each local header and the first bytes of each member
+        positions |= set(range(info.header_offset, info.header_offset + 30 + len(info.filename) + 8))
+    positions |= set(random.Random(0).sample(range(len(data)), 400))
+    tampered = tmp_path / "tampered.bundle.zip"
+    for pos in sorted(positions):
+        changed = bytearray(data)
+        changed[pos] ^= 0x01
+        tampered.write_bytes(changed)
+        with pytest.raises(BundleError) as err:
+            verify_bundle(tampered)
+        assert str(err.value).startswith(f"bundle {tampered}:") and "\n" not in str(err.value), pos
+    music = next(i for i in infos if "musicgen" in i.filename)
+    changed = bytearray(data)
+    changed[music.header_offset + 30 + len(music.filename) + 5000] ^= 0x01
+    tampered.write_bytes(changed)
+    with pytest.raises(BundleError, match=rf"{music.filename} changed \(zip CRC mismatch"):
+        verify_bundle(tampered)
+
+
+def _craft(path: Path, members: dict[str, bytes], files: dict[str, str] | None = None, version: int = 1) -> Path:
+    """A bundle-like zip (no trailer): the member checks must refuse it before anything else."""
+    listed = files if files is not None else {n: hashlib.sha256(b).hexdigest() for n, b in members.items()}
+    doc = {"bundle_schema_version": version, "files": listed, "manifest_sha256": listed.get("manifest.json")}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(BUNDLE_JSON, json.dumps(doc))
+        for name, body in members.items():
+            zf.writestr(name, body)
+    return path
+
+
+@pytest.mark.parametrize("members,files,message", [
+    ({"manifest.json": b"{}", "../evil.npz": b"x"}, None, "unsafe path"),
+    ({"manifest.json": b"{}", "/etc/evil": b"x"}, None, "unsafe path"),
+    ({"manifest.json": b"{}", "artifacts/../../evil.npz": b"x"}, None, "unsafe path"),
+    ({"manifest.json": b"{}", "notes.txt": b"x"}, None, "unknown member 'notes.txt'"),
+    ({"manifest.json": b"{}"}, {"manifest.json": hashlib.sha256(b"{}").hexdigest(), "artifacts/a.npz": "0" * 64},
+     "artifacts/a.npz is listed in bundle.json but missing"),
+    ({"manifest.json": b"{}", "artifacts/b.npz": b"x"}, {"manifest.json": hashlib.sha256(b"{}").hexdigest()},
+     "artifacts/b.npz is in the archive but not listed"),
+    ({"manifest.json": b"{}"}, {"manifest.json": "0" * 64}, r"manifest.json changed \(sha256"),
+])
+def test_bundle_refuses_unsafe_unknown_missing_extra_members(tmp_path, members, files, message):
+    bundle = _craft(tmp_path / "crafted.bundle.zip", members, files)
+    with pytest.raises(BundleError, match=message):
+        open_bundle(bundle)
+    assert not (tmp_path.parent / "evil.npz").exists()
+
+
+def test_bundle_refuses_newer_versions_and_non_bundles(tmp_path):
+    with pytest.raises(BundleError, match="newer than this harness"):
+        verify_bundle(_craft(tmp_path / "new.bundle.zip", {"manifest.json": b"{}"}, version=99))
+    (tmp_path / "text.zip").write_text("not a zip")
+    with pytest.raises(BundleError, match="not a readable bundle archive"):
+        verify_bundle(tmp_path / "text.zip")
+    with pytest.raises(BundleError, match="not found"):
+        verify_bundle(tmp_path / "missing.zip")
+    with pytest.raises(StoreError, match="not a run directory"):
+        write_bundle(tmp_path)
+
+
+# --- cross-run comparison ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_runs_compare_cell_by_cell_across_thread_counts(reference, certified_t2, tmp_path, capsys):
+    with open_bundle(reference.bundle) as ref:
+        across = compare_runs(ref, RunStore(certified_t2.run), match="ignore:threads")
+        exact = compare_runs(ref, RunStore(certified_t2.run), match="spec")
+    worst = {c.config_id: c.worst for c in across.configs}
+    assert worst == {GPT_CONFIG: "bitwise", MUSIC_CONFIG: "tokens"}  # same codes, other float bits
+    music = next(m for m in across.matches if m.task == "musicgen")
+    assert music.axes_differ == {"threads": [1, 2]} and 0 < music.metrics["max_abs"] < 1e-3
+    assert music.within_a == music.within_b == "bitwise"  # repeats agree on each side
+    assert [g.fields for g in across.groups] == [["axes.threads", "determinism.num_threads"]]
+    assert across.a.bundle_sha256 and not across.unmatched_b
+    # spec hashes include threads: matched by spec, nothing pairs up
+    assert not exact.matches and len(exact.unmatched_b) == 2
+    assert sorted(len(c.unmatched_a) for c in exact.configs) == [1, 1]
+    # the comparison feeds the consensus simulation: half the network on each thread count
+    est = simulate(consensus_outcomes(across.model_copy(update={"matches": [music]})), {"A": 0.5, "B": 0.5})
+    assert est.rules["exact_hash"].p3of3 == 0.25 and est.rules["token_equality"].p3of3 == 1.0
+    # the command: a bundle against a run directory, JSON written, costs after outputs
+    out = tmp_path / "compare.json"
+    assert run_cli("compare", str(reference.bundle), str(certified_t2.run), "--match", "ignore:threads",
+                   "--json", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "| musicgen/float32/qnone/cpu/pon | 1 | tokens 1 | tokens |" in text and "# Costs" in text
+    assert json.loads(out.read_text())["configs"][1]["worst"] == "tokens"
+
+
+def test_match_modes_are_checked():
+    assert parse_match("spec") is None and parse_match("ignore:dtype") == "dtype"
+    with pytest.raises(CrossRunError, match="unknown match mode 'ignore:seed'"):
+        parse_match("ignore:seed")
+    with pytest.raises(SystemExit):
+        run_cli("compare", "a", "b", "--match", "nonsense")
+
+
+# --- certify ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_certify_with_other_threads_passes_with_tolerance_only(reference, certified_t2):
+    cert = certified_t2.cert
+    assert certified_t2.rc == 1  # not every configuration is bitwise
+    assert cert["schema_version"] == 1 and cert["passed"] is False
+    assert {c["config_id"]: c["verdict"] for c in cert["configs"]} == {GPT_CONFIG: "pass",
+                                                                        MUSIC_CONFIG: "pass_with_tolerance"}
+    music = next(c for c in cert["configs"] if c["config_id"] == MUSIC_CONFIG)
+    assert music["worst"] == "tokens" and "token-equality validator" in music["reason"]
+    assert music["consensus"]["exact_hash"]["p3of3"] == 0.25 and music["consensus"]["tolerance"]["p3of3"] == 1.0
+    assert cert["emulation"]["threads"] == 2 and cert["match"] == "ignore:threads"
+    assert cert["reference"]["bundle_sha256"] == hashlib.sha256(reference.bundle.read_bytes()).hexdigest()
+    assert cert["reference"]["environment"]["torch"] and cert["candidate"]["environment"]["torch"]
+    assert ["axes.threads", "determinism.num_threads"] in [g["fields"] for g in cert["groups"]]
+    md = (certified_t2.run / "certificate.md").read_text()
+    assert "NOT CERTIFIED (bitwise)" in md and "Emulation: threads = 2" in md and "pass_with_tolerance" in md
+
+
+@pytest.mark.slow
+def test_certify_with_the_same_settings_passes(reference):
+    out = reference.tmp / "cert-same"
+    assert run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress") == 0
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["passed"] and {c["verdict"] for c in cert["configs"]} == {"pass"} and cert["emulation"] is None
+    assert "CERTIFIED: 2 pass" in (out / "certificate.md").read_text()
+
+
+@pytest.mark.slow
+def test_certify_fails_divergent_and_failed_cells(reference, monkeypatch):
+    """A node whose text engine is non-deterministic, and whose MusicGen cell crashes."""
+    root = Path(__file__).parent.parent
+    monkeypatch.setenv("HARNESS_ENGINES", "gpt=tests.doubles:NonDeterministicTextEngine")
+    monkeypatch.setenv("HARNESS_FAULT", "raise:musicgen/*/r0")
+    monkeypatch.setenv("PYTHONPATH", f"{root}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    out = reference.tmp / "cert-bad"
+    assert run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress") == 1
+    cert = json.loads((out / "certificate.json").read_text())
+    by_config = {c["config_id"]: c for c in cert["configs"]}
+    gpt, music = by_config[GPT_CONFIG], by_config[MUSIC_CONFIG]
+    assert gpt["verdict"] == "fail" and gpt["worst"] == "divergent" and gpt["first_divergence"] is not None
+    assert "divergent from the reference" in gpt["reason"]
+    assert music["verdict"] == "fail" and "failed here: musicgen/" in music["reason"]
+    assert "injected fault" in music["reason"]
+
+
+@pytest.mark.slow
+def test_certify_refuses_a_tampered_bundle(reference, tmp_path, capsys):
+    data = bytearray(reference.bundle.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.bundle.zip"
+    bad.write_bytes(data)
+    rc = cert_main(["certify", "--reference", str(bad), "--out", str(tmp_path / "never"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: bundle {bad}: ") and err.count("\n") == 1
+    assert not (tmp_path / "never").exists()  # refused before anything ran
+
+
+@pytest.mark.slow
+def test_certify_matrix_must_be_the_references_cells(reference, tmp_path):
+    with pytest.raises(StoreError, match=r"cell gpt/float32/qnone/seed2/.* is not in the reference run"):
+        run_cli("certify", "--reference", str(reference.bundle), "--matrix", str(cert_matrix(tmp_path, seed=2)),
+                "--out", str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+
+
+# --- consensus simulation ----------------------------------------------------------------------------
+
+def test_consensus_all_bitwise_always_agrees():
+    est = simulate(uniform_outcomes([(("a", "a"), "bitwise"), (("b", "b"), "bitwise"), (("a", "b"), "bitwise")]),
+                   {"a": 0.3, "b": 0.7})
+    for rule in est.rules.values():
+        assert (rule.p3of3, rule.p2of3, rule.wrongly_slashed) == (1.0, 1.0, 0.0)
+
+
+def test_consensus_half_the_network_on_diverging_hardware():
+    outcomes = uniform_outcomes([(("t1", "t1"), "bitwise"), (("t2", "t2"), "bitwise"), (("t1", "t2"), "tokens")], 3)
+    est = simulate(outcomes, {"t1": 0.5, "t2": 0.5})
+    exact = est.rules["exact_hash"]
+    assert (exact.p3of3, exact.p2of3, exact.wrongly_slashed) == (0.25, 1.0, 0.25)
+    assert exact.slashed_by_env == {"t1": 0.25, "t2": 0.25}
+    assert est.rules["token_equality"].p3of3 == 1.0 and est.rules["tolerance"].wrongly_slashed == 0.0
+
+
+def test_consensus_uneven_mix_and_nondeterministic_hardware():
+    diverge = [(("a", "a"), "bitwise"), (("b", "b"), "bitwise"), (("a", "b"), "divergent")]
+    est = simulate(uniform_outcomes(diverge), {"a": 0.8, "b": 0.2})
+    rule = est.rules["fingerprint"]
+    assert rule.p3of3 == pytest.approx(0.8**3 + 0.2**3) and rule.p2of3 == 1.0
+    assert rule.wrongly_slashed == pytest.approx((3 * 0.64 * 0.2 + 3 * 0.8 * 0.04) / 3)
+    assert rule.slashed_by_env == pytest.approx({"a": 0.04, "b": 0.64})
+    noisy = simulate([{("x", "x"): "divergent"}], {"x": 1})  # a node that disagrees with itself
+    assert noisy.rules["exact_hash"].p2of3 == 0.0 and noisy.rules["exact_hash"].wrongly_slashed == 1.0
+    # half the tasks diverge across hardware: probabilities average over tasks
+    mixed = simulate([{("a", "b"): "bitwise"}, {("a", "b"): "divergent"}], {"a": 0.5, "b": 0.5})
+    assert mixed.rules["exact_hash"].p3of3 == pytest.approx((1 + 0.25) / 2) and mixed.assumed_within == 4
+    with pytest.raises(ValueError, match="between environments 'a' and 'b'"):
+        simulate([{("a", "a"): "bitwise"}], {"a": 0.5, "b": 0.5})
+    with pytest.raises(ValueError, match="shares"):
+        simulate(uniform_outcomes(diverge), {"a": -1})
+
+
+# --- the validator study ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_validator_study_quick(tiny_musicgen, tmp_path, capsys):
+    out = tmp_path / "validators.md"
+    assert run_cli("validators", "--quick", "--out", str(out)) == 0
+    text = out.read_text()
+    assert text == capsys.readouterr().out.split(f"wrote {out}")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and "|" in line[2:]}
+    exact, tol = rows["exact_waveform_hash"], rows["tolerance"]
+    assert float(exact[0]) > 0 and float(exact[2]) == 0  # rejects honest thread pairs, accepts no cheat
+    threads = rows["threads"]  # condition row: pairs, then reject rate per validator
+    assert float(threads[1]) == 1.0 and float(threads[2]) == 0.0 and float(threads[3]) == 0.0
+    assert rows["repeat"][1:] == ["0.00"] * 4
+    assert rows["another seed"][1:] == ["0.00"] * 4 and rows["another prompt"][1:] == ["0.00"] * 4
+    assert "**recommended: " in text
+    with pytest.raises(StoreError, match="at least 2 seeds"):
+        run_cli("validators", "--quick", "--seeds", "1")
