@@ -1,4 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | compare | bundle | certify | validators | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -113,23 +113,13 @@ def cmd_exec(args) -> int:
     return EXIT_OK
 
 
-def _load_matrix(path: str):
-    """``load_matrix``, with TOML nested past Python's recursion limit refused by name."""
-    from harness.matrix import MatrixError, load_matrix
-
-    try:
-        return load_matrix(path)
-    except RecursionError:
-        raise MatrixError(f"{path}: not valid TOML (nested too deeply)") from None
-
-
 def cmd_expand(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.matrix import available_devices, expand
+    from harness.matrix import available_devices, expand, load_matrix
 
-    matrix = _load_matrix(args.matrix)
+    matrix = load_matrix(args.matrix)
     cells = expand(matrix, available_devices() if args.detect else ["cpu"], **({"max_cells": args.max_cells} if args.max_cells else {}))
     if args.json:
         for c in cells:
@@ -145,11 +135,11 @@ def cmd_expand(args) -> int:
     return EXIT_OK
 
 
-def _write_reports(run_dir: Path, formats: list[str]):
+def _write_reports(run_dir: Path, formats: list[str], verify: bool = False):
     from harness.analysis import analyze_run
     from harness.report import write_reports
 
-    analysis = analyze_run(run_dir)
+    analysis = analyze_run(run_dir, verify_artifacts=verify)
     return analysis, write_reports(analysis, run_dir, formats)
 
 
@@ -161,9 +151,10 @@ def _print_gates(analysis) -> int:
 
 
 def cmd_run(args) -> int:
+    from harness.matrix import load_matrix
     from harness.runner import RunInterrupted, run_matrix
 
-    matrix = _load_matrix(args.matrix)
+    matrix = load_matrix(args.matrix)
     try:
         summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
                              progress=not args.no_progress, max_cells=args.max_cells)
@@ -183,7 +174,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    analysis, paths = _write_reports(Path(args.run), args.formats.split(","))
+    analysis, paths = _write_reports(Path(args.run), args.formats.split(","), verify=not args.no_verify)
     for problem in analysis.problems:  # torn lines, corrupted artifacts: said here, not only in the report
         print(f"note: {problem}", file=sys.stderr)
     for path in paths:
@@ -250,11 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--formats", default="md,html,json")
     s.add_argument("--gate", action="store_true", help="exit 1 when a gate fails")
+    s.add_argument("--no-verify", action="store_true", help="do not re-hash every artifact against its record")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("tiny", help="build the tiny models and print their weight hashes")
     s.add_argument("names", nargs="*")
     s.set_defaults(func=cmd_tiny)
+    from harness.cli_cert import register as register_certification
+
+    register_certification(sub)  # bundle, certify, validators, compare
     return p
 
 

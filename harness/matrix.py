@@ -21,10 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.compare import Thresholds
 from harness.digests import digest_json
 from harness.records import Axes
-from harness.tasks import TaskError, format_validation_error, load_task_file, parse_task, task_kind, task_to_doc
+from harness.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
+                           task_to_doc)
 
 MATRIX_SCHEMA_VERSION = 1
 MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises it
+MAX_MATRIX_FILE_BYTES = 4 * 1024 * 1024
+MAX_THREADS = 1024
 AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile")
 
 
@@ -37,7 +40,7 @@ def _none_bits(v: Any) -> Any:
 
 
 class AxesSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dtype: list[Literal["float16", "bfloat16", "float32", "auto"]] | None = None
     quantize_bits: list[Literal[4, 8] | None] | None = None  # 0 or "none" in TOML means no quantization
@@ -56,6 +59,13 @@ class AxesSpec(BaseModel):
     @classmethod
     def _threads(cls, v):
         return [None if x in (0, "auto") else x for x in v] if isinstance(v, list) else v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_bounded(cls, v: list[int | None]) -> list[int | None]:
+        if any(t is not None and not 1 <= t <= MAX_THREADS for t in v):
+            raise ValueError(f"threads values must be 1..{MAX_THREADS} (or 0/'auto' for the default)")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -81,7 +91,7 @@ class AxesSpec(BaseModel):
 
 
 class TaskEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     file: str | None = None
@@ -93,7 +103,7 @@ class TaskEntry(BaseModel):
 class Gates(BaseModel):
     """Which verdicts fail ``harness run`` (its exit code is how CI gates)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
         default_factory=lambda: ["not_ready", "failed"])
@@ -103,14 +113,14 @@ class Gates(BaseModel):
 
 
 class MatrixSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    schema_version: int = MATRIX_SCHEMA_VERSION
+    schema_version: int = Field(default=MATRIX_SCHEMA_VERSION, strict=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
     repeats: int = Field(default=2, ge=1, le=100)
     workers: int = Field(default=2, ge=1, le=16)
-    timeout_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     tasks: list[TaskEntry] = Field(min_length=1)
     axes: AxesSpec = Field(default_factory=AxesSpec)
     include: list[dict[str, Any]] = Field(default_factory=list)
@@ -167,19 +177,22 @@ class Matrix:
 
 def load_matrix(path: str | Path) -> Matrix:
     path = Path(path)
+    raw = read_input_file(path, MAX_MATRIX_FILE_BYTES, MatrixError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise MatrixError(f"{path}: cannot read ({err.strerror or err})") from None
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise MatrixError(f"{path}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise MatrixError(f"{path}: not valid TOML (nested too deeply)") from None
     return matrix_from_doc(data, path)
 
 
 def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
     where = str(source) if source else "<matrix>"
     version = data.get("schema_version", MATRIX_SCHEMA_VERSION)
-    if isinstance(version, int) and version > MATRIX_SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MatrixError(f"{where}: $.schema_version: must be an integer, got {type(version).__name__}")
+    if version > MATRIX_SCHEMA_VERSION:
         raise MatrixError(f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})")
     try:
         spec = MatrixSpec.model_validate(data)
@@ -205,6 +218,12 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
             unknown = set(rule) - set(AXIS_NAMES) - {"task"}
             if unknown:
                 raise MatrixError(f"{where}: $.{section}[{j}]: unknown key {sorted(unknown)[0]!r}")
+            values = {k: (v if isinstance(v, list) else [v]) for k, v in rule.items() if k != "task"}
+            try:
+                AxesSpec.model_validate(values)
+            except ValidationError as err:
+                raise MatrixError("\n".join(f"{where}: $.{section}[{j}]{line[1:]}"
+                                             for line in format_validation_error(err).splitlines())) from None
     return matrix
 
 

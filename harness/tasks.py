@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Documented limits (README "Limits"). They bound what one task may ask of a worker.
 MAX_PROMPT_CHARS = 100_000
@@ -31,7 +31,26 @@ Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 class StrictModel(BaseModel):
     """Unknown fields and NaN/inf are errors, never ignored."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
+
+
+MAX_FREEFORM_DEPTH = 32
+
+
+def _bounded_depth(value: Any, depth: int = 0) -> Any:
+    """Free-form JSON (tools, template_args, tool_calls) nested at most MAX_FREEFORM_DEPTH."""
+    if depth > MAX_FREEFORM_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_FREEFORM_DEPTH} levels")
+    if isinstance(value, dict):
+        for v in value.values():
+            _bounded_depth(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _bounded_depth(v, depth + 1)
+    return value
+
+
+FreeForm = Annotated[dict[str, Any], AfterValidator(_bounded_depth)]
 
 
 class AudioGenerationConfig(StrictModel):
@@ -102,7 +121,7 @@ class Message(StrictModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: Prompt | list[ContentBlock] | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[FreeForm] | None = None
 
     def text(self) -> str:
         """Plain text of the message (text blocks joined); images are refused earlier."""
@@ -132,9 +151,9 @@ class GPTTask(StrictModel):
 
     model: Annotated[str, Field(min_length=1, max_length=512)]
     messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
-    tools: list[dict[str, Any]] | None = None
+    tools: list[FreeForm] | None = None
     generation_config: GPTGenerationConfig | None = None
-    template_args: dict[str, Any] | None = None
+    template_args: FreeForm | None = None
     seed: Seed = 0
     dtype: Dtype = "auto"
     quantize_bits: QuantizeBits = None
@@ -289,16 +308,30 @@ def loads_task_json(text: str | bytes) -> Any:
         raise TaskError(f"$: not valid JSON ({err})") from None
 
 
+def read_input_file(path: Path, limit: int, error: type[ValueError]) -> bytes:
+    """A regular file's bytes, at most ``limit``: devices (/dev/zero) and FIFOs are refused
+    before they are read, so hostile paths can neither exhaust memory nor block forever."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "Is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise error(f"{path}: cannot read ({kind})")
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror or err})") from None
+    if len(raw) > limit:
+        raise error(f"{path}: $: file is too large; the limit is {limit} bytes")
+    return raw
+
+
 def load_task_file(path: str | Path, kind: str | None = None) -> Task:
     """Read and validate a task file, with the file name in every error."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_TASK_FILE_BYTES:
-            raise TaskError(f"{path}: $: file is {size} bytes; the limit is {MAX_TASK_FILE_BYTES}")
-        raw = path.read_bytes()
-    except OSError as err:
-        raise TaskError(f"{path}: cannot read ({err.strerror or err})") from None
+    raw = read_input_file(path, MAX_TASK_FILE_BYTES, TaskError)
     try:
         return parse_task(loads_task_json(raw), kind)
     except TaskError as err:

@@ -148,8 +148,8 @@ def _report_faults(request):
 def test_out_of_memory_in_a_cell_is_recorded_and_the_worker_goes_on(cli, tmp_path, tiny_gpt2):
     """HARNESS_FAULT=oom caps the worker's address space (RLIMIT_AS) and allocates past it:
     the cell is recorded failed with "out of memory", the same worker runs the next cells.
-    The matrix also sets timeout_s = 1e300 (valid, finite): no timeout, not an OverflowError."""
-    matrix = mini_matrix(tmp_path, workers=1, repeats=1, timeout_s=1e300, axes={"seed": [1, 2, 3], "threads": [1]})
+    The matrix also sets the largest timeout_s allowed (a day): a long deadline, not an OverflowError."""
+    matrix = mini_matrix(tmp_path, workers=1, repeats=1, timeout_s=86_400, axes={"seed": [1, 2, 3], "threads": [1]})
     FAULTS_INJECTED["out of memory (RLIMIT_AS)"] += 1
     res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress", "--formats", "json",
               env={"HARNESS_FAULT": "oom:gpt/*/seed2/*"}, timeout=120)

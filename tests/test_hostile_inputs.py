@@ -414,10 +414,7 @@ def test_hostile_files_in_fresh_processes(tmp_path):
         assert_one_error_block(res.returncode, res.stderr, expect)
 
 
-# --- known gaps (reported; these pass once the readers refuse non-regular files) -----------
-@pytest.mark.xfail(reason="harness/tasks.py load_task_file and harness/matrix.py load_matrix read special files to EOF: "
-                          "/dev/zero grows without bound and a FIFO blocks forever (fix: refuse non-regular files, "
-                          "read at most the limit + 1 bytes)", strict=False)
+# --- special files and values that must be refused at the door -----------------------------
 @pytest.mark.parametrize("command", ["validate", "expand"])
 def test_endless_special_files_are_refused_quickly(command, tmp_path):
     res = _subprocess(command, "/dev/zero", timeout=20, limit_as=3 * 2**30)
@@ -428,11 +425,6 @@ def test_endless_special_files_are_refused_quickly(command, tmp_path):
     assert_one_error_block(res.returncode, res.stderr, str(fifo))
 
 
-@pytest.mark.xfail(reason="harness/matrix.py: AxesSpec.threads has no bounds (threads = [-3] or [2**200] expand; "
-                          "each cell then fails in torch.set_num_threads); include rules are not validated against "
-                          "AxesSpec (device = 'tpu', batch_size = 1000 expand); timeout_s and thresholds accept inf "
-                          "(harness run then fails writing the manifest: 'Out of range float values are not JSON "
-                          "compliant')", strict=False)
 @pytest.mark.parametrize("top,axes,include", [
     ({}, {"threads": [-3]}, None), ({}, {"threads": [2**200]}, None), ({}, {}, [{"batch_size": 1000}]),
     ({}, {}, [{"device": "tpu"}]), ({"timeout_s": float("inf")}, {}, None),
