@@ -73,7 +73,7 @@ def test_custom_model_code_is_refused_and_never_runs(capsys, tmp_path, tiny_gpt2
     marker = tmp_path / "MARKER"
     folder = _evil_model(tiny_gpt2, tmp_path / "evil", "evil-model", marker)
     code, _, err = _exec(capsys, _gpt_task(tmp_path / "task.json", folder), tmp_path / "out")
-    assert_one_error_block(code, err, "contains custom code which must be executed")
+    assert_one_error_block(code, err, "needs its own Python code", "HARNESS_TRUST_REMOTE_CODE=1")
     assert not marker.exists(), "the model folder's Python ran although trust_remote_code is off"
 
 
@@ -113,7 +113,7 @@ def test_pickle_weights_are_refused_unless_allowed(capsys, tmp_path, tiny_gpt2, 
     task = _gpt_task(tmp_path / "pickled.json", folder)
 
     code, _, err = _exec(capsys, task, tmp_path / "out")
-    assert_one_error_block(code, err, "model.safetensors")
+    assert_one_error_block(code, err, "no safetensors weights", "HARNESS_ALLOW_PICKLE_WEIGHTS=1")
 
     os.environ["HARNESS_ALLOW_PICKLE_WEIGHTS"] = "1"
     code, out, err = _exec(capsys, task, tmp_path / "out")

@@ -26,7 +26,8 @@ import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import (
-    UnsupportedConfiguration, count_quantized, resolve_dtype, resolve_model, safetensors_only, torch_dtype,
+    UnsupportedConfiguration, count_quantized, load_pretrained, resolve_dtype, resolve_model, safetensors_only,
+    torch_dtype,
 )
 from harness.outputs import Output
 from harness.tasks import AudioLDMTask
@@ -118,7 +119,7 @@ class AudioLDMEngine:
         if qc is not None:
             kwargs["quantization_config"] = qc
         try:
-            pipe = AudioLDMPipeline.from_pretrained(resolved.path, **kwargs)
+            pipe = load_pretrained(AudioLDMPipeline, resolved.path, **kwargs)
         except RuntimeError as err:
             if qc is not None and "GPU" in str(err):
                 raise UnsupportedConfiguration(f"{task.quantize_bits}-bit AudioLDM: {err}") from None

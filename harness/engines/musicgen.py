@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
-from harness.models.loading import count_quantized, load_kwargs, read_config, resolve_dtype, resolve_model
+from harness.models.loading import count_quantized, load_kwargs, load_pretrained, read_config, resolve_dtype, resolve_model
 from harness.outputs import Output
 from harness.tasks import AudioTask
 
@@ -76,7 +76,7 @@ class MusicgenEngine:
         config = read_config(resolved.path)
         dtype = resolve_dtype(task.dtype, config)
         kwargs = load_kwargs(dtype, task.quantize_bits, device)
-        model = AutoModelForTextToWaveform.from_pretrained(resolved.path, **kwargs)
+        model = load_pretrained(AutoModelForTextToWaveform, resolved.path, **kwargs)
         if task.quantize_bits is None:
             model = model.to(device)
         model.eval()

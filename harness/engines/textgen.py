@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
-from harness.models.loading import count_quantized, load_kwargs, read_config, resolve_dtype, resolve_model
+from harness.models.loading import count_quantized, load_kwargs, load_pretrained, read_config, resolve_dtype, resolve_model
 from harness.outputs import Output
 from harness.tasks import GPTTask
 
@@ -72,7 +72,7 @@ class TextgenEngine:
         resolved = resolve_model(task.model)
         config = read_config(resolved.path)
         dtype = resolve_dtype(task.dtype, config)
-        model = AutoModelForCausalLM.from_pretrained(resolved.path, **load_kwargs(dtype, task.quantize_bits, device))
+        model = load_pretrained(AutoModelForCausalLM, resolved.path, **load_kwargs(dtype, task.quantize_bits, device))
         if task.quantize_bits is None:
             model = model.to(device)
         model.eval()

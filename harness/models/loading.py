@@ -168,14 +168,31 @@ def load_kwargs(dtype: str, bits: int | None, device: str) -> dict[str, Any]:
     return kwargs
 
 
+def load_pretrained(cls, path: str, **kwargs):
+    """``cls.from_pretrained`` whose safe-default refusals name the switch that lifts them."""
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except (ValueError, OSError, EnvironmentError) as err:
+        text = str(err)
+        if "trust_remote_code" in text or "custom code" in text:
+            raise UnsupportedConfiguration(
+                f"{path}: the model needs its own Python code, which this harness never runs by default "
+                f"(set HARNESS_TRUST_REMOTE_CODE=1 only for code you trust)") from None
+        if "safetensors" in text or "no file named" in text.lower():
+            raise UnsupportedConfiguration(
+                f"{path}: no safetensors weights; pickled weights (.bin) can run code when loaded and are refused "
+                f"(set HARNESS_ALLOW_PICKLE_WEIGHTS=1 only for files you trust)") from None
+        raise
+
+
 def read_config(path: str):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code())
+    return load_pretrained(AutoConfig, path, local_files_only=True, trust_remote_code=trust_remote_code())
 
 
 __all__ = [
     "ModelNotFound", "UnsupportedConfiguration", "ResolvedModel", "QuantizationReport", "resolve_model",
-    "resolve_dtype", "torch_dtype", "quantization_config", "count_quantized", "load_kwargs", "read_config",
+    "resolve_dtype", "torch_dtype", "quantization_config", "count_quantized", "load_kwargs", "load_pretrained", "read_config",
     "weights_digest",
 ]
