@@ -290,21 +290,35 @@ def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str
     return out
 
 
-def analyze_run(run_dir: str | Path) -> Analysis:
+def analyze_run(run_dir: str | Path, verify_artifacts: bool = False) -> Analysis:
     """Analyse a run directory (garbage collection paused: 100k records allocate millions of
-    small objects and the collector's passes dominated the time)."""
+    small objects and the collector's passes dominated the time). ``verify_artifacts`` reads
+    every artifact and checks it against its record's digests; otherwise an artifact is read
+    (and checked) only when a comparison needs its arrays."""
     import gc
 
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _analyze_run(run_dir)
+        return _analyze_run(run_dir, verify_artifacts)
     finally:
         if enabled:
             gc.enable()
 
 
-def _analyze_run(run_dir: str | Path) -> Analysis:
+def verify_artifacts_of(store: RunStore, records: list[Record]) -> list[str]:
+    """One problem line per artifact that is missing or whose bytes no longer match."""
+    problems = []
+    for r in records:
+        if r.status == "ok" and r.artifact:
+            try:
+                store.load_artifact(r.artifact, r.digests)
+            except Exception as err:
+                problems.append(f"{r.cell_id}: {err}")
+    return problems
+
+
+def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     store = RunStore(run_dir)
     manifest = store.manifest()
     loaded = store.load_records()
@@ -319,6 +333,8 @@ def _analyze_run(run_dir: str | Path) -> Analysis:
     for r in records:
         by_config[r.config_id].append(r)
     problems = list(loaded.problems)
+    if verify_artifacts:
+        problems += verify_artifacts_of(store, records)
     drift = _dtype_drift_safe(cmp, by_config, problems)
     configs, examples = [], []
     for config_id in sorted(by_config):

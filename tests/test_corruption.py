@@ -124,6 +124,23 @@ def test_flipped_byte_in_an_artifact_is_named_by_the_report(capsys, tmp_path, di
     assert config["verdict"] == "failed" and any("artifact unreadable" in f for f in config["failures"])
 
 
+def test_flipped_byte_in_an_agreeing_artifact_is_found_by_verification(capsys, tmp_path, bitwise_run):
+    """Outputs that agree are compared by digest alone; `harness report` still re-hashes every
+    artifact (unless --no-verify) so silent damage to kept data is named."""
+    _, original = bitwise_run
+    run_dir = _copy(original, tmp_path)
+    record = json.loads((run_dir / "results.jsonl").read_text().splitlines()[0])
+    artifact = run_dir / record["artifact"]
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+    code, _, err = _report(capsys, run_dir)
+    assert code == 0 and "Traceback" not in err
+    assert f"note: {record['cell_id']}:" in err and artifact.name in err
+    code, _, err = _report(capsys, run_dir, "--no-verify")
+    assert artifact.name not in err  # without verification the agreeing pair never reads it
+
+
 @pytest.mark.parametrize("damage,expect", [
     (lambda m: json.dumps({**m, "schema_version": 99}), "schema_version 99 is newer than this harness supports (1)"),
     (lambda m: json.dumps(m)[:-7], "manifest is not valid JSON"),
