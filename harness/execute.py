@@ -56,23 +56,47 @@ def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
 
 
 class PeakRSS:
-    """Samples this process's resident set size every few milliseconds."""
+    """Peak resident set size of this process during a block.
 
-    def __init__(self, interval: float = 0.005):
+    On Linux the kernel keeps the high-water mark (VmHWM) and writing 5 to
+    /proc/self/clear_refs resets it: exact, and no sampling thread competing with the
+    generation for the interpreter lock (a 5 ms sampler cost ~10% of a tiny generation).
+    Elsewhere a sampling thread at 20 ms is the fallback."""
+
+    def __init__(self, interval: float = 0.02):
         self.interval = interval
         self.peak = 0
+        self._exact = self._reset_hwm()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            return PeakRSS._status("VmHWM") is not None
+        except OSError:
+            return False
+
+    @staticmethod
+    def _status(field: str) -> int | None:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
 
     def _rss(self) -> int:
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * self._page
-        except (OSError, ValueError, IndexError):
-            import resource
+        value = self._status("VmRSS")
+        if value is not None:
+            return value
+        import resource
 
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -81,13 +105,18 @@ class PeakRSS:
 
     def __enter__(self):
         self.peak = self._rss()
-        self._thread.start()
+        if not self._exact:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        if self._exact:
+            self.peak = max(self.peak, self._status("VmHWM") or 0)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
         return False
 
 

@@ -89,19 +89,24 @@ def _length_checks(task, limits: dict[str, int] | None, prefix: str) -> list[Lin
 
 
 def model_limits(model_ref: str) -> dict[str, int] | None:
-    """The model's token limit when its config is on this machine (None otherwise)."""
-    try:
-        from harness.models.loading import ModelNotFound, read_config, resolve_model
+    """The model's token limit when its config is on this machine (None otherwise). Reads
+    config.json as plain JSON: linting a matrix must not pay for importing transformers."""
+    import json
+    from pathlib import Path
 
-        config = read_config(resolve_model(model_ref).path)
+    try:
+        from harness.models.loading import ModelNotFound, resolve_model
+
+        config = json.loads((Path(resolve_model(model_ref).path) / "config.json").read_text())
     except (ModelNotFound, OSError, ValueError):
         return None
-    decoder = getattr(config, "decoder", None)
-    for cfg in (decoder, config):
-        if cfg is None:
+    if not isinstance(config, dict):
+        return None
+    for cfg in (config.get("decoder"), config):
+        if not isinstance(cfg, dict):
             continue
-        for attr in ("max_position_embeddings", "n_positions"):
-            value = getattr(cfg, attr, None)
+        for key in ("max_position_embeddings", "n_positions"):
+            value = cfg.get(key)
             if isinstance(value, int) and value > 0:
                 return {"max_new_tokens": value}
     return None

@@ -47,7 +47,8 @@ class Job:
 
 
 class Executor(Protocol):
-    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None]) -> None: ...
+    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None],
+            on_ready: Callable[[dict[str, Any]], None] | None = None) -> None: ...
 
 
 def cell_payload(cell: Cell, lint: list[str]) -> dict[str, Any]:
@@ -106,7 +107,8 @@ class LocalProcessExecutor:
                 proc.kill()
             proc.wait()
 
-    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None]) -> None:
+    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None],
+            on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
         remaining = list(job.cells)
         # timeout_s = inf (valid TOML) means no timeout: a queue wait beyond TIMEOUT_MAX overflows
         limit = job.timeout_s if job.timeout_s < threading.TIMEOUT_MAX / 2 else None
@@ -134,7 +136,9 @@ class LocalProcessExecutor:
                         on_record(_failure(in_flight, "failed", f"worker {how} while running this cell"))
                         remaining = remaining[remaining.index(in_flight) + 1:]
                         break
-                    if event["event"] == "start":
+                    if event["event"] == "ready" and on_ready is not None:
+                        on_ready(event)
+                    elif event["event"] == "start":
                         in_flight = next(c for c in remaining if c["cell_id"] == event["cell_id"])
                         deadline = None if limit is None else time.monotonic() + limit
                     elif event["event"] == "record":
@@ -210,9 +214,11 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
                executor: Executor | None = None, max_cells: int | None = None, reports_root: Path = Path("reports")) -> RunSummary:
     from harness import __version__
     from harness.digests import digest_json
-    from harness.env import fingerprint
 
-    devices = available_devices()
+    # Importing torch to look for GPUs costs seconds: only when the matrix asks for one.
+    wants_gpu = any(d != "cpu" for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
+                    for d in e.get("device", []) or [])
+    devices = available_devices() if wants_gpu else ["cpu"]
     cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
     run_dir = Path(out_dir) if out_dir else reports_root / "runs" / new_run_id(matrix.spec.name)
     matrix_digest = digest_json(matrix.to_doc())
@@ -230,7 +236,7 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
             raise StoreError(f"{run_dir}: already holds results; use --resume to finish it or choose another --out")
         store = RunStore.create(run_dir, {
             "harness_version": __version__, "run_id": run_dir.name, "created_at": time.time(),
-            "matrix": matrix.to_doc(), "matrix_digest": matrix_digest, "environment": fingerprint(),
+            "matrix": matrix.to_doc(), "matrix_digest": matrix_digest, "environment": None,
             "tiny_models": tiny_models_of(matrix), "status": "running", "devices": devices,
         })
     summary = RunSummary(run_dir=run_dir, total=len(cells))
@@ -245,6 +251,10 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         summary.resumed_skipped = len(cells) - len(pending)
         lint = _lint_for(matrix, pending)
         _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress)
+        if not store.manifest().get("environment"):  # no worker started (all skipped or done)
+            from harness.env import fingerprint
+
+            store.update_manifest(environment=fingerprint())
         store.update_manifest(status="complete", finished_at=time.time())
     except KeyboardInterrupt:
         store.update_manifest(status="interrupted")
@@ -272,6 +282,11 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
         summary.statuses[rec.status] = summary.statuses.get(rec.status, 0) + 1
         bar.update(task_id, advance=1, failures=summary.statuses.get("failed", 0) + summary.statuses.get("timeout", 0))
 
+    def on_ready(event: dict[str, Any]) -> None:
+        """The environment is the one the workers really ran in (recorded once per run)."""
+        if event.get("environment") and not store.manifest().get("environment"):
+            store.update_manifest(environment=event["environment"])
+
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=False) as bar:
@@ -290,4 +305,4 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
                                       c.axes.threads or 0, c.axes.batch_size, c.axes.seed, c.axes.repeat))
             job = Job(str(store.path), device, profile, worker,
                       [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s)
-            executor.run(job, write)
+            executor.run(job, write, on_ready)
