@@ -34,7 +34,7 @@ _CHUNK = 1 << 20
 class Thresholds(BaseModel):
     """Acceptance bars; rel-L2 <= 0.10 and cosine >= 0.99 is a published audio bar."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rel_l2_max: float = Field(0.10, ge=0)
     cosine_min: float = Field(0.99, ge=-1, le=1)
     hamming_max: int = Field(8, ge=0)
