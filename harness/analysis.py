@@ -266,11 +266,22 @@ def _agreement(cmp: _Comparer, ok: list[Record], thresholds: Thresholds,
 
 
 def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str, DimensionSummary]:
-    """Each non-float32 (or quantized) configuration against its task's float32 reference."""
+    """Each non-float32 (or quantized) configuration against its task's float32 reference,
+    per seed, on batch-1 cells at the lowest thread count: the drift of a cheaper dtype is a
+    property of the dtype, and comparing every batch/thread variant again cost most of the
+    analysis time on large runs without adding information."""
     baseline: dict[tuple, Record] = {}
+    lowest_threads: dict[str, int] = {}
+    for config_id, recs in by_config.items():
+        threads = [r.axes.threads or 0 for r in recs]
+        lowest_threads[config_id] = min(threads) if threads else 0
+
+    def eligible(r: Record) -> bool:
+        return r.status == "ok" and r.axes.batch_size == 1 and (r.axes.threads or 0) == lowest_threads[r.config_id]
+
     for recs in by_config.values():
         for r in recs:
-            if r.status == "ok" and r.axes.dtype == "float32" and not r.axes.quantize_bits:
+            if eligible(r) and r.axes.dtype == "float32" and not r.axes.quantize_bits:
                 key = (r.task_name, r.axes.device, r.axes.profile, _axes_key(r, "dtype", "quantize_bits"))
                 if key not in baseline or (r.axes.worker, r.axes.repeat) < (baseline[key].axes.worker, baseline[key].axes.repeat):
                     baseline[key] = r
@@ -279,7 +290,7 @@ def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str
         pairs = []
         seen = set()
         for r in recs:
-            if r.status != "ok" or (r.axes.dtype == "float32" and not r.axes.quantize_bits):
+            if not eligible(r) or (r.axes.dtype == "float32" and not r.axes.quantize_bits):
                 continue
             key = (r.task_name, r.axes.device, r.axes.profile, _axes_key(r, "dtype", "quantize_bits"))
             if key in baseline and key not in seen:
