@@ -68,7 +68,9 @@ def latest_records(records: list[Record]) -> list[Record]:
     return list(latest.values())
 
 
-class _Comparer:
+class ComparableCache:
+    """One Comparable (and so one artifact read) per record of a run."""
+
     def __init__(self, store: RunStore, thresholds: Thresholds):
         self.store, self.thresholds = store, thresholds
         self._cache: dict[str, Comparable] = {}
@@ -77,6 +79,9 @@ class _Comparer:
         if r.cell_id not in self._cache:
             self._cache[r.cell_id] = comparable(self.store, r)
         return self._cache[r.cell_id]
+
+
+class _Comparer(ComparableCache):
 
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.store import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, _fsync_dir, check_version
+from harness.store import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
 
 BUNDLE_SCHEMA_VERSION = 1
 BUNDLE_JSON = "bundle.json"
@@ -162,33 +162,18 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
     bundle_json = (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
     out_path = Path(out) if out else default_bundle_path(run_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                zf.writestr(_zipinfo(BUNDLE_JSON, len(bundle_json)), bundle_json)
-                for name in names:
-                    path = run_dir / name
-                    size = path.stat().st_size
-                    with open(path, "rb") as src, zf.open(_zipinfo(name, size), "w",
-                                                          force_zip64=size >= zipfile.ZIP64_LIMIT) as dst:
-                        shutil.copyfileobj(src, dst, _CHUNK)
-            _append_trailer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_output(out_path) as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            zf.writestr(_zipinfo(BUNDLE_JSON, len(bundle_json)), bundle_json)
+            for name in names:
+                path = run_dir / name
+                size = path.stat().st_size
+                with open(path, "rb") as src, zf.open(_zipinfo(name, size), "w",
+                                                      force_zip64=size >= zipfile.ZIP64_LIMIT) as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)
+        _append_trailer(fh)
         if sha256_file(run_dir / MANIFEST) != files[MANIFEST]:
             raise StoreError(f"{run_dir}: {MANIFEST} changed while bundling; is the run still being written?")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)  # a bundle is meant to be shared (mkstemp makes it 0600)
-        os.replace(tmp, out_path)
-        _fsync_dir(out_path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return out_path
 
 

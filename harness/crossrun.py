@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.analysis import comparable, latest_records
-from harness.compare import Comparable, Thresholds, compare, level_rank, worst_level
+from harness.analysis import ComparableCache, latest_records
+from harness.compare import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.env import differing_fields
 from harness.records import Record
@@ -186,15 +186,8 @@ def _specs(store: RunStore, manifest: dict[str, Any], ignore: str | None) -> tup
     return dict(by_key), [f"{store.path}: {p}" for p in loaded.problems], len(loaded.records)
 
 
-class _Side:
-    def __init__(self, store: RunStore, thresholds: Thresholds):
-        self.store, self.thresholds = store, thresholds
-        self._cache: dict[str, Comparable] = {}
-
-    def get(self, r: Record) -> Comparable:
-        if r.cell_id not in self._cache:
-            self._cache[r.cell_id] = comparable(self.store, r)
-        return self._cache[r.cell_id]
+class _Side(ComparableCache):
+    """One run's records as Comparables, and how well a spec agrees with its own repeats."""
 
     def within(self, spec: _Spec) -> str | None:
         ref, ok = spec.reference, spec.ok

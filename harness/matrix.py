@@ -175,6 +175,21 @@ class Matrix:
                 "tasks": {k: {"kind": kind, "task": doc} for k, (kind, doc) in self.tasks.items()}}
 
 
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def dump_matrix(doc: dict[str, Any]) -> str:
+    """A matrix document as TOML (tomllib only reads). TOML has no null: None means unset."""
+    import tomli_w
+
+    return tomli_w.dumps(_drop_none(doc))
+
+
 def load_matrix(path: str | Path) -> Matrix:
     path = Path(path)
     raw = read_input_file(path, MAX_MATRIX_FILE_BYTES, MatrixError)

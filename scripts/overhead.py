@@ -42,37 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MATRIX = ROOT / "matrices" / "overhead.toml"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from harness.matrix import dump_matrix  # noqa: E402
 QUICK = {"max_new_tokens": 256, "seeds": [1, 2], "repeats": 4}
 # The fields a node fills from its defaults when a task leaves them out (harness.engines.musicgen
 # NETWORK_DEFAULTS): the overhead task must give them all, so the bare kwargs are the task's.
 GENERATION_FIELDS = ("max_new_tokens", "do_sample", "top_k", "top_p", "temperature", "guidance_scale")
-
-
-# --- a tiny TOML writer for the matrix variants (tomllib only reads) -------------------------
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(doc: dict[str, Any]) -> str:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items()
-             if v is not None and not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines += ["", f"[[{k}]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items() if vv is not None]
-    return "\n".join(lines) + "\n"
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -189,7 +163,7 @@ def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int = 0) -> 
     doc = json.loads(json.dumps(plan["matrix"]))
     doc["axes"]["profile"] = [profile]
     matrix = tmp / f"overhead-{profile}.toml"
-    matrix.write_text(to_toml(doc))
+    matrix.write_text(dump_matrix(doc))
     out = tmp / f"run-{profile}-{rnd}"
     started = time.time()
     wall, proc = _timed([sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.matrix import MatrixError, expand, matrix_from_doc
+from harness.matrix import MatrixError, dump_matrix, expand, matrix_from_doc
 from harness.store import RunStore
 
 ROOT = Path(__file__).parent.parent
@@ -27,31 +27,7 @@ def mini_matrix(tmp_path: Path, **over) -> Path:
 
 
 def _toml(doc: dict) -> str:
-    """Tiny TOML writer for the test documents (tables, arrays of tables, inline values)."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + "}"
-        raise TypeError(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in doc.items() if not isinstance(v, (dict, list)) or
-             (isinstance(v, list) and v and not isinstance(v[0], dict))]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines.append(f"[{k}]")
-            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"[[{k}]]")
-                lines += [f"{kk} = {value(vv)}" for kk, vv in item.items()]
-    return "\n".join(lines) + "\n"
+    return dump_matrix(doc)
 
 
 def test_smoke_matrix_expands_with_stable_ids():
