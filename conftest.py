@@ -55,3 +55,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def print_through_capture(request, line: str) -> None:
+    """Print a summary line (counts of fuzzed inputs, injected faults) past pytest's capture."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}")
+    else:
+        print(line)

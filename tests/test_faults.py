@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import print_through_capture
 from harness.engines.textgen import TextgenEngine
 from tests.test_matrix_runner import mini_matrix
 
@@ -136,12 +137,7 @@ def _alive(pid: int) -> bool:
 def _report_faults(request):
     yield
     line = f"faults injected into real runs: {sum(FAULTS_INJECTED.values())} ({dict(sorted(FAULTS_INJECTED.items()))})"
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is not None:
-        with capture.global_and_fixture_disabled():
-            print(f"\n{line}")
-    else:
-        print(line)
+    print_through_capture(request, line)
 
 
 @pytest.mark.slow

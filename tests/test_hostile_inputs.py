@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import print_through_capture
 from harness.cli import main
 from harness.tasks import MAX_PROMPT_CHARS, MAX_TASK_FILE_BYTES
 from tests.test_matrix_runner import GPT_TASK, _toml
@@ -48,12 +49,7 @@ def _report_count(request):
     yield
     total = sum(FUZZED.values())
     line = f"hostile inputs fuzzed through the CLI: {total} ({', '.join(f'{k} {v}' for k, v in sorted(FUZZED.items()))})"
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is not None:
-        with capture.global_and_fixture_disabled():
-            print(f"\n{line}")
-    else:
-        print(line)
+    print_through_capture(request, line)
 
 
 def _cli(capsys, family: str, *args: str) -> tuple[int, str, str]:
