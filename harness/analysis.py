@@ -19,6 +19,7 @@ from harness.analysis_model import (
     Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, PairResult,
 )
 from harness.bench import real_time_factor, summarize, tokens_per_second
+from harness.digests import digest_json
 from harness.compare import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
 from harness.records import Record
 from harness.store import RunStore
@@ -56,7 +57,12 @@ def comparable(store: RunStore, r: Record) -> Comparable:
     kind_discrete = {"audio": "codes", "gpt": "token_ids", "chain": "codes"}.get(r.kind)
     discrete = kind_discrete if kind_discrete in r.digests else None
     steps = discrete or ("latents" if "latents" in r.digests else None)
-    return Comparable(arrays=LazyArtifact(store, r), digests=r.digests, discrete=discrete, steps=steps,
+    digests = r.digests
+    if r.kind == "chain" and discrete and "text_token_ids" in digests:
+        # a chain's discrete output is both stages' tokens: equal codes after different text
+        # tokens are not "the same tokens"
+        digests = {**digests, "tokens": digest_json([digests["text_token_ids"], digests[discrete]])}
+    return Comparable(arrays=LazyArtifact(store, r), digests=digests, discrete=discrete, steps=steps,
                       sampling_rate=r.output.get("sampling_rate"))
 
 

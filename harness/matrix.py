@@ -273,9 +273,9 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
             axes.update(AxesSpec.model_validate({**spec.axes.model_dump(), **entry.axes}).model_dump())
         except ValidationError as err:
             raise MatrixError(f"$.tasks ({name}).axes: {format_validation_error(err)}") from None
-        axes["dtype"] = axes["dtype"] or [doc["dtype"]]
-        axes["quantize_bits"] = axes["quantize_bits"] or [doc.get("quantize_bits")]
-        axes["seed"] = axes["seed"] or [_task_seed(doc)]
+        axes["dtype"] = axes["dtype"] or [_task_field(doc, "dtype", "auto")]
+        axes["quantize_bits"] = axes["quantize_bits"] or [_task_field(doc, "quantize_bits", None)]
+        axes["seed"] = axes["seed"] or [_task_field(doc, "seed", 0)]
         axes["device"] = _devices(axes["device"], available) or axes["device"]
         total = 1
         for n in AXIS_NAMES:
@@ -310,8 +310,9 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
     return cells
 
 
-def _task_seed(doc: dict[str, Any]) -> int:
-    return doc.get("seed", doc.get("text_stage", {}).get("seed", 0))
+def _task_field(doc: dict[str, Any], name: str, default: Any) -> Any:
+    """A task's own value for an axis; a chain's is its text stage's (the axes set both)."""
+    return doc[name] if name in doc else doc.get("text_stage", {}).get(name, default)
 
 
 def _apply(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

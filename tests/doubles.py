@@ -17,8 +17,60 @@ class NonDeterministicTextEngine(TextgenEngine):
         out = super().run(loaded, task, device, neighbours)
         ids = out.arrays["token_ids"].copy()
         rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
-        ids[0, int(rng.integers(0, ids.shape[1]))] = int(rng.integers(0, 200))
+        col = int(rng.integers(0, ids.shape[1]))
+        ids[0, col] = ids[0, col] + 1 + int(rng.integers(0, 200))  # never the same token
         out.arrays["token_ids"] = ids
         out.response = {**out.response, "choices": [{**out.response["choices"][0], "message": {
             "role": "assistant", "content": f"noise {rng.integers(1 << 30)}"}}]}
+        return out
+
+
+def _unseeded() -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+
+
+def _other_sound(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another sound of the same shape and loudness (what a different prompt would give)."""
+    noise = rng.standard_normal(wave.shape).astype(np.float32)
+    return noise * np.float32(max(float(wave.std()), 1e-3))
+
+
+class TextStageDivergingChain:
+    """The real chain engine, then the text stage's tokens (and so everything after them)
+    changed from an unseeded source: a divergence that begins in the text stage."""
+
+    kind = "chain"
+
+    def __init__(self):
+        from harness.engines.chain import ChainEngine
+
+        self.inner = ChainEngine()
+
+    def load(self, task, device):
+        return self.inner.load(task, device)
+
+    def run(self, loaded, task, device, neighbours=()):
+        out = self.inner.run(loaded, task, device, neighbours)
+        rng = _unseeded()
+        ids = out.arrays["text_token_ids"].copy()
+        ids[0, 0] = ids[0, 0] + 1 + int(rng.integers(0, 200))  # never the same token
+        out.arrays["text_token_ids"] = ids
+        out.arrays["waveform"] = _other_sound(out.arrays["waveform"], rng)
+        out.response = {**out.response, "noise": int(rng.integers(1 << 30))}
+        return out
+
+
+class AudioStageDivergingChain(TextStageDivergingChain):
+    """The text stage untouched; the audio stage's codes and sound changed: the divergence
+    begins in the audio stage."""
+
+    def run(self, loaded, task, device, neighbours=()):
+        out = self.inner.run(loaded, task, device, neighbours)
+        rng = _unseeded()
+        codes = out.arrays["codes"].copy()
+        row = int(rng.integers(0, codes.shape[0]))
+        codes[row, 0] = (codes[row, 0] + 1 + int(rng.integers(0, 255))) % 256  # never the same code
+        out.arrays["codes"] = codes
+        out.arrays["waveform"] = _other_sound(out.arrays["waveform"], rng)
+        out.response = {**out.response, "noise": int(rng.integers(1 << 30))}
         return out
