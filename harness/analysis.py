@@ -130,8 +130,13 @@ def _axes_key(r: Record, *drop: str) -> tuple:
     return tuple(sorted(d.items()))
 
 
+def execution_order(r: Record) -> tuple[int, int]:
+    """The reference execution of a spec is the first: lowest worker, then repeat."""
+    return (r.axes.worker, r.axes.repeat)
+
+
 def _reference_of(records: list[Record]) -> Record:
-    return min(records, key=lambda r: (r.axes.worker, r.axes.repeat))
+    return min(records, key=execution_order)
 
 
 def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record]) -> dict[str, list[PairResult]]:
@@ -168,7 +173,7 @@ def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple
     for r in ok:
         key = _axes_key(r, "seed")
         current = refs[key].get(r.axes.seed)
-        if current is None or (r.axes.worker, r.axes.repeat) < (current.axes.worker, current.axes.repeat):
+        if current is None or execution_order(r) < execution_order(current):
             refs[key][r.axes.seed] = r
     identical = compared = 0
     for seeds in refs.values():
@@ -294,7 +299,7 @@ def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str
         for r in recs:
             if eligible(r) and r.axes.dtype == "float32" and not r.axes.quantize_bits:
                 key = (r.task_name, r.axes.device, r.axes.profile, _axes_key(r, "dtype", "quantize_bits"))
-                if key not in baseline or (r.axes.worker, r.axes.repeat) < (baseline[key].axes.worker, baseline[key].axes.repeat):
+                if key not in baseline or execution_order(r) < execution_order(baseline[key]):
                     baseline[key] = r
     out: dict[str, DimensionSummary] = {}
     for config_id, recs in by_config.items():

@@ -136,11 +136,16 @@ def cmd_expand(args) -> int:
 
 
 def _write_reports(run_dir: Path, formats: list[str], verify: bool = False):
+    """Analyse, write the reports, and print their paths and one verdict line per config."""
     from harness.analysis import analyze_run
     from harness.report import write_reports
 
     analysis = analyze_run(run_dir, verify_artifacts=verify)
-    return analysis, write_reports(analysis, run_dir, formats)
+    for path in write_reports(analysis, run_dir, formats):
+        print(f"report {path}")
+    for line in analysis.summary_lines():
+        print(line)
+    return analysis
 
 
 def _print_gates(analysis) -> int:
@@ -165,22 +170,14 @@ def cmd_run(args) -> int:
         print(f"note: {problem}", file=sys.stderr)
     print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
-    analysis, paths = _write_reports(summary.run_dir, args.formats.split(","))
-    for path in paths:
-        print(f"report {path}")
-    for line in analysis.summary_lines():
-        print(line)
+    analysis = _write_reports(summary.run_dir, args.formats.split(","))
     return _print_gates(analysis)
 
 
 def cmd_report(args) -> int:
-    analysis, paths = _write_reports(Path(args.run), args.formats.split(","), verify=not args.no_verify)
+    analysis = _write_reports(Path(args.run), args.formats.split(","), verify=not args.no_verify)
     for problem in analysis.problems:  # torn lines, corrupted artifacts: said here, not only in the report
         print(f"note: {problem}", file=sys.stderr)
-    for path in paths:
-        print(f"report {path}")
-    for line in analysis.summary_lines():
-        print(line)
     return _print_gates(analysis) if args.gate else EXIT_OK
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.analysis import ComparableCache, latest_records
+from harness.analysis import ComparableCache, execution_order, latest_records
 from harness.compare import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.env import differing_fields
@@ -148,7 +148,7 @@ class _Spec:
     @property
     def reference(self) -> Record | None:
         ok = self.ok
-        return min(ok, key=lambda r: (r.axes.worker, r.axes.repeat)) if ok else None
+        return min(ok, key=execution_order) if ok else None
 
     @property
     def failed(self) -> list[Record]:
@@ -156,7 +156,7 @@ class _Spec:
 
     @property
     def first(self) -> Record:
-        return min(self.records, key=lambda r: (r.axes.worker, r.axes.repeat))
+        return min(self.records, key=execution_order)
 
 
 def _match_key(r: Record, ignore: str | None, tasks: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ the peak resident set size sampled during the cell on the CPU.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field

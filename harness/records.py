@@ -32,6 +32,14 @@ class Axes(BaseModel):
     worker: int = 0
 
 
+IDENTITY_FIELDS = ("cell_id", "spec_hash", "config_id", "task_name", "kind", "model", "axes", "lint")
+
+
+def identity(cell: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a record that say which cell it is (shared by every outcome)."""
+    return {k: cell[k] for k in IDENTITY_FIELDS}
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.matrix import Cell, Matrix, available_devices, expand
-from harness.records import Record
+from harness.records import Record, identity
 from harness.store import RunStore, StoreError, new_run_id
 
 FINAL = ("ok", "skipped")  # cells with these records are not run again on resume
@@ -159,8 +159,7 @@ class LocalProcessExecutor:
 
 
 def _failure(cell: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
-    base = {k: cell[k] for k in ("cell_id", "spec_hash", "config_id", "task_name", "kind", "model", "axes", "lint")}
-    return {**base, "status": status, "reason": reason, "finished_at": time.time()}
+    return {**identity(cell), "status": status, "reason": reason, "finished_at": time.time()}
 
 
 @dataclass

@@ -114,6 +114,7 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
     from harness.engines.base import ModelCache
     from harness.execute import execute
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
+    from harness.records import identity
     from harness.store import RunStore
     from harness.tasks import TaskError, parse_task
 
@@ -130,7 +131,7 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
     emit({"event": "ready", "pid": os.getpid(), "environment": fingerprint()})
     for cell in job["cells"]:
         emit({"event": "start", "cell_id": cell["cell_id"], "t": time.time()})
-        base = {k: cell[k] for k in ("cell_id", "spec_hash", "config_id", "task_name", "kind", "model", "axes", "lint")}
+        base = identity(cell)
         base.update(worker_pid=os.getpid(), started_at=time.time())
         try:
             _maybe_fault(cell["cell_id"])
