@@ -8,7 +8,7 @@ __all__ = ["__version__", "load_run"]
 
 
 def load_run(path):
-    """A run directory's records as a pandas DataFrame (see harness.store.load_run)."""
-    from harness.store import load_run as _load_run
+    """A run directory's records as a pandas DataFrame (see harness.store.run.load_run)."""
+    from harness.store.run import load_run as _load_run
 
     return _load_run(path)

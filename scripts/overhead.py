@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MATRIX = ROOT / "matrices" / "overhead.toml"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from harness.matrix import dump_matrix  # noqa: E402
+from harness.spec.matrix import dump_matrix  # noqa: E402
 QUICK = {"max_new_tokens": 256, "seeds": [1, 2], "repeats": 4}
 # The fields a node fills from its defaults when a task leaves them out (harness.engines.musicgen
 # NETWORK_DEFAULTS): the overhead task must give them all, so the bare kwargs are the task's.
@@ -195,7 +195,7 @@ def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int = 0) -> 
 
 
 def worker_startup(tmp: Path, rounds: int) -> dict[str, float]:
-    """Spawn -> 'ready' and spawn -> exit of ``python -m harness.worker`` with an empty job,
+    """Spawn -> 'ready' and spawn -> exit of ``python -m harness.execution.worker`` with an empty job,
     and the import of torch + transformers' MusicGen a real first cell adds on top."""
     job = tmp / "empty-job.json"
     (tmp / "empty-run").mkdir(exist_ok=True)
@@ -203,7 +203,7 @@ def worker_startup(tmp: Path, rounds: int) -> dict[str, float]:
     ready, done, imports = [], [], []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "harness.worker", str(job)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "harness.execution.worker", str(job)], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, cwd=ROOT, env=_env(), text=True)
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -232,9 +232,9 @@ def _peak_rss_bytes() -> int:
 
 def measure_analysis(run_dir: Path, profile: bool = False) -> dict[str, Any]:
     """Time load / analyse / render in this process (run it in a fresh one for peak RSS)."""
-    from harness.analysis import analyze_run
-    from harness.report import render_json, render_markdown
-    from harness.store import RunStore
+    from harness.analysis.run import analyze_run
+    from harness.report.run import render_json, render_markdown
+    from harness.store.run import RunStore
 
     figures: dict[str, Any] = {"rss_before_bytes": _peak_rss_bytes()}
     t0 = time.perf_counter()

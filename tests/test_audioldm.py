@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.digests import digest_array
-from harness.tasks import AudioLDMTask
+from harness.spec.tasks import AudioLDMTask
 
 pytestmark = pytest.mark.slow
 

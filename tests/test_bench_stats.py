@@ -1,4 +1,4 @@
-"""Unit tests for harness.bench: statistics, throughput, checks, marks, cost comparison."""
+"""Unit tests for harness.analysis.bench: statistics, throughput, checks, marks, cost comparison."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.bench import (
+from harness.analysis.bench import (
     Check,
     CostRow,
     Stats,

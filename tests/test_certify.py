@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.bundle import BUNDLE_JSON, BundleError, open_bundle, open_run_or_bundle, verify_bundle, write_bundle
-from harness.cli_cert import main as cert_main
-from harness.cli_cert import register
-from harness.consensus import simulate, uniform_outcomes
-from harness.crossrun import CrossRunError, compare_runs, consensus_outcomes, parse_match
-from harness.store import RunStore, StoreError
+from harness.store.bundle import BUNDLE_JSON, BundleError, open_bundle, open_run_or_bundle, verify_bundle, write_bundle
+from harness.cli.cert import main as cert_main
+from harness.cli.cert import register
+from harness.compare.agreement import simulate, uniform_outcomes
+from harness.analysis.crossrun import CrossRunError, compare_runs, consensus_outcomes, parse_match
+from harness.store.run import RunStore, StoreError
 from tests.test_matrix_runner import GPT_TASK, _toml
 
 MUSIC_TASK = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 1,
@@ -37,7 +37,7 @@ def cert_matrix(tmp_path: Path, seed: int = 1) -> Path:
 
 
 def run_cli(*argv: str) -> int:
-    """The subcommands as harness.cli will wire them: a parser with ``register``."""
+    """The subcommands as harness.cli.main will wire them: a parser with ``register``."""
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)
     register(sub)
@@ -48,8 +48,8 @@ def run_cli(*argv: str) -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_gpt2, tiny_musicgen):
     """A reference run (threads=1) and its bundle."""
-    from harness.matrix import load_matrix
-    from harness.runner import run_matrix
+    from harness.spec.matrix import load_matrix
+    from harness.execution.runner import run_matrix
 
     tmp = tmp_path_factory.mktemp("reference")
     matrix = cert_matrix(tmp)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.matrix import dump_matrix
+from harness.spec.matrix import dump_matrix
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent

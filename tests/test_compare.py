@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from harness.compare import (
+from harness.compare.levels import (
     LEVELS, Comparable, Thresholds, agreement_probabilities, compare, first_divergence, float_metrics,
     level_rank, rule_for_level, worst_level,
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 from tests.test_hostile_inputs import assert_one_error_block
 from tests.test_matrix_runner import ROOT, mini_matrix
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis import analyze_run
-from harness.cost_compare import compare_run_costs, cost_rows_for_run, has_regressions, render_cost_table
-from harness.records import Record
-from harness.store import RunStore
+from harness.analysis.run import analyze_run
+from harness.analysis.costs import compare_run_costs, cost_rows_for_run, has_regressions, render_cost_table
+from harness.store.records import Record
+from harness.store.run import RunStore
 from tests.test_scale import load_scale_module
 
 CONFIGS = 8  # includes the synthesizer's failed configuration (index 7)
@@ -125,7 +125,7 @@ def test_render_cost_table(base: Path, tmp_path: Path) -> None:
 
 
 def test_table_escapes_pipes() -> None:
-    from harness.bench import CostRow
+    from harness.analysis.bench import CostRow
 
     text = render_cost_table([CostRow(key="a|b", mark="x", note="only in current")])
     assert "| x | a\\|b | - | - | - | only in current |" in text

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from harness.engines.base import ModelCache
-from harness.execute import execute
-from harness.tasks import parse_task
+from harness.execution.execute import execute
+from harness.spec.tasks import parse_task
 
 pytestmark = pytest.mark.slow
 

@@ -107,7 +107,7 @@ def _wait_for_lines(proc: subprocess.Popen, results: Path, n: int, timeout: floa
 
 
 def _workers_of(run_dir: Path) -> list[int]:
-    """Live (not zombie) ``harness.worker`` processes serving this run (its job file is in run_dir)."""
+    """Live (not zombie) ``harness.execution.worker`` processes serving this run (its job file is in run_dir)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -117,7 +117,7 @@ def _workers_of(run_dir: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"harness.worker" in cmdline and any(str(run_dir).encode() in part for part in cmdline) and state != "Z":
+        if b"harness.execution.worker" in cmdline and any(str(run_dir).encode() in part for part in cmdline) and state != "Z":
             found.append(int(proc.name))
     return found
 
@@ -271,7 +271,7 @@ def test_two_runs_on_one_directory_the_second_is_refused(cli, tmp_path, tiny_gpt
 
 def test_a_second_fresh_run_is_refused_by_the_lock_before_any_record(cli, tmp_path):
     """The window before the first record: the directory holds a manifest and the lock only."""
-    from harness.store import RunStore
+    from harness.store.run import RunStore
 
     holder = RunStore.create(tmp_path / "run", {"run_id": "first"})
     FAULTS_INJECTED["second writer on one run directory"] += 1

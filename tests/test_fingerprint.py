@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.fingerprint import audio_fingerprint, band_energies, hamming, to_hex, to_int
+from harness.compare.fingerprint import audio_fingerprint, band_energies, hamming, to_hex, to_int
 
 from tests.synthetic import RATE, music
 

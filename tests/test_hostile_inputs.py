@@ -5,7 +5,7 @@ types, huge numbers, negative seeds, NaN/Infinity literals, RTL and zero-width c
 lone surrogates, 10,000 levels of nesting, 10 MB prompts, unknown fields, binary garbage,
 empty files, directories, missing files. Each must give exactly one error block (first line
 ``error:`` or ``INVALID``, the field's JSON path where there is one), exit code 2, never a
-traceback and never a hang. Most cases call ``harness.cli.main`` in-process (fast); a few
+traceback and never a hang. Most cases call ``harness.cli.main.main`` in-process (fast); a few
 run ``python -m harness.cli`` as a user would. ``FUZZED`` counts the inputs; the total is
 printed at the end of the module (``pytest -s`` or the terminal summary shows it).
 """
@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import print_through_capture
-from harness.cli import main
-from harness.tasks import MAX_PROMPT_CHARS, MAX_TASK_FILE_BYTES
+from harness.cli.main import main
+from harness.spec.tasks import MAX_PROMPT_CHARS, MAX_TASK_FILE_BYTES
 from tests.test_matrix_runner import GPT_TASK, _toml
 
 ROOT = Path(__file__).parent.parent

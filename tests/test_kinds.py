@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.chain_compare import attribute_stage
+from harness.compare.chain import attribute_stage
 from harness.engines.base import ModelCache
-from harness.execute import execute, neighbours_for
-from harness.tasks import parse_task, task_kind
+from harness.execution.execute import execute, neighbours_for
+from harness.spec.tasks import parse_task, task_kind
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_every_shipped_task_and_matrix_validates(cli):
     files = sorted(str(p) for p in TASKS.glob("*.json"))
     res = cli("validate", *files)
     assert res.returncode == 0, res.stderr
-    from harness.matrix import expand, load_matrix
+    from harness.spec.matrix import expand, load_matrix
 
     for name in ("kinds", "musicgen-small", "gpt2", "audioldm", "smoke"):
         cells = expand(load_matrix(ROOT / "matrices" / f"{name}.toml"), ["cpu"])

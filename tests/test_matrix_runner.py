@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.matrix import MatrixError, dump_matrix, expand, matrix_from_doc
-from harness.store import RunStore
+from harness.spec.matrix import MatrixError, dump_matrix, expand, matrix_from_doc
+from harness.store.run import RunStore
 
 ROOT = Path(__file__).parent.parent
 GPT_TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
@@ -31,7 +31,7 @@ def _toml(doc: dict) -> str:
 
 
 def test_smoke_matrix_expands_with_stable_ids():
-    from harness.matrix import load_matrix
+    from harness.spec.matrix import load_matrix
 
     m = load_matrix(ROOT / "matrices" / "smoke.toml")
     cells = expand(m)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis_model import (Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow,
+from harness.analysis.model import (Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow,
                                    PairResult)
-from harness.report import render_html, render_json, render_markdown, write_reports
-from harness.store import RunStore
+from harness.report.run import render_html, render_json, render_markdown, write_reports
+from harness.store.run import RunStore
 
 GOLDEN = Path(__file__).parent / "data" / "report_golden.md"
 TABLE_CLASSES = ("verdicts", "evidence", "costs", "models", "gates")

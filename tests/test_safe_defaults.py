@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 from tests.test_hostile_inputs import assert_one_error_block
 
 ROOT = Path(__file__).parent.parent
@@ -173,7 +173,7 @@ def test_task_paths_outside_the_allowed_folders_are_refused(capsys, tmp_path, ti
 
 @pytest.mark.slow
 def test_a_path_is_allowed_once_its_folder_is_listed(capsys, tmp_path, tiny_musicgen, isolated_env, monkeypatch):
-    from harness.audio_io import write_wav
+    from harness.engines.audio_io import write_wav
 
     outside, work = tmp_path / "sounds", tmp_path / "work"
     outside.mkdir()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis import analyze_run
-from harness.report import render_json, render_markdown
+from harness.analysis.run import analyze_run
+from harness.report.run import render_json, render_markdown
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scale_analysis.py"
 

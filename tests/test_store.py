@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from harness.digests import digest_array
-from harness.records import Axes, Record
-from harness.store import RunLocked, RunStore, StoreError, load_run
+from harness.store.records import Axes, Record
+from harness.store.run import RunLocked, RunStore, StoreError, load_run
 
 
 def _record(i: int, **kw) -> Record:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.lint import lint_task
-from harness.schemas import stale_schemas
-from harness.tasks import AudioTask, GPTTask, TaskError, load_task_file, parse_task
+from harness.spec.lint import lint_task
+from harness.spec.schemas import stale_schemas
+from harness.spec.tasks import AudioTask, GPTTask, TaskError, load_task_file, parse_task
 
 ROOT = Path(__file__).parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference" / "crynux"
@@ -65,7 +65,7 @@ def test_nan_and_negative_seed_and_huge_prompt_are_refused():
     with pytest.raises(TaskError, match=r"\$\.seed"):
         parse_task({**AUDIO_SEED, "seed": -1})
     with pytest.raises(TaskError, match="not valid JSON"):
-        from harness.tasks import loads_task_json
+        from harness.spec.tasks import loads_task_json
         loads_task_json('{"model": "x", "prompt": "p", "generation_config": {"temperature": NaN}}')
     with pytest.raises(TaskError, match=r"\$\.prompt"):
         parse_task({**AUDIO_SEED, "prompt": "x" * 10_000_000})

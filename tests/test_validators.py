@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.compare import Comparable, Thresholds, float_metrics
+from harness.compare.levels import Comparable, Thresholds, float_metrics
 from harness.digests import digest_array
-from harness.validators import (
+from harness.compare.validators import (
     VALIDATORS, add_noise, error_rates, exact_codes, exact_waveform_hash, fingerprint, lower_precision,
     time_shift, tolerance, truncate, with_waveform,
 )

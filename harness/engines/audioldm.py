@@ -30,7 +30,7 @@ from harness.models.loading import (
     torch_dtype,
 )
 from harness.outputs import Output
-from harness.tasks import AudioLDMTask
+from harness.spec.tasks import AudioLDMTask
 
 # Fields every task in one batch must share: the pipeline takes them once per call.
 SHARED_FIELDS = ("num_inference_steps", "audio_length_in_s", "guidance_scale", "num_waveforms_per_prompt")

@@ -13,10 +13,10 @@ What is compared: ``arrays`` hold ``text_token_ids`` (stage 1), ``codes`` (Music
 response JSON, and the response carries the waveform's digest (``waveform_sha256``), so one
 digest covers both stages. ``discrete`` is ``codes`` for a MusicGen chain (no discrete
 output for AudioLDM); ``meta["stages"]`` digests each stage on its own, and
-:func:`harness.chain_compare.attribute_stage` says in which stage two runs parted.
+:func:`harness.compare.chain.attribute_stage` says in which stage two runs parted.
 
 A chain runs alone: its audio prompt is known only after its text stage, so it has no batch
-neighbours (``harness.execute.neighbours_for`` refuses ``batch_size > 1``).
+neighbours (``harness.execution.execute.neighbours_for`` refuses ``batch_size > 1``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from harness.digests import digest_array, digest_json
 from harness.engines.base import LoadedModel
 from harness.outputs import Output
-from harness.tasks import AudioLDMTask, AudioTask, ChainTask, GPTTask, TaskError, parse_task, task_to_doc
+from harness.spec.tasks import AudioLDMTask, AudioTask, ChainTask, GPTTask, TaskError, parse_task, task_to_doc
 
 
 def text_stage_task(task: ChainTask) -> GPTTask:

@@ -30,7 +30,7 @@ import numpy as np
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import count_quantized, load_kwargs, load_pretrained, read_config, resolve_dtype, resolve_model
 from harness.outputs import Output
-from harness.tasks import AudioTask
+from harness.spec.tasks import AudioTask
 
 # What the network's audio runner passes when the task leaves a field out.
 NETWORK_DEFAULTS: dict[str, Any] = {"do_sample": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0, "guidance_scale": 3.0}
@@ -99,7 +99,7 @@ class MusicgenEngine:
             return dict(model.get_unconditional_inputs(num_samples=len(batch))), None, None
         if any(t.unconditional for t in batch):
             raise ValueError("unconditional and conditional tasks cannot share a batch")
-        from harness.audio_io import load_audio_prompt
+        from harness.engines.audio_io import load_audio_prompt
 
         rate = loaded.meta["sampling_rate"]
         texts = [t.prompt for t in batch]

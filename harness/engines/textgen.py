@@ -20,7 +20,7 @@ import numpy as np
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import count_quantized, load_kwargs, load_pretrained, read_config, resolve_dtype, resolve_model
 from harness.outputs import Output
-from harness.tasks import GPTTask
+from harness.spec.tasks import GPTTask
 
 NETWORK_DEFAULTS: dict[str, Any] = {"num_return_sequences": 1, "max_new_tokens": 256}
 

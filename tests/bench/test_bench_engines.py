@@ -1,4 +1,4 @@
-"""The engines on the tiny models, in this process, as a worker runs them (harness.execute
+"""The engines on the tiny models, in this process, as a worker runs them (harness.execution.execute
 with a ModelCache: the model is loaded once, in the warm-up round, then every round is one
 task). One thread and the determinism profile on, so rounds are comparable between runs."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.engines.base import ModelCache
-from harness.execute import execute
-from harness.tasks import parse_task
+from harness.execution.execute import execute
+from harness.spec.tasks import parse_task
 
 pytestmark = pytest.mark.bench
 TASKS = Path(__file__).resolve().parents[2] / "matrices" / "tasks"

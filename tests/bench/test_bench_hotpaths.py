@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import harness.compare as compare_mod
-from harness.analysis import analyze_run
-from harness.compare import Comparable, compare
+import harness.compare.levels as compare_mod
+from harness.analysis.run import analyze_run
+from harness.compare.levels import Comparable, compare
 from harness.digests import digest_array
-from harness.report import render_html, render_json, render_markdown
-from harness.store import RunStore
+from harness.report.run import render_html, render_json, render_markdown
+from harness.store.run import RunStore
 from tests.synthetic import music
 
 pytestmark = pytest.mark.bench

@@ -101,7 +101,7 @@ def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:
     """float32 (samples, channels) WAV, written atomically."""
     from scipy.io import wavfile
 
-    from harness.store import atomic_write_bytes
+    from harness.store.run import atomic_write_bytes
 
     buf = io.BytesIO()
     wavfile.write(buf, rate, np.asarray(waveform, dtype=np.float32))

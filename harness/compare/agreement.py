@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
-from harness.compare import level_rank
+from harness.compare.levels import level_rank
 
 #: validation rule name -> the weakest comparison level it accepts
 RULES: dict[str, str] = {"exact_hash": "bitwise", "token_equality": "tokens", "tolerance": "tolerance",

@@ -102,9 +102,9 @@ def _load_engine_plugins() -> None:
         return overrides[kind]() if kind in overrides else original(kind)
 
     base.get_engine = get_engine
-    import harness.execute
+    import harness.execution.execute
 
-    harness.execute.get_engine = get_engine
+    harness.execution.execute.get_engine = get_engine
 
 
 def run_job(job: dict[str, Any], proto: TextIO) -> None:
@@ -112,11 +112,11 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
 
     apply_environment(job["profile"])  # before torch is imported
     from harness.engines.base import ModelCache
-    from harness.execute import execute
+    from harness.execution.execute import execute
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
-    from harness.records import identity
-    from harness.store import RunStore
-    from harness.tasks import TaskError, parse_task
+    from harness.store.records import identity
+    from harness.store.run import RunStore
+    from harness.spec.tasks import TaskError, parse_task
 
     _load_engine_plugins()
 
@@ -126,7 +126,7 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
 
     store = RunStore(job["run_dir"])
     cache = ModelCache()
-    from harness.env import fingerprint  # imports torch now, so no cell's timeout pays for it
+    from harness.execution.env import fingerprint  # imports torch now, so no cell's timeout pays for it
 
     emit({"event": "ready", "pid": os.getpid(), "environment": fingerprint()})
     for cell in job["cells"]:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis_model import (
+from harness.analysis.model import (
     Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, PairResult,
 )
-from harness.bench import real_time_factor, summarize, tokens_per_second
+from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
 from harness.digests import digest_json
-from harness.compare import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
-from harness.records import Record
-from harness.store import RunStore
+from harness.compare.levels import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
+from harness.store.records import Record
+from harness.store.run import RunStore
 
 REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads")
 VERDICT_ORDER = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")
@@ -96,7 +96,7 @@ class _Comparer(ComparableCache):
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
         stage = None
         if a.kind == "chain" and c.level != "bitwise":
-            from harness.chain_compare import attribute_stage
+            from harness.compare.chain import attribute_stage
 
             stage = attribute_stage(a.digests, b.digests)
         return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
@@ -261,7 +261,7 @@ def _agreement(cmp: _Comparer, ok: list[Record], thresholds: Thresholds,
                verdict_dims: list[str]) -> dict[str, dict[str, float | int | None]]:
     """Per rule, the chance that 3 nodes agree, averaged over seeds. The pool is every
     execution the verdict judges (batch > 1 only when batch is judged)."""
-    from harness.compare import agreement_probabilities
+    from harness.compare.levels import agreement_probabilities
 
     groups: dict[int, list[Record]] = defaultdict(list)
     for r in ok:

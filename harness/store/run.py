@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from harness.digests import digest_array
-from harness.records import RECORD_SCHEMA_VERSION, Record
+from harness.store.records import RECORD_SCHEMA_VERSION, Record
 
 MANIFEST_SCHEMA_VERSION = 1
 RESULTS = "results.jsonl"

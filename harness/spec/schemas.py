@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.tasks import TASK_MODELS
+from harness.spec.tasks import TASK_MODELS
 
-SCHEMA_DIR = Path(__file__).parent / "schemas"
+SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
 FILE_NAMES = {"audio": "text-to-audio-task.schema.json", "gpt": "gpt-inference-task.schema.json",
               "audioldm": "audioldm-task.schema.json", "chain": "chain-task.schema.json"}
 
@@ -29,7 +29,7 @@ def schema_text(kind: str) -> str:
 
 
 def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
-    from harness.store import atomic_write_bytes
+    from harness.store.run import atomic_write_bytes
 
     written = []
     for kind, name in FILE_NAMES.items():

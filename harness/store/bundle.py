@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.store import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
+from harness.store.run import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
 
 BUNDLE_SCHEMA_VERSION = 1
 BUNDLE_JSON = "bundle.json"

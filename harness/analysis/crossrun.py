@@ -9,11 +9,11 @@ run on one machine with threads=1 and one with threads=2 then compare cell by ce
 a spec the reference execution is used (lowest worker, then repeat), as in the analysis.
 
 Per matched pair: the strongest comparison level, its metrics and the first divergent step
-(harness.compare, on Comparables built by harness.analysis.comparable). Per configuration
+(harness.compare.levels, on Comparables built by harness.analysis.run.comparable). Per configuration
 (the reference's config id): the worst level, plus every cell that failed, was skipped or
 has no partner. Differences are grouped by what differed: environment fingerprint fields
-(harness.env.differing_fields), axes that differ across a pair, and determinism flags the
-two records report. Outputs only; costs are compared by harness.cost_compare.
+(harness.execution.env.differing_fields), axes that differ across a pair, and determinism flags the
+two records report. Outputs only; costs are compared by harness.analysis.costs.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.analysis import ComparableCache, execution_order, latest_records
-from harness.compare import Thresholds, compare, level_rank, worst_level
+from harness.analysis.run import ComparableCache, execution_order, latest_records
+from harness.compare.levels import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
-from harness.env import differing_fields
-from harness.records import Record
-from harness.store import RunStore, StoreError
+from harness.execution.env import differing_fields
+from harness.store.records import Record
+from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
 IGNORABLE_AXES = ("threads", "batch_size", "dtype")
@@ -213,7 +213,7 @@ def _axes_differ(a: Record, b: Record) -> dict[str, list[Any]]:
 
 
 def _unwrap(run: Any) -> tuple[RunStore, str, str | None, str | None]:
-    """A RunStore, or an OpenedRun from harness.bundle (keeps its source and bundle digests)."""
+    """A RunStore, or an OpenedRun from harness.store.bundle (keeps its source and bundle digests)."""
     if isinstance(run, RunStore):
         return run, str(run.path), None, None
     store = getattr(run, "store", None)
@@ -241,7 +241,7 @@ def _side_info(label: str, source: str, manifest: dict[str, Any], records: int, 
 
 def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *, match: str = "spec",
                  labels: tuple[str, str] = ("A", "B"), only_a: set[str] | None = None) -> CrossRunResult:
-    """Compare run B against reference run A (RunStores or harness.bundle.OpenedRun).
+    """Compare run B against reference run A (RunStores or harness.store.bundle.OpenedRun).
 
     ``thresholds`` default to those of A's matrix; ``only_a`` restricts A to these spec
     hashes (the cells a partial re-run covers)."""
@@ -344,7 +344,7 @@ def group_differences(matches: Iterable[SpecMatch], env_diff: list[str]) -> list
 
 
 def consensus_outcomes(result: CrossRunResult, envs: tuple[str, str] = ("A", "B")) -> list[dict[tuple[str, str], str]]:
-    """Per compared pair, the outcomes harness.consensus needs: cross-environment level and
+    """Per compared pair, the outcomes harness.compare.agreement needs: cross-environment level and
     (where measured) each side's within-environment level."""
     a, b = envs
     out = []

@@ -3,7 +3,7 @@
 ``harness certify --reference BUNDLE``: verify the reference bundle (a changed byte refuses
 it), rebuild the reference's matrix from its manifest (the manifest holds the resolved task
 documents, so no task file is needed), re-run its cells here with the runner, compare cell
-by cell with harness.crossrun and write ``certificate.json`` + ``certificate.md`` into the
+by cell with harness.analysis.crossrun and write ``certificate.json`` + ``certificate.md`` into the
 new run directory. Per configuration:
   - ``pass``: every compared cell bitwise identical to the reference;
   - ``pass_with_tolerance``: equal tokens/codes, or within tolerance, or within the
@@ -26,12 +26,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from harness.bundle import open_bundle
-from harness.compare import level_rank, worst_level
-from harness.consensus import simulate
-from harness.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
-from harness.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
-from harness.store import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
+from harness.store.bundle import open_bundle
+from harness.compare.levels import level_rank, worst_level
+from harness.compare.agreement import simulate
+from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
+from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
+from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
 
 CERTIFICATE_SCHEMA_VERSION = 1
 CERTIFICATE_JSON = "certificate.json"
@@ -231,8 +231,8 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
             threads: int | None = None, progress: bool = False, reports_root: Path = Path("reports"),
             executor: Any = None) -> tuple[Certificate, Path]:
     """Re-run the reference's cells here and certify; returns the certificate and run dir."""
-    from harness.matrix import available_devices
-    from harness.runner import run_matrix
+    from harness.spec.matrix import available_devices
+    from harness.execution.runner import run_matrix
 
     if threads is not None and threads < 1:
         raise CertifyError(f"--threads must be a positive integer, got {threads}")
@@ -274,7 +274,7 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
         run_as = _from_doc(doc, where)
         run_dir = Path(out) if out else reports_root / "runs" / new_run_id("certify")
         summary = run_matrix(run_as, run_dir, progress=progress, executor=executor, max_cells=max_cells)
-        from harness.store import RunStore
+        from harness.store.run import RunStore
 
         result = compare_runs(ref, RunStore(summary.run_dir), match=match, labels=("reference", "candidate"),
                               only_a=expected)
@@ -318,7 +318,7 @@ METRIC_KEYS = ("rel_l2", "cosine", "snr_db", "max_abs", "hamming")
 
 def fmt_metrics(metrics: dict[str, Any]) -> str:
     """The closeness metrics, small numbers in scientific notation (max_abs 1.8e-07, not 0.000)."""
-    from harness.report import fmt
+    from harness.report.run import fmt
 
     parts = []
     for k in METRIC_KEYS:
@@ -330,7 +330,7 @@ def fmt_metrics(metrics: dict[str, Any]) -> str:
 
 
 def render_certificate(cert: Certificate) -> str:
-    from harness.report import fmt, fmt_mapping, md_table
+    from harness.report.run import fmt, fmt_mapping, md_table
 
     lines = [f"# Hardware certificate: {cert.candidate.run_id} against {cert.reference.run_id}", "",
              f"**{cert.summary}**", ""]

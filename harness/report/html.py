@@ -1,6 +1,6 @@
 """The HTML report: one self-contained page (inline CSS, plots as base64 PNG data URIs).
 
-Same tables as the Markdown report (built by harness.report) plus plots drawn with
+Same tables as the Markdown report (built by harness.report.run) plus plots drawn with
 matplotlib's object API (Figure + Agg, no pyplot, so no global backend is changed).
 matplotlib is optional: without it every plot becomes a short note. A plot that cannot be
 drawn (an artifact missing or unreadable) becomes a note too; rendering never fails on one.
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis_model import VERDICT_TEXT, Analysis, PairResult
-from harness.report import (Table, config_facts, cost_table, drift_table, environment_table, evidence_table,
+from harness.analysis.model import VERDICT_TEXT, Analysis, PairResult
+from harness.report.run import (Table, config_facts, cost_table, drift_table, environment_table, evidence_table,
                             example_table, fmt, fmt_mapping, gate_counts, gate_table, lint_rows, meta_lines,
                             model_table, tiny_table, verdict_counts, verdict_table)
 
@@ -86,7 +86,7 @@ def _load_pair(pair: PairResult, run_dir: Path | None) -> tuple[dict, dict] | st
         return "no run directory given, so artifacts were not read"
     if not pair.a_artifact or not pair.b_artifact:
         return "the pair has no stored artifacts"
-    from harness.store import RunStore
+    from harness.store.run import RunStore
 
     store = RunStore(run_dir)
     try:

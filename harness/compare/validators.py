@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.compare import Comparable, Thresholds, fingerprint_distance, float_metrics, within_tolerance
+from harness.compare.levels import Comparable, Thresholds, fingerprint_distance, float_metrics, within_tolerance
 from harness.digests import digest_array
 
 Validator = Callable[[Comparable, Comparable, Thresholds | None], bool]

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.digests import digest_array
-from harness.fingerprint import audio_fingerprint, hamming
+from harness.compare.fingerprint import audio_fingerprint, hamming
 
 if TYPE_CHECKING:
     from harness.outputs import Output

@@ -3,7 +3,7 @@
 A validator is worth two numbers: how often it rejects an honest node whose hardware
 differs (false reject rate, FRR) and how often it accepts a dishonest one (false accept
 rate, FAR). Both are measured here on outputs of the tiny MusicGen model generated in this
-process with harness.execute (the same call a node makes), over several prompts and seeds.
+process with harness.execution.execute (the same call a node makes), over several prompts and seeds.
 
 Honest pairs: the same task (prompt, seed, float32) under conditions that are honestly
 different: thread count 1 vs 2 (another CPU or GPU reduces floats in another order), a
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.compare import Comparable, Thresholds
+from harness.compare.levels import Comparable, Thresholds
 from harness.digests import digest_array
-from harness.validators import VALIDATORS, add_noise, error_rates, time_shift, truncate, with_waveform
+from harness.compare.validators import VALIDATORS, add_noise, error_rates, time_shift, truncate, with_waveform
 
 PROMPTS = ("80s pop track with bassy drums and synth", "calm acoustic guitar with a soft piano melody")
 GENERATION = {"do_sample": True, "top_k": 250, "top_p": 1.0, "temperature": 1.0, "guidance_scale": 3.0}
@@ -90,8 +90,8 @@ def generate(docs: list[tuple[dict[str, Any], int]]) -> list[Comparable]:
     import torch
 
     from harness.engines.base import ModelCache
-    from harness.execute import execute
-    from harness.tasks import parse_task
+    from harness.execution.execute import execute
+    from harness.spec.tasks import parse_task
 
     before = torch.get_num_threads()
     cache = ModelCache()
@@ -120,7 +120,7 @@ def _start_worker(docs: list[tuple[dict[str, Any], int]], folder: Path) -> subpr
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with open(folder / "worker.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "harness.validator_study", "--worker", str(jobs),
+        return subprocess.Popen([sys.executable, "-m", "harness.workflows.validator_study", "--worker", str(jobs),
                                  str(folder / "out.npz")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=log, env=env)
 
@@ -240,7 +240,7 @@ def recommend(table: pd.DataFrame) -> str:
 
 
 def render_markdown(result: StudyResult) -> str:
-    from harness.report import md_table
+    from harness.report.run import md_table
 
     s = result.settings
     t = result.table
@@ -265,6 +265,6 @@ def render_markdown(result: StudyResult) -> str:
 if __name__ == "__main__":  # the second worker process of the study
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         sys.exit(_worker_main(sys.argv[2], sys.argv[3]))
-    print("usage: python -m harness.validator_study --worker JOBS.json OUT.npz (internal; use `harness validators`)",
+    print("usage: python -m harness.workflows.validator_study --worker JOBS.json OUT.npz (internal; use `harness validators`)",
           file=sys.stderr)
     sys.exit(2)

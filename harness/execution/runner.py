@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.matrix import Cell, Matrix, available_devices, expand
-from harness.records import Record, identity
-from harness.store import RunStore, StoreError, new_run_id
+from harness.spec.matrix import Cell, Matrix, available_devices, expand
+from harness.store.records import Record, identity
+from harness.store.run import RunStore, StoreError, new_run_id
 
 FINAL = ("ok", "skipped")  # cells with these records are not run again on resume
 
@@ -63,7 +63,7 @@ def _model_of(cell: Cell) -> str:
 
 
 class LocalProcessExecutor:
-    """One ``python -m harness.worker`` process per job; restarted after a crash or timeout."""
+    """One ``python -m harness.execution.worker`` process per job; restarted after a crash or timeout."""
 
     def __init__(self, python: str | None = None, env: dict[str, str] | None = None):
         self.python = python or sys.executable
@@ -80,7 +80,7 @@ class LocalProcessExecutor:
         env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         log = open(Path(job.run_dir) / f"worker-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log", "ab")
-        proc = subprocess.Popen([self.python, "-m", "harness.worker", path], stdout=subprocess.PIPE, stderr=log,
+        proc = subprocess.Popen([self.python, "-m", "harness.execution.worker", path], stdout=subprocess.PIPE, stderr=log,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
         events: queue.Queue[Any] = queue.Queue()
@@ -173,8 +173,8 @@ class RunSummary:
 
 
 def _lint_for(matrix: Matrix, cells: list[Cell]) -> dict[str, list[str]]:
-    from harness.lint import lint_task, model_limits
-    from harness.tasks import parse_task
+    from harness.spec.lint import lint_task, model_limits
+    from harness.spec.tasks import parse_task
 
     out: dict[str, list[str]] = {}
     limits_cache: dict[str, Any] = {}
@@ -251,7 +251,7 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         lint = _lint_for(matrix, pending)
         _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress)
         if not store.manifest().get("environment"):  # no worker started (all skipped or done)
-            from harness.env import fingerprint
+            from harness.execution.env import fingerprint
 
             store.update_manifest(environment=fingerprint())
         store.update_manifest(status="complete", finished_at=time.time())

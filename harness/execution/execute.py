@@ -16,7 +16,7 @@ from typing import Any
 from harness.determinism import apply_runtime, capture_warnings, record_state
 from harness.engines.base import ModelCache, get_engine
 from harness.outputs import Output
-from harness.tasks import Task, parse_task
+from harness.spec.tasks import Task, parse_task
 
 # Neighbour prompts for the batch-size axis: different lengths, so the target gets padded.
 NEIGHBOUR_PROMPTS = (

@@ -1,8 +1,8 @@
-"""Render an analysed run (harness.analysis_model.Analysis) as Markdown, JSON and HTML.
+"""Render an analysed run (harness.analysis.model.Analysis) as Markdown, JSON and HTML.
 
 Rendering decides nothing: no thresholds, no verdicts, only the fields of the Analysis.
 The table builders below return plain strings and are shared by the Markdown and HTML
-renderers (harness.report_html), so both show the same tables. Output is deterministic:
+renderers (harness.report.html), so both show the same tables. Output is deterministic:
 dict-keyed fields are shown in a fixed order, floats with fixed digits, and nothing that
 changes between renders (clock, cwd) is written -- only a.run_id and a.run_dir name the run.
 """
@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.analysis_model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary
-from harness.store import atomic_write_bytes
+from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary
+from harness.store.run import atomic_write_bytes
 
 RULES = ("bitwise", "tokens", "tolerance", "perceptual")
 LEVEL_ORDER = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
@@ -280,7 +280,7 @@ def render_json(a: Analysis) -> str:
 # --- HTML and files --------------------------------------------------------------------------------
 def render_html(a: Analysis, run_dir: Path | None = None) -> str:
     """One self-contained HTML page; ``run_dir`` is where the example artifacts are read."""
-    from harness.report_html import render_html as _render
+    from harness.report.html import render_html as _render
 
     return _render(a, run_dir)
 

@@ -1,6 +1,6 @@
 """``harness bundle | certify | validators | compare``: hardware certification commands.
 
-``register(subparsers)`` adds the four subcommands to the main parser (harness.cli); each
+``register(subparsers)`` adds the four subcommands to the main parser (harness.cli.main); each
 sets ``func``. Expected failures raise StoreError subclasses (BundleError, CertifyError,
 CrossRunError), which the CLI prints as one ``error: ...`` line with exit code 2.
 Exit codes: ``certify`` 0 only when every configuration is bitwise identical to the
@@ -13,13 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.store import StoreError
+from harness.store.run import StoreError
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def _match_mode(text: str) -> str:
-    from harness.crossrun import CrossRunError, parse_match
+    from harness.analysis.crossrun import CrossRunError, parse_match
 
     try:
         parse_match(text)
@@ -41,7 +41,7 @@ def _positive_int(text: str) -> int:
 # --- bundle --------------------------------------------------------------------------------------
 
 def cmd_bundle(args) -> int:
-    from harness.bundle import sha256_file, verify_bundle, write_bundle
+    from harness.store.bundle import sha256_file, verify_bundle, write_bundle
 
     path = write_bundle(Path(args.run), Path(args.out) if args.out else None)
     doc = verify_bundle(path)  # read back what was written: a bundle is only as good as its check
@@ -56,7 +56,7 @@ def cmd_bundle(args) -> int:
 # --- certify ------------------------------------------------------------------------------------
 
 def cmd_certify(args) -> int:
-    from harness.certify import certify
+    from harness.workflows.certify import certify
 
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
@@ -78,8 +78,8 @@ def cmd_certify(args) -> int:
 def cmd_validators(args) -> int:
     from dataclasses import replace
 
-    from harness.store import atomic_write_bytes
-    from harness.validator_study import FULL, QUICK, render_markdown, run_study
+    from harness.store.run import atomic_write_bytes
+    from harness.workflows.validator_study import FULL, QUICK, render_markdown, run_study
 
     settings = QUICK if args.quick else FULL
     if args.seeds:
@@ -100,9 +100,9 @@ def cmd_validators(args) -> int:
 # --- compare -------------------------------------------------------------------------------------
 
 def render_crossrun(result) -> str:
-    """Markdown summary of a harness.crossrun.CrossRunResult (rendering decides nothing)."""
-    from harness.certify import fmt_metrics
-    from harness.report import fmt, md_table
+    """Markdown summary of a harness.analysis.crossrun.CrossRunResult (rendering decides nothing)."""
+    from harness.workflows.certify import fmt_metrics
+    from harness.report.run import fmt, md_table
 
     a, b = result.a, result.b
     lines = [f"# Output comparison: {b.run_id} ({b.label}) against {a.run_id} ({a.label})", "",
@@ -146,9 +146,9 @@ def render_crossrun(result) -> str:
 
 
 def cmd_compare(args) -> int:
-    from harness.bundle import open_run_or_bundle
-    from harness.crossrun import compare_runs
-    from harness.store import atomic_write_json
+    from harness.store.bundle import open_run_or_bundle
+    from harness.analysis.crossrun import compare_runs
+    from harness.store.run import atomic_write_json
 
     with open_run_or_bundle(args.a) as run_a, open_run_or_bundle(args.b) as run_b:
         result = compare_runs(run_a, run_b, match=args.match)
@@ -161,9 +161,9 @@ def cmd_compare(args) -> int:
 
 def _compare_costs(store_a, store_b, checks: list[str]) -> int:
     try:
-        from harness import cost_compare
+        from harness.analysis import costs as cost_compare
     except ImportError as err:
-        print(f"\nnote: costs not compared (harness.cost_compare unavailable: {err})"
+        print(f"\nnote: costs not compared (harness.analysis.costs unavailable: {err})"
               + ("; --check ignored" if checks else ""), file=sys.stderr)
         return EXIT_OK
     try:
@@ -213,7 +213,7 @@ def register(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m harness.cli_cert``) until harness.cli registers these."""
+    """Stand-alone entry (``python -m harness.cli.cert``) until harness.cli.main registers these."""
     p = argparse.ArgumentParser(prog="harness")
     sub = p.add_subparsers(dest="command", required=True)
     register(sub)

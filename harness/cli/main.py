@@ -26,11 +26,11 @@ def _quiet_libraries() -> None:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from harness.audio_io import UnsafePath
-    from harness.matrix import MatrixError
+    from harness.engines.audio_io import UnsafePath
+    from harness.spec.matrix import MatrixError
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
-    from harness.store import StoreError
-    from harness.tasks import TaskError
+    from harness.store.run import StoreError
+    from harness.spec.tasks import TaskError
 
     errors: list[type[BaseException]] = [TaskError, MatrixError, StoreError, ModelNotFound, UnsupportedConfiguration,
                                          UnsafePath, FileNotFoundError, IsADirectoryError, PermissionError]
@@ -38,8 +38,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_validate(args) -> int:
-    from harness.lint import lint_task, model_limits
-    from harness.tasks import TaskError, load_task_file
+    from harness.spec.lint import lint_task, model_limits
+    from harness.spec.tasks import TaskError, load_task_file
 
     bad = 0
     for file in args.files:
@@ -59,7 +59,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from harness.schemas import schema_text, write_schemas
+    from harness.spec.schemas import schema_text, write_schemas
 
     if args.write:
         for path in write_schemas(Path(args.write)):
@@ -73,12 +73,12 @@ def cmd_exec(args) -> int:
     from harness.determinism import apply_environment
 
     apply_environment(args.profile)  # before torch starts
-    from harness.audio_io import write_wav
+    from harness.engines.audio_io import write_wav
     from harness.digests import canonical_json
     from harness.engines.base import ModelCache
-    from harness.execute import execute
-    from harness.store import atomic_write_bytes, atomic_write_json
-    from harness.tasks import load_task_file, task_kind
+    from harness.execution.execute import execute
+    from harness.store.run import atomic_write_bytes, atomic_write_json
+    from harness.spec.tasks import load_task_file, task_kind
 
     task = load_task_file(args.task, args.kind)
     kind = task_kind(task)
@@ -117,7 +117,7 @@ def cmd_expand(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.matrix import available_devices, expand, load_matrix
+    from harness.spec.matrix import available_devices, expand, load_matrix
 
     matrix = load_matrix(args.matrix)
     cells = expand(matrix, available_devices() if args.detect else ["cpu"], **({"max_cells": args.max_cells} if args.max_cells else {}))
@@ -137,8 +137,8 @@ def cmd_expand(args) -> int:
 
 def _write_reports(run_dir: Path, formats: list[str], verify: bool = False):
     """Analyse, write the reports, and print their paths and one verdict line per config."""
-    from harness.analysis import analyze_run
-    from harness.report import write_reports
+    from harness.analysis.run import analyze_run
+    from harness.report.run import write_reports
 
     analysis = analyze_run(run_dir, verify_artifacts=verify)
     for path in write_reports(analysis, run_dir, formats):
@@ -156,8 +156,8 @@ def _print_gates(analysis) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.matrix import load_matrix
-    from harness.runner import RunInterrupted, run_matrix
+    from harness.spec.matrix import load_matrix
+    from harness.execution.runner import RunInterrupted, run_matrix
 
     matrix = load_matrix(args.matrix)
     try:
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tiny", help="build the tiny models and print their weight hashes")
     s.add_argument("names", nargs="*")
     s.set_defaults(func=cmd_tiny)
-    from harness.cli_cert import register as register_certification
+    from harness.cli.cert import register as register_certification
 
     register_certification(sub)  # bundle, certify, validators, compare
     return p

@@ -1,15 +1,15 @@
 """Compare the costs of two runs, configuration by configuration (asv-style marks).
 
-A run's cost row per configuration (config_id) carries what ``harness.bench.compare_costs``
+A run's cost row per configuration (config_id) carries what ``harness.analysis.bench.compare_costs``
 matches on: a spec hash over the cells that were asked (a changed matrix is "not
 comparable", never "regressed"), the environment's cost key (other hardware or torch: not
 comparable either), whether any cell failed, latency statistics of the ok executions and the
-peak memory. Latency statistics come from ``harness.analysis.latency_stats`` (``total_s -
+peak memory. Latency statistics come from ``harness.analysis.run.latency_stats`` (``total_s -
 load_s``, the first execution after a model load counted as warm-up), the same numbers as the
 report's cost section, so the two never disagree.
 
 Rendering here is only a table of the decided rows: the marks and messages come from
-harness.bench.
+harness.analysis.bench.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import latency_stats, latest_records
-from harness.bench import Check, CostRow, compare_costs
+from harness.analysis.run import latency_stats, latest_records
+from harness.analysis.bench import Check, CostRow, compare_costs
 from harness.digests import digest_json
-from harness.env import cost_key
-from harness.records import Record
-from harness.store import RunStore
+from harness.execution.env import cost_key
+from harness.store.records import Record
+from harness.store.run import RunStore
 
 FAILED_STATUSES = ("failed", "timeout")
 MARK_LEGEND = {

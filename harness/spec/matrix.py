@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.compare import Thresholds
+from harness.compare.levels import Thresholds
 from harness.digests import digest_json
-from harness.records import Axes
-from harness.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
+from harness.store.records import Axes
+from harness.spec.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
                            task_to_doc)
 
 MATRIX_SCHEMA_VERSION = 1

@@ -49,7 +49,7 @@ class DimensionSummary(BaseModel):
 
 class CostSummary(BaseModel):
     executions: int = 0
-    latency_s: dict[str, Any] = Field(default_factory=dict)  # harness.bench.Stats dump (total - load)
+    latency_s: dict[str, Any] = Field(default_factory=dict)  # harness.analysis.bench.Stats dump (total - load)
     load_s: float | None = None
     peak_memory_bytes: int | None = None
     memory_kind: str | None = None

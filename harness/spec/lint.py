@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.tasks import AudioLDMTask, AudioTask, ChainTask, GPTTask, Task
+from harness.spec.tasks import AudioLDMTask, AudioTask, ChainTask, GPTTask, Task
 
 AUDIO_DEFAULTS = {"do_sample": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
 
