@@ -194,10 +194,11 @@ def test_a_path_is_allowed_once_its_folder_is_listed(capsys, tmp_path, tiny_musi
 # --- no eval/exec of task content ----------------------------------------------------------
 DANGEROUS_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal", "shelve", "jsonpickle"}
 DYNAMIC_BUILTINS = {"eval", "exec", "compile", "__import__"}
-# The one dynamic import on purpose: worker._load_engine_plugins imports the engine classes
-# named in HARNESS_ENGINES, an environment variable the operator sets (tests, adapters); no
-# task, matrix or run file reaches it, so no document a node receives can choose code to load.
-ALLOWED_DYNAMIC = {("worker.py", "_load_engine_plugins")}
+# The one dynamic import on purpose: kinds.load_object resolves the task-kind registry's lazy
+# "module:object" entries: the built-in lines, and the kinds and engines named in HARNESS_KINDS
+# and HARNESS_ENGINES, environment variables the operator sets (tests, adapters); no task,
+# matrix or run file reaches it, so no document a node receives can choose code to load.
+ALLOWED_DYNAMIC = {("kinds.py", "load_object")}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -287,8 +288,8 @@ def f(doc, m):
         assert any(what in line for line in found), (what, found)
     ok = 'import json\n__import__("hashlib")\ntorch.load(p, weights_only=True)\nnp.load(p, allow_pickle=False)\nyaml.safe_load(s)\n'
     assert unsafe_calls(ok, "ok.py") == []
-    plugin = "def _load_engine_plugins():\n    importlib.import_module(spec)\n"
-    assert unsafe_calls(plugin, "worker.py") == [] and unsafe_calls(plugin, "other.py") != []
+    plugin = "def load_object(ref):\n    importlib.import_module(ref)\n"
+    assert unsafe_calls(plugin, "kinds.py") == [] and unsafe_calls(plugin, "other.py") != []
 
 
 def test_no_harness_source_turns_data_into_code():

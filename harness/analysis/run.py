@@ -20,6 +20,7 @@ from harness.analysis.model import (
 )
 from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
 from harness.digests import digest_json
+from harness.spec.kinds import KINDS, load_object
 from harness.compare.levels import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
 from harness.store.records import Record
 from harness.store.run import RunStore
@@ -54,14 +55,15 @@ class LazyArtifact(Mapping):
 
 
 def comparable(store: RunStore, r: Record) -> Comparable:
-    kind_discrete = {"audio": "codes", "gpt": "token_ids", "chain": "codes"}.get(r.kind)
-    discrete = kind_discrete if kind_discrete in r.digests else None
-    steps = discrete or ("latents" if "latents" in r.digests else None)
+    spec = KINDS.get(r.kind) if r.kind in KINDS else None  # a kind this harness lacks: no tokens level
+    discrete = spec.discrete if spec and spec.discrete in r.digests else None
+    steps = discrete or next((name for name in (spec.steps if spec else ("latents",)) if name in r.digests), None)
     digests = r.digests
-    if r.kind == "chain" and discrete and "text_token_ids" in digests:
+    upstream = spec.upstream_discrete if spec else None
+    if discrete and upstream and upstream in digests:
         # a chain's discrete output is both stages' tokens: equal codes after different text
         # tokens are not "the same tokens"
-        digests = {**digests, "tokens": digest_json([digests["text_token_ids"], digests[discrete]])}
+        digests = {**digests, "tokens": digest_json([digests[upstream], digests[discrete]])}
     return Comparable(arrays=LazyArtifact(store, r), digests=digests, discrete=discrete, steps=steps,
                       sampling_rate=r.output.get("sampling_rate"))
 
@@ -95,10 +97,9 @@ class _Comparer(ComparableCache):
         except Exception as err:  # a corrupted artifact is reported, never a crash
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
         stage = None
-        if a.kind == "chain" and c.level != "bitwise":
-            from harness.compare.chain import attribute_stage
-
-            stage = attribute_stage(a.digests, b.digests)
+        attribute = KINDS.get(a.kind).attribute_stage if a.kind in KINDS else None
+        if attribute and c.level != "bitwise":  # a multi-stage kind: which stage began it
+            stage = load_object(attribute)(a.digests, b.digests)
         return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
                           metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
                           a_artifact=a.artifact, b_artifact=b.artifact, stage=stage)

@@ -194,7 +194,9 @@ def cmd_tiny(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    kinds = ["audio", "gpt", "audioldm", "chain"]
+    from harness.spec.kinds import KINDS
+
+    kinds = KINDS.names()
 
     s = sub.add_parser("validate", help="validate task files and print lint warnings")
     s.add_argument("files", nargs="+")

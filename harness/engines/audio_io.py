@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 MAX_PROMPT_AUDIO_SECONDS = 30.0
 
 
-class UnsafePath(PermissionError):
+class UnsafePath(HarnessError, PermissionError):
     """A path in a task that leaves the folders the user allowed."""
 
 

@@ -201,3 +201,11 @@ class AudioLDMEngine:
                   "latent_shape": list(arrays["latents"].shape[1:]) if "latents" in arrays else None,
                   "requested_samples": int(task.audio_length_in_s * loaded.meta["sampling_rate"])},
         )
+
+
+def neighbours(task: AudioLDMTask, batch_size: int) -> list[AudioLDMTask]:
+    """Batch neighbours of an AudioLDM task: another prompt (steps, length, guidance and
+    negative prompt are shared by one pipeline call)."""
+    from harness.engines.base import neighbour_prompts
+
+    return [task.model_copy(update={"prompt": prompt}) for prompt in neighbour_prompts(batch_size)]

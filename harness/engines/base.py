@@ -34,9 +34,29 @@ class Engine(Protocol):
 
 
 def model_key(task: Any, device: str) -> tuple:
-    if hasattr(task, "text_stage"):  # a chain holds two models
-        return ("ChainTask", model_key(task.text_stage, device), model_key(task.audio_stage, device))
+    """The default cache key of a kind's loaded model (a kind may declare its own)."""
     return (type(task).__name__, task.model, task.dtype, task.quantize_bits, device)
+
+
+def cache_key(task: Any, device: str) -> tuple:
+    """The key its kind declares for ``task``'s loaded model(s)."""
+    from harness.spec.kinds import KINDS
+
+    return KINDS.get(KINDS.of_task(task)).load("model_key")(task, device)
+
+
+# Neighbour prompts for the batch-size axis: different lengths, so the target gets padded.
+NEIGHBOUR_PROMPTS = (
+    "90s rock song with loud guitars and heavy drums and a bright piano melody over a slow beat",
+    "calm jazz",
+    "electronic dance music for a crowded night club with bright lights and energy",
+    "sad violin",
+)
+
+
+def neighbour_prompts(batch_size: int) -> list[str]:
+    """The other prompts of a batch of ``batch_size`` (one fewer than the batch)."""
+    return [NEIGHBOUR_PROMPTS[i % len(NEIGHBOUR_PROMPTS)] for i in range(batch_size - 1)]
 
 
 class ModelCache:
@@ -48,7 +68,7 @@ class ModelCache:
         self.loads = 0
 
     def get(self, engine: Engine, task: Any, device: str) -> tuple[LoadedModel, bool]:
-        key = model_key(task, device)
+        key = cache_key(task, device)
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key], True
@@ -63,24 +83,11 @@ class ModelCache:
 
 
 def get_engine(kind: str) -> Engine:
-    """One-line registration: engines are imported lazily so validation never loads torch."""
-    if kind == "audio":
-        from harness.engines.musicgen import MusicgenEngine
+    """A fresh engine for ``kind``, from the kind registry (``harness.spec.kinds``), which
+    imports engines lazily so validation never loads torch and honours ``HARNESS_ENGINES``."""
+    from harness.spec.kinds import KINDS
 
-        return MusicgenEngine()
-    if kind == "gpt":
-        from harness.engines.textgen import TextgenEngine
-
-        return TextgenEngine()
-    if kind == "audioldm":
-        from harness.engines.audioldm import AudioLDMEngine
-
-        return AudioLDMEngine()
-    if kind == "chain":
-        from harness.engines.chain import ChainEngine
-
-        return ChainEngine()
-    raise ValueError(f"no engine for task kind {kind!r}")
+    return KINDS.engine(kind)
 
 
 class Stopwatch:

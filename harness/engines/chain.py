@@ -16,7 +16,7 @@ output for AudioLDM); ``meta["stages"]`` digests each stage on its own, and
 :func:`harness.compare.chain.attribute_stage` says in which stage two runs parted.
 
 A chain runs alone: its audio prompt is known only after its text stage, so it has no batch
-neighbours (``harness.execution.execute.neighbours_for`` refuses ``batch_size > 1``).
+neighbours (:func:`neighbours` refuses ``batch_size > 1``).
 """
 
 from __future__ import annotations
@@ -138,3 +138,18 @@ class ChainEngine:
         return Output(kind="chain", arrays=arrays, response=response, sampling_rate=audio_out.sampling_rate,
                       discrete=discrete, steps=discrete or ("latents" if "latents" in arrays else None),
                       timings=timings, meta=meta)
+
+
+def neighbours(task: ChainTask, batch_size: int) -> list[ChainTask]:
+    """A chain has no batch neighbours: its audio prompt exists only after its own text stage."""
+    if batch_size > 1:
+        raise ValueError(f"batch_size {batch_size} is not supported for chain tasks: the audio stage's prompt is the "
+                         f"text stage's answer, so a chain runs alone (use batch_size 1)")
+    return []
+
+
+def model_key(task: ChainTask, device: str) -> tuple:
+    """A chain holds two models: its key is both stages' keys."""
+    from harness.engines.base import model_key as stage_key
+
+    return ("ChainTask", stage_key(task.text_stage, device), stage_key(task.audio_stage, device))

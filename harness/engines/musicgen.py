@@ -179,3 +179,14 @@ class MusicgenEngine:
             discrete="codes" if "codes" in arrays else None, steps="codes" if "codes" in arrays else None,
             timings=watch.times, meta=meta,
         )
+
+
+def neighbours(task: AudioTask, batch_size: int) -> list[AudioTask]:
+    """Batch neighbours of a MusicGen task: another text; an unconditional task's neighbours
+    are copies of it (there is no text to vary); an audio-prompted task's neighbours keep its
+    audio prompt with another text."""
+    from harness.engines.base import neighbour_prompts
+
+    if task.unconditional:
+        return [task for _ in neighbour_prompts(batch_size)]
+    return [task.model_copy(update={"prompt": prompt}) for prompt in neighbour_prompts(batch_size)]

@@ -155,3 +155,13 @@ def _eos_ids(gen, tokenizer) -> set[int]:
     if eos is None:
         return set()
     return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
+
+
+def neighbours(task: GPTTask, batch_size: int) -> list[GPTTask]:
+    """Batch neighbours of a GPT task: the same settings with another user message."""
+    from harness.engines.base import neighbour_prompts
+    from harness.spec.tasks import parse_task
+
+    return [task.model_copy(update={"messages": [parse_task(
+        {"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]]})
+        for prompt in neighbour_prompts(batch_size)]

@@ -16,42 +16,18 @@ from typing import Any
 from harness.determinism import apply_runtime, capture_warnings, record_state
 from harness.engines.base import ModelCache, get_engine
 from harness.outputs import Output
-from harness.spec.tasks import Task, parse_task
-
-# Neighbour prompts for the batch-size axis: different lengths, so the target gets padded.
-NEIGHBOUR_PROMPTS = (
-    "90s rock song with loud guitars and heavy drums and a bright piano melody over a slow beat",
-    "calm jazz",
-    "electronic dance music for a crowded night club with bright lights and energy",
-    "sad violin",
-)
-
+from harness.spec.kinds import KINDS
+from harness.spec.tasks import Task
 
 def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
-    """Other tasks that share the target's forward pass (same settings, other prompts).
-
-    GPT: another user message. MusicGen: another text; an unconditional task's neighbours
-    are copies of it (there is no text to vary); an audio-prompted task's neighbours keep
-    its audio prompt with another text. AudioLDM: another prompt (steps, length, guidance
-    and negative prompt are shared by one pipeline call). A chain has no neighbours: its
-    audio prompt exists only after its own text stage.
-    """
-    if batch_size > 1 and kind == "chain":
-        raise ValueError(f"batch_size {batch_size} is not supported for chain tasks: the audio stage's prompt is the "
-                         f"text stage's answer, so a chain runs alone (use batch_size 1)")
-    out: list[Task] = []
-    for i in range(batch_size - 1):
-        prompt = NEIGHBOUR_PROMPTS[i % len(NEIGHBOUR_PROMPTS)]
-        if kind == "gpt":
-            out.append(task.model_copy(update={"messages": [parse_task(
-                {"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]]}))
-        elif kind == "audio" and task.unconditional:
-            out.append(task)
-        elif kind in ("audio", "audioldm"):  # audio_prompt (if any) and every other field stay
-            out.append(task.model_copy(update={"prompt": prompt}))
-        else:
-            raise ValueError(f"batch_size > 1 is not supported for {kind} tasks")
-    return out
+    """Other tasks that share the target's forward pass (same settings, other prompts), as
+    the kind declares them (``harness.spec.kinds``); a kind that declares none runs alone."""
+    spec = KINDS.get(kind)
+    if spec.neighbours is not None:
+        return spec.load("neighbours")(task, batch_size)
+    if batch_size > 1:
+        raise ValueError(f"batch_size > 1 is not supported for {kind} tasks")
+    return []
 
 
 class PeakRSS:

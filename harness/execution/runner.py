@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.errors import HarnessError
+from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
 from harness.store.records import Record, identity
 from harness.store.run import RunStore, StoreError, new_run_id
@@ -32,7 +34,7 @@ from harness.store.run import RunStore, StoreError, new_run_id
 FINAL = ("ok", "skipped")  # cells with these records are not run again on resume
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(HarnessError, RuntimeError):
     pass
 
 
@@ -58,8 +60,9 @@ def cell_payload(cell: Cell, lint: list[str]) -> dict[str, Any]:
 
 
 def _model_of(cell: Cell) -> str:
+    """The task's model; a staged kind's (a chain's) models, in stage order."""
     doc = cell.task_doc
-    return doc.get("model") or f"{doc['text_stage']['model']} -> {doc['audio_stage']['model']}"
+    return doc.get("model") or " -> ".join(doc[stage]["model"] for stage in KINDS.get(cell.kind).stages)
 
 
 class LocalProcessExecutor:

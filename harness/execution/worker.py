@@ -82,31 +82,6 @@ def _is_cpu_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
 
 
-def _load_engine_plugins() -> None:
-    """``HARNESS_ENGINES="audio=pkg.mod:Class,..."`` replaces engines (adapters, test doubles)."""
-    spec = os.environ.get("HARNESS_ENGINES")
-    if not spec:
-        return
-    import importlib
-
-    from harness.engines import base
-
-    overrides = {}
-    for item in spec.split(","):
-        kind, _, target = item.partition("=")
-        module, _, attr = target.partition(":")
-        overrides[kind.strip()] = getattr(importlib.import_module(module), attr)
-    original = base.get_engine
-
-    def get_engine(kind: str):
-        return overrides[kind]() if kind in overrides else original(kind)
-
-    base.get_engine = get_engine
-    import harness.execution.execute
-
-    harness.execution.execute.get_engine = get_engine
-
-
 def run_job(job: dict[str, Any], proto: TextIO) -> None:
     from harness.determinism import apply_environment
 
@@ -118,7 +93,6 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
     from harness.store.run import RunStore
     from harness.spec.tasks import TaskError, parse_task
 
-    _load_engine_plugins()
 
     def emit(event: dict[str, Any]) -> None:
         proto.write(json.dumps(event) + "\n")

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.models.tiny import TINY_NAMES, ensure_tiny, weights_digest
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(HarnessError, LookupError):
     """The model is neither a tiny model, a local folder nor in the local HF cache."""
 
 
-class UnsupportedConfiguration(RuntimeError):
+class UnsupportedConfiguration(HarnessError, RuntimeError):
     """A dtype/quantization/device combination this machine cannot run (recorded as skipped)."""
 
 

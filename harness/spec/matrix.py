@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.compare.levels import Thresholds
 from harness.digests import digest_json
+from harness.errors import HarnessError
+from harness.spec.kinds import KINDS
 from harness.store.records import Axes
 from harness.spec.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
                            task_to_doc)
@@ -31,7 +33,7 @@ MAX_THREADS = 1024
 AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile")
 
 
-class MatrixError(ValueError):
+class MatrixError(HarnessError, ValueError):
     """A matrix that cannot be expanded; the message names the file and the field."""
 
 
@@ -96,8 +98,15 @@ class TaskEntry(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     file: str | None = None
     task: dict[str, Any] | None = None
-    kind: Literal["audio", "gpt", "audioldm", "chain"] | None = None
+    kind: str | None = None  # a registered kind (harness.spec.kinds); inferred from the fields when None
     axes: dict[str, Any] = Field(default_factory=dict)  # per-task axis overrides
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str | None) -> str | None:
+        if v is not None and v not in KINDS:
+            raise ValueError(f"unknown task kind {v!r}; available: {', '.join(KINDS.names())}")
+        return v
 
 
 class Gates(BaseModel):
@@ -273,9 +282,9 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
             axes.update(AxesSpec.model_validate({**spec.axes.model_dump(), **entry.axes}).model_dump())
         except ValidationError as err:
             raise MatrixError(f"$.tasks ({name}).axes: {format_validation_error(err)}") from None
-        axes["dtype"] = axes["dtype"] or [_task_field(doc, "dtype", "auto")]
-        axes["quantize_bits"] = axes["quantize_bits"] or [_task_field(doc, "quantize_bits", None)]
-        axes["seed"] = axes["seed"] or [_task_field(doc, "seed", 0)]
+        axes["dtype"] = axes["dtype"] or [_task_field(kind, doc, "dtype", "auto")]
+        axes["quantize_bits"] = axes["quantize_bits"] or [_task_field(kind, doc, "quantize_bits", None)]
+        axes["seed"] = axes["seed"] or [_task_field(kind, doc, "seed", 0)]
         axes["device"] = _devices(axes["device"], available) or axes["device"]
         total = 1
         for n in AXIS_NAMES:
@@ -310,16 +319,19 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
     return cells
 
 
-def _task_field(doc: dict[str, Any], name: str, default: Any) -> Any:
-    """A task's own value for an axis; a chain's is its text stage's (the axes set both)."""
-    return doc[name] if name in doc else doc.get("text_stage", {}).get(name, default)
+def _task_field(kind: str, doc: dict[str, Any], name: str, default: Any) -> Any:
+    """A task's own value for an axis; a staged kind's (a chain's) is its first stage's (the
+    axes set every stage)."""
+    stages = KINDS.get(kind).stages
+    return doc[name] if name in doc else doc.get(stages[0], {}).get(name, default) if stages else default
 
 
 def _apply(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """The task as this cell runs it: dtype, quantization and seed from the axes."""
     patch = {"dtype": values["dtype"], "quantize_bits": values["quantize_bits"], "seed": values["seed"]}
-    if kind == "chain":
-        return {**doc, "text_stage": {**doc["text_stage"], **patch}, "audio_stage": {**doc["audio_stage"], **patch}}
+    stages = KINDS.get(kind).stages  # a chain: the axes apply to each stage
+    if stages:
+        return {**doc, **{stage: {**doc[stage], **patch} for stage in stages}}
     return {**doc, **patch}
 
 

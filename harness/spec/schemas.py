@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.spec.tasks import TASK_MODELS
+from harness.spec.kinds import KINDS
 
 SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
-FILE_NAMES = {"audio": "text-to-audio-task.schema.json", "gpt": "gpt-inference-task.schema.json",
-              "audioldm": "audioldm-task.schema.json", "chain": "chain-task.schema.json"}
+
+
+def file_names() -> dict[str, str]:
+    """Kind -> shipped schema file name, for the kinds that ship one (see harness.spec.kinds)."""
+    return {kind: KINDS.get(kind).schema_file for kind in KINDS.names() if KINDS.get(kind).schema_file}
 
 
 def schema_for(kind: str) -> dict:
-    if kind not in TASK_MODELS:
-        raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(TASK_MODELS)}")
-    schema = TASK_MODELS[kind].model_json_schema()
+    if kind not in KINDS:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS.names())}")
+    schema = KINDS.get(kind).task_class().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
 
@@ -32,7 +35,7 @@ def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
     from harness.store.run import atomic_write_bytes
 
     written = []
-    for kind, name in FILE_NAMES.items():
+    for kind, name in file_names().items():
         atomic_write_bytes(folder / name, schema_text(kind).encode())
         written.append(folder / name)
     return written
@@ -41,7 +44,7 @@ def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
 def stale_schemas(folder: Path = SCHEMA_DIR) -> list[str]:
     """Names of shipped schema files that differ from what the models generate now."""
     stale = []
-    for kind, name in FILE_NAMES.items():
+    for kind, name in file_names().items():
         path = folder / name
         if not path.exists() or path.read_text() != schema_text(kind):
             stale.append(name)

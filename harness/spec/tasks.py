@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.errors import HarnessError
+from harness.spec.kinds import KINDS
+
 # Documented limits (README "Limits"). They bound what one task may ask of a worker.
 MAX_PROMPT_CHARS = 100_000
 MAX_MESSAGES = 256
@@ -214,19 +217,11 @@ class ChainTask(StrictModel):
         return v
 
 
-TaskKind = Literal["audio", "gpt", "audioldm", "chain"]
-Task = AudioTask | GPTTask | AudioLDMTask | ChainTask
-TASK_MODELS: dict[str, type[StrictModel]] = {
-    "audio": AudioTask,
-    "gpt": GPTTask,
-    "audioldm": AudioLDMTask,
-    "chain": ChainTask,
-}
-KIND_OF: dict[type, str] = {v: k for k, v in TASK_MODELS.items()}
+Task = AudioTask | GPTTask | AudioLDMTask | ChainTask  # the built-in kinds (harness.spec.kinds lists every kind)
 _AUDIOLDM_ONLY = {"negative_prompt", "num_inference_steps", "audio_length_in_s", "num_waveforms_per_prompt"}
 
 
-class TaskError(ValueError):
+class TaskError(HarnessError, ValueError):
     """A task document that cannot be used; ``str()`` is one line per problem, with its JSON path."""
 
 
@@ -284,10 +279,10 @@ def format_validation_error(err: ValidationError, limit: int = 20) -> str:
 def parse_task(doc: Any, kind: str | None = None) -> Task:
     """Validate a decoded JSON document as a task of ``kind`` (inferred when None)."""
     kind = kind or infer_kind(doc)
-    if kind not in TASK_MODELS:
-        raise TaskError(f"$: unknown task kind {kind!r} (expected one of {', '.join(TASK_MODELS)})")
+    if kind not in KINDS:
+        raise TaskError(f"$: unknown task kind {kind!r} (expected one of {', '.join(KINDS.names())})")
     try:
-        return TASK_MODELS[kind].model_validate(doc)
+        return KINDS.get(kind).task_class().model_validate(doc)
     except ValidationError as err:
         raise TaskError(format_validation_error(err)) from None
     except (RecursionError, ValueError, TypeError) as err:  # pathological nesting, odd inputs
@@ -339,7 +334,7 @@ def load_task_file(path: str | Path, kind: str | None = None) -> Task:
 
 
 def task_kind(task: Task) -> str:
-    return KIND_OF[type(task)]
+    return KINDS.of_task(task)
 
 
 def task_to_doc(task: Task) -> dict[str, Any]:

@@ -23,16 +23,13 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from harness.digests import digest_array
+from harness.errors import StoreError
 from harness.store.records import RECORD_SCHEMA_VERSION, Record
 
 MANIFEST_SCHEMA_VERSION = 1
 RESULTS = "results.jsonl"
 MANIFEST = "manifest.json"
 ARTIFACTS = "artifacts"
-
-
-class StoreError(RuntimeError):
-    """A run directory that cannot be used as asked; the message names the file and the problem."""
 
 
 class RunLocked(StoreError):

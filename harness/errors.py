@@ -1,0 +1,19 @@
+"""The root of every error the harness raises on purpose.
+
+Why one root: the CLI turns an expected failure into one ``error: ...`` line (exit 2) and
+anything else into a bug report; callers that must survive an unreadable artifact catch
+``StoreError`` (a file that cannot be used as asked), never ``Exception``, so real bugs in
+comparison or analysis code still surface. Each class keeps its historical builtin base
+(``ValueError``, ``RuntimeError`` ...) so existing ``except`` clauses behave as before.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """An expected failure; ``str()`` names the input (file, field, cell) and the problem."""
+
+
+class StoreError(HarnessError, RuntimeError):
+    """A run directory, bundle or results file that cannot be used as asked; the message
+    names the file and the problem."""
