@@ -16,7 +16,9 @@ import pytest
 
 from harness.analysis.model import (Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow,
                                    PairResult)
-from harness.report.run import render_html, render_json, render_markdown, write_reports
+from harness.report.html import render_html
+from harness.report.run import render_json, render_markdown
+from harness.report.write import write_reports
 from harness.store.run import RunStore
 
 GOLDEN = Path(__file__).parent / "data" / "report_golden.md"

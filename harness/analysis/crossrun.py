@@ -322,7 +322,7 @@ def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) 
         c = compare(side_a.get(ra), side_b.get(rb), side_a.thresholds)
         m.level, m.metrics, m.first_divergence, m.steps_total = c.level, c.metrics, c.first_divergence, c.steps_total
         m.within_a, m.within_b = side_a.within(sa), side_b.within(sb)
-    except Exception as err:  # a corrupted or missing artifact: reported, never a crash
+    except StoreError as err:  # a corrupted or missing artifact: reported, never a crash; a bug still surfaces
         m.error = f"{ra.cell_id} vs {rb.cell_id}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return m
 

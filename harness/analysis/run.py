@@ -23,7 +23,7 @@ from harness.digests import digest_json
 from harness.spec.kinds import KINDS, load_object
 from harness.compare.levels import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
 from harness.store.records import Record
-from harness.store.run import RunStore
+from harness.store.run import RunStore, StoreError
 
 REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads")
 VERDICT_ORDER = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")
@@ -42,7 +42,10 @@ class LazyArtifact(Mapping):
         return self._arrays
 
     def __getitem__(self, key: str) -> np.ndarray:
-        return self._load()[key]
+        arrays = self._load()
+        if key not in arrays:  # the record names an array its artifact lacks: a damaged artifact
+            raise StoreError(f"{self.record.artifact}: array {key!r} is missing from the artifact")
+        return arrays[key]
 
     def __contains__(self, key: object) -> bool:
         return key in self.record.digests and key not in ("output", "tokens", "response")
@@ -94,7 +97,7 @@ class _Comparer(ComparableCache):
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:
             c = compare(self.get(a), self.get(b), self.thresholds)
-        except Exception as err:  # a corrupted artifact is reported, never a crash
+        except StoreError as err:  # a corrupted artifact is reported, never a crash; a bug still surfaces
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
         stage = None
         attribute = KINDS.get(a.kind).attribute_stage if a.kind in KINDS else None
@@ -341,7 +344,7 @@ def verify_artifacts_of(store: RunStore, records: list[Record]) -> list[str]:
         if r.status == "ok" and r.artifact:
             try:
                 store.load_artifact(r.artifact, r.digests)
-            except Exception as err:
+            except StoreError as err:
                 problems.append(f"{r.cell_id}: {err}")
     return problems
 

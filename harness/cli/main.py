@@ -138,7 +138,7 @@ def cmd_expand(args) -> int:
 def _write_reports(run_dir: Path, formats: list[str], verify: bool = False):
     """Analyse, write the reports, and print their paths and one verdict line per config."""
     from harness.analysis.run import analyze_run
-    from harness.report.run import write_reports
+    from harness.report.write import write_reports
 
     analysis = analyze_run(run_dir, verify_artifacts=verify)
     for path in write_reports(analysis, run_dir, formats):

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from harness.digests import digest_array
 from harness.compare.fingerprint import audio_fingerprint, hamming
+from harness.spec.policy import Thresholds
 
 if TYPE_CHECKING:
     from harness.outputs import Output
@@ -29,17 +30,6 @@ SNR_CLAMP_DB = 200.0
 #: arrays whose generation step is not axis 0 (token_ids is (choices, new_tokens))
 STEP_AXIS = {"token_ids": 1}
 _CHUNK = 1 << 20
-
-
-class Thresholds(BaseModel):
-    """Acceptance bars; rel-L2 <= 0.10 and cosine >= 0.99 is a published audio bar."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    rel_l2_max: float = Field(0.10, ge=0)
-    cosine_min: float = Field(0.99, ge=-1, le=1)
-    hamming_max: int = Field(8, ge=0)
-    fingerprint_bits: int = Field(64, gt=0)
-    max_length_mismatch: float = Field(0.01, ge=0, le=1)
 
 
 class Comparison(BaseModel):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.models.tiny import _WORDS, TINY_SEED, seeded_fill
+from harness.models.seeded import _WORDS, TINY_SEED, seeded_fill
 
 MEL_BINS = 64  # vocoder model_in_dim; real AudioLDM uses 64 as well
 SAMPLING_RATE = 16000
@@ -34,7 +34,7 @@ _SEED_OFFSETS = {"text_encoder": 1, "unet": 2, "vae": 3, "vocoder": 4}
 def _roberta_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """RoBERTa/CLAP layout (<s>=0, <pad>=1, </s>=2, <unk>=3), the 256 byte symbols, then
     deterministic merges that build each fixed word left to right, then <mask>."""
-    from harness.models.tiny import byte_level_bpe
+    from harness.models.seeded import byte_level_bpe
 
     vocab, merges = byte_level_bpe([*_WORDS, *_EXTRA_WORDS], specials=("<s>", "<pad>", "</s>", "<unk>"))
     vocab["<mask>"] = len(vocab)

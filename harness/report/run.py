@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary
-from harness.store.run import atomic_write_bytes
 
 RULES = ("bitwise", "tokens", "tolerance", "perceptual")
 LEVEL_ORDER = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
@@ -275,26 +273,3 @@ def render_json(a: Analysis) -> str:
     except ValueError:
         raise ValueError(f"analysis field {_non_finite_path(doc)} is not a finite number; "
                          f"JSON cannot hold NaN or infinity") from None
-
-
-# --- HTML and files --------------------------------------------------------------------------------
-def render_html(a: Analysis, run_dir: Path | None = None) -> str:
-    """One self-contained HTML page; ``run_dir`` is where the example artifacts are read."""
-    from harness.report.html import render_html as _render
-
-    return _render(a, run_dir)
-
-
-def write_reports(a: Analysis, run_dir: Path, formats: list[str]) -> list[Path]:
-    """Write report.md / report.html / report.json into ``run_dir`` atomically, as asked."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown report format {unknown[0]!r}; expected one of {', '.join(FORMATS)}")
-    run_dir = Path(run_dir)
-    written: list[Path] = []
-    for f in dict.fromkeys(formats):
-        text = {"md": render_markdown, "json": render_json}[f](a) if f != "html" else render_html(a, run_dir)
-        path = run_dir / FORMATS[f]
-        atomic_write_bytes(path, text.encode("utf-8"))
-        written.append(path)
-    return written

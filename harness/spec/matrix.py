@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.compare.levels import Thresholds
 from harness.digests import digest_json
 from harness.errors import HarnessError
 from harness.spec.kinds import KINDS
+from harness.spec.policy import Gates, Thresholds
 from harness.store.records import Axes
 from harness.spec.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
                            task_to_doc)
@@ -107,18 +107,6 @@ class TaskEntry(BaseModel):
         if v is not None and v not in KINDS:
             raise ValueError(f"unknown task kind {v!r}; available: {', '.join(KINDS.names())}")
         return v
-
-
-class Gates(BaseModel):
-    """Which verdicts fail ``harness run`` (its exit code is how CI gates)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
-        default_factory=lambda: ["not_ready", "failed"])
-    # Comparisons that decide the verdict; the others are still measured and reported.
-    verdict_dimensions: list[Literal["repeat", "process", "batch", "threads"]] = Field(
-        default_factory=lambda: ["repeat", "process", "batch", "threads"], min_length=1)
 
 
 class MatrixSpec(BaseModel):

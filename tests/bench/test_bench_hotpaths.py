@@ -13,7 +13,8 @@ import harness.compare.levels as compare_mod
 from harness.analysis.run import analyze_run
 from harness.compare.levels import Comparable, compare
 from harness.digests import digest_array
-from harness.report.run import render_html, render_json, render_markdown
+from harness.report.html import render_html
+from harness.report.run import render_json, render_markdown
 from harness.store.run import RunStore
 from tests.synthetic import music
 

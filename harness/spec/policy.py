@@ -1,0 +1,35 @@
+"""Policy: the acceptance thresholds and the CI gates a matrix sets.
+
+Why its own module: they are what the user asks for (a matrix's ``thresholds`` and
+``gates``), read by the comparison (thresholds) and the analysis (gates); keeping them in
+the spec stage means the matrix never imports the comparison code that applies them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Thresholds(BaseModel):
+    """Acceptance bars; rel-L2 <= 0.10 and cosine >= 0.99 is a published audio bar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    rel_l2_max: float = Field(0.10, ge=0)
+    cosine_min: float = Field(0.99, ge=-1, le=1)
+    hamming_max: int = Field(8, ge=0)
+    fingerprint_bits: int = Field(64, gt=0)
+    max_length_mismatch: float = Field(0.01, ge=0, le=1)
+
+
+class Gates(BaseModel):
+    """Which verdicts fail ``harness run`` (its exit code is how CI gates)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
+        default_factory=lambda: ["not_ready", "failed"])
+    # Comparisons that decide the verdict; the others are still measured and reported.
+    verdict_dimensions: list[Literal["repeat", "process", "batch", "threads"]] = Field(
+        default_factory=lambda: ["repeat", "process", "batch", "threads"], min_length=1)
