@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.hubenv import apply_library_env
+
 ROOT = Path(__file__).parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+apply_library_env()  # the offline defaults, before any library loads
 
 
 @pytest.fixture(scope="session", autouse=True)

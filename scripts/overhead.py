@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MATRIX = ROOT / "matrices" / "overhead.toml"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from harness.hubenv import LIBRARY_ENV  # noqa: E402
 from harness.spec.matrix import dump_matrix  # noqa: E402
 QUICK = {"max_new_tokens": 256, "seeds": [1, 2], "repeats": 4}
 # The fields a node fills from its defaults when a task leaves them out (harness.engines.musicgen
@@ -145,8 +146,7 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, su
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg")
+    env.update(LIBRARY_ENV, MPLBACKEND="Agg")
     return env
 
 

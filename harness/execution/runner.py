@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.errors import HarnessError
+from harness.hubenv import apply_library_env
 from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
 from harness.store.records import Record, identity
@@ -78,10 +79,7 @@ class LocalProcessExecutor:
         with os.fdopen(fd, "w") as fh:
             json.dump({"run_dir": job.run_dir, "profile": job.profile, "cells": cells, "parent_pid": os.getpid()}, fh)
         env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        apply_library_env(env)
         log = open(Path(job.run_dir) / f"worker-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log", "ab")
         proc = subprocess.Popen([self.python, "-m", "harness.execution.worker", path], stdout=subprocess.PIPE, stderr=log,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -40,6 +40,7 @@ import pandas as pd
 
 from harness.compare.levels import Comparable, Thresholds
 from harness.digests import digest_array
+from harness.hubenv import apply_library_env
 from harness.compare.validators import VALIDATORS, add_noise, error_rates, time_shift, truncate, with_waveform
 
 PROMPTS = ("80s pop track with bassy drums and synth", "calm acoustic guitar with a soft piano melody")
@@ -116,9 +117,7 @@ def _start_worker(docs: list[tuple[dict[str, Any], int]], folder: Path) -> subpr
     jobs = folder / "jobs.json"
     jobs.write_text(json.dumps([[d, t] for d, t in docs]))
     env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    apply_library_env(env)
     with open(folder / "worker.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "harness.workflows.validator_study", "--worker", str(jobs),
                                  str(folder / "out.npz")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
