@@ -46,7 +46,7 @@ def cost_rows_for_run(store: RunStore | str | Path) -> list[dict[str, Any]]:
     ``executions`` and ``statuses`` for display."""
     store = _as_store(store)
     manifest = store.manifest()
-    env_key = cost_key(manifest.get("environment") or {})
+    env_key = cost_key(manifest.environment or {})
     by_config: dict[str, list[Record]] = defaultdict(list)
     for r in latest_records(store.load_records().records):
         by_config[r.config_id].append(r)

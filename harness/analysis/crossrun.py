@@ -31,6 +31,7 @@ from harness.compare.levels import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.execution.env import differing_fields
 from harness.store.records import Record
+from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
@@ -169,9 +170,9 @@ def _match_key(r: Record, ignore: str | None, tasks: dict[str, Any]) -> str:
     return digest_json({"task": base, "kind": r.kind, "axes": axes})[:16]
 
 
-def _specs(store: RunStore, manifest: dict[str, Any], ignore: str | None) -> tuple[dict[str, list[_Spec]], list[str], int]:
+def _specs(store: RunStore, manifest: Manifest, ignore: str | None) -> tuple[dict[str, list[_Spec]], list[str], int]:
     loaded = store.load_records()
-    tasks = manifest.get("matrix", {}).get("tasks", {}) or {}
+    tasks = manifest.matrix_tasks
     by_spec: dict[str, _Spec] = {}
     for r in latest_records(loaded.records):
         spec = by_spec.get(r.spec_hash)
@@ -223,17 +224,16 @@ def _unwrap(run: Any) -> tuple[RunStore, str, str | None, str | None]:
     raise TypeError(f"expected a RunStore or an opened run, got {type(run).__name__}")
 
 
-def thresholds_of(manifest: dict[str, Any]) -> Thresholds:
+def thresholds_of(manifest: Manifest) -> Thresholds:
     """The thresholds a run's matrix declared (defaults where it declared none)."""
-    doc = manifest.get("matrix", {}).get("spec", {}).get("thresholds", {}) or {}
+    doc = manifest.matrix_spec.get("thresholds", {}) or {}
     return Thresholds(**{k: v for k, v in doc.items() if k in Thresholds.model_fields})
 
 
-def _side_info(label: str, source: str, manifest: dict[str, Any], records: int, bundle_sha: str | None,
+def _side_info(label: str, source: str, manifest: Manifest, records: int, bundle_sha: str | None,
                manifest_sha: str | None) -> RunSide:
-    return RunSide(label=label, source=source, run_id=str(manifest.get("run_id", Path(source).name)),
-                   matrix=str(manifest.get("matrix", {}).get("spec", {}).get("name", "?")),
-                   environment=manifest.get("environment", {}) or {}, records=records, bundle_sha256=bundle_sha,
+    return RunSide(label=label, source=source, run_id=str(manifest.run_id or Path(source).name),
+                   matrix=manifest.matrix_name, environment=manifest.environment or {}, records=records, bundle_sha256=bundle_sha,
                    manifest_sha256=manifest_sha)
 
 
@@ -249,11 +249,12 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
     store_a, source_a, bsha_a, msha_a = _unwrap(run_a)
     store_b, source_b, bsha_b, msha_b = _unwrap(run_b)
     man_a, man_b = store_a.manifest(), store_b.manifest()
+    check_metadata(man_a, man_b, CHECKED_ON_COMPARE, f"cannot compare {source_a} with {source_b}")
     thr = thresholds or thresholds_of(man_a)
     keys_a, problems_a, n_a = _specs(store_a, man_a, ignore)
     keys_b, problems_b, n_b = _specs(store_b, man_b, ignore)
     side_a, side_b = _Side(store_a, thr), _Side(store_b, thr)
-    env_a, env_b = man_a.get("environment", {}) or {}, man_b.get("environment", {}) or {}
+    env_a, env_b = man_a.environment or {}, man_b.environment or {}
     env_diff = differing_fields(env_a, env_b)
     result = CrossRunResult(
         match=match, thresholds=thr.model_dump(),

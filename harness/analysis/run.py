@@ -354,7 +354,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     manifest = store.manifest()
     loaded = store.load_records()
     records = latest_records(loaded.records)
-    spec = manifest.get("matrix", {}).get("spec", {})
+    spec = manifest.matrix_spec
     thr_doc = {k: v for k, v in spec.get("thresholds", {}).items() if k in Thresholds.model_fields}
     thresholds = Thresholds(**thr_doc)
     fail_on = spec.get("gates", {}).get("fail_on", ["not_ready", "failed"])
@@ -411,9 +411,9 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         gates.append(GateResult(config_id=c.config_id, passed=not failed,
                                 reason=f"{c.verdict}: {c.reason}" + (f"; {c.seed_note}" if c.seed_note else "")))
     return Analysis(
-        run_id=manifest.get("run_id", Path(run_dir).name), run_dir=str(run_dir), matrix=spec.get("name", "?"),
-        description=spec.get("description", ""), harness_version=manifest.get("harness_version"),
-        environment=manifest.get("environment", {}), tiny_models=manifest.get("tiny_models", {}),
+        run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
+        description=spec.get("description", ""), harness_version=manifest.harness_version,
+        environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
         thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
     )

@@ -103,7 +103,7 @@ def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:
     """float32 (samples, channels) WAV, written atomically."""
     from scipy.io import wavfile
 
-    from harness.store.run import atomic_write_bytes
+    from harness.store.files import atomic_write_bytes
 
     buf = io.BytesIO()
     wavfile.write(buf, rate, np.asarray(waveform, dtype=np.float32))

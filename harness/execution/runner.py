@@ -29,6 +29,7 @@ from harness.errors import HarnessError
 from harness.hubenv import apply_library_env
 from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
+from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
 from harness.store.records import Record, identity
 from harness.store.run import RunStore, StoreError, new_run_id
 
@@ -228,17 +229,24 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         store = RunStore(run_dir)
         store.lock()
         manifest = store.manifest()
-        if manifest.get("matrix_digest") != matrix_digest:
+        if manifest.matrix_digest != matrix_digest:
             store.unlock()
             raise StoreError(f"{run_dir}: this run was made from a different matrix; resume it with the same matrix file")
+        here = Manifest(harness_version=__version__, matrix_digest=matrix_digest, tiny_models=tiny_models_of(matrix))
+        try:  # records from another harness or other tiny weights must not be merged into this run
+            check_metadata(manifest, here, CHECKED_ON_MERGE, f"{run_dir}: cannot resume",
+                           "; finish it with the harness and tiny models that began it")
+        except StoreError:
+            store.unlock()
+            raise
     else:
         if (run_dir / "results.jsonl").exists():
             raise StoreError(f"{run_dir}: already holds results; use --resume to finish it or choose another --out")
-        store = RunStore.create(run_dir, {
-            "harness_version": __version__, "run_id": run_dir.name, "created_at": time.time(),
-            "matrix": matrix.to_doc(), "matrix_digest": matrix_digest, "environment": None,
-            "tiny_models": tiny_models_of(matrix), "status": "running", "devices": devices,
-        })
+        store = RunStore.create(run_dir, Manifest(
+            harness_version=__version__, run_id=run_dir.name, created_at=time.time(),
+            matrix=matrix.to_doc(), matrix_digest=matrix_digest, environment=None,
+            tiny_models=tiny_models_of(matrix), status="running", devices=devices,
+        ))
     summary = RunSummary(run_dir=run_dir, total=len(cells))
     try:
         note = store.repair_tail()
@@ -251,7 +259,7 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         summary.resumed_skipped = len(cells) - len(pending)
         lint = _lint_for(matrix, pending)
         _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress)
-        if not store.manifest().get("environment"):  # no worker started (all skipped or done)
+        if not store.manifest().environment:  # no worker started (all skipped or done)
             from harness.execution.env import fingerprint
 
             store.update_manifest(environment=fingerprint())
@@ -284,7 +292,7 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
 
     def on_ready(event: dict[str, Any]) -> None:
         """The environment is the one the workers really ran in (recorded once per run)."""
-        if event.get("environment") and not store.manifest().get("environment"):
+        if event.get("environment") and not store.manifest().environment:
             store.update_manifest(environment=event["environment"])
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.analysis.model import Analysis
 from harness.report.html import render_html
 from harness.report.run import FORMATS, render_json, render_markdown
-from harness.store.run import atomic_write_bytes
+from harness.store.files import atomic_write_bytes
 
 
 def write_reports(a: Analysis, run_dir: Path, formats: list[str]) -> list[Path]:

@@ -32,7 +32,7 @@ def schema_text(kind: str) -> str:
 
 
 def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
-    from harness.store.run import atomic_write_bytes
+    from harness.store.files import atomic_write_bytes
 
     written = []
     for kind, name in file_names().items():

@@ -153,9 +153,9 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
         "files": files,
         "manifest_sha256": files[MANIFEST],
         "summary": {
-            "run_id": manifest.get("run_id", run_dir.name),
+            "run_id": manifest.run_id if "run_id" in manifest.model_fields_set else run_dir.name,
             "records": len(loaded.records),
-            "environment": manifest.get("environment", {}),
+            "environment": manifest.environment if "environment" in manifest.model_fields_set else {},
             "determinism": determinism_summary([r for r in loaded.records if r.status == "ok"]),
         },
     }

@@ -12,21 +12,21 @@ from __future__ import annotations
 import gc
 import json
 import os
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from harness.digests import digest_array
 from harness.errors import StoreError
+# atomic_output, atomic_write_bytes and check_version are re-exported for callers of the old path
+from harness.store.files import (atomic_output, atomic_write_bytes, atomic_write_json, check_version,  # noqa: F401
+                                 read_json_file)
+from harness.store.manifest import MANIFEST_SCHEMA_VERSION, Manifest, parse_manifest  # noqa: F401
 from harness.store.records import RECORD_SCHEMA_VERSION, Record
 
-MANIFEST_SCHEMA_VERSION = 1
 RESULTS = "results.jsonl"
 MANIFEST = "manifest.json"
 ARTIFACTS = "artifacts"
@@ -34,72 +34,6 @@ ARTIFACTS = "artifacts"
 
 class RunLocked(StoreError):
     pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """A binary handle on a temporary file beside ``path``; when the block ends normally it is
-    fsynced, given the usual permissions (mkstemp makes 0600) and renamed over ``path``; when
-    it raises, the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    with atomic_output(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-
-
-def read_json_file(path: Path, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise StoreError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise StoreError(f"{path}: {what} is not valid JSON ({err})") from None
-
-
-def check_version(found: Any, supported: int, where: str) -> None:
-    if not isinstance(found, int):
-        raise StoreError(f"{where}: schema_version is missing or not an integer")
-    if found > supported:
-        raise StoreError(f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
-                         f"upgrade consensus-harness to read it")
 
 
 @dataclass
@@ -117,12 +51,13 @@ class RunStore:
 
     # --- creation and locking -------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, manifest: dict[str, Any]) -> "RunStore":
+    def create(cls, path: str | Path, manifest: Manifest | dict[str, Any]) -> "RunStore":
         store = cls(path)
         store.path.mkdir(parents=True, exist_ok=True)
         (store.path / ARTIFACTS).mkdir(exist_ok=True)
         store.lock()
         if not (store.path / MANIFEST).exists():
+            manifest = manifest.to_doc() if isinstance(manifest, Manifest) else manifest
             atomic_write_json(store.path / MANIFEST, {"schema_version": MANIFEST_SCHEMA_VERSION, **manifest})
         return store
 
@@ -145,7 +80,12 @@ class RunStore:
             self._lock = None
 
     # --- manifest ---------------------------------------------------------------------------
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
+        """The manifest, upgraded to this harness's version and typed (harness.store.manifest)."""
+        return parse_manifest(self.manifest_doc(), str(self.path / MANIFEST))
+
+    def manifest_doc(self) -> dict[str, Any]:
+        """The manifest as stored (a JSON object whose version this harness can read)."""
         data = read_json_file(self.path / MANIFEST, "manifest")
         if not isinstance(data, dict):
             raise StoreError(f"{self.path / MANIFEST}: manifest must be a JSON object")
@@ -153,7 +93,7 @@ class RunStore:
         return data
 
     def update_manifest(self, **fields: Any) -> None:
-        data = self.manifest()
+        data = self.manifest().to_doc()  # upgraded to this version before it is rewritten
         data.update(fields)
         atomic_write_json(self.path / MANIFEST, data)
 

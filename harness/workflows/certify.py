@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from harness.store.bundle import open_bundle
+from harness.store.manifest import Manifest
 from harness.compare.levels import level_rank, worst_level
 from harness.compare.agreement import simulate
 from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
@@ -98,9 +99,9 @@ def inline_doc(matrix: Matrix) -> dict[str, Any]:
     return spec
 
 
-def reference_matrix(manifest: dict[str, Any], where: str) -> Matrix:
+def reference_matrix(manifest: Manifest, where: str) -> Matrix:
     """Rebuild the matrix a run was made from, out of its manifest alone."""
-    m = manifest.get("matrix")
+    m = manifest.matrix
     if not isinstance(m, dict) or not isinstance(m.get("spec"), dict) or not isinstance(m.get("tasks"), dict):
         raise CertifyError(f"{where}: its manifest holds no matrix to rebuild")
     spec = copy.deepcopy(m["spec"])
@@ -241,7 +242,7 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
         manifest = ref.store.manifest()
         ref_records = ref.store.load_records().records
         ref_specs = {r.spec_hash for r in ref_records}
-        ref_devices = [str(d) for d in manifest.get("devices") or ["cpu"]]
+        ref_devices = [str(d) for d in manifest.devices or ["cpu"]]
         max_cells = max(MAX_CELLS, len(ref_records))
         if matrix is None:
             rebuilt = reference_matrix(manifest, where)
@@ -253,7 +254,7 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
             if lost:
                 first = next(r.cell_id for r in ref_records if r.spec_hash == lost[0])
                 raise CertifyError(f"{where}: {len(lost)} of its cells do not rebuild with the same spec hash (first: "
-                                   f"{first}); made by harness {manifest.get('harness_version')}, this is "
+                                   f"{first}); made by harness {manifest.harness_version}, this is "
                                    f"{_version()}: certify with --matrix and the original matrix file")
             expected = ref_specs
         else:

@@ -1,0 +1,102 @@
+"""File utilities every stored format shares: atomic writes and versioned JSON.
+
+Why atomic: results are data users keep; a crash or a full disk must leave either the old
+file or the new one, never half of each (write a temporary file beside the target, fsync,
+rename, fsync the folder). Why versioned: every file carries a ``schema_version``; a newer
+one is refused with a clear message, an older one is upgraded step by step through the
+format's ``update_to_N`` functions (as asv does), and one without an upgrade path is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from harness.errors import StoreError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside ``path``; when the block ends normally it is
+    fsynced, given the usual permissions (mkstemp makes 0600) and renamed over ``path``; when
+    it raises, the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    with atomic_output(path) as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: {what} is not valid JSON ({err})") from None
+
+
+def check_version(found: Any, supported: int, where: str) -> None:
+    if not isinstance(found, int):
+        raise StoreError(f"{where}: schema_version is missing or not an integer")
+    if found > supported:
+        raise StoreError(f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
+                         f"upgrade consensus-harness to read it")
+
+
+def upgrade(doc: dict[str, Any], supported: int, upgrades: Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]],
+            where: str) -> dict[str, Any]:
+    """``doc`` brought to version ``supported``: a newer version is refused, an older one goes
+    through ``upgrades[n]`` (asv's ``update_to_n``: version n-1 -> n) one version at a time."""
+    found = doc.get("schema_version")
+    check_version(found, supported, where)
+    while found < supported:
+        step = upgrades.get(found + 1)
+        if step is None:
+            raise StoreError(f"{where}: schema_version {found} is older than this harness reads ({supported}) and "
+                             f"there is no upgrade from it")
+        doc = {**step(dict(doc)), "schema_version": found + 1}
+        found += 1
+    return doc
