@@ -11,7 +11,6 @@ new worker carries on with the rest; ``resume`` re-runs only what has no final r
 from __future__ import annotations
 
 import errno
-import json
 import os
 import queue
 import signal
@@ -26,11 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.errors import HarnessError
+from harness.execution.protocol import CellPayload, Done, Ready, RecordEvent, Start, WorkerJob, parse_event
 from harness.hubenv import apply_library_env
 from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
-from harness.store.records import Record, identity
+from harness.store.records import Record
 from harness.store.run import RunStore, StoreError, new_run_id
 
 FINAL = ("ok", "skipped")  # cells with these records are not run again on resume
@@ -46,19 +46,22 @@ class Job:
     device: str
     profile: str
     worker: int
-    cells: list[dict[str, Any]]
+    cells: list[CellPayload]
     timeout_s: float
 
 
 class Executor(Protocol):
-    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None],
-            on_ready: Callable[[dict[str, Any]], None] | None = None) -> None: ...
+    """Runs a job's cells and reports each cell's record (a Record, or the dict of a failure
+    the executor itself observed) and the workers' ``ready`` events."""
+
+    def run(self, job: Job, on_record: Callable[[Record | dict[str, Any]], None],
+            on_ready: Callable[[Ready], None] | None = None) -> None: ...
 
 
-def cell_payload(cell: Cell, lint: list[str]) -> dict[str, Any]:
-    return {"cell_id": cell.cell_id, "spec_hash": cell.spec_hash, "config_id": cell.config_id,
-            "task_name": cell.task_name, "kind": cell.kind, "model": _model_of(cell), "axes": cell.axes.model_dump(),
-            "task_doc": cell.task_doc, "lint": lint, "artifact_name": cell.cell_id.replace("/", "__")}
+def cell_payload(cell: Cell, lint: list[str]) -> CellPayload:
+    return CellPayload(cell_id=cell.cell_id, spec_hash=cell.spec_hash, config_id=cell.config_id,
+                       task_name=cell.task_name, kind=cell.kind, model=_model_of(cell), axes=cell.axes,
+                       task_doc=cell.task_doc, lint=lint, artifact_name=cell.cell_id.replace("/", "__"))
 
 
 def _model_of(cell: Cell) -> str:
@@ -75,10 +78,10 @@ class LocalProcessExecutor:
         self.env = env
         self.current: subprocess.Popen | None = None
 
-    def _start(self, job: Job, cells: list[dict[str, Any]]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
+    def _start(self, job: Job, cells: list[CellPayload]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"run_dir": job.run_dir, "profile": job.profile, "cells": cells, "parent_pid": os.getpid()}, fh)
+            fh.write(WorkerJob(run_dir=job.run_dir, profile=job.profile, cells=cells, parent_pid=os.getpid()).model_dump_json())
         env = dict(os.environ if self.env is None else self.env)
         apply_library_env(env)
         log = open(Path(job.run_dir) / f"worker-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log", "ab")
@@ -90,10 +93,9 @@ class LocalProcessExecutor:
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                try:
-                    events.put(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+                event = parse_event(line)
+                if event is not None:
+                    events.put(event)
             events.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -109,14 +111,14 @@ class LocalProcessExecutor:
                 proc.kill()
             proc.wait()
 
-    def run(self, job: Job, on_record: Callable[[dict[str, Any]], None],
-            on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def run(self, job: Job, on_record: Callable[[Record | dict[str, Any]], None],
+            on_ready: Callable[[Ready], None] | None = None) -> None:
         remaining = list(job.cells)
         # timeout_s = inf (valid TOML) means no timeout: a queue wait beyond TIMEOUT_MAX overflows
         limit = job.timeout_s if job.timeout_s < threading.TIMEOUT_MAX / 2 else None
         while remaining:
             proc, events, job_file = self._start(job, remaining)
-            in_flight: dict[str, Any] | None = None
+            in_flight: CellPayload | None = None
             deadline: float | None = None
             try:
                 while True:
@@ -138,16 +140,16 @@ class LocalProcessExecutor:
                         on_record(_failure(in_flight, "failed", f"worker {how} while running this cell"))
                         remaining = remaining[remaining.index(in_flight) + 1:]
                         break
-                    if event["event"] == "ready" and on_ready is not None:
+                    if isinstance(event, Ready) and on_ready is not None:
                         on_ready(event)
-                    elif event["event"] == "start":
-                        in_flight = next(c for c in remaining if c["cell_id"] == event["cell_id"])
+                    elif isinstance(event, Start):
+                        in_flight = next(c for c in remaining if c.cell_id == event.cell_id)
                         deadline = None if limit is None else time.monotonic() + limit
-                    elif event["event"] == "record":
-                        on_record(event["record"])
+                    elif isinstance(event, RecordEvent):
+                        on_record(event.record)
                         in_flight, deadline = None, None
-                        remaining = [c for c in remaining if c["cell_id"] != event["record"]["cell_id"]]
-                    elif event["event"] == "done":
+                        remaining = [c for c in remaining if c.cell_id != event.record.cell_id]
+                    elif isinstance(event, Done):
                         proc.wait()
                         remaining = []
                         break
@@ -160,8 +162,8 @@ class LocalProcessExecutor:
                     pass
 
 
-def _failure(cell: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
-    return {**identity(cell), "status": status, "reason": reason, "finished_at": time.time()}
+def _failure(cell: CellPayload, status: str, reason: str) -> dict[str, Any]:
+    return {**cell.identity(), "status": status, "reason": reason, "finished_at": time.time()}
 
 
 @dataclass
@@ -277,7 +279,7 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
              executor: Executor, progress: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    def write(record: dict[str, Any]) -> None:
+    def write(record: Record | dict[str, Any]) -> None:
         rec = Record.model_validate(record)
         try:
             store.append(rec)
@@ -290,10 +292,10 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
         summary.statuses[rec.status] = summary.statuses.get(rec.status, 0) + 1
         bar.update(task_id, advance=1, failures=summary.statuses.get("failed", 0) + summary.statuses.get("timeout", 0))
 
-    def on_ready(event: dict[str, Any]) -> None:
+    def on_ready(event: Ready) -> None:
         """The environment is the one the workers really ran in (recorded once per run)."""
-        if event.get("environment") and not store.manifest().environment:
-            store.update_manifest(environment=event["environment"])
+        if event.environment and not store.manifest().environment:
+            store.update_manifest(environment=event.environment)
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]

@@ -12,13 +12,14 @@ Fault injection for tests and drills (``HARNESS_FAULT``): ``kill:<glob>``, ``han
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
+
+from harness.execution.protocol import Done, Ready, RecordEvent, Start, WorkerJob, event_line
 
 
 def _one_line(err: BaseException) -> str:
@@ -82,39 +83,39 @@ def _is_cpu_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
 
 
-def run_job(job: dict[str, Any], proto: TextIO) -> None:
+def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     from harness.determinism import apply_environment
 
-    apply_environment(job["profile"])  # before torch is imported
+    job = WorkerJob.model_validate(job)
+    apply_environment(job.profile)  # before torch is imported
     from harness.engines.base import ModelCache
     from harness.execution.execute import execute
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
-    from harness.store.records import identity
+    from harness.store.records import Record
     from harness.store.run import RunStore
     from harness.spec.tasks import TaskError, parse_task
 
-
-    def emit(event: dict[str, Any]) -> None:
-        proto.write(json.dumps(event) + "\n")
+    def emit(event: Ready | Start | RecordEvent | Done) -> None:
+        proto.write(event_line(event))
         proto.flush()
 
-    store = RunStore(job["run_dir"])
+    store = RunStore(job.run_dir)
     cache = ModelCache()
     from harness.execution.env import fingerprint  # imports torch now, so no cell's timeout pays for it
 
-    emit({"event": "ready", "pid": os.getpid(), "environment": fingerprint()})
-    for cell in job["cells"]:
-        emit({"event": "start", "cell_id": cell["cell_id"], "t": time.time()})
-        base = identity(cell)
+    emit(Ready(pid=os.getpid(), environment=fingerprint()))
+    for cell in job.cells:
+        emit(Start(cell_id=cell.cell_id, t=time.time()))
+        base = cell.identity()
         base.update(worker_pid=os.getpid(), started_at=time.time())
         try:
-            _maybe_fault(cell["cell_id"])
-            task = parse_task(cell["task_doc"], cell["kind"])
-            axes = cell["axes"]
-            ex = execute(task, cell["kind"], axes["device"], cache, threads=axes["threads"], profile=axes["profile"],
-                         batch_size=axes["batch_size"])
+            _maybe_fault(cell.cell_id)
+            task = parse_task(cell.task_doc, cell.kind)
+            axes = cell.axes
+            ex = execute(task, cell.kind, axes.device, cache, threads=axes.threads, profile=axes.profile,
+                         batch_size=axes.batch_size)
             digests = ex.output.digests()
-            artifact = store.write_artifact(cell["artifact_name"], ex.output.arrays)
+            artifact = store.write_artifact(cell.artifact_name, ex.output.arrays)
             record = {**base, "status": "ok", "digests": digests, "artifact": artifact, "timings": ex.timings,
                       "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
                       "warnings": ex.warnings[:20], "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
@@ -139,8 +140,13 @@ def run_job(job: dict[str, Any], proto: TextIO) -> None:
             traceback.print_exc(file=sys.stderr)
             record = {**base, "status": "failed", "reason": reason}
         record["finished_at"] = time.time()
-        emit({"event": "record", "record": record})
-    emit({"event": "done"})
+        try:
+            typed = Record.model_validate(record)
+        except ValueError as err:  # a record the store would refuse: the cell failed, the worker goes on
+            typed = Record.model_validate({**base, "status": "failed", "finished_at": record["finished_at"],
+                                           "reason": f"invalid record ({_one_line(err)})"})
+        emit(RecordEvent(record=typed))
+    emit(Done())
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
@@ -164,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # libraries that print must not corrupt the protocol
-    job = json.loads(Path(argv[0]).read_text())
-    _die_with_parent(job.get("parent_pid"))
+    job = WorkerJob.model_validate_json(Path(argv[0]).read_text())
+    _die_with_parent(job.parent_pid)
     run_job(job, proto)
     proto.flush()
     sys.stdout.flush()
