@@ -118,6 +118,7 @@ class KindRegistry(Registry[KindSpec]):
         super().__init__("task kind")
         self._env_seen: tuple[str, str] | None = None
         self._engine_overrides: dict[str, str] = {}
+        self._before_env: dict[str, KindSpec | str | None] = {}  # what HARNESS_KINDS replaced (None: added)
 
     def add(self, spec: KindSpec, *, replace: bool = False) -> None:
         self.register(spec.name, spec, replace=replace)
@@ -127,10 +128,17 @@ class KindRegistry(Registry[KindSpec]):
         if env == self._env_seen:
             return
         self._env_seen = env
+        for name, before in self._before_env.items():  # the previous value's kinds go first
+            if before is None:
+                self.unregister(name)
+            else:
+                self.register(name, before, replace=True)
+        self._before_env = {}
         for ref in filter(None, (s.strip() for s in env[0].split(","))):
             spec = load_object(ref)
             if not isinstance(spec, KindSpec):
                 raise UnknownName(f"HARNESS_KINDS: {ref} is not a KindSpec")
+            self._before_env.setdefault(spec.name, self._entries.get(spec.name))
             self.register(spec.name, spec, replace=True)
         self._engine_overrides = {}
         for item in filter(None, (s.strip() for s in env[1].split(","))):
