@@ -32,6 +32,7 @@ from harness.compare.levels import level_rank, worst_level
 from harness.compare.agreement import simulate
 from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
 from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
+from harness.report.certificate import render_certificate
 from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
 
 CERTIFICATE_SCHEMA_VERSION = 1
@@ -299,72 +300,3 @@ def write_certificate(cert: Certificate, run_dir: Path) -> list[Path]:
     atomic_write_json(json_path, cert.model_dump(mode="json"))
     atomic_write_bytes(md_path, render_certificate(cert).encode())
     return [md_path, json_path]
-
-
-# --- rendering (decides nothing) --------------------------------------------------------------------
-
-ENV_FIELDS = ("processor", "cpu_count", "gpu_names", "driver", "cuda_runtime", "cudnn", "torch", "torch_threads",
-              "libraries.transformers", "libraries.bitsandbytes", "libraries.consensus-harness", "blas", "os")
-
-
-def _env_value(env: dict[str, Any], dotted: str) -> Any:
-    cur: Any = env
-    for part in dotted.split("."):
-        cur = cur.get(part) if isinstance(cur, dict) else None
-    return cur
-
-
-METRIC_KEYS = ("rel_l2", "cosine", "snr_db", "max_abs", "hamming")
-
-
-def fmt_metrics(metrics: dict[str, Any]) -> str:
-    """The closeness metrics, small numbers in scientific notation (max_abs 1.8e-07, not 0.000)."""
-    from harness.report.run import fmt
-
-    parts = []
-    for k in METRIC_KEYS:
-        if k in metrics:
-            v = metrics[k]
-            text = f"{v:.2e}" if isinstance(v, float) and v != 0 and abs(v) < 1e-3 else fmt(v)
-            parts.append(f"{k}={text}")
-    return ", ".join(parts) or "-"
-
-
-def render_certificate(cert: Certificate) -> str:
-    from harness.report.run import fmt, fmt_mapping, md_table
-
-    lines = [f"# Hardware certificate: {cert.candidate.run_id} against {cert.reference.run_id}", "",
-             f"**{cert.summary}**", ""]
-    if cert.emulation:
-        lines += [f"> Emulation: threads = {cert.emulation.get('threads')}. {cert.emulation.get('note')}.", ""]
-    lines += [f"Matched by `{cert.match}`; thresholds {fmt_mapping(cert.thresholds)}.", "",
-              "| | reference | candidate |", "|---|---|---|",
-              f"| run | {cert.reference.run_id} | {cert.candidate.run_id} |",
-              f"| source | {cert.reference.source} | {cert.candidate.source} |",
-              f"| bundle sha256 | {cert.reference.bundle_sha256 or '-'} | {cert.candidate.bundle_sha256 or '-'} |"]
-    for name in ENV_FIELDS:
-        a, b = _env_value(cert.reference.environment, name), _env_value(cert.candidate.environment, name)
-        mark = " (differs)" if a != b else ""
-        lines.append(f"| {name}{mark} | {fmt(a)} | {fmt(b)} |")
-    lines += ["", "Environment fields that differ: " + (", ".join(cert.environment_differs) or "none"), "",
-              "## Configurations", ""]
-    rows = [[c.config_id, c.verdict, str(c.compared), ", ".join(f"{k} {v}" for k, v in c.levels.items()) or "-",
-             fmt(c.first_divergence), fmt_metrics(c.metrics),
-             fmt(c.consensus.get("exact_hash", {}).get("p3of3")), fmt(c.consensus.get("tolerance", {}).get("p3of3")),
-             c.reason] for c in cert.configs]
-    lines += md_table((["configuration", "verdict", "cells", "levels", "first divergence", "worst pair metrics",
-                        "P(3/3) exact hash*", "P(3/3) tolerance*", "reason"], rows))
-    lines += ["\\* a network with half its nodes like the reference and half like the candidate.", ""]
-    issues = [(c.config_id, i) for c in cert.configs for i in c.issues]
-    if issues:
-        lines += ["## Cells not certified", ""] + [f"- {cid}: {i}" for cid, i in issues[:200]] + [""]
-    if cert.groups:
-        lines += ["## What differed", ""]
-        lines += md_table((["differing fields", "pairs", "levels", "worst"],
-                           [[", ".join(g.fields) or "(nothing recorded)", str(g.pairs),
-                             ", ".join(f"{k} {v}" for k, v in g.levels.items()), fmt(g.worst)] for g in cert.groups]))
-    for title, items in (("Not certified", cert.not_certified), ("Candidate cells without a reference", cert.unmatched_candidate),
-                         ("Problems", cert.problems)):
-        if items:
-            lines += [f"## {title}", ""] + [f"- {x}" for x in items[:200]] + [""]
-    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,77 @@
+"""Render a hardware certificate (harness.workflows.certify.Certificate) as Markdown.
+
+Rendering decides nothing: every verdict is in the certificate. It lives with the other
+renderers so Markdown is written in one place (report/); the certificate is passed in, never
+imported at run time (the workflows stage sits above the report stage).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from harness.report.run import fmt, fmt_mapping, md_table
+
+if TYPE_CHECKING:
+    from harness.workflows.certify import Certificate
+
+ENV_FIELDS = ("processor", "cpu_count", "gpu_names", "driver", "cuda_runtime", "cudnn", "torch", "torch_threads",
+              "libraries.transformers", "libraries.bitsandbytes", "libraries.consensus-harness", "blas", "os")
+
+
+def _env_value(env: dict[str, Any], dotted: str) -> Any:
+    cur: Any = env
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+METRIC_KEYS = ("rel_l2", "cosine", "snr_db", "max_abs", "hamming")
+
+
+def fmt_metrics(metrics: dict[str, Any]) -> str:
+    """The closeness metrics, small numbers in scientific notation (max_abs 1.8e-07, not 0.000)."""
+    parts = []
+    for k in METRIC_KEYS:
+        if k in metrics:
+            v = metrics[k]
+            text = f"{v:.2e}" if isinstance(v, float) and v != 0 and abs(v) < 1e-3 else fmt(v)
+            parts.append(f"{k}={text}")
+    return ", ".join(parts) or "-"
+
+
+def render_certificate(cert: Certificate) -> str:
+    lines = [f"# Hardware certificate: {cert.candidate.run_id} against {cert.reference.run_id}", "",
+             f"**{cert.summary}**", ""]
+    if cert.emulation:
+        lines += [f"> Emulation: threads = {cert.emulation.get('threads')}. {cert.emulation.get('note')}.", ""]
+    lines += [f"Matched by `{cert.match}`; thresholds {fmt_mapping(cert.thresholds)}.", "",
+              "| | reference | candidate |", "|---|---|---|",
+              f"| run | {cert.reference.run_id} | {cert.candidate.run_id} |",
+              f"| source | {cert.reference.source} | {cert.candidate.source} |",
+              f"| bundle sha256 | {cert.reference.bundle_sha256 or '-'} | {cert.candidate.bundle_sha256 or '-'} |"]
+    for name in ENV_FIELDS:
+        a, b = _env_value(cert.reference.environment, name), _env_value(cert.candidate.environment, name)
+        mark = " (differs)" if a != b else ""
+        lines.append(f"| {name}{mark} | {fmt(a)} | {fmt(b)} |")
+    lines += ["", "Environment fields that differ: " + (", ".join(cert.environment_differs) or "none"), "",
+              "## Configurations", ""]
+    rows = [[c.config_id, c.verdict, str(c.compared), ", ".join(f"{k} {v}" for k, v in c.levels.items()) or "-",
+             fmt(c.first_divergence), fmt_metrics(c.metrics),
+             fmt(c.consensus.get("exact_hash", {}).get("p3of3")), fmt(c.consensus.get("tolerance", {}).get("p3of3")),
+             c.reason] for c in cert.configs]
+    lines += md_table((["configuration", "verdict", "cells", "levels", "first divergence", "worst pair metrics",
+                        "P(3/3) exact hash*", "P(3/3) tolerance*", "reason"], rows))
+    lines += ["\\* a network with half its nodes like the reference and half like the candidate.", ""]
+    issues = [(c.config_id, i) for c in cert.configs for i in c.issues]
+    if issues:
+        lines += ["## Cells not certified", ""] + [f"- {cid}: {i}" for cid, i in issues[:200]] + [""]
+    if cert.groups:
+        lines += ["## What differed", ""]
+        lines += md_table((["differing fields", "pairs", "levels", "worst"],
+                           [[", ".join(g.fields) or "(nothing recorded)", str(g.pairs),
+                             ", ".join(f"{k} {v}" for k, v in g.levels.items()), fmt(g.worst)] for g in cert.groups]))
+    for title, items in (("Not certified", cert.not_certified), ("Candidate cells without a reference", cert.unmatched_candidate),
+                         ("Problems", cert.problems)):
+        if items:
+            lines += [f"## {title}", ""] + [f"- {x}" for x in items[:200]] + [""]
+    return "\n".join(lines).rstrip() + "\n"
