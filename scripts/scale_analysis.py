@@ -10,7 +10,7 @@ measure time and peak memory; also measure the hashing throughput of digest_arra
 Targets: analysis + reports < 10 s and < 2 GiB peak RSS at 100k records; hashing >= 1 GB/s.
 
 The synthetic run looks like a real one (records shaped like those the workers write, real
-digests of real arrays) and has known answers, so tests/test_scale.py can check the analysis
+digests of real arrays) and has known answers, so tests/analysis/test_scale.py can check the analysis
 against them. Per configuration: seeds x threads (1, 2) x batch (1, 2) x 2 workers x repeats.
 Tasks alternate tiny MusicGen-like audio and GPT-like text, each in float32 and bfloat16:
   - audio: 2 threads keep the codes but change the floats (level "tokens", as measured on the

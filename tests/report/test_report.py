@@ -1,6 +1,6 @@
 """Report rendering: Markdown golden file, JSON round trip, self-contained HTML, file writing.
 
-Regenerate the golden file after an intended change with ``UPDATE_GOLDEN=1 pytest tests/test_report.py``
+Regenerate the golden file after an intended change with ``UPDATE_GOLDEN=1 pytest tests/report/test_report.py``
 and read the diff before committing it.
 """
 
@@ -21,7 +21,7 @@ from harness.report.run import render_json, render_markdown
 from harness.report.write import write_reports
 from harness.store.run import RunStore
 
-GOLDEN = Path(__file__).parent / "data" / "report_golden.md"
+GOLDEN = Path(__file__).parent.parent / "data" / "report_golden.md"
 TABLE_CLASSES = ("verdicts", "evidence", "costs", "models", "gates")
 SECTION_IDS = ("verdicts", "evidence", "costs", "models", "gates", "plots", "environment")
 

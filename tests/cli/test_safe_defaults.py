@@ -2,7 +2,7 @@
 Python (trust_remote_code stays off), pickle weights (safetensors only unless opted in; even
 then torch's weights-only unpickler), task paths that leave the allowed folders, and a scan of
 the harness source for eval/exec/pickle-style calls on data. (An npz artifact holding an
-object array is refused in tests/test_store.py.)
+object array is refused in tests/store/test_store.py.)
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from harness.cli.main import main
-from tests.test_hostile_inputs import assert_one_error_block
+from tests.spec.test_hostile_inputs import assert_one_error_block
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 EVIL_CODE = """from pathlib import Path
 Path({marker!r}).write_text("custom code ran")
 from transformers import PretrainedConfig, PreTrainedModel

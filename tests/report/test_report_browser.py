@@ -20,7 +20,7 @@ def test_html_report_renders_in_chromium(cli, tmp_path, tiny_gpt2):
     browser = _chromium()
     if browser is None:
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
-    from tests.test_matrix_runner import mini_matrix
+    from tests.execution.test_matrix_runner import mini_matrix
 
     res = cli("run", str(mini_matrix(tmp_path)), "--out", str(tmp_path / "run"), "--no-progress")
     assert res.returncode == 0, res.stderr

@@ -19,7 +19,7 @@ from harness.cli.cert import register
 from harness.compare.agreement import simulate, uniform_outcomes
 from harness.analysis.crossrun import CrossRunError, compare_runs, consensus_outcomes, parse_match
 from harness.store.run import RunStore, StoreError
-from tests.test_matrix_runner import GPT_TASK, _toml
+from tests.execution.test_matrix_runner import GPT_TASK, _toml
 
 MUSIC_TASK = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 1,
               "generation_config": {"max_new_tokens": 16, "do_sample": True, "top_k": 250, "top_p": 1.0,
@@ -230,7 +230,7 @@ def test_certify_with_the_same_settings_passes(reference):
 @pytest.mark.slow
 def test_certify_fails_divergent_and_failed_cells(reference, monkeypatch):
     """A node whose text engine is non-deterministic, and whose MusicGen cell crashes."""
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parent.parent.parent
     monkeypatch.setenv("HARNESS_ENGINES", "gpt=tests.doubles:NonDeterministicTextEngine")
     monkeypatch.setenv("HARNESS_FAULT", "raise:musicgen/*/r0")
     monkeypatch.setenv("PYTHONPATH", f"{root}:{__import__('os').environ.get('PYTHONPATH', '')}")

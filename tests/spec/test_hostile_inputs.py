@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from conftest import print_through_capture
 from harness.cli.main import main
 from harness.spec.tasks import MAX_PROMPT_CHARS, MAX_TASK_FILE_BYTES
-from tests.test_matrix_runner import GPT_TASK, _toml
+from tests.execution.test_matrix_runner import GPT_TASK, _toml
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 FUZZED: Counter = Counter()  # inputs fed to the CLI, by family
 CALL_LIMIT_S = 5.0  # "never a hang": one in-process CLI call on one input
 

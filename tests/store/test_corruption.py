@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
-from tests.test_hostile_inputs import assert_one_error_block
-from tests.test_matrix_runner import ROOT, mini_matrix
+from tests.spec.test_hostile_inputs import assert_one_error_block
+from tests.execution.test_matrix_runner import ROOT, mini_matrix
 
 pytestmark = pytest.mark.slow
 

@@ -109,7 +109,7 @@ def test_cheaper_configurations_run_and_reproduce(base, patch, cache):
 def test_two_processes_give_identical_bytes(cli, tmp_path, tiny_musicgen, tiny_gpt2):
     from pathlib import Path
 
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parent.parent.parent
     digests = []
     for i in range(2):
         out = tmp_path / f"p{i}"

@@ -11,7 +11,7 @@ import pytest
 from harness.analysis.run import analyze_run
 from harness.report.run import render_json, render_markdown
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scale_analysis.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scale_analysis.py"
 
 
 def load_scale_module():

@@ -14,7 +14,7 @@ from harness.spec.lint import lint_task
 from harness.spec.schemas import stale_schemas
 from harness.spec.tasks import AudioTask, GPTTask, TaskError, load_task_file, parse_task
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference" / "crynux"
 AUDIO_SEED = {"model": "facebook/musicgen-small", "prompt": "80s pop track with bassy drums and synth",
               "generation_config": {"max_new_tokens": 1500, "do_sample": True, "top_k": 250, "top_p": 0.0,

@@ -12,7 +12,7 @@ import pytest
 from harness.spec.matrix import dump_matrix
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 
 @pytest.mark.parametrize("double,stage", [("TextStageDivergingChain", "text"), ("AudioStageDivergingChain", "audio")])

@@ -3,11 +3,11 @@ disk under results.jsonl, Ctrl-C and SIGKILL of the main process, two runs on on
 a timeout too large for a queue wait (1e300 s), and (with CUDA) a real
 ``torch.cuda.OutOfMemoryError``.
 
-A killed worker and a hanging cell are tested in tests/test_matrix_runner.py. Every test
+A killed worker and a hanging cell are tested in tests/execution/test_matrix_runner.py. Every test
 ends by checking that no finished record was lost and none was duplicated.
 
 The engine doubles below are loaded into the workers through ``HARNESS_ENGINES``
-(``gpt=tests.test_faults:SlowTextEngine``), so this module keeps its imports light.
+(``gpt=tests.execution.test_faults:SlowTextEngine``), so this module keeps its imports light.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import pytest
 
 from conftest import print_through_capture
 from harness.engines.textgen import TextgenEngine
-from tests.test_matrix_runner import mini_matrix
+from tests.execution.test_matrix_runner import mini_matrix
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 DOUBLE_ENV = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 FAULTS_INJECTED = Counter()
 
@@ -51,7 +51,7 @@ class SlowTextEngine(TextgenEngine):
 
 
 def _slow(hold: Path | None = None, after: int = 0) -> dict:
-    env = {"HARNESS_ENGINES": "gpt=tests.test_faults:SlowTextEngine", **DOUBLE_ENV}
+    env = {"HARNESS_ENGINES": "gpt=tests.execution.test_faults:SlowTextEngine", **DOUBLE_ENV}
     return {**env, "HARNESS_TEST_HOLD": f"{hold}:{after}"} if hold else env
 
 
@@ -297,7 +297,7 @@ def test_cuda_out_of_memory_is_recorded_and_the_worker_goes_on(cli, tmp_path, ti
     matrix = mini_matrix(tmp_path, workers=1, repeats=1, axes={"seed": [1, 2, 3], "threads": [1], "device": ["cuda:0"]})
     FAULTS_INJECTED["CUDA out of memory"] += 1
     res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress", "--formats", "json",
-              env={"HARNESS_ENGINES": "gpt=tests.test_faults:CudaOOMTextEngine", **DOUBLE_ENV})
+              env={"HARNESS_ENGINES": "gpt=tests.execution.test_faults:CudaOOMTextEngine", **DOUBLE_ENV})
     records = {r["cell_id"].split("/")[3]: r for r in _records(tmp_path / "run")}
     assert {k: r["status"] for k, r in records.items()} == {"seed1": "ok", "seed2": "failed", "seed3": "ok"}, res.stderr
     assert records["seed2"]["reason"].startswith("CUDA out of memory"), records["seed2"]["reason"]

@@ -24,7 +24,7 @@ from harness.spec.tasks import parse_task, task_kind
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 TASKS = ROOT / "matrices" / "tasks"
 KINDS = {  # shipped tiny task file -> what it exercises
     "tiny-audioldm-lounge": "audioldm",

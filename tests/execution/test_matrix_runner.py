@@ -12,7 +12,7 @@ import pytest
 from harness.spec.matrix import MatrixError, dump_matrix, expand, matrix_from_doc
 from harness.store.run import RunStore
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 GPT_TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
             "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20, "top_p": 1.0}}
 

@@ -11,7 +11,7 @@ from harness.analysis.run import analyze_run
 from harness.analysis.costs import compare_run_costs, cost_rows_for_run, has_regressions, render_cost_table
 from harness.store.records import Record
 from harness.store.run import RunStore
-from tests.test_scale import load_scale_module
+from tests.analysis.test_scale import load_scale_module
 
 CONFIGS = 8  # includes the synthesizer's failed configuration (index 7)
 
