@@ -23,14 +23,15 @@ def _quiet_libraries() -> None:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from harness.errors import HarnessError
     from harness.engines.audio_io import UnsafePath
     from harness.spec.matrix import MatrixError
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
     from harness.store.run import StoreError
     from harness.spec.tasks import TaskError
 
-    errors: list[type[BaseException]] = [TaskError, MatrixError, StoreError, ModelNotFound, UnsupportedConfiguration,
-                                         UnsafePath, FileNotFoundError, IsADirectoryError, PermissionError]
+    errors: list[type[BaseException]] = [HarnessError, TaskError, MatrixError, StoreError, ModelNotFound,
+                                         UnsupportedConfiguration, UnsafePath, FileNotFoundError, IsADirectoryError, PermissionError]
     return tuple(errors)
 
 
