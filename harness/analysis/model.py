@@ -2,7 +2,10 @@
 
 Kept apart from the analysis code and from rendering: rendering decides nothing, it only
 shows these fields. ``ANALYSIS_SCHEMA_VERSION`` is written into report.json.
-History: 1 -- first version.
+History: 1 -- first version. 2 -- adds ``summary`` (verdict counts, the validation rule the
+network would need, findings, a one-line environment) and ``warnings`` (distinct library
+warnings with counts); a version-1 document is upgraded by ``upgrade_analysis`` (summary
+rebuilt from its configurations, warnings empty: a v1 run's logs were never counted).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-ANALYSIS_SCHEMA_VERSION = 1
+ANALYSIS_SCHEMA_VERSION = 2
 Verdict = Literal["ready", "ready_with_tolerance", "not_ready", "failed", "skipped", "untested"]
 VERDICT_TEXT = {
     "ready": "ready (bitwise everywhere tested)",
@@ -100,6 +103,37 @@ class ModelRow(BaseModel):
     peak_memory_bytes: int | None
 
 
+class LogWarning(BaseModel):
+    """One distinct library warning of a run and how often it was seen."""
+
+    source: str  # logger name, or "python warnings" (caught per execution)
+    level: str = "WARNING"
+    message: str
+    count: int = 0  # log lines (first + repeats), or executions that raised it
+    where: list[str] = Field(default_factory=list)  # worker log files, or config ids
+
+
+class Finding(BaseModel):
+    """One thing the operator should know, decided by the analysis (renderers only show it)."""
+
+    severity: Literal["critical", "warning", "info"]
+    kind: str  # e.g. divergent-dimension, tokens-only, failed, seed-no-effect, problems
+    text: str
+    dimension: str | None = None
+    configs: list[str] = Field(default_factory=list)
+
+
+class RunSummary(BaseModel):
+    """The answer first: what a node operator or network maintainer reads before any table."""
+
+    headline: str  # one sentence: what to do
+    verdicts: dict[str, int] = Field(default_factory=dict)  # verdict -> configurations
+    rule_needed: str | None = None  # weakest validation rule the accepted configurations need
+    rule_by_config: dict[str, str | None] = Field(default_factory=dict)  # None: not acceptable under any rule
+    findings: list[Finding] = Field(default_factory=list)  # most severe first
+    environment: str = ""
+
+
 class Analysis(BaseModel):
     schema_version: int = ANALYSIS_SCHEMA_VERSION
     run_id: str
@@ -117,6 +151,8 @@ class Analysis(BaseModel):
     examples: list[PairResult] = Field(default_factory=list)  # worst pair per config, for plots
     gates: list[GateResult] = Field(default_factory=list)
     models: list[ModelRow] = Field(default_factory=list)
+    summary: RunSummary | None = None
+    warnings: list[LogWarning] = Field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         lines = []
@@ -125,3 +161,21 @@ class Analysis(BaseModel):
             p3 = agree.get("p3of3")
             lines.append(f"{c.verdict:>21}  {c.config_id}" + (f"  P(3/3 bitwise)={p3:.2f}" if p3 is not None else ""))
         return lines
+
+
+def upgrade_analysis(doc: dict[str, Any]) -> Analysis:
+    """A report.json document of any known version as the current Analysis; a newer
+    version is refused (ValueError naming it)."""
+    version = doc.get("schema_version", 1)
+    if not isinstance(version, int) or version < 1 or version > ANALYSIS_SCHEMA_VERSION:
+        raise ValueError(f"report.json schema_version {version!r} is not one this harness reads "
+                         f"(1..{ANALYSIS_SCHEMA_VERSION})")
+    doc = dict(doc)
+    if version == 1:  # 1 -> 2: the summary is rebuilt from the configurations
+        from harness.analysis.summary import summarize
+
+        doc["schema_version"] = 2
+        a = Analysis.model_validate(doc)
+        a.summary = summarize(a)
+        return a
+    return Analysis.model_validate(doc)

@@ -410,13 +410,24 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         failed = c.verdict in fail_on or ("seed_insensitive" in fail_on and c.seed_sensitive is False)
         gates.append(GateResult(config_id=c.config_id, passed=not failed,
                                 reason=f"{c.verdict}: {c.reason}" + (f"; {c.seed_note}" if c.seed_note else "")))
-    return Analysis(
+    a = Analysis(
         run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
         description=spec.get("description", ""), harness_version=manifest.harness_version,
         environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
         thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
     )
+    return with_summary(a, run_dir, records, verdict_dims)
+
+
+def with_summary(a: Analysis, run_dir: str | Path, records: list[Record], verdict_dims: list[str]) -> Analysis:
+    """Add the run's distinct warnings (worker logs and records) and its summary."""
+    from harness.analysis.logs import run_warnings
+    from harness.analysis.summary import summarize
+
+    a.warnings = run_warnings(Path(run_dir), records)
+    a.summary = summarize(a, verdict_dims)
+    return a
 
 
 def _dtype_drift_safe(cmp: _Comparer, by_config: dict[str, list[Record]], problems: list[str]) -> dict[str, DimensionSummary]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.execution.protocol import Done, Ready, RecordEvent, Start, WorkerJob, event_line
+from harness.execution import quiet_logs
 
 
 def _one_line(err: BaseException) -> str:
@@ -146,6 +147,7 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
             typed = Record.model_validate({**base, "status": "failed", "finished_at": record["finished_at"],
                                            "reason": f"invalid record ({_one_line(err)})"})
         emit(RecordEvent(record=typed))
+        quiet_logs.flush_repeats()
     emit(Done())
 
 
@@ -170,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # libraries that print must not corrupt the protocol
+    quiet_logs.install()  # repeated library log lines are counted, not repeated
     job = WorkerJob.model_validate_json(Path(argv[0]).read_text())
     _die_with_parent(job.parent_pid)
     run_job(job, proto)
+    quiet_logs.flush_repeats()
     proto.flush()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,0 +1,179 @@
+"""The answer first: verdict counts, the validation rule the network would need, the findings
+that matter and the environment in one line, decided here so every renderer (Markdown,
+HTML, terminal) shows the same words and decides nothing.
+
+Findings are derived generically from whatever dimensions the configurations carry (a new
+comparison dimension, e.g. ``node`` or ``load``, yields findings without changes here; known
+ones get a plainer phrase). A dimension is *judged* when the matrix's gate counts it for the
+verdict; divergence there is critical, elsewhere a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from harness.analysis.model import Analysis, ConfigResult, Finding, LogWarning, RunSummary
+from harness.compare.agreement import RULES
+from harness.compare.levels import level_rank, worst_level
+
+RULE_OF_LEVEL = {level: rule for rule, level in RULES.items()}  # bitwise -> exact_hash, ...
+ACCEPTED = ("ready", "ready_with_tolerance")
+SEVERITY_ORDER = ("critical", "warning", "info")
+DEFAULT_JUDGED = ("repeat", "process", "batch", "threads")
+#: "... when <phrase>": plain words for known dimensions; others are named as they are
+PHRASES = {
+    "repeat": "the same worker process runs it again",
+    "process": "another worker process runs it",
+    "batch": "it runs inside a batch instead of alone (batch size > 1 vs 1)",
+    "threads": "the CPU thread count changes",
+    "node": "another node runs it",
+    "load": "the model is loaded cold instead of warm",
+    "device": "another device runs it",
+}
+MAX_IDS = 3
+
+
+def _ids(configs: list[str]) -> str:
+    shown = ", ".join(configs[:MAX_IDS])
+    return shown + (f" and {len(configs) - MAX_IDS} more" if len(configs) > MAX_IDS else "")
+
+
+def _phrase(dim: str) -> str:
+    return PHRASES.get(dim, f"the {dim} dimension changes")
+
+
+def rule_for(c: ConfigResult, judged: Iterable[str]) -> str | None:
+    """The weakest validation rule under which this configuration's judged comparisons all
+    agree; None when it is not acceptable (diverges, failed, skipped, untested)."""
+    if c.verdict not in ACCEPTED:
+        return None
+    worst = worst_level(s.worst for d, s in c.dimensions.items() if d in judged and s.pairs and s.worst)
+    return RULE_OF_LEVEL.get(worst or "bitwise")
+
+
+def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
+    dims: list[str] = []
+    for c in a.configs:
+        dims += [d for d in c.dimensions if d not in dims]
+    out: list[Finding] = []
+    for dim in dims:
+        divergent, loose = [], []
+        all_pairs = True
+        steps: list[int] = []
+        for c in a.configs:
+            s = c.dimensions.get(dim)
+            if not s or not s.pairs or not s.worst:
+                continue
+            if s.worst == "divergent":
+                divergent.append(c.config_id)
+                all_pairs &= s.levels.get("divergent", 0) == s.pairs
+                steps += s.first_divergence
+            elif s.worst != "bitwise":
+                loose.append((c.config_id, s.worst))
+        is_judged = dim in judged
+        if divergent:
+            how = "any sampled task diverges" if all_pairs else "sampled tasks diverge"
+            at = f"; first divergent step {min(steps)}" if steps else ""
+            note = "" if is_judged else " (reported, not judged by the gate)"
+            out.append(Finding(
+                severity="critical" if is_judged else "warning", kind="divergent-dimension", dimension=dim,
+                configs=divergent,
+                text=f"{dim}: {how} when {_phrase(dim)}, in {len(divergent)} configuration(s): "
+                     f"{_ids(divergent)}{at}{note}."))
+        if loose and is_judged:
+            worst = worst_level(level for _, level in loose) or "tokens"
+            ids = [cid for cid, _ in loose]
+            what = "same tokens, different floats" if worst == "tokens" else f"outputs agree only at the {worst} level"
+            out.append(Finding(
+                severity="warning", kind="not-bitwise", dimension=dim, configs=ids,
+                text=f"{dim}: exact-hash validation rejects honest nodes when {_phrase(dim)} ({what}) in "
+                     f"{len(ids)} configuration(s): {_ids(ids)}; they need {RULE_OF_LEVEL.get(worst, worst)}."))
+    return out
+
+
+def _other_findings(a: Analysis) -> list[Finding]:
+    out: list[Finding] = []
+    failed = [c.config_id for c in a.configs if c.verdict == "failed"]
+    if failed:
+        first = next(c.reason for c in a.configs if c.verdict == "failed")
+        out.append(Finding(severity="critical", kind="failed", configs=failed,
+                           text=f"{len(failed)} configuration(s) failed: {_ids(failed)} ({first})."))
+    no_seed = [c.config_id for c in a.configs if c.seed_sensitive is False]
+    if no_seed:
+        out.append(Finding(severity="warning", kind="seed-no-effect", dimension="seed", configs=no_seed,
+                           text=f"seed: different seeds give identical outputs in {len(no_seed)} configuration(s): "
+                                f"{_ids(no_seed)}; a node could skip the seed and still agree."))
+    drift = [(c.config_id, c.dtype_drift.worst) for c in a.configs if c.dtype_drift and c.dtype_drift.worst]
+    far = [cid for cid, level in drift if level_rank(level) >= level_rank("perceptual")]
+    if far:
+        out.append(Finding(severity="info", kind="dtype-drift", dimension="dtype", configs=far,
+                           text=f"dtype: {len(far)} configuration(s) land far from float32 (perceptual or divergent): "
+                                f"{_ids(far)}; nodes must agree on dtype and quantization, not only on the task."))
+    if a.problems:
+        out.append(Finding(severity="warning", kind="problems",
+                           text=f"{len(a.problems)} problem(s) reading the run: {a.problems[0]}"))
+    return out
+
+
+def _warning_finding(warnings: list[LogWarning]) -> list[Finding]:
+    if not warnings:
+        return []
+    top = warnings[0]
+    return [Finding(severity="info", kind="library-warnings",
+                    text=f"{len(warnings)} distinct library warning(s); most frequent ({top.count}x, {top.source}): "
+                         f"{top.message[:160]}")]
+
+
+def headline(a: Analysis, rule_needed: str | None) -> str:
+    """One sentence: what the operator should do."""
+    n = {v: sum(1 for c in a.configs if c.verdict == v) for v in
+         ("ready", "ready_with_tolerance", "not_ready", "failed")}
+    bad = [c.config_id for c in a.configs if c.verdict in ("not_ready", "failed")]
+    ok = n["ready"] + n["ready_with_tolerance"]
+    if bad:
+        rest = f"the other {ok} pass under {rule_needed}." if ok and rule_needed else "none is ready."
+        return f"Keep {len(bad)} configuration(s) off the network ({_ids(bad)}); {rest}"
+    if n["ready_with_tolerance"]:
+        return (f"Exact-hash validation (what the network uses today) would reject honest nodes for "
+                f"{n['ready_with_tolerance']} of {len(a.configs)} configurations: validate with {rule_needed}, "
+                f"or accept only the {n['ready']} bitwise-ready one(s).")
+    if n["ready"]:
+        return f"All {n['ready']} tested configurations are bitwise reproducible: exact-hash validation is enough."
+    return "Nothing could be compared: add repeats or worker processes so executions can be checked against each other."
+
+
+def environment_line(env: dict) -> str:
+    """CPU/GPU model, torch, transformers, CUDA and driver in one line."""
+    libs = env.get("libraries") or {}
+    cpu = f"{env.get('processor') or env.get('machine') or 'unknown CPU'}"
+    if env.get("cpu_count"):
+        cpu += f" ({env['cpu_count']} CPUs)"
+    gpus = env.get("gpu_names") or []
+    gpu = ", ".join(str(g) for g in gpus) if gpus else "no GPU"
+    parts = [cpu, gpu]
+    for name in ("torch", "transformers"):
+        version = libs.get(name) or (env.get("torch") if name == "torch" else None)
+        if version:
+            parts.append(f"{name} {version}")
+    if env.get("cuda_runtime"):
+        parts.append(f"CUDA {env['cuda_runtime']}")
+    if env.get("driver"):
+        parts.append(f"driver {env['driver']}")
+    if env.get("python"):
+        parts.append(f"Python {env['python']}")
+    return "; ".join(parts)
+
+
+def summarize(a: Analysis, judged: Iterable[str] | None = None) -> RunSummary:
+    """The run's summary from its analysed configurations (and ``a.warnings``)."""
+    judged_dims = tuple(judged) if judged is not None else DEFAULT_JUDGED
+    verdicts: dict[str, int] = {}
+    for c in a.configs:
+        verdicts[c.verdict] = verdicts.get(c.verdict, 0) + 1
+    by_config = {c.config_id: rule_for(c, judged_dims) for c in a.configs}
+    needed = [r for r in by_config.values() if r]
+    rule_needed = max(needed, key=lambda r: level_rank(RULES[r])) if needed else None
+    findings = _dimension_findings(a, judged_dims) + _other_findings(a) + _warning_finding(a.warnings)
+    findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -len(f.configs)))
+    return RunSummary(headline=headline(a, rule_needed), verdicts=verdicts, rule_needed=rule_needed,
+                      rule_by_config=by_config, findings=findings, environment=environment_line(a.environment))
