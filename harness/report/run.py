@@ -13,13 +13,17 @@ import json
 import math
 from typing import Any
 
-from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary
+from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, RunSummary
+from harness.compare.agreement import RULES as RULE_LEVELS
+from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered_dimensions
 
 RULES = ("bitwise", "tokens", "tolerance", "perceptual")
 LEVEL_ORDER = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
-DIMENSION_ORDER = ("repeat", "process", "batch", "threads", "seed", "dtype")
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
 MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
+VERDICT_SHORT = {"ready": "ready", "ready_with_tolerance": "ready with tolerance", "not_ready": "not ready",
+                 "failed": "failed", "skipped": "skipped", "untested": "untested"}
+TOP_FINDINGS = 2
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -71,20 +75,106 @@ def fmt_mapping(d: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 # --- tables (shared by Markdown and HTML) ----------------------------------------------------
+def summary_of(a: Analysis) -> RunSummary:
+    """The analysis' summary; one is built for a document that has none (decided by the
+    analysis' own code, never here)."""
+    if a.summary is not None:
+        return a.summary
+    from harness.analysis.summary import summarize
+
+    return summarize(a)
+
+
+def verdict_count_line(summary: RunSummary) -> str:
+    """"4 ready, 2 ready with tolerance, 0 not ready" (+ failed/skipped/untested when present)."""
+    v = summary.verdicts
+    parts = [f"{v.get(k, 0)} {VERDICT_SHORT[k]}" for k in ("ready", "ready_with_tolerance", "not_ready")]
+    parts += [f"{v[k]} {VERDICT_SHORT[k]}" for k in ("failed", "untested", "skipped") if v.get(k)]
+    return ", ".join(parts)
+
+
+def rule_line(summary: RunSummary) -> str:
+    if not summary.rule_needed:
+        return "none: no configuration is acceptable under any rule"
+    return f"{summary.rule_needed} (accepts {RULE_LEVELS[summary.rule_needed]}-level agreement)"
+
+
+def summary_facts(a: Analysis) -> list[tuple[str, str]]:
+    """The label/value lines of the summary, shared by every renderer."""
+    s = summary_of(a)
+    return [("Configurations", f"{len(a.configs)}: {verdict_count_line(s)}"),
+            ("Validation rule needed", rule_line(s)), ("Environment", s.environment or "-")]
+
+
 def verdict_table(a: Analysis) -> Table:
-    head = ["Config", "Verdict", "Reason"]
-    for rule in RULES:
-        head += [f"P(3/3) {rule}", f"P(2/3) {rule}"]
-    head += ["Triples", "Seed sensitive"]
+    s = summary_of(a)
+    head = ["Config", "Verdict", "Rule needed", "Reason"]
+    return head, [[c.config_id, c.verdict, s.rule_by_config.get(c.config_id) or "-", c.reason] for c in a.configs]
+
+
+def agreement_table(a: Analysis) -> Table:
+    """P(3 of 3) / P(2 of 3) nodes agree, per validation rule (one cell per rule)."""
+    head = ["Config"] + [f"{rule} P(3/3) / P(2/3)" for rule in RULE_LEVELS] + ["Triples"]
     rows = []
     for c in a.configs:
-        row = [c.config_id, c.verdict, c.reason]
-        for rule in RULES:
-            agree = c.agreement.get(rule, {})
-            row += [fmt(agree.get("p3of3")), fmt(agree.get("p2of3"))]
-        row += [fmt(c.agreement.get("bitwise", {}).get("triples")), fmt(c.seed_sensitive)]
+        if not c.agreement:
+            continue
+        row = [c.config_id]
+        for level in RULE_LEVELS.values():
+            agree = c.agreement.get(level, {})
+            row.append(f"{fmt(agree.get('p3of3'), 2)} / {fmt(agree.get('p2of3'), 2)}")
+        row.append(fmt(c.agreement.get("bitwise", {}).get("triples")))
         rows.append(row)
     return head, rows
+
+
+def findings_lines(a: Analysis, limit: int | None = None) -> list[str]:
+    found = summary_of(a).findings
+    return [f"{f.severity}: {f.text}" for f in (found if limit is None else found[:limit])]
+
+
+def warnings_table(a: Analysis) -> Table:
+    head = ["Count", "Source", "Warning", "Where"]
+    return head, [[str(w.count), w.source, w.message, ", ".join(w.where[:4]) + (" ..." if len(w.where) > 4 else "")]
+                  for w in a.warnings]
+
+
+def has_quantization(c: ConfigResult) -> bool:
+    """Quantized, or quantization metadata beyond zero layer counts."""
+    q = c.quantization or {}
+    return bool(c.quantize_bits) or any(v for k, v in q.items() if k not in ("quantized_layers", "linear_layers"))
+
+
+def quantization_table(c: ConfigResult) -> Table:
+    """The quantization metadata as Field/Value rows (layer counts as "25 of 30")."""
+    q = dict(c.quantization or {})
+    rows = []
+    for key in _ordered(q, ("backend", "bits", "quantized_layers")):
+        value = q[key]
+        if key == "linear_layers" and "quantized_layers" in q:
+            continue
+        if key == "quantized_layers" and "linear_layers" in q:
+            text = f"{value} of {q['linear_layers']} Linear layers"
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value) or "-"
+        elif isinstance(value, dict):
+            text = fmt_mapping(value)
+        else:
+            text = fmt(value)
+        rows.append([key.replace("_", " "), text])
+    return ["Quantization", "Value"], rows
+
+
+def config_cost_facts(c: ConfigResult) -> list[tuple[str, str]]:
+    k = c.cost
+    facts = [("Latency median / p90", f"{fmt(k.latency_s.get('median'))} s / {fmt(k.latency_s.get('p90'))} s"),
+             ("Model load", f"{fmt(k.load_s)} s"),
+             ("Peak memory", f"{mib(k.peak_memory_bytes)} MiB ({fmt(k.memory_kind)})")]
+    if k.real_time_factor is not None:
+        facts.append(("Real-time factor", f"{fmt(k.real_time_factor, 2)} audio s per wall s"))
+    if k.tokens_per_second is not None:
+        facts.append(("Throughput", f"{fmt(k.tokens_per_second, 1)} tokens/s"))
+    return facts
 
 
 def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
@@ -96,7 +186,7 @@ def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
 
 def evidence_table(c: ConfigResult) -> Table:
     head = ["Dimension", "Pairs", "Levels", "Worst", "First divergence"]
-    return head, [_dimension_row(k, c.dimensions[k]) for k in _ordered(c.dimensions, DIMENSION_ORDER)]
+    return head, [_dimension_row(k, c.dimensions[k]) for k in ordered_dimensions(list(c.dimensions))]
 
 
 def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
@@ -108,8 +198,6 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
              ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-")]
     if c.seed_note:
         facts.append(("Seed", c.seed_note))
-    if c.quantization:
-        facts.append(("Quantization", fmt(c.quantization)))
     return facts
 
 
@@ -220,18 +308,37 @@ def md_table(table: Table, empty: str = "_None._") -> list[str]:
     return out + [""]
 
 
+def _md_bold(text: str) -> str:
+    return "**" + text.replace("*", "\\*") + "**"
+
+
 def render_markdown(a: Analysis) -> str:
-    out = [f"# Consensus-readiness report: {a.matrix}", ""]
+    summary = summary_of(a)
+    out = [f"# Consensus-readiness report: {a.matrix}", "", _md_bold(summary.headline), ""]
+    out += [f"- {k}: {v}" for k, v in summary_facts(a)]
+    out += [f"- Finding: {line}" for line in findings_lines(a, TOP_FINDINGS)] + [""]
     out += [f"- {k}: `{v}`" if k in ("Run id", "Run directory") else f"- {k}: {v}" for k, v in meta_lines(a)]
-    out += ["", "## Verdicts", "", f"Configurations: {len(a.configs)} ({verdict_counts(a)}).", ""]
+    out += ["", "## Verdict map", "", "Worst comparison level per configuration and dimension "
+            "(seed: whether different seeds give different outputs; dtype: drift from float32).", ""]
+    out += md_table(map_table(a))
+    out += ["Levels: " + "; ".join(f"`{lv}` {LEVEL_MEANING[lv]}" for lv in MAP_LEVELS) + ".", ""]
+    out += ["## Verdicts", "", f"Configurations: {len(a.configs)} ({verdict_counts(a)}).", ""]
     out += md_table(verdict_table(a))
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]
     out += [f"- `{v}`: {VERDICT_TEXT[v]}" for v in present] + ([""] if present else [])
+    out += ["## Agreement", "", "Probability that 3 nodes agree (all 3 / at least 2 of 3) under each "
+            "validation rule, estimated from the observed executions.", ""]
+    out += md_table(agreement_table(a))
+    out += ["## Findings", ""] + ([f"- {line}" for line in findings_lines(a)] + [""] if summary.findings
+                                 else ["_None._", ""])
 
     out += ["## Evidence", "", f"Thresholds: {fmt_mapping(a.thresholds)}", ""]
     for c in a.configs:
-        out += [f"### {c.config_id}", ""] + [f"- {k}: {v}" for k, v in config_facts(c)] + [""]
+        out += [f"### {c.config_id}", ""] + [f"- {k}: {v}" for k, v in config_facts(c)]
+        out += [f"- {k}: {v}" for k, v in config_cost_facts(c)] + [""]
         out += md_table(evidence_table(c), "_No comparisons._")
+        if has_quantization(c):
+            out += md_table(quantization_table(c))
         if c.failures:
             out += ["Failures:", ""] + [f"- {_md_cell(f)}" for f in c.failures] + [""]
     out += ["### Worst pairs", ""] + md_table(example_table(a))
@@ -240,6 +347,8 @@ def render_markdown(a: Analysis) -> str:
     out += ["## Lint warnings", ""]
     lints = lint_rows(a)
     out += [f"- {w} ({', '.join(ids)})" for w, ids in lints] + [""] if lints else ["_None._", ""]
+    out += ["## Library warnings", "", "Distinct warnings with counts (worker logs: lines; Python warnings: "
+            "executions that raised them).", ""] + md_table(warnings_table(a))
 
     out += ["## Costs", ""] + md_table(cost_table(a))
     out += ["## Model comparison", ""] + md_table(model_table(a))

@@ -93,6 +93,11 @@ def make_analysis() -> Analysis:
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
+    return make_run_dir(tmp_path)
+
+
+def make_run_dir(tmp_path: Path) -> Path:
+    """A run directory holding the artifacts the synthetic analysis' pairs name."""
     store = RunStore.create(tmp_path / "run", {"run_id": "20250101-000000-golden"})
     t = np.linspace(0, 1, 800, dtype=np.float32)
     wav = np.sin(2 * np.pi * 5 * t)[:, None]

@@ -1,0 +1,116 @@
+"""The verdict map: configurations x dimensions, each cell the worst comparison level seen.
+
+Built generically from the analysis data: the columns are every dimension any
+configuration carries (known ones in a fixed order, unknown ones appended alphabetically,
+so a new dimension such as ``node`` or ``load`` appears without a change here), then seed
+sensitivity and dtype drift. Shared by the Markdown, HTML and terminal renderers.
+
+Cell levels (the colour key): bitwise, tokens, tolerance, perceptual, divergent (the
+comparison levels, strongest first), failed (the configuration's cells failed) and untested
+(no pair to compare). The seed column is read the other way round -- different seeds
+*should* differ -- so "sensitive" is drawn as the good end (bitwise colour) and "no effect"
+as the bad end (divergent colour); its label says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.analysis.model import Analysis, ConfigResult, DimensionSummary
+
+MAP_LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent", "failed", "untested")
+LEVEL_MEANING = {
+    "bitwise": "identical bytes",
+    "tokens": "same tokens/codes, floats differ",
+    "tolerance": "within numeric tolerance",
+    "perceptual": "same audio fingerprint only",
+    "divergent": "outputs diverge",
+    "failed": "cells failed",
+    "untested": "nothing to compare",
+}
+#: colour-blind-safe (ColorBrewer RdYlBu, 5 classes) plus purple for failed, grey for untested
+PALETTE = {"bitwise": "#2c7bb6", "tokens": "#abd9e9", "tolerance": "#ffffbf", "perceptual": "#fdae61",
+           "divergent": "#d7191c", "failed": "#542788", "untested": "#d9d9d9"}
+DARK_TEXT = {"tokens", "tolerance", "perceptual", "untested"}  # light fills: dark text, else white
+KNOWN_DIMENSIONS = ("repeat", "process", "threads", "batch", "node", "load", "device")
+EXTRA_COLUMNS = ("seed", "dtype")  # seed sensitivity, dtype drift
+
+
+@dataclass(frozen=True)
+class MapCell:
+    config_id: str
+    dimension: str
+    level: str  # one of MAP_LEVELS
+    label: str  # what the cell says (the level, or "sensitive" / "no effect" / "reference")
+    title: str  # counts, for the hover text
+
+
+def ordered_dimensions(names: list[str] | set[str] | tuple[str, ...]) -> list[str]:
+    """Known dimensions in their fixed order, then the unknown ones alphabetically."""
+    names = set(names)
+    return [d for d in KNOWN_DIMENSIONS if d in names] + sorted(names - set(KNOWN_DIMENSIONS))
+
+
+def map_columns(a: Analysis) -> list[str]:
+    seen: set[str] = set()
+    for c in a.configs:
+        seen.update(c.dimensions)
+    return ordered_dimensions(seen - set(EXTRA_COLUMNS)) + list(EXTRA_COLUMNS)
+
+
+def _counts(s: DimensionSummary) -> str:
+    levels = ", ".join(f"{k} {v}" for k, v in s.levels.items())
+    return f"{s.pairs} pair(s): {levels}" if levels else f"{s.pairs} pair(s)"
+
+
+def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
+    s = c.dimensions.get(dim)
+    if s and s.pairs and s.worst:
+        return MapCell(c.config_id, dim, s.worst, s.worst, f"{dim}: {_counts(s)}")
+    if c.verdict == "failed":
+        return MapCell(c.config_id, dim, "failed", "failed", f"{dim}: cells failed, nothing compared")
+    label = "skipped" if c.verdict == "skipped" else "untested"
+    return MapCell(c.config_id, dim, "untested", label, f"{dim}: no pair compared ({label})")
+
+
+def _seed_cell(c: ConfigResult) -> MapCell:
+    note = f" ({c.seed_note})" if c.seed_note else ""
+    if c.seed_sensitive is True:
+        return MapCell(c.config_id, "seed", "bitwise", "sensitive", f"seed: different seeds give different outputs{note}")
+    if c.seed_sensitive is False:
+        return MapCell(c.config_id, "seed", "divergent", "no effect", f"seed: the seed has no effect{note}")
+    return MapCell(c.config_id, "seed", "untested", "untested", "seed: one seed only, nothing compared")
+
+
+def _drift_cell(c: ConfigResult) -> MapCell:
+    d = c.dtype_drift
+    if d and d.pairs and d.worst:
+        return MapCell(c.config_id, "dtype", d.worst, d.worst, f"dtype drift vs float32: {_counts(d)}")
+    if c.dtype == "float32" and not c.quantize_bits:
+        return MapCell(c.config_id, "dtype", "untested", "reference", "dtype: this is the float32 reference")
+    return MapCell(c.config_id, "dtype", "untested", "untested", "dtype: no float32 reference to compare with")
+
+
+def config_cells(c: ConfigResult, columns: list[str]) -> list[MapCell]:
+    out = []
+    for dim in columns:
+        if dim == "seed":
+            out.append(_seed_cell(c))
+        elif dim == "dtype":
+            out.append(_drift_cell(c))
+        else:
+            out.append(_dimension_cell(c, dim))
+    return out
+
+
+def verdict_map(a: Analysis) -> tuple[list[str], list[tuple[ConfigResult, list[MapCell]]]]:
+    """(columns, one row of cells per configuration, in the analysis' order)."""
+    columns = map_columns(a)
+    return columns, [(c, config_cells(c, columns)) for c in a.configs]
+
+
+def map_table(a: Analysis) -> tuple[list[str], list[list[str]]]:
+    """The map as a plain table (Markdown): the level written in each cell."""
+    columns, rows = verdict_map(a)
+    return ["Config", "Verdict", *columns], [[c.config_id, c.verdict, *(cell.label for cell in cells)]
+                                             for c, cells in rows]
