@@ -1,4 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | compare | bundle | certify | validators | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | show | compare | bundle | certify | validators | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -179,6 +179,16 @@ def cmd_report(args) -> int:
     return _print_gates(analysis) if args.gate else EXIT_OK
 
 
+def cmd_show(args) -> int:
+    from rich.console import Console
+
+    from harness.analysis.saved import load_analysis
+    from harness.report.terminal import show
+
+    show(load_analysis(args.run), Console(width=args.width) if args.width else None)
+    return EXIT_OK
+
+
 def cmd_tiny(args) -> int:
     from harness.models.tiny import TINY_NAMES, tiny_dir, tiny_info
 
@@ -240,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gate", action="store_true", help="exit 1 when a gate fails")
     s.add_argument("--no-verify", action="store_true", help="do not re-hash every artifact against its record")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("show", help="print a run's verdicts, verdict map and top findings in the terminal")
+    s.add_argument("run", help="run directory (its report.json, else its records) or a report.json")
+    s.add_argument("--width", type=int, help="terminal width in columns (default: detected)")
+    s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("tiny", help="build the tiny models and print their weight hashes")
     s.add_argument("names", nargs="*")

@@ -58,7 +58,7 @@ dl.facts dt{font-weight:600}dl.facts dd{margin:0}
 body{padding:.6em}table{font-size:.8em}th,td{padding:.25em .3em;overflow-wrap:anywhere}
 .long{display:none}.short{display:inline}}
 table.heatmap{width:auto;min-width:60%}table.heatmap td.cell{text-align:center;font-size:.85em;white-space:nowrap}
-@media (max-width:560px){table.heatmap{width:100%}table.heatmap td.cell,table.heatmap thead th{font-size:.75em;
+@media (max-width:560px){table.heatmap{width:100%}table.heatmap td,table.heatmap thead th{font-size:.75em;
 padding:.25em .15em;overflow-wrap:normal}}
 """ + _LEVEL_CSS + """
 .l-untested{background:repeating-linear-gradient(45deg,#d9d9d9 0 6px,#eeeeee 6px 12px)}

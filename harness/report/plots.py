@@ -62,8 +62,18 @@ def safe(draw: Any, *args: Any) -> str:
         return note(f"plot could not be drawn ({type(err).__name__}: {err})")
 
 
+def label(config_id: str, width: int = 22) -> str:
+    """A configuration id on two lines (split at a '/') when long, so axis labels stay narrow
+    and the plot stays readable when a phone scales it down."""
+    if len(config_id) <= width or "/" not in config_id:
+        return config_id
+    cuts = [i for i, ch in enumerate(config_id) if ch == "/"]
+    cut = min(cuts, key=lambda i: abs(i - len(config_id) / 2))
+    return config_id[: cut + 1] + "\n" + config_id[cut + 1:]
+
+
 def _height(n: int) -> float:
-    return max(2.2, 0.42 * n + 1.2)
+    return max(2.2, 0.55 * n + 1.2)
 
 
 # --- the worst pair of one configuration ----------------------------------------------------------
@@ -142,7 +152,7 @@ def agreement_chart(Figure: Any, a: Analysis) -> str:
     configs = [c for c in a.configs if c.agreement]
     if not configs:
         return note("No agreement estimates (no configuration had three executions to compare).")
-    fig = Figure(figsize=(6.5, 0.75 * len(configs) + 1.6))
+    fig = Figure(figsize=(5.6, 0.75 * len(configs) + 2.0))
     ax = fig.subplots()
     width = 0.8 / len(RULES)
     y = np.arange(len(configs))
@@ -155,11 +165,11 @@ def agreement_chart(Figure: Any, a: Analysis) -> str:
         ax.plot([v if v is not None else np.nan for v in p2], pos, "k|", ms=8,
                 label="P(at least 2 of 3)" if i == 0 else None)
     ax.set_yticks(y)
-    ax.set_yticklabels([c.config_id for c in configs], fontsize=8)
+    ax.set_yticklabels([label(c.config_id) for c in configs], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("probability that 3 nodes agree")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.set_title("Agreement per validation rule", fontsize=9)
     return figure_html(fig, "Bar chart: probability that 3 nodes agree, per configuration and validation rule",
                        "Bars: all 3 nodes agree; tick marks: at least 2 of 3 agree (the network's majority). "
@@ -170,11 +180,11 @@ def latency_plot(Figure: Any, a: Analysis) -> str:
     data = [(c.config_id, c.cost.latency_samples) for c in a.configs if c.cost.latency_samples]
     if not data:
         return note("No latency samples were recorded; no latency plot.")
-    fig = Figure(figsize=(7, _height(len(data))))
+    fig = Figure(figsize=(5.6, _height(len(data))))
     ax = fig.subplots()
     ax.boxplot([samples for _, samples in data], vert=False, widths=0.6)
     ax.set_yticks(range(1, len(data) + 1))
-    ax.set_yticklabels([cid for cid, _ in data], fontsize=8)
+    ax.set_yticklabels([label(cid) for cid, _ in data], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("latency per execution (s, model load excluded)")
     values = [x for _, samples in data for x in samples if x > 0]
@@ -187,11 +197,11 @@ def latency_plot(Figure: Any, a: Analysis) -> str:
 
 
 def _bars(Figure: Any, rows: list[tuple[str, float]], xlabel: str, title: str, colour: str) -> Any:
-    fig = Figure(figsize=(7, _height(len(rows))))
+    fig = Figure(figsize=(5.6, _height(len(rows))))
     ax = fig.subplots()
     ax.barh(range(len(rows)), [v for _, v in rows], color=colour, edgecolor="black", linewidth=0.4)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([k for k, _ in rows], fontsize=8)
+    ax.set_yticklabels([label(k) for k, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)

@@ -1,0 +1,41 @@
+"""A run's analysis as saved in its report.json (upgraded from older schema versions), or
+analysed afresh when the run has no report yet: what ``harness show`` reads.
+
+Why prefer report.json: it is the data source every report was rendered from, so the
+terminal shows exactly what the HTML and Markdown show, in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.analysis.model import Analysis, upgrade_analysis
+from harness.store.run import StoreError
+
+REPORT_JSON = "report.json"
+
+
+def load_analysis(path: str | Path) -> Analysis:
+    """``path`` is a report.json, or a run directory (its report.json, else its records)."""
+    path = Path(path)
+    if path.is_dir() and not (path / REPORT_JSON).is_file():
+        if not (path / "manifest.json").is_file():
+            raise StoreError(f"{path}: neither a report.json nor a run directory (no manifest.json)")
+        from harness.analysis.run import analyze_run
+
+        return analyze_run(path)
+    file = path / REPORT_JSON if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such report")
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{file}: not a JSON report ({err})") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"{file}: not a JSON report (top level is not an object)")
+    try:
+        return upgrade_analysis(doc)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        first = str(err).splitlines()
+        raise StoreError(f"{file}: {' '.join(first[:3])}") from None
