@@ -31,6 +31,14 @@ PHRASES = {
     "device": "another device runs it",
 }
 MAX_IDS = 3
+KNOWN_DIMENSIONS = ("repeat", "process", "threads", "batch", "node", "load", "device")
+
+
+def ordered_dimensions(names: Iterable[str]) -> list[str]:
+    """Known dimensions in a fixed order, then unknown ones alphabetically: the same order
+    in every renderer, whatever order a document's keys came in."""
+    names = set(names)
+    return [d for d in KNOWN_DIMENSIONS if d in names] + sorted(names - set(KNOWN_DIMENSIONS))
 
 
 def _ids(configs: list[str]) -> str:
@@ -52,11 +60,10 @@ def rule_for(c: ConfigResult, judged: Iterable[str]) -> str | None:
 
 
 def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
-    dims: list[str] = []
-    for c in a.configs:
-        dims += [d for d in c.dimensions if d not in dims]
     out: list[Finding] = []
-    for dim in dims:
+    # seed and dtype are informational: different seeds *should* differ, and a cheaper dtype
+    # is compared with float32 only to show its drift (their own findings come below)
+    for dim in ordered_dimensions(d for c in a.configs for d in c.dimensions if d not in ("seed", "dtype")):
         divergent, loose = [], []
         all_pairs = True
         steps: list[int] = []
@@ -131,7 +138,7 @@ def headline(a: Analysis, rule_needed: str | None) -> str:
     bad = [c.config_id for c in a.configs if c.verdict in ("not_ready", "failed")]
     ok = n["ready"] + n["ready_with_tolerance"]
     if bad:
-        rest = f"the other {ok} pass under {rule_needed}." if ok and rule_needed else "none is ready."
+        rest = f"{ok} other configuration(s) pass under {rule_needed}." if ok and rule_needed else "none is ready."
         return f"Keep {len(bad)} configuration(s) off the network ({_ids(bad)}); {rest}"
     if n["ready_with_tolerance"]:
         return (f"Exact-hash validation (what the network uses today) would reject honest nodes for "

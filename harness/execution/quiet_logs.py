@@ -71,6 +71,15 @@ class _OneLineFormatter(logging.Formatter):
 _installed: tuple[RepeatCounter, TextIO] | None = None
 
 
+def counting_handler(stream: TextIO) -> tuple[logging.Handler, RepeatCounter]:
+    """A stream handler writing one-line records through a fresh RepeatCounter."""
+    counter = RepeatCounter()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_OneLineFormatter())
+    handler.addFilter(counter)
+    return handler, counter
+
+
 def install(stream: TextIO | None = None, level: int = logging.WARNING) -> RepeatCounter:
     """Route root logging (and stray Python warnings) through one counting stderr handler.
     Idempotent: a second call returns the first counter."""
@@ -78,10 +87,7 @@ def install(stream: TextIO | None = None, level: int = logging.WARNING) -> Repea
     if _installed is not None:
         return _installed[0]
     stream = stream or sys.stderr
-    counter = RepeatCounter()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(_OneLineFormatter())
-    handler.addFilter(counter)
+    handler, counter = counting_handler(stream)
     root = logging.getLogger()
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > level:

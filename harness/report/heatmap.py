@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary
+from harness.analysis.summary import ordered_dimensions
 
 MAP_LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent", "failed", "untested")
 LEVEL_MEANING = {
@@ -32,7 +33,6 @@ LEVEL_MEANING = {
 PALETTE = {"bitwise": "#2c7bb6", "tokens": "#abd9e9", "tolerance": "#ffffbf", "perceptual": "#fdae61",
            "divergent": "#d7191c", "failed": "#542788", "untested": "#d9d9d9"}
 DARK_TEXT = {"tokens", "tolerance", "perceptual", "untested"}  # light fills: dark text, else white
-KNOWN_DIMENSIONS = ("repeat", "process", "threads", "batch", "node", "load", "device")
 EXTRA_COLUMNS = ("seed", "dtype")  # seed sensitivity, dtype drift
 
 
@@ -43,12 +43,6 @@ class MapCell:
     level: str  # one of MAP_LEVELS
     label: str  # what the cell says (the level, or "sensitive" / "no effect" / "reference")
     title: str  # counts, for the hover text
-
-
-def ordered_dimensions(names: list[str] | set[str] | tuple[str, ...]) -> list[str]:
-    """Known dimensions in their fixed order, then the unknown ones alphabetically."""
-    names = set(names)
-    return [d for d in KNOWN_DIMENSIONS if d in names] + sorted(names - set(KNOWN_DIMENSIONS))
 
 
 def map_columns(a: Analysis) -> list[str]:

@@ -22,8 +22,10 @@ from harness.report.write import write_reports
 from harness.store.run import RunStore
 
 GOLDEN = Path(__file__).parent.parent / "data" / "report_golden.md"
-TABLE_CLASSES = ("verdicts", "evidence", "costs", "models", "gates")
-SECTION_IDS = ("verdicts", "evidence", "costs", "models", "gates", "plots", "environment")
+TABLE_CLASSES = ("heatmap", "verdicts", "agreement", "evidence", "quantization", "costs", "models", "gates", "warnings")
+SECTION_IDS = ("summary", "map", "verdicts", "agreement", "configs", "findings", "costs", "gates", "warnings",
+               "environment")
+RUN_WIDE_PLOTS = 6  # agreement, latency, memory, real-time factor, tokens/s, first-divergence histogram
 
 AUDIO = "musicgen-short/float32/qnone/cpu/pdefault"
 TEXT = "gpt2-greedy/bfloat16/qnone/cpu/pdefault"
@@ -129,7 +131,10 @@ def test_markdown_shows_the_fields() -> None:
     assert "| diverges: process 1 of 2 \\| batch 1 of 7 |" in md  # a pipe inside a cell is escaped
     assert "- TF32 matmul is enabled | may differ (" in md  # outside tables it stays as is
     assert md.count("threads=4") == 1  # lint deduplicated across configs
-    assert "| 0.500 | 1.000 |" in md and "123.5" in md and "rss_peak" in md
+    assert "| 0.50 / 1.00 | 0.50 / 1.00 | 0.75 / 1.00 | 1.00 / 1.00 | 4 |" in md  # agreement: one cell per rule
+    assert "123.5" in md and "rss_peak" in md
+    assert "| bits | 4 |" in md and '{"' not in md  # quantization as a table, never raw JSON
+    assert md.index("Keep 1 configuration(s) off the network") < md.index("|")  # the answer before any table
     assert "runs/20250101-000000-golden" in md and "/tmp" not in md
 
 
@@ -163,11 +168,17 @@ def test_html_has_tables_sections_and_plots(run_dir: Path) -> None:
     pytest.importorskip("matplotlib")
     page = render_html(make_analysis(), run_dir)
     _assert_self_contained(page)
-    # waveform example, divergence histogram, latency box plot
-    assert page.count('<img class="plot"') == 3
-    assert page.count("data:image/png;base64,") == 3
-    assert "Waveform overlay" in page and "<figcaption>" in page
+    # the worst pair of the audio config, inside its own section, plus the run-wide charts
+    assert page.count('<img class="plot"') == 1 + RUN_WIDE_PLOTS
+    assert page.count("data:image/png;base64,") == 1 + RUN_WIDE_PLOTS
+    section = page[page.index(f'<details class="config" id="cfg-0" data-config="{AUDIO}"'):]
+    assert f'<img class="plot" data-config="{AUDIO}" alt="Waveform overlay' in section[:section.index("</details>")]
+    assert "<figcaption>" in page
     assert 'class="v-not_ready"' in page and 'class="g-FAILED"' in page
+    # the heatmap: one cell per (configuration, dimension), the level written in the cell
+    assert page.count('<td class="cell l-') == 3 * 5
+    assert f'data-config="{AUDIO}" data-dim="batch" title="batch: 7 pair(s): tolerance 6, divergent 1">' in page
+    assert page.index('id="summary"') < page.index("<table")
 
 
 def test_html_token_example_and_missing_artifact(run_dir: Path) -> None:
@@ -180,7 +191,7 @@ def test_html_token_example_and_missing_artifact(run_dir: Path) -> None:
     _assert_self_contained(page)
     assert "first divergence marked" in page
     assert "artifact could not be loaded" in page and "artifact missing" in page
-    assert page.count('<img class="plot"') == 3  # tokens, histogram, latency
+    assert page.count('<img class="plot"') == 1 + RUN_WIDE_PLOTS  # tokens pair + run-wide charts
 
 
 def test_html_without_run_dir_notes_instead_of_example_plots() -> None:
@@ -196,7 +207,7 @@ def test_html_without_matplotlib_renders_notes(run_dir: Path, monkeypatch: pytes
     page = render_html(make_analysis(), run_dir)
     _assert_self_contained(page)
     assert "data:image/png" not in page
-    assert page.count("matplotlib is not installed") == 3
+    assert page.count("matplotlib is not installed") == 1 + RUN_WIDE_PLOTS - 1  # speed charts share one note
 
 
 def test_write_reports_writes_files_atomically(run_dir: Path) -> None:

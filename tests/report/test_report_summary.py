@@ -1,0 +1,87 @@
+"""The answer-first summary, the generic verdict map, the report.json upgrade path and
+``harness show``: new dimensions appear without code changes, v1 documents still load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis, DimensionSummary, upgrade_analysis
+from harness.analysis.summary import summarize
+from harness.report.heatmap import map_columns, verdict_map
+from harness.report.run import render_json, render_markdown
+from tests.report.test_report import AUDIO, SKIPPED, TEXT, make_analysis
+
+
+def test_summary_decides_counts_rule_and_findings() -> None:
+    s = summarize(make_analysis())
+    assert s.verdicts == {"not_ready": 1, "ready": 1, "skipped": 1}
+    assert s.rule_by_config == {AUDIO: None, TEXT: "exact_hash", SKIPPED: None}
+    assert s.rule_needed == "exact_hash"
+    assert s.headline.startswith("Keep 1 configuration(s) off the network")
+    assert [f.severity for f in s.findings][:2] == ["critical", "critical"]
+    assert {f.dimension for f in s.findings if f.kind == "divergent-dimension"} == {"process", "batch"}
+    assert "Test CPU @ 3.00GHz (8 CPUs); no GPU; torch 2.5.1+cpu; transformers 5.0.0" in s.environment
+
+
+def test_tolerance_configs_name_the_rule_the_network_needs() -> None:
+    a = make_analysis()
+    a.configs[0].verdict = "ready_with_tolerance"
+    a.configs[0].dimensions = {"threads": DimensionSummary(pairs=4, levels={"tokens": 4}, worst="tokens")}
+    s = summarize(a)
+    assert s.rule_by_config[AUDIO] == "token_equality" and s.rule_needed == "token_equality"
+    assert "validate with token_equality" in s.headline
+    assert any(f.kind == "not-bitwise" and f.dimension == "threads" for f in s.findings)
+
+
+def test_new_dimensions_appear_in_map_and_findings_without_code_changes() -> None:
+    a = make_analysis()
+    a.configs[1].dimensions["node"] = DimensionSummary(pairs=3, levels={"divergent": 3}, worst="divergent",
+                                                       first_divergence=[2, 4, 7])
+    a.configs[1].dimensions["zeta"] = DimensionSummary(pairs=1, levels={"bitwise": 1}, worst="bitwise")
+    assert map_columns(a) == ["repeat", "process", "batch", "node", "zeta", "seed", "dtype"]
+    _, rows = verdict_map(a)
+    assert {(cell.config_id, cell.dimension) for _, cells in rows for cell in cells} == {
+        (c.config_id, d) for c in a.configs for d in map_columns(a)}
+    node = next(cell for _, cells in rows for cell in cells if cell.dimension == "node" and cell.config_id == TEXT)
+    assert (node.level, node.title) == ("divergent", "node: 3 pair(s): divergent 3")
+    text = " ".join(f.text for f in summarize(a).findings)
+    assert "node: any sampled task diverges when another node runs it" in text and "first divergent step 2" in text
+    md = render_markdown(a)
+    assert "| Config | Verdict | repeat | process | batch | node | zeta | seed | dtype |" in md
+
+
+def test_v1_report_json_is_upgraded_and_newer_is_refused() -> None:
+    doc = json.loads(render_json(make_analysis()))
+    assert doc["schema_version"] == ANALYSIS_SCHEMA_VERSION == 2
+    doc.pop("summary"), doc.pop("warnings")
+    doc["schema_version"] = 1
+    a = upgrade_analysis(doc)
+    assert a.schema_version == 2 and a.summary == summarize(make_analysis())
+    with pytest.raises(ValueError, match="schema_version 3"):
+        upgrade_analysis({**doc, "schema_version": 3})
+
+
+def test_show_prints_the_map_and_findings_and_refuses_bad_input(cli, tmp_path: Path) -> None:
+    a = make_analysis()
+    a.summary = summarize(a)
+    (tmp_path / "report.json").write_text(render_json(a))
+    res = cli("show", str(tmp_path), "--width", "160")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "Keep 1 configuration(s) off the network" in out and "Verdict map" in out
+    assert "divergent" in out and "sensitive" in out and "critical" in out
+    assert out.index("Verdict map") < out.index("Top findings")
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = cli("show", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    missing = cli("show", str(tmp_path / "nothing-here"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+
+
+def test_analysis_summary_round_trips_through_json() -> None:
+    a = make_analysis()
+    a.summary = summarize(a)
+    assert Analysis.model_validate_json(render_json(a)) == a
