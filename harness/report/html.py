@@ -53,7 +53,7 @@ border:1px solid currentColor;margin-right:.4em}
 ul.findings{padding-left:1.2em}ul.findings li{margin:.3em 0}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;font-size:.92em;margin:.4em 0}
 dl.facts dt{font-weight:600}dl.facts dd{margin:0}
-.short{display:none}
+.short{display:none}td[class^="v-"],td[class^="g-"]{overflow-wrap:normal!important;hyphens:none}
 @media (max-width:560px){dl.facts{grid-template-columns:1fr}dl.facts dd{margin:0 0 .3em .8em}
 body{padding:.6em}table{font-size:.8em}th,td{padding:.25em .3em;overflow-wrap:anywhere}
 .long{display:none}.short{display:inline}}
@@ -135,8 +135,8 @@ def summary_html(a: Analysis) -> str:
 
 SHORT = {"bitwise": "bit", "tokens": "tok", "tolerance": "tol", "perceptual": "perc", "divergent": "div",
          "failed": "fail", "untested": "n/a", "skipped": "skip", "sensitive": "sens", "no effect": "none",
-         "reference": "ref", "repeat": "rep", "process": "proc", "threads": "thr", "ready with tolerance": "tolerance",
-         "not ready": "no"}
+         "reference": "ref", "repeat": "rep", "process": "proc", "threads": "thr", "ready with tolerance": "tol.",
+         "not ready": "NOT"}
 
 
 def _both(text: str) -> str:
