@@ -145,23 +145,30 @@ def has_quantization(c: ConfigResult) -> bool:
     return bool(c.quantize_bits) or any(v for k, v in q.items() if k not in ("quantized_layers", "linear_layers"))
 
 
-def quantization_table(c: ConfigResult) -> Table:
-    """The quantization metadata as Field/Value rows (layer counts as "25 of 30")."""
-    q = dict(c.quantization or {})
+def _quantization_rows(q: dict[str, Any], prefix: str = "") -> list[list[str]]:
     rows = []
     for key in _ordered(q, ("backend", "bits", "quantized_layers")):
-        value = q[key]
+        value, label = q[key], prefix + key.replace("_", " ")
         if key == "linear_layers" and "quantized_layers" in q:
             continue
         if key == "quantized_layers" and "linear_layers" in q:
-            text = f"{value} of {q['linear_layers']} Linear layers"
-        elif isinstance(value, list):
-            text = ", ".join(str(v) for v in value) or "-"
+            rows.append([label, f"{value} of {q['linear_layers']} Linear layers"])
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):  # per stage
+            for name in sorted(value):
+                rows += _quantization_rows(value[name], f"{prefix}{name}: ")
         elif isinstance(value, dict):
-            text = fmt_mapping(value)
+            rows.append([label, fmt_mapping(value)])
+        elif isinstance(value, list):
+            rows.append([label, ", ".join(str(v) for v in value) or "-"])
         else:
-            text = fmt(value)
-        rows.append([key.replace("_", " "), text])
+            rows.append([label, fmt(value)])
+    return rows
+
+
+def quantization_table(c: ConfigResult) -> Table:
+    """The quantization metadata as Field/Value rows (layer counts as "25 of 30", chained
+    tasks per stage), never as raw JSON."""
+    rows = _quantization_rows(dict(c.quantization or {}))
     return ["Quantization", "Value"], rows
 
 

@@ -85,3 +85,16 @@ def test_analysis_summary_round_trips_through_json() -> None:
     a = make_analysis()
     a.summary = summarize(a)
     assert Analysis.model_validate_json(render_json(a)) == a
+
+
+def test_quantization_is_a_table_per_stage_never_raw_json() -> None:
+    from harness.report.run import quantization_table
+
+    c = make_analysis().configs[2]
+    c.quantization = {"backend": "bitsandbytes", "bits": 8, "quantized_layers": 10, "linear_layers": 12,
+                      "stages": {"text": {"quantized_layers": 4, "linear_layers": 5, "skipped_examples": ["lm_head"]},
+                                 "audio": {"quantized_layers": 6, "linear_layers": 7}}}
+    _, rows = quantization_table(c)
+    assert rows == [["backend", "bitsandbytes"], ["bits", "8"], ["quantized layers", "10 of 12 Linear layers"],
+                    ["audio: quantized layers", "6 of 7 Linear layers"], ["text: quantized layers", "4 of 5 Linear layers"],
+                    ["text: skipped examples", "lm_head"]]
