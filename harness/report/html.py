@@ -56,6 +56,7 @@ dl.facts dt{font-weight:600}dl.facts dd{margin:0}
 .short{display:none}td[class^="v-"],td[class^="g-"]{overflow-wrap:normal!important;hyphens:none}
 @media (max-width:560px){dl.facts{grid-template-columns:1fr}dl.facts dd{margin:0 0 .3em .8em}
 body{padding:.6em}table{font-size:.8em}th,td{padding:.25em .3em;overflow-wrap:anywhere}
+table.verdicts td,table.verdicts th{overflow-wrap:break-word}
 .long{display:none}.short{display:inline}}
 table.heatmap{width:auto;min-width:60%}table.heatmap td.cell{text-align:center;font-size:.85em;white-space:nowrap}
 @media (max-width:560px){table.heatmap{width:100%}table.heatmap td,table.heatmap thead th{font-size:.75em;
@@ -79,14 +80,15 @@ img.plot{max-width:100%;height:auto;border:1px solid var(--line);background:#fff
 
 
 def _wbr(text: str) -> str:
-    """Escaped, with break opportunities after '/' so config ids wrap at their axes."""
-    return re.sub(r"/", "/<wbr>", e(text))
+    """Escaped, with break opportunities after '/' and '_' so config ids wrap at their axes
+    and rule names (token_equality) at their words, never mid-word."""
+    return re.sub(r"([/_])", r"\1<wbr>", e(text))
 
 
-def table_html(table: Table, cls: str, cell_class: dict[int, str] | None = None, wrap_ids: int | None = 0,
+def table_html(table: Table, cls: str, cell_class: dict[int, str] | None = None,
                labels: dict[int, dict[str, str]] | None = None) -> str:
     """<table class=cls> in its own scroll box; ``cell_class`` maps a column index to a CSS
-    class prefix (value appended); column ``wrap_ids`` gets break opportunities after '/'."""
+    class prefix (value appended); ``labels`` maps a column's values to what is shown."""
     head, rows = table
     out = [f'<div class="scroll"><table class="{cls}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
            + "</tr></thead><tbody>"]
@@ -98,7 +100,7 @@ def table_html(table: Table, cls: str, cell_class: dict[int, str] | None = None,
             prefix = (cell_class or {}).get(i)
             attr = f' class="{prefix}{e(value)}"' if prefix else ""
             shown = (labels or {}).get(i, {}).get(value, value)
-            cells.append(f"<td{attr}>{_wbr(shown) if i == wrap_ids else e(shown)}</td>")
+            cells.append(f"<td{attr}>{_wbr(shown)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     return "".join(out) + "</tbody></table></div>"
 
@@ -173,7 +175,7 @@ def config_html(a: Analysis, c: ConfigResult, index: int, run_dir: Path | None, 
              f'{_wbr(c.config_id)} <span class="note">({e(rule)})</span></summary>',
              _facts(config_facts(c)), table_html(evidence_table(c), "evidence")]
     if has_quantization(c):
-        parts.append(table_html(quantization_table(c), "quantization", wrap_ids=None))
+        parts.append(table_html(quantization_table(c), "quantization"))
     parts += ["<h4>Costs</h4>", _facts(config_cost_facts(c))]
     if c.failures:
         parts += ["<p>Failures:</p>", _list(c.failures)]
@@ -219,15 +221,15 @@ def render_html(a: Analysis, run_dir: Path | None = None) -> str:
             '<section id="lint"><h2>Lint warnings</h2>',
             _list([f"{w} ({', '.join(ids)})" for w, ids in lint_rows(a)]), "</section>",
             '<section id="warnings"><h2>Library warnings</h2>',
-            table_html(warnings_table(a), "warnings", wrap_ids=None), "</section>",
+            table_html(warnings_table(a), "warnings"), "</section>",
             '<section id="models"><h2>Model comparison</h2>', table_html(model_table(a), "models"), "</section>",
             '<section id="gates"><h2>Gates</h2>',
             f"<p>Rules: {e(', '.join(a.gate_rules) or 'none')}. Result: {e(gate_counts(a))}.</p>",
             table_html(gate_table(a), "gates", {1: "g-"}), "</section>",
             '<section id="problems"><h2>Problems</h2>', _list(a.problems), "</section>",
             '<section id="environment"><h2>Environment</h2>', _facts(meta_lines(a)),
-            table_html(environment_table(a), "environment", wrap_ids=None),
-            "<h3>Tiny model weight hashes</h3>", table_html(tiny_table(a), "tiny-models", wrap_ids=None), "</section>"]
+            table_html(environment_table(a), "environment"),
+            "<h3>Tiny model weight hashes</h3>", table_html(tiny_table(a), "tiny-models"), "</section>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Consensus-readiness report: {e(a.matrix)} ({e(a.run_id)})</title>"
