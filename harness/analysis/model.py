@@ -5,7 +5,8 @@ shows these fields. ``ANALYSIS_SCHEMA_VERSION`` is written into report.json.
 History: 1 -- first version. 2 -- adds ``summary`` (verdict counts, the validation rule the
 network would need, findings, a one-line environment) and ``warnings`` (distinct library
 warnings with counts); a version-1 document is upgraded by ``upgrade_analysis`` (summary
-rebuilt from its configurations, warnings empty: a v1 run's logs were never counted).
+rebuilt from its configurations, warnings empty: a v1 run's logs were never counted), in
+``harness.analysis.saved.upgrade_analysis``.
 """
 
 from __future__ import annotations
@@ -162,20 +163,3 @@ class Analysis(BaseModel):
             lines.append(f"{c.verdict:>21}  {c.config_id}" + (f"  P(3/3 bitwise)={p3:.2f}" if p3 is not None else ""))
         return lines
 
-
-def upgrade_analysis(doc: dict[str, Any]) -> Analysis:
-    """A report.json document of any known version as the current Analysis; a newer
-    version is refused (ValueError naming it)."""
-    version = doc.get("schema_version", 1)
-    if not isinstance(version, int) or version < 1 or version > ANALYSIS_SCHEMA_VERSION:
-        raise ValueError(f"report.json schema_version {version!r} is not one this harness reads "
-                         f"(1..{ANALYSIS_SCHEMA_VERSION})")
-    doc = dict(doc)
-    if version == 1:  # 1 -> 2: the summary is rebuilt from the configurations
-        from harness.analysis.summary import summarize
-
-        doc["schema_version"] = 2
-        a = Analysis.model_validate(doc)
-        a.summary = summarize(a)
-        return a
-    return Analysis.model_validate(doc)

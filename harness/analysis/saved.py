@@ -9,11 +9,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from harness.analysis.model import Analysis, upgrade_analysis
+from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis
+from harness.analysis.summary import summarize
 from harness.store.run import StoreError
 
 REPORT_JSON = "report.json"
+
+
+def upgrade_analysis(doc: dict[str, Any]) -> Analysis:
+    """A report.json document of any known version as the current Analysis; a newer
+    version is refused (ValueError naming it)."""
+    version = doc.get("schema_version", 1)
+    if not isinstance(version, int) or version < 1 or version > ANALYSIS_SCHEMA_VERSION:
+        raise ValueError(f"report.json schema_version {version!r} is not one this harness reads "
+                         f"(1..{ANALYSIS_SCHEMA_VERSION})")
+    doc = dict(doc)
+    if version == 1:  # 1 -> 2: the summary is rebuilt from the configurations
+        doc["schema_version"] = 2
+        a = Analysis.model_validate(doc)
+        a.summary = summarize(a)
+        return a
+    return Analysis.model_validate(doc)
 
 
 def load_analysis(path: str | Path) -> Analysis:

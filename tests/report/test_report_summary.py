@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis, DimensionSummary, upgrade_analysis
+from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis, DimensionSummary
+from harness.analysis.saved import upgrade_analysis
 from harness.analysis.summary import summarize
 from harness.report.heatmap import map_columns, verdict_map
 from harness.report.run import render_json, render_markdown
