@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.model import VERDICT_TEXT, Analysis, PairResult
-from harness.report.run import (Table, config_facts, cost_table, drift_table, environment_table, evidence_table,
-                            example_table, fmt, fmt_mapping, gate_counts, gate_table, lint_rows, meta_lines,
-                            model_table, tiny_table, verdict_counts, verdict_table)
+from harness.report.run import (Table, class_table, config_facts, cost_table, drift_table, environment_table,
+                            evidence_table, example_table, fmt, fmt_mapping, gate_counts, gate_table, lint_rows,
+                            meta_lines, mix_line, model_table, node_config_table, node_table, tiny_table,
+                            verdict_counts, verdict_table)
 
 MAX_EXAMPLES = 6
 NO_MATPLOTLIB = "matplotlib is not installed; plot omitted (pip install matplotlib)."
@@ -223,6 +224,15 @@ def _list(items: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>" if items else _note("None.")
 
 
+def _fleet_html(a: Analysis) -> list[str]:
+    if not a.fleet:
+        return []
+    return ['<section id="nodes"><h2>Nodes</h2>', f"<p>Reference node: <code>{_e(a.fleet.reference_node)}</code>. "
+            f"{_e(mix_line(a))}</p>", table_html(node_table(a), "nodes"),
+            "<h3>Agreement with the reference node</h3>", table_html(node_config_table(a), "node-levels"),
+            "<h3>Verdicts per environment class</h3>", table_html(class_table(a), "node-classes"), "</section>"]
+
+
 def render_html(a: Analysis, run_dir: Path | None = None) -> str:
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]
     body = [f"<h1>Consensus-readiness report: {_e(a.matrix)}</h1>", _facts(meta_lines(a)),
@@ -239,7 +249,9 @@ def render_html(a: Analysis, run_dir: Path | None = None) -> str:
              '<section id="drift"><h2>Dtype drift</h2>', table_html(drift_table(a), "drift"), "</section>",
              '<section id="lint"><h2>Lint warnings</h2>',
              _list([f"{w} ({', '.join(ids)})" for w, ids in lint_rows(a)]), "</section>",
-             '<section id="costs"><h2>Costs</h2>', table_html(cost_table(a), "costs"), "</section>",
+             *_fleet_html(a),
+             '<section id="costs"><h2>Costs</h2>', _note(a.parallel_note) if a.parallel_note else "",
+             table_html(cost_table(a), "costs"), "</section>",
              '<section id="models"><h2>Model comparison</h2>', table_html(model_table(a), "models"), "</section>",
              '<section id="gates"><h2>Gates</h2>',
              f"<p>Rules: {_e(', '.join(a.gate_rules) or 'none')}. Result: {_e(gate_counts(a))}.</p>",
