@@ -1,4 +1,4 @@
-"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint.
+"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint, fleet.
 
 Sessions reuse the current interpreter's environment (``python=False``) because torch and
 transformers are large; install once with scripts/setup.sh.
@@ -48,3 +48,10 @@ def lint(session: nox.Session) -> None:
     session.run("python", "-m", "compileall", "-q", "harness", "tests")
     session.run("harness", "validate", *sorted(str(p) for p in Path("matrices/tasks").glob("*.json")),
                 external=True)
+
+
+@nox.session(python=False)
+def fleet(session: nox.Session) -> None:
+    """Fleet timings: the smoke matrix with --parallel 2 vs 1, and the Ray executor vs the local
+    one (needs the [fleet] extra for the Ray part). Prints the load beside the figures."""
+    session.run("python", "scripts/fleet_timing.py", *session.posargs)

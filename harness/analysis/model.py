@@ -30,7 +30,7 @@ VERDICT_TEXT = {
 class PairResult(BaseModel):
     """One comparison between two executions that should agree."""
 
-    dimension: str  # repeat | process | batch | threads | seed | dtype
+    dimension: str  # repeat | process | batch | threads | node | seed | dtype
     config_id: str
     a: str  # cell ids
     b: str
@@ -63,6 +63,34 @@ class CostSummary(BaseModel):
     latency_samples: list[float] = Field(default_factory=list)  # for the distribution plot
 
 
+class ConfigNodes(BaseModel):
+    """One configuration across the nodes of a fleet run (only when more than one node ran it)."""
+
+    levels: dict[str, str] = Field(default_factory=dict)  # node key -> worst level vs the reference node
+    class_verdicts: dict[str, str] = Field(default_factory=dict)  # environment class -> verdict within it
+    across_classes: str | None = None  # worst level between environment classes
+    summary: str = ""  # e.g. "ready on H100 and A100; tokens across them"
+    consensus: dict[str, dict[str, float]] = Field(default_factory=dict)  # rule -> p3of3/p2of3 on the fleet's mix
+    consensus_note: str | None = None
+
+
+class FleetNode(BaseModel):
+    key: str
+    hostname: str
+    ray_node_id: str | None = None
+    env_class: str | None = None
+    executions: int = 0
+    reference: bool = False
+
+
+class Fleet(BaseModel):
+    """The nodes of a run; the reference node is the one the others are compared against."""
+
+    reference_node: str
+    nodes: list[FleetNode] = Field(default_factory=list)
+    mix: dict[str, float] = Field(default_factory=dict)  # environment class -> share of the nodes
+
+
 class ConfigResult(BaseModel):
     config_id: str
     task: str
@@ -84,6 +112,7 @@ class ConfigResult(BaseModel):
     quantization: dict[str, Any] | None = None
     cost: CostSummary = Field(default_factory=CostSummary)
     failures: list[str] = Field(default_factory=list)  # "cell: reason", capped
+    nodes: ConfigNodes | None = None  # fleet runs only
 
 
 class GateResult(BaseModel):
@@ -154,6 +183,8 @@ class Analysis(BaseModel):
     models: list[ModelRow] = Field(default_factory=list)
     summary: RunSummary | None = None
     warnings: list[LogWarning] = Field(default_factory=list)
+    fleet: Fleet | None = None  # runs whose executions came from more than one node
+    parallel_note: str | None = None  # set when costs were measured while workers ran side by side
 
     def summary_lines(self) -> list[str]:
         lines = []

@@ -19,6 +19,7 @@ from harness.analysis.model import (
     Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, PairResult,
 )
 from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
+from harness.analysis.nodes import config_nodes, fleet_of, node_key, node_pairs, parallel_note
 from harness.digests import digest_json
 from harness.spec.kinds import KINDS, load_object
 from harness.compare.levels import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
@@ -26,6 +27,7 @@ from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 
 REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads")
+NODE = "node"  # fleet runs only: present when more than one node ran a configuration
 VERDICT_ORDER = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")
 
 
@@ -143,8 +145,21 @@ def _reference_of(records: list[Record]) -> Record:
     return min(records, key=execution_order)
 
 
-def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record]) -> dict[str, list[PairResult]]:
+def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record],
+                 reference_node: str | None = None) -> dict[str, list[PairResult]]:
+    """Repeat, process, batch and threads within each node; node against the reference node."""
     out: dict[str, list[PairResult]] = {d: [] for d in REPRO_DIMENSIONS}
+    by_node: dict[str | None, list[Record]] = defaultdict(list)
+    for r in ok:
+        by_node[node_key(r)].append(r)
+    refs = {node: _within_node(cmp, config_id, recs, out) for node, recs in by_node.items()}
+    across = node_pairs(cmp.pair, config_id, refs, reference_node)
+    if across:
+        out[NODE] = across
+    return out
+
+
+def _within_node(cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str, list[PairResult]]) -> dict[str, Record]:
     by_spec: dict[str, list[Record]] = defaultdict(list)
     for r in ok:
         by_spec[r.spec_hash].append(r)
@@ -169,7 +184,7 @@ def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record]) -> dict[str, 
             for r in group:
                 if r is not anchor:
                     out[dim].append(cmp.pair(dim, config_id, anchor, r))
-    return out
+    return refs
 
 
 def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple[bool | None, str | None]:
@@ -358,8 +373,9 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     thr_doc = {k: v for k, v in spec.get("thresholds", {}).items() if k in Thresholds.model_fields}
     thresholds = Thresholds(**thr_doc)
     fail_on = spec.get("gates", {}).get("fail_on", ["not_ready", "failed"])
-    verdict_dims = spec.get("gates", {}).get("verdict_dimensions", list(REPRO_DIMENSIONS))
+    verdict_dims = spec.get("gates", {}).get("verdict_dimensions", [*REPRO_DIMENSIONS, NODE])
     cmp = _Comparer(store, thresholds)
+    fleet = fleet_of(records)
     by_config: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_config[r.config_id].append(r)
@@ -377,10 +393,11 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in ("failed", "timeout")][:10]
         ok = [r for r in recs if r.status == "ok"]
         try:
-            pairs = _repro_pairs(cmp, config_id, ok)
+            pairs = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
+            nodes = config_nodes(cmp.pair, config_id, ok, pairs, fleet, _judge, _summarize, verdict_dims) if fleet else None
         except _ArtifactProblem as err:
             problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
-            pairs = {d: [] for d in REPRO_DIMENSIONS}
+            pairs, nodes = {d: [] for d in REPRO_DIMENSIONS}, None
             failures.append(f"artifact unreadable: {err}")
             counts["failed"] += 1
         dims = {d: _summarize(p) for d, p in pairs.items()}
@@ -403,7 +420,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
             lint=sorted({w for r in recs for w in r.lint}),
             quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),
-            cost=_cost(recs), failures=failures,
+            cost=_cost(recs), failures=failures, nodes=nodes,
         ))
     gates = []
     for c in configs:
@@ -416,6 +433,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
         thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
+        fleet=fleet, parallel_note=parallel_note(records, manifest.execution or []),
     )
     return with_summary(a, run_dir, records, verdict_dims)
 

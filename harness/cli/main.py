@@ -158,18 +158,47 @@ def cmd_run(args) -> int:
     from harness.execution.runner import RunInterrupted, run_matrix
 
     matrix = load_matrix(args.matrix)
+    executor = _executor(args)
     try:
         summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
-                             progress=not args.no_progress, max_cells=args.max_cells)
+                             progress=not args.no_progress, max_cells=args.max_cells, executor=executor,
+                             parallel=args.parallel)
     except RunInterrupted as err:
         print(str(err), file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if executor is not None:
+            executor.shutdown()
     for problem in summary.problems:
         print(f"note: {problem}", file=sys.stderr)
     print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
     analysis = _write_reports(summary.run_dir, args.formats.split(","))
     return _print_gates(analysis)
+
+
+def _executor(args):
+    """None for local processes; for ``--executor ray`` a connected RayExecutor."""
+    from harness.execution.ray_executor import FleetError, RayExecutor
+
+    if args.executor == "local":
+        if args.address:
+            raise FleetError("--address needs --executor ray")
+        return None
+    executor = RayExecutor(args.address)
+    how = "started a local Ray instance" if executor.started_ray and not args.address else "connected to Ray"
+    print(f"{how} in {executor.startup_s:.1f} s; {len(executor.alive_nodes())} node(s)", file=sys.stderr)
+    return executor
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1..64, got {value}")
+    return value
 
 
 def cmd_report(args) -> int:
@@ -242,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--max-cells", type=int)
     s.add_argument("--formats", default="md,html,json")
+    s.add_argument("--parallel", type=_positive, metavar="N",
+                   help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own")
+    s.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
+    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="(re)write a run's reports")

@@ -105,3 +105,33 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> 
         elif va != vb:
             out.append(f"{prefix}{key}")
     return out
+
+
+# Fields that can change outputs between machines (threads aside): a node's environment class.
+CLASS_KEYS = ("machine", "processor", "gpu_names", "gpu_capability", "driver", "cuda_runtime", "cudnn", "torch", "blas")
+CLASS_LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes", "diffusers", "numpy")
+
+
+def environment_class(env: dict[str, Any], cpus: int | None = None) -> str:
+    """A short readable label for the hardware/software class of a node, e.g.
+    ``NVIDIA H100 80GB HBM3 [3f2a9c]`` or ``Intel Xeon ..., 2 CPUs [3f2a9c]``. Nodes with equal
+    labels are expected to agree bitwise; the bracket is a hash of every field that can change
+    outputs (driver, CUDA, library versions), so one GPU model on two driver versions is two
+    classes. ``cpus`` is the CPU count the node gives a job (Ray's CPU resource on a fleet):
+    on the CPU it sets the default thread count, and thread count changes float reductions."""
+    from harness.digests import digest_json
+
+    libs = env.get("libraries") or {}
+    cpus = cpus if cpus is not None else env.get("cpu_count")
+    gpus = sorted(set(env.get("gpu_names") or []))
+    doc = {**{k: env.get(k) for k in CLASS_KEYS}, "libraries": {k: libs.get(k) for k in CLASS_LIBRARIES},
+           "cpus": None if gpus else cpus}
+    name = " + ".join(gpus) if gpus else f"{env.get('processor') or env.get('machine') or 'cpu'}, {cpus} CPUs"
+    return f"{name} [{digest_json(doc)[:6]}]"
+
+
+def node_fields(env: dict[str, Any], *, key: str, hostname: str, ray_node_id: str | None = None,
+                cpus: int | None = None, gpus: float | None = None) -> dict[str, Any]:
+    """A manifest entry for one node: who it is, its environment fingerprint and class."""
+    return {"key": key, "hostname": hostname, "ray_node_id": ray_node_id, "cpus": cpus, "gpus": gpus,
+            "env_class": environment_class(env, cpus), "environment": env}

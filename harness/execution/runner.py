@@ -1,9 +1,12 @@
 """Schedule cells onto fresh worker processes and record every outcome.
 
 A worker serves every cell that shares its device and determinism profile (loading each model
-once); an independent second worker repeats them for process-to-process comparison. The
-executor sits behind a small interface (``Executor.run``): local processes now; a fleet of
-machines would plug in through an existing engine such as Ray, never a home-made scheduler.
+once); an independent second worker repeats them for process-to-process comparison. Jobs run
+side by side where their slots allow (harness.execution.schedule: one worker per CUDA device,
+``parallel`` on the CPU). The executor sits behind a small interface (``Executor.run``):
+local processes here, a fleet of machines through Ray (harness.execution.ray_executor), never
+a home-made scheduler. The driver alone writes the run directory: records are appended, and
+each node's environment is put in the manifest, from the callbacks, one at a time.
 Failure is contained: a cell that times out or whose worker dies is recorded as such and a
 new worker carries on with the rest; ``resume`` re-runs only what has no final record.
 """
@@ -28,6 +31,7 @@ from harness.errors import HarnessError
 from harness.execution.protocol import CellPayload, Done, Ready, RecordEvent, Start, WorkerJob, parse_event
 from harness.hubenv import apply_library_env
 from harness.spec.kinds import KINDS
+from harness.execution.schedule import Slot, local_slot, run_jobs
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
 from harness.store.records import Record
@@ -51,11 +55,15 @@ class Job:
 
 
 class Executor(Protocol):
-    """Runs a job's cells and reports each cell's record (a Record, or the dict of a failure
-    the executor itself observed) and the workers' ``ready`` events."""
+    """Runs one job's cells in a fresh worker and reports each record (a Record, or the dict of
+    a failure the executor itself observed) and the workers' ``ready`` events through the
+    callbacks. Optional: ``slot(job, parallel)`` says which jobs may run at once (default: one
+    worker per device, ``parallel`` on the CPU); ``stop()`` ends live workers; ``describe()``
+    is what the manifest records about the executor. ``run`` may be called from several
+    threads at once."""
 
     def run(self, job: Job, on_record: Callable[[Record | dict[str, Any]], None],
-            on_ready: Callable[[Ready], None] | None = None) -> None: ...
+            on_ready: Callable[[Ready | dict[str, Any]], None] | None = None) -> None: ...
 
 
 def cell_payload(cell: Cell, lint: list[str]) -> CellPayload:
@@ -76,7 +84,23 @@ class LocalProcessExecutor:
     def __init__(self, python: str | None = None, env: dict[str, str] | None = None):
         self.python = python or sys.executable
         self.env = env
-        self.current: subprocess.Popen | None = None
+        self._live: set[subprocess.Popen] = set()  # several jobs may run at once (one thread each)
+        self._guard = threading.Lock()
+        self._stopped = threading.Event()
+
+    def slot(self, job: Job, parallel: int) -> Slot:
+        return local_slot(job, parallel)
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": "local"}
+
+    def stop(self) -> None:
+        """Kill every live worker and start no more (an interrupt or another job's error)."""
+        self._stopped.set()
+        with self._guard:
+            live = list(self._live)
+        for proc in live:
+            self._kill(proc)
 
     def _start(self, job: Job, cells: list[CellPayload]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
@@ -99,12 +123,13 @@ class LocalProcessExecutor:
             events.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
-        self.current = proc
+        with self._guard:
+            self._live.add(proc)
         return proc, events, path
 
-    def kill(self) -> None:
-        proc = self.current
-        if proc is not None and proc.poll() is None:
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -112,11 +137,11 @@ class LocalProcessExecutor:
             proc.wait()
 
     def run(self, job: Job, on_record: Callable[[Record | dict[str, Any]], None],
-            on_ready: Callable[[Ready], None] | None = None) -> None:
+            on_ready: Callable[[Ready | dict[str, Any]], None] | None = None) -> None:
         remaining = list(job.cells)
         # timeout_s = inf (valid TOML) means no timeout: a queue wait beyond TIMEOUT_MAX overflows
         limit = job.timeout_s if job.timeout_s < threading.TIMEOUT_MAX / 2 else None
-        while remaining:
+        while remaining and not self._stopped.is_set():
             proc, events, job_file = self._start(job, remaining)
             in_flight: CellPayload | None = None
             deadline: float | None = None
@@ -126,7 +151,7 @@ class LocalProcessExecutor:
                     try:
                         event = events.get(timeout=wait)
                     except queue.Empty:  # the cell in flight ran past its timeout
-                        self.kill()
+                        self._kill(proc)
                         on_record(_failure(in_flight, "timeout", f"timed out after {job.timeout_s:.0f} s; worker killed"))
                         remaining = remaining[remaining.index(in_flight) + 1:]
                         break
@@ -154,8 +179,9 @@ class LocalProcessExecutor:
                         remaining = []
                         break
             finally:
-                self.kill()
-                self.current = None
+                self._kill(proc)
+                with self._guard:
+                    self._live.discard(proc)
                 try:
                     os.unlink(job_file)
                 except OSError:
@@ -213,18 +239,31 @@ def tiny_models_of(matrix: Matrix) -> dict[str, str]:
     return found
 
 
-def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = False, progress: bool = True,
-               executor: Executor | None = None, max_cells: int | None = None, reports_root: Path = Path("reports")) -> RunSummary:
-    from harness import __version__
+def matrix_digest_of(matrix: Matrix) -> str:
+    """What a resumed run must match: the matrix without ``parallel`` (how many workers run at
+    once changes no output, so a run may be resumed with another value)."""
     from harness.digests import digest_json
+
+    doc = matrix.to_doc()
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if k != "parallel"}
+    return digest_json(doc)
+
+
+def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = False, progress: bool = True,
+               executor: Executor | None = None, max_cells: int | None = None, reports_root: Path = Path("reports"),
+               parallel: int | None = None) -> RunSummary:
+    """Run (or resume) a matrix. ``parallel``: CPU workers at once (default: the matrix's
+    ``parallel`` key, itself 1 by default); CUDA devices always get one worker each."""
+    from harness import __version__
 
     # Importing torch to look for GPUs costs seconds: only when the matrix asks for one.
     wants_gpu = any(d != "cpu" for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
                     for d in e.get("device", []) or [])
-    devices = available_devices() if wants_gpu else ["cpu"]
+    cluster_devices = getattr(executor, "devices", None)  # a fleet's devices, not the driver's
+    devices = (cluster_devices() if cluster_devices else available_devices()) if wants_gpu else ["cpu"]
     cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
     run_dir = Path(out_dir) if out_dir else reports_root / "runs" / new_run_id(matrix.spec.name)
-    matrix_digest = digest_json(matrix.to_doc())
+    matrix_digest = matrix_digest_of(matrix)
     if resume:
         if not (run_dir / "manifest.json").exists():
             raise StoreError(f"{run_dir}: nothing to resume (no manifest.json)")
@@ -260,7 +299,8 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         pending = [c for c in cells if c.cell_id not in done]
         summary.resumed_skipped = len(cells) - len(pending)
         lint = _lint_for(matrix, pending)
-        _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress)
+        _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress,
+                 parallel or matrix.spec.parallel)
         if not store.manifest().environment:  # no worker started (all skipped or done)
             from harness.execution.env import fingerprint
 
@@ -276,11 +316,15 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
 
 
 def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[str, list[str]], summary: RunSummary,
-             executor: Executor, progress: bool) -> None:
+             executor: Executor, progress: bool, parallel: int) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from harness.execution.nodes import NodeBook
+
+    nodes = NodeBook(store)
+
     def write(record: Record | dict[str, Any]) -> None:
-        rec = Record.model_validate(record)
+        rec = Record.model_validate(nodes.stamp(record))
         try:
             store.append(rec)
         except OSError as err:
@@ -292,10 +336,9 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
         summary.statuses[rec.status] = summary.statuses.get(rec.status, 0) + 1
         bar.update(task_id, advance=1, failures=summary.statuses.get("failed", 0) + summary.statuses.get("timeout", 0))
 
-    def on_ready(event: Ready) -> None:
-        """The environment is the one the workers really ran in (recorded once per run)."""
-        if event.environment and not store.manifest().environment:
-            store.update_manifest(environment=event.environment)
+    def on_ready(event: Ready | dict[str, Any]) -> None:
+        """The environment is the one the workers really ran in (recorded once per node)."""
+        nodes.on_ready(event)
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
@@ -307,12 +350,27 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
                 write(_failure(cell_payload(cell, lint.get(cell.cell_id, [])), "skipped", cell.skip_reason))
             else:
                 runnable.append(cell)
-        groups: dict[tuple[str, str, int], list[Cell]] = {}
-        for cell in runnable:
-            groups.setdefault((*cell.group_key, cell.axes.worker), []).append(cell)
-        for (device, profile, worker), group in groups.items():
-            group.sort(key=lambda c: (c.task_doc.get("model", ""), c.axes.dtype, str(c.axes.quantize_bits), c.task_name,
-                                      c.axes.threads or 0, c.axes.batch_size, c.axes.seed, c.axes.repeat))
-            job = Job(str(store.path), device, profile, worker,
-                      [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s)
-            executor.run(job, write, on_ready)
+        jobs = _jobs(store, matrix, runnable, lint)
+        slot = getattr(executor, "slot", local_slot)
+        started = time.time()
+        stats = run_jobs(jobs, executor.run, lambda job: slot(job, parallel), write, on_ready,
+                         getattr(executor, "stop", lambda: None))
+    describe = getattr(executor, "describe", None)
+    session = {**(describe() if describe else {"executor": type(executor).__name__}), "parallel": parallel,
+               "jobs": stats.jobs, "max_concurrent_workers": stats.max_concurrent, "started_at": started,
+               "wall_s": round(time.time() - started, 3)}
+    store.update_manifest(execution=[*(store.manifest().execution or []), session])
+
+
+def _jobs(store: RunStore, matrix: Matrix, runnable: list[Cell], lint: dict[str, list[str]]) -> list[Job]:
+    """One job per (device, profile, worker): a worker loads each model once for its cells."""
+    groups: dict[tuple[str, str, int], list[Cell]] = {}
+    for cell in runnable:
+        groups.setdefault((*cell.group_key, cell.axes.worker), []).append(cell)
+    jobs = []
+    for (device, profile, worker), group in groups.items():
+        group.sort(key=lambda c: (c.task_doc.get("model", ""), c.axes.dtype, str(c.axes.quantize_bits), c.task_name,
+                                  c.axes.threads or 0, c.axes.batch_size, c.axes.seed, c.axes.repeat))
+        jobs.append(Job(str(store.path), device, profile, worker,
+                        [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s))
+    return jobs

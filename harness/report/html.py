@@ -18,10 +18,10 @@ from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult
 from harness.report import plots
 from harness.report.heatmap import DARK_TEXT, LEVEL_MEANING, MAP_LEVELS, PALETTE, verdict_map
 from harness.report.plots import e, note
-from harness.report.run import (TOP_FINDINGS, VERDICT_SHORT, Table, agreement_table, config_cost_facts,
-                                config_facts, cost_table, drift_table, environment_table, evidence_table,
+from harness.report.run import (TOP_FINDINGS, VERDICT_SHORT, Table, agreement_table, class_table,
+                                config_cost_facts, config_facts, cost_table, drift_table, environment_table, evidence_table,
                                 example_table, fmt_mapping, gate_counts, gate_table, has_quantization, lint_rows,
-                                meta_lines, model_table, quantization_table, summary_facts, summary_of, tiny_table,
+                                meta_lines, mix_line, model_table, node_config_table, node_table, quantization_table, summary_facts, summary_of, tiny_table,
                                 verdict_counts, verdict_table, warnings_table)
 
 MAX_PAIR_PLOTS = 24  # a huge run keeps a readable page; the rest are named in a note
@@ -189,6 +189,15 @@ def config_html(a: Analysis, c: ConfigResult, index: int, run_dir: Path | None, 
     return "".join(parts) + "</details>"
 
 
+def _fleet_html(a: Analysis) -> list[str]:
+    if not a.fleet:
+        return []
+    return ['<section id="nodes"><h2>Nodes</h2>', f"<p>Reference node: <code>{e(a.fleet.reference_node)}</code>. "
+            f"{e(mix_line(a))}</p>", table_html(node_table(a), "nodes"),
+            "<h3>Agreement with the reference node</h3>", table_html(node_config_table(a), "node-levels"),
+            "<h3>Verdicts per environment class</h3>", table_html(class_table(a), "node-classes"), "</section>"]
+
+
 def render_html(a: Analysis, run_dir: Path | None = None) -> str:
     run_dir = Path(run_dir) if run_dir is not None else None
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]
@@ -212,7 +221,9 @@ def render_html(a: Analysis, run_dir: Path | None = None) -> str:
             '<section id="configs"><h2>Evidence per configuration</h2>',
             f"<p>Thresholds: {e(fmt_mapping(a.thresholds))}</p>", *config_parts, "</section>",
             '<section id="findings"><h2>Findings</h2>', _findings(a), "</section>",
-            '<section id="costs"><h2>Costs</h2><div class="plots">', plots.safe(plots.latency_plot, a),
+            *_fleet_html(a),
+            '<section id="costs"><h2>Costs</h2>', note(a.parallel_note) if a.parallel_note else "",
+            '<div class="plots">', plots.safe(plots.latency_plot, a),
             plots.safe(plots.memory_plot, a), plots.safe(plots.speed_plot, a), "</div>",
             table_html(cost_table(a), "costs"), "</section>",
             '<section id="examples"><h2>Worst pairs</h2>', table_html(example_table(a), "examples"),

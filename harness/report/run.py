@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, RunSummary
+from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, FleetNode, RunSummary
 from harness.compare.agreement import RULES as RULE_LEVELS
 from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered_dimensions
 
@@ -301,6 +301,56 @@ def gate_counts(a: Analysis) -> str:
     return f"{passed} passed, {len(a.gates) - passed} failed"
 
 
+# --- fleet tables (a run whose executions came from more than one node) ------------------------
+CONSENSUS_RULES = ("exact_hash", "token_equality", "tolerance", "fingerprint")
+
+
+def node_label(n: FleetNode) -> str:
+    """Hostname and the start of the node key (emulated nodes share a hostname)."""
+    return n.hostname if n.key == n.hostname else f"{n.hostname}/{n.key[:8]}"
+
+
+def node_table(a: Analysis) -> Table:
+    head = ["Node", "Environment class", "Ray node id", "Executions", "Reference"]
+    rows = [[node_label(n), fmt(n.env_class), fmt(n.ray_node_id), str(n.executions), "yes" if n.reference else ""]
+            for n in (a.fleet.nodes if a.fleet else [])]
+    return head, rows
+
+
+def node_config_table(a: Analysis) -> Table:
+    """Configuration x node: the worst level against the reference node's executions."""
+    nodes = a.fleet.nodes if a.fleet else []
+    head = ["Config"] + [node_label(n) for n in nodes]
+    rows = []
+    for c in a.configs:
+        if c.nodes is None:
+            continue
+        rows.append([c.config_id] + [c.nodes.levels.get(n.key, "-") for n in nodes])
+    return head, rows
+
+
+def class_table(a: Analysis) -> Table:
+    """Per configuration: the verdict within each environment class, the level across them,
+    and 3-node agreement for a network with the run's hardware mix."""
+    classes = list(a.fleet.mix) if a.fleet else []
+    head = (["Config"] + classes + ["Across classes", "Summary"]
+            + [f"P(3/3) {r}" for r in CONSENSUS_RULES] + ["Note"])
+    rows = []
+    for c in a.configs:
+        n = c.nodes
+        if n is None:
+            continue
+        rows.append([c.config_id] + [n.class_verdicts.get(k, "-") for k in classes] + [fmt(n.across_classes), n.summary]
+                    + [fmt(n.consensus.get(r, {}).get("p3of3")) for r in CONSENSUS_RULES] + [fmt(n.consensus_note)])
+    return head, rows
+
+
+def mix_line(a: Analysis) -> str:
+    if not a.fleet:
+        return ""
+    return "Hardware mix: " + ", ".join(f"{k} {v:.2f}" for k, v in a.fleet.mix.items()) + "."
+
+
 # --- Markdown ----------------------------------------------------------------------------------
 def _md_cell(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ") or " "
@@ -357,7 +407,8 @@ def render_markdown(a: Analysis) -> str:
     out += ["## Library warnings", "", "Distinct warnings with counts (worker logs: lines; Python warnings: "
             "executions that raised them).", ""] + md_table(warnings_table(a))
 
-    out += ["## Costs", ""] + md_table(cost_table(a))
+    out += _md_fleet(a)
+    out += ["## Costs", ""] + ([f"_Note: {a.parallel_note}._", ""] if a.parallel_note else []) + md_table(cost_table(a))
     out += ["## Model comparison", ""] + md_table(model_table(a))
     out += ["## Gates", "", f"Rules: {', '.join(a.gate_rules) or 'none'}. Result: {gate_counts(a)}.", ""]
     out += md_table(gate_table(a))
@@ -367,6 +418,15 @@ def render_markdown(a: Analysis) -> str:
     while out and out[-1] == "":
         out.pop()
     return "\n".join(out) + "\n"
+
+
+def _md_fleet(a: Analysis) -> list[str]:
+    """The nodes section of a fleet run (nothing for a run on one node)."""
+    if not a.fleet:
+        return []
+    return (["## Nodes", "", f"Reference node: `{a.fleet.reference_node}`. {mix_line(a)}", ""] + md_table(node_table(a))
+            + ["### Agreement with the reference node", ""] + md_table(node_config_table(a))
+            + ["### Verdicts per environment class", ""] + md_table(class_table(a)))
 
 
 # --- JSON ---------------------------------------------------------------------------------------

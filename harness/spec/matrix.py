@@ -117,6 +117,9 @@ class MatrixSpec(BaseModel):
     description: str = ""
     repeats: int = Field(default=2, ge=1, le=100)
     workers: int = Field(default=2, ge=1, le=16)
+    # CPU workers running at once (CUDA devices always get one worker each); 1 by default
+    # because workers sharing cores perturb each other's timings. Outputs are unaffected.
+    parallel: int = Field(default=1, ge=1, le=64, strict=True)
     timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     tasks: list[TaskEntry] = Field(min_length=1)
     axes: AxesSpec = Field(default_factory=AxesSpec)

@@ -50,6 +50,8 @@ class Manifest(BaseModel):
     environment: dict[str, Any] | None = None  # harness.execution.env.fingerprint() of the workers
     tiny_models: dict[str, str] = Field(default_factory=dict)  # "tiny:name" -> weights sha256
     devices: list[str] | None = None
+    nodes: dict[str, dict[str, Any]] | None = None  # node key -> who, cpus/gpus, env_class, environment (fleets)
+    execution: list[dict[str, Any]] | None = None  # one entry per run or resume: executor, parallel, workers at once
 
     @property
     def matrix_spec(self) -> dict[str, Any]:

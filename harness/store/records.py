@@ -4,6 +4,7 @@ Versioned like pyperf's format: ``RECORD_SCHEMA_VERSION`` changes whenever a fie
 meaning; readers refuse newer versions with a clear message instead of misreading them.
 History:
   1 -- first version (cell axes, digests, timings, peak memory, warnings, determinism state).
+  2 -- ``node``: which machine ran the execution (hostname, Ray node id, environment class).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RECORD_SCHEMA_VERSION = 1
+RECORD_SCHEMA_VERSION = 2
 Status = Literal["ok", "failed", "timeout", "skipped"]
 
 
@@ -30,6 +31,19 @@ class Axes(BaseModel):
     profile: str = "on"
     repeat: int = 0
     worker: int = 0
+
+
+class Node(BaseModel):
+    """The machine that ran an execution. ``key`` tells nodes apart within a run (the Ray node
+    id on a fleet, the hostname otherwise); ``env_class`` groups nodes whose environment
+    fingerprints agree on what can change outputs (GPU model, driver, CUDA, libraries, CPU)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    hostname: str
+    ray_node_id: str | None = None
+    env_class: str | None = None
 
 
 IDENTITY_FIELDS = ("cell_id", "spec_hash", "config_id", "task_name", "kind", "model", "axes", "lint")
@@ -65,6 +79,7 @@ class Record(BaseModel):
     determinism: dict[str, Any] = Field(default_factory=dict)
     lint: list[str] = Field(default_factory=list)
     worker_pid: int | None = None
+    node: Node | None = None  # None in records written before schema version 2
     started_at: float | None = None
     finished_at: float | None = None
 

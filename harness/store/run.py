@@ -226,7 +226,8 @@ def flatten_record(r: Record) -> dict[str, Any]:
                            "task": r.task_name, "kind": r.kind, "model": r.model, "status": r.status,
                            "reason": r.reason, "output_digest": r.digests.get("output"),
                            "tokens_digest": r.digests.get("tokens"), "peak_memory_bytes": r.peak_memory_bytes,
-                           "artifact": r.artifact}
+                           "artifact": r.artifact, "node": r.node.key if r.node else None,
+                           "env_class": r.node.env_class if r.node else None}
     row.update(r.axes.model_dump())
     row.update({f"t_{k}": v for k, v in r.timings.items()})
     return row

@@ -1,0 +1,65 @@
+"""The driver's book of the nodes that ran a run: manifest entries and each record's node.
+
+Why: on a fleet the question is which machine produced which output. A worker's ``ready``
+event carries the environment fingerprint it measured on its node (an executor adds who the
+node is: Ray node id, hostname, the CPUs and GPUs it has); the first event from a node puts
+the node, its fingerprint and its environment class in ``manifest.json`` under ``nodes``, and
+every record is stamped with its node. Local runs have one node, this machine. Called only
+from the serialised callbacks of harness.execution.schedule, so it needs no lock of its own.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from harness.execution.env import node_fields
+from harness.execution.protocol import Ready
+from harness.store.records import Record
+from harness.store.run import RunStore
+
+
+def local_node() -> dict[str, Any]:
+    host = platform.node() or "localhost"
+    return {"key": host, "hostname": host, "ray_node_id": None}
+
+
+class NodeBook:
+    def __init__(self, store: RunStore):
+        self.store = store
+        manifest = store.manifest()
+        self.nodes: dict[str, dict[str, Any]] = dict(manifest.nodes or {})  # a resumed run keeps its nodes
+        self.has_environment = bool(manifest.environment)
+
+    def on_ready(self, event: Ready | dict[str, Any]) -> None:
+        """A local worker's typed ``Ready``, or a fleet executor's event dict with ``node``."""
+        if isinstance(event, Ready):
+            event = event.model_dump()
+        env = event.get("environment")
+        if not env:
+            return
+        who = event.get("node") or local_node()
+        fields: dict[str, Any] = {}
+        if who["key"] not in self.nodes:
+            self.nodes[who["key"]] = node_fields(env, key=who["key"], hostname=who["hostname"],
+                                                 ray_node_id=who.get("ray_node_id"),
+                                                 cpus=who.get("cpus", env.get("cpu_count")), gpus=who.get("gpus"))
+            fields["nodes"] = self.nodes
+        if not self.has_environment:  # the run's environment: the first node's, as before fleets
+            fields["environment"] = env
+            self.has_environment = True
+        if fields:
+            self.store.update_manifest(**fields)
+
+    def stamp(self, record: Record | dict[str, Any]) -> dict[str, Any]:
+        """The record with its node (the executor's, or this machine for local workers)."""
+        if isinstance(record, Record):
+            record = record.model_dump(exclude_unset=True)
+        if "node" in record and record["node"] is None:
+            return record  # no node ran it (an executor said so)
+        if record.get("status") == "skipped" and "worker_pid" not in record:
+            return record  # decided by the driver before any node ran it
+        who = dict(record.get("node") or local_node())
+        entry = self.nodes.get(who["key"])
+        who.setdefault("env_class", entry["env_class"] if entry else None)
+        return {**record, "node": {k: who.get(k) for k in ("key", "hostname", "ray_node_id", "env_class")}}
