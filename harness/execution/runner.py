@@ -30,6 +30,7 @@ from harness.hubenv import apply_library_env
 from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
+from harness.store.receipts import RECEIPT_VERSION
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError, new_run_id
 
@@ -223,18 +224,29 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
                     for d in e.get("device", []) or [])
     devices = available_devices() if wants_gpu else ["cpu"]
     cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
+    if not cells:
+        from harness.spec.matrix import MatrixError
+
+        raise MatrixError(f"matrix {matrix.spec.name!r} expands to no cells (its excludes remove every one, or an "
+                          f"axis is empty): nothing would be tested")
     run_dir = Path(out_dir) if out_dir else reports_root / "runs" / new_run_id(matrix.spec.name)
-    matrix_digest = digest_json(matrix.to_doc())
+    # what was asked, not where the file was: the same matrix given by another path resumes
+    matrix_digest = digest_json({**matrix.to_doc(), "source": None})
+    legacy_digest = digest_json(matrix.to_doc())
     if resume:
         if not (run_dir / "manifest.json").exists():
             raise StoreError(f"{run_dir}: nothing to resume (no manifest.json)")
         store = RunStore(run_dir)
+        from harness.store.evidence import run_status
+
+        before = run_status(store, store.manifest())  # before we take the lock ourselves
         store.lock()
         manifest = store.manifest()
-        if manifest.matrix_digest != matrix_digest:
+        if manifest.matrix_digest not in (matrix_digest, legacy_digest):
             store.unlock()
             raise StoreError(f"{run_dir}: this run was made from a different matrix; resume it with the same matrix file")
-        here = Manifest(harness_version=__version__, matrix_digest=matrix_digest, tiny_models=tiny_models_of(matrix))
+        here = Manifest(harness_version=__version__, matrix_digest=manifest.matrix_digest,  # checked just above
+                        tiny_models=tiny_models_of(matrix))
         try:  # records from another harness or other tiny weights must not be merged into this run
             check_metadata(manifest, here, CHECKED_ON_MERGE, f"{run_dir}: cannot resume",
                            "; finish it with the harness and tiny models that began it")
@@ -248,8 +260,14 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
             harness_version=__version__, run_id=run_dir.name, created_at=time.time(),
             matrix=matrix.to_doc(), matrix_digest=matrix_digest, environment=None,
             tiny_models=tiny_models_of(matrix), status="running", devices=devices,
+            receipt_version=RECEIPT_VERSION,  # every ok record of this run must carry a receipt
         ))
     summary = RunSummary(run_dir=run_dir, total=len(cells))
+    if resume and before == "interrupted":
+        summary.problems.append(f"{run_dir}: the run was interrupted (its manifest said running but no process held "
+                                f"its lock); resuming it")
+    if resume:
+        store.update_manifest(status="running")
     try:
         note = store.repair_tail()
         if note:
@@ -266,6 +284,11 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
 
             store.update_manifest(environment=fingerprint())
         store.update_manifest(status="complete", finished_at=time.time())
+    except OSError as err:  # a full disk can strike any write: job files, logs, the manifest
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(f"{store.path}: disk full while writing the run; finished records are kept; "
+                             f"free space and finish with --resume") from None
+        raise
     except KeyboardInterrupt:
         store.update_manifest(status="interrupted")
         raise RunInterrupted(f"interrupted; finished records are kept in {run_dir}; finish with "

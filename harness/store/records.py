@@ -4,6 +4,9 @@ Versioned like pyperf's format: ``RECORD_SCHEMA_VERSION`` changes whenever a fie
 meaning; readers refuse newer versions with a clear message instead of misreading them.
 History:
   1 -- first version (cell axes, digests, timings, peak memory, warnings, determinism state).
+  2 -- ``receipt`` (harness.store.receipts: a digest chaining task, model files, runner,
+       libraries, determinism flags, device class, seed and outputs); ``model_meta`` gains
+       ``model_files_sha256``. Version 1 records still load (they have no receipt).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RECORD_SCHEMA_VERSION = 1
+RECORD_SCHEMA_VERSION = 2
 Status = Literal["ok", "failed", "timeout", "skipped"]
 
 
@@ -67,6 +70,7 @@ class Record(BaseModel):
     worker_pid: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    receipt: dict[str, Any] | None = None  # harness.store.receipts; ok records from schema 2 on
 
     @property
     def ok(self) -> bool:
