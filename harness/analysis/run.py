@@ -358,9 +358,9 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     by_config: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_config[r.config_id].append(r)
-    from harness.store.evidence import check_evidence
+    from harness.analysis.evidence import gather
 
-    evidence = check_evidence(store, manifest, loaded.records, loaded.problems, verify=verify_artifacts)
+    evidence = gather(store, manifest, loaded.records, loaded.problems, verify=verify_artifacts)
     problems = list(evidence.problems)  # unreadable lines (capped), missing, foreign, broken evidence
     drift = _dtype_drift_safe(cmp, by_config, problems)
     configs, examples = [], []

@@ -45,6 +45,7 @@ def cmd_bundle(args) -> int:
     from harness.store.bundle import sha256_file, verify_bundle, write_bundle
 
     key = signing_key(args.sign)
+    _refuse_broken_evidence(Path(args.run))
     path = write_bundle(Path(args.run), Path(args.out) if args.out else None, sign_key=key)
     doc = verify_bundle(path)  # read back what was written: a bundle is only as good as its check
     files = doc["files"]
@@ -54,6 +55,19 @@ def cmd_bundle(args) -> int:
     print(f"{len(files)} files ({artifacts} artifacts), manifest sha256 {doc['manifest_sha256']}")
     print(doc["signed_by"])
     return EXIT_OK
+
+
+def _refuse_broken_evidence(run_dir: Path) -> None:
+    """A bundle is a reference: incomplete or broken evidence must not travel as one."""
+    from harness.analysis.evidence import gather
+    from harness.store.run import RunStore
+
+    store = RunStore(run_dir)
+    loaded = store.load_records()
+    evidence = gather(store, store.manifest(), loaded.records, loaded.problems)
+    if not evidence.ok:
+        raise StoreError(f"{run_dir}: cannot bundle this run: {len(evidence.problems)} evidence problem(s); "
+                         f"first: {evidence.problems[0]}")
 
 
 # --- certify ------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def sign_json_file(path: Path, key) -> str:
 
 def cmd_verify(args) -> int:
     from harness.store.bundle import open_run_or_bundle
-    from harness.store.evidence import check_evidence
+    from harness.analysis.evidence import gather as check_evidence
     from harness.store.signing import SignatureError, check_document
 
     path = Path(args.path)

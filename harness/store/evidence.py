@@ -72,24 +72,6 @@ def run_status(store: RunStore, manifest: Any) -> str:
     return "interrupted"
 
 
-def expected_cells(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """cell id -> Cell for the matrix the manifest records, or None when it records none."""
-    from harness.spec.matrix import Matrix, MatrixSpec, expand
-
-    doc = manifest.get("matrix")
-    if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict) or not isinstance(doc.get("tasks"), dict):
-        return None
-    try:
-        spec = MatrixSpec.model_validate(doc["spec"])
-        matrix = Matrix(spec=spec, source=None,
-                        tasks={k: (v["kind"], v["task"]) for k, v in doc["tasks"].items()})
-        devices = manifest.get("devices") or ["cpu"]
-        cells = expand(matrix, list(devices), max_cells=10**6)
-    except Exception as err:  # a manifest whose matrix no longer expands cannot vouch for anything
-        raise StoreError(f"manifest matrix cannot be expanded ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    return {c.cell_id: c for c in cells}
-
-
 def _derived(r: Record, arrays: dict[str, Any]) -> list[str]:
     """Recompute output/tokens/response digests; one line per one that does not match."""
     bad = []
@@ -131,8 +113,10 @@ class _Lines:
 
 
 def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_problems: list[str],
-                   verify: bool = True) -> Evidence:
-    """``manifest``: the typed Manifest or its JSON document."""
+                   verify: bool = True, *, cells: dict[str, Any] | None = None) -> Evidence:
+    """``manifest``: the typed Manifest or its JSON document; ``cells``: cell id -> Cell of the
+    manifest's matrix (harness.analysis.evidence expands it; the store does not know matrices),
+    None when the manifest records no matrix."""
     manifest = manifest.to_doc() if hasattr(manifest, "to_doc") else manifest
     ev = Evidence(status=run_status(store, manifest), unreadable_lines=len(load_problems))
     lines = _Lines()
@@ -141,7 +125,6 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
     if ev.status != "complete":
         lines.add("status", f"run status is {ev.status!r}, not complete"
                   + ("; finish it with `harness run MATRIX --resume`" if ev.status == "interrupted" else ""))
-    cells = expected_cells(manifest)
     by_cell: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_cell[r.cell_id].append(r)

@@ -239,7 +239,7 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
 
     if threads is not None and threads < 1:
         raise CertifyError(f"--threads must be a positive integer, got {threads}")
-    from harness.store.evidence import check_evidence
+    from harness.analysis.evidence import gather as check_evidence
 
     with open_bundle(reference, trusted_keys) as ref:
         where = f"reference {reference}"

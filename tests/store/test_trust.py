@@ -20,7 +20,7 @@ import pytest
 from conftest import print_through_capture
 from harness.cli.main import main
 from harness.store.bundle import BUNDLE_JSON, _append_trailer, _zipinfo, verify_bundle
-from harness.store.evidence import check_evidence
+from harness.analysis.evidence import gather as check_evidence
 from harness.store.receipts import LINKS
 from harness.store.run import RunStore, StoreError
 from tests.execution.test_matrix_runner import mini_matrix
