@@ -35,4 +35,11 @@ def expected_cells(manifest: Any) -> dict[str, Any] | None:
 
 def gather(store: RunStore, manifest: Any, records: list[Record], load_problems: list[str],
            verify: bool = True) -> Evidence:
-    return check_evidence(store, manifest, records, load_problems, verify, cells=expected_cells(manifest))
+    from harness.spec.kinds import KINDS
+
+    discrete = {}
+    for name in KINDS.names():
+        spec = KINDS.get(name)
+        discrete[name] = None if getattr(spec, "upstream_discrete", None) else spec.discrete
+    return check_evidence(store, manifest, records, load_problems, verify, cells=expected_cells(manifest),
+                          discrete=discrete)

@@ -106,7 +106,7 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
 
     environment = fingerprint()
     emit(Ready(pid=os.getpid(), environment=environment))
-    folders: dict[str, str] = {}
+    folders: dict[str, str | None] = {}
     for cell in job.cells:  # hash model folders before any cell's timeout clock starts
         try:
             _model_files(cell.task_doc, folders)
@@ -160,16 +160,19 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     emit(Done())
 
 
-def _model_files(task_doc: dict[str, Any], cache: dict[str, str]) -> dict[str, str]:
+def _model_files(task_doc: dict[str, Any], cache: dict[str, str | None]) -> dict[str, str | None]:
     """sha256 of every file of every model folder the task names, hashed once per worker:
     the weights the receipt binds are the bytes on disk now, not a cache's note about them."""
     from harness.models.loading import resolve_model
     from harness.store.receipts import folder_digest, model_refs
 
-    out = {}
+    out: dict[str, str | None] = {}
     for ref in model_refs(task_doc):
         if ref not in cache:
-            cache[ref] = folder_digest(Path(resolve_model(ref).path))
+            try:
+                cache[ref] = folder_digest(Path(resolve_model(ref).path))
+            except Exception:  # an engine's own model (no folder here): the receipt binds None
+                cache[ref] = None
         out[ref] = cache[ref]
     return out
 

@@ -29,7 +29,6 @@ from harness.store.receipts import link_values, verify_receipt
 from harness.store.records import Record
 from harness.store.run import RunLocked, RunStore, StoreError
 
-DISCRETE = {"audio": "codes", "gpt": "token_ids", "chain": "codes"}
 MAX_LINES = 20  # problem lines kept per family; the rest are counted
 
 
@@ -72,7 +71,7 @@ def run_status(store: RunStore, manifest: Any) -> str:
     return "interrupted"
 
 
-def _derived(r: Record, arrays: dict[str, Any]) -> list[str]:
+def _derived(r: Record, arrays: dict[str, Any], discrete: dict[str, str | None]) -> list[str]:
     """Recompute output/tokens/response digests; one line per one that does not match."""
     bad = []
     d = r.digests
@@ -86,8 +85,8 @@ def _derived(r: Record, arrays: dict[str, Any]) -> list[str]:
         want = d.get("response") if "response" in d else (digest_array(arrays["waveform"]) if "waveform" in arrays else None)
         if want is None or d["output"] != want:
             bad.append("output digest does not match the artifact")
-    if "tokens" in d:
-        name = DISCRETE.get(r.kind)
+    if "tokens" in d and discrete.get(r.kind):  # kinds whose tokens cover one array (a chain's cover two)
+        name = discrete[r.kind]
         if name not in arrays or digest_array(arrays[name]) != d["tokens"]:
             bad.append("tokens digest does not match the artifact")
     return bad
@@ -113,7 +112,8 @@ class _Lines:
 
 
 def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_problems: list[str],
-                   verify: bool = True, *, cells: dict[str, Any] | None = None) -> Evidence:
+                   verify: bool = True, *, cells: dict[str, Any] | None = None,
+                   discrete: dict[str, str | None] | None = None) -> Evidence:
     """``manifest``: the typed Manifest or its JSON document; ``cells``: cell id -> Cell of the
     manifest's matrix (harness.analysis.evidence expands it; the store does not know matrices),
     None when the manifest records no matrix."""
@@ -153,7 +153,7 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
             differ = len({digest_json(r.digests) for r in ok}) > 1
             lines.add("duplicate", f"{cell_id}: {len(ok)} ok records" + (" with different outputs" if differ else ""))
     if verify:
-        _verify_records(store, manifest, records, cells, ev, lines)
+        _verify_records(store, manifest, records, cells, ev, lines, discrete or {})
         ev.verified = True
     else:
         lines.add("unverified", "artifacts and receipts were not verified (--no-verify): the gate cannot pass")
@@ -162,7 +162,7 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
 
 
 def _verify_records(store: RunStore, manifest: dict[str, Any], records: list[Record], cells: dict[str, Any] | None,
-                    ev: Evidence, lines: _Lines) -> None:
+                    ev: Evidence, lines: _Lines, discrete: dict[str, str | None]) -> None:
     for r in records:
         if r.status != "ok":
             continue
@@ -175,7 +175,7 @@ def _verify_records(store: RunStore, manifest: dict[str, Any], records: list[Rec
             lines.add("artifact", f"{r.cell_id}: {err}")
             continue
         ev.artifacts_checked += 1
-        for line in _derived(r, arrays):
+        for line in _derived(r, arrays, discrete):
             lines.add("digest", f"{r.cell_id}: {line}")
         # receipts are required from record schema 2 on, and for every record of a run whose
         # manifest says it was made with receipts (so relabelling a record as schema 1 skips nothing)
