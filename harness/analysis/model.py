@@ -176,6 +176,7 @@ class Analysis(BaseModel):
     thresholds: dict[str, Any] = Field(default_factory=dict)
     gate_rules: list[str] = Field(default_factory=list)
     records: int = 0
+    evidence: dict[str, Any] = Field(default_factory=dict)  # harness.store.evidence.Evidence counts
     problems: list[str] = Field(default_factory=list)
     configs: list[ConfigResult] = Field(default_factory=list)
     examples: list[PairResult] = Field(default_factory=list)  # worst pair per config, for plots

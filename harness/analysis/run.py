@@ -338,9 +338,10 @@ def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str
 
 def analyze_run(run_dir: str | Path, verify_artifacts: bool = False) -> Analysis:
     """Analyse a run directory (garbage collection paused: 100k records allocate millions of
-    small objects and the collector's passes dominated the time). ``verify_artifacts`` reads
-    every artifact and checks it against its record's digests; otherwise an artifact is read
-    (and checked) only when a comparison needs its arrays."""
+    small objects and the collector's passes dominated the time). The evidence check
+    (harness.store.evidence) always runs; ``verify_artifacts`` lets it read every artifact and
+    recompute every digest and receipt. Without it the evidence is unverified and the
+    ``evidence`` gate fails: no gate passes on evidence nobody checked."""
     import gc
 
     enabled = gc.isenabled()
@@ -352,18 +353,6 @@ def analyze_run(run_dir: str | Path, verify_artifacts: bool = False) -> Analysis
             gc.enable()
 
 
-def verify_artifacts_of(store: RunStore, records: list[Record]) -> list[str]:
-    """One problem line per artifact that is missing or whose bytes no longer match."""
-    problems = []
-    for r in records:
-        if r.status == "ok" and r.artifact:
-            try:
-                store.load_artifact(r.artifact, r.digests)
-            except StoreError as err:
-                problems.append(f"{r.cell_id}: {err}")
-    return problems
-
-
 def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     store = RunStore(run_dir)
     manifest = store.manifest()
@@ -372,16 +361,23 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     spec = manifest.matrix_spec
     thr_doc = {k: v for k, v in spec.get("thresholds", {}).items() if k in Thresholds.model_fields}
     thresholds = Thresholds(**thr_doc)
-    fail_on = spec.get("gates", {}).get("fail_on", ["not_ready", "failed"])
-    verdict_dims = spec.get("gates", {}).get("verdict_dimensions", [*REPRO_DIMENSIONS, NODE])
+    from harness.spec.policy import Gates
+
+    try:  # typed, so a fail_on given as a string is refused, never a substring test
+        gates_spec = Gates.model_validate(spec.get("gates", {}))
+    except Exception as err:
+        raise StoreError(f"{store.path / 'manifest.json'}: matrix gates are invalid ({str(err).splitlines()[0]})") from None
+    fail_on = gates_spec.fail_on
+    verdict_dims = list(gates_spec.verdict_dimensions)
     cmp = _Comparer(store, thresholds)
     fleet = fleet_of(records)
     by_config: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_config[r.config_id].append(r)
-    problems = list(loaded.problems)
-    if verify_artifacts:
-        problems += verify_artifacts_of(store, records)
+    from harness.analysis.evidence import gather
+
+    evidence = gather(store, manifest, loaded.records, loaded.problems, verify=verify_artifacts)
+    problems = list(evidence.problems)  # unreadable lines (capped), missing, foreign, broken evidence
     drift = _dtype_drift_safe(cmp, by_config, problems)
     configs, examples = [], []
     for config_id in sorted(by_config):
@@ -427,6 +423,9 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         failed = c.verdict in fail_on or ("seed_insensitive" in fail_on and c.seed_sensitive is False)
         gates.append(GateResult(config_id=c.config_id, passed=not failed,
                                 reason=f"{c.verdict}: {c.reason}" + (f"; {c.seed_note}" if c.seed_note else "")))
+    if not evidence.ok:  # a verdict is only as good as its evidence: any gap fails the gate
+        gates.append(GateResult(config_id="evidence", passed=False,
+                                reason=f"{len(evidence.problems)} evidence problem(s); first: {evidence.problems[0]}"))
     a = Analysis(
         run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
         description=spec.get("description", ""), harness_version=manifest.harness_version,
@@ -434,6 +433,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
         fleet=fleet, parallel_note=parallel_note(records, manifest.execution or []),
+        evidence=evidence.model_dump(exclude={"problems"}),
     )
     return with_summary(a, run_dir, records, verdict_dims)
 

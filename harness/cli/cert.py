@@ -41,16 +41,33 @@ def _positive_int(text: str) -> int:
 # --- bundle --------------------------------------------------------------------------------------
 
 def cmd_bundle(args) -> int:
+    from harness.cli.trust import signing_key
     from harness.store.bundle import sha256_file, verify_bundle, write_bundle
 
-    path = write_bundle(Path(args.run), Path(args.out) if args.out else None)
+    key = signing_key(args.sign)
+    _refuse_broken_evidence(Path(args.run))
+    path = write_bundle(Path(args.run), Path(args.out) if args.out else None, sign_key=key)
     doc = verify_bundle(path)  # read back what was written: a bundle is only as good as its check
     files = doc["files"]
     artifacts = sum(1 for name in files if name.startswith("artifacts/"))
     print(f"bundle {path}")
     print(f"sha256 {sha256_file(path)}")
     print(f"{len(files)} files ({artifacts} artifacts), manifest sha256 {doc['manifest_sha256']}")
+    print(doc["signed_by"])
     return EXIT_OK
+
+
+def _refuse_broken_evidence(run_dir: Path) -> None:
+    """A bundle is a reference: incomplete or broken evidence must not travel as one."""
+    from harness.analysis.evidence import gather
+    from harness.store.run import RunStore
+
+    store = RunStore(run_dir)
+    loaded = store.load_records()
+    evidence = gather(store, store.manifest(), loaded.records, loaded.problems)
+    if not evidence.ok:
+        raise StoreError(f"{run_dir}: cannot bundle this run: {len(evidence.problems)} evidence problem(s); "
+                         f"first: {evidence.problems[0]}")
 
 
 # --- certify ------------------------------------------------------------------------------------
@@ -58,9 +75,12 @@ def cmd_bundle(args) -> int:
 def cmd_certify(args) -> int:
     from harness.workflows.certify import certify
 
+    from harness.cli.trust import sign_json_file, signing_key, trusted_from
+
+    key = signing_key(args.sign)  # a bad key is refused before anything runs
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, trusted_keys=trusted_from(args))
     if cert.emulation:
         print(f"note: {cert.emulation['note']} (threads={cert.emulation['threads']})")
     for c in cert.configs:
@@ -69,6 +89,10 @@ def cmd_certify(args) -> int:
         print(f"{'not certified':>19}  {line}")
     print(f"certificate {run_dir / 'certificate.md'}")
     print(f"certificate {run_dir / 'certificate.json'}")
+    if key is not None:
+        print(f"signed certificate.json with ed25519:{sign_json_file(run_dir / 'certificate.json', key)}")
+    else:
+        print("certificate is unsigned (sign it with --sign KEY)")
     print(cert.summary)
     return EXIT_OK if cert.passed else EXIT_FAIL
 
@@ -106,7 +130,13 @@ def cmd_compare(args) -> int:
     from harness.report.crossrun import render_crossrun
     from harness.store.run import atomic_write_json
 
-    with open_run_or_bundle(args.a) as run_a, open_run_or_bundle(args.b) as run_b:
+    from harness.cli.trust import trusted_from
+
+    trusted = trusted_from(args)
+    with open_run_or_bundle(args.a, trusted) as run_a, open_run_or_bundle(args.b, trusted) as run_b:
+        for run in (run_a, run_b):
+            if run.is_bundle:
+                print(f"{run.source}: {run.signed_by}")
         result = compare_runs(run_a, run_b, match=args.match)
         sys.stdout.write(render_crossrun(result))
         if args.json:
@@ -139,6 +169,7 @@ def register(sub) -> None:
     s = sub.add_parser("bundle", help="pack a run into one verifiable file (manifest, results, artifacts)")
     s.add_argument("run", help="run directory")
     s.add_argument("--out", metavar="FILE", help="bundle file (default <run>.bundle.zip next to the run)")
+    s.add_argument("--sign", metavar="KEY", help="sign bundle.json with this Ed25519 private key (harness keygen)")
     s.set_defaults(func=cmd_bundle)
 
     s = sub.add_parser("certify", help="re-run a reference bundle's cells here and certify this machine")
@@ -149,6 +180,8 @@ def register(sub) -> None:
                    help="EMULATION: override the threads axis to stand in for other hardware on this machine "
                         "(cells are then matched ignoring threads)")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
+    s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("validators", help="measure audio validators' false reject/accept rates on tiny MusicGen")
@@ -165,6 +198,7 @@ def register(sub) -> None:
     s.add_argument("--check", action="append", metavar="EXPR",
                    help="cost regression check, e.g. median:10%% (repeatable; exit 1 when one fails)")
     s.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    s.add_argument("--trusted-keys", metavar="FILE", help="bundles must be signed by one of these keys")
     s.set_defaults(func=cmd_compare)
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_GATE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_NOTES = 30
 
 
 def _quiet_libraries() -> None:
@@ -28,10 +29,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from harness.spec.matrix import MatrixError
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
     from harness.store.run import StoreError
+    from harness.store.safe_output import UnsafeOutput
     from harness.spec.tasks import TaskError
 
     errors: list[type[BaseException]] = [HarnessError, TaskError, MatrixError, StoreError, ModelNotFound,
-                                         UnsupportedConfiguration, UnsafePath, FileNotFoundError, IsADirectoryError, PermissionError]
+                                         UnsupportedConfiguration, UnsafePath, UnsafeOutput, FileNotFoundError,
+                                         NotADirectoryError, IsADirectoryError, PermissionError]
     return tuple(errors)
 
 
@@ -169,11 +172,13 @@ def cmd_run(args) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
-    for problem in summary.problems:
+    for problem in summary.problems[:MAX_NOTES]:
         print(f"note: {problem}", file=sys.stderr)
     print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
-    analysis = _write_reports(summary.run_dir, args.formats.split(","))
+    analysis = _write_reports(summary.run_dir, args.formats.split(","), verify=True)
+    for problem in analysis.problems[:MAX_NOTES]:
+        print(f"note: {problem}", file=sys.stderr)
     return _print_gates(analysis)
 
 
@@ -203,8 +208,10 @@ def _positive(text: str) -> int:
 
 def cmd_report(args) -> int:
     analysis = _write_reports(Path(args.run), args.formats.split(","), verify=not args.no_verify)
-    for problem in analysis.problems:  # torn lines, corrupted artifacts: said here, not only in the report
+    for problem in analysis.problems[:MAX_NOTES]:  # torn lines, broken evidence: said here, not only in the report
         print(f"note: {problem}", file=sys.stderr)
+    if len(analysis.problems) > MAX_NOTES:
+        print(f"note: ... and {len(analysis.problems) - MAX_NOTES} more (see the report)", file=sys.stderr)
     return _print_gates(analysis) if args.gate else EXIT_OK
 
 
@@ -226,6 +233,43 @@ def cmd_tiny(args) -> int:
         size = sum(f.stat().st_size for f in tiny_dir(name).rglob("*") if f.is_file())
         print(f"tiny:{name} {info['weights_sha256']} {size / 1e6:.2f} MB {tiny_dir(name)}")
     return EXIT_OK
+
+
+def _bounded(what: str, low: int, high: int):
+    """An argparse type: an integer in [low, high] (``--threads 100000`` exhausted the process
+    limit; ``--batch-size 0`` was accepted), refused as a usage error, exit 2."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low}..{high}, got {value}")
+        return value
+    return parse
+
+
+def _signals_interrupt() -> dict:
+    """SIGTERM and SIGHUP end a run like Ctrl-C does (status ``interrupted``, worker killed,
+    job files removed); a second signal while that cleanup runs is ignored, so the exit code
+    stays 130 instead of the -2 of an interrupted interrupt handler."""
+    import signal
+
+    def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+        raise KeyboardInterrupt
+
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            saved[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread (tests calling main() from a thread)
+            pass
+    return saved
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("task")
     s.add_argument("--kind", choices=kinds)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=_bounded("threads", 1, 1024))
     s.add_argument("--profile", choices=["on", "off"], default="on")
-    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--batch-size", type=_bounded("batch size", 1, 64), default=1)
     s.add_argument("--out", default="out")
     s.set_defaults(func=cmd_exec)
 
@@ -296,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.cli.cert import register as register_certification
 
     register_certification(sub)  # bundle, certify, validators, compare
+    from harness.cli.trust import register as register_trust
+
+    register_trust(sub)  # keygen, verify
     return p
 
 
@@ -303,6 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved = _signals_interrupt() if args.command in ("run", "certify") else {}
+    try:
+        return _dispatch(args)
+    finally:
+        import signal
+
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def _dispatch(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:

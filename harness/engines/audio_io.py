@@ -18,6 +18,8 @@ import numpy as np
 from harness.errors import HarnessError
 
 MAX_PROMPT_AUDIO_SECONDS = 30.0
+MIN_PROMPT_RATE, MAX_PROMPT_RATE = 1_000, 384_000  # Hz: bounded before resampling (cost grows with the rate)
+MAX_PROMPT_WAV_BYTES = int(MAX_PROMPT_AUDIO_SECONDS * MAX_PROMPT_RATE * 8 * 4) + 4096  # 30 s, 8 ch, 32-bit
 
 
 class UnsafePath(HarnessError, PermissionError):
@@ -69,11 +71,18 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
     from scipy.io import wavfile
 
+    if len(data) > MAX_PROMPT_WAV_BYTES:
+        raise ValueError(f"{field}: WAV is {len(data)} bytes; the limit is {MAX_PROMPT_WAV_BYTES}")
     try:
         rate, samples = wavfile.read(io.BytesIO(data))
-    except (ValueError, EOFError) as err:
-        raise ValueError(f"{field}: not a readable WAV file ({err})") from None
-    audio = to_float_mono(np.asarray(samples))
+    except (ValueError, EOFError, ZeroDivisionError) as err:
+        raise ValueError(f"{field}: not a readable WAV file ({type(err).__name__}: {err})") from None
+    if not MIN_PROMPT_RATE <= int(rate) <= MAX_PROMPT_RATE:
+        raise ValueError(f"{field}: sample rate {rate} Hz is outside {MIN_PROMPT_RATE}..{MAX_PROMPT_RATE} Hz")
+    samples = np.asarray(samples)
+    if samples.size == 0 or (samples.ndim == 2 and samples.shape[1] == 0):
+        raise ValueError(f"{field}: WAV holds no samples (or 0 channels)")
+    audio = to_float_mono(samples)
     if not np.all(np.isfinite(audio)):
         raise ValueError(f"{field}: WAV holds NaN or infinite samples")
     if audio.size / rate > MAX_PROMPT_AUDIO_SECONDS:
@@ -86,7 +95,7 @@ def load_audio_prompt(prompt, target_rate: int) -> np.ndarray:
     if prompt.wav_path is not None:
         path = confine(prompt.wav_path, "audio_prompt.wav_path")
         try:
-            raw = path.read_bytes()
+            raw = _read_regular(path, MAX_PROMPT_WAV_BYTES + 1)
         except OSError as err:
             raise ValueError(f"audio_prompt.wav_path: cannot read {prompt.wav_path!r} ({err.strerror})") from None
         audio, rate = read_wav_bytes(raw, "audio_prompt.wav_path")
@@ -97,6 +106,23 @@ def load_audio_prompt(prompt, target_rate: int) -> np.ndarray:
             raise ValueError("audio_prompt.base64: not valid base64") from None
         audio, rate = read_wav_bytes(raw, "audio_prompt.base64")
     return resample(audio, rate, target_rate)
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file; a FIFO or device is refused without
+    blocking (reading a FIFO waits forever for a writer)."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"audio_prompt.wav_path: {path} is not a regular file (a FIFO or device?)")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(limit)
+    finally:
+        os.close(fd)
 
 
 def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:

@@ -108,6 +108,19 @@ class Execution:
     cache_hit: bool = False
 
 
+def _check_cuda_device(torch, device: str) -> None:
+    """``--device cuda:7`` on a CPU-only torch failed deep inside torch with
+    ``AttributeError: _cuda_resetPeakMemoryStats``; say what is missing instead."""
+    from harness.models.loading import UnsupportedConfiguration
+
+    if not torch.cuda.is_available():
+        raise UnsupportedConfiguration(f"device {device}: CUDA is not available on this machine (torch "
+                                       f"{torch.__version__})")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise UnsupportedConfiguration(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: int | None = None,
             profile: str = "on", batch_size: int = 1) -> Execution:
     """Run ``task`` once (inside a batch of ``batch_size``) and measure it."""
@@ -117,6 +130,7 @@ def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: i
     engine = get_engine(kind)
     on_cuda = device.startswith("cuda")
     if on_cuda:
+        _check_cuda_device(torch, device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     with capture_warnings() as caught, PeakRSS() as rss:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.digests import digest_json
 from harness.errors import HarnessError
 from harness.execution.protocol import CellPayload, Done, Ready, RecordEvent, Start, WorkerJob, parse_event
 from harness.hubenv import apply_library_env
@@ -34,6 +35,7 @@ from harness.spec.kinds import KINDS
 from harness.execution.schedule import Slot, local_slot, run_jobs
 from harness.spec.matrix import Cell, Matrix, available_devices, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
+from harness.store.receipts import RECEIPT_VERSION
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError, new_run_id
 
@@ -242,9 +244,8 @@ def tiny_models_of(matrix: Matrix) -> dict[str, str]:
 def matrix_digest_of(matrix: Matrix) -> str:
     """What a resumed run must match: the matrix without ``parallel`` (how many workers run at
     once changes no output, so a run may be resumed with another value)."""
-    from harness.digests import digest_json
 
-    doc = matrix.to_doc()
+    doc = {**matrix.to_doc(), "source": None}
     doc["spec"] = {k: v for k, v in doc["spec"].items() if k != "parallel"}
     return digest_json(doc)
 
@@ -262,18 +263,30 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
     cluster_devices = getattr(executor, "devices", None)  # a fleet's devices, not the driver's
     devices = (cluster_devices() if cluster_devices else available_devices()) if wants_gpu else ["cpu"]
     cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
+    if not cells:
+        from harness.spec.matrix import MatrixError
+
+        raise MatrixError(f"matrix {matrix.spec.name!r} expands to no cells (its excludes remove every one, or an "
+                          f"axis is empty): nothing would be tested")
     run_dir = Path(out_dir) if out_dir else reports_root / "runs" / new_run_id(matrix.spec.name)
+    # what was asked, not where the file was (the same matrix given by another path resumes), and
+    # not how many workers ran at once
     matrix_digest = matrix_digest_of(matrix)
+    legacy_digest = digest_json(matrix.to_doc())
     if resume:
         if not (run_dir / "manifest.json").exists():
             raise StoreError(f"{run_dir}: nothing to resume (no manifest.json)")
         store = RunStore(run_dir)
+        from harness.store.evidence import run_status
+
+        before = run_status(store, store.manifest())  # before we take the lock ourselves
         store.lock()
         manifest = store.manifest()
-        if manifest.matrix_digest != matrix_digest:
+        if manifest.matrix_digest not in (matrix_digest, legacy_digest):
             store.unlock()
             raise StoreError(f"{run_dir}: this run was made from a different matrix; resume it with the same matrix file")
-        here = Manifest(harness_version=__version__, matrix_digest=matrix_digest, tiny_models=tiny_models_of(matrix))
+        here = Manifest(harness_version=__version__, matrix_digest=manifest.matrix_digest,  # checked just above
+                        tiny_models=tiny_models_of(matrix))
         try:  # records from another harness or other tiny weights must not be merged into this run
             check_metadata(manifest, here, CHECKED_ON_MERGE, f"{run_dir}: cannot resume",
                            "; finish it with the harness and tiny models that began it")
@@ -287,8 +300,14 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
             harness_version=__version__, run_id=run_dir.name, created_at=time.time(),
             matrix=matrix.to_doc(), matrix_digest=matrix_digest, environment=None,
             tiny_models=tiny_models_of(matrix), status="running", devices=devices,
+            receipt_version=RECEIPT_VERSION,  # every ok record of this run must carry a receipt
         ))
     summary = RunSummary(run_dir=run_dir, total=len(cells))
+    if resume and before == "interrupted":
+        summary.problems.append(f"{run_dir}: the run was interrupted (its manifest said running but no process held "
+                                f"its lock); resuming it")
+    if resume:
+        store.update_manifest(status="running")
     try:
         note = store.repair_tail()
         if note:
@@ -306,6 +325,11 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
 
             store.update_manifest(environment=fingerprint())
         store.update_manifest(status="complete", finished_at=time.time())
+    except OSError as err:  # a full disk can strike any write: job files, logs, the manifest
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(f"{store.path}: disk full while writing the run; finished records are kept; "
+                             f"free space and finish with --resume") from None
+        raise
     except KeyboardInterrupt:
         store.update_manifest(status="interrupted")
         raise RunInterrupted(f"interrupted; finished records are kept in {run_dir}; finish with "

@@ -104,7 +104,14 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     cache = ModelCache()
     from harness.execution.env import fingerprint  # imports torch now, so no cell's timeout pays for it
 
-    emit(Ready(pid=os.getpid(), environment=fingerprint()))
+    environment = fingerprint()
+    emit(Ready(pid=os.getpid(), environment=environment))
+    folders: dict[str, str | None] = {}
+    for cell in job.cells:  # hash model folders before any cell's timeout clock starts
+        try:
+            _model_files(cell.task_doc, folders)
+        except Exception:  # a missing model is that cell's failure, reported when it runs
+            pass
     for cell in job.cells:
         emit(Start(cell_id=cell.cell_id, t=time.time()))
         base = cell.identity()
@@ -121,7 +128,9 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
                       "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
                       "warnings": ex.warnings[:20], "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
                       "output": {**ex.output.describe(), **({"response": ex.output.response} if ex.output.response else {})},
-                      "model_meta": ex.model_meta, "determinism": ex.determinism}
+                      "model_meta": {**ex.model_meta, "model_files_sha256": _model_files(cell.task_doc, folders)},
+                      "determinism": ex.determinism}
+            record["receipt"] = _receipt(record, cell.task_doc, environment, digests)
         except (UnsupportedConfiguration, ModelNotFound) as err:
             record = {**base, "status": "skipped", "reason": _one_line(err)}
         except TaskError as err:
@@ -151,6 +160,31 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     emit(Done())
 
 
+def _model_files(task_doc: dict[str, Any], cache: dict[str, str | None]) -> dict[str, str | None]:
+    """sha256 of every file of every model folder the task names, hashed once per worker:
+    the weights the receipt binds are the bytes on disk now, not a cache's note about them."""
+    from harness.models.loading import resolve_model
+    from harness.store.receipts import folder_digest, model_refs
+
+    out: dict[str, str | None] = {}
+    for ref in model_refs(task_doc):
+        if ref not in cache:
+            try:
+                cache[ref] = folder_digest(Path(resolve_model(ref).path))
+            except Exception:  # an engine's own model (no folder here): the receipt binds None
+                cache[ref] = None
+        out[ref] = cache[ref]
+    return out
+
+
+def _receipt(record: dict[str, Any], task_doc: dict[str, Any], environment: dict[str, Any],
+             digests: dict[str, str]) -> dict[str, Any]:
+    from harness import __version__
+    from harness.store.receipts import link_values, make_receipt
+
+    return make_receipt(link_values(record, task_doc, __version__, environment, digests))
+
+
 def _die_with_parent(parent_pid: int | None) -> None:
     """Linux: the kernel SIGKILLs this worker when the harness process that started it dies,
     however it dies (SIGKILL, SIGTERM, the OOM killer), so no orphan keeps a GPU busy or
@@ -174,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)  # libraries that print must not corrupt the protocol
     quiet_logs.install()  # repeated library log lines are counted, not repeated
     job = WorkerJob.model_validate_json(Path(argv[0]).read_text())
+    try:  # read once: gone even if the harness is SIGKILLed (it used to stay behind in the run dir)
+        os.unlink(argv[0])
+    except OSError:
+        pass
     _die_with_parent(job.parent_pid)
     run_job(job, proto)
     quiet_logs.flush_repeats()

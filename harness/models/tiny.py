@@ -141,6 +141,7 @@ def ensure_tiny(name: str) -> Path:
     target = tiny_dir(name)
     marker = target / "tiny-model.json"
     if marker.exists():
+        _check_cached(target, marker)
         return target
     if name == "audioldm" and name not in BUILDERS:
         _register_audioldm()
@@ -163,6 +164,27 @@ def ensure_tiny(name: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+class TinyCacheCorrupted(RuntimeError):
+    """A cached tiny model whose weights no longer hash to what was built."""
+
+
+_CHECKED: set[str] = set()
+
+
+def _check_cached(target: Path, marker: Path) -> None:
+    """Re-hash a cached tiny model once per process: a flipped weight would otherwise change
+    every output while every record kept reporting the weights hash of the original build."""
+    key = str(target)
+    if key in _CHECKED:
+        return
+    info = json.loads(marker.read_text())
+    actual = weights_digest(target)
+    if actual != info.get("weights_sha256"):
+        raise TinyCacheCorrupted(f"{target}: cached tiny model weights changed (sha256 {actual[:16]}... != built "
+                                 f"{str(info.get('weights_sha256'))[:16]}...); delete the folder to rebuild it")
+    _CHECKED.add(key)
 
 
 def tiny_info(name: str) -> dict:

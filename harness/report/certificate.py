@@ -48,7 +48,8 @@ def render_certificate(cert: Certificate) -> str:
               "| | reference | candidate |", "|---|---|---|",
               f"| run | {cert.reference.run_id} | {cert.candidate.run_id} |",
               f"| source | {cert.reference.source} | {cert.candidate.source} |",
-              f"| bundle sha256 | {cert.reference.bundle_sha256 or '-'} | {cert.candidate.bundle_sha256 or '-'} |"]
+              f"| bundle sha256 | {cert.reference.bundle_sha256 or '-'} | {cert.candidate.bundle_sha256 or '-'} |",
+              f"| bundle signature | {getattr(cert, 'reference_signed_by', None) or '-'} | - |"]
     for name in ENV_FIELDS:
         a, b = _env_value(cert.reference.environment, name), _env_value(cert.candidate.environment, name)
         mark = " (differs)" if a != b else ""

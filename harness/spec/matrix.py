@@ -14,9 +14,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from harness.digests import digest_json
 from harness.errors import HarnessError
@@ -30,6 +30,7 @@ MATRIX_SCHEMA_VERSION = 1
 MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises it
 MAX_MATRIX_FILE_BYTES = 4 * 1024 * 1024
 MAX_THREADS = 1024
+MAX_RULES = 2_000  # include / exclude rules per matrix
 AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile")
 
 
@@ -46,11 +47,12 @@ class AxesSpec(BaseModel):
 
     dtype: list[Literal["float16", "bfloat16", "float32", "auto"]] | None = None
     quantize_bits: list[Literal[4, 8] | None] | None = None  # 0 or "none" in TOML means no quantization
-    seed: list[int] | None = None
-    device: list[str] = Field(default_factory=lambda: ["cpu"])
-    threads: list[int | None] = Field(default_factory=lambda: [None])
-    batch_size: list[int] = Field(default_factory=lambda: [1])
-    profile: list[Literal["on", "off"]] = Field(default_factory=lambda: ["on"])
+    # strict: seed = [true] is a mistake, not seed 1; every axis needs at least one value
+    seed: list[Annotated[int, Strict()]] | None = Field(None, min_length=1)
+    device: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
+    threads: list[Annotated[int, Strict()] | None] = Field(default_factory=lambda: [None], min_length=1)
+    batch_size: list[Annotated[int, Strict()]] = Field(default_factory=lambda: [1], min_length=1)
+    profile: list[Literal["on", "off"]] = Field(default_factory=lambda: ["on"], min_length=1)
 
     @field_validator("quantize_bits", mode="before")
     @classmethod
@@ -123,8 +125,9 @@ class MatrixSpec(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     tasks: list[TaskEntry] = Field(min_length=1)
     axes: AxesSpec = Field(default_factory=AxesSpec)
-    include: list[dict[str, Any]] = Field(default_factory=list)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    # bounded: every include is checked against every exclude (a 0.96 MB matrix took 145 s)
+    include: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RULES)
+    exclude: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RULES)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     gates: Gates = Field(default_factory=Gates)
 
@@ -207,6 +210,8 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
     version = data.get("schema_version", MATRIX_SCHEMA_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
         raise MatrixError(f"{where}: $.schema_version: must be an integer, got {type(version).__name__}")
+    if version < 1:
+        raise MatrixError(f"{where}: $.schema_version: must be 1 or more, got {version}")
     if version > MATRIX_SCHEMA_VERSION:
         raise MatrixError(f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})")
     try:
@@ -280,7 +285,8 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
         total = 1
         for n in AXIS_NAMES:
             total *= len(axes[n])
-        if total * spec.repeats * spec.workers + len(combos) > max_cells:
+        includes = sum(1 for rule in spec.include if rule.get("task", name) == name)
+        if (total + includes) * spec.repeats * spec.workers + len(combos) * spec.repeats * spec.workers > max_cells:
             raise MatrixError(f"matrix {spec.name!r} expands to more than {max_cells} cells; narrow the axes or "
                               f"pass --max-cells")
         for values in itertools.product(*(axes[n] for n in AXIS_NAMES)):

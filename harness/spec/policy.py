@@ -19,7 +19,7 @@ class Thresholds(BaseModel):
     rel_l2_max: float = Field(0.10, ge=0)
     cosine_min: float = Field(0.99, ge=-1, le=1)
     hamming_max: int = Field(8, ge=0)
-    fingerprint_bits: int = Field(64, gt=0)
+    fingerprint_bits: int = Field(64, gt=0, le=4096)  # bounded: 1e8 bits asked for 8.7 GiB
     max_length_mismatch: float = Field(0.01, ge=0, le=1)
 
 

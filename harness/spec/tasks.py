@@ -293,10 +293,20 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Duplicate keys are refused: with last-wins a reviewer and the harness read different tasks."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def loads_task_json(text: str | bytes) -> Any:
-    """Decode task JSON; NaN/Infinity (which Python's json accepts) are refused."""
+    """Decode task JSON; NaN/Infinity (which Python's json accepts) and duplicate keys are refused."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise TaskError("$: JSON nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:

@@ -19,9 +19,12 @@ Why these choices:
     path traversal, unknown, missing or extra members, compressed members (no zip bombs),
     a newer schema version. It is a ``StoreError``, so the CLI prints ``error: ...``, exit 2.
 
-Integrity, not authenticity: someone who rewrites a bundle consistently (new digests, new
-trailer) makes a valid bundle; pin the bundle's sha256 (printed by ``harness bundle`` and
-written into certificates) to know it is the one you meant.
+Integrity is not authorship: someone who rewrites a bundle consistently (new digests, new
+trailer) makes a valid *unsigned* bundle. ``harness bundle --sign KEY`` embeds an Ed25519
+signature over bundle.json (whose file table holds every member's sha256; see
+harness.store.signing); loading verifies it, and with trusted keys (``--trusted-keys`` or
+``$HARNESS_TRUSTED_KEYS``) refuses unsigned bundles and bundles signed by other keys. Unsigned
+bundles still load and are labelled ``unsigned`` wherever they are shown.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.store.run import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
+from harness.store.safe_output import open_in_run
 
 BUNDLE_SCHEMA_VERSION = 1
 BUNDLE_JSON = "bundle.json"
@@ -47,7 +51,7 @@ TRAILER_PREFIX = b"consensus-harness bundle sha256="
 TRAILER_LEN = len(TRAILER_PREFIX) + 64
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _CHUNK = 1 << 20
-_ARTIFACT_NAME = re.compile(r"^artifacts/[A-Za-z0-9][A-Za-z0-9_.+=-]{0,250}\.npz$")
+_ARTIFACT_NAME = re.compile(r"artifacts/[A-Za-z0-9][A-Za-z0-9_.+=-]{0,250}\.npz")  # used with fullmatch
 
 
 class BundleError(StoreError):
@@ -58,7 +62,14 @@ class BundleError(StoreError):
 
 def bundle_members(run_dir: Path) -> list[str]:
     """Relative paths that go into a bundle, sorted: manifest, results, artifacts/*.npz."""
+    from harness.store.safe_output import UnsafeOutput, check_run_path
+
     run_dir = Path(run_dir)
+    try:  # a linked manifest, results or artifacts folder would pack a file the run does not own
+        for rel in (MANIFEST, RESULTS, ARTIFACTS):
+            check_run_path(run_dir, rel)
+    except UnsafeOutput as err:
+        raise StoreError(str(err)) from None
     if not (run_dir / MANIFEST).is_file():
         raise StoreError(f"{run_dir}: not a run directory (no {MANIFEST})")
     names = [MANIFEST]
@@ -69,7 +80,7 @@ def bundle_members(run_dir: Path) -> list[str]:
         for path in sorted(art.iterdir()):
             rel = f"{ARTIFACTS}/{path.name}"
             if path.is_file() and not path.is_symlink() and path.suffix == ".npz" and not path.name.startswith("."):
-                if not _ARTIFACT_NAME.match(rel):
+                if not _ARTIFACT_NAME.fullmatch(rel):
                     raise StoreError(f"{path}: artifact name cannot go into a bundle (unexpected characters)")
                 names.append(rel)
     return sorted(names)
@@ -121,7 +132,8 @@ def default_bundle_path(run_dir: Path) -> Path:
     return run_dir.resolve().parent / f"{run_dir.resolve().name}{BUNDLE_SUFFIX}"
 
 
-def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_artifacts: bool = True) -> Path:
+def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_artifacts: bool = True,
+                 sign_key: Any = None) -> Path:
     """Pack ``run_dir`` into ``out`` (default ``<run>.bundle.zip`` next to it), atomically.
 
     With ``verify_artifacts`` every artifact referenced by a record is read and checked
@@ -143,10 +155,10 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
     if verify_artifacts:
         present = set(names)
         for r in loaded.records:
-            if r.status == "ok" and r.artifact:
-                if r.artifact not in present:
-                    raise StoreError(f"{run_dir}: artifact {r.artifact} of {r.cell_id} is missing; cannot bundle this run")
-                store.load_artifact(r.artifact, r.digests)
+            if r.status == "ok" and r.artifact and r.artifact not in present:
+                raise StoreError(f"{run_dir}: artifact {r.artifact} of {r.cell_id} is missing; cannot bundle this run")
+        # the evidence check (complete, verified, no foreign records) runs in `harness bundle`
+        # (harness.cli.cert) before this: it needs the matrix, which the store does not know
     files = {name: sha256_file(run_dir / name) for name in names}
     doc = {
         "bundle_schema_version": BUNDLE_SCHEMA_VERSION,
@@ -159,6 +171,10 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
             "determinism": determinism_summary([r for r in loaded.records if r.status == "ok"]),
         },
     }
+    if sign_key is not None:
+        from harness.store.signing import sign_document
+
+        doc = sign_document(doc, sign_key)
     bundle_json = (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
     out_path = Path(out) if out else default_bundle_path(run_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +184,7 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
             for name in names:
                 path = run_dir / name
                 size = path.stat().st_size
-                with open(path, "rb") as src, zf.open(_zipinfo(name, size), "w",
+                with open_in_run(run_dir, name, "rb") as src, zf.open(_zipinfo(name, size), "w",
                                                       force_zip64=size >= zipfile.ZIP64_LIMIT) as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)
         _append_trailer(fh)
@@ -202,7 +218,7 @@ def _check_member_name(bundle: Path, name: str) -> None:
     if (name.startswith("/") or "\\" in name or p.is_absolute() or ".." in p.parts or "" in name.split("/")
             or re.match(r"^[A-Za-z]:", name)):
         raise BundleError(f"bundle {bundle}: member {name!r} has an unsafe path (absolute or '..'); refused")
-    if name not in (BUNDLE_JSON, MANIFEST, RESULTS) and not _ARTIFACT_NAME.match(name):
+    if name not in (BUNDLE_JSON, MANIFEST, RESULTS) and not _ARTIFACT_NAME.fullmatch(name):
         raise BundleError(f"bundle {bundle}: unknown member {name!r} (a bundle holds only bundle.json, "
                           f"manifest.json, results.jsonl and artifacts/*.npz)")
 
@@ -255,27 +271,35 @@ def _read_bundle_json(bundle: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
     return doc
 
 
-def verify_bundle(bundle: str | Path, extract_to: str | Path | None = None) -> dict[str, Any]:
+def verify_bundle(bundle: str | Path, extract_to: str | Path | None = None,
+                  trusted_keys: set[str] | None = None) -> dict[str, Any]:
     """Check every member and every byte of ``bundle``; with ``extract_to`` also write the
     members there (each checked as it is written). Returns bundle.json plus
-    ``bundle_sha256`` (the sha256 of the whole file, what ``sha256sum`` prints). Raises BundleError on
+    ``bundle_sha256`` (the sha256 of the whole file, what ``sha256sum`` prints) and
+    ``signed_by`` (``unsigned`` or the signing key). A signature must verify; with
+    ``trusted_keys`` (default: ``$HARNESS_TRUSTED_KEYS``) it must exist and be by one of them. Raises BundleError on
     any mismatch -- also for damage the zip reader trips over in unexpected ways."""
     bundle = Path(bundle)
     try:
-        return _verify(bundle, extract_to)
+        return _verify(bundle, extract_to, trusted_keys)
     except BundleError:
         raise
     except Exception as err:  # a damaged archive can fail anywhere inside zipfile
         raise BundleError(f"bundle {bundle}: unreadable or altered archive ({type(err).__name__}: {err})") from None
 
 
-def _verify(bundle: Path, extract_to: str | Path | None) -> dict[str, Any]:
+def _verify(bundle: Path, extract_to: str | Path | None, trusted_keys: set[str] | None) -> dict[str, Any]:
+    import stat as stat_mod
+
     try:
-        size = bundle.stat().st_size
+        st = bundle.stat()
     except FileNotFoundError:
         raise BundleError(f"bundle {bundle}: not found") from None
+    size = st.st_size
     if bundle.is_dir():
         raise BundleError(f"bundle {bundle}: is a directory, not a bundle file")
+    if not stat_mod.S_ISREG(st.st_mode):  # a FIFO would block the zip reader forever
+        raise BundleError(f"bundle {bundle}: not a regular file (a FIFO or device?)")
     try:
         zf = zipfile.ZipFile(bundle, "r")
     except Exception as err:
@@ -291,9 +315,11 @@ def _verify(bundle: Path, extract_to: str | Path | None) -> dict[str, Any]:
             if info.compress_type != zipfile.ZIP_STORED:
                 raise BundleError(f"bundle {bundle}: member {info.filename!r} is compressed; bundles store members "
                                   f"uncompressed")
+        _check_no_overlap(bundle, infos, size)
         if BUNDLE_JSON not in seen:
             raise BundleError(f"bundle {bundle}: no {BUNDLE_JSON}; not a bundle written by `harness bundle`")
         doc = _read_bundle_json(bundle, zf)
+        doc["signed_by"] = _check_signature(bundle, doc, trusted_keys)
         files: dict[str, Any] = doc["files"]
         for name in sorted(files):
             _check_member_name(bundle, name)
@@ -315,6 +341,31 @@ def _verify(bundle: Path, extract_to: str | Path | None) -> dict[str, Any]:
             _verify_member(bundle, zf, name, str(files[name]), dest)
     doc["bundle_sha256"] = _trailer_digest(bundle, size)
     return doc
+
+
+def _check_signature(bundle: Path, doc: dict[str, Any], trusted_keys: set[str] | None) -> str:
+    from harness.store.signing import SignatureError, check_document, load_trusted_keys
+
+    try:
+        trusted = trusted_keys if trusted_keys is not None else load_trusted_keys(None)
+        return check_document(doc, trusted, f"bundle {bundle}").label
+    except SignatureError as err:
+        raise BundleError(str(err)) from None
+
+
+def _check_no_overlap(bundle: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
+    """Members must occupy disjoint byte ranges inside the file (Python 3.11's zipfile does
+    not check; overlapping members turn a small file into a large extraction)."""
+    spans = []
+    for info in infos:
+        end = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size
+        if info.file_size != info.compress_size or end > size:
+            raise BundleError(f"bundle {bundle}: member {info.filename!r} claims more bytes than the archive holds")
+        spans.append((info.header_offset, end, info.filename))
+    spans.sort()
+    for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise BundleError(f"bundle {bundle}: members {an!r} and {bn!r} overlap (a zip bomb?); refused")
 
 
 def _verify_member(bundle: Path, zf: zipfile.ZipFile, name: str, expected: str, dest: Path | None) -> None:
@@ -356,6 +407,11 @@ class OpenedRun:
         return self.bundle is not None
 
     @property
+    def signed_by(self) -> str | None:
+        """``unsigned`` or ``signed by ed25519:<key id> ...`` for a bundle; None for a directory."""
+        return self.bundle.get("signed_by") if self.bundle else None
+
+    @property
     def bundle_sha256(self) -> str | None:
         return self.bundle.get("bundle_sha256") if self.bundle else None
 
@@ -371,20 +427,24 @@ class OpenedRun:
         self.close()
 
 
-def open_bundle(bundle: str | Path) -> OpenedRun:
+def open_bundle(bundle: str | Path, trusted_keys: set[str] | None = None) -> OpenedRun:
     """Verify ``bundle`` and extract it; ``.store`` is a RunStore on the extracted run."""
     tmp = tempfile.TemporaryDirectory(prefix="harness-bundle-")
     try:
-        doc = verify_bundle(bundle, extract_to=Path(tmp.name) / "run")
+        doc = verify_bundle(bundle, extract_to=Path(tmp.name) / "run", trusted_keys=trusted_keys)
         store = RunStore(Path(tmp.name) / "run")
-        store.manifest()
+        try:
+            store.manifest()
+            store.load_records()  # a newer record version is refused here, naming the bundle
+        except StoreError as err:  # name the bundle, not the private extraction folder
+            raise BundleError(str(err).replace(str(Path(tmp.name) / "run"), f"bundle {bundle}")) from None
     except BaseException:
         tmp.cleanup()
         raise
     return OpenedRun(store=store, source=Path(bundle), bundle=doc, _tmp=tmp)
 
 
-def open_run_or_bundle(path: str | Path) -> OpenedRun:
+def open_run_or_bundle(path: str | Path, trusted_keys: set[str] | None = None) -> OpenedRun:
     """A run directory or a bundle file, for reading (use as a context manager)."""
     path = Path(path)
     if path.is_dir():
@@ -393,4 +453,4 @@ def open_run_or_bundle(path: str | Path) -> OpenedRun:
         return OpenedRun(store=store, source=path)
     if not path.exists():
         raise StoreError(f"{path}: no such run directory or bundle")
-    return open_bundle(path)
+    return open_bundle(path, trusted_keys)

@@ -37,8 +37,16 @@ def _fsync_dir(path: Path) -> None:
 def atomic_output(path: Path) -> Iterator[BinaryIO]:
     """A binary handle on a temporary file beside ``path``; when the block ends normally it is
     fsynced, given the usual permissions (mkstemp makes 0600) and renamed over ``path``; when
-    it raises, the temporary file is removed and ``path`` is untouched."""
+    it raises, the temporary file is removed and ``path`` is untouched. A target that exists
+    and is not a regular file (a device such as /dev/null, a FIFO, a folder, a link) is
+    refused before anything is written: renaming over it would replace it."""
+    from harness.store.safe_output import UnsafeOutput, check_output_target
+
     path = Path(path)
+    try:
+        check_output_target(path)
+    except UnsafeOutput as err:
+        raise StoreError(str(err)) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -70,8 +78,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def read_json_file(path: Path, what: str) -> Any:
+    from harness.store.safe_output import UnsafeOutput, open_regular_for_read
+
     try:
-        return json.loads(Path(path).read_text())
+        with open_regular_for_read(path, what) as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except UnsafeOutput as err:
+        raise StoreError(str(err)) from None
     except FileNotFoundError:
         raise StoreError(f"{path}: {what} not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -79,8 +92,8 @@ def read_json_file(path: Path, what: str) -> Any:
 
 
 def check_version(found: Any, supported: int, where: str) -> None:
-    if not isinstance(found, int):
-        raise StoreError(f"{where}: schema_version is missing or not an integer")
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise StoreError(f"{where}: schema_version is missing or not a positive integer (got {found!r})")
     if found > supported:
         raise StoreError(f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
                          f"upgrade consensus-harness to read it")

@@ -4,7 +4,10 @@ Versioned like pyperf's format: ``RECORD_SCHEMA_VERSION`` changes whenever a fie
 meaning; readers refuse newer versions with a clear message instead of misreading them.
 History:
   1 -- first version (cell axes, digests, timings, peak memory, warnings, determinism state).
-  2 -- ``node``: which machine ran the execution (hostname, Ray node id, environment class).
+  2 -- ``node``: which machine ran the execution (hostname, Ray node id, environment class);
+       ``receipt`` (harness.store.receipts: a digest chaining task, model files, runner,
+       libraries, determinism flags, device class, seed and outputs); ``model_meta`` gains
+       ``model_files_sha256``. Version 1 records still load (no node, no receipt).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Record(BaseModel):
     node: Node | None = None  # None in records written before schema version 2
     started_at: float | None = None
     finished_at: float | None = None
+    receipt: dict[str, Any] | None = None  # harness.store.receipts; ok records from schema 2 on
 
     @property
     def ok(self) -> bool:

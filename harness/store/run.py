@@ -26,9 +26,24 @@ from harness.store.files import (atomic_output, atomic_write_bytes, atomic_write
                                  read_json_file)
 from harness.store.manifest import MANIFEST_SCHEMA_VERSION, Manifest, parse_manifest  # noqa: F401
 from harness.store.records import RECORD_SCHEMA_VERSION, Record
+from harness.store.safe_output import UnsafeOutput, check_run_path, open_in_run
 
 RESULTS = "results.jsonl"
 MANIFEST = "manifest.json"
+DERIVED_DIGESTS = ("output", "tokens", "response")  # digests of a record that name no array of its own
+
+
+def _safe(fn):
+    """Run-directory refusals (links, special files) are store errors: one line at the CLI."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UnsafeOutput as err:
+            raise StoreError(str(err)) from None
+    return wrapper
 ARTIFACTS = "artifacts"
 
 
@@ -51,12 +66,15 @@ class RunStore:
 
     # --- creation and locking -------------------------------------------------------------
     @classmethod
+    @_safe
     def create(cls, path: str | Path, manifest: Manifest | dict[str, Any]) -> "RunStore":
         store = cls(path)
         store.path.mkdir(parents=True, exist_ok=True)
+        for rel in (ARTIFACTS, RESULTS, MANIFEST):
+            check_run_path(store.path, rel)  # no links out of the run directory, no special files
         (store.path / ARTIFACTS).mkdir(exist_ok=True)
         store.lock()
-        if not (store.path / MANIFEST).exists():
+        if not (store.path / RESULTS).exists():  # a fresh run: an older manifest without results describes another run
             manifest = manifest.to_doc() if isinstance(manifest, Manifest) else manifest
             atomic_write_json(store.path / MANIFEST, {"schema_version": MANIFEST_SCHEMA_VERSION, **manifest})
         return store
@@ -84,27 +102,31 @@ class RunStore:
         """The manifest, upgraded to this harness's version and typed (harness.store.manifest)."""
         return parse_manifest(self.manifest_doc(), str(self.path / MANIFEST))
 
+    @_safe
     def manifest_doc(self) -> dict[str, Any]:
         """The manifest as stored (a JSON object whose version this harness can read)."""
+        check_run_path(self.path, MANIFEST)
         data = read_json_file(self.path / MANIFEST, "manifest")
         if not isinstance(data, dict):
             raise StoreError(f"{self.path / MANIFEST}: manifest must be a JSON object")
         check_version(data.get("schema_version"), MANIFEST_SCHEMA_VERSION, str(self.path / MANIFEST))
         return data
 
+    @_safe
     def update_manifest(self, **fields: Any) -> None:
         data = self.manifest().to_doc()  # upgraded to this version before it is rewritten
         data.update(fields)
         atomic_write_json(self.path / MANIFEST, data)
 
     # --- records ----------------------------------------------------------------------------
+    @_safe
     def repair_tail(self) -> str | None:
         """A crash mid-write leaves a last line without newline: move it aside so the next
         append starts on a clean line. Returns a message when something was set aside."""
-        results = self.path / RESULTS
+        results = check_run_path(self.path, RESULTS)
         if not results.exists() or results.stat().st_size == 0:
             return None
-        with open(results, "rb+") as fh:
+        with open_in_run(self.path, RESULTS, "rb+") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - 1))
@@ -117,26 +139,28 @@ class RunStore:
             keep = size - block + cut + 1 if cut >= 0 else 0
             fh.seek(keep)
             torn = fh.read()
-            with open(self.path / "results.torn.jsonl", "ab") as aside:
+            with open_in_run(self.path, "results.torn.jsonl", "ab") as aside:
                 aside.write(torn + b"\n")
             fh.truncate(keep)
             fh.flush()
             os.fsync(fh.fileno())
         return f"{results}: a torn last line ({len(torn)} bytes) was moved to results.torn.jsonl"
 
+    @_safe
     def append(self, record: Record) -> None:
         line = record.model_dump_json() + "\n"
-        with open(self.path / RESULTS, "a", encoding="utf-8") as fh:
+        with open_in_run(self.path, RESULTS, "a") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
+    @_safe
     def load_records(self) -> LoadedRecords:
         out = LoadedRecords()
-        results = self.path / RESULTS
+        results = check_run_path(self.path, RESULTS)
         if not results.exists():
             return out
-        with open(results, "rb") as fh:
+        with open_in_run(self.path, RESULTS, "rb") as fh:
             data = fh.read()
         lines = data.split(b"\n")
         enabled = gc.isenabled()
@@ -177,27 +201,50 @@ class RunStore:
             out.problems.append(f"{results}:{number}: {kind} skipped ({type(err).__name__})")
 
     # --- artifacts --------------------------------------------------------------------------
+    @_safe
     def write_artifact(self, name: str, arrays: dict[str, np.ndarray]) -> str:
         import io
 
         buf = io.BytesIO()
         np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         rel = f"{ARTIFACTS}/{name}.npz"
+        check_run_path(self.path, rel)
         atomic_write_bytes(self.path / rel, buf.getvalue())
         return rel
 
+    @_safe
     def load_artifact(self, rel: str, expected: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-        """Arrays of an artifact; with ``expected`` digests, a changed byte is an error."""
-        path = (self.path / rel).resolve()
-        if self.path.resolve() not in path.parents:
+        """Arrays of an artifact. Its structure is checked before any array is loaded (no
+        compressed, overlapping or oversized members, no object dtypes); with ``expected``
+        digests every recorded array must be present and match, and no other array may be
+        there (an empty or unrelated npz is an error, not silence)."""
+        from harness.store.npz_check import BadArtifact, check_npz
+
+        if not isinstance(rel, str) or not rel.startswith(f"{ARTIFACTS}/"):
             raise StoreError(f"{rel}: artifact path leaves the run directory")
+        path = check_run_path(self.path, rel)
         try:
+            with open_in_run(self.path, rel, "rb"):
+                pass
+            check_npz(path)
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except FileNotFoundError:
             raise StoreError(f"{path}: artifact missing") from None
+        except UnsafeOutput:
+            raise
+        except BadArtifact as err:
+            raise StoreError(f"{path}: artifact refused before loading ({err})") from None
         except Exception as err:
             raise StoreError(f"{path}: artifact unreadable ({type(err).__name__}: {err})") from None
+        if expected is not None:
+            wanted = {k: v for k, v in expected.items() if k not in DERIVED_DIGESTS}
+            missing = sorted(set(wanted) - set(arrays))
+            extra = sorted(set(arrays) - set(wanted))
+            if missing:
+                raise StoreError(f"{path}: array {missing[0]!r} recorded in its record is missing (replaced artifact)")
+            if extra:
+                raise StoreError(f"{path}: array {extra[0]!r} is not in its record (replaced artifact)")
         for name, digest in (expected or {}).items():
             if name in arrays and digest_array(arrays[name]) != digest:
                 raise StoreError(f"{path}: array {name!r} does not match its recorded digest (corrupted artifact)")

@@ -85,6 +85,7 @@ class Certificate(BaseModel):
     not_certified: list[str] = Field(default_factory=list)  # reference configs skipped there or not re-run
     unmatched_candidate: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    reference_signed_by: str | None = None  # "unsigned" or the key that signed the reference bundle
 
 
 # --- matrices --------------------------------------------------------------------------------------
@@ -231,17 +232,24 @@ def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None
 
 def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str | Path | None = None,
             threads: int | None = None, progress: bool = False, reports_root: Path = Path("reports"),
-            executor: Any = None) -> tuple[Certificate, Path]:
+            executor: Any = None, trusted_keys: set[str] | None = None) -> tuple[Certificate, Path]:
     """Re-run the reference's cells here and certify; returns the certificate and run dir."""
     from harness.spec.matrix import available_devices
     from harness.execution.runner import run_matrix
 
     if threads is not None and threads < 1:
         raise CertifyError(f"--threads must be a positive integer, got {threads}")
-    with open_bundle(reference) as ref:
+    from harness.analysis.evidence import gather as check_evidence
+
+    with open_bundle(reference, trusted_keys) as ref:
         where = f"reference {reference}"
         manifest = ref.store.manifest()
-        ref_records = ref.store.load_records().records
+        ref_loaded = ref.store.load_records()
+        ref_records = ref_loaded.records
+        ref_evidence = check_evidence(ref.store, manifest, ref_records, ref_loaded.problems)
+        if not ref_evidence.ok:  # an incomplete or broken reference certifies nothing
+            raise CertifyError(f"{where}: its evidence does not hold ({len(ref_evidence.problems)} problem(s); "
+                               f"first: {ref_evidence.problems[0]})")
         ref_specs = {r.spec_hash for r in ref_records}
         ref_devices = [str(d) for d in manifest.devices or ["cpu"]]
         max_cells = max(MAX_CELLS, len(ref_records))
@@ -285,6 +293,14 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
                                 not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun])
         cert.reference.source = str(reference)
         cert.problems = summary.problems + cert.problems
+        run_store = RunStore(summary.run_dir)
+        cand = run_store.load_records()
+        cand_evidence = check_evidence(run_store, run_store.manifest(), cand.records, cand.problems)
+        if not cand_evidence.ok:
+            cert.problems += [f"candidate evidence: {p}" for p in cand_evidence.problems]
+            cert.passed = False
+            cert.summary = f"NOT CERTIFIED (incomplete or broken evidence): {cand_evidence.problems[0]}"
+        cert.reference_signed_by = ref.signed_by
     write_certificate(cert, summary.run_dir)
     return cert, summary.run_dir
 

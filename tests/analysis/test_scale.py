@@ -32,7 +32,9 @@ def test_synthesizer_writes_the_planned_run(synthetic) -> None:
     run, info, a = synthetic
     assert info["records"] == 2000 == a.records
     assert info["failed_cells"] == 1
-    assert a.problems == []
+    # a synthetic run records no matrix and its artifacts were not verified: no gate can pass on it
+    assert a.problems == ["the manifest records no matrix: completeness cannot be checked",
+                          "artifacts and receipts were not verified (--no-verify): the gate cannot pass"]
     assert len(a.configs) == 10
     assert sorted(set(info["expected"].values())) == ["failed", "not_ready", "ready", "ready_with_tolerance"]
 
@@ -41,6 +43,7 @@ def test_analysis_finds_the_planted_verdicts(synthetic) -> None:
     _, info, a = synthetic
     assert {c.config_id: c.verdict for c in a.configs} == info["expected"]
     gates = {g.config_id: g.passed for g in a.gates}
+    assert gates.pop("evidence") is False
     assert gates == {k: v in ("ready", "ready_with_tolerance") for k, v in info["expected"].items()}
 
 

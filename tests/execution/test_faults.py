@@ -158,36 +158,67 @@ def test_out_of_memory_in_a_cell_is_recorded_and_the_worker_goes_on(cli, tmp_pat
     assert res.returncode == 1 and "out of memory" in res.stderr  # a failed cell fails the gate, by name
 
 
+def _mount_small_tmpfs(path: Path) -> bool:
+    """A real filesystem that can fill up (root in a container may mount tmpfs)."""
+    try:
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _fill(folder: Path) -> None:
+    """Write zeros until not one byte more fits."""
+    import errno
+
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as err:
+                assert err.errno == errno.ENOSPC
+                size //= 2
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.slow
 def test_disk_full_stops_with_one_line_then_resume_completes(cli, tmp_path, tiny_gpt2):
-    """results.jsonl is swapped (atomically) for a symlink to /dev/full while the run writes:
-    every later append fails with ENOSPC, as on a full disk."""
+    """The run directory is a small tmpfs, filled to the last byte while the run writes:
+    every later write fails with ENOSPC, as on a full disk. (This test used to swap
+    results.jsonl for a symlink to /dev/full; run directories no longer follow links.)"""
     matrix = mini_matrix(tmp_path, workers=1, repeats=2, axes={"seed": [1, 2, 3], "threads": [1]})
     run_dir = tmp_path / "run"
-    results, kept = run_dir / "results.jsonl", run_dir / "results.kept"
-    release = tmp_path / "release"
-    proc = _start(matrix, run_dir, env=_slow(release, after=2))  # the third cell waits for the swap
-    _wait_for_lines(proc, results, 2)
-    os.link(results, kept)  # the inode with every line written so far
-    os.symlink("/dev/full", run_dir / "full-link")
-    os.replace(run_dir / "full-link", results)  # atomic: each append sees the file or /dev/full
-    FAULTS_INJECTED["disk full (ENOSPC)"] += 1
-    release.touch()
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "disk full" in lines[0] and "finished records are kept" in lines[0] and "--resume" in lines[0]
-    assert _workers_of(run_dir) == []
-    written = _records_from(kept)
-    assert len(written) == 2 and all(r["status"] == "ok" for r in written)
-    os.replace(kept, results)  # space is free again
-    res = cli("run", str(matrix), "--out", str(run_dir), "--no-progress", "--resume", "--formats", "json")
-    assert res.returncode == 0, res.stderr
-    assert f"{6 - len(written)} executed, {len(written)} already done" in res.stdout
-    records = _assert_complete(run_dir, 6)
-    assert records[:len(written)] == written  # the records kept are the records written, untouched
+    run_dir.mkdir()
+    if not _mount_small_tmpfs(run_dir):
+        pytest.skip("needs permission to mount a small tmpfs (a disk that can really fill up)")
+    try:
+        results = run_dir / "results.jsonl"
+        release = tmp_path / "release"
+        proc = _start(matrix, run_dir, env=_slow(release, after=2))  # the third cell waits for the fill
+        _wait_for_lines(proc, results, 2)
+        _fill(run_dir)
+        FAULTS_INJECTED["disk full (ENOSPC)"] += 1
+        release.touch()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, err
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), err
+        assert "disk full" in lines[0] and "finished records are kept" in lines[0] and "--resume" in lines[0]
+        assert _workers_of(run_dir) == []
+        written = [json.loads(x) for x in results.read_bytes().split(b"\n")[:2]]
+        assert len(written) == 2 and all(r["status"] == "ok" for r in written)
+        (run_dir / "filler").unlink()  # space is free again
+        res = cli("run", str(matrix), "--out", str(run_dir), "--no-progress", "--resume", "--formats", "json")
+        assert res.returncode == 0, res.stderr
+        assert "already done" in res.stdout
+        records = _assert_complete(run_dir, 6)
+        assert records[:len(written)] == written  # the records kept are the records written, untouched
+    finally:
+        subprocess.run(["umount", "-l", str(run_dir)], capture_output=True, timeout=30)
 
 
 def _records_from(path: Path) -> list[dict]:
@@ -245,6 +276,38 @@ def test_sigkill_of_the_main_process_takes_its_worker_with_it(tmp_path, tiny_gpt
         os.kill(pid, signal.SIGKILL)
     assert not orphans, "the worker outlived its killed parent"
     assert all(r["status"] == "ok" for r in _records(run_dir))  # every line whole
+    # the manifest still says running; nobody holds the lock: report calls it interrupted and gates fail
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+    from conftest import run_cli
+
+    res = run_cli("report", str(run_dir), "--gate", "--formats", "json")
+    assert res.returncode == 1 and "'interrupted'" in res.stderr, res.stderr
+    assert json.loads((run_dir / "report.json").read_text())["evidence"]["status"] == "interrupted"
+    res = run_cli("run", str(matrix), "--out", str(run_dir), "--no-progress", "--resume", "--formats", "json")
+    assert res.returncode == 0 and "the run was interrupted" in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGHUP,), (signal.SIGINT, signal.SIGINT)],
+                         ids=["SIGTERM", "SIGHUP", "two quick Ctrl-C"])
+def test_termination_signals_end_a_run_like_ctrl_c(tmp_path, tiny_gpt2, signals):
+    """SIGTERM/SIGHUP left status ``running`` and job files behind; two quick Ctrl-C exited -2."""
+    matrix = mini_matrix(tmp_path, workers=1, repeats=1, axes={"seed": [1, 2, 3], "threads": [1]})
+    run_dir = tmp_path / "run"
+    proc = _start(matrix, run_dir, env=_slow(tmp_path / "never", after=1))
+    _wait_for_lines(proc, run_dir / "results.jsonl", 1)
+    workers = _workers_of(run_dir)
+    for sig in signals:
+        os.kill(proc.pid, sig)
+        FAULTS_INJECTED[f"{signal.Signals(sig).name} of the main process"] += 1
+    _, err = proc.communicate(timeout=60)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
+    assert not list(run_dir.glob("job-*.json")) and not survivors
 
 
 @pytest.mark.slow

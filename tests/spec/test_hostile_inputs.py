@@ -34,6 +34,7 @@ from tests.execution.test_matrix_runner import GPT_TASK, _toml
 
 ROOT = Path(__file__).parent.parent.parent
 FUZZED: Counter = Counter()  # inputs fed to the CLI, by family
+OBSERVED: Counter = Counter()  # hangs (over the time bound) and tracebacks seen, counted before asserting
 CALL_LIMIT_S = 5.0  # "never a hang": one in-process CLI call on one input
 
 AUDIO_BASE = {"model": "tiny:musicgen", "prompt": "80s pop", "seed": 42, "dtype": "auto", "quantize_bits": None,
@@ -48,7 +49,8 @@ def _report_count(request):
 
     yield
     total = sum(FUZZED.values())
-    line = f"hostile inputs fuzzed through the CLI: {total} ({', '.join(f'{k} {v}' for k, v in sorted(FUZZED.items()))})"
+    line = (f"hostile inputs fuzzed through the CLI: {total} ({', '.join(f'{k} {v}' for k, v in sorted(FUZZED.items()))}); "
+            f"tracebacks {OBSERVED['traceback']}, hangs {OBSERVED['hang']}")
     print_through_capture(request, line)
 
 
@@ -64,6 +66,8 @@ def _cli(capsys, family: str, *args: str) -> tuple[int, str, str]:
         os.environ.clear()
         os.environ.update(saved)
     out, err = capsys.readouterr()
+    OBSERVED["hang"] += took >= CALL_LIMIT_S
+    OBSERVED["traceback"] += "Traceback" in err
     assert took < CALL_LIMIT_S, f"harness {' '.join(args)[:200]} took {took:.1f} s"
     return code, out, err
 
@@ -430,3 +434,107 @@ def test_matrix_values_accepted_today_that_should_be_refused(capsys, tmp_path, t
     (tmp_path / "m.toml").write_text(_toml(doc))
     code, _, err = _cli(capsys, "matrices", "expand", str(tmp_path / "m.toml"))
     assert_one_error_block(code, err)
+
+
+# --- issue #15: values, bounds and special files found by the red team ------------------------
+@pytest.mark.parametrize("top,axes", [
+    ({}, {"seed": [True]}), ({}, {"threads": []}), ({}, {"batch_size": []}), ({"schema_version": -7}, {}),
+    ({"thresholds": {"fingerprint_bits": 100_000_000}}, {})],
+    ids=["seed-true", "threads-empty", "batch-empty", "schema-negative", "fingerprint-bits-1e8"])
+def test_lax_matrix_values_are_refused(capsys, tmp_path, top, axes):
+    doc = {**MATRIX_BASE, **top, "axes": {**MATRIX_BASE["axes"], **axes}}
+    (tmp_path / "m.toml").write_text(_toml(doc))
+    code, _, err = _cli(capsys, "matrices", "expand", str(tmp_path / "m.toml"))
+    assert_one_error_block(code, err)
+
+
+def test_include_rules_are_bounded_before_cells_are_built(capsys, tmp_path):
+    doc = {**MATRIX_BASE, "repeats": 100, "workers": 16, "include": [{"seed": s} for s in range(1_500)]}
+    (tmp_path / "m.toml").write_text(_toml(doc))
+    code, _, err = _cli(capsys, "matrices", "expand", str(tmp_path / "m.toml"))
+    assert_one_error_block(code, err, "cells")
+
+
+def test_include_and_exclude_rules_are_bounded(capsys, tmp_path):
+    doc = {**MATRIX_BASE, "include": [{"seed": s} for s in range(2_001)], "exclude": [{"seed": 1}]}
+    (tmp_path / "m.toml").write_text(_toml(doc))
+    code, _, err = _cli(capsys, "matrices", "expand", str(tmp_path / "m.toml"))
+    assert_one_error_block(code, err, "include")
+
+
+def test_a_matrix_whose_excludes_remove_every_cell_is_refused(capsys, tmp_path):
+    doc = {**MATRIX_BASE, "exclude": [{"task": MATRIX_BASE["tasks"][0]["name"]}]}
+    (tmp_path / "m.toml").write_text(_toml(doc))
+    code, _, err = _cli(capsys, "matrices", "run", str(tmp_path / "m.toml"), "--out", str(tmp_path / "run"))
+    assert_one_error_block(code, err, "no cells")
+    assert not (tmp_path / "run").exists()
+
+
+def test_duplicate_json_keys_are_refused(capsys, tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text('{"model": "tiny:gpt2", "seed": 1, "seed": 2, "messages": [{"role": "user", "content": "x"}]}')
+    code, _, err = _cli(capsys, "tasks", "validate", str(path))
+    assert code == 2 and "duplicate key 'seed'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--threads", "100000"], ["--batch-size", "0"], ["--batch-size", "100000"],
+                                  ["--threads", "0"]])
+def test_exec_resource_options_are_bounded(capsys, tmp_path, args):
+    FUZZED["exec options"] += 1
+    (tmp_path / "t.json").write_text(json.dumps(GPT_BASE))
+    with pytest.raises(SystemExit) as exc:
+        main(["exec", str(tmp_path / "t.json"), "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "must be" in err and "Traceback" not in err
+
+
+def _wav(rate: int, channels: int, frames: int = 10) -> bytes:
+    """A PCM16 WAV header written by hand, so rates and channel counts a writer refuses fit."""
+    import struct
+
+    data = b"\0" * (frames * max(channels, 1) * 2)
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("rate,channels,expect", [(10_000_019, 1, "sample rate"), (0, 1, "sample rate 0"), (16000, 0, "WAV")],
+                         ids=["rate-10MHz", "rate-0", "channels-0"])
+def test_hostile_prompt_wavs_are_refused_before_work(rate, channels, expect):
+    from harness.engines.audio_io import read_wav_bytes
+
+    FUZZED["prompt wav"] += 1
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=expect):
+        read_wav_bytes(_wav(rate, channels), "audio_prompt.base64")
+    assert time.monotonic() - start < CALL_LIMIT_S
+
+
+def test_a_fifo_or_oversized_prompt_wav_is_refused_without_blocking(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from harness.engines.audio_io import MAX_PROMPT_WAV_BYTES, load_audio_prompt
+
+    monkeypatch.setenv("HARNESS_ALLOWED_PATHS", str(tmp_path))
+    fifo = tmp_path / "prompt.wav"
+    os.mkfifo(fifo)
+    FUZZED["prompt wav"] += 2
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_audio_prompt(SimpleNamespace(wav_path=str(fifo), base64=None), 32000)
+    big = tmp_path / "big.wav"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_PROMPT_WAV_BYTES + 10)
+    with pytest.raises(ValueError, match="limit"):
+        load_audio_prompt(SimpleNamespace(wav_path=str(big), base64=None), 32000)
+
+
+def test_a_cuda_device_that_is_not_there_is_named_not_an_attribute_error():
+    """``--device cuda:7`` on CPU-only torch raised ``AttributeError: _cuda_resetPeakMemoryStats``."""
+    import torch
+
+    from harness.execution.execute import _check_cuda_device
+    from harness.models.loading import UnsupportedConfiguration
+
+    FUZZED["devices"] += 1
+    with pytest.raises(UnsupportedConfiguration, match="cuda:99"):
+        _check_cuda_device(torch, "cuda:99")

@@ -146,7 +146,7 @@ def test_flipped_byte_in_an_agreeing_artifact_is_found_by_verification(capsys, t
     (lambda m: json.dumps(m)[:-7], "manifest is not valid JSON"),
     (lambda m: "\x00\xff\xfe garbage", "manifest is not valid JSON"),
     (lambda m: json.dumps([m]), "manifest must be a JSON object"),
-    (lambda m: json.dumps({**m, "schema_version": "1"}), "schema_version is missing or not an integer"),
+    (lambda m: json.dumps({**m, "schema_version": "1"}), "schema_version is missing or not a positive integer"),
 ])
 def test_bad_manifest_is_one_clear_error(cli, capsys, tmp_path, bitwise_run, damage, expect):
     matrix, original = bitwise_run

@@ -1,0 +1,172 @@
+"""Ed25519 signatures for bundles and certificates: who produced them, not only that they are whole.
+
+Why: a bundle's digests prove integrity, not authorship; anyone can edit a run, recompute every
+member hash and the archive trailer, and the result loads as genuine. A signature over the
+bundle's file table (which holds the sha256 of every member) can only be made with the
+operator's private key, so a consistently re-hashed bundle no longer verifies, and a bundle
+re-signed with another key is refused unless that key is trusted.
+
+Formats (``cryptography``'s Ed25519, RFC 8032):
+  - private key: PKCS#8 PEM, written with mode 0600 (``harness keygen NAME`` -> NAME.key)
+  - public key:  one line ``ed25519 <64 hex> [comment]`` (NAME.pub); a trusted-keys file is
+    any number of such lines (``#`` comments allowed)
+  - signature (embedded as ``"signature"`` in bundle.json / certificate.json):
+    ``{"algorithm": "ed25519", "public_key": hex, "key_id": first 16 hex of sha256(key),
+    "value": hex}`` over the canonical JSON of the document without its ``signature``.
+Trusted keys come from ``--trusted-keys FILE`` or, when not given, ``$HARNESS_TRUSTED_KEYS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.digests import canonical_json
+
+ALGORITHM = "ed25519"
+TRUSTED_KEYS_ENV = "HARNESS_TRUSTED_KEYS"
+
+
+class SignatureError(ValueError):
+    """A key or signature that cannot be used; the message names the file and what failed."""
+
+
+def key_id(public_hex: str) -> str:
+    return hashlib.sha256(bytes.fromhex(public_hex)).hexdigest()[:16]
+
+
+def _public_hex(private) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw.hex()
+
+
+def generate_keypair(prefix: str | Path, comment: str = "") -> tuple[Path, Path]:
+    """Write ``prefix.key`` (0600, refused if it exists) and ``prefix.pub``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from harness.store.run import atomic_write_bytes
+
+    prefix = Path(prefix)
+    key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
+    for path in (key_path, pub_path):
+        if os.path.lexists(path):
+            raise SignatureError(f"{path}: already exists; keygen never overwrites a key")
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    public = _public_hex(private)
+    atomic_write_bytes(pub_path, f"{ALGORITHM} {public} {comment or prefix.name}\n".encode())
+    return key_path, pub_path
+
+
+def load_private_key(path: str | Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SignatureError(f"{path}: cannot read the signing key ({err.strerror})") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as err:
+        raise SignatureError(f"{path}: not an unencrypted PEM private key ({str(err).splitlines()[0]})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_trusted_keys(path: str | Path | None) -> set[str] | None:
+    """Hex public keys from a trusted-keys file (or $HARNESS_TRUSTED_KEYS); None when neither."""
+    if path is None:
+        path = os.environ.get(TRUSTED_KEYS_ENV) or None
+        if path is None:
+            return None
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SignatureError(f"{path}: cannot read the trusted-keys file ({err})") from None
+    keys: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        hexkey = parts[1] if len(parts) > 1 and parts[0] == ALGORITHM else parts[0]
+        try:
+            if len(bytes.fromhex(hexkey)) != 32:
+                raise ValueError
+        except ValueError:
+            raise SignatureError(f"{path}:{number}: not an Ed25519 public key line "
+                                 f"('ed25519 <64 hex> [comment]')") from None
+        keys.add(hexkey.lower())
+    if not keys:
+        raise SignatureError(f"{path}: the trusted-keys file holds no key")
+    return keys
+
+
+def sign_document(doc: dict[str, Any], private) -> dict[str, Any]:
+    """``doc`` with a ``signature`` over its canonical JSON (any old signature replaced)."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    public = _public_hex(private)
+    value = private.sign(canonical_json(body)).hex()
+    return {**body, "signature": {"algorithm": ALGORITHM, "public_key": public, "key_id": key_id(public),
+                                  "value": value}}
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    signed: bool
+    key_id: str | None = None
+    trusted: bool | None = None  # None: no trusted keys were given
+
+    @property
+    def label(self) -> str:
+        if not self.signed:
+            return "unsigned"
+        who = f"signed by {ALGORITHM}:{self.key_id}"
+        return who + ("" if self.trusted else " (key not checked against trusted keys)" if self.trusted is None
+                      else " (untrusted key)")
+
+
+def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) -> SignatureCheck:
+    """Verify ``doc``'s signature. A present signature must verify (else SignatureError);
+    with ``trusted`` keys the document must be signed by one of them."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    sig = doc.get("signature")
+    if sig is None:
+        if trusted is not None:
+            raise SignatureError(f"{where}: unsigned, but trusted keys were given: refused (sign it with "
+                                 f"`--sign KEY`)")
+        return SignatureCheck(signed=False)
+    if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
+        raise SignatureError(f"{where}: signature is malformed or not {ALGORITHM}")
+    try:
+        public_hex = str(sig["public_key"]).lower()
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
+        value = bytes.fromhex(str(sig["value"]))
+    except (KeyError, ValueError):
+        raise SignatureError(f"{where}: signature is malformed (public_key or value)") from None
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    try:
+        public.verify(value, canonical_json(body))
+    except InvalidSignature:
+        raise SignatureError(f"{where}: signature does not verify: the signed content was changed after "
+                             f"signing (key {key_id(public_hex)})") from None
+    if trusted is not None and public_hex not in trusted:
+        raise SignatureError(f"{where}: signed by key {key_id(public_hex)}, which is not in the trusted keys: refused")
+    return SignatureCheck(signed=True, key_id=key_id(public_hex), trusted=None if trusted is None else True)
