@@ -351,7 +351,7 @@ def plot_det(result: StudyResult, path: Path) -> Path:
     ax.set_ylim(floor * 0.8, 1.1)
     ax.set_xlabel("false accept rate (held-out cheats)")
     ax.set_ylabel("false reject rate (held-out honest pairs)")
-    ax.set_title("Audio validators: DET curves (dots: operating points; 0 drawn at 1e-3)")
+    ax.set_title("Audio validators, held out: DET curves\n(dots: operating points; 0 drawn at 1e-3)", fontsize=10)
     ax.legend(loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
