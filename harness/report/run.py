@@ -14,9 +14,8 @@ import math
 from typing import Any
 
 from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, RunSummary
+from harness.compare.levels import FINDING_TEXT, LEVELS, RULE_NAMES  # one vocabulary
 from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered_dimensions
-
-from harness.compare.levels import FINDING_TEXT, LEVELS, RULE_NAMES  # noqa: E402  (one vocabulary)
 
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
 MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
