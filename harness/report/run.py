@@ -106,13 +106,16 @@ def summary_facts(a: Analysis) -> list[tuple[str, str]]:
 
 def verdict_table(a: Analysis) -> Table:
     s = summary_of(a)
-    head = ["Config", "Verdict", "Rule needed", "Network rule", "P(accepted)", "P(aborted)", "Invalidated", "Reason"]
-    rows = []
-    for c in a.configs:
-        n = c.network
-        rows.append([c.config_id, c.verdict, s.rule_by_config.get(c.config_id) or "-", n.rule if n else "-",
-                     fmt(n.p_accepted if n else None), fmt(n.p_aborted if n else None),
-                     fmt(n.invalidated if n else None), c.reason])
+    head = ["Config", "Verdict", "Rule needed", "Reason"]
+    return head, [[c.config_id, c.verdict, s.rule_by_config.get(c.config_id) or "-", c.reason] for c in a.configs]
+
+
+def network_table(a: Analysis) -> Table:
+    """Per configuration, a 3-node validation group under the kind's network rule: P(task
+    accepted), P(task aborted), expected share of honest executions invalidated."""
+    head = ["Config", "Network rule", "P(accepted)", "P(aborted)", "Invalidated", "Triples"]
+    rows = [[c.config_id, c.network.rule, fmt(c.network.p_accepted), fmt(c.network.p_aborted),
+             fmt(c.network.invalidated), fmt(c.network.triples)] for c in a.configs if c.network]
     return head, rows
 
 
@@ -361,6 +364,7 @@ def render_markdown(a: Analysis) -> str:
             "A validated task runs on 3 nodes; any agreeing pair accepts it, an odd node is invalidated "
             "(slashable), no agreeing pair aborts it. Figures per rule are what that validator decides.", ""]
     out += [f"- {line}" for line in network_rule_lines(a)] + [""]
+    out += md_table(network_table(a))
     out += md_table(agreement_table(a))
 
     out += ["## Evidence", "", f"Thresholds: {fmt_mapping(a.thresholds)}", ""]

@@ -139,7 +139,9 @@ def test_markdown_shows_the_fields() -> None:
     assert "| diverges: process 1 of 2 \\| batch 1 of 7 |" in md  # a pipe inside a cell is escaped
     assert "- TF32 matmul is enabled | may differ (" in md  # outside tables it stays as is
     assert md.count("threads=4") == 1  # lint deduplicated across configs
-    assert "| 0.50 / 1.00 | 0.50 / 1.00 | 0.75 / 1.00 | 1.00 / 1.00 | 4 |" in md  # agreement: one cell per rule
+    # agreement: one row per pair rule, with the network's figures (accepted, aborted, invalidated)
+    assert f"| {AUDIO} | tolerance | 0.750 | 1.000 | 0.000 | 0.083 | 4 |" in md
+    assert "Agreement under the network's rule" in md and "proposed: test rule" in md
     assert "123.5" in md and "rss_peak" in md
     assert "| bits | 4 |" in md and '{"' not in md  # quantization as a table, never raw JSON
     assert md.index("Keep 1 configuration(s) off the network") < md.index("|")  # the answer before any table

@@ -12,7 +12,7 @@ import pytest
 
 from harness.spec.matrix import dump_matrix
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TASK = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42,
         "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 250, "top_p": 1.0,
                               "temperature": 1.0, "guidance_scale": 3.0}}
