@@ -220,8 +220,8 @@ def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int 
             "platform": environment.get("os"), "dtype": dtype, "quantize_bits": quantize_bits}
 
 
-def _validators_of(manifest: dict[str, Any] | None) -> dict[str, NamedValidator]:
-    spec = (manifest or {}).get("matrix", {}).get("spec", {}) or {}
+def _validators_of(manifest: Manifest) -> dict[str, NamedValidator]:
+    spec = manifest.matrix_spec
     return {k: NamedValidator(**v) for k, v in (spec.get("validators") or {}).items()}
 
 

@@ -81,7 +81,7 @@ def _cells(run_dir: Path):
     manifest = store.manifest()
     records = {r.cell_id: r for r in store.load_records().records}
     cells = {c.cell_id: c for c in expand(reference_matrix(manifest, str(run_dir)),
-                                          [str(d) for d in manifest.get("devices") or ["cpu"]],
+                                          [str(d) for d in manifest.devices or ["cpu"]],
                                           max_cells=max(20000, len(records)))}
     return store, records, cells
 
