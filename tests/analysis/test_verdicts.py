@@ -73,7 +73,7 @@ def test_thread_wobble_passes_only_through_the_named_composite_validator(cli, tm
     assert config["verdict"] == "ready_with_tolerance", config["reason"]
     assert config["dimensions"]["threads"]["levels"] == {"tokens": 1}
     assert config["network"]["rule"] == "composite" and config["network"]["p_accepted"] == 1.0
-    assert "Under the network's rule" in md and "proposed" in md
+    assert "Agreement under the network's rule" in md and "proposed" in md
     res, config, _ = _run(cli, tmp_path, "unnamed", **over)
     assert res.returncode == 1 and config["verdict"] == "not_ready"
     assert "names no validator" in config["reason"]
