@@ -155,6 +155,8 @@ def synthesize_run(path: str | Path, configs: int = 500, seeds: int = 5, repeats
         "status": "complete", "devices": ["cpu"], "environment": ENVIRONMENT, "tiny_models": {},
         "matrix": {"spec": {"name": "synthetic-scale", "description": "synthetic run for scale tests",
                             "thresholds": {"rel_l2_max": 0.1, "cosine_min": 0.99, "hamming_max": 8},
+                            "validators": {"audio": {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0,
+                                                     "pairs": 480, "source": "harness validators (README)"}},
                             "gates": {"fail_on": ["not_ready", "failed"], "verdict_dimensions": VERDICT_DIMENSIONS}}},
     }
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -74,3 +74,62 @@ class AudioStageDivergingChain(TextStageDivergingChain):
         out.arrays["waveform"] = _other_sound(out.arrays["waveform"], rng)
         out.response = {**out.response, "noise": int(rng.integers(1 << 30))}
         return out
+
+
+class _SecondCallInProcess:
+    """Counts executions in this worker process: the planted change hits every second one
+    (repeat r1 of each worker), so repeats in one process disagree."""
+
+    calls = 0
+
+    def _hit(self) -> bool:
+        type(self).calls += 1
+        return type(self).calls % 2 == 0
+
+
+def _decode(loaded, codes: np.ndarray) -> np.ndarray:
+    """Decode (frames, codebooks) EnCodec codes with the loaded model: (samples, channels)."""
+    import torch
+
+    model = loaded.objects["model"]
+    with torch.inference_mode():
+        t = torch.as_tensor(np.ascontiguousarray(codes.T))[None, None]  # (1, batch, codebooks, frames)
+        audio = model.audio_encoder.decode(t, [None]).audio_values
+    return np.ascontiguousarray(audio[0].detach().to("cpu", torch.float32).numpy().T)
+
+
+class CodeAtStepMusicgen(_SecondCallInProcess):
+    """The real MusicGen engine; on every second call in a process the code at step
+    ``HARNESS_PLANT_STEP`` (codebook 0) is replaced and the audio re-decoded from the changed
+    codes: a genuine single-code divergence at a known step."""
+
+    kind = "audio"
+
+    def __init__(self):
+        from harness.engines.musicgen import MusicgenEngine
+
+        self.inner = MusicgenEngine()
+
+    def load(self, task, device):
+        return self.inner.load(task, device)
+
+    def run(self, loaded, task, device, neighbours=()):
+        out = self.inner.run(loaded, task, device, neighbours)
+        if self._hit():
+            step = int(os.environ.get("HARNESS_PLANT_STEP", "3"))
+            codes = out.arrays["codes"].copy()
+            codes[step, 0] = (codes[step, 0] + 1) % 256
+            out.arrays["codes"] = codes
+            out.arrays["waveform"] = _decode(loaded, codes)
+        return out
+
+
+class WaveformSwapMusicgen(CodeAtStepMusicgen):
+    """Honest codes, but every second call in a process returns other audio of the same
+    length and loudness: a tampered (or non-deterministic) decode."""
+
+    def run(self, loaded, task, device, neighbours=()):
+        out = self.inner.run(loaded, task, device, neighbours)
+        if self._hit():
+            out.arrays["waveform"] = _other_sound(out.arrays["waveform"], np.random.default_rng(7))
+        return out

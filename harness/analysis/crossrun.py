@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.analysis.run import ComparableCache, execution_order, latest_records
+from harness.analysis.run import ComparableCache, execution_order, latest_records, pair_rules
 from harness.compare.levels import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.execution.env import differing_fields
@@ -72,6 +72,10 @@ class SpecMatch(BaseModel):
     steps_total: int | None = None
     within_a: str | None = None  # worst level among A's executions of this spec (None: one execution)
     within_b: str | None = None
+    finding: str | None = None  # harness.compare.levels.FINDING_TEXT key, across or within a side
+    rules: dict[str, bool] = Field(default_factory=dict)  # pair rule -> accepted (A vs B)
+    within_a_rules: dict[str, bool] = Field(default_factory=dict)  # every own execution accepted vs A's reference
+    within_b_rules: dict[str, bool] = Field(default_factory=dict)
     error: str | None = None
 
 
@@ -92,6 +96,8 @@ class ConfigOutcome(BaseModel):
     failed_b: list[str] = Field(default_factory=list)
     skipped_b: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)  # pairs that could not be compared
+    findings: dict[str, int] = Field(default_factory=dict)  # finding -> pairs (across or within a side)
+    rejected: dict[str, int] = Field(default_factory=dict)  # pair rule -> pairs it rejects (across or within)
     within_a: str | None = None  # worst level among each side's own executions of a spec
     within_b: str | None = None
 
@@ -190,11 +196,21 @@ def _specs(store: RunStore, manifest: Manifest, ignore: str | None) -> tuple[dic
 class _Side(ComparableCache):
     """One run's records as Comparables, and how well a spec agrees with its own repeats."""
 
-    def within(self, spec: _Spec) -> str | None:
+    def within(self, spec: _Spec) -> tuple[str | None, dict[str, bool], str | None]:
+        """(worst level, rule decisions AND-ed, first finding) among a spec's own executions."""
         ref, ok = spec.reference, spec.ok
         if ref is None or len(ok) < 2:
-            return None
-        return worst_level(compare(self.get(ref), self.get(r), self.thresholds).level for r in ok if r is not ref)
+            return None, {}, None
+        levels, rules, finding = [], {}, None
+        for r in ok:
+            if r is ref:
+                continue
+            c = compare(self.get(ref), self.get(r), self.thresholds)
+            levels.append(c.level)
+            finding = finding or c.finding
+            for k, v in pair_rules(self.get(ref), self.get(r), self.thresholds, c.level == "bitwise").items():
+                rules[k] = rules.get(k, True) and v
+        return worst_level(levels), rules, finding
 
 
 def _failure_line(r: Record) -> str:
@@ -296,6 +312,11 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
                     continue
                 out.matched += 1
                 out.levels[m.level] = out.levels.get(m.level, 0) + 1
+                if m.finding:
+                    out.findings[m.finding] = out.findings.get(m.finding, 0) + 1
+                for decisions in (m.rules, m.within_a_rules, m.within_b_rules):
+                    for rule, ok in decisions.items():
+                        out.rejected[rule] = out.rejected.get(rule, 0) + (not ok)
                 out.within_a = worst_level(x for x in (out.within_a, m.within_a) if x)
                 out.within_b = worst_level(x for x in (out.within_b, m.within_b) if x)
                 if m.level != "bitwise" and m.first_divergence is not None:
@@ -322,7 +343,10 @@ def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) 
     try:
         c = compare(side_a.get(ra), side_b.get(rb), side_a.thresholds)
         m.level, m.metrics, m.first_divergence, m.steps_total = c.level, c.metrics, c.first_divergence, c.steps_total
-        m.within_a, m.within_b = side_a.within(sa), side_b.within(sb)
+        m.rules = pair_rules(side_a.get(ra), side_b.get(rb), side_a.thresholds, c.level == "bitwise")
+        m.within_a, m.within_a_rules, fa = side_a.within(sa)
+        m.within_b, m.within_b_rules, fb = side_b.within(sb)
+        m.finding = c.finding or fa or fb
     except StoreError as err:  # a corrupted or missing artifact: reported, never a crash; a bug still surfaces
         m.error = f"{ra.cell_id} vs {rb.cell_id}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return m
@@ -344,18 +368,18 @@ def group_differences(matches: Iterable[SpecMatch], env_diff: list[str]) -> list
     return out
 
 
-def consensus_outcomes(result: CrossRunResult, envs: tuple[str, str] = ("A", "B")) -> list[dict[tuple[str, str], str]]:
-    """Per compared pair, the outcomes harness.compare.agreement needs: cross-environment level and
-    (where measured) each side's within-environment level."""
+def consensus_outcomes(result: CrossRunResult, envs: tuple[str, str] = ("A", "B")) -> list[dict[tuple[str, str], dict[str, bool]]]:
+    """Per compared pair, the rule decisions harness.compare.agreement needs: across the two
+    environments and (where measured) within each."""
     a, b = envs
     out = []
     for m in result.matches:
         if m.level is None:
             continue
-        o: dict[tuple[str, str], str] = {(a, b): m.level}
+        o: dict[tuple[str, str], dict[str, bool]] = {(a, b): dict(m.rules)}
         if m.within_a is not None:
-            o[(a, a)] = m.within_a
+            o[(a, a)] = dict(m.within_a_rules)
         if m.within_b is not None:
-            o[(b, b)] = m.within_b
+            o[(b, b)] = dict(m.within_b_rules)
         out.append(o)
     return out

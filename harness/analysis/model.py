@@ -6,7 +6,10 @@ History: 1 -- first version. 2 -- adds ``summary`` (verdict counts, the validati
 network would need, findings, a one-line environment) and ``warnings`` (distinct library
 warnings with counts); a version-1 document is upgraded by ``upgrade_analysis`` (summary
 rebuilt from its configurations, warnings empty: a v1 run's logs were never counted), in
-``harness.analysis.saved.upgrade_analysis``.
+``harness.analysis.saved.upgrade_analysis``. 3 -- pair findings and rule decisions, the named
+validator, agreement per pair rule with the network's figures (accepted / aborted /
+invalidated), the network rule's figures per configuration (new fields have defaults: a
+version-2 document upgrades as is).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-ANALYSIS_SCHEMA_VERSION = 2
+ANALYSIS_SCHEMA_VERSION = 3
 Verdict = Literal["ready", "ready_with_tolerance", "not_ready", "failed", "skipped", "untested"]
 VERDICT_TEXT = {
     "ready": "ready (bitwise everywhere tested)",
-    "ready_with_tolerance": "ready with tolerance (needs a tolerance/fingerprint validator)",
-    "not_ready": "not ready (diverges)",
+    "ready_with_tolerance": "ready with tolerance (passes only through the validator the matrix names, whose "
+                            "measured false accept is <= 1%)",
+    "not_ready": "not ready (diverges, is suspicious, or needs a validator the matrix does not name)",
     "failed": "failed (cells crashed or timed out)",
     "skipped": "skipped",
     "untested": "untested (too few executions to compare)",
@@ -41,6 +45,8 @@ class PairResult(BaseModel):
     a_artifact: str | None = None
     b_artifact: str | None = None
     stage: str | None = None  # chained tasks: the stage where the divergence began (text | audio)
+    finding: str | None = None  # harness.compare.levels.FINDING_TEXT key
+    rules: dict[str, bool] = Field(default_factory=dict)  # pair rule -> accepted (applicable rules)
 
 
 class DimensionSummary(BaseModel):
@@ -49,6 +55,21 @@ class DimensionSummary(BaseModel):
     worst: str | None = None
     first_divergence: list[int] = Field(default_factory=list)  # of divergent/tokens-differing pairs
     stages: dict[str, int] = Field(default_factory=dict)  # chained tasks: stage where pairs began to differ
+    findings: dict[str, int] = Field(default_factory=dict)  # finding -> pairs
+    finding_steps: list[int] = Field(default_factory=list)  # first divergent step of pairs with a finding
+    rejected: dict[str, int] = Field(default_factory=dict)  # pair rule -> pairs it rejects
+
+
+class NetworkFigures(BaseModel):
+    """A 3-node validation group as the network scores it (harness.compare.agreement)."""
+
+    rule: str
+    label: str  # "network: ..." (the network's rule) or "proposed: ..." (no network rule yet)
+    p_accepted: float | None = None
+    p_aborted: float | None = None
+    invalidated: float | None = None  # expected share of honest executions invalidated (slashable)
+    p3of3: float | None = None
+    triples: int = 0
 
 
 class CostSummary(BaseModel):
@@ -104,7 +125,9 @@ class ConfigResult(BaseModel):
     reason: str
     counts: dict[str, int] = Field(default_factory=dict)  # status -> count
     dimensions: dict[str, DimensionSummary] = Field(default_factory=dict)
-    agreement: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)  # rule -> p3of3/p2of3
+    agreement: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)  # rule -> GroupFigures dump
+    network: NetworkFigures | None = None  # the validation group under the kind's network rule
+    validator: dict[str, Any] | None = None  # the validator the matrix names for this kind (NamedValidator)
     seed_sensitive: bool | None = None
     seed_note: str | None = None
     dtype_drift: DimensionSummary | None = None
@@ -190,8 +213,11 @@ class Analysis(BaseModel):
     def summary_lines(self) -> list[str]:
         lines = []
         for c in self.configs:
-            agree = c.agreement.get("bitwise", {})
-            p3 = agree.get("p3of3")
-            lines.append(f"{c.verdict:>21}  {c.config_id}" + (f"  P(3/3 bitwise)={p3:.2f}" if p3 is not None else ""))
+            net = c.network
+            tail = ""
+            if net is not None and net.p_accepted is not None:
+                tail = (f"  {net.rule}: P(accepted)={net.p_accepted:.2f} P(aborted)={net.p_aborted:.2f} "
+                        f"invalidated={net.invalidated:.3f}")
+            lines.append(f"{c.verdict:>21}  {c.config_id}{tail}")
         return lines
 

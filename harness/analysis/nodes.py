@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from harness.analysis.model import ConfigNodes, DimensionSummary, Fleet, FleetNode, PairResult
 from harness.compare.agreement import simulate
-from harness.compare.levels import worst_level
+from harness.compare.levels import RULE_NAMES, worst_level
 from harness.store.records import Record
 
 Pair = Callable[[str, str, Record, Record], PairResult]
@@ -98,7 +98,8 @@ def config_nodes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, 
                       summary=_summary(verdicts, across))
     mix = {c: share for c, share in fleet.mix.items() if c in classes}
     if outcomes and len(mix) > 1:
-        est = simulate(outcomes, mix)
+        rules = set.intersection(*(set(d) for o in outcomes for d in o.values()))  # decided everywhere
+        est = simulate(outcomes, mix, [r for r in RULE_NAMES if r in rules])
         out.consensus = {name: {"p3of3": r.p3of3, "p2of3": r.p2of3} for name, r in est.rules.items()}
         notes = [f"{len(outcomes)} spec(s) run on every class"]
         if len(mix) < len(fleet.mix):
@@ -110,33 +111,34 @@ def config_nodes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, 
 
 
 def _across_classes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, list[PairResult]],
-                    by_cell: dict[str, Record], reference: str) -> tuple[str | None, list[dict[tuple[str, str], str]]]:
+                    by_cell: dict[str, Record], reference: str) -> tuple[str | None, list[dict[tuple[str, str], dict[str, bool]]]]:
     """Per spec run on every class: the level between each two classes (their representative
     executions: the reference node's, else the first node's) and within each class (the worst
     same-spec pair inside it). Returns the worst level across classes and those outcomes."""
     reps: dict[str, dict[str, Record]] = defaultdict(dict)  # spec -> class -> representative
     for r in sorted(ok, key=lambda r: (node_key(r) != reference, str(node_key(r)), _order(r))):
         reps[r.spec_hash].setdefault(_class(r), r)
-    within: dict[tuple[str, str], str] = {}
+    within: dict[tuple[str, str], dict[str, bool]] = {}
     for d in SAME_SPEC_DIMENSIONS:
         for p in pairs.get(d, []):
             a, b = by_cell[p.a], by_cell[p.b]
             if a.spec_hash == b.spec_hash and _class(a) == _class(b):
-                key = (a.spec_hash, _class(a))
-                within[key] = worst_level([within.get(key, "bitwise"), p.level])
+                key = (a.spec_hash, _class(a))  # a rule agrees within a class when every pair there agrees
+                within[key] = {rule: within.get(key, {}).get(rule, True) and ok for rule, ok in p.rules.items()}
     classes = sorted({_class(r) for r in ok})
     worst: list[str] = []
     outcomes = []
     for spec, by_class in sorted(reps.items()):
         if len(by_class) < len(classes):
             continue
-        outcome: dict[tuple[str, str], str] = {}
+        outcome: dict[tuple[str, str], dict[str, bool]] = {}
         for i, a in enumerate(classes):
             if (spec, a) in within:
                 outcome[(a, a)] = within[(spec, a)]
             for b in classes[i + 1:]:
-                outcome[(a, b)] = pair("node", config_id, by_class[a], by_class[b]).level
-                worst.append(outcome[(a, b)])
+                across_pair = pair("node", config_id, by_class[a], by_class[b])
+                outcome[(a, b)] = dict(across_pair.rules)
+                worst.append(across_pair.level)
         outcomes.append(outcome)
     return (worst_level(worst) if worst else None), outcomes
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from harness.analysis.model import (
-    Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, PairResult,
+    Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, NetworkFigures, PairResult,
 )
 from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
 from harness.analysis.nodes import config_nodes, fleet_of, node_key, node_pairs, parallel_note
 from harness.digests import digest_json
 from harness.spec.kinds import KINDS, load_object
-from harness.compare.levels import LEVELS, Comparable, Thresholds, compare, level_rank, rule_for_level, worst_level
+from harness.compare.levels import (
+    FINDING_TEXT, MAX_FALSE_ACCEPT, Comparable, NamedValidator, Thresholds, compare, level_rank, worst_level,
+)
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 
@@ -98,7 +100,9 @@ class _Comparer(ComparableCache):
 
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:
-            c = compare(self.get(a), self.get(b), self.thresholds)
+            ca, cb = self.get(a), self.get(b)
+            c = compare(ca, cb, self.thresholds)
+            rules = pair_rules(ca, cb, self.thresholds, bitwise=c.level == "bitwise")
         except StoreError as err:  # a corrupted artifact is reported, never a crash; a bug still surfaces
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
         stage = None
@@ -107,7 +111,15 @@ class _Comparer(ComparableCache):
             stage = load_object(attribute)(a.digests, b.digests)
         return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
                           metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
-                          a_artifact=a.artifact, b_artifact=b.artifact, stage=stage)
+                          a_artifact=a.artifact, b_artifact=b.artifact, stage=stage, finding=c.finding, rules=rules)
+
+
+def pair_rules(a: Comparable, b: Comparable, thresholds: Thresholds, bitwise: bool = False) -> dict[str, bool]:
+    """What every applicable pair rule decides for this pair (a bitwise pair: all accept)."""
+    from harness.compare.validators import RULES, applicable
+
+    return {name: True if bitwise else bool(fn(a, b, thresholds)) for name, fn in RULES.items()
+            if applicable(name, a, b)}
 
 
 class _ArtifactProblem(RuntimeError):
@@ -117,16 +129,25 @@ class _ArtifactProblem(RuntimeError):
 def _summarize(pairs: list[PairResult]) -> DimensionSummary:
     levels: dict[str, int] = defaultdict(int)
     stages: dict[str, int] = defaultdict(int)
-    steps = []
+    findings: dict[str, int] = defaultdict(int)
+    rejected: dict[str, int] = defaultdict(int)
+    steps, finding_steps = [], []
     for p in pairs:
         levels[p.level] += 1
+        for rule, ok in p.rules.items():
+            rejected[rule] += not ok
+        if p.finding:
+            findings[p.finding] += 1
+            if p.first_divergence is not None:
+                finding_steps.append(p.first_divergence)
         if p.first_divergence is not None and p.level != "bitwise":
             steps.append(p.first_divergence)
         if p.stage:
             stages[p.stage] += 1
     return DimensionSummary(pairs=len(pairs), levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
                             worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps,
-                            stages=dict(sorted(stages.items())))
+                            stages=dict(sorted(stages.items())), findings=dict(sorted(findings.items())),
+                            finding_steps=sorted(finding_steps), rejected=dict(sorted(rejected.items())))
 
 
 def _axes_key(r: Record, *drop: str) -> tuple:
@@ -246,7 +267,7 @@ def _cost(records: list[Record]) -> CostSummary:
 
 
 def _verdict(counts: dict[str, int], dims: dict[str, DimensionSummary], failures: list[str],
-             skipped_reason: str | None, verdict_dims: list[str]) -> tuple[str, str]:
+             skipped_reason: str | None, verdict_dims: list[str], validator: NamedValidator | None) -> tuple[str, str]:
     if counts.get("ok", 0) == 0 and not (counts.get("failed") or counts.get("timeout")):
         return "skipped", skipped_reason or "no cell ran"
     if counts.get("failed") or counts.get("timeout"):
@@ -255,15 +276,27 @@ def _verdict(counts: dict[str, int], dims: dict[str, DimensionSummary], failures
     compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
     info = "; ".join(f"{d}: {s.worst} (reported, not judged)" for d, s in dims.items()
                      if s.pairs and d not in verdict_dims and s.worst != "bitwise")
-    verdict, reason = _judge(compared)
+    verdict, reason = judge(compared, validator)
     return verdict, reason + (f"; {info}" if info else "")
 
 
-def _judge(compared: dict[str, DimensionSummary]) -> tuple[str, str]:
+def judge(compared: dict[str, DimensionSummary], validator: NamedValidator | None) -> tuple[str, str]:
+    """The verdict over the judged dimensions. Findings first (a suspicious pair is never
+    passed), then bitwise -> ready, divergent -> not_ready; anything between passes only
+    through the validator the matrix names, when its measured false accept is <= 1% and it
+    accepts every judged pair."""
     if not compared:
         return "untested", "only one execution: nothing to compare"
     worst = worst_level(s.worst for s in compared.values() if s.worst)
     where = ", ".join(f"{d}: {s.worst}" for d, s in compared.items())
+    found = sorted({f for s in compared.values() for f in s.findings})
+    if found:
+        dims = [d for d, s in compared.items() if s.findings]
+        steps = sorted({x for d in dims for x in compared[d].finding_steps})
+        at = f" (first divergent step {steps[0]})" if steps else ""
+        what = "; ".join(FINDING_TEXT.get(f, f) for f in found)
+        label = "suspicious" if "waveform_far_tokens_equal" in found else "finding"
+        return "not_ready", f"{label} across {', '.join(dims)}: {what}{at} ({where})"
     if worst == "bitwise":
         return "ready", f"bitwise identical across {', '.join(compared)}"
     if worst == "divergent":
@@ -273,31 +306,55 @@ def _judge(compared: dict[str, DimensionSummary]) -> tuple[str, str]:
         began = sorted({st for d in bad for st in compared[d].stages})
         at += f"; divergence began in the {' and '.join(began)} stage" if began else ""
         return "not_ready", f"divergent across {', '.join(bad)}{at} ({where})"
-    return "ready_with_tolerance", f"not bitwise; worst level {worst} ({where})"
+    if validator is None:
+        return "not_ready", (f"not bitwise; worst level {worst} ({where}); the matrix names no validator for this "
+                             f"kind, so only bitwise passes")
+    if validator.false_accept > MAX_FALSE_ACCEPT:
+        return "not_ready", (f"not bitwise; worst level {worst} ({where}); the named {validator.rule} validator's "
+                             f"measured false accept {validator.false_accept:.3f} is above {MAX_FALSE_ACCEPT:.2f}")
+    rejected = {d: s.rejected.get(validator.rule) for d, s in compared.items()}
+    if any(n is None for n in rejected.values()):
+        return "not_ready", f"not bitwise; worst level {worst} ({where}); the {validator.rule} validator does not apply"
+    if any(rejected.values()):
+        bad = ", ".join(f"{d}: {n}" for d, n in rejected.items() if n)
+        return "not_ready", (f"not bitwise; worst level {worst} ({where}); the named {validator.rule} validator "
+                             f"rejects pairs ({bad})")
+    return "ready_with_tolerance", (f"not bitwise; worst level {worst} ({where}); every judged pair passes the named "
+                                    f"{validator.rule} validator (measured false accept {validator.false_accept:.3f}, "
+                                    f"false reject {validator.false_reject:.3f})")
 
 
-def _agreement(cmp: _Comparer, ok: list[Record], thresholds: Thresholds,
-               verdict_dims: list[str]) -> dict[str, dict[str, float | int | None]]:
-    """Per rule, the chance that 3 nodes agree, averaged over seeds. The pool is every
-    execution the verdict judges (batch > 1 only when batch is judged)."""
-    from harness.compare.levels import agreement_probabilities
+def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str]) -> tuple[dict[str, dict], NetworkFigures | None]:
+    """Per pair rule (each exactly what that validator decides), the figures of a 3-node
+    validation group drawn from every execution the verdict judges (batch > 1 only when batch
+    is judged), averaged over seeds; and the figures under the kind's network rule."""
+    from harness.compare.agreement import group_figures
+    from harness.compare.validators import RULES, applicable, network_rule
 
     groups: dict[int, list[Record]] = defaultdict(list)
     for r in ok:
         if r.axes.batch_size > 1 and "batch" not in verdict_dims:
             continue
         groups[r.axes.seed].append(r)
-    out: dict[str, dict[str, float | int | None]] = {}
-    for level in LEVELS[:-1]:
-        rule = rule_for_level(level, thresholds)
-        results = [agreement_probabilities([cmp.get(r) for r in g], rule) for g in groups.values() if len(g) >= 3]
-        if not results:
-            out[level] = {"p3of3": None, "p2of3": None, "triples": 0}
+    pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]
+    out: dict[str, dict] = {}
+    for name, fn in RULES.items():
+        if pools and not applicable(name, pools[0][0], pools[0][0]):
             continue
-        out[level] = {"p3of3": float(np.mean([x["p3of3"] for x in results])),
-                      "p2of3": float(np.mean([x["p2of3"] for x in results])),
-                      "triples": int(sum(x["triples"] for x in results))}
-    return out
+        results = [group_figures(p, lambda a, b, fn=fn: fn(a, b, cmp.thresholds), name=name) for p in pools]
+        if not results:
+            out[name] = {"p3of3": None, "p2of3": None, "p_aborted": None, "invalidated": None, "triples": 0}
+            continue
+        out[name] = {key: float(np.mean([getattr(x, key) for x in results]))
+                     for key in ("p3of3", "p2of3", "p_aborted", "invalidated")}
+        out[name]["triples"] = int(sum(x.triples for x in results))
+    kind = ok[0].kind if ok else "audio"
+    rule, label = network_rule(kind)
+    fig = out.get(rule)
+    network = NetworkFigures(rule=rule, label=label, p_accepted=fig.get("p2of3"), p_aborted=fig.get("p_aborted"),
+                             invalidated=fig.get("invalidated"), p3of3=fig.get("p3of3"),
+                             triples=int(fig.get("triples") or 0)) if fig else None
+    return out, network
 
 
 def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str, DimensionSummary]:
@@ -369,6 +426,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         raise StoreError(f"{store.path / 'manifest.json'}: matrix gates are invalid ({str(err).splitlines()[0]})") from None
     fail_on = gates_spec.fail_on
     verdict_dims = list(gates_spec.verdict_dimensions)
+    named = {k: NamedValidator(**v) for k, v in (spec.get("validators") or {}).items()}
     cmp = _Comparer(store, thresholds)
     fleet = fleet_of(records)
     by_config: dict[str, list[Record]] = defaultdict(list)
@@ -388,9 +446,11 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             counts[r.status] += 1
         failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in ("failed", "timeout")][:10]
         ok = [r for r in recs if r.status == "ok"]
+        validator = named.get(first.kind)
         try:
             pairs = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
-            nodes = config_nodes(cmp.pair, config_id, ok, pairs, fleet, _judge, _summarize, verdict_dims) if fleet else None
+            nodes = (config_nodes(cmp.pair, config_id, ok, pairs, fleet, lambda dims: judge(dims, validator),
+                                  _summarize, verdict_dims) if fleet else None)
         except _ArtifactProblem as err:
             problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
             pairs, nodes = {d: [] for d in REPRO_DIMENSIONS}, None
@@ -398,21 +458,23 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             counts["failed"] += 1
         dims = {d: _summarize(p) for d, p in pairs.items()}
         skip_reason = next((r.reason for r in recs if r.status == "skipped"), None)
-        verdict, reason = _verdict(dict(counts), dims, failures, skip_reason, verdict_dims)
+        verdict, reason = _verdict(dict(counts), dims, failures, skip_reason, verdict_dims, validator)
         seed_sensitive, seed_note = _seed_sensitivity(cmp, config_id, ok)
         worst_pairs = sorted((p for ps in pairs.values() for p in ps if p.level != "bitwise"),
                              key=lambda p: -level_rank(p.level))
         if worst_pairs:
             examples.append(worst_pairs[0])
+        agreement, network = {}, None
         try:
-            agreement = _agreement(cmp, ok, thresholds, verdict_dims) if verdict not in ("failed", "skipped") else {}
-        except _ArtifactProblem as err:
-            problems.append(f"{config_id}: agreement not estimated ({err})")
-            agreement = {}
+            if verdict not in ("failed", "skipped"):
+                agreement, network = _agreement(cmp, ok, verdict_dims)
+        except StoreError as err:  # a corrupted artifact is reported, never a crash
+            problems.append(f"{config_id}: agreement not estimated ({str(err).splitlines()[0] if str(err) else err!r})")
         configs.append(ConfigResult(
             config_id=config_id, task=first.task_name, kind=first.kind, model=first.model, dtype=first.axes.dtype,
             quantize_bits=first.axes.quantize_bits, device=first.axes.device, profile=first.axes.profile,
             verdict=verdict, reason=reason, counts=dict(counts), dimensions=dims, agreement=agreement,
+            network=network, validator=validator.model_dump() if validator else None,
             seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
             lint=sorted({w for r in recs for w in r.lint}),
             quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),

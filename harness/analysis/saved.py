@@ -27,10 +27,11 @@ def upgrade_analysis(doc: dict[str, Any]) -> Analysis:
                          f"(1..{ANALYSIS_SCHEMA_VERSION})")
     doc = dict(doc)
     if version == 1:  # 1 -> 2: the summary is rebuilt from the configurations
-        doc["schema_version"] = 2
+        doc["schema_version"] = ANALYSIS_SCHEMA_VERSION
         a = Analysis.model_validate(doc)
         a.summary = summarize(a)
         return a
+    doc["schema_version"] = ANALYSIS_SCHEMA_VERSION  # 2 -> 3: every added field has a default
     return Analysis.model_validate(doc)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from harness.analysis.model import Analysis, ConfigResult, Finding, LogWarning, RunSummary
-from harness.compare.agreement import RULES
 from harness.compare.levels import level_rank, worst_level
 
-RULE_OF_LEVEL = {level: rule for rule, level in RULES.items()}  # bitwise -> exact_hash, ...
+#: the rules a configuration can pass under, strongest first (harness.compare.levels.RULE_NAMES)
+RULE_STRENGTH = ("bitwise", "composite", "tokens", "tolerance", "perceptual")
 ACCEPTED = ("ready", "ready_with_tolerance")
 SEVERITY_ORDER = ("critical", "warning", "info")
 DEFAULT_JUDGED = ("repeat", "process", "batch", "threads")
@@ -51,12 +51,15 @@ def _phrase(dim: str) -> str:
 
 
 def rule_for(c: ConfigResult, judged: Iterable[str]) -> str | None:
-    """The weakest validation rule under which this configuration's judged comparisons all
-    agree; None when it is not acceptable (diverges, failed, skipped, untested)."""
+    """The validation rule this configuration passes under: bitwise when ready, the validator
+    the matrix names when ready with tolerance; None when it is not acceptable (diverges, a
+    finding, no named validator, failed, skipped, untested)."""
     if c.verdict not in ACCEPTED:
         return None
     worst = worst_level(s.worst for d, s in c.dimensions.items() if d in judged and s.pairs and s.worst)
-    return RULE_OF_LEVEL.get(worst or "bitwise")
+    if c.verdict == "ready" or worst in (None, "bitwise"):
+        return "bitwise"
+    return (c.validator or {}).get("rule")
 
 
 def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
@@ -94,7 +97,7 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
             out.append(Finding(
                 severity="warning", kind="not-bitwise", dimension=dim, configs=ids,
                 text=f"{dim}: exact-hash validation rejects honest nodes when {_phrase(dim)} ({what}) in "
-                     f"{len(ids)} configuration(s): {_ids(ids)}; they need {RULE_OF_LEVEL.get(worst, worst)}."))
+                     f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level."))
     return out
 
 
@@ -179,7 +182,7 @@ def summarize(a: Analysis, judged: Iterable[str] | None = None) -> RunSummary:
         verdicts[c.verdict] = verdicts.get(c.verdict, 0) + 1
     by_config = {c.config_id: rule_for(c, judged_dims) for c in a.configs}
     needed = [r for r in by_config.values() if r]
-    rule_needed = max(needed, key=lambda r: level_rank(RULES[r])) if needed else None
+    rule_needed = max(needed, key=lambda r: RULE_STRENGTH.index(r) if r in RULE_STRENGTH else 0) if needed else None
     findings = _dimension_findings(a, judged_dims) + _other_findings(a) + _warning_finding(a.warnings)
     findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -len(f.configs)))
     return RunSummary(headline=headline(a, rule_needed), verdicts=verdicts, rule_needed=rule_needed,

@@ -104,7 +104,7 @@ def cmd_validators(args) -> int:
 
     from harness.store.run import atomic_write_bytes
     from harness.report.validators import render_markdown
-    from harness.workflows.validator_study import FULL, QUICK, run_study
+    from harness.workflows.validator_study import FULL, QUICK, plot_det, run_study
 
     settings = QUICK if args.quick else FULL
     if args.seeds:
@@ -113,12 +113,16 @@ def cmd_validators(args) -> int:
         result = run_study(settings)
     except ValueError as err:
         raise StoreError(f"validator study: {err}") from None
-    text = render_markdown(result)
+    plot = Path(args.plot) if args.plot else (Path(args.out).with_suffix(".det.png") if args.out
+                                                else Path("reports") / "validators" / "det.png")
+    plot_det(result, plot)
+    text = render_markdown(result) + f"\nDET plot: `{plot}`\n"
     if args.out:
         atomic_write_bytes(Path(args.out), text.encode())
     sys.stdout.write(text)
     if args.out:
         print(f"wrote {args.out}")
+    print(f"wrote {plot}")
     return EXIT_OK
 
 
@@ -188,6 +192,8 @@ def register(sub) -> None:
     s.add_argument("--quick", action="store_true", help="few pairs (a smoke test), no second worker process")
     s.add_argument("--seeds", type=_positive_int, help="seeds per prompt (default 20, quick 2)")
     s.add_argument("--out", metavar="FILE", help="also write the Markdown table here")
+    s.add_argument("--plot", metavar="FILE", help="the DET plot (PNG; default next to --out, else "
+                                                  "reports/validators/det.png)")
     s.set_defaults(func=cmd_validators)
 
     s = sub.add_parser("compare", help="compare two runs or bundles cell by cell (outputs, then costs)")

@@ -1,4 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | show | compare | bundle | certify | validators | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | show | compare | bundle | certify | validators | locate | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.cli.trust import register as register_trust
 
     register_trust(sub)  # keygen, verify
+
+    from harness.cli.locate import register as register_locate
+
+    register_locate(sub)  # locate
     return p
 
 

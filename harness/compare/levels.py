@@ -10,7 +10,7 @@ digests differ.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,21 +19,33 @@ from pydantic import BaseModel, Field
 
 from harness.digests import digest_array
 from harness.compare.fingerprint import audio_fingerprint, hamming
-from harness.spec.policy import Thresholds
+from harness.spec.policy import MAX_FALSE_ACCEPT, NamedValidator, Thresholds  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from harness.outputs import Output
 
 LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
 Level = Literal["bitwise", "tokens", "tolerance", "perceptual", "divergent"]
+#: the pair rules (validators), one name each: the levels' own words for the rules that test a
+#: level, ``composite`` (codes equal + calibrated waveform bounds) and ``result_hash`` (the
+#: network's text rule: the whole result's sha256). harness.compare.validators.RULES implements them.
+RULE_NAMES = ("result_hash", "bitwise", "tokens", "tolerance", "perceptual", "composite")
 SNR_CLAMP_DB = 200.0
 #: arrays whose generation step is not axis 0 (token_ids is (choices, new_tokens))
 STEP_AXIS = {"token_ids": 1}
 _CHUNK = 1 << 20
+#: findings a pair can carry besides its level (each is its own line in the report)
+FINDING_TEXT = {
+    "waveform_far_tokens_equal": "codes/tokens equal but the waveform is beyond the calibrated tolerance, which a "
+                                 "deterministic decoder cannot produce: decoder non-determinism or tampering",
+    "tokens_differ_output_equal": "token ids differ although the response (the network's result file) is equal: "
+                                  "a different token that decodes to the same text",
+}
 
 
 class Comparison(BaseModel):
     level: Level
+    finding: str | None = None  # a key of FINDING_TEXT
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
     first_divergence: int | None = None
     steps_total: int | None = None
@@ -200,134 +212,49 @@ def _primary(a: Comparable, b: Comparable) -> str | None:
     return None
 
 
-def compare(a: Comparable, b: Comparable, thresholds: Thresholds | None = None, *,
-            stop_at: str | None = None) -> Comparison:
+def within_waveform_bounds(metrics: Mapping[str, Any], thresholds: Thresholds) -> bool:
+    """The composite rule's waveform half: same length, max-abs and rel-L2 within the
+    calibrated bounds (an honest decoder on other hardware stays inside them)."""
+    mx, rel = metrics.get("max_abs"), metrics.get("rel_l2")
+    return (mx is not None and rel is not None and metrics.get("length_a") == metrics.get("length_b")
+            and mx <= thresholds.waveform_max_abs and rel <= thresholds.waveform_rel_l2)
+
+
+def compare(a: Comparable, b: Comparable, thresholds: Thresholds | None = None) -> Comparison:
     """The strongest level ``a`` and ``b`` reach, with the metrics that decided it.
 
-    A bitwise pair loads no array (no metrics, no steps). ``stop_at``: stop as soon as it is
-    clear whether the pair reaches that level (for agreement rules); the level returned is
-    then exact when reached, else only known to be weaker."""
+    ``bitwise`` needs the output digest *and* the discrete output equal: a text response
+    that is equal while the token ids differ is ``divergent`` with the finding
+    ``tokens_differ_output_equal`` (the network's result-file rule still accepts it; that is
+    the agreement model's business). Equal codes whose waveforms lie beyond the calibrated
+    bounds stay ``tokens`` with the finding ``waveform_far_tokens_equal``. A bitwise pair
+    loads no array (no metrics, no steps)."""
     thr = thresholds or Thresholds()
     da, db = _output_digest(a), _output_digest(b)
-    if (da is not None and da == db) or (da is None and db is None and a.digests and a.digests == b.digests):
-        return Comparison(level="bitwise")
-    target = level_rank(stop_at) if stop_at else len(LEVELS)
-    if target == 0:
-        return Comparison(level="divergent")
     ta, tb = _tokens_digest(a), _tokens_digest(b)
     tokens_equal = ta is not None and ta == tb
-    if stop_at and (tokens_equal or target == 1):
-        return Comparison(level="tokens" if tokens_equal else "divergent")
+    output_equal = (da is not None and da == db) or (da is None and db is None and bool(a.digests)
+                                                     and a.digests == b.digests)
+    if output_equal and (tokens_equal or (ta is None and tb is None)):
+        return Comparison(level="bitwise")
     metrics: dict[str, float | int | None] = {}
     level = "tokens" if tokens_equal else None
+    finding = None
     primary = _primary(a, b)
     if primary is not None:
         metrics.update(float_metrics(a.arrays[primary], b.arrays[primary]))
         if level is None and within_tolerance(metrics, thr):
             level = "tolerance"
-    if level is None and not (stop_at and target < 3):
+        if tokens_equal and primary == "waveform" and not within_waveform_bounds(metrics, thr):
+            finding = "waveform_far_tokens_equal"
+    if output_equal and not tokens_equal:
+        level, finding = "divergent", "tokens_differ_output_equal"
+    if level is None:
         dist = fingerprint_distance(a, b, thr.fingerprint_bits)
         if dist is not None:
             metrics["hamming"] = dist
             if dist <= thr.hamming_max:
                 level = "perceptual"
-    fd, total = (None, None) if stop_at else first_divergence(a, b)
-    return Comparison(level=level or "divergent", metrics=metrics, first_divergence=fd, steps_total=total)
-
-
-def rule_for_level(level: str, thresholds: Thresholds | None = None) -> Callable[[Comparable, Comparable], bool]:
-    """A pair rule: True when the pair agrees at ``level`` or stronger."""
-    rank = level_rank(level)
-    thr = thresholds or Thresholds()
-
-    def rule(a: Comparable, b: Comparable) -> bool:
-        if rank == len(LEVELS) - 1:
-            return True
-        return level_rank(compare(a, b, thr, stop_at=level).level) <= rank
-
-    rule.__name__ = f"agree_at_{level}"
-    return rule
-
-
-def _content_key(c: Comparable) -> tuple:
-    if not c.digests:
-        return (id(c),)
-    return (tuple(sorted(c.digests.items())), c.discrete, c.steps, c.sampling_rate)
-
-
-def _sample_triples(n: int, count: int, seed: int) -> np.ndarray:
-    """``count`` triples of distinct indices in [0, n), drawn uniformly."""
-    rng = np.random.default_rng(seed)
-    out = rng.integers(0, n, size=(count, 3))
-    while True:
-        bad = (out[:, 0] == out[:, 1]) | (out[:, 0] == out[:, 2]) | (out[:, 1] == out[:, 2])
-        if not bad.any():
-            return np.sort(out, axis=1)
-        out[bad] = rng.integers(0, n, size=(int(bad.sum()), 3))
-
-
-def agreement_probabilities(outputs: list[Comparable], rule: Callable[[Comparable, Comparable], bool], *,
-                            max_triples: int = 20000, seed: int = 0) -> dict[str, float | int | None]:
-    """Chance that 3 nodes drawn from these independent executions all agree (p3of3) and
-    that some 2 of them agree (p2of3, the network's majority), under a pair ``rule``.
-
-    Outputs with the same digests are one content class; the rule runs once per pair of
-    classes. Triples are counted exactly by class multiplicities (O(k^3) in the k distinct
-    contents, however many executions there are); with very many distinct contents,
-    ``max_triples`` triples are sampled (seeded) instead."""
-    n = len(outputs)
-    keys: dict[tuple, int] = {}
-    reps: list[Comparable] = []
-    counts: list[int] = []
-    cls: list[int] = []
-    for o in outputs:
-        key = _content_key(o)
-        if key not in keys:
-            keys[key] = len(reps)
-            reps.append(o)
-            counts.append(0)
-        counts[keys[key]] += 1
-        cls.append(keys[key])
-    cache: dict[tuple[int, int], bool] = {}
-
-    def agree(ci: int, cj: int) -> bool:
-        if ci > cj:
-            ci, cj = cj, ci
-        if (ci, cj) not in cache:
-            cache[(ci, cj)] = True if ci == cj else bool(rule(reps[ci], reps[cj]))
-        return cache[(ci, cj)]
-
-    if n < 3:
-        pairs = [agree(cls[0], cls[1])] if n == 2 else []
-        return {"p3of3": None, "p2of3": None, "triples": 0,
-                "pairs_agree": float(np.mean(pairs)) if pairs else None}
-    k = len(reps)
-    total = math.comb(n, 3)
-    all3 = any2 = pairs_ok = 0
-    if k ** 3 <= 6 * max_triples or total <= max_triples:
-        for i in range(k):
-            for j in range(i, k):
-                for m in range(j, k):
-                    if i == j == m:
-                        w = math.comb(counts[i], 3)
-                    elif i == j:
-                        w = math.comb(counts[i], 2) * counts[m]
-                    elif j == m:
-                        w = counts[i] * math.comb(counts[j], 2)
-                    else:
-                        w = counts[i] * counts[j] * counts[m]
-                    if w:
-                        s = agree(i, j) + agree(i, m) + agree(j, m)
-                        pairs_ok += s * w
-                        all3 += w * (s == 3)
-                        any2 += w * (s > 0)
-        count = total
-    else:
-        count = max_triples
-        for i, j, m in _sample_triples(n, max_triples, seed).tolist():
-            s = agree(cls[i], cls[j]) + agree(cls[i], cls[m]) + agree(cls[j], cls[m])
-            pairs_ok += s
-            all3 += s == 3
-            any2 += s > 0
-    return {"p3of3": all3 / count, "p2of3": any2 / count, "triples": count,
-            "pairs_agree": pairs_ok / (3 * count)}
+    fd, total = first_divergence(a, b)
+    return Comparison(level=level or "divergent", finding=finding, metrics=metrics, first_divergence=fd,
+                      steps_total=total)

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.compare.levels import Comparable, Thresholds, fingerprint_distance, float_metrics, within_tolerance
+from harness.compare.levels import (
+    MAX_FALSE_ACCEPT, RULE_NAMES, Comparable, NamedValidator, Thresholds, fingerprint_distance, float_metrics, within_tolerance, within_waveform_bounds,
+)
 from harness.digests import digest_array
 
 Validator = Callable[[Comparable, Comparable, Thresholds | None], bool]
@@ -28,43 +30,110 @@ def _digest(c: Comparable, name: str) -> str | None:
     return digest_array(c.arrays[name]) if name in c.arrays else None
 
 
-def exact_waveform_hash(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
-    """The text rule applied to audio: sha256 of the canonical waveform bytes."""
-    a = _digest(reference, "waveform")
-    return a is not None and a == _digest(candidate, "waveform")
+def _discrete_digest(c: Comparable) -> str | None:
+    if not c.discrete:
+        return None
+    return c.digests.get("tokens") or _digest(c, c.discrete)
 
 
-def exact_codes(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
-    """Equal EnCodec codes: exact on the discrete output, blind to decoder float noise."""
-    a = _digest(reference, "codes")
-    return a is not None and a == _digest(candidate, "codes")
+def _output_digest(c: Comparable) -> str | None:
+    return c.digests.get("output") or _digest(c, "waveform")
+
+
+def result_hash(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """The network's text rule: sha256 of the whole result (the response JSON, ``usage``
+    included; for audio the canonical waveform bytes)."""
+    a = _output_digest(reference)
+    return a is not None and a == _output_digest(candidate)
+
+
+def bitwise(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Result hash AND discrete output equal: what the ``bitwise`` level means."""
+    if not result_hash(reference, candidate):
+        return False
+    return _discrete_digest(reference) == _discrete_digest(candidate)
+
+
+def tokens(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Equal discrete output (EnCodec codes / token ids): blind to what the audio is."""
+    a = _discrete_digest(reference)
+    return a is not None and a == _discrete_digest(candidate)
+
+
+def _waveform_metrics(reference: Comparable, candidate: Comparable) -> dict | None:
+    if "waveform" not in reference.arrays or "waveform" not in candidate.arrays:
+        return None
+    return float_metrics(reference.arrays["waveform"], candidate.arrays["waveform"])
 
 
 def tolerance(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """rel-L2 and cosine on the waveform (common prefix, length mismatch bounded)."""
-    if exact_waveform_hash(reference, candidate):
+    if _digest(reference, "waveform") is not None and _digest(reference, "waveform") == _digest(candidate, "waveform"):
         return True
-    if "waveform" not in reference.arrays or "waveform" not in candidate.arrays:
-        return False
-    metrics = float_metrics(reference.arrays["waveform"], candidate.arrays["waveform"])
-    return within_tolerance(metrics, thresholds or Thresholds())
+    metrics = _waveform_metrics(reference, candidate)
+    return metrics is not None and within_tolerance(metrics, thresholds or Thresholds())
 
 
-def fingerprint(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
-    """Hamming distance of spectral fingerprints, like the network's image pHash rule."""
-    if exact_waveform_hash(reference, candidate):
+def perceptual(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Hamming distance of spectral fingerprints, like the network's image pHash rule. Its
+    measured false accept is far above 1%: never a verdict's basis unless a calibration says
+    otherwise for that model."""
+    if _digest(reference, "waveform") is not None and _digest(reference, "waveform") == _digest(candidate, "waveform"):
         return True
     thr = thresholds or Thresholds()
     dist = fingerprint_distance(reference, candidate, thr.fingerprint_bits)
     return dist is not None and dist <= thr.hamming_max
 
 
-VALIDATORS: dict[str, Validator] = {
-    "exact_waveform_hash": exact_waveform_hash,
-    "exact_codes": exact_codes,
+def composite(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Codes equal AND the waveform within the calibrated max-abs / rel-L2 bounds: an honest
+    float wobble passes, honest codes sent with edited audio do not."""
+    if not tokens(reference, candidate):
+        return False
+    if _digest(reference, "waveform") is not None and _digest(reference, "waveform") == _digest(candidate, "waveform"):
+        return True
+    metrics = _waveform_metrics(reference, candidate)
+    return metrics is not None and within_waveform_bounds(metrics, thresholds or Thresholds())
+
+
+#: every pair rule by its one name (the same words as the comparison levels, plus the two
+#: rules that are no level: ``composite`` and the network's ``result_hash``)
+RULES: dict[str, Validator] = {
+    "result_hash": result_hash,
+    "bitwise": bitwise,
+    "tokens": tokens,
     "tolerance": tolerance,
-    "fingerprint": fingerprint,
+    "perceptual": perceptual,
+    "composite": composite,
 }
+assert tuple(RULES) == RULE_NAMES
+#: the audio candidates the validator study measures
+VALIDATORS: dict[str, Validator] = {name: RULES[name] for name in ("bitwise", "tokens", "tolerance", "perceptual",
+                                                                    "composite")}
+#: rules that need a waveform (not applicable to text outputs)
+WAVEFORM_RULES = ("tolerance", "perceptual", "composite")
+
+#: the rule a 3-node validation group applies per task kind, and whether the network has it
+NETWORK_RULES: dict[str, tuple[str, str]] = {
+    "gpt": ("result_hash", "network: sha256 of the result JSON file (crynux-node get_gpt_resp_hash; relay compares "
+                           "score strings for equality)"),
+    "audio": ("composite", "proposed: the network has no audio rule; codes equal and waveform within the "
+                           "calibrated bounds (harness validators)"),
+    "chain": ("composite", "proposed: both stages' tokens equal and waveform within the calibrated bounds"),
+    "audioldm": ("result_hash", "proposed: sha256 of the waveform (no discrete output; no calibrated rule)"),
+}
+
+
+def network_rule(kind: str) -> tuple[str, str]:
+    """(rule name, label) for a task kind; unknown kinds get the result hash."""
+    return NETWORK_RULES.get(kind, ("result_hash", "proposed: sha256 of the result"))
+
+
+def applicable(rule: str, a: Comparable, b: Comparable) -> bool:
+    """Waveform rules do not apply to outputs without a waveform (text)."""
+    return rule not in WAVEFORM_RULES or ("waveform" in a.arrays and "waveform" in b.arrays)
+
+
 
 
 # --- cheats: a dishonest waveform made from an honest one (pure numpy, seeded) ---------------

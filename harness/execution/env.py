@@ -60,6 +60,9 @@ def fingerprint() -> dict[str, Any]:
     if torch.cuda.is_available():
         env["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         env["gpu_capability"] = [list(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
+        # VRAM: the network pools nodes by GPU model, then VRAM
+        env["gpu_memory_bytes"] = [int(torch.cuda.get_device_properties(i).total_memory)
+                                   for i in range(torch.cuda.device_count())]
         env["driver"] = _nvidia_driver()
     return env
 

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from harness.report.run import fmt, fmt_mapping, md_table
 
+#: the network pools nodes by GPU model, then VRAM; outputs also depend on these
+POOL_FIELDS = ("gpu_model", "vram_bytes", "runner_version", "platform", "dtype", "quantize_bits")
+
 if TYPE_CHECKING:
     from harness.workflows.certify import Certificate
 
@@ -57,12 +60,22 @@ def render_certificate(cert: Certificate) -> str:
     lines += ["", "Environment fields that differ: " + (", ".join(cert.environment_differs) or "none"), "",
               "## Configurations", ""]
     rows = [[c.config_id, c.verdict, str(c.compared), ", ".join(f"{k} {v}" for k, v in c.levels.items()) or "-",
-             fmt(c.first_divergence), fmt_metrics(c.metrics),
-             fmt(c.consensus.get("exact_hash", {}).get("p3of3")), fmt(c.consensus.get("tolerance", {}).get("p3of3")),
+             fmt(c.first_divergence), fmt_metrics(c.metrics), c.network_rule or "-",
+             fmt((c.network or {}).get("p_accepted")), fmt((c.network or {}).get("p_aborted")),
+             fmt((c.network or {}).get("invalidated")), fmt(c.consensus.get("bitwise", {}).get("p3of3")),
              c.reason] for c in cert.configs]
     lines += md_table((["configuration", "verdict", "cells", "levels", "first divergence", "worst pair metrics",
-                        "P(3/3) exact hash*", "P(3/3) tolerance*", "reason"], rows))
-    lines += ["\\* a network with half its nodes like the reference and half like the candidate.", ""]
+                        "network rule", "P(accepted)*", "P(aborted)*", "invalidated*", "P(3/3) bitwise*", "reason"],
+                       rows))
+    lines += ["\\* a network with half its nodes like the reference and half like the candidate; a validated task "
+              "runs on 3 nodes, any agreeing pair accepts it, an odd node is invalidated (slashable), no agreeing "
+              "pair aborts it.", ""]
+    labels = {f"{c.kind}: {c.network_rule}": c.network_label for c in cert.configs if c.network_rule}
+    lines += [f"- {k} -- {v}" for k, v in labels.items()] + ([""] if labels else [])
+    pools = [[c.config_id, who, *(fmt(p.get(f)) for f in POOL_FIELDS)] for c in cert.configs
+             for who, p in c.pool.items()]
+    if pools:
+        lines += ["## Pool keys", ""] + md_table((["configuration", "side", *POOL_FIELDS], pools))
     issues = [(c.config_id, i) for c in cert.configs for i in c.issues]
     if issues:
         lines += ["## Cells not certified", ""] + [f"- {cid}: {i}" for cid, i in issues[:200]] + [""]

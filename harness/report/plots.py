@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.model import Analysis, ConfigResult, PairResult
-from harness.compare.agreement import RULES
 from harness.report.run import fmt, fmt_mapping
 
 NO_MATPLOTLIB = "matplotlib is not installed; plot omitted (pip install matplotlib)."
-RULE_COLOURS = ("#0072B2", "#56B4E9", "#E69F00", "#D55E00")  # Okabe-Ito
-RULE_HATCHES = ("", "//", "..", "xx")
+RULE_COLOURS = ("#0072B2", "#009E73", "#56B4E9", "#E69F00", "#D55E00")  # Okabe-Ito
+RULE_HATCHES = ("", "\\\\", "//", "..", "xx")
+#: the pair rules charted (analysis agreement keys, harness.compare.levels.RULE_NAMES), strongest first
+RULES = {rule: rule for rule in ("bitwise", "composite", "tokens", "tolerance", "perceptual")}
 DPI = 96
 
 

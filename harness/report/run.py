@@ -14,11 +14,9 @@ import math
 from typing import Any
 
 from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, FleetNode, RunSummary
-from harness.compare.agreement import RULES as RULE_LEVELS
+from harness.compare.levels import FINDING_TEXT, LEVELS, RULE_NAMES  # one vocabulary
 from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered_dimensions
 
-RULES = ("bitwise", "tokens", "tolerance", "perceptual")
-LEVEL_ORDER = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
 MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
 VERDICT_SHORT = {"ready": "ready", "ready_with_tolerance": "ready with tolerance", "not_ready": "not ready",
@@ -55,7 +53,7 @@ def _ordered(keys: Any, order: tuple[str, ...]) -> list[str]:
 
 
 def fmt_levels(levels: dict[str, int]) -> str:
-    return ", ".join(f"{k} {levels[k]}" for k in _ordered(levels, LEVEL_ORDER)) or "-"
+    return ", ".join(f"{k} {levels[k]}" for k in _ordered(levels, LEVELS)) or "-"
 
 
 def fmt_steps(steps: list[int]) -> str:
@@ -96,7 +94,7 @@ def verdict_count_line(summary: RunSummary) -> str:
 def rule_line(summary: RunSummary) -> str:
     if not summary.rule_needed:
         return "none: no configuration is acceptable under any rule"
-    return f"{summary.rule_needed} (accepts {RULE_LEVELS[summary.rule_needed]}-level agreement)"
+    return f"{summary.rule_needed} (the weakest rule an accepted configuration passes under)"
 
 
 def summary_facts(a: Analysis) -> list[tuple[str, str]]:
@@ -112,19 +110,12 @@ def verdict_table(a: Analysis) -> Table:
     return head, [[c.config_id, c.verdict, s.rule_by_config.get(c.config_id) or "-", c.reason] for c in a.configs]
 
 
-def agreement_table(a: Analysis) -> Table:
-    """P(3 of 3) / P(2 of 3) nodes agree, per validation rule (one cell per rule)."""
-    head = ["Config"] + [f"{rule} P(3/3) / P(2/3)" for rule in RULE_LEVELS] + ["Triples"]
-    rows = []
-    for c in a.configs:
-        if not c.agreement:
-            continue
-        row = [c.config_id]
-        for level in RULE_LEVELS.values():
-            agree = c.agreement.get(level, {})
-            row.append(f"{fmt(agree.get('p3of3'), 2)} / {fmt(agree.get('p2of3'), 2)}")
-        row.append(fmt(c.agreement.get("bitwise", {}).get("triples")))
-        rows.append(row)
+def network_table(a: Analysis) -> Table:
+    """Per configuration, a 3-node validation group under the kind's network rule: P(task
+    accepted), P(task aborted), expected share of honest executions invalidated."""
+    head = ["Config", "Network rule", "P(accepted)", "P(aborted)", "Invalidated", "Triples"]
+    rows = [[c.config_id, c.network.rule, fmt(c.network.p_accepted), fmt(c.network.p_aborted),
+             fmt(c.network.invalidated), fmt(c.network.triples)] for c in a.configs if c.network]
     return head, rows
 
 
@@ -184,8 +175,33 @@ def config_cost_facts(c: ConfigResult) -> list[tuple[str, str]]:
     return facts
 
 
+def agreement_table(a: Analysis) -> Table:
+    """Per configuration and pair rule (each figure is what that validator decides): P(3/3),
+    P(2/3) = P(task accepted), P(aborted), invalidated share."""
+    head = ["Config", "Rule", "P(3/3)", "P(2/3) = accepted", "P(aborted)", "Invalidated", "Triples"]
+    rows = []
+    for c in a.configs:
+        for rule in _ordered(c.agreement, RULE_NAMES):
+            g = c.agreement[rule]
+            mark = " (network)" if c.network and c.network.rule == rule else ""
+            rows.append([c.config_id, rule + mark, fmt(g.get("p3of3")), fmt(g.get("p2of3")), fmt(g.get("p_aborted")),
+                         fmt(g.get("invalidated")), fmt(g.get("triples"))])
+    return head, rows
+
+
+def network_rule_lines(a: Analysis) -> list[str]:
+    """Each network rule in use once, with its label (the network's own, or proposed)."""
+    seen: dict[str, str] = {}
+    for c in a.configs:
+        if c.network:
+            seen.setdefault(f"{c.kind}: {c.network.rule}", c.network.label)
+    return [f"{k} -- {v}" for k, v in seen.items()]
+
+
 def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
     steps = fmt_steps(d.first_divergence)
+    if d.findings:
+        steps += " (findings: " + ", ".join(f"{k} {v}" for k, v in d.findings.items()) + ")"
     if d.stages:  # chained tasks: where the divergence began
         steps += " (began in: " + ", ".join(f"{k} {v}" for k, v in d.stages.items()) + ")"
     return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), steps]
@@ -203,17 +219,26 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
                       f"device {c.device}, profile {c.profile}"),
              ("Verdict", f"{VERDICT_TEXT.get(c.verdict, c.verdict)} -- {c.reason}"),
              ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-")]
+    if c.validator:
+        v = c.validator
+        facts.append(("Named validator", f"{v['rule']} (measured false accept {v['false_accept']:.3f}, false reject "
+                                         f"{v['false_reject']:.3f}, {v['pairs']} held-out pairs)"))
+    if c.network:
+        facts.append(("Network rule", f"{c.network.rule} -- {c.network.label}"))
+    for f in sorted({f for d in c.dimensions.values() for f in d.findings}):
+        facts.append(("Finding", f"{f}: {FINDING_TEXT.get(f, f)}"))
     if c.seed_note:
         facts.append(("Seed", c.seed_note))
     return facts
 
 
 def example_table(a: Analysis) -> Table:
-    head = ["Config", "Dimension", "A", "B", "Level", "Stage", "First divergence", "Metrics"]
+    head = ["Config", "Dimension", "A", "B", "Level", "Finding", "Stage", "First divergence", "Metrics"]
     rows = []
     for p in a.examples:
         step = "-" if p.first_divergence is None else f"{p.first_divergence} of {fmt(p.steps_total)}"
-        rows.append([p.config_id, p.dimension, p.a, p.b, p.level, p.stage or "-", step, fmt_mapping(p.metrics)])
+        rows.append([p.config_id, p.dimension, p.a, p.b, p.level, p.finding or "-", p.stage or "-", step,
+                     fmt_mapping(p.metrics)])
     return head, rows
 
 
@@ -383,11 +408,14 @@ def render_markdown(a: Analysis) -> str:
     out += md_table(verdict_table(a))
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]
     out += [f"- `{v}`: {VERDICT_TEXT[v]}" for v in present] + ([""] if present else [])
-    out += ["## Agreement", "", "Probability that 3 nodes agree (all 3 / at least 2 of 3) under each "
-            "validation rule, estimated from the observed executions.", ""]
-    out += md_table(agreement_table(a))
     out += ["## Findings", ""] + ([f"- {line}" for line in findings_lines(a)] + [""] if summary.findings
                                  else ["_None._", ""])
+    out += ["## Agreement under the network's rule", "",
+            "A validated task runs on 3 nodes; any agreeing pair accepts it, an odd node is invalidated "
+            "(slashable), no agreeing pair aborts it. Figures per rule are what that validator decides.", ""]
+    out += [f"- {line}" for line in network_rule_lines(a)] + [""]
+    out += md_table(network_table(a))
+    out += md_table(agreement_table(a))
 
     out += ["## Evidence", "", f"Thresholds: {fmt_mapping(a.thresholds)}", ""]
     for c in a.configs:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from harness.digests import digest_json
 from harness.errors import HarnessError
 from harness.spec.kinds import KINDS
-from harness.spec.policy import Gates, Thresholds
+from harness.spec.policy import Gates, NamedValidator, Thresholds
 from harness.store.records import Axes
 from harness.spec.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
                            task_to_doc)
@@ -129,6 +129,9 @@ class MatrixSpec(BaseModel):
     include: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RULES)
     exclude: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RULES)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    # per task kind, the validator a non-bitwise configuration may pass through (with its
+    # measured error rates on this model); none named: only bitwise passes
+    validators: dict[Literal["audio", "gpt", "audioldm", "chain"], NamedValidator] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
 
 

@@ -12,6 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+#: composite-rule defaults: honest cross-thread/cross-process spread on tiny MusicGen times the
+#: study's margin (see harness.workflows.validator_study.CALIBRATION_MARGIN), rounded up
+WAVEFORM_MAX_ABS = 1e-5
+WAVEFORM_REL_L2 = 1e-4
+
+
 class Thresholds(BaseModel):
     """Acceptance bars; rel-L2 <= 0.10 and cosine >= 0.99 is a published audio bar."""
 
@@ -21,6 +27,27 @@ class Thresholds(BaseModel):
     hamming_max: int = Field(8, ge=0)
     fingerprint_bits: int = Field(64, gt=0, le=4096)  # bounded: 1e8 bits asked for 8.7 GiB
     max_length_mismatch: float = Field(0.01, ge=0, le=1)
+    #: the composite rule's waveform bounds (equal codes AND max-abs/rel-L2 within these); a
+    #: matrix states its model's calibration from `harness validators` (README)
+    waveform_max_abs: float = Field(WAVEFORM_MAX_ABS, ge=0)
+    waveform_rel_l2: float = Field(WAVEFORM_REL_L2, ge=0)
+
+
+class NamedValidator(BaseModel):
+    """A matrix naming the validator a kind's tolerance verdict may rest on, with its measured
+    error rates on this model (from `harness validators`). A configuration passes on a
+    non-bitwise level only through a named validator whose false accept is <= 1%."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    rule: Literal["tokens", "tolerance", "perceptual", "composite"]
+    false_accept: float = Field(ge=0, le=1)
+    false_reject: float = Field(ge=0, le=1)
+    pairs: int = Field(0, ge=0)  # held-out pairs the rates come from
+    source: str = ""
+
+
+#: a named validator may carry a verdict only when its measured false accept is at most this
+MAX_FALSE_ACCEPT = 0.01
 
 
 class Gates(BaseModel):

@@ -6,9 +6,15 @@ documents, so no task file is needed), re-run its cells here with the runner, co
 by cell with harness.analysis.crossrun and write ``certificate.json`` + ``certificate.md`` into the
 new run directory. Per configuration:
   - ``pass``: every compared cell bitwise identical to the reference;
-  - ``pass_with_tolerance``: equal tokens/codes, or within tolerance, or within the
-    fingerprint distance -- a network would need that validator for this hardware;
-  - ``fail``: divergent, or a cell failed, was skipped here, or has no partner.
+  - ``pass_with_tolerance``: not bitwise, but every pair (across the machines and within
+    each) passes the validator the reference matrix names for the kind, whose measured false
+    accept is <= 1%;
+  - ``fail``: divergent, a finding (equal codes with a far waveform, equal response with
+    other token ids), no such validator, or a cell failed, was skipped here, or has no partner.
+Each configuration also gets the network's view (harness.compare.agreement): for a network half
+like each machine, P(task accepted), P(task aborted) and the expected share of honest
+executions invalidated, under the kind's network rule; and its pool key (GPU model, VRAM,
+runner version, platform, dtype, quantize_bits) as the network pools nodes.
 Exit code 0 only when every configuration passes bitwise (and at least one was compared).
 
 Emulation: ``--threads N`` overrides the matrix's threads axis and matches cells ignoring
@@ -28,14 +34,14 @@ from pydantic import BaseModel, Field
 
 from harness.store.bundle import open_bundle
 from harness.store.manifest import Manifest
-from harness.compare.levels import level_rank, worst_level
+from harness.compare.levels import FINDING_TEXT, MAX_FALSE_ACCEPT, NamedValidator, level_rank, worst_level
 from harness.compare.agreement import simulate
 from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
 from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
 from harness.report.certificate import render_certificate
 from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
 
-CERTIFICATE_SCHEMA_VERSION = 1
+CERTIFICATE_SCHEMA_VERSION = 2
 CERTIFICATE_JSON = "certificate.json"
 CERTIFICATE_MD = "certificate.md"
 Verdict = Literal["pass", "pass_with_tolerance", "fail"]
@@ -62,12 +68,18 @@ class ConfigCertificate(BaseModel):
     first_divergence: int | None = None
     worst_pair: list[str] | None = None  # [reference cell, candidate cell]
     metrics: dict[str, float | int | None] = Field(default_factory=dict)  # of the worst pair
-    consensus: dict[str, dict[str, float]] = Field(default_factory=dict)  # rule -> p3of3/p2of3/wrongly_slashed
+    consensus: dict[str, dict[str, float]] = Field(default_factory=dict)  # rule -> RuleEstimate figures
+    network_rule: str | None = None
+    network_label: str | None = None
+    network: dict[str, float] | None = None  # p_accepted, p_aborted, invalidated (half/half mix)
+    findings: dict[str, int] = Field(default_factory=dict)
+    pool: dict[str, dict[str, Any]] = Field(default_factory=dict)  # "reference"/"candidate" -> pool key fields
     issues: list[str] = Field(default_factory=list)
 
 
 class Certificate(BaseModel):
-    """History: 1 -- first version."""
+    """History: 1 -- first version. 2 -- network-rule figures, findings and pool keys per
+    configuration; pass_with_tolerance only through a named validator."""
 
     schema_version: int = CERTIFICATE_SCHEMA_VERSION
     harness_version: str
@@ -157,7 +169,7 @@ def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
 
 # --- verdicts ---------------------------------------------------------------------------------------
 
-def judge(out: ConfigOutcome) -> tuple[Verdict, str, list[str]]:
+def judge(out: ConfigOutcome, validator: NamedValidator | None = None) -> tuple[Verdict, str, list[str]]:
     issues = ([f"reference failed: {x}" for x in out.failed_a] + [f"no partner here: {x}" for x in out.unmatched_a]
               + [f"failed here: {x}" for x in out.failed_b] + [f"skipped here: {x}" for x in out.skipped_b]
               + [f"not comparable: {x}" for x in out.errors])
@@ -172,26 +184,69 @@ def judge(out: ConfigOutcome) -> tuple[Verdict, str, list[str]]:
                     if lv and level_rank(lv) > level_rank(out.worst or "bitwise"))
     own = f"; {own}" if own else ""
     worst = worst_level(x for x in (out.worst, out.within_a, out.within_b) if x)
+    if out.findings:
+        what = "; ".join(f"{FINDING_TEXT.get(k, k)} ({v} pair(s))" for k, v in out.findings.items())
+        return "fail", f"finding: {what} ({levels}){own}", issues
     if worst == "bitwise":
         return "pass", f"bitwise identical in {out.matched} cell(s)", issues
     if worst == "divergent":
         at = f"; first divergent step {out.first_divergence[0]}" if out.first_divergence else ""
         what = "divergent from the reference" if out.worst == "divergent" else "not reproducible"
         return "fail", f"{what} ({levels}){at}{own}", issues
-    rule = {"tokens": "token-equality", "tolerance": "tolerance", "perceptual": "fingerprint"}.get(worst, worst)
-    return "pass_with_tolerance", f"not bitwise; worst level {worst} ({levels}{own}): needs a {rule} validator", issues
+    base = f"not bitwise; worst level {worst} ({levels}{own})"
+    if validator is None:
+        return "fail", f"{base}; the reference matrix names no validator for this kind", issues
+    if validator.false_accept > MAX_FALSE_ACCEPT:
+        return "fail", (f"{base}; the named {validator.rule} validator's measured false accept "
+                        f"{validator.false_accept:.3f} is above {MAX_FALSE_ACCEPT:.2f}"), issues
+    rejected = out.rejected.get(validator.rule)
+    if rejected is None or rejected:
+        return "fail", f"{base}; the named {validator.rule} validator rejects {rejected or 'all'} pair(s)", issues
+    return "pass_with_tolerance", (f"{base}; every pair passes the named {validator.rule} validator (measured false "
+                                   f"accept {validator.false_accept:.3f})"), issues
 
 
-def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCertificate:
-    verdict, reason, issues = judge(out)
+from harness.report.certificate import POOL_FIELDS  # noqa: E402,F401 (one list of pool-key fields)
+
+
+def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int | None) -> dict[str, Any]:
+    """The network pools nodes by GPU model, then VRAM; outputs also depend on the runner
+    version, the platform and the task's dtype and quantization. A CPU machine's model is its
+    processor."""
+    gpus = environment.get("gpu_names") or []
+    mem = environment.get("gpu_memory_bytes") or []
+    return {"gpu_model": gpus[0] if gpus else f"cpu: {environment.get('processor')}",
+            "vram_bytes": mem[0] if mem else None,
+            "runner_version": (environment.get("libraries") or {}).get("consensus-harness"),
+            "platform": environment.get("os"), "dtype": dtype, "quantize_bits": quantize_bits}
+
+
+def _validators_of(manifest: Manifest) -> dict[str, NamedValidator]:
+    spec = manifest.matrix_spec
+    return {k: NamedValidator(**v) for k, v in (spec.get("validators") or {}).items()}
+
+
+def _config_certificate(out: ConfigOutcome, result: CrossRunResult,
+                        validators: dict[str, NamedValidator] | None = None) -> ConfigCertificate:
+    from harness.compare.validators import network_rule
+
+    verdict, reason, issues = judge(out, (validators or {}).get(out.kind))
     pairs = [m for m in result.matches if m.config_a == out.config_id and m.level]
     worst = max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
     consensus: dict[str, dict[str, float]] = {}
+    rule, label = network_rule(out.kind)
+    network = None
     outcomes = consensus_outcomes(result.model_copy(update={"matches": pairs}), ("reference", "candidate"))
     if outcomes:
-        est = simulate(outcomes, {"reference": 0.5, "candidate": 0.5})
-        consensus = {name: {"p3of3": r.p3of3, "p2of3": r.p2of3, "wrongly_slashed": r.wrongly_slashed}
-                     for name, r in est.rules.items()}
+        names = sorted(set.intersection(*(set(d) for o in outcomes for d in o.values())), key=_rule_order)
+        est = simulate(outcomes, {"reference": 0.5, "candidate": 0.5}, names)
+        consensus = {name: {"p3of3": r.p3of3, "p2of3": r.p2of3, "p_aborted": r.p_aborted,
+                            "wrongly_slashed": r.wrongly_slashed} for name, r in est.rules.items()}
+        if rule in est.rules:
+            r = est.rules[rule]
+            network = {"p_accepted": r.p2of3, "p_aborted": r.p_aborted, "invalidated": r.wrongly_slashed}
+    ref_axes = _axes_of(pairs)
+    pool = {"reference": pool_key(result.a.environment, *ref_axes), "candidate": pool_key(result.b.environment, *ref_axes)}
     return ConfigCertificate(
         config_id=out.config_id, task=out.task, kind=out.kind, model=out.model, verdict=verdict, reason=reason,
         compared=out.matched, levels=out.levels,
@@ -199,11 +254,29 @@ def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCer
         within_reference=out.within_a, within_candidate=out.within_b,
         first_divergence=out.first_divergence[0] if out.first_divergence else None,
         worst_pair=[worst.cell_a, worst.cell_b] if worst else None, metrics=worst.metrics if worst else {},
-        consensus=consensus, issues=issues[:50])
+        consensus=consensus, network_rule=rule, network_label=label, network=network, findings=dict(out.findings),
+        pool=pool, issues=issues[:50])
+
+
+def _rule_order(name: str) -> int:
+    from harness.compare.levels import RULE_NAMES
+
+    return RULE_NAMES.index(name) if name in RULE_NAMES else len(RULE_NAMES)
+
+
+def _axes_of(pairs: list) -> tuple[str | None, int | None]:
+    """(dtype, quantize_bits) of a configuration, from its config id (task/dtype/qN/...)."""
+    if not pairs:
+        return None, None
+    parts = pairs[0].config_a.split("/")
+    dtype = parts[1] if len(parts) > 1 else None
+    q = parts[2][1:] if len(parts) > 2 and parts[2].startswith("q") else None
+    return dtype, int(q) if q and q.isdigit() else None
 
 
 def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None = None,
-                     not_rerun: list[str] | None = None) -> Certificate:
+                     not_rerun: list[str] | None = None,
+                     validators: dict[str, NamedValidator] | None = None) -> Certificate:
     from harness import __version__
 
     configs, not_certified = [], list(not_rerun or [])
@@ -213,7 +286,7 @@ def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None
         if only_skipped:
             not_certified.append(f"{out.config_id}: skipped on the reference machine ({out.skipped_a[0]})")
             continue
-        configs.append(_config_certificate(out, result))
+        configs.append(_config_certificate(out, result, validators))
     passed = bool(configs) and all(c.verdict == "pass" for c in configs)
     counts = {v: sum(c.verdict == v for c in configs) for v in ("pass", "pass_with_tolerance", "fail")}
     summary = (("CERTIFIED: " if passed else "NOT CERTIFIED (bitwise): ")
@@ -290,7 +363,8 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
                               only_a=expected)
         not_rerun = sorted({r.config_id for r in ref_records if r.spec_hash not in expected})
         cert = certificate_from(result, emulation=emulation,
-                                not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun])
+                                not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun],
+                                validators=_validators_of(manifest))
         cert.reference.source = str(reference)
         cert.problems = summary.problems + cert.problems
         run_store = RunStore(summary.run_dir)

@@ -1,4 +1,5 @@
-"""Measure the candidate audio validators on real (tiny) MusicGen outputs.
+"""Measure the candidate audio validators on real (tiny) MusicGen outputs, calibrate the
+composite rule on one half of the tasks and report its error rates on the other half.
 
 A validator is worth two numbers: how often it rejects an honest node whose hardware
 differs (false reject rate, FRR) and how often it accepts a dishonest one (false accept
@@ -12,20 +13,32 @@ and combined with the thread difference. Batch size is left out on purpose: a sa
 random numbers and diverges by design (the network runs one task per pass). A lower dtype
 is not honest either: it is the cheat "lower precision passed off as float32".
 
-Cheats, each claiming to be the float32 task: another seed and another prompt (real
-engine outputs); a real bfloat16 run; the clip truncated (10% and 50% cut); Gaussian noise
-at 40/30/20/10 dB SNR; a time shift of 1 and 10 ms; and noise at 30 dB sent with the
-honest codes kept (a node that edits audio but copies the codes: only a validator that
-re-decodes the codes, or takes the audio from the codes, catches it). Waveform edits start
-from the threads=2 output (the cheater runs other hardware) and otherwise drop the codes.
-Every candidate is compared against the threads=1 reference output.
+Cheats, each claiming to be the float32 task: another seed and another prompt (real engine
+outputs); a real bfloat16 run; the clip truncated (10% and 50% cut); Gaussian noise at
+40/30/20/10 dB SNR; a time shift of 1 and 10 ms; and the cheats aimed at the composite rule
+(codes equal AND waveform within calibrated bounds): noise at 30 dB with the honest codes
+kept; the honest codes with the waveform rounded through bfloat16 (a lower-precision
+decode); low-amplitude edits 2x and 10x the largest honest max-abs of the calibration half,
+honest codes kept; another seed's codes sent with the honest waveform; a partial
+re-generation from step k (honest codes up to k, another seed's after, waveform spliced at
+the same point). Waveform edits start from the threads=2 output (the cheater runs other
+hardware) and otherwise drop the codes. Every candidate is compared against the threads=1
+reference output.
 
-The recommendation is the validator with the lowest FRR + FAR, ties broken by FAR.
+Calibration (held out): tasks with an even seed index calibrate, the others are judged. The
+composite rule's bounds are the largest honest max-abs and rel-L2 of the calibration half
+times ``CALIBRATION_MARGIN``. Every rate in the table is measured on the held-out half only.
+The thresholded rules (tolerance, perceptual, composite) also get their DET curve: FRR
+against FAR as the threshold sweeps, with the operating point marked.
+
+The recommendation is the rule with FRR <= 1% and FAR <= 1% held out (lowest FRR + FAR);
+when none gets there, it says so.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,10 +51,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.compare.levels import Comparable, Thresholds
+from harness.compare.levels import Comparable, Thresholds, float_metrics, length_mismatch
 from harness.digests import digest_array
 from harness.hubenv import apply_library_env
-from harness.compare.validators import VALIDATORS, add_noise, error_rates, time_shift, truncate, with_waveform
+from harness.compare.validators import (
+    VALIDATORS, add_noise, error_rates, lower_precision, time_shift, truncate, with_waveform,
+)
 
 PROMPTS = ("80s pop track with bassy drums and synth", "calm acoustic guitar with a soft piano melody")
 GENERATION = {"do_sample": True, "top_k": 250, "top_p": 1.0, "temperature": 1.0, "guidance_scale": 3.0}
@@ -72,6 +87,9 @@ class StudyResult:
     recommendation: str
     seconds: float
     generations: int
+    thresholds: Thresholds = field(default_factory=Thresholds)  # with the calibrated composite bounds
+    calibration: dict[str, float] = field(default_factory=dict)
+    det: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,6 +175,44 @@ HONEST_PAIRS = (  # (a, b, condition) over one task's honest executions
     ("t1", "t2", "threads"), ("t1", "t1_again", "repeat"), ("t1_again", "t2", "threads"),
     ("t1", "proc_t1", "process"), ("t1_again", "proc_t1", "process"), ("t2", "proc_t1", "threads+process"),
 )
+#: composite bounds = the largest honest spread of the calibration half times this margin
+CALIBRATION_MARGIN = 2.0
+#: low-amplitude edits, as multiples of the calibration half's largest honest max-abs
+EDIT_SPREADS = (3.0, 10.0)
+PARTIAL_FROM = (0.25, 0.5)  # re-generated from this fraction of the steps on
+THRESHOLDED = ("tolerance", "perceptual", "composite")
+Labelled = tuple[str, tuple[int, int], Comparable, Comparable]
+
+
+def calibrate(honest: list[tuple[Comparable, Comparable]], base: Thresholds,
+              margin: float = CALIBRATION_MARGIN) -> tuple[Thresholds, dict[str, float]]:
+    """Composite bounds from honest pairs with equal codes: largest max-abs and rel-L2 times
+    ``margin`` (a bitwise-only honest half gives zero bounds: only bitwise then passes)."""
+    max_abs = rel = 0.0
+    for a, b in honest:
+        m = float_metrics(a.arrays["waveform"], b.arrays["waveform"])
+        if m.get("max_abs") is not None and a.digests.get("codes") == b.digests.get("codes"):
+            max_abs, rel = max(max_abs, m["max_abs"]), max(rel, m["rel_l2"])
+    thr = base.model_copy(update={"waveform_max_abs": max_abs * margin, "waveform_rel_l2": rel * margin})
+    return thr, {"honest_max_abs": max_abs, "honest_max_rel_l2": rel, "margin": margin}
+
+
+def _edit(wav: np.ndarray, amplitude: float, seed: int) -> np.ndarray:
+    """A low-amplitude edit: uniform noise with max-abs ``amplitude`` (a quiet overdub)."""
+    noise = np.random.default_rng(seed).uniform(-1.0, 1.0, size=np.shape(wav)).astype(np.float64)
+    noise *= amplitude / max(float(np.max(np.abs(noise))), 1e-30)
+    return (np.asarray(wav, np.float64) + noise).astype(np.float32)
+
+
+def _splice(honest: Comparable, other: Comparable, fraction: float) -> Comparable:
+    """Honest codes up to step k, another run's after; the waveform spliced at the same place."""
+    ca, cb = np.asarray(honest.arrays["codes"]), np.asarray(other.arrays["codes"])
+    k = max(1, int(round(ca.shape[0] * fraction)))
+    codes = np.concatenate([ca[:k], cb[k:ca.shape[0]]]) if cb.shape[0] >= ca.shape[0] else ca.copy()
+    wa, wb = np.asarray(honest.arrays["waveform"]), np.asarray(other.arrays["waveform"])
+    cut = int(round(wa.shape[0] * k / ca.shape[0]))
+    wav = np.concatenate([wa[:cut], wb[cut:wa.shape[0]]]) if wb.shape[0] >= wa.shape[0] else wa.copy()
+    return _comparable(wav, codes, honest.sampling_rate or 1)
 
 
 def run_study(settings: StudySettings = FULL, thresholds: Thresholds | None = None) -> StudyResult:
@@ -179,41 +235,135 @@ def run_study(settings: StudySettings = FULL, thresholds: Thresholds | None = No
         with tempfile.TemporaryDirectory(prefix="harness-validators-") as tmp:
             proc = _start_worker([(task_doc(settings, p, s), 1) for _, (p, s) in worker_jobs], Path(tmp))
             runs.update(zip(worker_jobs, _collect_worker(proc, Path(tmp))))
-    honest: list[tuple[str, Comparable, Comparable]] = []
-    cheats: list[tuple[str, Comparable, Comparable]] = []
+    honest: list[Labelled] = []
     for p, s in tasks:
         have = {name for name, key in runs if key == (p, s)}
         for a, b, condition in HONEST_PAIRS:
             if a in have and b in have:
-                honest.append((condition, runs[(a, (p, s))], runs[(b, (p, s))]))
-        ref, base = runs[("t1", (p, s))], runs[("t2", (p, s))]
-        wav, rate = base.arrays["waveform"], base.sampling_rate or 1
-        other_seed = seeds[(seeds.index(s) + 1) % len(seeds)]
+                honest.append((condition, (p, s), runs[(a, (p, s))], runs[(b, (p, s))]))
+    held = {(p, s) for p, s in tasks if seeds.index(s) % 2 == 1}
+    base = thresholds or Thresholds()
+    thr, calibration = calibrate([(a, b) for _, key, a, b in honest if key not in held], base)
+    spread = calibration["honest_max_abs"]
+    cheats: list[Labelled] = []
+    for p, s in tasks:
+        ref, t2 = runs[("t1", (p, s))], runs[("t2", (p, s))]
+        wav, rate = t2.arrays["waveform"], t2.sampling_rate or 1
+        other = runs[("t1", (p, seeds[(seeds.index(s) + 1) % len(seeds)]))]
         other_prompt = (p + 1) % len(settings.prompts)
         noise_seed = 1000 * p + s
-        cheats += [
-            ("another seed", ref, runs[("t1", (p, other_seed))]),
-            ("another prompt", ref, runs[("t1", (other_prompt, s))]),
-            ("bfloat16 passed off as float32", ref, runs[("bf16", (p, s))]),
-            *[(f"truncated {int(f * 100)}%", ref, with_waveform(base, truncate(wav, f))) for f in TRUNCATE],
-            *[(f"noise {snr:g} dB SNR", ref, with_waveform(base, add_noise(wav, snr, seed=noise_seed)))
-              for snr in NOISE_SNR_DB],
-            *[(f"time shift {ms:g} ms", ref, with_waveform(base, time_shift(wav, int(round(ms * rate / 1000)))))
+        made = [
+            ("another seed", other),
+            ("another prompt", runs[("t1", (other_prompt, s))]),
+            ("bfloat16 passed off as float32", runs[("bf16", (p, s))]),
+            *[(f"truncated {int(f * 100)}%", with_waveform(t2, truncate(wav, f))) for f in TRUNCATE],
+            *[(f"noise {snr:g} dB SNR", with_waveform(t2, add_noise(wav, snr, seed=noise_seed))) for snr in NOISE_SNR_DB],
+            *[(f"time shift {ms:g} ms", with_waveform(t2, time_shift(wav, int(round(ms * rate / 1000)))))
               for ms in SHIFT_MS],
-            ("noise 30 dB, honest codes kept", ref,
-             with_waveform(base, add_noise(wav, 30.0, seed=noise_seed), keep_codes=True)),
+            ("noise 30 dB, honest codes kept", with_waveform(t2, add_noise(wav, 30.0, seed=noise_seed), keep_codes=True)),
+            ("honest codes, waveform rounded through bfloat16",
+             with_waveform(t2, lower_precision(wav, "bfloat16"), keep_codes=True)),
+            *[(f"edit {k:g}x the honest spread, honest codes kept",
+               with_waveform(t2, _edit(wav, max(spread, 1e-9) * k, noise_seed), keep_codes=True)) for k in EDIT_SPREADS],
+            ("another seed's codes, honest waveform", _comparable(wav, other.arrays["codes"], rate)),
+            *[(f"re-generated from step {int(f * 100)}%", _splice(t2, other, f)) for f in PARTIAL_FROM],
         ]
-    thr = thresholds or Thresholds()
-    table = error_rates([(a, b) for _, a, b in honest], [(a, b) for _, a, b in cheats], thresholds=thr)
-    table.insert(3, "false_rejects", [round(r * len(honest)) for r in table["false_reject_rate"]])
-    table.insert(4, "false_accepts", [round(r * len(cheats)) for r in table["false_accept_rate"]])
+        cheats += [(kind, (p, s), ref, cand) for kind, cand in made]
+    honest_held = [(k, a, b) for k, key, a, b in honest if key in held]
+    cheats_held = [(k, a, b) for k, key, a, b in cheats if key in held]
+    table = error_rates([(a, b) for _, a, b in honest_held], [(a, b) for _, a, b in cheats_held], thresholds=thr)
+    table.insert(3, "false_rejects", [round(r * len(honest_held)) for r in table["false_reject_rate"]])
+    table.insert(4, "false_accepts", [round(r * len(cheats_held)) for r in table["false_accept_rate"]])
     result = StudyResult(
-        settings=settings, table=table, honest_by_kind=_by_kind(honest, thr, reject=True),
-        cheats_by_kind=_by_kind(cheats, thr, reject=False), recommendation=recommend(table),
-        seconds=time.perf_counter() - start, generations=len(runs))
+        settings=settings, table=table, honest_by_kind=_by_kind(honest_held, thr, reject=True),
+        cheats_by_kind=_by_kind(cheats_held, thr, reject=False), recommendation=recommend(table),
+        seconds=time.perf_counter() - start, generations=len(runs), thresholds=thr, calibration=calibration,
+        det=det_curves(honest_held, cheats_held, thr))
     if not settings.processes:
         result.notes.append("quick study: no second worker process (process pairs left out)")
     return result
+
+
+# --- DET curves -------------------------------------------------------------------------------------
+
+def rule_score(rule: str, a: Comparable, b: Comparable, thr: Thresholds) -> float:
+    """A score that the rule accepts when <= 1 at the thresholds ``thr`` (its operating
+    point); scaling the threshold by t accepts score <= t. Infinite: never accepted."""
+    if a.digests.get("waveform") is not None and a.digests.get("waveform") == b.digests.get("waveform"):
+        return 0.0
+    if rule == "perceptual":
+        from harness.compare.levels import fingerprint_distance
+
+        d = fingerprint_distance(a, b, thr.fingerprint_bits)
+        return math.inf if d is None else d / max(thr.hamming_max, 1)
+    m = float_metrics(a.arrays["waveform"], b.arrays["waveform"])
+    if m.get("rel_l2") is None:
+        return math.inf
+    if rule == "tolerance":
+        if length_mismatch(m) > thr.max_length_mismatch:
+            return math.inf
+        return max(m["rel_l2"] / thr.rel_l2_max, (1 - m["cosine"]) / max(1 - thr.cosine_min, 1e-12))
+    if rule == "composite":
+        if a.digests.get("codes") != b.digests.get("codes") or m["length_a"] != m["length_b"]:
+            return math.inf
+        return max(m["max_abs"] / max(thr.waveform_max_abs, 1e-30), m["rel_l2"] / max(thr.waveform_rel_l2, 1e-30))
+    raise ValueError(f"no score for rule {rule!r}")
+
+
+def det_curves(honest: list[tuple[str, Comparable, Comparable]], cheats: list[tuple[str, Comparable, Comparable]],
+               thr: Thresholds) -> dict[str, dict[str, list[float]]]:
+    """Per thresholded rule: FRR and FAR at every distinct score (threshold scale), plus the
+    operating point (scale 1)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for rule in THRESHOLDED:
+        hs = np.array([rule_score(rule, a, b, thr) for _, a, b in honest])
+        cs = np.array([rule_score(rule, a, b, thr) for _, a, b in cheats])
+        finite = np.concatenate([hs, cs])
+        points = np.unique(np.concatenate([[0.0], finite[np.isfinite(finite)], [1.0]]))
+        frr = [float(np.mean(hs > t)) if hs.size else 0.0 for t in points]
+        far = [float(np.mean(cs <= t)) if cs.size else 0.0 for t in points]
+        out[rule] = {"threshold": points.tolist(), "frr": frr, "far": far,
+                     "operating": [float(np.mean(hs > 1.0)) if hs.size else 0.0,
+                                   float(np.mean(cs <= 1.0)) if cs.size else 0.0]}
+    return out
+
+
+def plot_det(result: StudyResult, path: Path) -> Path:
+    """The DET plot (FRR against FAR, both on a log scale clipped at 1e-3) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = 1e-3
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    for rule, curve in result.det.items():
+        far = np.maximum(curve["far"], floor)
+        frr = np.maximum(curve["frr"], floor)
+        line, = ax.step(far, frr, where="post", label=rule)
+        op = curve["operating"]
+        ax.plot(max(op[1], floor), max(op[0], floor), "o", color=line.get_color(), markersize=8)
+    ax.axvline(0.01, color="grey", lw=0.8, ls="--")
+    ax.axhline(0.01, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor * 0.8, 1.1)
+    ax.set_ylim(floor * 0.8, 1.1)
+    ax.set_xlabel("false accept rate (held-out cheats)")
+    ax.set_ylabel("false reject rate (held-out honest pairs)")
+    ax.set_title("Audio validators, held out: DET curves\n(dots: operating points; 0 drawn at 1e-3)", fontsize=10)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
+    from harness.store.run import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def _by_kind(pairs: list[tuple[str, Comparable, Comparable]], thr: Thresholds, reject: bool) -> pd.DataFrame:
@@ -230,12 +380,17 @@ def _by_kind(pairs: list[tuple[str, Comparable, Comparable]], thr: Thresholds, r
 
 
 def recommend(table: pd.DataFrame) -> str:
-    """The validator with the lowest FRR + FAR (ties: lower FAR, then table order)."""
+    """The rule with FRR <= 1% and FAR <= 1% (lowest sum, then lower FAR); else say none."""
     rows = list(table.itertuples(index=False))
-    best = min(rows, key=lambda r: (round(r.false_reject_rate + r.false_accept_rate, 12),
+    good = [r for r in rows if r.false_reject_rate <= 0.01 and r.false_accept_rate <= 0.01]
+    pool = good or rows
+    best = min(pool, key=lambda r: (round(r.false_reject_rate + r.false_accept_rate, 12),
                                     round(r.false_accept_rate, 12), rows.index(r)))
-    return (f"recommended: {best.validator} (FRR {best.false_reject_rate:.3f} + FAR {best.false_accept_rate:.3f} "
-            f"= {best.false_reject_rate + best.false_accept_rate:.3f}, the lowest; ties broken by FAR)")
+    if good:
+        return (f"recommended: {best.validator} (held-out FRR {best.false_reject_rate:.3f}, FAR "
+                f"{best.false_accept_rate:.3f}: both <= 1%)")
+    return (f"no rule reaches FRR <= 1% and FAR <= 1% held out; the lowest FRR + FAR is {best.validator} "
+            f"(FRR {best.false_reject_rate:.3f}, FAR {best.false_accept_rate:.3f}); see the DET curves")
 
 
 if __name__ == "__main__":  # the second worker process of the study

@@ -59,9 +59,10 @@ def test_node_dimension_class_verdicts_and_consensus_on_the_mix(tmp_path: Path):
     assert c.nodes.across_classes == "tokens"
     assert c.nodes.summary == "ready on NVIDIA A100 [bbbbbb] and NVIDIA H100 [aaaaaa]; tokens across them"
     # three nodes drawn from 2/3 H100, 1/3 A100 agree bitwise only when all are of one class
-    assert abs(c.nodes.consensus["exact_hash"]["p3of3"] - ((2 / 3) ** 3 + (1 / 3) ** 3)) < 1e-9
-    assert c.nodes.consensus["token_equality"]["p3of3"] == 1.0
-    assert c.verdict == "ready_with_tolerance" and "node: tokens" in c.reason  # node is judged by default
+    assert abs(c.nodes.consensus["bitwise"]["p3of3"] - ((2 / 3) ** 3 + (1 / 3) ** 3)) < 1e-9
+    assert c.nodes.consensus["tokens"]["p3of3"] == 1.0
+    # node is judged by default, and equal codes with other floats pass only through a named validator
+    assert c.verdict == "not_ready" and "node: tokens" in c.reason
     text = render_markdown(a)
     assert "## Nodes" in text and "| mg/float32/qnone/cuda0/pon | reference | bitwise | tokens |" in text
     assert a.parallel_note is None  # executions on one node never overlapped

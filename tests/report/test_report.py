@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from harness.analysis.model import (Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow,
-                                   PairResult)
+                                   NetworkFigures, PairResult)
 from harness.report.html import render_html
 from harness.report.run import render_json, render_markdown
 from harness.report.write import write_reports
@@ -34,7 +34,9 @@ SKIPPED = "gpt2-greedy/float16/q4/cuda/pdefault"
 
 def _agreement(p3: list[float | None], p2: list[float | None], triples: int) -> dict:
     rules = ("bitwise", "tokens", "tolerance", "perceptual")
-    return {r: {"p3of3": a, "p2of3": b, "triples": triples} for r, a, b in zip(rules, p3, p2)}
+    return {r: {"p3of3": a, "p2of3": b, "p_aborted": None if b is None else round(1 - b, 6),
+                "invalidated": None if a is None or b is None else round((b - a) / 3, 6), "triples": triples}
+            for r, a, b in zip(rules, p3, p2)}
 
 
 def make_analysis() -> Analysis:
@@ -47,10 +49,14 @@ def make_analysis() -> Analysis:
         reason="diverges: process 1 of 2 | batch 1 of 7", counts={"ok": 6},
         dimensions={"process": DimensionSummary(pairs=2, levels={"divergent": 1, "bitwise": 1}, worst="divergent",
                                                 first_divergence=[12]),
-                    "repeat": DimensionSummary(pairs=4, levels={"bitwise": 4}, worst="bitwise"),
+                    "repeat": DimensionSummary(pairs=4, levels={"bitwise": 3, "tokens": 1}, worst="tokens",
+                                               findings={"waveform_far_tokens_equal": 1}),
                     "batch": DimensionSummary(pairs=7, levels={"tolerance": 6, "divergent": 1}, worst="divergent",
                                               first_divergence=[40, 3, 9, 17, 22, 31])},
         agreement=_agreement([0.5, 0.5, 0.75, 1.0], [1.0, 1.0, 1.0, 1.0], 4), seed_sensitive=True,
+        network=NetworkFigures(rule="tokens", label="proposed: test rule", p_accepted=1.0, p_aborted=0.0,
+                               invalidated=0.1666667, p3of3=0.5, triples=4),
+        validator={"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 100, "source": "test"},
         seed_note="seeds 0 and 1 give different outputs", lint=["TF32 matmul is enabled | may differ", "threads=4"],
         cost=CostSummary(executions=6, latency_s={"n": 6, "median": 0.4215, "p90": 0.5129}, load_s=1.25,
                          peak_memory_bytes=123 * 2**20 + 2**19, memory_kind="rss_peak", real_time_factor=2.5,
@@ -63,6 +69,8 @@ def make_analysis() -> Analysis:
                                       "seed": DimensionSummary(pairs=1, levels={"divergent": 1}, worst="divergent",
                                                                first_divergence=[0])},
         agreement=_agreement([1.0] * 4, [1.0] * 4, 1), seed_sensitive=True, lint=["threads=4"],
+        network=NetworkFigures(rule="result_hash", label="network: sha256 of the result JSON file", p_accepted=1.0,
+                               p_aborted=0.0, invalidated=0.0, p3of3=1.0, triples=1),
         dtype_drift=DimensionSummary(pairs=1, levels={"tokens": 1}, worst="tokens", first_divergence=[5]),
         cost=CostSummary(executions=4, latency_s={"n": 4, "median": 0.0123, "p90": 0.02}, load_s=0.5,
                          peak_memory_bytes=50 * 2**20, memory_kind="rss_peak", tokens_per_second=812.3456,
@@ -131,7 +139,9 @@ def test_markdown_shows_the_fields() -> None:
     assert "| diverges: process 1 of 2 \\| batch 1 of 7 |" in md  # a pipe inside a cell is escaped
     assert "- TF32 matmul is enabled | may differ (" in md  # outside tables it stays as is
     assert md.count("threads=4") == 1  # lint deduplicated across configs
-    assert "| 0.50 / 1.00 | 0.50 / 1.00 | 0.75 / 1.00 | 1.00 / 1.00 | 4 |" in md  # agreement: one cell per rule
+    # agreement: one row per pair rule, with the network's figures (accepted, aborted, invalidated)
+    assert f"| {AUDIO} | tolerance | 0.750 | 1.000 | 0.000 | 0.083 | 4 |" in md
+    assert "Agreement under the network's rule" in md and "proposed: test rule" in md
     assert "123.5" in md and "rss_peak" in md
     assert "| bits | 4 |" in md and '{"' not in md  # quantization as a table, never raw JSON
     assert md.index("Keep 1 configuration(s) off the network") < md.index("|")  # the answer before any table

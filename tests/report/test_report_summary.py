@@ -19,8 +19,8 @@ from tests.report.test_report import AUDIO, SKIPPED, TEXT, make_analysis
 def test_summary_decides_counts_rule_and_findings() -> None:
     s = summarize(make_analysis())
     assert s.verdicts == {"not_ready": 1, "ready": 1, "skipped": 1}
-    assert s.rule_by_config == {AUDIO: None, TEXT: "exact_hash", SKIPPED: None}
-    assert s.rule_needed == "exact_hash"
+    assert s.rule_by_config == {AUDIO: None, TEXT: "bitwise", SKIPPED: None}
+    assert s.rule_needed == "bitwise"
     assert s.headline.startswith("Keep 1 configuration(s) off the network")
     assert [f.severity for f in s.findings][:2] == ["critical", "critical"]
     assert {f.dimension for f in s.findings if f.kind == "divergent-dimension"} == {"process", "batch"}
@@ -32,8 +32,9 @@ def test_tolerance_configs_name_the_rule_the_network_needs() -> None:
     a.configs[0].verdict = "ready_with_tolerance"
     a.configs[0].dimensions = {"threads": DimensionSummary(pairs=4, levels={"tokens": 4}, worst="tokens")}
     s = summarize(a)
-    assert s.rule_by_config[AUDIO] == "token_equality" and s.rule_needed == "token_equality"
-    assert "validate with token_equality" in s.headline
+    # it passed through the validator the matrix names (here composite), which the network then needs
+    assert s.rule_by_config[AUDIO] == "composite" and s.rule_needed == "composite"
+    assert "validate with composite" in s.headline
     assert any(f.kind == "not-bitwise" and f.dimension == "threads" for f in s.findings)
 
 
@@ -56,13 +57,15 @@ def test_new_dimensions_appear_in_map_and_findings_without_code_changes() -> Non
 
 def test_v1_report_json_is_upgraded_and_newer_is_refused() -> None:
     doc = json.loads(render_json(make_analysis()))
-    assert doc["schema_version"] == ANALYSIS_SCHEMA_VERSION == 2
+    assert doc["schema_version"] == ANALYSIS_SCHEMA_VERSION == 3
+    v2 = upgrade_analysis({**doc, "schema_version": 2})  # 2 -> 3: the added fields have defaults
+    assert v2.schema_version == 3
     doc.pop("summary"), doc.pop("warnings")
     doc["schema_version"] = 1
     a = upgrade_analysis(doc)
-    assert a.schema_version == 2 and a.summary == summarize(make_analysis())
-    with pytest.raises(ValueError, match="schema_version 3"):
-        upgrade_analysis({**doc, "schema_version": 3})
+    assert a.schema_version == 3 and a.summary == summarize(make_analysis())
+    with pytest.raises(ValueError, match="schema_version 4"):
+        upgrade_analysis({**doc, "schema_version": 4})
 
 
 def test_show_prints_the_map_and_findings_and_refuses_bad_input(cli, tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ GPT_CONFIG, MUSIC_CONFIG = "gpt/float32/qnone/cpu/pon", "musicgen/float32/qnone/
 def cert_matrix(tmp_path: Path, seed: int = 1) -> Path:
     doc = {"schema_version": 1, "name": "cert", "repeats": 2, "workers": 1, "timeout_s": 120,
            "tasks": [{"name": "gpt", "task": GPT_TASK}, {"name": "musicgen", "task": MUSIC_TASK}],
-           "axes": {"dtype": ["float32"], "seed": [seed], "threads": [1]}}
+           "axes": {"dtype": ["float32"], "seed": [seed], "threads": [1]},
+           "validators": {"audio": {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 480,
+                                    "source": "harness validators (README)"}}}
     path = tmp_path / f"cert-{seed}.toml"
     path.write_text(_toml(doc))
     return path
@@ -179,8 +181,10 @@ def test_runs_compare_cell_by_cell_across_thread_counts(reference, certified_t2,
     assert not exact.matches and len(exact.unmatched_b) == 2
     assert sorted(len(c.unmatched_a) for c in exact.configs) == [1, 1]
     # the comparison feeds the consensus simulation: half the network on each thread count
-    est = simulate(consensus_outcomes(across.model_copy(update={"matches": [music]})), {"A": 0.5, "B": 0.5})
-    assert est.rules["exact_hash"].p3of3 == 0.25 and est.rules["token_equality"].p3of3 == 1.0
+    est = simulate(consensus_outcomes(across.model_copy(update={"matches": [music]})), {"A": 0.5, "B": 0.5},
+                   ["bitwise", "tokens", "composite"])
+    assert est.rules["bitwise"].p3of3 == 0.25 and est.rules["tokens"].p3of3 == 1.0
+    assert est.rules["composite"].p3of3 == 1.0 and est.rules["bitwise"].p_aborted == 0.0
     # the command: a bundle against a run directory, JSON written, costs after outputs
     out = tmp_path / "compare.json"
     assert run_cli("compare", str(reference.bundle), str(certified_t2.run), "--match", "ignore:threads",
@@ -204,12 +208,22 @@ def test_match_modes_are_checked():
 def test_certify_with_other_threads_passes_with_tolerance_only(reference, certified_t2):
     cert = certified_t2.cert
     assert certified_t2.rc == 1  # not every configuration is bitwise
-    assert cert["schema_version"] == 1 and cert["passed"] is False
+    assert cert["schema_version"] == 2 and cert["passed"] is False
     assert {c["config_id"]: c["verdict"] for c in cert["configs"]} == {GPT_CONFIG: "pass",
                                                                         MUSIC_CONFIG: "pass_with_tolerance"}
     music = next(c for c in cert["configs"] if c["config_id"] == MUSIC_CONFIG)
-    assert music["worst"] == "tokens" and "token-equality validator" in music["reason"]
-    assert music["consensus"]["exact_hash"]["p3of3"] == 0.25 and music["consensus"]["tolerance"]["p3of3"] == 1.0
+    assert music["worst"] == "tokens" and "passes the named composite validator" in music["reason"]
+    assert music["consensus"]["bitwise"]["p3of3"] == 0.25 and music["consensus"]["composite"]["p3of3"] == 1.0
+    # in the network's terms: half the nodes per thread count, the proposed composite rule
+    assert music["network_rule"] == "composite" and music["network"] == {"p_accepted": 1.0, "p_aborted": 0.0,
+                                                                          "invalidated": 0.0}
+    gpt = next(c for c in cert["configs"] if c["config_id"] == GPT_CONFIG)
+    assert gpt["network_rule"] == "result_hash" and gpt["network"]["p_accepted"] == 1.0
+    pool = music["pool"]["candidate"]
+    assert set(pool) == {"gpu_model", "vram_bytes", "runner_version", "platform", "dtype", "quantize_bits"}
+    assert pool["dtype"] == "float32" and pool["quantize_bits"] is None and pool["platform"]
+    md = (certified_t2.run / "certificate.md").read_text()
+    assert "P(accepted)" in md and "## Pool keys" in md and "proposed" in md
     assert cert["emulation"]["threads"] == 2 and cert["match"] == "ignore:threads"
     assert cert["reference"]["bundle_sha256"] == hashlib.sha256(reference.bundle.read_bytes()).hexdigest()
     assert cert["reference"]["environment"]["torch"] and cert["candidate"]["environment"]["torch"]
@@ -267,38 +281,51 @@ def test_certify_matrix_must_be_the_references_cells(reference, tmp_path):
 
 # --- consensus simulation ----------------------------------------------------------------------------
 
+ALL = ("bitwise", "tokens", "tolerance")
+
+
+def _d(bitwise: bool, tokens: bool, tolerance: bool) -> dict[str, bool]:
+    return {"bitwise": bitwise, "tokens": tokens, "tolerance": tolerance}
+
+
+SAME, WOBBLE, DIFFERENT = _d(True, True, True), _d(False, True, True), _d(False, False, False)
+
+
 def test_consensus_all_bitwise_always_agrees():
-    est = simulate(uniform_outcomes([(("a", "a"), "bitwise"), (("b", "b"), "bitwise"), (("a", "b"), "bitwise")]),
-                   {"a": 0.3, "b": 0.7})
+    est = simulate(uniform_outcomes([(("a", "a"), SAME), (("b", "b"), SAME), (("a", "b"), SAME)]),
+                   {"a": 0.3, "b": 0.7}, ALL)
     for rule in est.rules.values():
-        assert (rule.p3of3, rule.p2of3, rule.wrongly_slashed) == (1.0, 1.0, 0.0)
+        assert (rule.p3of3, rule.p2of3, rule.p_aborted, rule.wrongly_slashed) == (1.0, 1.0, 0.0, 0.0)
 
 
 def test_consensus_half_the_network_on_diverging_hardware():
-    outcomes = uniform_outcomes([(("t1", "t1"), "bitwise"), (("t2", "t2"), "bitwise"), (("t1", "t2"), "tokens")], 3)
-    est = simulate(outcomes, {"t1": 0.5, "t2": 0.5})
-    exact = est.rules["exact_hash"]
-    assert (exact.p3of3, exact.p2of3, exact.wrongly_slashed) == (0.25, 1.0, 0.25)
+    outcomes = uniform_outcomes([(("t1", "t1"), SAME), (("t2", "t2"), SAME), (("t1", "t2"), WOBBLE)], 3)
+    est = simulate(outcomes, {"t1": 0.5, "t2": 0.5}, ALL)
+    exact = est.rules["bitwise"]
+    # 2 of the 8 env triples are uniform; in the other 6 the odd node is invalidated: 6/8 * 1/3
+    assert (exact.p3of3, exact.p2of3, exact.p_aborted, exact.wrongly_slashed) == (0.25, 1.0, 0.0, 0.25)
     assert exact.slashed_by_env == {"t1": 0.25, "t2": 0.25}
-    assert est.rules["token_equality"].p3of3 == 1.0 and est.rules["tolerance"].wrongly_slashed == 0.0
+    assert est.rules["tokens"].p3of3 == 1.0 and est.rules["tolerance"].wrongly_slashed == 0.0
 
 
 def test_consensus_uneven_mix_and_nondeterministic_hardware():
-    diverge = [(("a", "a"), "bitwise"), (("b", "b"), "bitwise"), (("a", "b"), "divergent")]
-    est = simulate(uniform_outcomes(diverge), {"a": 0.8, "b": 0.2})
-    rule = est.rules["fingerprint"]
+    diverge = [(("a", "a"), SAME), (("b", "b"), SAME), (("a", "b"), DIFFERENT)]
+    est = simulate(uniform_outcomes(diverge), {"a": 0.8, "b": 0.2}, ALL)
+    rule = est.rules["tolerance"]
     assert rule.p3of3 == pytest.approx(0.8**3 + 0.2**3) and rule.p2of3 == 1.0
     assert rule.wrongly_slashed == pytest.approx((3 * 0.64 * 0.2 + 3 * 0.8 * 0.04) / 3)
     assert rule.slashed_by_env == pytest.approx({"a": 0.04, "b": 0.64})
-    noisy = simulate([{("x", "x"): "divergent"}], {"x": 1})  # a node that disagrees with itself
-    assert noisy.rules["exact_hash"].p2of3 == 0.0 and noisy.rules["exact_hash"].wrongly_slashed == 1.0
+    noisy = simulate([{("x", "x"): DIFFERENT}], {"x": 1}, ALL)  # a node that disagrees with itself
+    # no pair agrees: the relay aborts the task (nobody is paid), nobody is invalidated
+    assert noisy.rules["bitwise"].p2of3 == 0.0 and noisy.rules["bitwise"].p_aborted == 1.0
+    assert noisy.rules["bitwise"].wrongly_slashed == 0.0
     # half the tasks diverge across hardware: probabilities average over tasks
-    mixed = simulate([{("a", "b"): "bitwise"}, {("a", "b"): "divergent"}], {"a": 0.5, "b": 0.5})
-    assert mixed.rules["exact_hash"].p3of3 == pytest.approx((1 + 0.25) / 2) and mixed.assumed_within == 4
+    mixed = simulate([{("a", "b"): SAME}, {("a", "b"): DIFFERENT}], {"a": 0.5, "b": 0.5}, ALL)
+    assert mixed.rules["bitwise"].p3of3 == pytest.approx((1 + 0.25) / 2) and mixed.assumed_within == 4
     with pytest.raises(ValueError, match="between environments 'a' and 'b'"):
-        simulate([{("a", "a"): "bitwise"}], {"a": 0.5, "b": 0.5})
+        simulate([{("a", "a"): SAME}], {"a": 0.5, "b": 0.5}, ALL)
     with pytest.raises(ValueError, match="shares"):
-        simulate(uniform_outcomes(diverge), {"a": -1})
+        simulate(uniform_outcomes(diverge), {"a": -1}, ALL)
 
 
 # --- the validator study ------------------------------------------------------------------------------
@@ -311,12 +338,16 @@ def test_validator_study_quick(tiny_musicgen, tmp_path, capsys):
     assert text == capsys.readouterr().out.split(f"wrote {out}")[0]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ") and "|" in line[2:]}
-    exact, tol = rows["exact_waveform_hash"], rows["tolerance"]
+    exact, composite = rows["bitwise"], rows["composite"]
     assert float(exact[0]) > 0 and float(exact[2]) == 0  # rejects honest thread pairs, accepts no cheat
+    assert float(composite[0]) == 0 and float(composite[2]) == 0  # held out: no honest reject, no cheat
     threads = rows["threads"]  # condition row: pairs, then reject rate per validator
-    assert float(threads[1]) == 1.0 and float(threads[2]) == 0.0 and float(threads[3]) == 0.0
-    assert rows["repeat"][1:] == ["0.00"] * 4
-    assert rows["another seed"][1:] == ["0.00"] * 4 and rows["another prompt"][1:] == ["0.00"] * 4
-    assert "**recommended: " in text
+    assert float(threads[1]) == 1.0 and threads[2:] == ["0.00"] * 4
+    assert rows["repeat"][1:] == ["0.00"] * 5
+    assert rows["another seed"][1:] == ["0.00"] * 5 and rows["another prompt"][1:] == ["0.00"] * 5
+    kept = rows["noise 30 dB, honest codes kept"]  # honest codes + edited audio: only composite rejects it
+    assert kept[2] == "1.00" and kept[5] == "0.00"
+    assert "**recommended: composite" in text and "[validators.audio]" in text
+    assert (tmp_path / "validators.det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(StoreError, match="at least 2 seeds"):
         run_cli("validators", "--quick", "--seeds", "1")

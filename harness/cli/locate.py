@@ -1,0 +1,26 @@
+"""``harness locate RUN --pair A B``: the first module whose output differs between two cells."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def cmd_locate(args) -> int:
+    from harness.workflows.locate import locate_run_pair
+
+    result = locate_run_pair(args.run, args.pair[0], args.pair[1])
+    if args.json:
+        sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    else:
+        print(result.sentence)
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("locate", help="re-run two cells of a run with module hooks and name the first module "
+                                      "whose output differs")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=True, help="two cell ids of the run")
+    s.add_argument("--json", action="store_true", help="print the location as JSON")
+    s.set_defaults(func=cmd_locate)
