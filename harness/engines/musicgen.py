@@ -13,7 +13,7 @@ MusicGen's ``generate`` returns decoded audio only, so the codes are captured ar
 
 When the seed is applied is the caller's choice (``run(..., seeded=True)`` means "already
 seeded before this model was loaded", a node's first task): loading MusicGen draws from
-torch's CPU generator (see ``harness.execute``), so it changes what a sampled task gives.
+X, so it changes what a sampled task gives.
 
 The three ways of the transformers MusicGen guide:
   - unconditional: ``model.get_unconditional_inputs(num_samples=...)``; its

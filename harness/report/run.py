@@ -205,6 +205,11 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
              ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-")]
     if c.seed_note:
         facts.append(("Seed", c.seed_note))
+    load = c.dimensions.get("load")
+    if load is not None and load.pairs:
+        began = f", first divergent step {fmt_steps(load.first_divergence)}" if load.first_divergence else ""
+        facts.append(("Cold vs warm", f"{load.worst} in {load.pairs} pair(s){began} (a node's first task against one "
+                                      f"served from its loaded model)"))
     return facts
 
 

@@ -139,7 +139,7 @@ def test_lint_clean_task_and_limits():
 def test_seed_lint_reads_the_effective_config_the_model_and_the_task():
     """A task without do_sample samples when the model's generation config says so (as a node
     runs it); there is no invented network default such as top_p 0.0 behind the task's back."""
-    from harness.lint import model_generation_config
+    from harness.spec.lint import model_generation_config
 
     bare = parse_task({"model": "tiny:musicgen", "prompt": "calm jazz", "generation_config": {"max_new_tokens": 8}})
     musicgen = model_generation_config("tiny:musicgen")
