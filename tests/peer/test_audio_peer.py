@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.audio_io import write_wav
+from harness.engines.audio_io import write_wav
 from harness.engines.base import ModelCache
-from harness.execute import execute
-from harness.tasks import parse_task
+from harness.execution.execute import execute
+from harness.spec.tasks import parse_task
 from tests.peer.corpus import AUDIO_CASES, audio_doc
 
 REPO = Path(__file__).resolve().parents[2]

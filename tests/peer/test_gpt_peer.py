@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness.engines.base import ModelCache
-from harness.execute import execute
-from harness.tasks import parse_task
+from harness.execution.execute import execute
+from harness.spec.tasks import parse_task
 from tests.peer.corpus import GPT_CASES, gpt_doc
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_stop_strings_fail_on_the_runner_and_lint_says_so(patched_runners, runne
     reaches generate()), so nodes fail such a task; the harness runs it and warns."""
     from gpt_task.cache.memory_impl import MemoryModelCache
 
-    from harness.lint import lint_task
+    from harness.spec.lint import lint_task
 
     doc = {**gpt_doc("greedy", str(tiny_gpt2)), "generation_config": {"max_new_tokens": 20, "stop_strings": ["sax"]}}
     with pytest.raises(Exception) as caught:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness.engines.base import ModelCache
-from harness.execute import execute
-from harness.matrix import dump_matrix
-from harness.tasks import parse_task
+from harness.execution.execute import execute
+from harness.spec.matrix import dump_matrix
+from harness.spec.tasks import parse_task
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
