@@ -45,8 +45,8 @@ if str(ROOT) not in sys.path:
 from harness.hubenv import LIBRARY_ENV  # noqa: E402
 from harness.spec.matrix import dump_matrix  # noqa: E402
 QUICK = {"max_new_tokens": 256, "seeds": [1, 2], "repeats": 4}
-# The fields a node fills from its defaults when a task leaves them out (harness.engines.musicgen
-# NETWORK_DEFAULTS): the overhead task must give them all, so the bare kwargs are the task's.
+# A node passes only the task's generation fields and the model's generation config fills the
+# rest; the overhead task gives them all, so the bare baseline's kwargs are exactly the task's.
 GENERATION_FIELDS = ("max_new_tokens", "do_sample", "top_k", "top_p", "temperature", "guidance_scale")
 
 

@@ -180,7 +180,7 @@ def synthesize_run(path: str | Path, configs: int = 500, seeds: int = 5, repeats
                                                      "threads": threads, "batch": batch})[:16]
                             for repeat in range(repeats):
                                 cell_id = (f"{plan['task']}/{plan['dtype']}/qnone/seed{seed}/cpu/t{threads}/b{batch}/"
-                                           f"pon/w{worker}/r{repeat}")
+                                           f"pon/warm/w{worker}/r{repeat}")
                                 axes = {"dtype": plan["dtype"], "quantize_bits": None, "seed": seed, "device": "cpu",
                                         "threads": threads, "batch_size": batch, "profile": "on", "repeat": repeat,
                                         "worker": worker}

@@ -35,7 +35,7 @@ from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
-IGNORABLE_AXES = ("threads", "batch_size", "dtype")
+IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load")
 MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))
 
 

@@ -34,7 +34,7 @@ VERDICT_TEXT = {
 class PairResult(BaseModel):
     """One comparison between two executions that should agree."""
 
-    dimension: str  # repeat | process | batch | threads | node | seed | dtype
+    dimension: str  # repeat | process | batch | threads | load | node | seed | dtype
     config_id: str
     a: str  # cell ids
     b: str

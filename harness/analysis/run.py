@@ -1,7 +1,8 @@
 """Turn a run's records into verdicts with evidence, agreement estimates, costs and gates.
 
 Comparisons are made where outputs *should* agree: repeats in one worker, worker processes,
-batch sizes and thread counts (each against the configuration's reference execution), plus
+batch sizes, thread counts and load orders (cold start vs served from a loaded model; each
+against the configuration's reference execution: batch 1, the first thread count, warm), plus
 two informational ones: seed sensitivity (different seeds should differ) and dtype drift
 (how far a cheaper dtype or quantization lands from float32). Digests settle most pairs;
 artifacts are read only when digests differ. Gates are decided here, rendering decides nothing.
@@ -28,7 +29,7 @@ from harness.compare.levels import (
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 
-REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads")
+REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "load")
 NODE = "node"  # fleet runs only: present when more than one node ran a configuration
 VERDICT_ORDER = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")
 
@@ -168,7 +169,7 @@ def _reference_of(records: list[Record]) -> Record:
 
 def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record],
                  reference_node: str | None = None) -> dict[str, list[PairResult]]:
-    """Repeat, process, batch and threads within each node; node against the reference node."""
+    """Repeat, process, batch, threads and load within each node; node against the reference node."""
     out: dict[str, list[PairResult]] = {d: [] for d in REPRO_DIMENSIONS}
     by_node: dict[str | None, list[Record]] = defaultdict(list)
     for r in ok:
@@ -193,7 +194,7 @@ def _within_node(cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str
             dim = "repeat" if r.axes.worker == ref.axes.worker else "process"
             out[dim].append(cmp.pair(dim, config_id, ref, r))
     ref_list = list(refs.values())
-    for dim, axis, base in (("batch", "batch_size", 1), ("threads", "threads", None)):
+    for dim, axis, base in (("batch", "batch_size", 1), ("threads", "threads", None), ("load", "load", "warm")):
         groups: dict[tuple, list[Record]] = defaultdict(list)
         for r in ref_list:
             groups[_axes_key(r, axis)].append(r)
@@ -332,8 +333,12 @@ def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str]) -> tup
     from harness.compare.validators import RULES, applicable, network_rule
 
     groups: dict[int, list[Record]] = defaultdict(list)
+    loads = {r.axes.load for r in ok}
+    anchor_load = "warm" if "warm" in loads else min(loads, default="warm")
     for r in ok:
         if r.axes.batch_size > 1 and "batch" not in verdict_dims:
+            continue
+        if r.axes.load != anchor_load and "load" not in verdict_dims:
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]

@@ -39,7 +39,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_validate(args) -> int:
-    from harness.spec.lint import lint_task, model_limits
+    from harness.spec.lint import lint_task, model_generation_config, model_limits
     from harness.spec.tasks import TaskError, load_task_file
 
     bad = 0
@@ -52,7 +52,9 @@ def cmd_validate(args) -> int:
             print("\n".join(f"  {line}" for line in str(err).splitlines()), file=sys.stderr)
             continue
         limits = model_limits(task.model) if args.check_model and hasattr(task, "model") else None
-        warnings = lint_task(task, args.device, limits)
+        # the seed checks need the model's own generation config (read when the model is here)
+        generation = model_generation_config(task.model) if hasattr(task, "model") else None
+        warnings = lint_task(task, args.device, limits, generation)
         print(f"OK {file} ({type(task).__name__})" + (f", {len(warnings)} warning(s)" if warnings else ""))
         for w in warnings:
             print(f"  warning: {w}")
@@ -75,7 +77,6 @@ def cmd_exec(args) -> int:
 
     apply_environment(args.profile)  # before torch starts
     from harness.engines.audio_io import write_wav
-    from harness.digests import canonical_json
     from harness.engines.base import ModelCache
     from harness.execution.execute import execute
     from harness.store.run import atomic_write_bytes, atomic_write_json
@@ -83,16 +84,21 @@ def cmd_exec(args) -> int:
 
     task = load_task_file(args.task, args.kind)
     kind = task_kind(task)
+    if args.engine == "node-runner":
+        from harness.engines.node_runner import require_runner_packages
+
+        require_runner_packages({kind})
     ex = execute(task, kind, args.device, ModelCache(), threads=args.threads, profile=args.profile,
-                 batch_size=args.batch_size)
+                 batch_size=args.batch_size, load=args.load, engine=args.engine)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.task).stem
     digests = ex.output.digests()
     written = []
     if ex.output.response is not None:
+        # the bytes a node sends: crynux-worker serialises run_task's result with json.dumps(resp)
         path = out / f"{stem}.response.json"
-        atomic_write_bytes(path, canonical_json(ex.output.response))
+        atomic_write_bytes(path, json.dumps(ex.output.response).encode("utf-8"))
         written.append(path)
     if "waveform" in ex.output.arrays:
         path = out / f"{stem}.wav"
@@ -298,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_bounded("threads", 1, 1024))
     s.add_argument("--profile", choices=["on", "off"], default="on")
     s.add_argument("--batch-size", type=_bounded("batch size", 1, 64), default=1)
+    s.add_argument("--load", choices=["cold", "warm"], default="cold",
+                   help="cold (default): seed, then load the model, as a node's first task; "
+                        "warm: load, then seed, as a node serving from its model cache")
+    s.add_argument("--engine", choices=["harness", "node-runner"], default="harness",
+                   help="node-runner: run the network's own runner package (audio_task / gpt_task)")
     s.add_argument("--out", default="out")
     s.set_defaults(func=cmd_exec)
 

@@ -149,7 +149,7 @@ class AudioLDMEngine:
                            objects={"pipeline": pipe}, meta=meta)
 
     def run(self, loaded: LoadedModel, task: AudioLDMTask, device: str,
-            neighbours: Sequence[AudioLDMTask] = ()) -> Output:
+            neighbours: Sequence[AudioLDMTask] = (), seeded: bool = False) -> Output:
         import torch
 
         from harness.determinism import seed_everything
@@ -176,8 +176,9 @@ class AudioLDMEngine:
             timesteps.append(int(timestep))
 
         watch = Stopwatch(device)
-        seed_everything(task.seed)
-        generator = torch.Generator(device).manual_seed(task.seed)
+        if not seeded:
+            seed_everything(task.seed)
+        generator = torch.Generator(device).manual_seed(task.seed)  # the seed's own generator: load order cannot move it
         with _Timed(pipe, ["_encode_prompt"], watch, "encode_s"), \
                 _Timed(pipe, ["decode_latents", "mel_spectrogram_to_waveform"], watch, "decode_s"), \
                 torch.inference_mode():

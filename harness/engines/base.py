@@ -4,6 +4,10 @@ An engine loads a model for (model, dtype, quantize_bits, device) and runs one t
 optionally inside a batch with neighbour tasks (batch invariance is a known source of
 divergence between nodes). Engines stay thin over transformers/diffusers: they make the call
 a network node makes and capture what the comparison needs (codes, token ids, latents).
+
+``run`` seeds just before generating (a node serving a task from its model cache) unless the
+caller passes ``seeded=True``: it seeded before loading the model, as a node's first task
+does (loading can draw random numbers; see ``harness.execution.execute``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class Engine(Protocol):
 
     def load(self, task: Any, device: str) -> LoadedModel: ...
 
-    def run(self, loaded: LoadedModel, task: Any, device: str, neighbours: Sequence[Any] = ()) -> Output: ...
+    def run(self, loaded: LoadedModel, task: Any, device: str, neighbours: Sequence[Any] = (),
+            seeded: bool = False) -> Output: ...
 
 
 def model_key(task: Any, device: str) -> tuple:
@@ -72,6 +77,13 @@ class ModelCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key], True
+        return self.fresh(engine, task, device), False
+
+    def fresh(self, engine: Engine, task: Any, device: str) -> LoadedModel:
+        """Load a new copy even when one is cached (a cold start must really load after its
+        seed), and keep it for the cells that follow."""
+        key = cache_key(task, device)
+        self._items.pop(key, None)
         start = time.perf_counter()
         loaded = engine.load(task, device)
         loaded.load_s = time.perf_counter() - start
@@ -79,14 +91,25 @@ class ModelCache:
         self._items[key] = loaded
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
-        return loaded, False
+        return loaded
 
 
-def get_engine(kind: str) -> Engine:
+# Engines that run any kind they support, chosen per matrix (``engine = ...``); lazy references
+# like the kind registry's, so choosing one imports nothing until it is used.
+OTHER_ENGINES = {"node-runner": "harness.engines.node_runner:NodeRunnerEngine"}
+ENGINE_NAMES = ("harness", *OTHER_ENGINES)
+
+
+def get_engine(kind: str, engine: str | None = None) -> Engine:
     """A fresh engine for ``kind``, from the kind registry (``harness.spec.kinds``), which
-    imports engines lazily so validation never loads torch and honours ``HARNESS_ENGINES``."""
-    from harness.spec.kinds import KINDS
+    imports engines lazily so validation never loads torch and honours ``HARNESS_ENGINES``.
+    ``engine="node-runner"`` runs the network's own runner package instead (audio and gpt)."""
+    from harness.spec.kinds import KINDS, load_object
 
+    if engine not in (None, "harness"):
+        if engine not in OTHER_ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINE_NAMES)}")
+        return load_object(OTHER_ENGINES[engine])(kind)
     return KINDS.engine(kind)
 
 

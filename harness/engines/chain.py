@@ -95,13 +95,16 @@ class ChainEngine:
         }
         return LoadedModel(key=("ChainTask", text.key, audio.key), objects={"text": text, "audio": audio}, meta=meta)
 
-    def run(self, loaded: LoadedModel, task: ChainTask, device: str, neighbours: Sequence[Any] = ()) -> Output:
+    def run(self, loaded: LoadedModel, task: ChainTask, device: str, neighbours: Sequence[Any] = (),
+            seeded: bool = False) -> Output:
+        """``seeded`` applies to the text stage (the first to generate); the audio stage seeds
+        again before its own generation, as a second task on a loaded node would."""
         from harness.engines.textgen import TextgenEngine
 
         if neighbours:
             raise ValueError("a chain task runs alone (batch_size 1): its audio prompt depends on its own text stage")
         text_task = text_stage_task(task)
-        text_out = TextgenEngine().run(loaded.objects["text"], text_task, device)
+        text_out = TextgenEngine().run(loaded.objects["text"], text_task, device, seeded=seeded)
         answer = text_out.response["choices"][0]["message"]["content"] if text_out.response["choices"] else ""
         prompt = answer if answer.strip() else task.description
         audio_task = audio_stage_task(task, prompt)

@@ -1,12 +1,19 @@
 """MusicGen text-to-audio, as a network node runs it, with the EnCodec codes captured.
 
-The call is the one ``transformers.TextToAudioPipeline`` makes (processor -> generate), done
+The call is the one ``transformers.TextToAudioPipeline`` makes (tokenizer -> generate), done
 directly so that batches with padding and audio prompts can be built and un-batched with
-``padding_mask``. Generation kwargs follow the network's runner: its defaults (sampling,
-top_k 250, top_p 0.0, temperature 1.0, guidance 3) overridden by the task's
-generation_config, or the model's own generation config when the task asks for it.
+``padding_mask``. Generation kwargs are exactly the network runner's (audio-task
+``run_task``): the task's non-null ``generation_config`` fields and nothing else, so the
+model's own generation config decides every field the task leaves out (the tiny model and
+musicgen-small both sample by default). On top of them the pipeline adds its defaults for
+fields that neither the task nor the model's generation config sets (``max_new_tokens``
+256, the tokenizer's ``pad_token_id``); :func:`pipeline_additions` adds the same.
 MusicGen's ``generate`` returns decoded audio only, so the codes are captured around
 ``audio_encoder.decode``: the waveform alone hides where a divergence began.
+
+When the seed is applied is the caller's choice (``run(..., seeded=True)`` means "already
+seeded before this model was loaded", a node's first task): loading MusicGen draws from
+X, so it changes what a sampled task gives.
 
 The three ways of the transformers MusicGen guide:
   - unconditional: ``model.get_unconditional_inputs(num_samples=...)``; its
@@ -32,15 +39,27 @@ from harness.models.loading import count_quantized, load_kwargs, load_pretrained
 from harness.outputs import Output
 from harness.spec.tasks import AudioTask
 
-# What the network's audio runner passes when the task leaves a field out.
-NETWORK_DEFAULTS: dict[str, Any] = {"do_sample": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0, "guidance_scale": 3.0}
+# TextToAudioPipeline's own defaults (transformers 5.x ``_default_generation_config``), added
+# only for fields neither the call nor the model's generation config sets.
+PIPELINE_DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def generation_kwargs(task: AudioTask) -> dict[str, Any]:
-    kwargs = dict(NETWORK_DEFAULTS)
-    if task.generation_config is not None:
-        kwargs.update(task.generation_config.model_dump(exclude_none=True))
-    return kwargs
+    """The runner's ``generate_kwargs``: the task's non-null generation fields, nothing invented."""
+    return task.generation_config.model_dump(exclude_none=True) if task.generation_config else {}
+
+
+def pipeline_additions(model, tokenizer, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What ``Pipeline._prepare_generate_kwargs`` adds to a call's kwargs (transformers 5.2x):
+    its defaults for the parameters that neither the call nor the model's generation config set;
+    a default ``max_new_tokens`` never overrides a set ``max_length``."""
+    already = {**model.generation_config.to_diff_dict(), **kwargs}
+    defaults: dict[str, Any] = {"max_new_tokens": PIPELINE_DEFAULT_MAX_NEW_TOKENS}
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None:
+        defaults["pad_token_id"] = pad
+    return {k: v for k, v in defaults.items()
+            if k not in already and not (k == "max_new_tokens" and "max_length" in already)}
 
 
 class _CodeRecorder:
@@ -116,7 +135,8 @@ class MusicgenEngine:
             inputs["input_values"] = inputs["input_values"].to(loaded.objects["model"].dtype)
         return inputs, padding_mask, (audios[0] if audios else None)
 
-    def run(self, loaded: LoadedModel, task: AudioTask, device: str, neighbours: Sequence[AudioTask] = ()) -> Output:
+    def run(self, loaded: LoadedModel, task: AudioTask, device: str, neighbours: Sequence[AudioTask] = (),
+            seeded: bool = False) -> Output:
         import torch
 
         from harness.determinism import seed_everything
@@ -126,20 +146,19 @@ class MusicgenEngine:
         watch = Stopwatch(device)
         with watch.section("encode_s"):
             inputs, padding_mask, prompt_audio = self._inputs(loaded, batch, device)
-        if task.generation_defaults == "model":
-            kwargs = task.generation_config.model_dump(exclude_none=True) if task.generation_config else {}
-        else:
-            kwargs = generation_kwargs(task)
+        kwargs = generation_kwargs(task)
         if task.unconditional:
             # get_unconditional_inputs() carries guidance_scale=1.0 (the guide's unconditional call);
             # it holds unless the task itself sets guidance_scale.
             explicit = task.generation_config.guidance_scale if task.generation_config else None
             kwargs["guidance_scale"] = inputs.pop("guidance_scale") if explicit is None else explicit
             inputs.pop("guidance_scale", None)
-        seed_everything(task.seed)
+        added = pipeline_additions(model, processor.tokenizer, kwargs)
+        if not seeded:
+            seed_everything(task.seed)
         with _CodeRecorder(model.audio_encoder, watch) as recorder, torch.inference_mode():
             with watch.section("generate_s"):
-                audio_values = model.generate(**inputs, **kwargs)
+                audio_values = model.generate(**inputs, **kwargs, **added)
         watch.times["generate_s"] -= watch.times.get("decode_s", 0.0)
         audio_values = audio_values.detach().to("cpu", torch.float32)  # numpy has no bfloat16
         if padding_mask is not None:  # the guide's post-processing: strip each row's padding
@@ -150,6 +169,8 @@ class MusicgenEngine:
         waveform = np.ascontiguousarray(wave.T.astype(np.float32))  # (samples, channels)
         arrays = {"waveform": waveform}
         meta: dict[str, Any] = {"generation_kwargs": kwargs, "batch_size": len(batch)}
+        if added:
+            meta["pipeline_added_kwargs"] = added
         prompt_frames = 0
         if recorder.calls:
             codes = recorder.calls[-1]  # (1, batch, codebooks, frames) for mono models

@@ -1,11 +1,16 @@
 """GPT tasks, answered exactly as the network's text runner answers them.
 
 The prompt is the model's chat template (``add_generation_prompt``, the task's tools and
-template_args) or, for a model without one, the message contents joined by newlines. Unset
-generation fields take the runner's defaults (one sequence, 256 new tokens) over the model's
-generation config. The response is the seed's format: model, choices (text stripped,
-finish_reason ``stop`` when the sequence ended in EOS, else ``length``) and usage. Token ids
-are kept as well: equal tokens with different text would point at decoding, not the model.
+template_args) or, for a model without one, the message contents joined by newlines, tokenized
+as the runner's text-generation pipeline tokenizes a string (the tokenizer's default special
+tokens). Unset generation fields take the runner's defaults (one sequence, 256 new tokens)
+over the model's generation config. The response is what gpt-task 3.2.0 computes, field for
+field: per returned row (padded to the longest row, as generate returns them) finish_reason
+``stop`` when its last token is the tokenizer's EOS, else ``length``; the text of the row
+decoded with special tokens skipped and tokenization spaces cleaned up, stripped; and
+``completion_tokens`` summed over rows *including their padding* (two rows of which one
+stopped early count twice the longer row's length). Token ids are kept as well, cut after
+the first EOS: equal tokens with different text would point at decoding, not the model.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ def render_prompt(tokenizer, task: GPTTask) -> str:
     return "\n".join(m["content"] for m in messages)
 
 
-def resolved_generation_config(model, task: GPTTask, tokenizer):
+def resolved_generation_config(model, task: GPTTask):
+    """gpt-task's ``resolve_generation_config``: the runner's defaults and the task's fields set
+    on a copy of the model's generation config, ``max_length`` cleared (pad stays as the model
+    has it: ``generate`` falls back to EOS itself)."""
     kwargs = dict(NETWORK_DEFAULTS)
     if task.generation_config is not None:
         kwargs.update(task.generation_config.model_dump(exclude_none=True))
@@ -42,8 +50,6 @@ def resolved_generation_config(model, task: GPTTask, tokenizer):
     for key, value in kwargs.items():
         setattr(gen, key, value)
     gen.max_length = None
-    if gen.pad_token_id is None:
-        gen.pad_token_id = tokenizer.eos_token_id
     return gen, kwargs
 
 
@@ -90,7 +96,8 @@ class TextgenEngine:
         return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
                            objects={"model": model, "tokenizer": tokenizer}, meta=meta)
 
-    def run(self, loaded: LoadedModel, task: GPTTask, device: str, neighbours: Sequence[GPTTask] = ()) -> Output:
+    def run(self, loaded: LoadedModel, task: GPTTask, device: str, neighbours: Sequence[GPTTask] = (),
+            seeded: bool = False) -> Output:
         import torch
 
         from harness.determinism import seed_everything
@@ -100,54 +107,62 @@ class TextgenEngine:
         batch = [task, *neighbours]
         with watch.section("encode_s"):
             texts = [render_prompt(tokenizer, t) for t in batch]
-            special = not bool(getattr(tokenizer, "chat_template", None))
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special)
+            enc = tokenizer(texts, return_tensors="pt", padding=True)
             enc = {k: v.to(device) for k, v in enc.items()}
-        gen, kwargs = resolved_generation_config(model, task, tokenizer)
+        gen, kwargs = resolved_generation_config(model, task)
         if kwargs.get("stop_strings"):
             extra = {"tokenizer": tokenizer}
         else:
             extra = {}
         streamer = _FirstToken() if len(batch) == 1 and gen.num_beams in (None, 1) and gen.num_return_sequences == 1 else None
-        seed_everything(task.seed)
+        if not seeded:
+            seed_everything(task.seed)
         with torch.inference_mode(), watch.section("generate_s"):
             start = time.perf_counter()
             sequences = model.generate(**enc, generation_config=gen, streamer=streamer, **extra)
         prompt_len = enc["input_ids"].shape[1]
         n = int(gen.num_return_sequences or 1)
         rows = sequences[:n, prompt_len:].to("cpu").numpy().astype(np.int64)  # the target's choices
-        eos = _eos_ids(gen, tokenizer)
         with watch.section("decode_s"):
-            response, token_ids = self._response(task, tokenizer, rows, eos, int(enc["attention_mask"][0].sum()))
+            response = runner_response(task.model, tokenizer, rows, int(enc["attention_mask"][0].sum()))
+            token_ids = token_id_rows(rows, _eos_ids(gen, tokenizer))
         timings = dict(watch.times)
         if streamer is not None and streamer.first_at is not None:
             timings["time_to_first_token_s"] = streamer.first_at - start
         return Output(kind="gpt", arrays={"token_ids": token_ids}, response=response, discrete="token_ids",
                       steps="token_ids", timings=timings,
                       meta={"generation_kwargs": kwargs, "batch_size": len(batch),
-                            "new_tokens": response["usage"]["completion_tokens"]})
+                            "new_tokens": int((token_ids >= 0).sum())})
 
-    @staticmethod
-    def _response(task: GPTTask, tokenizer, rows: np.ndarray, eos: set[int], prompt_tokens: int):
-        choices, kept, completion = [], [], 0
-        for index, row in enumerate(rows):
-            ids = row.tolist()
-            stop_at = next((i for i, t in enumerate(ids) if t in eos), None)
-            if stop_at is not None:
-                ids = ids[: stop_at + 1]
-            kept.append(ids)
-            completion += len(ids)
-            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            choices.append({"finish_reason": "stop" if stop_at is not None else "length",
-                            "message": {"role": "assistant", "content": text}, "index": index})
-        width = max((len(k) for k in kept), default=0)
-        token_ids = np.full((len(kept), width), -1, dtype=np.int64)
-        for i, ids in enumerate(kept):
-            token_ids[i, : len(ids)] = ids
-        response = {"model": task.model, "choices": choices,
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                              "total_tokens": prompt_tokens + completion}}
-        return response, token_ids
+
+def runner_response(model: str, tokenizer, rows: np.ndarray, prompt_tokens: int) -> dict[str, Any]:
+    """The response gpt-task 3.2.0 builds from generate's rows (the generated part of each,
+    padded as generate pads them): see the module docstring for each field's rule."""
+    eos = tokenizer.eos_token_id
+    choices, completion = [], 0
+    for index, row in enumerate(rows):
+        ids = [int(t) for t in row]
+        completion += len(ids)
+        text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+        choices.append({"finish_reason": "stop" if ids and ids[-1] == eos else "length",
+                        "message": {"role": "assistant", "content": text}, "index": index})
+    return {"model": model, "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                      "total_tokens": prompt_tokens + completion}}
+
+
+def token_id_rows(rows: np.ndarray, eos: set[int]) -> np.ndarray:
+    """Each row's generated ids up to and including its first EOS, padded with -1."""
+    kept = []
+    for row in rows:
+        ids = [int(t) for t in row]
+        stop_at = next((i for i, t in enumerate(ids) if t in eos), None)
+        kept.append(ids if stop_at is None else ids[: stop_at + 1])
+    width = max((len(k) for k in kept), default=0)
+    token_ids = np.full((len(kept), width), -1, dtype=np.int64)
+    for i, ids in enumerate(kept):
+        token_ids[i, : len(ids)] = ids
+    return token_ids
 
 
 def _eos_ids(gen, tokenizer) -> set[int]:

@@ -1,9 +1,20 @@
-"""Execute one task in this process: load (cached), seed, run, measure.
+"""Execute one task in this process: seed and load in the asked order, run, measure.
 
 Shared by ``harness exec`` and the workers, so a cell in a matrix runs exactly as a task run
 by hand. Costs are measured, not guessed: load, encode, generate and decode are timed
 separately; peak memory is ``torch.cuda.max_memory_allocated`` (reset per cell) on a GPU and
 the peak resident set size sampled during the cell on the CPU.
+
+Why two load orders: the network's runners call ``set_seed`` and only then build their
+pipeline, or take it from their model cache. Building MusicGen draws from torch's CPU
+generator: transformers' ``_init_weights`` runs on every EnCodec ``Conv1d`` after the
+checkpoint is loaded, and because those convolutions are weight-normed their ``weight`` is
+recomputed from ``parametrizations.weight.original0/1`` on each access, a fresh tensor without
+the ``_is_hf_initialized`` flag, so ``init.normal_`` and ``kaiming_normal_`` fill it (and throw
+it away: the loaded weights are untouched) and advance the generator. Sampling then starts
+from another random state, so a node's first task (``cold``: seed, then load) and a later one
+served from its cache (``warm``: load, then seed) give other audio for the same task. GPT-2
+loads without drawing, so its cold and warm outputs agree.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.determinism import apply_runtime, capture_warnings, record_state
+from harness.determinism import apply_runtime, capture_warnings, record_state, seed_everything
 from harness.engines.base import ModelCache, get_engine
 from harness.outputs import Output
 from harness.spec.kinds import KINDS
@@ -121,22 +132,42 @@ def _check_cuda_device(torch, device: str) -> None:
         raise UnsupportedConfiguration(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+LOAD_ORDERS = ("cold", "warm")
+
+
+def task_seed(task: Task) -> int:
+    """The seed a task's run starts from (a chain's is its text stage's)."""
+    return task.seed if hasattr(task, "seed") else task.text_stage.seed
+
+
 def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: int | None = None,
-            profile: str = "on", batch_size: int = 1) -> Execution:
-    """Run ``task`` once (inside a batch of ``batch_size``) and measure it."""
+            profile: str = "on", batch_size: int = 1, load: str = "warm", engine: str | None = None) -> Execution:
+    """Run ``task`` once (inside a batch of ``batch_size``) and measure it.
+
+    ``load="warm"``: the model comes from ``cache`` (loaded if missing) and the engine seeds
+    right before generating. ``load="cold"``: seed first, then load a fresh copy, then generate
+    without seeding again, as a node's first task runs. ``engine`` picks another engine for
+    the kind (``"node-runner"``)."""
     import torch
 
+    if load not in LOAD_ORDERS:
+        raise ValueError(f"unknown load order {load!r}; expected one of {', '.join(LOAD_ORDERS)}")
     apply_runtime(profile, threads)
-    engine = get_engine(kind)
+    eng = get_engine(kind, engine)
     on_cuda = device.startswith("cuda")
     if on_cuda:
         _check_cuda_device(torch, device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     with capture_warnings() as caught, PeakRSS() as rss:
-        loaded, hit = cache.get(engine, task, device)
         neighbours = neighbours_for(kind, task, batch_size)
-        output = engine.run(loaded, task, device, neighbours)
+        if load == "cold":
+            seed_everything(task_seed(task))
+            loaded, hit = cache.fresh(eng, task, device), False
+            output = eng.run(loaded, task, device, neighbours, seeded=True)
+        else:
+            loaded, hit = cache.get(eng, task, device)
+            output = eng.run(loaded, task, device, neighbours)
     total = time.perf_counter() - start
     timings = {"load_s": 0.0 if hit else loaded.load_s, **output.timings, "total_s": total}
     peak = int(torch.cuda.max_memory_allocated(device)) if on_cuda else rss.peak

@@ -32,6 +32,7 @@ class CellPayload(BaseModel):
     task_doc: dict[str, Any]
     lint: list[str] = Field(default_factory=list)
     artifact_name: str
+    engine: str = "harness"  # which code runs it: this harness's engines or "node-runner"
 
     def identity(self) -> dict[str, Any]:
         """The fields every record of this cell carries (harness.store.records.IDENTITY_FIELDS)."""

@@ -71,7 +71,8 @@ class Executor(Protocol):
 def cell_payload(cell: Cell, lint: list[str]) -> CellPayload:
     return CellPayload(cell_id=cell.cell_id, spec_hash=cell.spec_hash, config_id=cell.config_id,
                        task_name=cell.task_name, kind=cell.kind, model=_model_of(cell), axes=cell.axes,
-                       task_doc=cell.task_doc, lint=lint, artifact_name=cell.cell_id.replace("/", "__"))
+                       task_doc=cell.task_doc, lint=lint, artifact_name=cell.cell_id.replace("/", "__"),
+                       engine=cell.engine)
 
 
 def _model_of(cell: Cell) -> str:
@@ -205,19 +206,20 @@ class RunSummary:
 
 
 def _lint_for(matrix: Matrix, cells: list[Cell]) -> dict[str, list[str]]:
-    from harness.spec.lint import lint_task, model_limits
+    from harness.spec.lint import lint_task, model_generation_config, model_limits
     from harness.spec.tasks import parse_task
 
     out: dict[str, list[str]] = {}
-    limits_cache: dict[str, Any] = {}
+    facts: dict[str, tuple[Any, Any]] = {}  # model -> (limits, generation config)
     for cell in cells:
         key = f"{cell.task_name}|{cell.axes.device}|{cell.axes.quantize_bits}|{cell.axes.seed}|{cell.axes.dtype}"
         if key not in out:
             task = parse_task(cell.task_doc, cell.kind)
             model = cell.task_doc.get("model")
-            if model and model not in limits_cache:
-                limits_cache[model] = model_limits(model)
-            out[key] = [str(w) for w in lint_task(task, cell.axes.device, limits_cache.get(model))]
+            if model and model not in facts:
+                facts[model] = (model_limits(model), model_generation_config(model))
+            limits, generation = facts.get(model, (None, None))
+            out[key] = [str(w) for w in lint_task(task, cell.axes.device, limits, generation)]
         out[cell.cell_id] = out[key]
     return out
 
@@ -268,6 +270,10 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
 
         raise MatrixError(f"matrix {matrix.spec.name!r} expands to no cells (its excludes remove every one, or an "
                           f"axis is empty): nothing would be tested")
+    if matrix.spec.engine == "node-runner":  # before any run directory exists: one clear line
+        from harness.engines.node_runner import require_runner_packages
+
+        require_runner_packages({kind for kind, _ in matrix.tasks.values()})
     run_dir = Path(out_dir) if out_dir else reports_root / "runs" / new_run_id(matrix.spec.name)
     # what was asked, not where the file was (the same matrix given by another path resumes), and
     # not how many workers ran at once

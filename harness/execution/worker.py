@@ -1,7 +1,8 @@
 """A worker process: runs a list of cells that share a device and determinism profile.
 
 Started fresh by the runner so the determinism environment is in place before torch starts
-CUDA. It loads each (model, dtype, quant) once, switches thread counts in place, writes each
+CUDA. It loads each (model, dtype, quant) once (a ``cold`` cell seeds and then loads a fresh
+copy, which the following cells reuse), switches thread counts in place, writes each
 cell's artifact (atomically) and reports one JSON line per event on a private pipe (the
 original stdout; library chatter goes to stderr). The runner owns results.jsonl.
 
@@ -121,7 +122,7 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
             task = parse_task(cell.task_doc, cell.kind)
             axes = cell.axes
             ex = execute(task, cell.kind, axes.device, cache, threads=axes.threads, profile=axes.profile,
-                         batch_size=axes.batch_size)
+                         batch_size=axes.batch_size, load=axes.load, engine=cell.engine)
             digests = ex.output.digests()
             artifact = store.write_artifact(cell.artifact_name, ex.output.arrays)
             record = {**base, "status": "ok", "digests": digests, "artifact": artifact, "timings": ex.timings,

@@ -110,7 +110,7 @@ class QuantizationReport:
                 "linear_layers": self.linear_layers, "skipped_examples": self.skipped[:8]}
 
 
-def quantization_config(bits: int | None, compute_dtype: str, device: str):
+def quantization_config(bits: int | None, device: str):
     """The BitsAndBytesConfig a node would pass; refuse what this device cannot run."""
     if bits is None:
         return None
@@ -124,10 +124,13 @@ def quantization_config(bits: int | None, compute_dtype: str, device: str):
 
         if not torch.cuda.is_available():
             raise UnsupportedConfiguration(f"{bits}-bit on {device}: CUDA is not available")
+    # Exactly what both network runners build (audio-task through transformers 4.x's
+    # ``load_in_4bit=True``, gpt-task explicitly): every 4-bit setting left at its default,
+    # i.e. fp4 weights, float32 compute, no double quantization. A "better" nf4 / model-dtype
+    # compute config gives other tokens than every node (measured: codes differ from frame 0).
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_compute_dtype=torch_dtype(compute_dtype))
+    return BitsAndBytesConfig(load_in_4bit=True)
 
 
 def count_quantized(model, bits: int | None) -> QuantizationReport:
@@ -162,7 +165,7 @@ def load_kwargs(dtype: str, bits: int | None, device: str) -> dict[str, Any]:
         "use_safetensors": True if safetensors_only() else None,
         "dtype": torch_dtype(dtype),
     }
-    qc = quantization_config(bits, dtype, device)
+    qc = quantization_config(bits, device)
     if qc is not None:
         kwargs["quantization_config"] = qc
         kwargs["device_map"] = {"": device if device != "cpu" else "cpu"}

@@ -229,6 +229,11 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
         facts.append(("Finding", f"{f}: {FINDING_TEXT.get(f, f)}"))
     if c.seed_note:
         facts.append(("Seed", c.seed_note))
+    load = c.dimensions.get("load")
+    if load is not None and load.pairs:
+        began = f", first divergent step {fmt_steps(load.first_divergence)}" if load.first_divergence else ""
+        facts.append(("Cold vs warm", f"{load.worst} in {load.pairs} pair(s){began} (a node's first task against one "
+                                      f"served from its loaded model)"))
     return facts
 
 

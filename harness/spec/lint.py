@@ -4,6 +4,12 @@ A task can be schema-valid and still not mean what its author thinks: ``top_p: 0
 sampling keeps one token (greedy; the seed does nothing), ``temperature: 0`` with sampling is
 rejected by transformers, a token budget beyond the model's positions fails mid-run. Each
 warning has a stable code, the JSON path of the field, and a one-line message.
+
+The sampling checks read the *effective* generation config, the one a node's runner hands to
+``generate``: the model's own ``generation_config.json`` with the runner's defaults (GPT: one
+sequence, 256 new tokens) and then the task's fields on top. A task that leaves ``do_sample``
+out samples when the model's generation config says so (MusicGen's does); when that file is not
+on this machine the warning says the model decides.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from typing import Any
 
 from harness.spec.tasks import AudioLDMTask, AudioTask, ChainTask, GPTTask, Task
 
-AUDIO_DEFAULTS = {"do_sample": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
+# What gpt-task's resolve_generation_config sets before the task's own fields (audio-task sets nothing).
+GPT_RUNNER_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 256}
 
 
 @dataclass(frozen=True)
@@ -26,20 +33,29 @@ class LintWarning:
         return f"{self.code} {self.path}: {self.message}"
 
 
-def _effective(task: AudioTask | GPTTask) -> dict[str, Any]:
-    base: dict[str, Any] = dict(AUDIO_DEFAULTS) if isinstance(task, AudioTask) and task.generation_defaults == "network" else {}
+def effective_generation(task: AudioTask | GPTTask, model_generation: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's generation config (when known), the runner's defaults, then the task's fields."""
+    base: dict[str, Any] = {k: v for k, v in (model_generation or {}).items() if v is not None}
+    if model_generation is not None:
+        base.setdefault("do_sample", False)  # transformers' GenerationConfig default
+    if isinstance(task, GPTTask):
+        base.update(GPT_RUNNER_DEFAULTS)
     if task.generation_config is not None:
         base.update(task.generation_config.model_dump(exclude_none=True))
     return base
 
 
-def _sampling_checks(task: AudioTask | GPTTask, prefix: str) -> list[LintWarning]:
-    cfg = _effective(task)
+def _sampling_checks(task: AudioTask | GPTTask, prefix: str, model_generation: dict[str, Any] | None) -> list[LintWarning]:
+    cfg = effective_generation(task, model_generation)
     gc = f"{prefix}generation_config"
     out: list[LintWarning] = []
     sampling = cfg.get("do_sample")
     if sampling is not True:
-        why = "do_sample is false" if sampling is False else "do_sample is not set (the model's default decides)"
+        if sampling is False:
+            set_by_task = task.generation_config is not None and task.generation_config.do_sample is not None
+            why = "do_sample is false" if set_by_task else "do_sample is not set and the model's generation config says false"
+        else:
+            why = "do_sample is not set (the model's default decides; its generation config is not on this machine)"
         if cfg.get("num_beams", 1) > 1:
             why = f"beam search (num_beams={cfg['num_beams']}) without sampling"
         out.append(LintWarning("seed-no-effect", f"{gc}.do_sample", f"{why}: decoding is deterministic and the seed has no effect"))
@@ -52,6 +68,10 @@ def _sampling_checks(task: AudioTask | GPTTask, prefix: str) -> list[LintWarning
         if cfg.get("temperature") == 0.0:
             out.append(LintWarning("temperature-zero", f"{gc}.temperature", "temperature 0 with do_sample: transformers "
                                    "rejects it (it must be > 0); use do_sample false for greedy decoding"))
+    if isinstance(task, GPTTask) and cfg.get("stop_strings"):
+        out.append(LintWarning("stop-strings-fail-on-node", f"{gc}.stop_strings",
+                               "the network's gpt-task runner (3.2.0, measured on transformers 5.24) fails every task "
+                               "with stop_strings (generate() gets no tokenizer to match them); this harness runs it"))
     if isinstance(task, GPTTask):
         n = cfg.get("num_return_sequences", 1)
         if n > 1 and sampling is not True and cfg.get("num_beams", 1) < n:
@@ -70,9 +90,6 @@ def _quant_checks(task, device: str | None, prefix: str) -> list[LintWarning]:
     if device == "cpu" and task.quantize_bits == 4:
         out.append(LintWarning("quantization-device", f"{prefix}quantize_bits", "4-bit on the CPU needs every Linear "
                                "input width to be a multiple of 64 (bitsandbytes); other models fail at generation"))
-    if isinstance(task, AudioTask) and task.dtype != "auto":
-        out.append(LintWarning("dtype-ignored", f"{prefix}dtype", "the network's audio runner drops dtype when "
-                               "quantize_bits is set; nodes may compute in another dtype than this harness"))
     return out
 
 
@@ -86,6 +103,28 @@ def _length_checks(task, limits: dict[str, int] | None, prefix: str) -> list[Lin
         return [LintWarning("max-new-tokens", f"{prefix}generation_config.max_new_tokens",
                             f"{asked} new tokens exceed the model's limit of {limit} positions")]
     return []
+
+
+def model_generation_config(model_ref: str) -> dict[str, Any] | None:
+    """The model's ``generation_config.json`` as plain JSON when the model is on this machine
+    (None otherwise, or when it has none: transformers then falls back to its own defaults,
+    which do not sample)."""
+    import json
+    from pathlib import Path
+
+    try:
+        from harness.models.loading import ModelNotFound, resolve_model
+
+        folder = Path(resolve_model(model_ref).path)
+    except (ModelNotFound, OSError, ValueError, RuntimeError):  # odd names (~user, NUL): unknown, not a crash
+        return None
+    try:
+        doc = json.loads((folder / "generation_config.json").read_text())
+    except FileNotFoundError:
+        return {} if (folder / "config.json").exists() else None
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def model_limits(model_ref: str) -> dict[str, int] | None:
@@ -112,14 +151,18 @@ def model_limits(model_ref: str) -> dict[str, int] | None:
     return None
 
 
-def lint_task(task: Task, device: str | None = None, limits: dict[str, int] | None = None) -> list[LintWarning]:
+def lint_task(task: Task, device: str | None = None, limits: dict[str, int] | None = None,
+              model_generation: dict[str, Any] | None = None) -> list[LintWarning]:
+    """``model_generation``: the model's generation_config.json (``model_generation_config``);
+    a chain's stages read their own models' files."""
     if isinstance(task, ChainTask):
         stages = (("$.text_stage", task.text_stage, limits), ("$.audio_stage", task.audio_stage, None))
         return [LintWarning(w.code, prefix + w.path[1:], w.message)
-                for prefix, stage, stage_limits in stages for w in lint_task(stage, device, stage_limits)]
+                for prefix, stage, stage_limits in stages
+                for w in lint_task(stage, device, stage_limits, model_generation_config(stage.model))]
     out: list[LintWarning] = []
     if isinstance(task, (AudioTask, GPTTask)):
-        out += _sampling_checks(task, "$.")
+        out += _sampling_checks(task, "$.", model_generation)
     out += _quant_checks(task, device, "$.")
     out += _length_checks(task, limits, "$.")
     if isinstance(task, AudioLDMTask) and task.guidance_scale <= 1.0 and task.negative_prompt:

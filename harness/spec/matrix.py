@@ -1,8 +1,12 @@
 """Task matrices: TOML files that expand into cells with stable, readable ids.
 
 A matrix names tasks (files or inline) and axes (dtype, quantize_bits, seed, device, threads,
-batch_size, profile), how many repeats each worker makes and how many independent worker
-processes repeat the cells, include/exclude rules, comparison thresholds and gates.
+batch_size, profile, load), how many repeats each worker makes and how many independent worker
+processes repeat the cells, include/exclude rules, comparison thresholds and gates, and which
+engine runs the cells (``engine = "node-runner"``: the network's own runner package).
+``load`` is the order of seeding and model loading: ``cold`` seeds and then loads a fresh copy
+(a node's first task), ``warm`` takes the worker's loaded model and then seeds (a node
+serving from its cache); the network's audio runner gives other audio for the two.
 Expansion is pure: it knows nothing of execution. Cells a machine cannot run are kept and
 marked with a skip reason (never a crash), so the report says what was not tested and why.
 """
@@ -31,7 +35,7 @@ MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises
 MAX_MATRIX_FILE_BYTES = 4 * 1024 * 1024
 MAX_THREADS = 1024
 MAX_RULES = 2_000  # include / exclude rules per matrix
-AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile")
+AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile", "load")
 
 
 class MatrixError(HarnessError, ValueError):
@@ -53,6 +57,7 @@ class AxesSpec(BaseModel):
     threads: list[Annotated[int, Strict()] | None] = Field(default_factory=lambda: [None], min_length=1)
     batch_size: list[Annotated[int, Strict()]] = Field(default_factory=lambda: [1], min_length=1)
     profile: list[Literal["on", "off"]] = Field(default_factory=lambda: ["on"], min_length=1)
+    load: list[Literal["cold", "warm"]] = Field(default_factory=lambda: ["warm"], min_length=1)
 
     @field_validator("quantize_bits", mode="before")
     @classmethod
@@ -123,6 +128,8 @@ class MatrixSpec(BaseModel):
     # because workers sharing cores perturb each other's timings. Outputs are unaffected.
     parallel: int = Field(default=1, ge=1, le=64, strict=True)
     timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    # which code runs the cells: this harness's engines, or the network's runner package itself
+    engine: Literal["harness", "node-runner"] = "harness"
     tasks: list[TaskEntry] = Field(min_length=1)
     axes: AxesSpec = Field(default_factory=AxesSpec)
     # bounded: every include is checked against every exclude (a 0.96 MB matrix took 145 s)
@@ -142,6 +149,7 @@ class Cell:
     task_doc: dict[str, Any]  # the task with dtype/quant/seed of this cell applied
     axes: Axes
     skip_reason: str | None = None
+    engine: str = "harness"  # not in the spec hash: equivalent engines must give the same output
 
     @property
     def cell_id(self) -> str:
@@ -149,14 +157,19 @@ class Cell:
         q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
         t = f"t{a.threads}" if a.threads else "tauto"
         return (f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
-                f"p{a.profile}/w{a.worker}/r{a.repeat}")
+                f"p{a.profile}/{a.load}/w{a.worker}/r{a.repeat}")
 
     @property
     def spec_hash(self) -> str:
-        """What was asked: equal spec hashes must give equal outputs on a deterministic node."""
+        """What was asked: equal spec hashes must give equal outputs on a deterministic node.
+        ``load`` enters only when cold: warm is what earlier versions ran, so warm specs keep
+        their hashes."""
         a = self.axes
-        return digest_json({"task": self.task_doc, "kind": self.kind, "device": a.device, "threads": a.threads,
-                            "batch_size": a.batch_size, "profile": a.profile})[:16]
+        doc = {"task": self.task_doc, "kind": self.kind, "device": a.device, "threads": a.threads,
+               "batch_size": a.batch_size, "profile": a.profile}
+        if a.load != "warm":
+            doc["load"] = a.load
+        return digest_json(doc)[:16]
 
     @property
     def config_id(self) -> str:
@@ -236,6 +249,9 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
         if unknown:
             raise MatrixError(f"{where}: $.tasks[{i}].axes: unknown axis {sorted(unknown)[0]!r}")
         matrix.tasks[entry.name] = (task_kind(task), task_to_doc(task))
+        why = node_runner_refusal(*matrix.tasks[entry.name]) if spec.engine == "node-runner" else None
+        if why:
+            raise MatrixError(f"{where}: $.tasks[{i}] ({entry.name}): engine 'node-runner' {why}")
     for section in ("include", "exclude"):
         for j, rule in enumerate(getattr(spec, section)):
             unknown = set(rule) - set(AXIS_NAMES) - {"task"}
@@ -248,6 +264,17 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
                 raise MatrixError("\n".join(f"{where}: $.{section}[{j}]{line[1:]}"
                                              for line in format_validation_error(err).splitlines())) from None
     return matrix
+
+
+def node_runner_refusal(kind: str, doc: dict[str, Any]) -> str | None:
+    """Why the network's own runner cannot run this task (None when it can): it has runners for
+    audio (MusicGen text-to-audio) and GPT tasks only, without this harness's extensions."""
+    if kind not in ("audio", "gpt"):
+        return f"runs audio and gpt tasks only (the network's runners); this is a {kind} task"
+    for field in ("audio_prompt", "unconditional"):
+        if kind == "audio" and doc.get(field):
+            return f"cannot run {field}: it is a harness extension the network's audio runner does not have"
+    return None
 
 
 def _matches(rule: dict[str, Any], task_name: str, values: dict[str, Any]) -> bool:
@@ -305,12 +332,15 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
         if any(_matches(rule, name, values) for rule in spec.exclude):
             continue
         kind, doc = matrix.tasks[name]
+        if spec.engine == "node-runner" and values["batch_size"] != 1:
+            raise MatrixError(f"matrix {spec.name!r}: engine 'node-runner' runs one task per call (as a node does); "
+                              f"task {name!r} asks batch_size {values['batch_size']}")
         task_doc = _apply(kind, doc, values)
         reason = feasibility(kind, values, available)
         for worker in range(spec.workers):
             for repeat in range(spec.repeats):
                 axes = Axes(**values, repeat=repeat, worker=worker)
-                cell = Cell(name, kind, task_doc, axes, reason)
+                cell = Cell(name, kind, task_doc, axes, reason, spec.engine)
                 if cell.cell_id not in seen:
                     seen.add(cell.cell_id)
                     cells.append(cell)

@@ -58,6 +58,7 @@ class Gates(BaseModel):
     fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
         default_factory=lambda: ["not_ready", "failed"])
     # Comparisons that decide the verdict; the others are still measured and reported.
-    # ``node`` (fleet runs: each node against the reference node) is judged unless left out.
-    verdict_dimensions: list[Literal["repeat", "process", "batch", "threads", "node"]] = Field(
-        default_factory=lambda: ["repeat", "process", "batch", "threads", "node"], min_length=1)
+    # ``node`` (fleet runs: each node against the reference node) and ``load`` (cold start
+    # against warm) are judged unless left out.
+    verdict_dimensions: list[Literal["repeat", "process", "batch", "threads", "node", "load"]] = Field(
+        default_factory=lambda: ["repeat", "process", "batch", "threads", "node", "load"], min_length=1)

@@ -94,9 +94,6 @@ class AudioTask(StrictModel):
     quantize_bits: QuantizeBits = None
     audio_prompt: AudioPrompt | None = None
     unconditional: bool = False
-    # "network": the network runner's defaults fill unset generation fields (what a node does);
-    # "model": only the model's own generation_config (the transformers MusicGen guide's way).
-    generation_defaults: Literal["network", "model"] = "network"
 
     @model_validator(mode="after")
     def _unconditional_has_no_prompt(self) -> "AudioTask":
@@ -221,6 +218,13 @@ Task = AudioTask | GPTTask | AudioLDMTask | ChainTask  # the built-in kinds (har
 _AUDIOLDM_ONLY = {"negative_prompt", "num_inference_steps", "audio_length_in_s", "num_waveforms_per_prompt"}
 
 
+# Fields this harness once accepted and no longer does, with why (shown instead of "unknown field").
+REMOVED_FIELDS = {
+    "generation_defaults": "removed: a node passes only the task's generation_config and the model's own "
+                           "generation config fills the rest, so there is nothing to choose; delete the field",
+}
+
+
 class TaskError(HarnessError, ValueError):
     """A task document that cannot be used; ``str()`` is one line per problem, with its JSON path."""
 
@@ -262,7 +266,8 @@ def format_validation_error(err: ValidationError, limit: int = 20) -> str:
     for e in err.errors(include_url=False):
         path = _json_path(tuple(e["loc"]))
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (not supported by this harness; check the spelling)"
+            field = e["loc"][-1] if e["loc"] else None
+            msg = REMOVED_FIELDS.get(field, "unknown field (not supported by this harness; check the spelling)")
         else:
             msg = e["msg"]
             if "input" in e and e["type"] in ("literal_error", "enum") and not isinstance(e["input"], (dict, list)):

@@ -32,6 +32,7 @@ class Axes(BaseModel):
     threads: int | None = None
     batch_size: int = 1
     profile: str = "on"
+    load: str = "warm"  # cold: seeded, then the model loaded (a node's first task); warm: loaded, then seeded
     repeat: int = 0
     worker: int = 0
 

@@ -82,7 +82,7 @@ def test_not_comparable_and_newly_failing(base: Path, tmp_path: Path) -> None:
             return None
         if doc["config_id"] == changed:
             doc["spec_hash"] = "f" * 16
-        if doc["cell_id"] == f"gpt-0001/float32/qnone/seed7/cpu/t2/b2/pon/w1/r1":
+        if doc["cell_id"] == f"gpt-0001/float32/qnone/seed7/cpu/t2/b2/pon/warm/w1/r1":
             doc.update(status="failed", reason="RuntimeError: boom")
             for key in ("digests", "artifact", "timings", "output"):
                 doc.pop(key, None)

@@ -35,8 +35,10 @@ def test_smoke_matrix_expands_with_stable_ids():
 
     m = load_matrix(ROOT / "matrices" / "smoke.toml")
     cells = expand(m)
-    assert len(cells) == 192
-    assert cells[0].cell_id == "musicgen-pop/float32/qnone/seed42/cpu/t1/b1/pon/w0/r0"
+    assert len(cells) == 240  # MusicGen: cold and warm at batch 1, warm at batch 2
+    assert cells[0].cell_id == "musicgen-pop/float32/qnone/seed42/cpu/t1/b1/pon/cold/w0/r0"
+    assert {c.axes.load for c in cells if c.task_name == "gpt-chatbot"} == {"warm"}
+    assert not any(c.axes.load == "cold" and c.axes.batch_size == 2 for c in cells)
     assert len({c.cell_id for c in cells}) == len(cells)
     assert not any(c.axes.dtype == "bfloat16" and c.axes.quantize_bits == 8 for c in cells)
     again = expand(load_matrix(ROOT / "matrices" / "smoke.toml"))
@@ -103,7 +105,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing(cli, tmp_path, tiny_gpt2):
     records = RunStore(run_dir).load_records().records
     assert len(records) == 8  # the run went on after the kill
     killed = [r for r in records if r.status != "ok"]
-    assert [(r.cell_id, r.status) for r in killed] == [("gpt/auto/qnone/seed2/cpu/t1/b1/pon/w0/r0", "failed")]
+    assert [(r.cell_id, r.status) for r in killed] == [("gpt/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r0", "failed")]
     assert "killed by signal 9" in killed[0].reason
     assert first.returncode == 1  # a failed cell fails the gate
     resumed = cli("run", str(matrix), "--out", str(run_dir), "--no-progress", "--resume", env=env)

@@ -134,3 +134,25 @@ def test_lint_clean_task_and_limits():
     assert [w.code for w in warnings] == ["max-new-tokens"]
     gpt = parse_task({**GPT_SEED, "generation_config": {"num_beams": 4}})
     assert any("beam search" in w.message for w in lint_task(gpt, "cpu"))
+
+
+def test_seed_lint_reads_the_effective_config_the_model_and_the_task():
+    """A task without do_sample samples when the model's generation config says so (as a node
+    runs it); there is no invented network default such as top_p 0.0 behind the task's back."""
+    from harness.spec.lint import model_generation_config
+
+    bare = parse_task({"model": "tiny:musicgen", "prompt": "calm jazz", "generation_config": {"max_new_tokens": 8}})
+    musicgen = model_generation_config("tiny:musicgen")
+    assert musicgen["do_sample"] is True
+    assert lint_task(bare, "cpu", model_generation=musicgen) == []
+    silent = lint_task(bare, "cpu", model_generation={})  # known, no generation config: transformers' greedy default
+    assert [(w.code, "says false" in w.message) for w in silent] == [("seed-no-effect", True)]
+    unknown = lint_task(bare, "cpu")
+    assert [w.code for w in unknown] == ["seed-no-effect"] and "not on this machine" in unknown[0].message
+    assert model_generation_config("no-such/model-anywhere") is None
+
+
+def test_removed_generation_defaults_field_says_why():
+    with pytest.raises(TaskError, match=r"\$\.generation_defaults: removed: a node passes only the task's "
+                                        r"generation_config"):
+        parse_task({**AUDIO_SEED, "generation_defaults": "model"})
