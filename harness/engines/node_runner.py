@@ -26,7 +26,6 @@ runner's, byte for byte).
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +56,16 @@ def require_runner_packages(kinds: set[str] | Sequence[str]) -> None:
             raise UnsupportedConfiguration(
                 f"engine 'node-runner' needs the network runner package {package!r} ({UPSTREAM[kind]}), which is "
                 f"not importable here: install it, or put its src/ folder on PYTHONPATH")
+
+
+def _runner_inference(kind: str):
+    """The runner's inference module, imported by constant names: nothing in a task or a
+    matrix chooses which code is imported."""
+    if kind == "audio":
+        import audio_task.inference as inference
+    else:
+        import gpt_task.inference as inference
+    return inference
 
 
 def runner_model(ref: str) -> str:
@@ -150,7 +159,8 @@ class NodeRunnerEngine:
     def __init__(self, kind: str):
         require_runner_packages({kind})
         self.kind = kind
-        self.package = importlib.import_module(RUNNER_PACKAGES[kind])
+        self.package = RUNNER_PACKAGES[kind]
+        self.inference = _runner_inference(kind)
 
     def load(self, task: AudioTask | GPTTask, device: str) -> LoadedModel:
         """Nothing is loaded here: the runner builds its pipeline inside its own call (after its
@@ -159,8 +169,8 @@ class NodeRunnerEngine:
             raise UnsupportedConfiguration(f"the network runner chooses its device itself ({runner_device()} here); "
                                            f"this cell asks for {device}")
         resolved = resolve_model(task.model)
-        meta = {"engine": "node-runner", "runner_package": self.package.__name__,
-                "runner_path": str(Path(self.package.__file__).resolve().parent),
+        meta = {"engine": "node-runner", "runner_package": self.package,
+                "runner_path": str(Path(self.inference.__file__).resolve().parents[1]),
                 "model_path_source": resolved.source, "weights_sha256": resolved.weights_sha256}
         return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
                            objects={"cache": _PipeCache()}, meta=meta)
@@ -207,7 +217,7 @@ class NodeRunnerEngine:
     def _call(self, task: AudioTask | GPTTask, cache: _PipeCache) -> Any:
         """The runner's ``run_task`` with the task's fields; its wrapped errors are unwrapped into
         one line naming the cause."""
-        run_task = importlib.import_module(f"{self.package.__name__}.inference").run_task
+        run_task = self.inference.run_task
         doc = task_to_doc(task)
         common = {"model": runner_model(task.model), "seed": task.seed, "dtype": task.dtype,
                   "quantize_bits": task.quantize_bits, "model_cache": cache,
@@ -221,8 +231,9 @@ class NodeRunnerEngine:
             return run_task(**kwargs)
         except Exception as err:
             cause = err.__cause__ or err.__context__ or err
-            raise RuntimeError(f"network runner {self.package.__name__} failed: {type(err).__name__}: "
+            raise RuntimeError(f"network runner {self.package} failed: {type(err).__name__}: "
                                f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from err
+
 
 def _audio_output(result: Any, capture: "_AudioCapture", watch: Stopwatch) -> Output:
     audio, rate = result

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.fleet,
                                  reason="ray is not installed (pip install -e '.[fleet]' runs the fleet tests)")]
 
 ROOT = Path(__file__).parent.parent.parent
-KILLED = "mg/auto/qnone/seed1/cpu/tauto/b1/pon/w1/r0"  # a cell with another after it in its job
+KILLED = "mg/auto/qnone/seed1/cpu/tauto/b1/pon/warm/w1/r0"  # a cell with another after it in its job
 
 
 def _matrix(path: Path) -> Path:

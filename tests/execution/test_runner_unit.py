@@ -65,8 +65,8 @@ def test_runner_sends_one_job_per_device_profile_and_worker(toy, tmp_path):
     assert summary.total == 8 and summary.executed == 8 and summary.statuses == {"ok": 8}
     assert [(j.device, j.profile, j.worker) for j in fake.jobs] == [("cpu", "on", 0), ("cpu", "on", 1)]
     first = fake.jobs[0].cells
-    assert [c.cell_id for c in first] == ["echo/auto/qnone/seed1/cpu/t1/b1/pon/w0/r0", "echo/auto/qnone/seed1/cpu/t1/b1/pon/w0/r1",
-                                          "echo/auto/qnone/seed2/cpu/t1/b1/pon/w0/r0", "echo/auto/qnone/seed2/cpu/t1/b1/pon/w0/r1"]
+    assert [c.cell_id for c in first] == ["echo/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r0", "echo/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r1",
+                                          "echo/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r0", "echo/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r1"]
     assert first[0].task_doc == {"model": "toy:echo", "text": "hello", "seed": 1, "dtype": "auto", "quantize_bits": None}
     store = RunStore(tmp_path / "run")
     manifest = store.manifest()

@@ -86,3 +86,19 @@ def runner_cwd(tmp_path, monkeypatch) -> Path:
     """An empty working folder: no config.yml or .env of anyone else reaches the runners."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+PEER_THREADS = 1
+
+
+@pytest.fixture(autouse=True)
+def pinned_threads():
+    """Both sides run with one torch thread. The pytest process keeps whatever thread count an
+    earlier test left (a harness call with threads=1 sets it process-wide), and the thread count
+    changes MusicGen's floats; the CLI cases pass ``--threads 1`` to match."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(PEER_THREADS)
+    yield PEER_THREADS
+    torch.set_num_threads(before)

@@ -97,7 +97,8 @@ def exec_seeds(tiny_musicgen, tmp_path_factory):
         task = work / f"sampled-{seed}.json"
         task.write_text(json.dumps(audio_doc("sampled-no-top-p", str(tiny_musicgen), seed=seed)))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        procs[seed] = subprocess.Popen([sys.executable, "-m", "harness.cli", "exec", str(task), "--out", str(work)],
+        procs[seed] = subprocess.Popen([sys.executable, "-m", "harness.cli", "exec", str(task), "--threads", "1",
+                                        "--out", str(work)],
                                        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = {}
     for seed, proc in procs.items():

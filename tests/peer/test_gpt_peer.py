@@ -75,7 +75,8 @@ def test_harness_exec_writes_the_bytes_a_node_sends(patched_runners, runner_cwd,
     doc = gpt_doc("two-sequences-one-stops", str(tiny_gpt2))
     task = runner_cwd / "two.json"
     task.write_text(json.dumps(doc))
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "exec", str(task), "--out", str(runner_cwd / "out")],
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "exec", str(task), "--threads", "1",
+                           "--out", str(runner_cwd / "out")],
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
