@@ -332,7 +332,7 @@ def gate_counts(a: Analysis) -> str:
 
 
 # --- fleet tables (a run whose executions came from more than one node) ------------------------
-CONSENSUS_RULES = ("exact_hash", "token_equality", "tolerance", "fingerprint")
+CONSENSUS_RULES = tuple(r for r in RULE_NAMES if r != "result_hash")  # the pair rules simulated per node mix
 
 
 def node_label(n: FleetNode) -> str:
