@@ -202,16 +202,6 @@ def _executor(args):
     return executor
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"must be 1..64, got {value}")
-    return value
-
-
 def cmd_report(args) -> int:
     analysis = _write_reports(Path(args.run), args.formats.split(","), verify=not args.no_verify)
     for problem in analysis.problems[:MAX_NOTES]:  # torn lines, broken evidence: said here, not only in the report
@@ -326,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--max-cells", type=int)
     s.add_argument("--formats", default="md,html,json")
-    s.add_argument("--parallel", type=_positive, metavar="N",
+    s.add_argument("--parallel", type=_bounded("parallel", 1, 64), metavar="N",
                    help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own")
     s.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
