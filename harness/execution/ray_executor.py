@@ -147,8 +147,6 @@ class RayExecutor:
         self.started_ray = False
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING", **init_kwargs}
-            if address is None:  # a new local instance serves this machine only: keep it on loopback
-                kwargs.setdefault("_node_ip_address", "127.0.0.1")
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as err:

@@ -52,11 +52,9 @@ def fleet(tmp_path_factory, tiny_gpt2, tiny_musicgen):
 
     tmp = tmp_path_factory.mktemp("fleet")
     matrix = _matrix(tmp / "fleet.toml")
-    # both emulated nodes on loopback: the test's traffic never leaves this machine's lo interface
-    cluster = Cluster(initialize_head=True, connect=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
+        cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         ray_run, local_run = tmp / "ray", tmp / "local"
         ray_args = ["run", str(matrix), "--executor", "ray", "--address", cluster.address, "--out", str(ray_run),
