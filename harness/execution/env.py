@@ -18,6 +18,23 @@ LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes"
 COST_KEYS = ("machine", "processor", "cpu_count", "gpu_names", "torch", "cuda_runtime")
 
 
+def code_digest() -> str:
+    """sha256 over the harness package's Python sources (relative path and bytes of each).
+
+    Why: a Ray node runs the harness installed on it, not the driver's. Two builds that both
+    say version 0.1.0 can name cells differently or compute other outputs, so the driver sends
+    its digest with every job and a node with another refuses the job instead of running it.
+    """
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _version(name: str) -> str | None:
     try:
         return metadata.version(name)

@@ -68,6 +68,17 @@ def _fault_fires(spec: str | None, cell_id: str) -> bool:
     return True
 
 
+def _code_mismatch(driver_code: str | None) -> str | None:
+    """Why this node must not run the driver's job, or None: another harness build here."""
+    from harness.execution.env import code_digest
+
+    here = code_digest()
+    if driver_code == here:
+        return None
+    return (f"this node runs another harness build (code {here[:12]}, the driver's {str(driver_code)[:12]}); "
+            f"install the driver's harness on every node")
+
+
 def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The body of the Ray task: start the worker on this node, pass its events on, with each
     record's artifact bytes; end with an ``exit`` event (exit code and the log's tail)."""
@@ -82,12 +93,16 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
 
     node_id = ray.get_runtime_context().get_node_id()
     who = {"key": node_id, "hostname": socket.gethostname(), "ray_node_id": node_id}
+    refusal = _code_mismatch(job.get("code"))
+    if refusal:
+        yield {"event": "refused", "reason": refusal, "node": who}
+        return
     tmp = Path(tempfile.mkdtemp(prefix="harness-ray-job-"))
     proc = None
     try:
         (tmp / "artifacts").mkdir()
         job_file = tmp / "job.json"
-        job_file.write_text(json.dumps({**job, "run_dir": str(tmp), "parent_pid": os.getpid()}))
+        job_file.write_text(json.dumps({**{k: v for k, v in job.items() if k != "code"}, "run_dir": str(tmp), "parent_pid": os.getpid()}))
         full_env = {**os.environ, **env}
         for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
                            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
@@ -220,6 +235,8 @@ class RayExecutor:
     def _submit(self, job: Any, node: dict[str, Any], payloads: list[Any]):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        from harness.execution.env import code_digest
+
         cpus = int(node["Resources"].get("CPU", 1))
         gpus = node["Resources"].get("GPU", 0)
         env = {k: v for k, v in os.environ.items() if k.startswith("HARNESS_")}
@@ -232,7 +249,7 @@ class RayExecutor:
             threads = max((c["axes"].get("threads") or cpus) for c in cells)
             options = {"num_cpus": max(1, min(threads, cpus))}
             env["OMP_NUM_THREADS"] = str(cpus)  # threads = auto: the node's CPUs, as Ray knows them
-        doc = {"profile": job.profile, "cells": cells}
+        doc = {"profile": job.profile, "cells": cells, "code": code_digest()}
         strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
         gen = self._task.options(scheduling_strategy=strategy, **options).remote(doc, env, {"cpus": cpus, "gpus": gpus})
         with self._guard:
@@ -292,6 +309,11 @@ class RayExecutor:
                     on_record(self._land(job, by_id, event))
                     remaining = [c for c in remaining if c.cell_id != event["record"]["cell_id"]]
                     in_flight, deadline = None, None
+                elif kind == "refused":
+                    reason = f"not run on {where}: {event['reason']}"
+                    for cell in remaining:
+                        on_record(_failure(cell, "failed", reason))
+                    return [], reason
                 elif kind == "exit":
                     self._keep_log(job, event)
                     code = event["code"]
