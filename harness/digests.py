@@ -57,3 +57,32 @@ def digest_bytes(data: bytes) -> str:
 
 def short(digest: str | None, n: int = 12) -> str:
     return (digest or "-")[:n]
+
+
+class StrictJSONError(ValueError):
+    """A document that is JSON to Python's parser but not one value: a key given twice
+    (last-wins would let a reviewer and the harness read different documents), NaN or
+    Infinity, or nesting too deep to read."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise StrictJSONError(f"duplicate key {key!r}")
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not valid JSON")
+
+
+def strict_json_loads(raw: str | bytes) -> Any:
+    """The reader of documents the harness trusts (tasks, manifests, records, bundles,
+    certificates, reports): ``canonical_json``'s counterpart. Raises ``ValueError``
+    (``json.JSONDecodeError``, ``UnicodeDecodeError`` or ``StrictJSONError``)."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise StrictJSONError("JSON nested too deeply") from None

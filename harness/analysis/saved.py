@@ -7,12 +7,12 @@ terminal shows exactly what the HTML and Markdown show, in a fraction of a secon
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis
 from harness.analysis.summary import summarize
+from harness.digests import strict_json_loads
 from harness.store.run import StoreError
 
 REPORT_JSON = "report.json"
@@ -48,8 +48,8 @@ def load_analysis(path: str | Path) -> Analysis:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such report")
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        doc = strict_json_loads(file.read_bytes())
+    except ValueError as err:  # not JSON, or not one value (a duplicate key, NaN)
         raise StoreError(f"{file}: not a JSON report ({err})") from None
     if not isinstance(doc, dict):
         raise StoreError(f"{file}: not a JSON report (top level is not an object)")

@@ -10,10 +10,9 @@ checks a certificate's signature. Exit codes: 0 verified, 1 not verified, 2 bad 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from harness.store.run import StoreError
+from harness.store.run import StoreError, read_json_file
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -55,7 +54,7 @@ def sign_json_file(path: Path, key) -> str:
     from harness.store.run import atomic_write_json
     from harness.store.signing import sign_document
 
-    doc = json.loads(path.read_text())
+    doc = read_json_file(path, "certificate")
     signed = sign_document(doc, key)
     atomic_write_json(path, signed)
     return signed["signature"]["key_id"]
@@ -69,10 +68,7 @@ def cmd_verify(args) -> int:
     path = Path(args.path)
     trusted = trusted_from(args)
     if path.is_file() and path.suffix == ".json":
-        try:
-            doc = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise StoreError(f"{path}: not valid JSON ({err})") from None
+        doc = read_json_file(path, "certificate")
         if not isinstance(doc, dict):
             raise StoreError(f"{path}: not a certificate (a JSON object)")
         try:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.digests import StrictJSONError, strict_json_loads
 from harness.errors import HarnessError
 from harness.spec.kinds import KINDS
 
@@ -294,27 +295,15 @@ def parse_task(doc: Any, kind: str | None = None) -> Task:
         raise TaskError(f"$: not a valid {kind} task ({type(err).__name__}: {str(err)[:200]})") from None
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Duplicate keys are refused: with last-wins a reviewer and the harness read different tasks."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def loads_task_json(text: str | bytes) -> Any:
     """Decode task JSON; NaN/Infinity (which Python's json accepts) and duplicate keys are refused."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise TaskError("$: JSON nested too deeply") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        return strict_json_loads(text)
+    except StrictJSONError as err:
+        if "nested too deeply" in str(err):
+            raise TaskError(f"$: {err}") from None
+        raise TaskError(f"$: not valid JSON ({err})") from None
+    except ValueError as err:
         raise TaskError(f"$: not valid JSON ({err})") from None
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from harness.digests import strict_json_loads
 from harness.store.run import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
 from harness.store.safe_output import open_in_run
 
@@ -259,8 +260,8 @@ def _read_bundle_json(bundle: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
     except zipfile.BadZipFile as err:
         raise BundleError(f"bundle {bundle}: {BUNDLE_JSON} is corrupted ({err})") from None
     try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        doc = strict_json_loads(raw)
+    except ValueError as err:  # not JSON, or not one value (a duplicate key, NaN)
         raise BundleError(f"bundle {bundle}: {BUNDLE_JSON} is not valid JSON ({err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
         raise BundleError(f"bundle {bundle}: {BUNDLE_JSON} has no 'files' table")

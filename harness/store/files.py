@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from harness.digests import strict_json_loads
 from harness.errors import StoreError
 
 
@@ -82,12 +83,12 @@ def read_json_file(path: Path, what: str) -> Any:
 
     try:
         with open_regular_for_read(path, what) as fh:
-            return json.loads(fh.read().decode("utf-8"))
+            return strict_json_loads(fh.read())
     except UnsafeOutput as err:
         raise StoreError(str(err)) from None
     except FileNotFoundError:
         raise StoreError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except ValueError as err:  # not JSON, or not one value (a duplicate key, NaN)
         raise StoreError(f"{path}: {what} is not valid JSON ({err})") from None
 
 

@@ -10,7 +10,6 @@ checked against the digests in their record; one process at a time holds a run's
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.digests import digest_array
+from harness.digests import StrictJSONError, digest_array, strict_json_loads
 from harness.errors import StoreError
 # atomic_output, atomic_write_bytes and check_version are re-exported for callers of the old path
 from harness.store.files import (atomic_output, atomic_write_bytes, atomic_write_json, check_version,  # noqa: F401
@@ -176,19 +175,23 @@ class RunStore:
 
     @staticmethod
     def _parse_record(out: LoadedRecords, results: Path, number: int, raw: bytes, torn: bool) -> None:
-        """Validate one line (pydantic parses the JSON itself: the fast path); a line that
-        fails is parsed again only to say precisely why (newer version, torn, invalid)."""
+        """Validate one line. Fast path: pydantic parses the JSON itself, and a line that is
+        byte for byte what the harness writes for the record it parsed into cannot hold a key
+        twice. Any other line is parsed again strictly, which refuses duplicate keys (last-wins
+        would let ``"status": "failed", "status": "ok"`` read as ok) and says precisely why a
+        line fails (newer version, torn, invalid)."""
         try:
             record = Record.model_validate_json(raw)
             check_version(record.schema_version, RECORD_SCHEMA_VERSION, f"{results}:{number}")
-            out.records.append(record)
-            return
+            if record.model_dump_json().encode() == raw.rstrip(b"\r"):
+                out.records.append(record)
+                return
         except StoreError:
             raise
         except Exception:
             pass
         try:
-            doc = json.loads(raw)
+            doc = strict_json_loads(raw)
             check_version(doc.get("schema_version") if isinstance(doc, dict) else None,
                           RECORD_SCHEMA_VERSION, f"{results}:{number}")
             out.records.append(Record.model_validate(doc))
@@ -198,7 +201,8 @@ class RunStore:
             out.problems.append(str(err))
         except Exception as err:  # invalid JSON or fields: report the line, keep the rest
             kind = "torn last line (a crash mid-write?)" if torn else "unreadable record"
-            out.problems.append(f"{results}:{number}: {kind} skipped ({type(err).__name__})")
+            detail = f": {err}" if isinstance(err, StrictJSONError) else ""
+            out.problems.append(f"{results}:{number}: {kind} skipped ({type(err).__name__}{detail})")
 
     # --- artifacts --------------------------------------------------------------------------
     @_safe
