@@ -54,6 +54,7 @@ class Job:
     worker: int
     cells: list[CellPayload]
     timeout_s: float
+    cores_shared: bool = False  # other CPU workers may run beside this one (--parallel > 1)
 
 
 class Executor(Protocol):
@@ -111,6 +112,11 @@ class LocalProcessExecutor:
             fh.write(WorkerJob(run_dir=job.run_dir, profile=job.profile, cells=cells, parent_pid=os.getpid()).model_dump_json())
         env = dict(os.environ if self.env is None else self.env)
         apply_library_env(env)
+        if job.cores_shared:
+            # OpenMP threads spin while they wait; with two workers on two cores each spinning
+            # thread takes a core from the other's compute (the smoke matrix ran 10x slower at
+            # --parallel 2). Passive waiting changes no result, only how idle threads wait.
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         log = open(Path(job.run_dir) / f"worker-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log", "ab")
         proc = subprocess.Popen([self.python, "-m", "harness.execution.worker", path], stdout=subprocess.PIPE, stderr=log,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -381,6 +387,9 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
             else:
                 runnable.append(cell)
         jobs = _jobs(store, matrix, runnable, lint)
+        cpu_jobs = sum(job.device == "cpu" for job in jobs)
+        for job in jobs:
+            job.cores_shared = job.device == "cpu" and parallel > 1 and cpu_jobs > 1
         slot = getattr(executor, "slot", local_slot)
         started = time.time()
         stats = run_jobs(jobs, executor.run, lambda job: slot(job, parallel), write, on_ready,

@@ -157,3 +157,23 @@ def test_bad_parallel_is_refused(value):
 
     with pytest.raises(MatrixError, match="parallel"):
         matrix_from_doc({"name": "p", "parallel": value, "tasks": [{"name": "gpt", "task": GPT_TASK}]})
+
+
+@pytest.mark.parametrize("parallel, workers, passive", [(2, 2, True), (1, 2, False), (2, 1, False)])
+def test_workers_sharing_cores_wait_passively(tmp_path: Path, monkeypatch, parallel, workers, passive):
+    """Spinning OpenMP threads of two workers on two cores made --parallel 2 ten times slower
+    than --parallel 1 (smoke cut: 201 s vs 19 s; with passive waiting 10 s). The worker is
+    stood in for by a script that writes the environment it was started with."""
+    from harness.execution.runner import LocalProcessExecutor
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nenv > "$(dirname "$3")/env-$$.txt"; sleep 1\n')
+    fake.chmod(0o755)
+    matrix = matrix_from_doc({"name": "omp", "repeats": 1, "workers": workers, "tasks": [{"name": "gpt", "task": GPT_TASK}]})
+    with pytest.raises(RuntimeError, match="before starting"):  # the stand-in never starts a cell
+        run_matrix(matrix, tmp_path / "run", progress=False, executor=LocalProcessExecutor(python=str(fake)),
+                   parallel=parallel)
+    envs = [p.read_text() for p in (tmp_path / "run").glob("env-*.txt")]
+    assert len(envs) == min(workers, parallel)  # the first job's error stops those not yet started
+    assert all(("OMP_WAIT_POLICY=PASSIVE" in e) == passive for e in envs)

@@ -319,10 +319,19 @@ def _interrupted(run: Path) -> None:
     _edit_manifest(run, lambda m: m.update(status="running"))
 
 
+def _duplicate_key(run: Path) -> None:
+    """A genuine record with a second ``status`` key in front: last-wins reads ``ok`` (the
+    record is otherwise untouched), a reviewer reads ``failed``."""
+    text = (run / "results.jsonl").read_text().splitlines()
+    text[0] = '{"status": "failed", ' + text[0][1:]
+    (run / "results.jsonl").write_text("\n".join(text) + "\n")
+
+
 BROKEN = {"byte flip": _flip, "deleted artifact": _delete, "swapped artifacts": _swap, "empty npz": _empty_npz,
           "unrelated arrays": _unrelated, "compressed bomb": _compressed_bomb, "one hex char": _hex, "copied digest": _copied_digest,
           "incomplete run": _incomplete, "second ok record": _duplicate, "foreign record": _foreign,
-          "garbage lines": _garbage, "killed (running, no lock)": _interrupted}
+          "garbage lines": _garbage, "killed (running, no lock)": _interrupted,
+          "duplicate key in a record": _duplicate_key}
 
 
 @pytest.mark.parametrize("damage", sorted(BROKEN))
@@ -525,3 +534,54 @@ def test_garbage_lines_give_a_small_report(capsys, run):
     code, _, err = _cli(capsys, "report", str(run), "--gate", "--formats", "json,md")
     assert code == 1 and len(err.splitlines()) <= 40
     assert (run / "report.json").stat().st_size < 200_000 and (run / "report.md").stat().st_size < 200_000
+
+
+# --- one value per document: duplicate keys refused everywhere the harness reads JSON ------------
+
+def _rewrite_bundle(bundle: Path, out: Path, edit) -> None:
+    with zipfile.ZipFile(bundle) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[BUNDLE_JSON] = edit(members[BUNDLE_JSON].decode()).encode()
+    with open(out, "w+b") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name in [BUNDLE_JSON] + sorted(n for n in members if n != BUNDLE_JSON):
+                zf.writestr(_zipinfo(name, len(members[name])), members[name])
+        _append_trailer(fh)
+
+
+def test_duplicate_keys_are_refused_in_every_document_the_harness_reads(capsys, good_run, run, keys, tmp_path):
+    TRIED["duplicate keys"] += 5
+    # a bundle of the genuine run, made before the run is edited below
+    bundle = tmp_path / "good.zip"
+    assert _cli(capsys, "bundle", str(run), "--out", str(bundle))[0] == 0
+    twice = tmp_path / "twice.zip"
+    _rewrite_bundle(bundle, twice, lambda text: '{"files": {}, ' + text.lstrip()[1:])
+    code, _, err = _cli(capsys, "verify", str(twice))
+    assert code == 2 and "bundle.json is not valid JSON (duplicate key 'files')" in err and len(err.splitlines()) == 1
+    # report.json
+    assert _cli(capsys, "report", str(run), "--formats", "json")[0] == 0
+    report = run / "report.json"
+    report.write_text('{"schema_version": 1, ' + report.read_text().lstrip()[1:])
+    code, _, err = _cli(capsys, "show", str(run))
+    assert code == 2 and "duplicate key 'schema_version'" in err and len(err.splitlines()) == 1
+    report.unlink()
+    # a record: that line is refused (named, with the key), the others are read
+    _duplicate_key(run)
+    loaded = RunStore(run).load_records()
+    assert len(loaded.records) == 1 and "duplicate key 'status'" in loaded.problems[0]
+    # a manifest
+    manifest = run / "manifest.json"
+    manifest.write_text('{"status": "complete", ' + manifest.read_text().lstrip()[1:])
+    code, _, err = _cli(capsys, "report", str(run), "--formats", "json")
+    assert code == 2 and "manifest is not valid JSON (duplicate key 'status')" in err and len(err.splitlines()) == 1
+    # a certificate
+    key, pub, _ = keys
+    from harness.cli.trust import sign_json_file
+    from harness.store.signing import load_private_key
+
+    cert = tmp_path / "certificate.json"
+    cert.write_text(json.dumps({"passed": False, "summary": "NOT CERTIFIED"}))
+    sign_json_file(cert, load_private_key(key))
+    cert.write_text('{"passed": true, ' + cert.read_text().lstrip()[1:])
+    code, _, err = _cli(capsys, "verify", str(cert), "--trusted-keys", str(pub))
+    assert code == 2 and "certificate is not valid JSON (duplicate key 'passed')" in err
