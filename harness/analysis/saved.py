@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis
 from harness.analysis.summary import summarize
 from harness.digests import strict_json_loads
+from harness.spec.tasks import format_validation_error
 from harness.store.run import StoreError
 
 REPORT_JSON = "report.json"
@@ -55,6 +58,9 @@ def load_analysis(path: str | Path) -> Analysis:
         raise StoreError(f"{file}: not a JSON report (top level is not an object)")
     try:
         return upgrade_analysis(doc)
-    except ValueError as err:  # pydantic's ValidationError is a ValueError
-        first = str(err).splitlines()
-        raise StoreError(f"{file}: {' '.join(first[:3])}") from None
+    except ValidationError as err:
+        lines = format_validation_error(err).splitlines()
+        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        raise StoreError(f"{file}: not a report this harness wrote: {lines[0]}{more}") from None
+    except ValueError as err:
+        raise StoreError(f"{file}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None

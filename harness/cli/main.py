@@ -33,9 +33,34 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from harness.spec.tasks import TaskError
 
     errors: list[type[BaseException]] = [HarnessError, TaskError, MatrixError, StoreError, ModelNotFound,
-                                         UnsupportedConfiguration, UnsafePath, UnsafeOutput, FileNotFoundError,
-                                         NotADirectoryError, IsADirectoryError, PermissionError]
+                                         UnsupportedConfiguration, UnsafePath, UnsafeOutput]
     return tuple(errors)
+
+
+def _os_error_line(err: OSError) -> str:
+    """An operating-system refusal as one line naming the file (``[Errno 20] Not a directory:
+    'x'`` and ``FileExistsError: 'out'`` from making an output's folders named neither well)."""
+    if err.filename is None:  # raised with a message of our own ("x: no such report")
+        return str(err).strip() or type(err).__name__
+    name = err.filename
+    if isinstance(err, FileExistsError):  # mkdir(parents=True, exist_ok=True) met a file
+        why = "exists and is not a folder"
+    elif isinstance(err, NotADirectoryError):
+        why = "a part of this path is a file, not a folder"
+    else:
+        why = err.strerror or type(err).__name__
+    other = f" (and {err.filename2})" if err.filename2 is not None else ""
+    return f"{name}{other}: {why}"
+
+
+def _nul_argument(args: argparse.Namespace) -> str | None:
+    """The first argument holding a NUL byte: no file name can, and ``open`` says only
+    ``embedded null byte``, naming neither the argument nor the file."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and "\0" in item:
+                return f"argument {name.replace('_', '-')}: {item!r} holds a NUL byte, which no path or name can hold"
+    return None
 
 
 def cmd_validate(args) -> int:
@@ -182,7 +207,7 @@ def cmd_run(args) -> int:
         print(f"note: {problem}", file=sys.stderr)
     print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
-    analysis = _write_reports(summary.run_dir, args.formats.split(","), verify=True)
+    analysis = _write_reports(summary.run_dir, args.formats, verify=True)
     for problem in analysis.problems[:MAX_NOTES]:
         print(f"note: {problem}", file=sys.stderr)
     return _print_gates(analysis)
@@ -203,7 +228,7 @@ def _executor(args):
 
 
 def cmd_report(args) -> int:
-    analysis = _write_reports(Path(args.run), args.formats.split(","), verify=not args.no_verify)
+    analysis = _write_reports(Path(args.run), args.formats, verify=not args.no_verify)
     for problem in analysis.problems[:MAX_NOTES]:  # torn lines, broken evidence: said here, not only in the report
         print(f"note: {problem}", file=sys.stderr)
     if len(analysis.problems) > MAX_NOTES:
@@ -243,6 +268,19 @@ def _bounded(what: str, low: int, high: int):
             raise argparse.ArgumentTypeError(f"{what} must be {low}..{high}, got {value}")
         return value
     return parse
+
+
+def _formats(text: str) -> list[str]:
+    """An argparse type: report formats, checked before a run starts (``--formats xx`` used to
+    fail only after every cell had run)."""
+    from harness.report.write import FORMATS
+
+    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown report format {(unknown or [text])[0]!r}; "
+                                         f"expected a comma-separated subset of {', '.join(FORMATS)}")
+    return chosen
 
 
 def _signals_interrupt() -> dict:
@@ -306,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("matrix")
     s.add_argument("--json", action="store_true")
     s.add_argument("--detect", action="store_true", help="expand device=all with the devices found here")
-    s.add_argument("--max-cells", type=int)
+    s.add_argument("--max-cells", type=_bounded("max cells", 1, 10_000_000))
     s.set_defaults(func=cmd_expand)
 
     s = sub.add_parser("run", help="run a matrix, write reports, exit 1 when a gate fails")
@@ -314,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="run directory (default reports/runs/<time>-<name>)")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--max-cells", type=int)
-    s.add_argument("--formats", default="md,html,json")
+    s.add_argument("--max-cells", type=_bounded("max cells", 1, 10_000_000))
+    s.add_argument("--formats", type=_formats, default="md,html,json")
     s.add_argument("--parallel", type=_bounded("parallel", 1, 64), metavar="N",
                    help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own")
     s.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -325,14 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="(re)write a run's reports")
     s.add_argument("run")
-    s.add_argument("--formats", default="md,html,json")
+    s.add_argument("--formats", type=_formats, default="md,html,json")
     s.add_argument("--gate", action="store_true", help="exit 1 when a gate fails")
     s.add_argument("--no-verify", action="store_true", help="do not re-hash every artifact against its record")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("show", help="print a run's verdicts, verdict map and top findings in the terminal")
     s.add_argument("run", help="run directory (its report.json, else its records) or a report.json")
-    s.add_argument("--width", type=int, help="terminal width in columns (default: detected)")
+    s.add_argument("--width", type=_bounded("width", 20, 10_000), help="terminal width in columns (default: detected)")
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("tiny", help="build the tiny models and print their weight hashes")
@@ -355,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
+    refused = _nul_argument(args)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return EXIT_ERROR
     saved = _signals_interrupt() if args.command in ("run", "certify") else {}
     try:
         return _dispatch(args)
@@ -377,6 +419,11 @@ def _dispatch(args) -> int:
         print(f"error: {lines[0]}", file=sys.stderr)
         for line in lines[1:20]:
             print(f"  {line}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as err:
+        if os.environ.get("HARNESS_DEBUG") == "1":
+            raise
+        print(f"error: {_os_error_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as err:  # an engine or library refusing the task: one line, not a traceback
         if os.environ.get("HARNESS_DEBUG") == "1":

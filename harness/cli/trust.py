@@ -68,9 +68,10 @@ def cmd_verify(args) -> int:
     path = Path(args.path)
     trusted = trusted_from(args)
     if path.is_file() and path.suffix == ".json":
+        from harness.workflows.certify import parse_certificate
+
         doc = read_json_file(path, "certificate")
-        if not isinstance(doc, dict):
-            raise StoreError(f"{path}: not a certificate (a JSON object)")
+        parse_certificate(doc, str(path))
         try:
             check = check_document(doc, trusted, str(path))
         except SignatureError as err:

@@ -313,6 +313,8 @@ def read_input_file(path: Path, limit: int, error: type[ValueError]) -> bytes:
     import os
     import stat
 
+    if "\0" in str(path):
+        raise error(f"{str(path)!r}: cannot read (a path cannot hold a NUL byte)")
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):

@@ -53,6 +53,29 @@ class CertifyError(StoreError):
     """The reference or the requested matrix cannot be certified against; one line."""
 
 
+def parse_certificate(doc: Any, where: str) -> "Certificate":
+    """A certificate document as ``harness verify`` reads it: a JSON object that validates as a
+    ``Certificate`` of a version this harness reads (its signature block aside). An object with
+    a valid signature but no certificate inside was reported ``VERIFIED``."""
+    from pydantic import ValidationError
+
+    from harness.spec.tasks import format_validation_error
+    from harness.store.files import check_version
+
+    if not isinstance(doc, dict):
+        raise CertifyError(f"{where}: not a certificate (a JSON object)")
+    try:
+        check_version(doc.get("schema_version"), CERTIFICATE_SCHEMA_VERSION, f"{where}: certificate")
+    except StoreError as err:
+        raise CertifyError(str(err)) from None
+    try:
+        return Certificate.model_validate({k: v for k, v in doc.items() if k not in ("signature", "signed_by")})
+    except ValidationError as err:
+        lines = format_validation_error(err).splitlines()
+        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        raise CertifyError(f"{where}: not a certificate: {lines[0]}{more}") from None
+
+
 class ConfigCertificate(BaseModel):
     config_id: str
     task: str

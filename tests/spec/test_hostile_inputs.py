@@ -538,3 +538,53 @@ def test_a_cuda_device_that_is_not_there_is_named_not_an_attribute_error():
     FUZZED["devices"] += 1
     with pytest.raises(UnsupportedConfiguration, match="cuda:99"):
         _check_cuda_device(torch, "cuda:99")
+
+
+# --- messages that name the argument or the file (a library's words named neither) ------------
+def _named_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
+    (tmp / "file.txt").write_text("x")
+    task = tmp / "gpt.json"
+    task.write_text(json.dumps(GPT_BASE))
+    (tmp / "nul.toml").write_text(_toml({**MATRIX_BASE, "tasks": [{"name": "gpt", "file": "a\x00b.json"}]}))
+    (tmp / "ok.toml").write_text(_toml({**MATRIX_BASE, "tasks": [{"name": "gpt", "file": str(task)}]}))
+    (tmp / "cert.json").write_text(json.dumps({"schema_version": 2, "passed": True, "summary": "CERTIFIED"}))
+    (tmp / "rep").mkdir()
+    (tmp / "rep" / "report.json").write_text(json.dumps({"schema_version": 3, "configs": 5}))
+    f = str(tmp / "file.txt")
+    return [(["validate", "a\x00b.json"], ["argument files", "NUL byte"]),
+            (["exec", str(task), "--out", "x\x00y"], ["argument out", "NUL byte"]),
+            (["run", str(tmp / "ok.toml"), "--out", "r\x00"], ["argument out", "NUL byte"]),
+            (["verify", str(tmp / "cert.json"), "--trusted-keys", "k\x00"], ["argument trusted-keys", "NUL byte"]),
+            (["expand", str(tmp / "nul.toml")], ["$.tasks[0] (gpt)", "a path cannot hold a NUL byte"]),
+            (["exec", str(task), "--out", f"{f}/sub"], [f"{f}/sub: a part of this path is a file, not a folder"]),
+            (["run", str(tmp / "ok.toml"), "--out", f"{f}/run"], [f"{f}/run: a part of this path is a file"]),
+            (["report", f"{f}/run"], [f"{f}/run/manifest.json: a part of this path is a file"]),
+            (["keygen", f"{f}/key"], [f"{f}: exists and is not a folder"]),
+            (["show", f"{f}/x"], [f"{f}/x: no such report"]),
+            (["verify", str(tmp / "cert.json")], ["cert.json: not a certificate: $.harness_version: Field required"]),
+            (["show", str(tmp / "rep")], ["report.json: not a report this harness wrote: $.run_id: Field required"]),
+            (["exec", str(task), "--device", "cuda:7", "--out", str(tmp)], ["cuda:7"])]
+
+
+def test_errors_name_the_argument_or_the_file(capsys, tmp_path):
+    """Before: ``embedded null byte``, ``[Errno 20] Not a directory``, ``FileExistsError: [Errno
+    17] File exists: 'file.txt'``, a pydantic dump of three lines for report.json, ``VERIFIED``
+    for a signed-looking object that holds no certificate, and ``AttributeError:
+    _cuda_resetPeakMemoryStats`` for a CUDA device CPU torch does not have."""
+    for args, expect in _named_cases(tmp_path):
+        code, _, err = _cli(capsys, "named messages", *args)
+        assert_one_error_block(code, err, *expect)
+        assert "Error:" not in err and "Errno" not in err, err  # our words, not a library's
+
+
+@pytest.mark.parametrize("args, expect", [(["show", ".", "--width", "-5"], "width must be 20..10000"),
+                                          (["report", ".", "--formats", "md,xx"], "unknown report format 'xx'"),
+                                          (["run", "m.toml", "--formats", "pdf"], "unknown report format 'pdf'"),
+                                          (["run", "m.toml", "--max-cells", "-1"], "max cells must be 1..")])
+def test_bad_options_are_usage_errors_before_any_work(capsys, args, expect):
+    """``--formats xx`` used to fail after every cell had run; ``--width -5`` printed nothing, exit 0."""
+    FUZZED["named messages"] += 1
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and expect in err and "Traceback" not in err

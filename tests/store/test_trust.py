@@ -224,13 +224,25 @@ def test_a_bundle_resigned_by_another_key_is_refused(capsys, run, keys, tmp_path
     assert code == 1 and "not in the trusted keys" in out
 
 
+def _certificate(passed: bool) -> dict:
+    """A minimal certificate document (what `harness certify` writes, without configurations)."""
+    from harness.analysis.crossrun import RunSide
+    from harness.workflows.certify import Certificate
+
+    side = RunSide(label="reference", source="ref.zip", run_id="r1", matrix="smoke")
+    return Certificate(harness_version="0.1.0", created_at=0.0, passed=passed,
+                       summary="CERTIFIED" if passed else "NOT CERTIFIED", reference=side,
+                       candidate=side.model_copy(update={"label": "candidate"}), match="spec",
+                       thresholds={}).model_dump(mode="json")
+
+
 def test_a_signed_certificate_verifies_and_an_edited_one_is_refused(capsys, keys, tmp_path):
     from harness.cli.trust import sign_json_file
 
     TRIED["forged certificate"] += 1
     key, pub, _ = keys
     cert = tmp_path / "certificate.json"
-    cert.write_text(json.dumps({"passed": False, "summary": "NOT CERTIFIED"}))
+    cert.write_text(json.dumps(_certificate(passed=False)))
     from harness.store.signing import load_private_key
 
     sign_json_file(cert, load_private_key(key))
@@ -580,7 +592,7 @@ def test_duplicate_keys_are_refused_in_every_document_the_harness_reads(capsys, 
     from harness.store.signing import load_private_key
 
     cert = tmp_path / "certificate.json"
-    cert.write_text(json.dumps({"passed": False, "summary": "NOT CERTIFIED"}))
+    cert.write_text(json.dumps(_certificate(passed=False)))
     sign_json_file(cert, load_private_key(key))
     cert.write_text('{"passed": true, ' + cert.read_text().lstrip()[1:])
     code, _, err = _cli(capsys, "verify", str(cert), "--trusted-keys", str(pub))
