@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from harness.analysis.model import ANALYSIS_SCHEMA_VERSION, Analysis
 from harness.analysis.summary import summarize
 from harness.digests import strict_json_loads
-from harness.spec.tasks import format_validation_error
+from harness.spec.tasks import first_validation_problem
 from harness.store.run import StoreError
 
 REPORT_JSON = "report.json"
@@ -59,8 +59,6 @@ def load_analysis(path: str | Path) -> Analysis:
     try:
         return upgrade_analysis(doc)
     except ValidationError as err:
-        lines = format_validation_error(err).splitlines()
-        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-        raise StoreError(f"{file}: not a report this harness wrote: {lines[0]}{more}") from None
+        raise StoreError(f"{file}: not a report this harness wrote: {first_validation_problem(err)}") from None
     except ValueError as err:
         raise StoreError(f"{file}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None

@@ -282,6 +282,13 @@ def format_validation_error(err: ValidationError, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def first_validation_problem(err: ValidationError) -> str:
+    """The first problem of ``err`` in one line, with how many more there are."""
+    first = format_validation_error(err).splitlines()[0]
+    count = len(err.errors())
+    return first + (f" (and {count - 1} more)" if count > 1 else "")
+
+
 def parse_task(doc: Any, kind: str | None = None) -> Task:
     """Validate a decoded JSON document as a task of ``kind`` (inferred when None)."""
     kind = kind or infer_kind(doc)

@@ -59,7 +59,7 @@ def parse_certificate(doc: Any, where: str) -> "Certificate":
     a valid signature but no certificate inside was reported ``VERIFIED``."""
     from pydantic import ValidationError
 
-    from harness.spec.tasks import format_validation_error
+    from harness.spec.tasks import first_validation_problem
     from harness.store.files import check_version
 
     if not isinstance(doc, dict):
@@ -71,9 +71,7 @@ def parse_certificate(doc: Any, where: str) -> "Certificate":
     try:
         return Certificate.model_validate({k: v for k, v in doc.items() if k not in ("signature", "signed_by")})
     except ValidationError as err:
-        lines = format_validation_error(err).splitlines()
-        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-        raise CertifyError(f"{where}: not a certificate: {lines[0]}{more}") from None
+        raise CertifyError(f"{where}: not a certificate: {first_validation_problem(err)}") from None
 
 
 class ConfigCertificate(BaseModel):
