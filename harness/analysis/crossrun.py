@@ -242,8 +242,9 @@ def _unwrap(run: Any) -> tuple[RunStore, str, str | None, str | None]:
 
 def thresholds_of(manifest: Manifest) -> Thresholds:
     """The thresholds a run's matrix declared (defaults where it declared none)."""
-    doc = manifest.matrix_spec.get("thresholds", {}) or {}
-    return Thresholds(**{k: v for k, v in doc.items() if k in Thresholds.model_fields})
+    from harness.spec.policy import policy_of
+
+    return policy_of(manifest.matrix_spec, "manifest").thresholds
 
 
 def _side_info(label: str, source: str, manifest: Manifest, records: int, bundle_sha: str | None,

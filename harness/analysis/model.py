@@ -18,6 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+#: a comparison level, as harness.compare.levels.LEVELS names them (report.json is read back by
+#: `harness show`: an unknown level is refused there, naming the field, not a KeyError later)
+Level = Literal["bitwise", "tokens", "tolerance", "perceptual", "divergent"]
+
 ANALYSIS_SCHEMA_VERSION = 3
 Verdict = Literal["ready", "ready_with_tolerance", "not_ready", "failed", "skipped", "untested"]
 VERDICT_TEXT = {
@@ -38,7 +42,7 @@ class PairResult(BaseModel):
     config_id: str
     a: str  # cell ids
     b: str
-    level: str
+    level: Level
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
     first_divergence: int | None = None
     steps_total: int | None = None
@@ -51,8 +55,8 @@ class PairResult(BaseModel):
 
 class DimensionSummary(BaseModel):
     pairs: int = 0
-    levels: dict[str, int] = Field(default_factory=dict)  # level -> count
-    worst: str | None = None
+    levels: dict[Level, int] = Field(default_factory=dict)  # level -> count
+    worst: Level | None = None
     first_divergence: list[int] = Field(default_factory=list)  # of divergent/tokens-differing pairs
     stages: dict[str, int] = Field(default_factory=dict)  # chained tasks: stage where pairs began to differ
     findings: dict[str, int] = Field(default_factory=dict)  # finding -> pairs
@@ -87,9 +91,10 @@ class CostSummary(BaseModel):
 class ConfigNodes(BaseModel):
     """One configuration across the nodes of a fleet run (only when more than one node ran it)."""
 
-    levels: dict[str, str] = Field(default_factory=dict)  # node key -> worst level vs the reference node
+    # node key -> worst level vs the reference node ("reference" for the reference node itself)
+    levels: dict[str, Level | Literal["reference"]] = Field(default_factory=dict)
     class_verdicts: dict[str, str] = Field(default_factory=dict)  # environment class -> verdict within it
-    across_classes: str | None = None  # worst level between environment classes
+    across_classes: Level | None = None  # worst level between environment classes
     summary: str = ""  # e.g. "ready on H100 and A100; tokens across them"
     consensus: dict[str, dict[str, float]] = Field(default_factory=dict)  # rule -> p3of3/p2of3 on the fleet's mix
     consensus_note: str | None = None

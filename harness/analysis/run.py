@@ -420,18 +420,13 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     manifest = store.manifest()
     loaded = store.load_records()
     records = latest_records(loaded.records)
-    spec = manifest.matrix_spec
-    thr_doc = {k: v for k, v in spec.get("thresholds", {}).items() if k in Thresholds.model_fields}
-    thresholds = Thresholds(**thr_doc)
-    from harness.spec.policy import Gates
+    from harness.spec.policy import policy_of
 
-    try:  # typed, so a fail_on given as a string is refused, never a substring test
-        gates_spec = Gates.model_validate(spec.get("gates", {}))
-    except Exception as err:
-        raise StoreError(f"{store.path / 'manifest.json'}: matrix gates are invalid ({str(err).splitlines()[0]})") from None
-    fail_on = gates_spec.fail_on
-    verdict_dims = list(gates_spec.verdict_dimensions)
-    named = {k: NamedValidator(**v) for k, v in (spec.get("validators") or {}).items()}
+    policy = policy_of(manifest.matrix_spec, str(store.path / "manifest.json"))
+    thresholds = policy.thresholds
+    fail_on = policy.gates.fail_on  # typed: a fail_on given as a string is refused, never a substring test
+    verdict_dims = list(policy.gates.verdict_dimensions)
+    named = policy.validators
     cmp = _Comparer(store, thresholds)
     fleet = fleet_of(records)
     by_config: dict[str, list[Record]] = defaultdict(list)
@@ -495,7 +490,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
                                 reason=f"{len(evidence.problems)} evidence problem(s); first: {evidence.problems[0]}"))
     a = Analysis(
         run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
-        description=spec.get("description", ""), harness_version=manifest.harness_version,
+        description=str(manifest.matrix_spec.get("description", "")), harness_version=manifest.harness_version,
         environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
         thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),

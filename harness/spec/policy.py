@@ -7,9 +7,12 @@ the spec stage means the matrix never imports the comparison code that applies t
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import HarnessError
 
 
 #: composite-rule defaults: honest cross-thread/cross-process spread on tiny MusicGen times the
@@ -62,3 +65,43 @@ class Gates(BaseModel):
     # against warm) are judged unless left out.
     verdict_dimensions: list[Literal["repeat", "process", "batch", "threads", "node", "load"]] = Field(
         default_factory=lambda: ["repeat", "process", "batch", "threads", "node", "load"], min_length=1)
+
+
+class PolicyError(HarnessError, ValueError):
+    """A run's recorded matrix policy (thresholds, gates, validators) that does not validate."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a run's matrix decided about judging it, as its manifest records it."""
+
+    thresholds: Thresholds
+    gates: Gates
+    validators: dict[str, NamedValidator]
+
+
+def policy_of(spec: Any, where: str) -> Policy:
+    """Thresholds, gates and named validators of a matrix spec document (a manifest's
+    ``matrix.spec``), validated together. Why here: analysis, cross-run comparison and
+    certification each read them from manifests a user can edit; an invalid value is one line
+    naming the field (``matrix.spec.validators.audio.source``), never a library's error."""
+    spec = spec if isinstance(spec, dict) else {}
+    parts: dict[str, dict[str, Any]] = {}
+    for name in ("thresholds", "gates", "validators"):
+        value = spec.get(name) or {}
+        if not isinstance(value, dict):
+            raise PolicyError(f"{where}: manifest field matrix.spec.{name}: expected a table, got {type(value).__name__}")
+        parts[name] = value
+
+    def check(section: str, model: type[BaseModel], doc: Any) -> Any:
+        try:
+            return model.model_validate(doc)
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in (section, *first["loc"]))
+            raise PolicyError(f"{where}: manifest field matrix.spec.{field}: {first['msg']}") from None
+
+    known = {k: v for k, v in parts["thresholds"].items() if k in Thresholds.model_fields}
+    return Policy(thresholds=check("thresholds", Thresholds, known), gates=check("gates", Gates, parts["gates"]),
+                  validators={kind: check(f"validators.{kind}", NamedValidator, doc)
+                              for kind, doc in parts["validators"].items()})

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import StoreError
 
@@ -31,6 +31,33 @@ MANIFEST_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 CHECKED_ON_MERGE = ("harness_version", "matrix_digest", "tiny_models")
 #: metadata that must agree before two runs' outputs are compared
 CHECKED_ON_COMPARE = ("tiny_models",)
+
+
+class EnvironmentDoc(BaseModel):
+    """The shape of an environment fingerprint (``harness.execution.env.fingerprint``), checked
+    when a manifest is read: reports, receipts and node tables index into it, so a
+    ``libraries`` that is a number was a ``TypeError`` naming nothing. Every field is
+    optional (older runs lack some) and unknown ones are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hostname_hash: str | None = None
+    os: str | None = None
+    python: str | None = None
+    machine: str | None = None
+    processor: str | None = None
+    cpu_count: int | None = None
+    torch_threads: int | None = None
+    libraries: dict[str, str | None] = Field(default_factory=dict)
+    torch: str | None = None
+    cuda_available: bool | None = None
+    cuda_runtime: str | None = None
+    cudnn: int | None = None
+    gpu_names: list[str] = Field(default_factory=list)
+    gpu_capability: list[list[int]] | None = None
+    gpu_memory_bytes: list[int] | None = None
+    driver: str | None = None
+    blas: str | None = None
 
 
 class Manifest(BaseModel):
@@ -53,15 +80,37 @@ class Manifest(BaseModel):
     nodes: dict[str, dict[str, Any]] | None = None  # node key -> who, cpus/gpus, env_class, environment (fleets)
     execution: list[dict[str, Any]] | None = None  # one entry per run or resume: executor, parallel, workers at once
 
+    @field_validator("environment")
+    @classmethod
+    def _environment_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            EnvironmentDoc.model_validate(value)  # checked, kept as read
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_environment_shape(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        for key, node in (value or {}).items():
+            if node.get("environment") is not None:
+                try:
+                    EnvironmentDoc.model_validate(node["environment"])
+                except ValidationError as err:
+                    first = err.errors(include_url=False)[0]
+                    raise ValueError(f"node {key[:12]}: environment.{'.'.join(str(p) for p in first['loc'])}: "
+                                     f"{first['msg']}") from None
+        return value
+
     @property
     def matrix_spec(self) -> dict[str, Any]:
         """The matrix's spec document (name, axes, thresholds, gates ...); {} when absent."""
-        return self.matrix.get("spec") or {}
+        spec = self.matrix.get("spec")
+        return spec if isinstance(spec, dict) else {}
 
     @property
     def matrix_tasks(self) -> dict[str, Any]:
         """The matrix's resolved tasks, name -> {"kind", "task"}; {} when absent."""
-        return self.matrix.get("tasks") or {}
+        tasks = self.matrix.get("tasks")
+        return tasks if isinstance(tasks, dict) else {}
 
     @property
     def matrix_name(self) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RECORD_SCHEMA_VERSION = 2
 Status = Literal["ok", "failed", "timeout", "skipped"]
@@ -58,6 +58,47 @@ def identity(cell: dict[str, Any]) -> dict[str, Any]:
     return {k: cell[k] for k in IDENTITY_FIELDS}
 
 
+class QuantizationDoc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    bits: int | None = None
+    backend: str | None = None
+    quantized_layers: int = 0
+    linear_layers: int = 0
+    skipped_examples: list[str] = Field(default_factory=list)
+    stages: dict[str, QuantizationDoc] | None = None  # a chain: each stage's own report
+
+
+class ModelMetaDoc(BaseModel):
+    """The shape of a record's ``model_meta``, checked when the record is read (the report
+    copies ``quantization`` into typed fields; a number there was a ValidationError of the
+    report's model, naming nothing). Optional fields, unknown ones kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_path_source: str | None = None
+    weights_sha256: str | None = None
+    resolved_dtype: str | None = None
+    quantization: QuantizationDoc | None = None
+    max_positions: int | None = None
+    model_files_sha256: dict[str, str] = Field(default_factory=dict)
+
+
+class OutputDoc(BaseModel):
+    """The shape of a record's ``output`` facts (``harness.outputs.Output.describe`` plus a
+    text task's ``response``): the report sums tokens and seconds from them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    samples: int | None = None
+    channels: int | None = None
+    audio_seconds: float | None = None
+    sampling_rate: int | None = None
+    discrete_shape: list[int] | None = None
+    new_tokens: int | list[int] | None = None
+    response: dict[str, Any] | None = None
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +128,18 @@ class Record(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     receipt: dict[str, Any] | None = None  # harness.store.receipts; ok records from schema 2 on
+
+    @field_validator("model_meta")
+    @classmethod
+    def _model_meta_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
+        ModelMetaDoc.model_validate(value)  # checked, kept as written
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _output_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
+        OutputDoc.model_validate(value)  # checked, kept as written
+        return value
 
     @property
     def ok(self) -> bool:

@@ -243,8 +243,9 @@ def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int 
 
 
 def _validators_of(manifest: Manifest) -> dict[str, NamedValidator]:
-    spec = manifest.matrix_spec
-    return {k: NamedValidator(**v) for k, v in (spec.get("validators") or {}).items()}
+    from harness.spec.policy import policy_of
+
+    return policy_of(manifest.matrix_spec, "manifest").validators
 
 
 def _config_certificate(out: ConfigOutcome, result: CrossRunResult,

@@ -78,3 +78,14 @@ def test_a_bug_in_the_comparison_is_not_hidden_as_an_unreadable_artifact(tmp_pat
     monkeypatch.setattr(analysis_run, "compare", broken)
     with pytest.raises(ZeroDivisionError):
         analyze_run(write_run(tmp_path, {(0, 0): ids(1, 2, 3, 4), (0, 1): ids(1, 2, 9, 4)}))
+
+
+def test_the_analysis_model_names_exactly_the_comparison_levels():
+    """report.json is read back by `harness show`: its level fields accept the levels the
+    comparison produces and nothing else (an unknown one was a KeyError in the renderer)."""
+    import typing
+
+    from harness.analysis.model import Level
+    from harness.compare.levels import LEVELS
+
+    assert typing.get_args(Level) == LEVELS
