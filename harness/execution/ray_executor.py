@@ -17,6 +17,10 @@ that can run the job (head node first, then by address and id), so ``workers = N
 every cell on every node and the analysis can compare nodes. A CPU cell with ``threads =
 auto`` uses the node's CPU count as Ray knows it (``ray start --num-cpus``).
 
+Every job carries the driver's harness code digest; a node whose installed harness differs
+refuses it (the job's cells are recorded failed, naming both digests), so a partly upgraded
+fleet never runs other code under the driver's cell ids.
+
 Drill (tests): ``HARNESS_RAY_FAULT=kill:<cell glob>[@once-file]`` makes the Ray worker
 SIGKILL itself when the cell starts, as a lost node would.
 """
@@ -102,7 +106,8 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
     try:
         (tmp / "artifacts").mkdir()
         job_file = tmp / "job.json"
-        job_file.write_text(json.dumps({**{k: v for k, v in job.items() if k != "code"}, "run_dir": str(tmp), "parent_pid": os.getpid()}))
+        worker_job = {k: v for k, v in job.items() if k != "code"}
+        job_file.write_text(json.dumps({**worker_job, "run_dir": str(tmp), "parent_pid": os.getpid()}))
         full_env = {**os.environ, **env}
         for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
                            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
