@@ -81,7 +81,7 @@ class ModelMetaDoc(BaseModel):
     resolved_dtype: str | None = None
     quantization: QuantizationDoc | None = None
     max_positions: int | None = None
-    model_files_sha256: dict[str, str] = Field(default_factory=dict)
+    model_files_sha256: dict[str, str | None] = Field(default_factory=dict)  # None: a model with no files
 
 
 class OutputDoc(BaseModel):

@@ -381,7 +381,7 @@ def test_fail_on_given_as_a_string_is_refused_not_a_substring_test(capsys, run):
     TRIED["manifest values"] += 1
     _edit_manifest(run, lambda m: m["matrix"]["spec"]["gates"].update(fail_on="not_ready"))
     code, _, err = _cli(capsys, "report", str(run), "--gate", "--formats", "json")
-    assert code == 2 and "gates are invalid" in err
+    assert code == 2 and "manifest field matrix.spec.gates.fail_on: Input should be a valid list" in err
 
 
 @pytest.mark.parametrize("value", [True, -7, "1"])
