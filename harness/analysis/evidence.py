@@ -29,7 +29,8 @@ def expected_cells(manifest: Any) -> dict[str, Any] | None:
         devices = manifest.get("devices") or ["cpu"]
         cells = expand(matrix, list(devices), max_cells=10**6)
     except Exception as err:  # a manifest whose matrix no longer expands cannot vouch for anything
-        raise StoreError(f"manifest matrix cannot be expanded ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise StoreError(f"manifest matrix cannot be expanded ({type(err).__name__}: {first})") from None
     return {c.cell_id: c for c in cells}
 
 

@@ -304,7 +304,9 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
     combos: list[tuple[str, dict[str, Any]]] = []
     for name, (kind, doc) in matrix.tasks.items():
         axes = spec.axes.model_dump()
-        entry = next(e for e in spec.tasks if e.name == name)
+        entry = next((e for e in spec.tasks if e.name == name), None)
+        if entry is None:  # a resolved task the spec does not list (an edited manifest)
+            raise MatrixError(f"matrix {spec.name!r}: task {name!r} is not among $.tasks")
         try:
             axes.update(AxesSpec.model_validate({**spec.axes.model_dump(), **entry.axes}).model_dump())
         except ValidationError as err:

@@ -95,7 +95,7 @@ class OutputDoc(BaseModel):
     audio_seconds: float | None = None
     sampling_rate: int | None = None
     discrete_shape: list[int] | None = None
-    new_tokens: int | list[int] | None = None
+    new_tokens: int | None = None
     response: dict[str, Any] | None = None
 
 

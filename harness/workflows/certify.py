@@ -154,7 +154,8 @@ def _from_doc(doc: dict[str, Any], where: str) -> Matrix:
     try:
         return matrix_from_doc(doc, None)
     except MatrixError as err:
-        raise CertifyError(f"{where}: cannot rebuild its matrix ({str(err).splitlines()[0]})") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CertifyError(f"{where}: cannot rebuild its matrix ({first})") from None
 
 
 def _replace_all_devices(doc: dict[str, Any], devices: list[str]) -> None:

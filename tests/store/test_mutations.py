@@ -14,6 +14,7 @@ dumps for a validator's ``source`` and a record's ``model_meta.quantization``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -61,7 +62,7 @@ def _mutate(doc, path, value):
         cur[path[-1]] = None if value == DELETE else value
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=int(os.environ.get("HARNESS_MUTATIONS", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_mutated_field_is_named_or_survived(capsys, good_run, data):  # noqa: F811
