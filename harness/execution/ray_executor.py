@@ -175,6 +175,9 @@ class RayExecutor:
             self.started_ray = True
         self.startup_s = time.perf_counter() - start
         self._task = ray.remote(max_retries=0)(run_job_on_node)
+        from harness.execution.env import code_digest
+
+        self._code = code_digest()  # this driver's harness, sent with every job (read once, not per job)
         self._stopped = threading.Event()
         self._live: set[Any] = set()
         self._guard = threading.Lock()
@@ -240,8 +243,6 @@ class RayExecutor:
     def _submit(self, job: Any, node: dict[str, Any], payloads: list[Any]):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from harness.execution.env import code_digest
-
         cpus = int(node["Resources"].get("CPU", 1))
         gpus = node["Resources"].get("GPU", 0)
         env = {k: v for k, v in os.environ.items() if k.startswith("HARNESS_")}
@@ -254,7 +255,7 @@ class RayExecutor:
             threads = max((c["axes"].get("threads") or cpus) for c in cells)
             options = {"num_cpus": max(1, min(threads, cpus))}
             env["OMP_NUM_THREADS"] = str(cpus)  # threads = auto: the node's CPUs, as Ray knows them
-        doc = {"profile": job.profile, "cells": cells, "code": code_digest()}
+        doc = {"profile": job.profile, "cells": cells, "code": self._code}
         strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
         gen = self._task.options(scheduling_strategy=strategy, **options).remote(doc, env, {"cpus": cpus, "gpus": gpus})
         with self._guard:

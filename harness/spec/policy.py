@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
+from harness.store.manifest import first_field_problem
 
 
 #: composite-rule defaults: honest cross-thread/cross-process spread on tiny MusicGen times the
@@ -97,9 +98,7 @@ def policy_of(spec: Any, where: str) -> Policy:
         try:
             return model.model_validate(doc)
         except ValidationError as err:
-            first = err.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in (section, *first["loc"]))
-            raise PolicyError(f"{where}: manifest field matrix.spec.{field}: {first['msg']}") from None
+            raise PolicyError(f"{where}: manifest field {first_field_problem(err, f'matrix.spec.{section}')}") from None
 
     known = {k: v for k, v in parts["thresholds"].items() if k in Thresholds.model_fields}
     return Policy(thresholds=check("thresholds", Thresholds, known), gates=check("gates", Gates, parts["gates"]),

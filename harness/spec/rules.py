@@ -31,8 +31,7 @@ class RuleIndex:
     def __init__(self, rules: Sequence[Mapping[str, Any]],
                  normalise: Mapping[str, Callable[[Any], Any]] | None = None):
         normalise = normalise or {}
-        self.empty = not rules
-        self._full = (1 << len(rules)) - 1
+        self._full = (1 << len(rules)) - 1  # 0 when there are no rules: nothing matches
         keys = sorted({key for rule in rules for key in rule})
         # per key: the rules that do not mention it (they allow every value), and per value
         # the rules that list it
@@ -51,9 +50,9 @@ class RuleIndex:
                         continue
 
     def matches(self, values: Mapping[str, Any]) -> bool:
-        if self.empty:
-            return False
         live = self._full
+        if not live:
+            return False
         for key, free in self._free.items():
             try:
                 live &= free | self._by_value[key].get(values.get(key), 0)

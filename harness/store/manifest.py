@@ -33,6 +33,14 @@ CHECKED_ON_MERGE = ("harness_version", "matrix_digest", "tiny_models")
 CHECKED_ON_COMPARE = ("tiny_models",)
 
 
+def first_field_problem(err: ValidationError, prefix: str = "") -> str:
+    """``<prefix>.<dotted location>: <message>`` of the first problem of ``err``: how a manifest
+    field that does not validate is named (``environment.libraries: Input should be ...``)."""
+    first = err.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(first["loc"])) or "$"
+    return f"{field}: {first['msg']}"
+
+
 class EnvironmentDoc(BaseModel):
     """The shape of an environment fingerprint (``harness.execution.env.fingerprint``), checked
     when a manifest is read: reports, receipts and node tables index into it, so a
@@ -95,9 +103,7 @@ class Manifest(BaseModel):
                 try:
                     EnvironmentDoc.model_validate(node["environment"])
                 except ValidationError as err:
-                    first = err.errors(include_url=False)[0]
-                    raise ValueError(f"node {key[:12]}: environment.{'.'.join(str(p) for p in first['loc'])}: "
-                                     f"{first['msg']}") from None
+                    raise ValueError(f"node {key[:12]}: {first_field_problem(err, 'environment')}") from None
         return value
 
     @property
@@ -129,9 +135,7 @@ def parse_manifest(doc: dict[str, Any], where: str) -> Manifest:
     try:
         return Manifest.model_validate(doc)
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "$"
-        raise StoreError(f"{where}: manifest field {field}: {first['msg']}") from None
+        raise StoreError(f"{where}: manifest field {first_field_problem(err)}") from None
 
 
 def metadata_conflicts(a: Manifest, b: Manifest, fields: tuple[str, ...]) -> list[str]:
