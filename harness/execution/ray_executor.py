@@ -22,7 +22,8 @@ refuses it (the job's cells are recorded failed, naming both digests), so a part
 fleet never runs other code under the driver's cell ids.
 
 Drill (tests): ``HARNESS_RAY_FAULT=kill:<cell glob>[@once-file]`` makes the Ray worker
-SIGKILL itself when the cell starts, as a lost node would.
+SIGKILL itself when the cell's record is ready, before it is sent: the driver has seen the
+cell start and never gets its record, as when a node is lost mid-cell.
 """
 
 from __future__ import annotations
@@ -125,13 +126,13 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
             kind = event.get("event")
             if kind == "ready":
                 event["node"] = {**who, "cpus": node.get("cpus"), "gpus": node.get("gpus")}
-            elif kind == "start":
-                yield event
-                if _fault_fires(env.get("HARNESS_RAY_FAULT"), event["cell_id"]):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                continue
             elif kind == "record":
                 record = event["record"]
+                if _fault_fires(env.get("HARNESS_RAY_FAULT"), record["cell_id"]):
+                    # at the cell's end, not its start: Ray reports yielded events
+                    # asynchronously, and a kill right after yielding "start" sometimes came
+                    # before the driver had it (the task then looked lost before any cell)
+                    os.kill(os.getpid(), signal.SIGKILL)
                 record["node"] = who
                 if record.get("artifact"):
                     path = tmp / record["artifact"]
