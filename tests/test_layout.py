@@ -2,7 +2,7 @@
 
 The stages, lowest first (README "Layout"):
 
-  leaves     errors, digests, outputs, determinism, hubenv: used everywhere, import nothing of ours
+  leaves     errors, digests, outputs, determinism, hubenv, isa: used everywhere, import nothing of ours
   store      files, records, manifest, run directories, bundles: the formats on disk; knows no
              task or engine (the matrix's cell axes and the runner's records are stored here,
              written by execution's driver, read by everything after it)
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "harness"
 STAGES = ("leaves", "store", "models", "spec", "engines", "execution", "compare", "analysis", "report", "workflows",
           "cli")
-LEAVES = {"errors", "digests", "outputs", "determinism", "hubenv"}
+LEAVES = {"errors", "digests", "outputs", "determinism", "hubenv", "isa"}
 
 
 def module_name(path: Path) -> str:

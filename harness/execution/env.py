@@ -12,6 +12,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from harness import isa
+
 LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes", "diffusers", "numpy",
              "scipy", "safetensors", "consensus-harness")
 # Fields whose difference makes two runs' costs "not comparable" (outputs are still compared).
@@ -73,6 +75,8 @@ def fingerprint() -> dict[str, Any]:
         "gpu_names": [],
         "driver": None,
         "blas": _blas(),
+        "cpu_flags": sorted(isa.cpu_flags() or []),
+        "kernels": kernels_in_force(),
     }
     if torch.cuda.is_available():
         env["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -82,6 +86,71 @@ def fingerprint() -> dict[str, Any]:
                                    for i in range(torch.cuda.device_count())]
         env["driver"] = _nvidia_driver()
     return env
+
+
+_KERNELS: dict[str, Any] | None = None
+
+
+def kernels_in_force() -> dict[str, Any]:
+    """The CPU kernels this process really runs, read back from each library (measured once:
+    the caps are read when each library starts, so they cannot change afterwards).
+
+    ``isa`` is the level asked for (harness.isa; ``native`` when none), ``aten`` ATen's
+    dispatch capability, ``onednn`` the ISA oneDNN reports, ``blas`` oneMKL's code path,
+    ``env`` the switches as the environment set them, ``class`` the short kernel class."""
+    global _KERNELS
+    if _KERNELS is None:
+        import torch
+
+        aten = torch.backends.cpu.get_cpu_capability()
+        onednn = _verbose_line(_onednn_probe, "isa:") if torch.backends.mkldnn.is_available() else None
+        blas = _verbose_line(_mkl_probe, "MKL_VERBOSE oneMKL") if torch.backends.mkl.is_available() else None
+        if blas:
+            blas = blas.split(" architecture ", 1)[-1].split(", Lnx")[0].strip()
+        _KERNELS = {"isa": os.environ.get("HARNESS_ISA", isa.NATIVE), "aten": aten,
+                    "onednn": onednn.split("isa:", 1)[1].strip() if onednn else None, "blas": blas,
+                    "env": {k: os.environ[k] for k in isa.KNOBS if k in os.environ}}
+        _KERNELS["class"] = isa.kernel_class(aten, _KERNELS["onednn"])
+    return dict(_KERNELS)
+
+
+def _onednn_probe() -> None:
+    import torch
+
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        torch.nn.functional.conv2d(torch.ones(1, 8, 64, 64), torch.ones(8, 8, 3, 3))
+
+
+def _mkl_probe() -> None:
+    import torch
+
+    with torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
+        a = torch.ones(64, 64)
+        torch.mm(a, a)
+
+
+def _verbose_line(probe: Any, marker: str) -> str | None:
+    """The first line holding ``marker`` that ``probe`` prints from C on file descriptor 1."""
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 1)
+            try:
+                probe()
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+    except (OSError, RuntimeError):
+        return None
+    finally:
+        os.close(saved)
+    return next((line for line in text.splitlines() if marker in line), None)
 
 
 def _blas() -> str | None:
