@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 PROFILES = ("on", "off")
+TF32_MODES = ("off", "on")
 # Environment a deterministic CUDA run needs before CUDA starts (and what the network sets).
 DETERMINISTIC_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}
 RECORDED_ENV = ("CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -34,17 +35,23 @@ class CapturedWarnings:
         return [m for m in self.messages if any(k.lower() in m.lower() for k in NONDETERMINISM_MARKERS)]
 
 
-def apply_environment(profile: str) -> dict[str, str]:
-    """Set environment variables that must precede torch/CUDA start. Returns what it set."""
+def apply_environment(profile: str, isa: str = "native", tf32: str = "off") -> dict[str, str]:
+    """Set environment variables that must precede torch/CUDA start: the profile's, the CPU
+    kernel set's (harness.isa; native sets none) and TF32's. Returns what it set."""
+    from harness import isa as kernel_sets
+
     if profile not in PROFILES:
         raise ValueError(f"unknown determinism profile {profile!r}; expected one of {PROFILES}")
-    applied: dict[str, str] = {}
+    if tf32 not in TF32_MODES:
+        raise ValueError(f"unknown tf32 mode {tf32!r}; expected one of {TF32_MODES}")
+    applied: dict[str, str] = dict(kernel_sets.apply(isa))
     if profile == "on":
         for key, value in DETERMINISTIC_ENV.items():
             os.environ[key] = value
             applied[key] = value
-        os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
-        applied["NVIDIA_TF32_OVERRIDE"] = os.environ["NVIDIA_TF32_OVERRIDE"]
+        if tf32 == "off":  # the driver-level switch: no library can turn TF32 back on
+            os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+            applied["NVIDIA_TF32_OVERRIDE"] = os.environ["NVIDIA_TF32_OVERRIDE"]
     return applied
 
 
@@ -53,8 +60,9 @@ def cuda_started() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-def apply_runtime(profile: str, threads: int | None = None) -> None:
-    """torch flags: deterministic algorithms, cuDNN, IEEE fp32 matmul (TF32 off), threads."""
+def apply_runtime(profile: str, threads: int | None = None, tf32: str = "off") -> None:
+    """torch flags: deterministic algorithms, cuDNN, IEEE fp32 matmul (TF32 off unless
+    ``tf32 = "on"``), threads."""
     import torch
 
     if threads:
@@ -63,12 +71,14 @@ def apply_runtime(profile: str, threads: int | None = None) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
     else:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
+    if profile == "on" or tf32 == "on":  # with the profile off and tf32 off: torch's own defaults
+        on = tf32 == "on"
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+        torch.set_float32_matmul_precision("high" if on else "highest")
 
 
 def seed_everything(seed: int) -> None:

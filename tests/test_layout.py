@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "harness"
 STAGES = ("leaves", "store", "models", "spec", "engines", "execution", "compare", "analysis", "report", "workflows",
           "cli")
-LEAVES = {"errors", "digests", "outputs", "determinism", "hubenv", "isa"}
+LEAVES = {"errors", "digests", "outputs", "determinism", "hubenv", "isa", "vocabulary"}
 
 
 def module_name(path: Path) -> str:

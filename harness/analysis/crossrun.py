@@ -35,21 +35,24 @@ from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
-IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load")
-MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))
+IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa")
+MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))  # several: ignore:threads,isa
 
 
 class CrossRunError(StoreError):
     pass
 
 
-def parse_match(text: str) -> str | None:
-    """The axis a match mode ignores (None for ``spec``); a bad mode is a CrossRunError."""
+def parse_match(text: str) -> tuple[str, ...] | None:
+    """The axes a match mode ignores (None for ``spec``; ``ignore:threads,isa`` ignores both);
+    a bad mode is a CrossRunError."""
     if text == "spec":
         return None
-    if text.startswith("ignore:") and text.split(":", 1)[1] in IGNORABLE_AXES:
-        return text.split(":", 1)[1]
-    raise CrossRunError(f"unknown match mode {text!r}; expected one of {', '.join(MATCH_MODES)}")
+    axes = tuple(text.split(":", 1)[1].split(",")) if text.startswith("ignore:") else ()
+    if axes and all(a in IGNORABLE_AXES for a in axes) and len(set(axes)) == len(axes):
+        return axes
+    raise CrossRunError(f"unknown match mode {text!r}; expected one of {', '.join(MATCH_MODES)} "
+                        f"(or several axes: ignore:threads,isa)")
 
 
 class SpecMatch(BaseModel):
@@ -166,17 +169,17 @@ class _Spec:
         return min(self.records, key=execution_order)
 
 
-def _match_key(r: Record, ignore: str | None, tasks: dict[str, Any]) -> str:
+def _match_key(r: Record, ignore: tuple[str, ...] | None, tasks: dict[str, Any]) -> str:
     if ignore is None:
         return r.spec_hash
     axes = r.axes.model_dump()
-    for name in ("repeat", "worker", ignore):
+    for name in ("repeat", "worker", *ignore):
         axes.pop(name)
     base = tasks.get(r.task_name, {}).get("task") or {"task_name": r.task_name, "model": r.model}
     return digest_json({"task": base, "kind": r.kind, "axes": axes})[:16]
 
 
-def _specs(store: RunStore, manifest: Manifest, ignore: str | None) -> tuple[dict[str, list[_Spec]], list[str], int]:
+def _specs(store: RunStore, manifest: Manifest, ignore: tuple[str, ...] | None) -> tuple[dict[str, list[_Spec]], list[str], int]:
     loaded = store.load_records()
     tasks = manifest.matrix_tasks
     by_spec: dict[str, _Spec] = {}

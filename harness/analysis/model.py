@@ -18,21 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-#: a comparison level, as harness.compare.levels.LEVELS names them (report.json is read back by
-#: `harness show`: an unknown level is refused there, naming the field, not a KeyError later)
-Level = Literal["bitwise", "tokens", "tolerance", "perceptual", "divergent"]
+# Level: report.json is read back by `harness show`: an unknown level is refused there, naming
+# the field, not a KeyError later
+from harness.vocabulary import VERDICT_TEXT, Level, Verdict  # noqa: F401 (re-exported)
 
 ANALYSIS_SCHEMA_VERSION = 3
-Verdict = Literal["ready", "ready_with_tolerance", "not_ready", "failed", "skipped", "untested"]
-VERDICT_TEXT = {
-    "ready": "ready (bitwise everywhere tested)",
-    "ready_with_tolerance": "ready with tolerance (passes only through the validator the matrix names, whose "
-                            "measured false accept is <= 1%)",
-    "not_ready": "not ready (diverges, is suspicious, or needs a validator the matrix does not name)",
-    "failed": "failed (cells crashed or timed out)",
-    "skipped": "skipped",
-    "untested": "untested (too few executions to compare)",
-}
 
 
 class PairResult(BaseModel):

@@ -28,10 +28,9 @@ from harness.compare.levels import (
 )
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
+from harness.vocabulary import AXIS_DIMENSIONS, NODE, REPRO_DIMENSIONS, VERDICTS
 
-REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "load")
-NODE = "node"  # fleet runs only: present when more than one node ran a configuration
-VERDICT_ORDER = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")
+VERDICT_ORDER = VERDICTS
 
 
 class LazyArtifact(Mapping):
@@ -194,7 +193,7 @@ def _within_node(cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str
             dim = "repeat" if r.axes.worker == ref.axes.worker else "process"
             out[dim].append(cmp.pair(dim, config_id, ref, r))
     ref_list = list(refs.values())
-    for dim, axis, base in (("batch", "batch_size", 1), ("threads", "threads", None), ("load", "load", "warm")):
+    for dim, axis, base in AXIS_DIMENSIONS:
         groups: dict[tuple, list[Record]] = defaultdict(list)
         for r in ref_list:
             groups[_axes_key(r, axis)].append(r)

@@ -14,24 +14,13 @@ from collections.abc import Iterable
 
 from harness.analysis.model import Analysis, ConfigResult, Finding, LogWarning, RunSummary
 from harness.compare.levels import level_rank, worst_level
+from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, RULE_STRENGTH  # noqa: F401 (re-exported)
 
-#: the rules a configuration can pass under, strongest first (harness.compare.levels.RULE_NAMES)
-RULE_STRENGTH = ("bitwise", "composite", "tokens", "tolerance", "perceptual")
-ACCEPTED = ("ready", "ready_with_tolerance")
 SEVERITY_ORDER = ("critical", "warning", "info")
-DEFAULT_JUDGED = ("repeat", "process", "batch", "threads")
 #: "... when <phrase>": plain words for known dimensions; others are named as they are
-PHRASES = {
-    "repeat": "the same worker process runs it again",
-    "process": "another worker process runs it",
-    "batch": "it runs inside a batch instead of alone (batch size > 1 vs 1)",
-    "threads": "the CPU thread count changes",
-    "node": "another node runs it",
-    "load": "the model is loaded cold instead of warm",
-    "device": "another device runs it",
-}
+PHRASES = {name: d.phrase for name, d in DIMENSIONS.items()}
 MAX_IDS = 3
-KNOWN_DIMENSIONS = ("repeat", "process", "threads", "batch", "node", "load", "device")
+KNOWN_DIMENSIONS = tuple(DIMENSIONS)
 
 
 def ordered_dimensions(names: Iterable[str]) -> list[str]:

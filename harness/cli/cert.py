@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from harness.store.run import StoreError
+from harness.isa import ISA_NAMES
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -72,6 +73,11 @@ def _refuse_broken_evidence(run_dir: Path) -> None:
 
 # --- certify ------------------------------------------------------------------------------------
 
+def emulation_text(emulation: dict) -> str:
+    """``threads=2, isa=avx2``: the emulation settings a certificate was made with."""
+    return ", ".join(f"{k}={emulation[k]}" for k in ("threads", "isa") if emulation.get(k) is not None)
+
+
 def cmd_certify(args) -> int:
     from harness.workflows.certify import certify
 
@@ -80,9 +86,9 @@ def cmd_certify(args) -> int:
     key = signing_key(args.sign)  # a bad key is refused before anything runs
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
-                            progress=not args.no_progress, trusted_keys=trusted_from(args))
+                            progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa)
     if cert.emulation:
-        print(f"note: {cert.emulation['note']} (threads={cert.emulation['threads']})")
+        print(f"note: {cert.emulation['note']} ({emulation_text(cert.emulation)})")
     for c in cert.configs:
         print(f"{c.verdict:>19}  {c.config_id}: {c.reason}")
     for line in cert.not_certified:
@@ -183,6 +189,9 @@ def register(sub) -> None:
     s.add_argument("--threads", type=_positive_int, metavar="N",
                    help="EMULATION: override the threads axis to stand in for other hardware on this machine "
                         "(cells are then matched ignoring threads)")
+    s.add_argument("--isa", choices=ISA_NAMES, metavar="LEVEL",
+                   help=f"EMULATION: run every cell at this CPU kernel level ({', '.join(ISA_NAMES)}) to stand in "
+                        f"for another CPU kind on this machine (cells are then matched ignoring isa)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
     s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")
@@ -200,7 +209,7 @@ def register(sub) -> None:
     s.add_argument("a", help="reference run directory or bundle")
     s.add_argument("b", help="run directory or bundle to compare with it")
     s.add_argument("--match", type=_match_mode, default="spec",
-                   help="spec (equal spec hashes, default) or ignore:threads|ignore:batch_size|ignore:dtype")
+                   help="spec (equal spec hashes, default) or ignore:AXIS (threads, batch_size, dtype, load, isa; several: ignore:threads,isa)")
     s.add_argument("--check", action="append", metavar="EXPR",
                    help="cost regression check, e.g. median:10%% (repeatable; exit 1 when one fails)")
     s.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")

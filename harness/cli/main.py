@@ -13,6 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from harness.errors import HarnessError
+from harness.isa import ISA_NAMES
+
 EXIT_OK, EXIT_GATE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_NOTES = 30
 
@@ -99,8 +102,16 @@ def cmd_schema(args) -> int:
 
 def cmd_exec(args) -> int:
     from harness.determinism import apply_environment
+    from harness.isa import unavailable
+    from harness.spec.matrix import device_problem
 
-    apply_environment(args.profile)  # before torch starts
+    problem = device_problem(args.device, allow_all=False)
+    if problem:
+        raise HarnessError(f"argument --device: {problem}")
+    why = unavailable(args.isa)
+    if why:
+        raise HarnessError(f"argument --isa: {why}")
+    apply_environment(args.profile, isa=args.isa)  # before torch starts
     from harness.engines.audio_io import write_wav
     from harness.engines.base import ModelCache
     from harness.execution.execute import execute
@@ -115,6 +126,9 @@ def cmd_exec(args) -> int:
         require_runner_packages({kind})
     ex = execute(task, kind, args.device, ModelCache(), threads=args.threads, profile=args.profile,
                  batch_size=args.batch_size, load=args.load, engine=args.engine)
+    from harness.execution.env import kernels_in_force
+
+    kernels = kernels_in_force()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.task).stem
@@ -132,7 +146,7 @@ def cmd_exec(args) -> int:
     summary = {"task": str(args.task), "kind": kind, "device": args.device, "digests": digests,
                "timings": ex.timings, "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
                "model": ex.model_meta, "output": ex.output.describe(),
-               "nondeterministic_warnings": ex.nondeterministic_warnings}
+               "nondeterministic_warnings": ex.nondeterministic_warnings, "kernels": kernels}
     atomic_write_json(out / f"{stem}.digests.json", summary)
     for path in written:
         print(f"wrote {path}")
@@ -142,6 +156,7 @@ def cmd_exec(args) -> int:
     t = ex.timings
     print("timings " + " ".join(f"{k}={v:.3f}" for k, v in t.items()))
     print(f"peak memory {ex.peak_memory_bytes / 2**20:.1f} MiB ({ex.memory_kind})")
+    print(f"kernels {kernels['class']} (isa {kernels['isa']}; BLAS: {kernels['blas'] or 'unknown'})")
     return EXIT_OK
 
 
@@ -337,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "warm: load, then seed, as a node serving from its model cache")
     s.add_argument("--engine", choices=["harness", "node-runner"], default="harness",
                    help="node-runner: run the network's own runner package (audio_task / gpt_task)")
+    s.add_argument("--isa", choices=ISA_NAMES, default="native", metavar="LEVEL",
+                   help=f"CPU kernel level ({', '.join(ISA_NAMES)}): caps ATen, oneDNN and oneMKL before torch "
+                        f"starts, emulating another CPU kind; native (default) keeps the environment's")
     s.add_argument("--out", default="out")
     s.set_defaults(func=cmd_exec)
 

@@ -18,18 +18,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from harness.digests import digest_array
+from harness.vocabulary import LEVELS, RULE_NAMES, Level  # noqa: F401 (re-exported)
 from harness.compare.fingerprint import audio_fingerprint, hamming
 from harness.spec.policy import MAX_FALSE_ACCEPT, NamedValidator, Thresholds  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from harness.outputs import Output
 
-LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
-Level = Literal["bitwise", "tokens", "tolerance", "perceptual", "divergent"]
-#: the pair rules (validators), one name each: the levels' own words for the rules that test a
-#: level, ``composite`` (codes equal + calibrated waveform bounds) and ``result_hash`` (the
-#: network's text rule: the whole result's sha256). harness.compare.validators.RULES implements them.
-RULE_NAMES = ("result_hash", "bitwise", "tokens", "tolerance", "perceptual", "composite")
 SNR_CLAMP_DB = 200.0
 #: arrays whose generation step is not axis 0 (token_ids is (choices, new_tokens))
 STEP_AXIS = {"token_ids": 1}

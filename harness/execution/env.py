@@ -203,7 +203,9 @@ CLASS_LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "bitsand
 
 def environment_class(env: dict[str, Any], cpus: int | None = None) -> str:
     """A short readable label for the hardware/software class of a node, e.g.
-    ``NVIDIA H100 80GB HBM3 [3f2a9c]`` or ``Intel Xeon ..., 2 CPUs [3f2a9c]``. Nodes with equal
+    ``NVIDIA H100 80GB HBM3 [3f2a9c]`` or ``Intel Xeon ..., 2 CPUs, aten-avx512/onednn-amx [3f2a9c]``
+    (the kernel-selecting CPU flags and the kernels in force count: two machines, or two kernel
+    levels of one machine, that take different kernels are two classes). Nodes with equal
     labels are expected to agree bitwise; the bracket is a hash of every field that can change
     outputs (driver, CUDA, library versions), so one GPU model on two driver versions is two
     classes. ``cpus`` is the CPU count the node gives a job (Ray's CPU resource on a fleet):
@@ -215,7 +217,13 @@ def environment_class(env: dict[str, Any], cpus: int | None = None) -> str:
     gpus = sorted(set(env.get("gpu_names") or []))
     doc = {**{k: env.get(k) for k in CLASS_KEYS}, "libraries": {k: libs.get(k) for k in CLASS_LIBRARIES},
            "cpus": None if gpus else cpus}
+    kernels = env.get("kernels") if isinstance(env.get("kernels"), dict) else None
+    if kernels or env.get("cpu_flags"):  # fingerprints before kernels were read keep their classes
+        doc["cpu_flags"] = env.get("cpu_flags")
+        doc["kernels"] = {k: (kernels or {}).get(k) for k in ("aten", "onednn", "blas")}
     name = " + ".join(gpus) if gpus else f"{env.get('processor') or env.get('machine') or 'cpu'}, {cpus} CPUs"
+    if kernels and not gpus:
+        name += f", {kernels.get('class')}"
     return f"{name} [{digest_json(doc)[:6]}]"
 
 

@@ -141,7 +141,8 @@ def task_seed(task: Task) -> int:
 
 
 def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: int | None = None,
-            profile: str = "on", batch_size: int = 1, load: str = "warm", engine: str | None = None) -> Execution:
+            profile: str = "on", batch_size: int = 1, load: str = "warm", engine: str | None = None,
+            tf32: str = "off") -> Execution:
     """Run ``task`` once (inside a batch of ``batch_size``) and measure it.
 
     ``load="warm"``: the model comes from ``cache`` (loaded if missing) and the engine seeds
@@ -152,7 +153,7 @@ def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: i
 
     if load not in LOAD_ORDERS:
         raise ValueError(f"unknown load order {load!r}; expected one of {', '.join(LOAD_ORDERS)}")
-    apply_runtime(profile, threads)
+    apply_runtime(profile, threads, tf32=tf32)
     eng = get_engine(kind, engine)
     on_cuda = device.startswith("cuda")
     if on_cuda:

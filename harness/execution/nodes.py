@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from harness.execution.env import node_fields
+from harness.execution.env import environment_class, node_fields
 from harness.execution.protocol import Ready
 from harness.store.records import Record
 from harness.store.run import RunStore
@@ -40,11 +40,20 @@ class NodeBook:
             return
         who = event.get("node") or local_node()
         fields: dict[str, Any] = {}
+        cpus = who.get("cpus", env.get("cpu_count"))
         if who["key"] not in self.nodes:
             self.nodes[who["key"]] = node_fields(env, key=who["key"], hostname=who["hostname"],
-                                                 ray_node_id=who.get("ray_node_id"),
-                                                 cpus=who.get("cpus", env.get("cpu_count")), gpus=who.get("gpus"))
+                                                 ray_node_id=who.get("ray_node_id"), cpus=cpus, gpus=who.get("gpus"))
             fields["nodes"] = self.nodes
+        # a worker capped at another CPU kernel level (harness.isa) is another environment
+        # class on the same node: every class the node ran under is kept, never merged
+        kernels = env.get("kernels") if isinstance(env.get("kernels"), dict) else None
+        if kernels:
+            classes = self.nodes[who["key"]].setdefault("kernel_classes", {})
+            label = str(kernels.get("isa") or "native")
+            if label not in classes:
+                classes[label] = environment_class(env, cpus)
+                fields["nodes"] = self.nodes
         if not self.has_environment:  # the run's environment: the first node's, as before fleets
             fields["environment"] = env
             self.has_environment = True
@@ -61,5 +70,7 @@ class NodeBook:
             return record  # decided by the driver before any node ran it
         who = dict(record.get("node") or local_node())
         entry = self.nodes.get(who["key"])
-        who.setdefault("env_class", entry["env_class"] if entry else None)
+        isa = (record.get("axes") or {}).get("isa", "native")
+        by_kernels = (entry or {}).get("kernel_classes") or {}
+        who.setdefault("env_class", by_kernels.get(isa) or (entry["env_class"] if entry else None))
         return {**record, "node": {k: who.get(k) for k in ("key", "hostname", "ray_node_id", "env_class")}}

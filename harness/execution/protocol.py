@@ -47,6 +47,8 @@ class WorkerJob(BaseModel):
     run_dir: str
     profile: str
     cells: list[CellPayload]
+    isa: str = "native"  # the CPU kernel set, set before torch starts (harness.isa)
+    tf32: str = "off"
     parent_pid: int | None = None
 
 

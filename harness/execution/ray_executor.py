@@ -256,7 +256,7 @@ class RayExecutor:
             threads = max((c["axes"].get("threads") or cpus) for c in cells)
             options = {"num_cpus": max(1, min(threads, cpus))}
             env["OMP_NUM_THREADS"] = str(cpus)  # threads = auto: the node's CPUs, as Ray knows them
-        doc = {"profile": job.profile, "cells": cells, "code": self._code}
+        doc = {"profile": job.profile, "isa": job.isa, "tf32": job.tf32, "cells": cells, "code": self._code}
         strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
         gen = self._task.options(scheduling_strategy=strategy, **options).remote(doc, env, {"cpus": cpus, "gpus": gpus})
         with self._guard:
@@ -355,8 +355,10 @@ class RayExecutor:
         tail = event.get("log_tail") or ""
         if not tail:
             return
+        from harness.execution.runner import worker_label
+
         node = (event.get("node") or {}).get("key", "node")[:12]
-        name = f"worker-{node}-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log"
+        name = f"worker-{node}-{worker_label(job)}.log"
         with open(Path(job.run_dir) / name, "a", encoding="utf-8") as fh:
             fh.write(tail)
 

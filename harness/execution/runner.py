@@ -54,7 +54,9 @@ class Job:
     worker: int
     cells: list[CellPayload]
     timeout_s: float
-    cores_shared: bool = False  # other CPU workers may run beside this one (--parallel > 1)
+    cores_shared: bool = False
+    isa: str = "native"  # the CPU kernel set of every cell of the job (a worker's is fixed at start)
+    tf32: str = "off"  # other CPU workers may run beside this one (--parallel > 1)
 
 
 class Executor(Protocol):
@@ -109,7 +111,8 @@ class LocalProcessExecutor:
     def _start(self, job: Job, cells: list[CellPayload]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
         with os.fdopen(fd, "w") as fh:
-            fh.write(WorkerJob(run_dir=job.run_dir, profile=job.profile, cells=cells, parent_pid=os.getpid()).model_dump_json())
+            fh.write(WorkerJob(run_dir=job.run_dir, profile=job.profile, cells=cells, parent_pid=os.getpid(),
+                               isa=job.isa, tf32=job.tf32).model_dump_json())
         env = dict(os.environ if self.env is None else self.env)
         apply_library_env(env)
         if job.cores_shared:
@@ -117,7 +120,7 @@ class LocalProcessExecutor:
             # thread takes a core from the other's compute (the smoke matrix ran 10x slower at
             # --parallel 2). Passive waiting changes no result, only how idle threads wait.
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        log = open(Path(job.run_dir) / f"worker-{job.device.replace(':', '')}-{job.profile}-w{job.worker}.log", "ab")
+        log = open(Path(job.run_dir) / f"worker-{worker_label(job)}.log", "ab")
         proc = subprocess.Popen([self.python, "-m", "harness.execution.worker", path], stdout=subprocess.PIPE, stderr=log,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
@@ -195,6 +198,12 @@ class LocalProcessExecutor:
                     os.unlink(job_file)
                 except OSError:
                     pass
+
+
+def worker_label(job: Job) -> str:
+    """``cpu-on-w0``, ``cpu-on-isa-avx2-w1``, ``cuda0-on-tf32-w0``: a job's worker, in log names."""
+    kernels = (f"-isa-{job.isa}" if job.isa != "native" else "") + ("-tf32" if job.tf32 == "on" else "")
+    return f"{job.device.replace(':', '')}-{job.profile}{kernels}-w{job.worker}"
 
 
 def _failure(cell: CellPayload, status: str, reason: str) -> dict[str, Any]:
@@ -402,14 +411,16 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
 
 
 def _jobs(store: RunStore, matrix: Matrix, runnable: list[Cell], lint: dict[str, list[str]]) -> list[Job]:
-    """One job per (device, profile, worker): a worker loads each model once for its cells."""
-    groups: dict[tuple[str, str, int], list[Cell]] = {}
+    """One job per (device, profile, kernel set, TF32, worker): a worker loads each model once
+    for its cells."""
+    groups: dict[tuple[str, str, str, str, int], list[Cell]] = {}
     for cell in runnable:
         groups.setdefault((*cell.group_key, cell.axes.worker), []).append(cell)
     jobs = []
-    for (device, profile, worker), group in groups.items():
+    for (device, profile, isa, tf32, worker), group in groups.items():
         group.sort(key=lambda c: (c.task_doc.get("model", ""), c.axes.dtype, str(c.axes.quantize_bits), c.task_name,
                                   c.axes.threads or 0, c.axes.batch_size, c.axes.seed, c.axes.repeat))
         jobs.append(Job(str(store.path), device, profile, worker,
-                        [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s))
+                        [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s,
+                        isa=isa, tf32=tf32))
     return jobs

@@ -89,7 +89,7 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     from harness.determinism import apply_environment
 
     job = WorkerJob.model_validate(job)
-    apply_environment(job.profile)  # before torch is imported
+    apply_environment(job.profile, isa=job.isa, tf32=job.tf32)  # before torch is imported
     from harness.engines.base import ModelCache
     from harness.execution.execute import execute
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
@@ -107,6 +107,7 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
 
     environment = fingerprint()
     emit(Ready(pid=os.getpid(), environment=environment))
+    refusal = kernels_refusal(job.isa, environment["kernels"])
     folders: dict[str, str | None] = {}
     for cell in job.cells:  # hash model folders before any cell's timeout clock starts
         try:
@@ -118,11 +119,14 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
         base = cell.identity()
         base.update(worker_pid=os.getpid(), started_at=time.time())
         try:
+            if refusal:  # the level asked is not what the libraries run: no cell may claim it
+                raise UnsupportedConfiguration(refusal)
             _maybe_fault(cell.cell_id)
             task = parse_task(cell.task_doc, cell.kind)
             axes = cell.axes
             ex = execute(task, cell.kind, axes.device, cache, threads=axes.threads, profile=axes.profile,
-                         batch_size=axes.batch_size, load=axes.load, engine=cell.engine)
+                         batch_size=axes.batch_size, load=axes.load, engine=cell.engine, tf32=axes.tf32)
+            ex.determinism["kernels"] = environment["kernels"]
             digests = ex.output.digests()
             artifact = store.write_artifact(cell.artifact_name, ex.output.arrays)
             record = {**base, "status": "ok", "digests": digests, "artifact": artifact, "timings": ex.timings,
@@ -159,6 +163,21 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
         emit(RecordEvent(record=typed))
         quiet_logs.flush_repeats()
     emit(Done())
+
+
+def kernels_refusal(level: str, kernels: dict[str, Any]) -> str | None:
+    """Why this worker cannot run cells at kernel level ``level`` (None when it can): ATen's
+    capability in force must be the one the level sets (oneDNN and oneMKL caps are read back
+    and recorded; they only lower, never raise, a library's choice)."""
+    from harness.isa import LEVELS
+
+    if level == "native" or level not in LEVELS:
+        return None
+    want = LEVELS[level].aten.upper()
+    have = str(kernels.get("aten") or "unknown").upper()
+    if have != want:
+        return f"isa {level} asked for ATen {want} kernels but ATen runs {have}"
+    return None
 
 
 def _model_files(task_doc: dict[str, Any], cache: dict[str, str | None]) -> dict[str, str | None]:

@@ -46,7 +46,8 @@ def render_certificate(cert: Certificate) -> str:
     lines = [f"# Hardware certificate: {cert.candidate.run_id} against {cert.reference.run_id}", "",
              f"**{cert.summary}**", ""]
     if cert.emulation:
-        lines += [f"> Emulation: threads = {cert.emulation.get('threads')}. {cert.emulation.get('note')}.", ""]
+        settings = ", ".join(f"{k} = {cert.emulation[k]}" for k in ("threads", "isa") if cert.emulation.get(k) is not None)
+        lines += [f"> Emulation: {settings}. {cert.emulation.get('note')}.", ""]
     lines += [f"Matched by `{cert.match}`; thresholds {fmt_mapping(cert.thresholds)}.", "",
               "| | reference | candidate |", "|---|---|---|",
               f"| run | {cert.reference.run_id} | {cert.candidate.run_id} |",

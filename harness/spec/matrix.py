@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 
 from harness.digests import digest_json
 from harness.errors import HarnessError
+from harness.isa import ISA_NAMES, NATIVE, unavailable as isa_unavailable
 from harness.spec.kinds import KINDS
 from harness.spec.policy import Gates, NamedValidator, Thresholds
 from harness.spec.rules import RuleIndex
@@ -36,7 +37,7 @@ MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises
 MAX_MATRIX_FILE_BYTES = 4 * 1024 * 1024
 MAX_THREADS = 1024
 MAX_RULES = 2_000  # include / exclude rules per matrix
-AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile", "load")
+AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile", "load", "isa", "tf32")
 
 
 class MatrixError(HarnessError, ValueError):
@@ -45,6 +46,14 @@ class MatrixError(HarnessError, ValueError):
 
 def _none_bits(v: Any) -> Any:
     return None if v in (0, "none", "None", "null") else v
+
+
+def device_problem(device: str, allow_all: bool = True) -> str | None:
+    """Why ``device`` names no device the harness runs on (None when it does)."""
+    if device in ("cpu", "cuda") or (allow_all and device == "all") or re.fullmatch(r"cuda:\d{1,4}", device):
+        return None
+    forms = "cpu, cuda, cuda:N or all" if allow_all else "cpu, cuda or cuda:N"
+    return f"device {device!r} must be {forms}"
 
 
 class AxesSpec(BaseModel):
@@ -59,6 +68,11 @@ class AxesSpec(BaseModel):
     batch_size: list[Annotated[int, Strict()]] = Field(default_factory=lambda: [1], min_length=1)
     profile: list[Literal["on", "off"]] = Field(default_factory=lambda: ["on"], min_length=1)
     load: list[Literal["cold", "warm"]] = Field(default_factory=lambda: ["warm"], min_length=1)
+    # the CPU kernel set (harness.isa): native is the machine as it is; the others cap ATen,
+    # oneDNN and oneMKL in a fresh worker, emulating another CPU kind on this one
+    isa: list[Literal[ISA_NAMES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
+    # TF32 matmul on CUDA (on: allowed even under the determinism profile); no meaning on a CPU
+    tf32: list[Literal["off", "on"]] = Field(default_factory=lambda: ["off"], min_length=1)
 
     @field_validator("quantize_bits", mode="before")
     @classmethod
@@ -81,8 +95,9 @@ class AxesSpec(BaseModel):
     @classmethod
     def _devices(cls, v: list[str]) -> list[str]:
         for d in v:
-            if d not in ("cpu", "all", "cuda") and not re.fullmatch(r"cuda:\d+", d):
-                raise ValueError(f"device {d!r} must be cpu, cuda, cuda:N or all")
+            problem = device_problem(d)
+            if problem:
+                raise ValueError(problem)
         return v
 
     @field_validator("batch_size")
@@ -157,8 +172,10 @@ class Cell:
         a = self.axes
         q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
         t = f"t{a.threads}" if a.threads else "tauto"
+        # isa and tf32 appear only when not the default, so earlier runs keep their cell ids
+        kernels = (f"/isa-{a.isa}" if a.isa != NATIVE else "") + ("/tf32" if a.tf32 == "on" else "")
         return (f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
-                f"p{a.profile}/{a.load}/w{a.worker}/r{a.repeat}")
+                f"p{a.profile}/{a.load}{kernels}/w{a.worker}/r{a.repeat}")
 
     @property
     def spec_hash(self) -> str:
@@ -170,18 +187,24 @@ class Cell:
                "batch_size": a.batch_size, "profile": a.profile}
         if a.load != "warm":
             doc["load"] = a.load
+        if a.isa != NATIVE:  # likewise native and tf32 off: what earlier versions ran
+            doc["isa"] = a.isa
+        if a.tf32 != "off":
+            doc["tf32"] = a.tf32
         return digest_json(doc)[:16]
 
     @property
     def config_id(self) -> str:
         a = self.axes
         q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
-        return f"{self.task_name}/{a.dtype}/{q}/{a.device.replace(':', '')}/p{a.profile}"
+        tf32 = "/tf32" if a.tf32 == "on" else ""  # TF32 is a configuration, as the profile is
+        return f"{self.task_name}/{a.dtype}/{q}/{a.device.replace(':', '')}/p{a.profile}{tf32}"
 
     @property
-    def group_key(self) -> tuple[str, str]:
-        """Cells sharing a worker: same device and determinism profile."""
-        return (self.axes.device, self.axes.profile)
+    def group_key(self) -> tuple[str, str, str, str]:
+        """Cells sharing a worker: same device, determinism profile, kernel set and TF32 mode
+        (each is set in the environment before torch starts)."""
+        return (self.axes.device, self.axes.profile, self.axes.isa, self.axes.tf32)
 
 
 @dataclass
@@ -374,6 +397,14 @@ def feasibility(kind: str, values: dict[str, Any], available: list[str]) -> str 
     device = values["device"]
     if device != "cpu" and device not in available:
         return f"{device} is not available on this machine"
+    isa = values.get("isa", NATIVE)
+    if isa != NATIVE and device != "cpu":
+        return f"isa {isa} caps CPU kernels; a {device} cell runs on the GPU (use isa = native there)"
+    why = isa_unavailable(isa)
+    if why:
+        return why
+    if values.get("tf32") == "on" and not device.startswith("cuda"):
+        return f"tf32 on is a CUDA matmul mode; {device} has none"
     if values["quantize_bits"] and device.startswith("mps"):
         return f"{values['quantize_bits']}-bit bitsandbytes quantization does not run on {device}"
     if values["quantize_bits"]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
+from harness.vocabulary import DEFAULT_JUDGED, DimensionName
 from harness.store.manifest import first_field_problem
 
 
@@ -62,10 +63,8 @@ class Gates(BaseModel):
     fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
         default_factory=lambda: ["not_ready", "failed"])
     # Comparisons that decide the verdict; the others are still measured and reported.
-    # ``node`` (fleet runs: each node against the reference node) and ``load`` (cold start
-    # against warm) are judged unless left out.
-    verdict_dimensions: list[Literal["repeat", "process", "batch", "threads", "node", "load"]] = Field(
-        default_factory=lambda: ["repeat", "process", "batch", "threads", "node", "load"], min_length=1)
+    # Every dimension (harness.vocabulary.DIMENSIONS) is judged unless left out.
+    verdict_dimensions: list[DimensionName] = Field(default_factory=lambda: list(DEFAULT_JUDGED), min_length=1)
 
 
 class PolicyError(HarnessError, ValueError):

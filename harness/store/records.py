@@ -8,6 +8,8 @@ History:
        ``receipt`` (harness.store.receipts: a digest chaining task, model files, runner,
        libraries, determinism flags, device class, seed and outputs); ``model_meta`` gains
        ``model_files_sha256``. Version 1 records still load (no node, no receipt).
+  3 -- ``axes`` gain ``isa`` (the CPU kernel set, harness.isa) and ``tf32``; ``determinism``
+       gains ``kernels`` (the kernels in force, read back). Earlier records load as native, tf32 off.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RECORD_SCHEMA_VERSION = 2
+RECORD_SCHEMA_VERSION = 3
 Status = Literal["ok", "failed", "timeout", "skipped"]
 
 
@@ -33,6 +35,8 @@ class Axes(BaseModel):
     batch_size: int = 1
     profile: str = "on"
     load: str = "warm"  # cold: seeded, then the model loaded (a node's first task); warm: loaded, then seeded
+    isa: str = "native"  # the CPU kernel set (harness.isa); native: the machine as it is
+    tf32: str = "off"  # TF32 matmul on CUDA
     repeat: int = 0
     worker: int = 0
 

@@ -47,6 +47,8 @@ CERTIFICATE_MD = "certificate.md"
 Verdict = Literal["pass", "pass_with_tolerance", "fail"]
 EMULATION_NOTE = ("emulated hardware: the threads axis was overridden on the same machine; a different CPU "
                   "thread count changes float reduction order as different hardware does")
+ISA_NOTE = ("emulated CPU kind: ATen, oneDNN and oneMKL were capped at the {isa} kernel level ({like}) on the "
+            "same machine; other kernels reduce floats in another order, as another CPU kind does")
 
 
 class CertifyError(StoreError):
@@ -176,17 +178,23 @@ def _replace_all_devices(doc: dict[str, Any], devices: list[str]) -> None:
             entry["axes"]["device"] = fix(entry["axes"]["device"])
 
 
-def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
-    """The matrix document with every threads setting replaced by ``threads``."""
+def override_axis(doc: dict[str, Any], axis: str, value: Any) -> dict[str, Any]:
+    """The matrix document with every ``axis`` setting replaced by ``value``; excludes that
+    name the axis are dropped (they named values the run no longer has)."""
     doc = copy.deepcopy(doc)
-    doc.setdefault("axes", {})["threads"] = [threads]
+    doc.setdefault("axes", {})[axis] = [value]
     for entry in doc.get("tasks", []):
-        if "threads" in entry.get("axes", {}):
-            entry["axes"]["threads"] = [threads]
+        if axis in entry.get("axes", {}):
+            entry["axes"][axis] = [value]
     for rule in doc.get("include", []):
-        if "threads" in rule:
-            rule["threads"] = threads
+        if axis in rule:
+            rule[axis] = value
+    doc["exclude"] = [rule for rule in doc.get("exclude", []) if axis not in rule]
     return doc
+
+
+def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
+    return override_axis(doc, "threads", threads)
 
 
 # --- verdicts ---------------------------------------------------------------------------------------
@@ -328,13 +336,23 @@ def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None
 
 def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str | Path | None = None,
             threads: int | None = None, progress: bool = False, reports_root: Path = Path("reports"),
-            executor: Any = None, trusted_keys: set[str] | None = None) -> tuple[Certificate, Path]:
+            executor: Any = None, trusted_keys: set[str] | None = None,
+            isa: str | None = None) -> tuple[Certificate, Path]:
     """Re-run the reference's cells here and certify; returns the certificate and run dir."""
     from harness.spec.matrix import available_devices
     from harness.execution.runner import run_matrix
 
     if threads is not None and threads < 1:
         raise CertifyError(f"--threads must be a positive integer, got {threads}")
+    if isa is not None:
+        from harness.isa import IsaError, unavailable
+
+        try:
+            why = unavailable(isa)
+        except IsaError as err:
+            raise CertifyError(f"--isa: {err}") from None
+        if why:
+            raise CertifyError(f"--isa {isa}: {why}")
     from harness.analysis.evidence import gather as check_evidence
 
     with open_bundle(reference, trusted_keys) as ref:
@@ -371,12 +389,23 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
                 raise CertifyError(f"matrix {matrix}: cell {foreign[0].cell_id} (spec {foreign[0].spec_hash}) is not "
                                    f"in the reference run; certify re-runs the reference's cells (a subset is fine)")
             expected = {c.spec_hash for c in cells}
-        emulation = None
-        match = "spec"
+        emulation: dict[str, Any] | None = None
+        ignored: list[str] = []
+        notes: list[str] = []
         if threads is not None:
             doc = override_threads(doc, threads)
-            match = "ignore:threads"
-            emulation = {"threads": threads, "note": EMULATION_NOTE}
+            ignored.append("threads")
+            notes.append(EMULATION_NOTE)
+        if isa is not None:
+            from harness.isa import LEVELS
+
+            doc = override_axis(doc, "isa", isa)
+            ignored.append("isa")
+            like = LEVELS[isa].like if isa in LEVELS else "the machine as it is"
+            notes.append(ISA_NOTE.format(isa=isa, like=like))
+        match = f"ignore:{','.join(ignored)}" if ignored else "spec"
+        if ignored:
+            emulation = {"threads": threads, "isa": isa, "note": "; ".join(notes)}
         run_as = _from_doc(doc, where)
         run_dir = Path(out) if out else reports_root / "runs" / new_run_id("certify")
         summary = run_matrix(run_as, run_dir, progress=progress, executor=executor, max_cells=max_cells)
