@@ -38,7 +38,7 @@ class CapturedWarnings:
 def apply_environment(profile: str, isa: str = "native", tf32: str = "off") -> dict[str, str]:
     """Set environment variables that must precede torch/CUDA start: the profile's, the CPU
     kernel set's (harness.isa; native sets none) and TF32's. Returns what it set."""
-    from harness import isa as kernel_sets
+    import harness.isa as kernel_sets
 
     if profile not in PROFILES:
         raise ValueError(f"unknown determinism profile {profile!r}; expected one of {PROFILES}")

@@ -112,6 +112,8 @@ def cmd_validators(args) -> int:
     from harness.report.validators import render_markdown
     from harness.workflows.validator_study import FULL, QUICK, plot_det, run_study
 
+    if args.calibration:
+        return write_calibration(args)
     settings = QUICK if args.quick else FULL
     if args.seeds:
         settings = replace(settings, seeds=args.seeds)
@@ -129,6 +131,35 @@ def cmd_validators(args) -> int:
     if args.out:
         print(f"wrote {args.out}")
     print(f"wrote {plot}")
+    return EXIT_OK
+
+
+def write_calibration(args) -> int:
+    from dataclasses import replace
+
+    from harness.store.run import atomic_write_json
+    from harness.workflows.calibration_study import CalibrationSettings, run_calibration
+
+    settings = CalibrationSettings()
+    if args.seeds:
+        settings = replace(settings, seeds=args.seeds)
+    if args.tokens:
+        settings = replace(settings, max_new_tokens=args.tokens)
+    try:
+        cal = run_calibration(settings)
+    except ValueError as err:
+        raise StoreError(f"calibration: {err}") from None
+    atomic_write_json(Path(args.calibration), cal.model_dump(mode="json"))
+    for e in cal.entries:
+        sc = e.scope
+        print(f"{sc.dtype}{f' {sc.quantize_bits}-bit' if sc.quantize_bits else ''}: sources {', '.join(sc.sources)}; "
+              f"max abs {e.waveform_max_abs:.3g}, rel-L2 {e.waveform_rel_l2:.3g}; held-out FRR {e.false_reject.rate:.3f} "
+              f"({e.false_reject.errors}/{e.false_reject.pairs}), FAR {e.false_accept.rate:.3f} "
+              f"({e.false_accept.errors}/{e.false_accept.pairs})")
+        for note in e.notes:
+            print(f"  note: {note}")
+    print(cal.made_by)
+    print(f"wrote {args.calibration}")
     return EXIT_OK
 
 
@@ -203,6 +234,11 @@ def register(sub) -> None:
     s.add_argument("--out", metavar="FILE", help="also write the Markdown table here")
     s.add_argument("--plot", metavar="FILE", help="the DET plot (PNG; default next to --out, else "
                                                   "reports/validators/det.png)")
+    s.add_argument("--calibration", metavar="FILE",
+                   help="instead: calibrate the composite rule per configuration (float32, bfloat16, 8-bit) across "
+                        "every CPU kernel level this machine gives and write the scoped calibration file a matrix "
+                        "names (default 6 seeds x 2 prompts, 64 tokens)")
+    s.add_argument("--tokens", type=_positive_int, help="with --calibration: new tokens per generation (default 64)")
     s.set_defaults(func=cmd_validators)
 
     s = sub.add_parser("compare", help="compare two runs or bundles cell by cell (outputs, then costs)")

@@ -131,11 +131,16 @@ def _comparable(waveform: np.ndarray, codes: np.ndarray, rate: int) -> Comparabl
     return Comparable(arrays=arrays, digests=digests, discrete="codes", steps="codes", sampling_rate=int(rate))
 
 
-def _start_worker(docs: list[tuple[dict[str, Any], int]], folder: Path) -> subprocess.Popen:
+def _start_worker(docs: list[tuple[dict[str, Any], int]], folder: Path,
+                  extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A fresh worker process for ``docs``; ``extra_env`` is set before its torch starts
+    (a CPU kernel level's caps, harness.isa)."""
+    folder.mkdir(parents=True, exist_ok=True)
     jobs = folder / "jobs.json"
     jobs.write_text(json.dumps([[d, t] for d, t in docs]))
     env = dict(os.environ)
     apply_library_env(env)
+    env.update(extra_env or {})
     with open(folder / "worker.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "harness.workflows.validator_study", "--worker", str(jobs),
                                  str(folder / "out.npz")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -160,7 +165,9 @@ def _collect_worker(proc: subprocess.Popen, folder: Path, timeout: float = 600) 
 def _worker_main(jobs_path: str, out_path: str) -> int:
     docs = [(d, int(t)) for d, t in json.loads(Path(jobs_path).read_text())]
     outs = generate(docs)
-    arrays: dict[str, np.ndarray] = {"count": np.array(len(outs))}
+    from harness.execution.env import kernels_in_force
+
+    arrays: dict[str, np.ndarray] = {"count": np.array(len(outs)), "kernel_class": np.array(kernels_in_force()["class"])}
     for i, c in enumerate(outs):
         arrays[f"waveform_{i}"] = np.asarray(c.arrays["waveform"])
         arrays[f"codes_{i}"] = np.asarray(c.arrays["codes"])

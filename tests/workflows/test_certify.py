@@ -195,7 +195,10 @@ def test_runs_compare_cell_by_cell_across_thread_counts(reference, certified_t2,
 
 
 def test_match_modes_are_checked():
-    assert parse_match("spec") is None and parse_match("ignore:dtype") == "dtype"
+    assert parse_match("spec") is None and parse_match("ignore:dtype") == ("dtype",)
+    assert parse_match("ignore:threads,isa") == ("threads", "isa")
+    with pytest.raises(CrossRunError, match="unknown match mode"):
+        parse_match("ignore:threads,threads")
     with pytest.raises(CrossRunError, match="unknown match mode 'ignore:seed'"):
         parse_match("ignore:seed")
     with pytest.raises(SystemExit):

@@ -1,0 +1,167 @@
+"""Calibration files: a validator's bounds and measured error rates, with the scope they hold in.
+
+Why: a tolerance rule's bounds are measured on honest pairs of one configuration on the
+kernels it was run with. Applied elsewhere (bfloat16 with float32's bounds, or a CPU kind the
+study never ran) they call an honest node a cheat, or pass a cheat. So ``harness validators
+--out FILE`` writes what it measured with its scope, a matrix names the file
+(``[validators.audio] calibration = "calibrations/tiny-musicgen.json"``), and the analysis
+uses an entry only for a configuration inside its scope; outside it the verdict says so and
+no finding is drawn from bounds that do not apply.
+
+Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. The ``digest`` is the sha256 of
+the canonical JSON of everything else; a file whose digest does not match is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.digests import digest_json, strict_json_loads
+from harness.errors import HarnessError
+
+CALIBRATION_SCHEMA_VERSION = 1
+MAX_CALIBRATION_BYTES = 4 * 1024 * 1024
+#: honest sources a study can pair (the comparison dimensions it stands in for)
+SOURCES = ("repeat", "process", "threads", "isa")
+
+
+class CalibrationError(HarnessError, ValueError):
+    """A calibration file that cannot be used; one line naming the file and the field."""
+
+
+class Rate(BaseModel):
+    """A measured rate on held-out pairs, with its Wilson 95% interval."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    rate: float = Field(ge=0, le=1)
+    low: float = Field(ge=0, le=1)
+    high: float = Field(ge=0, le=1)
+    errors: int = Field(ge=0)
+    pairs: int = Field(ge=0)
+
+
+class Scope(BaseModel):
+    """Where an entry's bounds were measured: outside it the entry decides nothing."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    kind: str
+    model: str
+    weights_sha256: str | None = None
+    dtype: str
+    quantize_bits: int | None = None
+    new_tokens: tuple[int, int]  # the generated length range the study ran
+    sources: list[Literal["repeat", "process", "threads", "isa"]]
+    kernel_classes: list[str]  # harness.isa.kernel_class of every execution the study paired
+    harness_version: str
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    scope: Scope
+    waveform_max_abs: float = Field(ge=0)
+    waveform_rel_l2: float = Field(ge=0)
+    false_reject: Rate
+    false_accept: Rate
+    notes: list[str] = Field(default_factory=list)  # e.g. a source left out of the scope, and why
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    schema_version: int = CALIBRATION_SCHEMA_VERSION
+    rule: Literal["composite"] = "composite"
+    made_by: str  # the study and its size
+    entries: list[Entry] = Field(min_length=1)
+    digest: str = ""
+
+    def content_digest(self) -> str:
+        return digest_json(self.model_dump(mode="json", exclude={"digest"}))
+
+    def sealed(self) -> Calibration:
+        return self.model_copy(update={"digest": self.content_digest()})
+
+
+def parse_calibration(doc: Any, where: str) -> Calibration:
+    """A calibration document, its version and digest checked; errors name ``where`` and the field."""
+    from harness.store.manifest import first_field_problem
+
+    if not isinstance(doc, dict):
+        raise CalibrationError(f"{where}: a calibration file is a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > CALIBRATION_SCHEMA_VERSION:
+        raise CalibrationError(f"{where}: calibration schema_version {version} is newer than this harness reads "
+                               f"({CALIBRATION_SCHEMA_VERSION})")
+    try:
+        cal = Calibration.model_validate(doc)
+    except ValidationError as err:
+        raise CalibrationError(f"{where}: {first_field_problem(err, '$')}") from None
+    if cal.digest != cal.content_digest():
+        raise CalibrationError(f"{where}: digest does not match the content (edited after it was written?); "
+                               f"make it again with `harness validators --out`")
+    return cal
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()[:MAX_CALIBRATION_BYTES + 1]
+    except OSError as err:
+        raise CalibrationError(f"{path}: cannot read ({err.strerror or err})") from None
+    if len(raw) > MAX_CALIBRATION_BYTES:
+        raise CalibrationError(f"{path}: larger than {MAX_CALIBRATION_BYTES} bytes")
+    try:
+        doc = strict_json_loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CalibrationError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
+    return parse_calibration(doc, str(path))
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a configuration is, as the analysis knows it from its records."""
+
+    kind: str
+    model: str
+    dtype: str
+    quantize_bits: int | None
+    weights_sha256: str | None = None
+    new_tokens: int | None = None
+    kernel_classes: frozenset[str] = field(default_factory=frozenset)
+    sources: frozenset[str] = field(default_factory=frozenset)  # judged dimensions with non-bitwise pairs
+
+
+def _config_name(kind: str, model: str, dtype: str, bits: int | None) -> str:
+    return f"{kind} {model} {dtype}" + (f" {bits}-bit" if bits else "")
+
+
+def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
+    """The entry whose scope holds ``facts``, or None with the true reason it has none."""
+    same = [e for e in cal.entries if e.scope.kind == facts.kind and e.scope.model == facts.model]
+    if not same:
+        return None, f"no calibrated validator for {facts.kind} {facts.model}"
+    config = [e for e in same if e.scope.dtype == facts.dtype and e.scope.quantize_bits == facts.quantize_bits]
+    if not config:
+        have = ", ".join(sorted({_config_name("", "", e.scope.dtype, e.scope.quantize_bits).strip() for e in same}))
+        return None, (f"no calibrated validator for {_config_name(facts.kind, facts.model, facts.dtype, facts.quantize_bits)}"
+                      f" (calibrated: {have})")
+    entry = config[0]
+    scope = entry.scope
+    if facts.weights_sha256 and scope.weights_sha256 and facts.weights_sha256 != scope.weights_sha256:
+        return None, (f"the calibration was measured on other weights of {facts.model} "
+                      f"({scope.weights_sha256[:12]}, these are {facts.weights_sha256[:12]})")
+    if facts.new_tokens is not None and not scope.new_tokens[0] <= facts.new_tokens <= scope.new_tokens[1]:
+        return None, (f"{facts.new_tokens} new tokens is outside the calibrated range "
+                      f"{scope.new_tokens[0]}-{scope.new_tokens[1]}")
+    outside = sorted(facts.kernel_classes - set(scope.kernel_classes))
+    if outside:
+        return None, (f"kernel class {', '.join(outside)} is outside the calibration "
+                      f"(calibrated: {', '.join(scope.kernel_classes)})")
+    sources = sorted(facts.sources - set(scope.sources))
+    if sources:
+        why = "; ".join(entry.notes) if entry.notes else ""
+        return None, (f"honest source {', '.join(sources)} was not calibrated for this configuration (calibrated: "
+                      f"{', '.join(scope.sources)})" + (f": {why}" if why else ""))
+    return entry, None
