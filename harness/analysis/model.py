@@ -9,7 +9,8 @@ rebuilt from its configurations, warnings empty: a v1 run's logs were never coun
 ``harness.analysis.saved.upgrade_analysis``. 3 -- pair findings and rule decisions, the named
 validator, agreement per pair rule with the network's figures (accepted / aborted /
 invalidated), the network rule's figures per configuration (new fields have defaults: a
-version-2 document upgrades as is).
+version-2 document upgrades as is); since then (defaults, no version change): the replay rule's
+decisions per configuration and the explained first divergence of each pair.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class PairResult(BaseModel):
     stage: str | None = None  # chained tasks: the stage where the divergence began (text | audio)
     finding: str | None = None  # harness.compare.levels.FINDING_TEXT key
     rules: dict[str, bool] = Field(default_factory=dict)  # pair rule -> accepted (applicable rules)
+    #: the first divergent step explained (harness.compare.replay.Explanation dump: class benign |
+    #: suspicious, each side's gap, the margin); only where the matrix names the replay validator
+    explanation: dict[str, Any] | None = None
 
 
 class DimensionSummary(BaseModel):
@@ -52,6 +56,8 @@ class DimensionSummary(BaseModel):
     findings: dict[str, int] = Field(default_factory=dict)  # finding -> pairs
     finding_steps: list[int] = Field(default_factory=list)  # first divergent step of pairs with a finding
     rejected: dict[str, int] = Field(default_factory=dict)  # pair rule -> pairs it rejects
+    explained: dict[str, int] = Field(default_factory=dict)  # divergence class -> pairs (benign | suspicious)
+    explanation: str | None = None  # the sentence of the worst explained pair
 
 
 class NetworkFigures(BaseModel):
@@ -131,6 +137,9 @@ class ConfigResult(BaseModel):
     cost: CostSummary = Field(default_factory=CostSummary)
     failures: list[str] = Field(default_factory=list)  # "cell: reason", capped
     nodes: ConfigNodes | None = None  # fleet runs only
+    #: the replay rule over this configuration's executions (when the matrix names it): how many
+    #: replayed, accepted, were rejected (first reason) or could not be replayed (why)
+    replay: dict[str, Any] | None = None
 
 
 class GateResult(BaseModel):

@@ -24,8 +24,9 @@ Two ways to get the per-step logits:
   - ``stepwise``: forced generation: transformers' own sampling loop runs with a processor
     that records each step's logits and forces the candidate's token (the draws are consumed as
     in ``generate``): exactly ``generate``'s arithmetic on this machine, at generation's cost.
-``auto`` is one-pass, re-checked stepwise when a flip's gap is at the noise scale
-(``recheck_below``), so the decision never rests on the one-pass approximation alone.
+``auto`` is one-pass (stepwise where the one pass does not reproduce generate's logits:
+bitsandbytes 8-bit), re-checked stepwise when a flip's gap falls in a band around the margin
+(``recheck_band``), so no decision near the margin rests on the one-pass approximation.
 
 Where the generator starts: ``warm`` (seeded just before generating: a node serving from its
 model cache) or ``cold`` (seeded before loading the model: a node's first task; loading
@@ -497,7 +498,9 @@ class Options:
     path: str = "auto"
     rows_in_draw_factor: int = 1  # the batch size the candidate ran in (its rows come first)
     detail_steps: tuple[int, ...] = ()
-    recheck_below: float | None = None  # auto: flips with a gap at most this are re-checked stepwise
+    #: auto: when a one-pass flip's gap falls in this band (around the margin, where the one
+    #: pass's own float noise could decide), the stage is re-checked with forced generation
+    recheck_band: tuple[float, float] | None = None
     allow_greedy: bool = False  # explain_divergence only: greedy steps, gaps without draws
 
 
@@ -529,8 +532,9 @@ def _run_stage(stage: str, kind: str, prep: _Prepared, discrete: np.ndarray, sta
     else:
         _stepwise_logits(prep, chk, state)
     watch[path] = time.perf_counter() - started
-    if (opts.path == "auto" and opts.recheck_below is not None and chk.trace_flips
-            and min(f.gap for f in chk.trace_flips) <= opts.recheck_below):
+    band = opts.recheck_band
+    if (opts.path == "auto" and path == "one-pass" and band is not None
+            and any(band[0] < f.gap <= band[1] for f in chk.trace_flips)):
         again = time.perf_counter()
         chk = checker()
         _stepwise_logits(prep, chk, state)
@@ -610,8 +614,8 @@ def _audio_stage(task, candidate: Candidate, loaded, device: str, state, opts: O
     model = loaded.objects["model"]
     if int(getattr(model.decoder.config, "audio_channels", 1)) != 1:
         raise NotReplayable("stereo MusicGen is not replayed (the harness records one channel's codes)")
-    if "codes" not in candidate.arrays or "waveform" not in candidate.arrays:
-        return StageTrace(stage=stage, path="none", problem="the candidate sent no codes or no waveform")
+    if "codes" not in candidate.arrays:
+        return StageTrace(stage=stage, path="none", problem="the candidate sent no codes")
     inputs, _, _ = eng._inputs(loaded, [task], device)
     kwargs, added = eng.call_kwargs(loaded, task, inputs)
     prep = _prepare("audio", model, {**inputs, **kwargs, **added})
@@ -692,7 +696,7 @@ def _replay_chain(task, candidate: Candidate, device: str, cache, opts: Options)
     prompt = answer if answer.strip() else task.description
     audio_task = audio_stage_task(task, prompt)
     audio_opts = Options(start="warm", path=opts.path, detail_steps=opts.detail_steps,
-                         recheck_below=opts.recheck_below, allow_greedy=opts.allow_greedy)
+                         recheck_band=opts.recheck_band, allow_greedy=opts.allow_greedy)
     audio = _audio_stage(audio_task, candidate, loaded.objects["audio"], device,
                          start_state("audio", audio_task, device, "warm"), audio_opts)
     if audio.problem is None and response.get("audio_prompt") != prompt:
@@ -709,7 +713,8 @@ def _replay_chain(task, candidate: Candidate, device: str, cache, opts: Options)
 def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, *, isa: str = "native",
                      threads: int | None = None, options: Options | None = None, timeout: float = 600) -> dict[str, Any]:
     """``replay_output`` in a fresh worker at CPU kernel level ``isa`` (and ``threads``):
-    returns the trace summary plus the step details asked for (arrays)."""
+    ``{"trace": summary | None, "not_replayable": reason | None, "details": {(stage, step):
+    StepDetail}}``."""
     import os
     import subprocess
     import tempfile
@@ -723,7 +728,7 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
         np.savez(folder / "candidate.npz", **{k: np.asarray(v) for k, v in candidate.arrays.items()})
         job = {"kind": kind, "task": task_doc, "response": candidate.response, "threads": threads,
                "options": {"start": opts.start, "path": opts.path, "rows_in_draw_factor": opts.rows_in_draw_factor,
-                           "detail_steps": list(opts.detail_steps), "recheck_below": opts.recheck_below,
+                           "detail_steps": list(opts.detail_steps), "recheck_band": opts.recheck_band,
                            "allow_greedy": opts.allow_greedy}}
         (folder / "job.json").write_text(json.dumps(job))
         env = dict(os.environ)
@@ -737,12 +742,15 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
             raise RuntimeError(f"replay worker (isa {isa}) exited with code {proc.returncode}: {tail}")
         out = json.loads((folder / "trace.json").read_text())
         with np.load(folder / "details.npz", allow_pickle=False) as npz:
-            out["details"] = {int(k.split("_")[1]): None for k in npz.files if k.startswith("scores_")}
-            for step in list(out["details"]):
-                out["details"][step] = StepDetail(
-                    step=step, candidate=npz[f"candidate_{step}"], sampled=npz[f"sampled_{step}"],
-                    valid=npz[f"valid_{step}"], scores=npz[f"scores_{step}"], kept=npz[f"kept_{step}"],
-                    log_draws=npz[f"logdraws_{step}"] if f"logdraws_{step}" in npz.files else None)
+            out["details"] = {}
+            for name in npz.files:
+                if name.startswith("scores_"):
+                    _, stage, step = name.split("_")
+                    key = f"{stage}_{step}"
+                    out["details"][(stage, int(step))] = StepDetail(
+                        step=int(step), candidate=npz[f"candidate_{key}"], sampled=npz[f"sampled_{key}"],
+                        valid=npz[f"valid_{key}"], scores=npz[name], kept=npz[f"kept_{key}"],
+                        log_draws=npz[f"logdraws_{key}"] if f"logdraws_{key}" in npz.files else None)
         return out
 
 
@@ -762,7 +770,8 @@ def _worker(folder: str) -> int:
         arrays = {k: npz[k] for k in npz.files}
     o = job["options"]
     opts = Options(start=o["start"], path=o["path"], rows_in_draw_factor=o["rows_in_draw_factor"],
-                   detail_steps=tuple(o["detail_steps"]), recheck_below=o["recheck_below"],
+                   detail_steps=tuple(o["detail_steps"]),
+                   recheck_band=tuple(o["recheck_band"]) if o["recheck_band"] else None,
                    allow_greedy=o["allow_greedy"])
     task = parse_task(job["task"], job["kind"])
     result: dict[str, Any] = {}
@@ -772,10 +781,11 @@ def _worker(folder: str) -> int:
         result = {"trace": trace.summary(), "not_replayable": None}
         for stage in trace.stages:
             for step, d in stage.details.items():
-                details.update({f"candidate_{step}": d.candidate, f"sampled_{step}": d.sampled,
-                                f"valid_{step}": d.valid, f"scores_{step}": d.scores, f"kept_{step}": d.kept})
+                key = f"{stage.stage}_{step}"
+                details.update({f"candidate_{key}": d.candidate, f"sampled_{key}": d.sampled,
+                                f"valid_{key}": d.valid, f"scores_{key}": d.scores, f"kept_{key}": d.kept})
                 if d.log_draws is not None:
-                    details[f"logdraws_{step}"] = d.log_draws
+                    details[f"logdraws_{key}"] = d.log_draws
     except NotReplayable as err:
         result = {"trace": None, "not_replayable": str(err)}
     (path / "trace.json").write_text(json.dumps(result))
