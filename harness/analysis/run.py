@@ -142,7 +142,7 @@ class RunReplay:
         doc = self.task_doc(r)
         key = (digest_json(doc), r.digests.get("output"), r.digests.get("tokens"), r.axes.batch_size, r.axes.device)
         return self.replayer.decision(key, r.kind, doc, lambda: Candidate(arrays=c.arrays, response=r.output.get("response")),
-                                      device=r.axes.device, batch_size=r.axes.batch_size)
+                                      ran_on=r.axes.device, batch_size=r.axes.batch_size)
 
     def explain(self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable) -> dict | None:
         from harness.compare.replay import Side, bounds_for, explain_divergence

@@ -91,6 +91,9 @@ def decide(trace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -
                 max_gap=(_finite(worst.gap) if worst else 0.0), paths=[s.path for s in trace.stages],
                 first_flip=_flip(flips[0], trace) if flips else None, worst_flip=_flip(worst, trace) if worst else None,
                 seconds=sum(sum(s.seconds.values()) for s in trace.stages))
+    audio = next((s for s in trace.stages if s.decoded is not None), None)
+    if audio is not None and candidate_waveform is not None:
+        base["waveform"] = float_metrics(np.asarray(candidate_waveform, dtype=np.float32), audio.decoded)
     if trace.problem:
         return ReplayDecision(accepted=False, reason=trace.problem, **base)
     if worst is not None and not worst.gap <= bounds.margin:
@@ -99,12 +102,10 @@ def decide(trace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -
         return ReplayDecision(accepted=False, reason=(
             f"{stage} step {worst.step} ({_where(stage, worst)}): token {worst.candidate} where the seed samples "
             f"{worst.sampled}, {gap} > margin {bounds.margin:.3g} (a confident token replaced)"), **base)
-    audio = next((s for s in trace.stages if s.decoded is not None), None)
     if audio is not None and candidate_waveform is None:
         return ReplayDecision(accepted=False, reason="the candidate sent codes but no waveform", **base)
     if audio is not None:
-        metrics = float_metrics(np.asarray(candidate_waveform, dtype=np.float32), audio.decoded)
-        base["waveform"] = metrics
+        metrics = base["waveform"]
         limits = Thresholds(waveform_max_abs=bounds.waveform_max_abs, waveform_rel_l2=bounds.waveform_rel_l2)
         if not within_waveform_bounds(metrics, limits):
             return ReplayDecision(accepted=False, reason=(
@@ -141,16 +142,22 @@ def candidate_waveform(candidate) -> np.ndarray | None:
 
 
 def validate(kind: str, task: Any, candidate, thresholds: Thresholds | None = None, *, device: str = "cpu",
-             batch_size: int = 1, cache=None, starts: tuple[str, ...] = ("warm", "cold"),
+             ran_on: str | None = None, batch_size: int = 1, cache=None, starts: tuple[str, ...] = ("warm", "cold"),
              path: str = "auto") -> ReplayDecision:
-    """The replay rule for one candidate of ``task``: accepted from the first start (warm, then
-    cold where loading draws) that replays it; else the closest rejection (fewest flips)."""
+    """The replay rule for one candidate of ``task``, replayed on ``device`` here: accepted from
+    the first start (warm, then cold where loading draws) that replays it; else the closest
+    rejection (fewest flips). ``ran_on``: the device the candidate says its draws came from
+    (a CUDA run cannot be replayed; a false "cpu" only makes an honest CUDA output fail)."""
+    from harness.engines.draws import device_problem
     from harness.execution.replay import Options, cold_differs, replay_output
 
     thr = thresholds or Thresholds()
     bounds = bounds_for(thr, _dtype_of(task))
     tried: list[ReplayDecision] = []
     try:
+        why = device_problem(ran_on or device)
+        if why:
+            raise NotReplayable(why)
         for start in starts:
             if start == "cold" and tried and not cold_differs(kind, task, device):
                 continue  # this model loads without drawing: cold is warm
@@ -183,12 +190,12 @@ class Replayer:
         self._decisions: dict[tuple, ReplayDecision] = {}
 
     def decision(self, key: tuple, kind: str, task_doc: Mapping[str, Any], candidate: Callable[[], Any], *,
-                 device: str = "cpu", batch_size: int = 1) -> ReplayDecision:
+                 ran_on: str = "cpu", batch_size: int = 1) -> ReplayDecision:
         if key not in self._decisions:
             from harness.spec.tasks import parse_task
 
             self._decisions[key] = validate(kind, parse_task(dict(task_doc), kind), candidate(), self.thresholds,
-                                            device=device, batch_size=batch_size, cache=self.cache)
+                                            ran_on=ran_on, batch_size=batch_size, cache=self.cache)
         return self._decisions[key]
 
 

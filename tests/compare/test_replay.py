@@ -157,7 +157,7 @@ def test_gpt_cheats_reject_and_unreplayable_tasks_are_never_accepted(runs):
         doc = {**GPT, "generation_config": {"max_new_tokens": 8, **gc}}
         d = validate("gpt", parse_task(doc, "gpt"), _cand(run(doc, "gpt")), cache=cache)
         assert d.accepted is None and "not replayable" in d.reason and not d.replayable
-    d = validate("audio", parse_task(MUSIC, "audio"), _cand(run(MUSIC)), device="cuda:0", cache=cache)
+    d = validate("audio", parse_task(MUSIC, "audio"), _cand(run(MUSIC)), ran_on="cuda:0", cache=cache)
     assert d.accepted is None and "CUDA" in d.reason
 
 
