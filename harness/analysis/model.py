@@ -118,11 +118,14 @@ class ConfigResult(BaseModel):
     profile: str
     verdict: Verdict
     reason: str
+    decided_by: list[str] = Field(default_factory=list)  # judged dimensions whose pairs decided a not_ready verdict
     counts: dict[str, int] = Field(default_factory=dict)  # status -> count
     dimensions: dict[str, DimensionSummary] = Field(default_factory=dict)
     agreement: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)  # rule -> GroupFigures dump
     network: NetworkFigures | None = None  # the validation group under the kind's network rule
     validator: dict[str, Any] | None = None  # the validator the matrix names for this kind (NamedValidator)
+    # the bounds this configuration was compared with, when its calibration entry set them
+    thresholds: dict[str, Any] | None = None
     seed_sensitive: bool | None = None
     seed_note: str | None = None
     dtype_drift: DimensionSummary | None = None

@@ -108,8 +108,8 @@ def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     try:
         raw = path.read_bytes()[:MAX_CALIBRATION_BYTES + 1]
-    except OSError as err:
-        raise CalibrationError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+        raise CalibrationError(f"{path!s:.200}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     if len(raw) > MAX_CALIBRATION_BYTES:
         raise CalibrationError(f"{path}: larger than {MAX_CALIBRATION_BYTES} bytes")
     try:
