@@ -149,7 +149,8 @@ def apply(name: str) -> dict[str, str]:
 
 
 #: oneDNN's verbose ``isa:`` text -> a family name (the families its ISA caps select)
-_ONEDNN_FAMILIES = (("AMX", "amx"), ("bfloat16", "avx512_bf16"), ("AVX 10.1", "avx10"), ("AVX-512 with Intel DL Boost", "avx512_vnni"),
+_ONEDNN_FAMILIES = (("AMX", "amx"), ("AVX2 with Intel DL Boost, float16 and bfloat16", "avx2_vnni_2"),
+                    ("bfloat16", "avx512_bf16"), ("AVX10", "avx10"), ("AVX-512 with Intel DL Boost", "avx512_vnni"),
                     ("AVX-512", "avx512"), ("AVX2 with Intel DL Boost", "avx2_vnni"), ("AVX2", "avx2"), ("AVX", "avx"),
                     ("SSE4.1", "sse41"))
 

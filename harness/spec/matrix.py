@@ -305,7 +305,13 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
         return data
     out = dict(validators)
     for kind, doc in validators.items():
-        if not (isinstance(doc, dict) and isinstance(doc.get("calibration"), str)):
+        if not isinstance(doc, dict):
+            continue
+        typed = next((k for k in ("sources", "notes", "calibration_file") if k in doc), None)
+        if typed:  # set from a calibration file's entry, never typed: bounds would claim a measurement
+            raise MatrixError(f"{where}: $.validators.{kind}.{typed}: comes from the calibration file; name the file "
+                              f"with calibration = \"FILE\"")
+        if not isinstance(doc.get("calibration"), str):
             continue
         name = doc["calibration"]
         try:

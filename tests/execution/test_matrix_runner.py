@@ -35,7 +35,11 @@ def test_smoke_matrix_expands_with_stable_ids():
 
     m = load_matrix(ROOT / "matrices" / "smoke.toml")
     cells = expand(m)
-    assert len(cells) == 240  # MusicGen: cold and warm at batch 1, warm at batch 2
+    # MusicGen: cold and warm at batch 1, warm at batch 2; AVX2 kernels at 1 thread, batch 1, warm
+    assert len(cells) == 288
+    avx2 = [c for c in cells if c.axes.isa == "avx2"]
+    assert len(avx2) == 48 and all(c.axes.threads == 1 and c.axes.batch_size == 1 and c.axes.load == "warm"
+                                   and "/isa-avx2/" in c.cell_id for c in avx2)
     assert cells[0].cell_id == "musicgen-pop/float32/qnone/seed42/cpu/t1/b1/pon/cold/w0/r0"
     assert {c.axes.load for c in cells if c.task_name == "gpt-chatbot"} == {"warm"}
     assert not any(c.axes.load == "cold" and c.axes.batch_size == 2 for c in cells)
