@@ -9,7 +9,8 @@ rebuilt from its configurations, warnings empty: a v1 run's logs were never coun
 ``harness.analysis.saved.upgrade_analysis``. 3 -- pair findings and rule decisions, the named
 validator, agreement per pair rule with the network's figures (accepted / aborted /
 invalidated), the network rule's figures per configuration (new fields have defaults: a
-version-2 document upgrades as is).
+version-2 document upgrades as is). Added since, with defaults (a document without them reads
+as before): ``verdict_dimensions`` (what the gate judged) and each dimension's ``worst_pair``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class DimensionSummary(BaseModel):
     findings: dict[str, int] = Field(default_factory=dict)  # finding -> pairs
     finding_steps: list[int] = Field(default_factory=list)  # first divergent step of pairs with a finding
     rejected: dict[str, int] = Field(default_factory=dict)  # pair rule -> pairs it rejects
+    # [cell a, cell b] of the worst pair (a finding first, then the weakest level, then the
+    # earliest divergence); empty when every pair is bitwise: the evidence a CI failure names
+    worst_pair: list[str] = Field(default_factory=list)
 
 
 class NetworkFigures(BaseModel):
@@ -196,6 +200,7 @@ class Analysis(BaseModel):
     tiny_models: dict[str, str] = Field(default_factory=dict)
     thresholds: dict[str, Any] = Field(default_factory=dict)
     gate_rules: list[str] = Field(default_factory=list)
+    verdict_dimensions: list[str] = Field(default_factory=list)  # the dimensions the gate judges (matrix gates)
     records: int = 0
     evidence: dict[str, Any] = Field(default_factory=dict)  # harness.store.evidence.Evidence counts
     problems: list[str] = Field(default_factory=list)

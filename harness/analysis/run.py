@@ -141,7 +141,10 @@ def _summarize(pairs: list[PairResult]) -> DimensionSummary:
     findings: dict[str, int] = defaultdict(int)
     rejected: dict[str, int] = defaultdict(int)
     steps, finding_steps = [], []
+    worst: PairResult | None = None
     for p in pairs:
+        if (p.finding or p.level != "bitwise") and (worst is None or _badness(p) > _badness(worst)):
+            worst = p
         levels[p.level] += 1
         for rule, ok in p.rules.items():
             rejected[rule] += not ok
@@ -156,7 +159,14 @@ def _summarize(pairs: list[PairResult]) -> DimensionSummary:
     return DimensionSummary(pairs=len(pairs), levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
                             worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps,
                             stages=dict(sorted(stages.items())), findings=dict(sorted(findings.items())),
-                            finding_steps=sorted(finding_steps), rejected=dict(sorted(rejected.items())))
+                            finding_steps=sorted(finding_steps), rejected=dict(sorted(rejected.items())),
+                            worst_pair=[worst.a, worst.b] if worst else [])
+
+
+def _badness(p: PairResult) -> tuple:
+    """A finding first, then the weakest level, then the earliest divergence."""
+    return (p.finding is not None, level_rank(p.level),
+            -p.first_divergence if p.first_divergence is not None else float("-inf"))
 
 
 def _axes_key(r: Record, *drop: str) -> tuple:
@@ -541,7 +551,8 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
         description=str(manifest.matrix_spec.get("description", "")), harness_version=manifest.harness_version,
         environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
-        thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
+        thresholds=thresholds.model_dump(), gate_rules=list(fail_on), verdict_dimensions=verdict_dims,
+        records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
         fleet=fleet, parallel_note=parallel_note(records, manifest.execution or []),
         evidence=evidence.model_dump(exclude={"problems"}),
