@@ -20,12 +20,40 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
+def determinism_args(posargs: list[str]) -> tuple[str, list[str]]:
+    """``nox -s determinism -- [RUN_DIR] [--junit FILE] [--matrix M]``: the run directory and the
+    extra ``harness run`` arguments (``--junit FILE`` writes the verdicts as JUnit XML for CI)."""
+    out, extra, matrix = "reports/runs/determinism-smoke", [], "matrices/smoke.toml"
+    rest = list(posargs)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("--junit", "--matrix") and rest:
+            value = rest.pop(0)
+        elif arg.startswith(("--junit=", "--matrix=")):
+            arg, value = arg.split("=", 1)
+        elif not arg.startswith("-"):
+            out = arg
+            continue
+        else:
+            raise ValueError(f"determinism: unknown argument {arg!r}; expected [RUN_DIR] [--junit FILE] [--matrix M]")
+        if arg == "--junit":
+            extra += ["--junit", value]
+        else:
+            matrix = value
+    return out, [matrix, "--out", out, "--no-progress", *extra]
+
+
 @nox.session(python=False)
 def determinism(session: nox.Session) -> None:
-    """Run the smoke matrix on the tiny models and gate on its verdicts (exit 1 on failure)."""
-    out = session.posargs[0] if session.posargs else "reports/runs/determinism-smoke"
+    """Run the smoke matrix on the tiny models and gate on its verdicts (exit 1 on failure).
+    ``nox -s determinism -- reports/runs/ci --junit reports/junit/determinism.xml`` also writes
+    the verdicts as JUnit XML (GitLab, Jenkins and GitHub test reports read it)."""
+    try:
+        out, args = determinism_args(session.posargs)
+    except ValueError as err:
+        session.error(str(err))
     session.run("rm", "-rf", out, external=True)
-    session.run("harness", "run", "matrices/smoke.toml", "--out", out, "--no-progress", external=True)
+    session.run("harness", "run", *args, external=True)
 
 
 @nox.session(python=False)

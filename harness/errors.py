@@ -17,3 +17,8 @@ class HarnessError(Exception):
 class StoreError(HarnessError, RuntimeError):
     """A run directory, bundle or results file that cannot be used as asked; the message
     names the file and the problem."""
+
+
+class InputAudioError(HarnessError, ValueError):
+    """A task's audio prompt that cannot be used (unreadable WAV, no samples, out of range);
+    the message names the task field."""

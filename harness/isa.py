@@ -43,11 +43,13 @@ class IsaLevel:
 
 _AVX512 = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 LEVELS: dict[str, IsaLevel] = {level.name: level for level in (
-    IsaLevel("avx512_bf16", 5, "avx512", "AVX512_CORE_BF16", "AVX512_E4", (*_AVX512, "avx512_vnni", "avx512_bf16"),
+    IsaLevel("avx512_bf16", 6, "avx512", "AVX512_CORE_BF16", "AVX512_E4", (*_AVX512, "avx512_vnni", "avx512_bf16"),
              "AVX-512 with BF16, no AMX: AMD Zen 4/5, Intel Cooper Lake"),
-    IsaLevel("avx512_vnni", 4, "avx512", "AVX512_CORE_VNNI", "AVX512_E2", (*_AVX512, "avx512_vnni"),
+    IsaLevel("avx512_vnni", 5, "avx512", "AVX512_CORE_VNNI", "AVX512_E2", (*_AVX512, "avx512_vnni"),
              "AVX-512 with VNNI: Intel Cascade Lake, Ice Lake"),
-    IsaLevel("avx512", 3, "avx512", "AVX512_CORE", "AVX512", _AVX512, "AVX-512 core: Intel Skylake-SP"),
+    IsaLevel("avx512", 4, "avx512", "AVX512_CORE", "AVX512", _AVX512, "AVX-512 core: Intel Skylake-SP"),
+    IsaLevel("avx2_vnni", 3, "avx2", "AVX2_VNNI", "AVX2_E1", ("avx2", "fma", "avx_vnni"),
+             "AVX2 with AVX-VNNI, no AVX-512: Intel Alder Lake, Raptor Lake, Sierra Forest"),
     IsaLevel("avx2", 2, "avx2", "AVX2", "AVX2", ("avx2", "fma"), "AVX2 only: AMD Zen 1-3, Intel Haswell-Broadwell"),
     IsaLevel("scalar", 1, "default", "SSE41", "SSE4_2", ("sse4_1",), "ATen's default kernels, SSE4.1"),
 )}
@@ -84,11 +86,11 @@ def cpu_flags() -> frozenset[str] | None:
 
 
 # what a cap already in the environment allows (an operator emulating an older machine)
-_ATEN_RANK = {"default": 1, "avx2": 2, "avx512": 5}
-_ONEDNN_RANK = {"SSE41": 1, "AVX": 1, "AVX2": 2, "AVX2_VNNI": 2, "AVX2_VNNI_2": 2, "AVX512_CORE": 3,
-                "AVX512_CORE_VNNI": 4, "AVX512_CORE_BF16": 5}
-_MKL_RANK = {"SSE4_2": 1, "AVX": 1, "AVX2": 2, "AVX2_E1": 2, "AVX512": 3, "AVX512_E1": 4, "AVX512_E2": 4,
-             "AVX512_E3": 5, "AVX512_E4": 5}
+_ATEN_RANK = {"default": 1, "avx2": 3, "avx512": 6}
+_ONEDNN_RANK = {"SSE41": 1, "AVX": 1, "AVX2": 2, "AVX2_VNNI": 3, "AVX2_VNNI_2": 3, "AVX512_CORE": 4,
+                "AVX512_CORE_VNNI": 5, "AVX512_CORE_BF16": 6}
+_MKL_RANK = {"SSE4_2": 1, "AVX": 1, "AVX2": 2, "AVX2_E1": 3, "AVX512": 4, "AVX512_E1": 5, "AVX512_E2": 5,
+             "AVX512_E3": 6, "AVX512_E4": 6}
 
 
 def environment_ceiling(environ: dict[str, str] | None = None) -> tuple[int, str] | None:
@@ -147,7 +149,8 @@ def apply(name: str) -> dict[str, str]:
 
 
 #: oneDNN's verbose ``isa:`` text -> a family name (the families its ISA caps select)
-_ONEDNN_FAMILIES = (("AMX", "amx"), ("bfloat16", "avx512_bf16"), ("AVX 10.1", "avx10"), ("AVX-512 with Intel DL Boost", "avx512_vnni"),
+_ONEDNN_FAMILIES = (("AMX", "amx"), ("AVX2 with Intel DL Boost, float16 and bfloat16", "avx2_vnni_2"),
+                    ("bfloat16", "avx512_bf16"), ("AVX10", "avx10"), ("AVX-512 with Intel DL Boost", "avx512_vnni"),
                     ("AVX-512", "avx512"), ("AVX2 with Intel DL Boost", "avx2_vnni"), ("AVX2", "avx2"), ("AVX", "avx"),
                     ("SSE4.1", "sse41"))
 

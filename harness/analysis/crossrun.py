@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.analysis.run import ComparableCache, execution_order, latest_records, pair_rules
-from harness.compare.levels import Thresholds, compare, level_rank, worst_level
+from harness.analysis.run import ComparableCache, config_facts, execution_order, latest_records, pair_rules
+from harness.compare.levels import WAVEFORM_FINDING, Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.execution.env import differing_fields
 from harness.store.records import Record
@@ -103,6 +103,12 @@ class ConfigOutcome(BaseModel):
     rejected: dict[str, int] = Field(default_factory=dict)  # pair rule -> pairs it rejects (across or within)
     within_a: str | None = None  # worst level among each side's own executions of a spec
     within_b: str | None = None
+    # the validator that judges this configuration (rates and bounds from its calibration entry),
+    # or why the named calibration has none for it
+    validator: dict[str, Any] | None = None
+    out_of_scope: str | None = None
+    bounds_from: str | None = None
+    kernel_classes: dict[str, list[str]] = Field(default_factory=dict)  # side label -> kernel classes
 
 
 class DifferenceGroup(BaseModel):
@@ -199,6 +205,8 @@ def _specs(store: RunStore, manifest: Manifest, ignore: tuple[str, ...] | None) 
 class _Side(ComparableCache):
     """One run's records as Comparables, and how well a spec agrees with its own repeats."""
 
+    bounds_apply = True
+
     def within(self, spec: _Spec) -> tuple[str | None, dict[str, bool], str | None]:
         """(worst level, rule decisions AND-ed, first finding) among a spec's own executions."""
         ref, ok = spec.reference, spec.ok
@@ -243,13 +251,6 @@ def _unwrap(run: Any) -> tuple[RunStore, str, str | None, str | None]:
     raise TypeError(f"expected a RunStore or an opened run, got {type(run).__name__}")
 
 
-def thresholds_of(manifest: Manifest) -> Thresholds:
-    """The thresholds a run's matrix declared (defaults where it declared none)."""
-    from harness.spec.policy import policy_of
-
-    return policy_of(manifest.matrix_spec, "manifest").thresholds
-
-
 def _side_info(label: str, source: str, manifest: Manifest, records: int, bundle_sha: str | None,
                manifest_sha: str | None) -> RunSide:
     return RunSide(label=label, source=source, run_id=str(manifest.run_id or Path(source).name),
@@ -270,7 +271,10 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
     store_b, source_b, bsha_b, msha_b = _unwrap(run_b)
     man_a, man_b = store_a.manifest(), store_b.manifest()
     check_metadata(man_a, man_b, CHECKED_ON_COMPARE, f"cannot compare {source_a} with {source_b}")
-    thr = thresholds or thresholds_of(man_a)
+    from harness.spec.policy import ConfigPolicy, config_policy, policy_of
+
+    policy = policy_of(man_a.matrix_spec, "manifest")
+    thr = thresholds or policy.thresholds
     keys_a, problems_a, n_a = _specs(store_a, man_a, ignore)
     keys_b, problems_b, n_b = _specs(store_b, man_b, ignore)
     side_a, side_b = _Side(store_a, thr), _Side(store_b, thr)
@@ -283,11 +287,29 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
         environment_differs=env_diff, problems=problems_a + problems_b)
     configs: dict[str, ConfigOutcome] = {}
 
+    policies: dict[str, ConfigPolicy] = {}
+
     def outcome(spec: _Spec) -> ConfigOutcome:
         r = spec.first
         if r.config_id not in configs:
             configs[r.config_id] = ConfigOutcome(config_id=r.config_id, task=r.task_name, kind=r.kind, model=r.model)
         return configs[r.config_id]
+
+    def judged_by(out: ConfigOutcome, sa: _Spec, sb: _Spec) -> None:
+        """Both sides compared with this configuration's bounds (its calibration entry's, when
+        the scope holds the kernel classes of both sides), set once per configuration."""
+        if out.config_id not in policies:
+            facts_a, facts_b = config_facts(sa.ok, ["isa"]), config_facts(sb.ok, ["isa"])
+            facts = replace(facts_a, kernel_classes=facts_a.kernel_classes | facts_b.kernel_classes)
+            cp = config_policy(policy, facts) if thresholds is None else ConfigPolicy(policy.validators.get(out.kind), thr)
+            policies[out.config_id] = cp
+            out.validator = cp.validator.model_dump(mode="json", exclude={"calibration"}) if cp.validator else None
+            out.out_of_scope, out.bounds_from = cp.out_of_scope, cp.bounds_from
+            out.kernel_classes = {labels[0]: sorted(facts_a.kernel_classes), labels[1]: sorted(facts_b.kernel_classes)}
+        cp = policies[out.config_id]
+        for side in (side_a, side_b):
+            side.thresholds = cp.thresholds
+            side.bounds_apply = cp.out_of_scope is None
 
     for key in sorted(keys_a):
         partners = keys_b.get(key, [])
@@ -309,6 +331,7 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
                     (out.failed_b if status == "failed" else out.skipped_b).append(line)
                     continue
                 out.failed_b += [_failure_line(r) for r in sb.failed]
+                judged_by(out, sa, sb)
                 m = _compare_pair(side_a, side_b, sa, sb, key)
                 result.matches.append(m)
                 if m.error:
@@ -351,6 +374,8 @@ def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) 
         m.within_a, m.within_a_rules, fa = side_a.within(sa)
         m.within_b, m.within_b_rules, fb = side_b.within(sb)
         m.finding = c.finding or fa or fb
+        if m.finding == WAVEFORM_FINDING and not side_a.bounds_apply:  # bounds never measured for it
+            m.finding = None
     except StoreError as err:  # a corrupted or missing artifact: reported, never a crash; a bug still surfaces
         m.error = f"{ra.cell_id} vs {rb.cell_id}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return m

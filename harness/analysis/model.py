@@ -9,8 +9,9 @@ rebuilt from its configurations, warnings empty: a v1 run's logs were never coun
 ``harness.analysis.saved.upgrade_analysis``. 3 -- pair findings and rule decisions, the named
 validator, agreement per pair rule with the network's figures (accepted / aborted /
 invalidated), the network rule's figures per configuration (new fields have defaults: a
-version-2 document upgrades as is); since then (defaults, no version change): the replay rule's
-decisions per configuration and the explained first divergence of each pair.
+version-2 document upgrades as is). Added since, with defaults (a document without them reads
+as before): ``verdict_dimensions`` (what the gate judged) and each dimension's ``worst_pair``;
+the replay rule's decisions per configuration and the explained first divergence of each pair.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class DimensionSummary(BaseModel):
     findings: dict[str, int] = Field(default_factory=dict)  # finding -> pairs
     finding_steps: list[int] = Field(default_factory=list)  # first divergent step of pairs with a finding
     rejected: dict[str, int] = Field(default_factory=dict)  # pair rule -> pairs it rejects
+    # [cell a, cell b] of the worst pair (a finding first, then the weakest level, then the
+    # earliest divergence); empty when every pair is bitwise: the evidence a CI failure names
+    worst_pair: list[str] = Field(default_factory=list)
     explained: dict[str, int] = Field(default_factory=dict)  # divergence class -> pairs (benign | suspicious)
     explanation: str | None = None  # the sentence of the worst explained pair
 
@@ -124,11 +128,14 @@ class ConfigResult(BaseModel):
     profile: str
     verdict: Verdict
     reason: str
+    decided_by: list[str] = Field(default_factory=list)  # judged dimensions whose pairs decided a not_ready verdict
     counts: dict[str, int] = Field(default_factory=dict)  # status -> count
     dimensions: dict[str, DimensionSummary] = Field(default_factory=dict)
     agreement: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)  # rule -> GroupFigures dump
     network: NetworkFigures | None = None  # the validation group under the kind's network rule
     validator: dict[str, Any] | None = None  # the validator the matrix names for this kind (NamedValidator)
+    # the bounds this configuration was compared with, when its calibration entry set them
+    thresholds: dict[str, Any] | None = None
     seed_sensitive: bool | None = None
     seed_note: str | None = None
     dtype_drift: DimensionSummary | None = None
@@ -202,6 +209,7 @@ class Analysis(BaseModel):
     tiny_models: dict[str, str] = Field(default_factory=dict)
     thresholds: dict[str, Any] = Field(default_factory=dict)
     gate_rules: list[str] = Field(default_factory=list)
+    verdict_dimensions: list[str] = Field(default_factory=list)  # the dimensions the gate judges (matrix gates)
     records: int = 0
     evidence: dict[str, Any] = Field(default_factory=dict)  # harness.store.evidence.Evidence counts
     problems: list[str] = Field(default_factory=list)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,10 @@ from harness.analysis.nodes import config_nodes, fleet_of, node_key, node_pairs,
 from harness.digests import digest_json
 from harness.spec.kinds import KINDS, load_object
 from harness.compare.levels import (
-    FINDING_TEXT, MAX_FALSE_ACCEPT, Comparable, NamedValidator, Thresholds, compare, level_rank, worst_level,
+    FINDING_TEXT, MAX_FALSE_ACCEPT, WAVEFORM_FINDING, Comparable, waveform_finding_text, NamedValidator, Thresholds, compare, level_rank, worst_level,
 )
+from harness.spec.calibration import Facts
+from harness.spec.policy import ConfigPolicy, config_policy
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 from harness.vocabulary import AXIS_DIMENSIONS, NODE, REPRO_DIMENSIONS, VERDICTS
@@ -95,7 +98,8 @@ class ComparableCache:
         if r.cell_id not in self._cache:
             c = comparable(self.store, r)
             if self.replay is not None and self.replay.covers(r):
-                c.replayed = lambda r=r, c=c: self.replay.decision(r, c)
+                # decided under the thresholds in force when first asked: its configuration's
+                c.replayed = lambda r=r, c=c: self.replay.decision(r, c, self.thresholds)
             self._cache[r.cell_id] = c
         return self._cache[r.cell_id]
 
@@ -108,12 +112,11 @@ class RunReplay:
     #: dimensions whose two sides this machine can re-run as they ran (and that draw alike)
     EXPLAINED = ("repeat", "process", "threads", "isa")
 
-    def __init__(self, manifest, thresholds: Thresholds, kinds: set[str]):
+    def __init__(self, manifest, kinds: set[str]):
         from harness.compare.replay import Replayer
 
         self.kinds = kinds
-        self.thresholds = thresholds
-        self.replayer = Replayer(thresholds)
+        self.replayer = Replayer()
         tasks = manifest.matrix.get("tasks") if isinstance(manifest.matrix, dict) else None
         self.base = {name: entry["task"] for name, entry in (tasks or {}).items()
                      if isinstance(entry, dict) and isinstance(entry.get("task"), dict)}
@@ -122,29 +125,32 @@ class RunReplay:
     def covers(self, r: Record) -> bool:
         return r.kind in self.kinds and r.task_name in self.base
 
-    def thresholds_for(self, r: Record) -> Thresholds:
+    @staticmethod
+    def thresholds_for(thresholds: Thresholds, r: Record) -> Thresholds:
         """The thresholds with this dtype's calibrated decoder bounds (replay's, so that the
         codes-equal finding and the replay rule judge a waveform by the same bounds)."""
         from harness.compare.replay import bounds_for
 
-        b = bounds_for(self.thresholds, r.axes.dtype)
-        return self.thresholds.model_copy(update={"waveform_max_abs": b.waveform_max_abs,
-                                                  "waveform_rel_l2": b.waveform_rel_l2})
+        b = bounds_for(thresholds, r.axes.dtype)
+        return thresholds.model_copy(update={"waveform_max_abs": b.waveform_max_abs,
+                                             "waveform_rel_l2": b.waveform_rel_l2})
 
     def task_doc(self, r: Record) -> dict:
         from harness.spec.matrix import apply_axes
 
         return apply_axes(r.kind, self.base[r.task_name], r.axes.model_dump())
 
-    def decision(self, r: Record, c: Comparable):
+    def decision(self, r: Record, c: Comparable, thresholds: Thresholds):
         from harness.execution.replay import Candidate
 
         doc = self.task_doc(r)
-        key = (digest_json(doc), r.digests.get("output"), r.digests.get("tokens"), r.axes.batch_size, r.axes.device)
+        key = (digest_json(doc), r.digests.get("output"), r.digests.get("tokens"), r.axes.batch_size, r.axes.device,
+               digest_json(thresholds.model_dump(mode="json")))
         return self.replayer.decision(key, r.kind, doc, lambda: Candidate(arrays=c.arrays, response=r.output.get("response")),
-                                      ran_on=r.axes.device, batch_size=r.axes.batch_size)
+                                      ran_on=r.axes.device, batch_size=r.axes.batch_size, thresholds=thresholds)
 
-    def explain(self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable) -> dict | None:
+    def explain(self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable,
+                thresholds: Thresholds) -> dict | None:
         from harness.compare.replay import Side, bounds_for, explain_divergence
 
         if (dimension not in self.EXPLAINED or not (self.covers(a) and self.covers(b))
@@ -155,7 +161,7 @@ class RunReplay:
             sides = [Side(doc=self.task_doc(r), arrays=c.arrays, threads=r.axes.threads, isa=r.axes.isa,
                           batch_size=r.axes.batch_size, load=r.axes.load, response=r.output.get("response"),
                           label=r.cell_id) for r, c in ((a, ca), (b, cb))]
-            margin = bounds_for(self.thresholds, a.axes.dtype).margin
+            margin = bounds_for(thresholds, a.axes.dtype).margin
             try:
                 e = explain_divergence(a.kind, sides[0], sides[1], margin, cache=self.replayer.cache)
             except (RuntimeError, OSError) as err:  # a worker at another kernel level failed: say so, decide nothing
@@ -177,15 +183,21 @@ class RunReplay:
 
 
 class _Comparer(ComparableCache):
+    #: False for a configuration outside its calibration's scope: no finding from bounds never measured for it
+    bounds_apply = True
+
+    def use(self, cp: ConfigPolicy) -> None:
+        self.thresholds, self.bounds_apply = cp.thresholds, cp.out_of_scope is None
 
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:
             ca, cb = self.get(a), self.get(b)
-            thr = self.replay.thresholds_for(a) if self.replay is not None and self.replay.covers(a) else self.thresholds
+            thr = self.replay.thresholds_for(self.thresholds, a) if self.replay is not None and self.replay.covers(a) \
+                else self.thresholds
             c = compare(ca, cb, thr)
             rules = pair_rules(ca, cb, thr, bitwise=c.level == "bitwise")
             if self.replay is not None and c.level not in ("bitwise", "tokens"):
-                c.explanation = self.replay.explain(dimension, a, b, ca, cb)
+                c.explanation = self.replay.explain(dimension, a, b, ca, cb, self.thresholds)
         except StoreError as err:  # a corrupted artifact is reported, never a crash; a bug still surfaces
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
         stage = None
@@ -194,7 +206,8 @@ class _Comparer(ComparableCache):
             stage = load_object(attribute)(a.digests, b.digests)
         return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
                           metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
-                          a_artifact=a.artifact, b_artifact=b.artifact, stage=stage, finding=c.finding, rules=rules,
+                          a_artifact=a.artifact, b_artifact=b.artifact, stage=stage, rules=rules,
+                          finding=c.finding if self.bounds_apply or c.finding != WAVEFORM_FINDING else None,
                           explanation=c.explanation)
 
 
@@ -218,8 +231,11 @@ def _summarize(pairs: list[PairResult]) -> DimensionSummary:
     rejected: dict[str, int] = defaultdict(int)
     explained: dict[str, int] = defaultdict(int)
     steps, finding_steps = [], []
+    worst: PairResult | None = None
     worst_explained = None
     for p in pairs:
+        if (p.finding or p.level != "bitwise") and (worst is None or _badness(p) > _badness(worst)):
+            worst = p
         if p.explanation and p.explanation.get("cls"):
             explained[p.explanation["cls"]] += 1
             if worst_explained is None or _explanation_rank(p.explanation) > _explanation_rank(worst_explained):
@@ -239,8 +255,15 @@ def _summarize(pairs: list[PairResult]) -> DimensionSummary:
                             worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps,
                             stages=dict(sorted(stages.items())), findings=dict(sorted(findings.items())),
                             finding_steps=sorted(finding_steps), rejected=dict(sorted(rejected.items())),
+                            worst_pair=[worst.a, worst.b] if worst else [],
                             explained=dict(sorted(explained.items())),
                             explanation=worst_explained.get("sentence") if worst_explained else None)
+
+
+def _badness(p: PairResult) -> tuple:
+    """A finding first, then the weakest level, then the earliest divergence."""
+    return (p.finding is not None, level_rank(p.level),
+            -p.first_divergence if p.first_divergence is not None else float("-inf"))
 
 
 def _explanation_rank(e: dict) -> tuple:
@@ -365,27 +388,37 @@ def _cost(records: list[Record]) -> CostSummary:
     )
 
 
+class Judgement(NamedTuple):
+    """A verdict, its reason, and the judged dimensions whose pairs decided it (marked on the
+    verdict map and named among the findings that matter)."""
+
+    verdict: str
+    reason: str
+    decided_by: tuple[str, ...] = ()
+
+
 def _verdict(counts: dict[str, int], dims: dict[str, DimensionSummary], failures: list[str],
-             skipped_reason: str | None, verdict_dims: list[str], validator: NamedValidator | None) -> tuple[str, str]:
+             skipped_reason: str | None, verdict_dims: list[str], cp: ConfigPolicy) -> Judgement:
     if counts.get("ok", 0) == 0 and not (counts.get("failed") or counts.get("timeout")):
-        return "skipped", skipped_reason or "no cell ran"
+        return Judgement("skipped", skipped_reason or "no cell ran")
     if counts.get("failed") or counts.get("timeout"):
         n = counts.get("failed", 0) + counts.get("timeout", 0)
-        return "failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}"
+        return Judgement("failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}")
     compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
     info = "; ".join(f"{d}: {s.worst} (reported, not judged)" for d, s in dims.items()
                      if s.pairs and d not in verdict_dims and s.worst != "bitwise")
-    verdict, reason = judge(compared, validator)
-    return verdict, reason + (f"; {info}" if info else "")
+    j = judge(compared, cp)
+    return j._replace(reason=j.reason + (f"; {info}" if info else ""))
 
 
-def judge(compared: dict[str, DimensionSummary], validator: NamedValidator | None) -> tuple[str, str]:
+def judge(compared: dict[str, DimensionSummary], cp: ConfigPolicy) -> Judgement:
     """The verdict over the judged dimensions. Findings first (a suspicious pair is never
     passed), then bitwise -> ready, divergent -> not_ready; anything between passes only
-    through the validator the matrix names, when its measured false accept is <= 1% and it
-    accepts every judged pair."""
+    through the validator the matrix names, when its measured false accept is <= 1%, its
+    calibration (if any) covers this configuration and every non-bitwise judged dimension,
+    and it accepts every judged pair."""
     if not compared:
-        return "untested", "only one execution: nothing to compare"
+        return Judgement("untested", "only one execution: nothing to compare")
     worst = worst_level(s.worst for s in compared.values() if s.worst)
     where = ", ".join(f"{d}: {s.worst}" for d, s in compared.items())
     found = sorted({f for s in compared.values() for f in s.findings})
@@ -393,36 +426,65 @@ def judge(compared: dict[str, DimensionSummary], validator: NamedValidator | Non
         dims = [d for d, s in compared.items() if s.findings]
         steps = sorted({x for d in dims for x in compared[d].finding_steps})
         at = f" (first divergent step {steps[0]})" if steps else ""
-        what = "; ".join(FINDING_TEXT.get(f, f) for f in found)
-        label = "suspicious" if "waveform_far_tokens_equal" in found else "finding"
-        return "not_ready", f"{label} across {', '.join(dims)}: {what}{at} ({where})"
+        what = "; ".join(waveform_finding_text(cp.bounds_from) if f == WAVEFORM_FINDING else FINDING_TEXT.get(f, f)
+                         for f in found)
+        label = "suspicious" if WAVEFORM_FINDING in found else "finding"
+        return Judgement("not_ready", f"{label} across {', '.join(dims)}: {what}{at} ({where})", tuple(dims))
     if worst == "bitwise":
-        return "ready", f"bitwise identical across {', '.join(compared)}"
-    if worst == "divergent" and (validator is None or validator.rule != "replay"):
+        return Judgement("ready", f"bitwise identical across {', '.join(compared)}")
+    if worst == "divergent" and (cp.validator is None or cp.validator.rule != "replay"):
         bad = [d for d, s in compared.items() if s.worst == "divergent"]
         steps = sorted({x for d in bad for x in compared[d].first_divergence})
         at = f"; first divergent step {steps[0]}" if steps else ""
         began = sorted({st for d in bad for st in compared[d].stages})
         at += f"; divergence began in the {' and '.join(began)} stage" if began else ""
-        return "not_ready", f"divergent across {', '.join(bad)}{at} ({where})"
+        return Judgement("not_ready", f"divergent across {', '.join(bad)}{at} ({where})", tuple(bad))
+    base = f"not bitwise; worst level {worst} ({where})"
+    loose = tuple(d for d, s in compared.items() if s.worst != "bitwise")
+    validator = cp.validator
+    if cp.out_of_scope:
+        return Judgement("not_ready", f"{base}; {cp.out_of_scope}", loose)
     if validator is None:
-        return "not_ready", (f"not bitwise; worst level {worst} ({where}); the matrix names no validator for this "
-                             f"kind, so only bitwise passes")
-    if validator.false_accept > MAX_FALSE_ACCEPT:
-        return "not_ready", (f"not bitwise; worst level {worst} ({where}); the named {validator.rule} validator's "
-                             f"measured false accept {validator.false_accept:.3f} is above {MAX_FALSE_ACCEPT:.2f}")
+        return Judgement("not_ready", f"{base}; the matrix names no validator for this kind, so only bitwise passes",
+                         loose)
+    if validator.sources is not None:
+        uncovered = [d for d, s in compared.items() if s.worst != "bitwise" and d not in validator.sources]
+        if uncovered:
+            why = f": {'; '.join(validator.notes)}" if validator.notes else ""
+            return Judgement("not_ready", f"{base}; honest source {', '.join(uncovered)} was not calibrated for "
+                             f"this configuration (calibrated: {', '.join(validator.sources)}){why}", tuple(uncovered))
+    fa, fr = validator.false_accept or 0.0, validator.false_reject or 0.0
+    if fa > MAX_FALSE_ACCEPT:
+        return Judgement("not_ready", f"{base}; the named {validator.rule} validator's measured false accept "
+                         f"{fa:.3f} is above {MAX_FALSE_ACCEPT:.2f}", loose)
     rejected = {d: s.rejected.get(validator.rule) for d, s in compared.items()}
     if any(n is None for n in rejected.values()):
-        return "not_ready", f"not bitwise; worst level {worst} ({where}); the {validator.rule} validator does not apply"
+        return Judgement("not_ready", f"{base}; the {validator.rule} validator does not apply",
+                         tuple(d for d, n in rejected.items() if n is None))
     if any(rejected.values()):
         bad = ", ".join(f"{d}: {n}" for d, n in rejected.items() if n)
-        return "not_ready", (f"not bitwise; worst level {worst} ({where}); the named {validator.rule} validator "
-                             f"rejects pairs ({bad})")
+        return Judgement("not_ready", f"{base}; the named {validator.rule} validator rejects pairs ({bad})",
+                         tuple(d for d, n in rejected.items() if n))
     benign = sum(s.explained.get("benign", 0) for s in compared.values())
     why = f"; {benign} divergence(s) explained as benign near-ties" if benign else ""
-    return "ready_with_tolerance", (f"not bitwise; worst level {worst} ({where}); every judged pair passes the named "
-                                    f"{validator.rule} validator (measured false accept {validator.false_accept:.3f}, "
-                                    f"false reject {validator.false_reject:.3f}){why}")
+    return Judgement("ready_with_tolerance", f"{base}; every judged pair passes the named {validator.rule} "
+                     f"validator (measured false accept {fa:.3f}, false reject {fr:.3f}){why}")
+
+
+def config_facts(records: list[Record], verdict_dims: list[str]) -> Facts:
+    """What a calibration's scope is checked against, from a configuration's ok records: the
+    kernel classes of the executions the verdict judges (every isa level when isa is judged,
+    else the native ones)."""
+    from harness.isa import NATIVE
+
+    first = records[0]
+    judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
+    tokens = [r.output.get("new_tokens") for r in records if isinstance(r.output.get("new_tokens"), int)]
+    kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
+    weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
+    return Facts(kind=first.kind, model=first.model, dtype=first.axes.dtype, quantize_bits=first.axes.quantize_bits,
+                 weights_sha256=weights, new_tokens=max(tokens) if tokens else None,
+                 kernel_classes=frozenset(k for k in kernels if isinstance(k, str)))
 
 
 def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str],
@@ -529,9 +591,8 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     thresholds = policy.thresholds
     fail_on = policy.gates.fail_on  # typed: a fail_on given as a string is refused, never a substring test
     verdict_dims = list(policy.gates.verdict_dimensions)
-    named = policy.validators
-    replay_kinds = {kind for kind, v in named.items() if v.rule == "replay"}
-    cmp = _Comparer(store, thresholds, RunReplay(manifest, thresholds, replay_kinds) if replay_kinds else None)
+    replay_kinds = {kind for kind, v in policy.validators.items() if v.rule == "replay"}
+    cmp = _Comparer(store, thresholds, RunReplay(manifest, replay_kinds) if replay_kinds else None)
     fleet = fleet_of(records)
     by_config: dict[str, list[Record]] = defaultdict(list)
     for r in records:
@@ -550,10 +611,12 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             counts[r.status] += 1
         failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in ("failed", "timeout")][:10]
         ok = [r for r in recs if r.status == "ok"]
-        validator = named.get(first.kind)
+        cp = config_policy(policy, config_facts(ok or recs, verdict_dims))
+        cmp.use(cp)
+        validator = cp.validator
         try:
             pairs = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
-            nodes = (config_nodes(cmp.pair, config_id, ok, pairs, fleet, lambda dims: judge(dims, validator),
+            nodes = (config_nodes(cmp.pair, config_id, ok, pairs, fleet, lambda dims, cp=cp: judge(dims, cp),
                                   _summarize, verdict_dims) if fleet else None)
         except _ArtifactProblem as err:
             problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
@@ -562,7 +625,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             counts["failed"] += 1
         dims = {d: _summarize(p) for d, p in pairs.items()}
         skip_reason = next((r.reason for r in recs if r.status == "skipped"), None)
-        verdict, reason = _verdict(dict(counts), dims, failures, skip_reason, verdict_dims, validator)
+        verdict, reason, decided_by = _verdict(dict(counts), dims, failures, skip_reason, verdict_dims, cp)
         seed_sensitive, seed_note = _seed_sensitivity(cmp, config_id, ok)
         worst_pairs = sorted((p for ps in pairs.values() for p in ps if p.level != "bitwise"),
                              key=lambda p: -level_rank(p.level))
@@ -577,8 +640,9 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         configs.append(ConfigResult(
             config_id=config_id, task=first.task_name, kind=first.kind, model=first.model, dtype=first.axes.dtype,
             quantize_bits=first.axes.quantize_bits, device=first.axes.device, profile=first.axes.profile,
-            verdict=verdict, reason=reason, counts=dict(counts), dimensions=dims, agreement=agreement,
-            network=network, validator=validator.model_dump() if validator else None,
+            verdict=verdict, reason=reason, decided_by=list(decided_by), counts=dict(counts), dimensions=dims, agreement=agreement,
+            network=network, validator=validator.model_dump(mode="json", exclude={"calibration"}) if validator else None,
+            thresholds=cp.thresholds.model_dump() if validator and validator.calibrated else None,
             seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
             lint=sorted({w for r in recs for w in r.lint}),
             quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),
@@ -598,7 +662,8 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
         description=str(manifest.matrix_spec.get("description", "")), harness_version=manifest.harness_version,
         environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
-        thresholds=thresholds.model_dump(), gate_rules=list(fail_on), records=len(loaded.records),
+        thresholds=thresholds.model_dump(), gate_rules=list(fail_on), verdict_dimensions=verdict_dims,
+        records=len(loaded.records),
         problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
         fleet=fleet, parallel_note=parallel_note(records, manifest.execution or []),
         evidence=evidence.model_dump(exclude={"problems"}),

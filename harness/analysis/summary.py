@@ -74,11 +74,12 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
             how = "any sampled task diverges" if all_pairs else "sampled tasks diverge"
             at = f"; first divergent step {min(steps)}" if steps else ""
             note = "" if is_judged else " (reported, not judged by the gate)"
+            across = "; not consensus-ready across CPU kinds" if dim == "isa" else ""
             out.append(Finding(
                 severity="critical" if is_judged else "warning", kind="divergent-dimension", dimension=dim,
                 configs=divergent,
                 text=f"{dim}: {how} when {_phrase(dim)}, in {len(divergent)} configuration(s): "
-                     f"{_ids(divergent)}{at}{note}."))
+                     f"{_ids(divergent)}{at}{note}{across}."))
         if loose and is_judged:
             worst = worst_level(level for _, level in loose) or "tokens"
             ids = [cid for cid, _ in loose]
@@ -111,6 +112,21 @@ def _other_findings(a: Analysis) -> list[Finding]:
     if a.problems:
         out.append(Finding(severity="warning", kind="problems",
                            text=f"{len(a.problems)} problem(s) reading the run: {a.problems[0]}"))
+    return out
+
+
+def _deciding_findings(a: Analysis, found: list[Finding]) -> list[Finding]:
+    """The reason behind every not_ready verdict that no dimension finding already names (a
+    suspicious pair, a validator that rejects or does not cover the configuration): the finding
+    that decides a verdict is always among the findings that matter."""
+    named = {cid for f in found if f.severity == "critical" for cid in f.configs}
+    out = []
+    for c in a.configs:
+        if c.verdict == "not_ready" and c.config_id not in named:
+            dims = ", ".join(c.decided_by) or "-"
+            out.append(Finding(severity="critical", kind="verdict-reason",
+                               dimension=c.decided_by[0] if c.decided_by else None, configs=[c.config_id],
+                               text=f"{c.config_id} is not ready ({dims}): {c.reason}."))
     return out
 
 
@@ -172,7 +188,8 @@ def summarize(a: Analysis, judged: Iterable[str] | None = None) -> RunSummary:
     by_config = {c.config_id: rule_for(c, judged_dims) for c in a.configs}
     needed = [r for r in by_config.values() if r]
     rule_needed = max(needed, key=lambda r: RULE_STRENGTH.index(r) if r in RULE_STRENGTH else 0) if needed else None
-    findings = _dimension_findings(a, judged_dims) + _other_findings(a) + _warning_finding(a.warnings)
+    findings = _dimension_findings(a, judged_dims) + _other_findings(a)
+    findings += _deciding_findings(a, findings) + _warning_finding(a.warnings)
     findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -len(f.configs)))
     return RunSummary(headline=headline(a, rule_needed), verdicts=verdicts, rule_needed=rule_needed,
                       rule_by_config=by_config, findings=findings, environment=environment_line(a.environment))

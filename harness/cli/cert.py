@@ -84,6 +84,10 @@ def cmd_certify(args) -> int:
     from harness.cli.trust import sign_json_file, signing_key, trusted_from
 
     key = signing_key(args.sign)  # a bad key is refused before anything runs
+    if args.junit:  # a target that cannot be written is refused before any cell runs
+        from harness.store.safe_output import check_output_target
+
+        check_output_target(Path(args.junit))
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
                             progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa)
@@ -100,6 +104,10 @@ def cmd_certify(args) -> int:
     else:
         print("certificate is unsigned (sign it with --sign KEY)")
     print(cert.summary)
+    if args.junit:
+        from harness.report.junit import render_certificate, write_junit
+
+        print(f"junit {write_junit(Path(args.junit), render_certificate(cert))}")
     return EXIT_OK if cert.passed else EXIT_FAIL
 
 
@@ -183,10 +191,28 @@ def cmd_compare(args) -> int:
         if args.json:
             atomic_write_json(Path(args.json), result.model_dump(mode="json"))
             print(f"wrote {args.json}")
-        return _compare_costs(run_a.store, run_b.store, args.check or [])
+        rows: list = []
+        code = _compare_costs(run_a.store, run_b.store, args.check or [], rows)
+        if args.junit:
+            _compare_junit(args, run_a, result, rows)
+        return code
 
 
-def _compare_costs(store_a, store_b, checks: list[str]) -> int:
+def _compare_junit(args, run_a, result, rows: list) -> None:
+    """Each configuration of A judged as certification judges B against it, then the costs."""
+    from harness.report.junit import render_compare, write_junit
+    from harness.spec.policy import policy_of
+    from harness.workflows.certify import judge
+
+    validators = policy_of(run_a.store.manifest().matrix_spec, "manifest").validators
+    verdicts = {}
+    for out in result.configs:
+        verdict, reason, _ = judge(out, validators.get(out.kind))
+        verdicts[out.config_id] = (verdict, reason)
+    print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
+
+
+def _compare_costs(store_a, store_b, checks: list[str], rows_out: list | None = None) -> int:
     try:
         from harness.analysis import costs as cost_compare
     except ImportError as err:
@@ -197,6 +223,8 @@ def _compare_costs(store_a, store_b, checks: list[str]) -> int:
         rows = cost_compare.compare_run_costs(store_a, store_b, checks)
     except ValueError as err:
         raise StoreError(f"--check: {str(err).splitlines()[0]}") from None
+    if rows_out is not None:
+        rows_out.extend(rows)
     render = getattr(cost_compare, "render_cost_table", None)
     print("\n# Costs\n")
     sys.stdout.write(render(rows) if render else "".join(f"{row}\n" for row in rows))
@@ -226,6 +254,7 @@ def register(sub) -> None:
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
     s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")
+    s.add_argument("--junit", metavar="FILE", help="also write the certificate as JUnit XML (one testcase per configuration)")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("validators", help="measure audio validators' false reject/accept rates on tiny MusicGen")
@@ -250,6 +279,8 @@ def register(sub) -> None:
                    help="cost regression check, e.g. median:10%% (repeatable; exit 1 when one fails)")
     s.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     s.add_argument("--trusted-keys", metavar="FILE", help="bundles must be signed by one of these keys")
+    s.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one testcase per configuration of A (fails "
+                                                   "when B does not reproduce it), and per --check on its costs")
     s.set_defaults(func=cmd_compare)
 
 

@@ -18,6 +18,8 @@ from harness.isa import ISA_NAMES
 
 EXIT_OK, EXIT_GATE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_NOTES = 30
+JUNIT_HELP = ("also write the verdicts as JUnit XML (one testcase per configuration x judged dimension), "
+              "for GitLab, Jenkins and GitHub test reports")
 
 
 def _quiet_libraries() -> None:
@@ -200,6 +202,15 @@ def _write_reports(run_dir: Path, formats: list[str], verify: bool = False):
     return analysis
 
 
+def _write_junit(analysis, path: str | None) -> None:
+    """``--junit FILE``: the verdicts as JUnit XML (imported only when asked for)."""
+    if not path:
+        return
+    from harness.report.junit import render_run, write_junit
+
+    print(f"junit {write_junit(Path(path), render_run(analysis))}")
+
+
 def _print_gates(analysis) -> int:
     failed = [g for g in analysis.gates if not g.passed]
     for g in failed:
@@ -212,6 +223,10 @@ def cmd_run(args) -> int:
     from harness.execution.runner import RunInterrupted, run_matrix
 
     matrix = load_matrix(args.matrix)
+    if args.junit:  # a target that cannot be written is refused before any cell runs
+        from harness.store.safe_output import check_output_target
+
+        check_output_target(Path(args.junit))
     executor = _executor(args)
     try:
         summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
@@ -228,6 +243,7 @@ def cmd_run(args) -> int:
     print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
     analysis = _write_reports(summary.run_dir, args.formats, verify=True)
+    _write_junit(analysis, args.junit)
     for problem in analysis.problems[:MAX_NOTES]:
         print(f"note: {problem}", file=sys.stderr)
     return _print_gates(analysis)
@@ -249,6 +265,7 @@ def _executor(args):
 
 def cmd_report(args) -> int:
     analysis = _write_reports(Path(args.run), args.formats, verify=not args.no_verify)
+    _write_junit(analysis, args.junit)
     for problem in analysis.problems[:MAX_NOTES]:  # torn lines, broken evidence: said here, not only in the report
         print(f"note: {problem}", file=sys.stderr)
     if len(analysis.problems) > MAX_NOTES:
@@ -382,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
     s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
+    s.add_argument("--junit", metavar="FILE", help=JUNIT_HELP)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="(re)write a run's reports")
@@ -389,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--formats", type=_formats, default="md,html,json")
     s.add_argument("--gate", action="store_true", help="exit 1 when a gate fails")
     s.add_argument("--no-verify", action="store_true", help="do not re-hash every artifact against its record")
+    s.add_argument("--junit", metavar="FILE", help=JUNIT_HELP)
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("show", help="print a run's verdicts, verdict map and top findings in the terminal")

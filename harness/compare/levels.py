@@ -30,12 +30,19 @@ SNR_CLAMP_DB = 200.0
 STEP_AXIS = {"token_ids": 1}
 _CHUNK = 1 << 20
 #: findings a pair can carry besides its level (each is its own line in the report)
+WAVEFORM_FINDING = "waveform_far_tokens_equal"
 FINDING_TEXT = {
-    "waveform_far_tokens_equal": "codes/tokens equal but the waveform is beyond the calibrated tolerance, which a "
-                                 "deterministic decoder cannot produce: decoder non-determinism or tampering",
+    # the judge names whose bounds (a calibration entry's, or the matrix's own) were exceeded
+    WAVEFORM_FINDING: "codes/tokens equal but the waveform is beyond the composite rule's bounds",
     "tokens_differ_output_equal": "token ids differ although the response (the network's result file) is equal: "
                                   "a different token that decodes to the same text",
 }
+
+
+def waveform_finding_text(bounds_from: str) -> str:
+    """The suspicious finding in measured words: which bounds were exceeded, and what can do that."""
+    return (f"codes/tokens equal but the waveform is beyond {bounds_from}: decoder non-determinism beyond what "
+            f"those pairs showed, or tampering")
 
 
 class Comparison(BaseModel):
@@ -247,7 +254,7 @@ def compare(a: Comparable, b: Comparable, thresholds: Thresholds | None = None) 
         if level is None and within_tolerance(metrics, thr):
             level = "tolerance"
         if tokens_equal and primary == "waveform" and not within_waveform_bounds(metrics, thr):
-            finding = "waveform_far_tokens_equal"
+            finding = WAVEFORM_FINDING
     if output_equal and not tokens_equal:
         level, finding = "divergent", "tokens_differ_output_equal"
     if level is None:

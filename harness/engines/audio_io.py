@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputAudioError
 
 MAX_PROMPT_AUDIO_SECONDS = 30.0
 MIN_PROMPT_RATE, MAX_PROMPT_RATE = 1_000, 384_000  # Hz: bounded before resampling (cost grows with the rate)
@@ -72,21 +72,24 @@ def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
     from scipy.io import wavfile
 
     if len(data) > MAX_PROMPT_WAV_BYTES:
-        raise ValueError(f"{field}: WAV is {len(data)} bytes; the limit is {MAX_PROMPT_WAV_BYTES}")
+        raise InputAudioError(f"{field}: WAV is {len(data)} bytes; the limit is {MAX_PROMPT_WAV_BYTES}")
     try:
         rate, samples = wavfile.read(io.BytesIO(data))
-    except (ValueError, EOFError, ZeroDivisionError) as err:
-        raise ValueError(f"{field}: not a readable WAV file ({type(err).__name__}: {err})") from None
+    except ZeroDivisionError:  # scipy divides by the header's channel count or block size
+        raise InputAudioError(f"{field}: the WAV header gives 0 channels or a 0-byte block, so it holds no "
+                              f"samples") from None
+    except (ValueError, EOFError) as err:
+        raise InputAudioError(f"{field}: not a readable WAV file ({err})") from None
     if not MIN_PROMPT_RATE <= int(rate) <= MAX_PROMPT_RATE:
-        raise ValueError(f"{field}: sample rate {rate} Hz is outside {MIN_PROMPT_RATE}..{MAX_PROMPT_RATE} Hz")
+        raise InputAudioError(f"{field}: sample rate {rate} Hz is outside {MIN_PROMPT_RATE}..{MAX_PROMPT_RATE} Hz")
     samples = np.asarray(samples)
     if samples.size == 0 or (samples.ndim == 2 and samples.shape[1] == 0):
-        raise ValueError(f"{field}: WAV holds no samples (or 0 channels)")
+        raise InputAudioError(f"{field}: WAV holds no samples (or 0 channels)")
     audio = to_float_mono(samples)
     if not np.all(np.isfinite(audio)):
-        raise ValueError(f"{field}: WAV holds NaN or infinite samples")
+        raise InputAudioError(f"{field}: WAV holds NaN or infinite samples")
     if audio.size / rate > MAX_PROMPT_AUDIO_SECONDS:
-        raise ValueError(f"{field}: {audio.size / rate:.1f} s of audio; the limit is {MAX_PROMPT_AUDIO_SECONDS:.0f} s")
+        raise InputAudioError(f"{field}: {audio.size / rate:.1f} s of audio; the limit is {MAX_PROMPT_AUDIO_SECONDS:.0f} s")
     return audio, int(rate)
 
 
@@ -97,13 +100,13 @@ def load_audio_prompt(prompt, target_rate: int) -> np.ndarray:
         try:
             raw = _read_regular(path, MAX_PROMPT_WAV_BYTES + 1)
         except OSError as err:
-            raise ValueError(f"audio_prompt.wav_path: cannot read {prompt.wav_path!r} ({err.strerror})") from None
+            raise InputAudioError(f"audio_prompt.wav_path: cannot read {prompt.wav_path!r} ({err.strerror})") from None
         audio, rate = read_wav_bytes(raw, "audio_prompt.wav_path")
     else:
         try:
             raw = base64.b64decode(prompt.base64, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("audio_prompt.base64: not valid base64") from None
+            raise InputAudioError("audio_prompt.base64: not valid base64") from None
         audio, rate = read_wav_bytes(raw, "audio_prompt.base64")
     return resample(audio, rate, target_rate)
 

@@ -34,6 +34,8 @@ PALETTE = {"bitwise": "#2c7bb6", "tokens": "#abd9e9", "tolerance": "#ffffbf", "p
            "divergent": "#d7191c", "failed": "#542788", "untested": "#d9d9d9"}
 DARK_TEXT = {"tokens", "tolerance", "perceptual", "untested"}  # light fills: dark text, else white
 EXTRA_COLUMNS = ("seed", "dtype")  # seed sensitivity, dtype drift
+#: the mark on a cell whose pairs decided its configuration's not_ready verdict
+DECIDES = "(decides)"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ def _counts(s: DimensionSummary) -> str:
 def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
     s = c.dimensions.get(dim)
     if s and s.pairs and s.worst:
+        if dim in c.decided_by:  # the pairs that decided a not_ready verdict: marked, and why
+            return MapCell(c.config_id, dim, s.worst, f"{s.worst} {DECIDES}",
+                           f"{dim}: {_counts(s)}; decides the verdict: {c.reason}")
         return MapCell(c.config_id, dim, s.worst, s.worst, f"{dim}: {_counts(s)}")
     if c.verdict == "failed":
         return MapCell(c.config_id, dim, "failed", "failed", f"{dim}: cells failed, nothing compared")

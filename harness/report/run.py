@@ -223,8 +223,11 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
              ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-")]
     if c.validator:
         v = c.validator
+        cal = (f"; calibration {v['calibration_file']}, honest sources {', '.join(v['sources'])}, bounds max abs "
+               f"{c.thresholds['waveform_max_abs']:.3g}, rel-L2 {c.thresholds['waveform_rel_l2']:.3g}"
+               if v.get("sources") is not None and c.thresholds else "")
         facts.append(("Named validator", f"{v['rule']} (measured false accept {v['false_accept']:.3f}, false reject "
-                                         f"{v['false_reject']:.3f}, {v['pairs']} held-out pairs)"))
+                                         f"{v['false_reject']:.3f}, {v['pairs']} held-out pairs{cal})"))
     if c.network:
         facts.append(("Network rule", f"{c.network.rule} -- {c.network.label}"))
     if c.replay:

@@ -113,13 +113,10 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
 
 
 def load_calibration(path: str | Path) -> Calibration:
+    from harness.spec.tasks import read_input_file  # bounded: a device or FIFO is refused unread
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()[:MAX_CALIBRATION_BYTES + 1]
-    except OSError as err:
-        raise CalibrationError(f"{path}: cannot read ({err.strerror or err})") from None
-    if len(raw) > MAX_CALIBRATION_BYTES:
-        raise CalibrationError(f"{path}: larger than {MAX_CALIBRATION_BYTES} bytes")
+    raw = read_input_file(path, MAX_CALIBRATION_BYTES, CalibrationError)
     try:
         doc = strict_json_loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:

@@ -254,12 +254,13 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
         raise MatrixError(f"{where}: $.schema_version: must be 1 or more, got {version}")
     if version > MATRIX_SCHEMA_VERSION:
         raise MatrixError(f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})")
+    base = source.parent if source else Path.cwd()
+    data = _with_calibrations(data, base, where)
     try:
         spec = MatrixSpec.model_validate(data)
     except ValidationError as err:
         raise MatrixError("\n".join(f"{where}: {line}" for line in format_validation_error(err).splitlines())) from None
     matrix = Matrix(spec=spec, source=source)
-    base = source.parent if source else Path.cwd()
     for i, entry in enumerate(spec.tasks):
         if entry.name in matrix.tasks:
             raise MatrixError(f"{where}: $.tasks[{i}].name: duplicate task name {entry.name!r}")
@@ -281,6 +282,10 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
             unknown = set(rule) - set(AXIS_NAMES) - {"task"}
             if unknown:
                 raise MatrixError(f"{where}: $.{section}[{j}]: unknown key {sorted(unknown)[0]!r}")
+            listed = next((k for k, v in rule.items() if isinstance(v, list)), None)
+            if section == "include" and listed:
+                raise MatrixError(f"{where}: $.include[{j}].{listed}: an include rule adds one cell, so it takes one "
+                                  f"value per axis, not a list (give one include per value)")
             values = {k: (v if isinstance(v, list) else [v]) for k, v in rule.items() if k != "task"}
             try:
                 AxesSpec.model_validate(values)
@@ -288,6 +293,33 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
                 raise MatrixError("\n".join(f"{where}: $.{section}[{j}]{line[1:]}"
                                              for line in format_validation_error(err).splitlines())) from None
     return matrix
+
+
+def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
+    """The matrix with each ``[validators.KIND] calibration = "FILE"`` replaced by the file's
+    checked content (relative to the matrix), so the run's manifest carries what it judged by."""
+    from harness.spec.calibration import CalibrationError, load_calibration
+
+    validators = data.get("validators")
+    if not isinstance(validators, dict):
+        return data
+    out = dict(validators)
+    for kind, doc in validators.items():
+        if not isinstance(doc, dict):
+            continue
+        typed = next((k for k in ("sources", "notes", "calibration_file") if k in doc), None)
+        if typed:  # set from a calibration file's entry, never typed: bounds would claim a measurement
+            raise MatrixError(f"{where}: $.validators.{kind}.{typed}: comes from the calibration file; name the file "
+                              f"with calibration = \"FILE\"")
+        if not isinstance(doc.get("calibration"), str):
+            continue
+        name = doc["calibration"]
+        try:
+            cal = load_calibration(base / name)
+        except CalibrationError as err:
+            raise MatrixError(f"{where}: $.validators.{kind}.calibration: {err}") from None
+        out[kind] = {**doc, "calibration": cal.model_dump(mode="json"), "calibration_file": name}
+    return {**data, "validators": out}
 
 
 def node_runner_refusal(kind: str, doc: dict[str, Any]) -> str | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import HarnessError
+from harness.spec.calibration import Calibration, Facts, resolve
 from harness.vocabulary import DEFAULT_JUDGED, DimensionName
 from harness.store.manifest import first_field_problem
 
@@ -61,15 +62,42 @@ class Thresholds(BaseModel):
 
 class NamedValidator(BaseModel):
     """A matrix naming the validator a kind's tolerance verdict may rest on, with its measured
-    error rates on this model (from `harness validators`). A configuration passes on a
-    non-bitwise level only through a named validator whose false accept is <= 1%."""
+    error rates on this model. A configuration passes on a non-bitwise level only through a
+    named validator whose false accept is <= 1%. The rates are typed by hand (``false_accept``,
+    ``false_reject``) or come from a calibration file (``calibration = "FILE"``, written by
+    `harness validators --calibration`): the matrix loader embeds the file, sealed by its
+    digest, so a run's manifest carries the bounds and scope its verdicts rest on."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rule: Literal["tokens", "tolerance", "perceptual", "composite", "replay"]
-    false_accept: float = Field(ge=0, le=1)
-    false_reject: float = Field(ge=0, le=1)
+    false_accept: float | None = Field(None, ge=0, le=1)
+    false_reject: float | None = Field(None, ge=0, le=1)
     pairs: int = Field(0, ge=0)  # held-out pairs the rates come from
     source: str = ""
+    calibration: Calibration | None = None  # the named file's content (embedded by the loader)
+    calibration_file: str | None = None  # the file as the matrix names it
+    # set per configuration from its calibration entry: the honest sources its bounds cover
+    sources: list[str] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rates_or_calibration(self) -> NamedValidator:
+        cal = self.calibration
+        if cal is None:
+            if self.false_accept is None or self.false_reject is None:
+                raise ValueError("give false_accept and false_reject, or a calibration file")
+            return self
+        if cal.digest != cal.content_digest():
+            raise ValueError(f"the calibration {self.calibration_file or ''} does not match its digest (edited "
+                             f"after it was written?); make it again with `harness validators --calibration`")
+        if cal.rule != self.rule:
+            raise ValueError(f"the calibration is for the {cal.rule} rule, not {self.rule}")
+        return self
+
+    @property
+    def calibrated(self) -> bool:
+        """Rates and bounds measured for this configuration (a resolved calibration entry)."""
+        return self.sources is not None
 
 
 #: a named validator may carry a verdict only when its measured false accept is at most this
@@ -124,3 +152,44 @@ def policy_of(spec: Any, where: str) -> Policy:
     return Policy(thresholds=check("thresholds", Thresholds, known), gates=check("gates", Gates, parts["gates"]),
                   validators={kind: check(f"validators.{kind}", NamedValidator, doc)
                               for kind, doc in parts["validators"].items()})
+
+
+@dataclass(frozen=True)
+class ConfigPolicy:
+    """What judges one configuration: its validator (rates resolved from the calibration entry
+    whose scope holds it), the thresholds its pairs are compared with, and, when the named
+    calibration has no entry for it, the true reason (then no finding is drawn from bounds
+    that were never measured for it)."""
+
+    validator: NamedValidator | None
+    thresholds: Thresholds
+    out_of_scope: str | None = None
+
+    @property
+    def bounds_from(self) -> str:
+        """Where the composite bounds come from, in the words a finding uses."""
+        v = self.validator
+        if v is not None and v.calibrated:
+            return (f"the bounds measured on honest {', '.join(v.sources or [])} pairs for this configuration "
+                    f"({v.calibration_file or 'calibration'})")
+        return "the waveform bounds the matrix gives ([thresholds] waveform_max_abs, waveform_rel_l2)"
+
+
+def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
+    """The validator and bounds for one configuration. A named calibration decides only inside
+    its scope (kind, model, weights, dtype, quantization, token range, kernel classes)."""
+    named = policy.validators.get(facts.kind)
+    if named is None or named.calibration is None:
+        return ConfigPolicy(named, policy.thresholds)
+    entry, why = resolve(named.calibration, facts)
+    if entry is None:
+        return ConfigPolicy(None, policy.thresholds, why)
+    rates = named.model_copy(update={
+        "calibration": None, "false_accept": entry.false_accept.rate, "false_reject": entry.false_reject.rate,
+        "pairs": entry.false_accept.pairs + entry.false_reject.pairs, "source": named.calibration.made_by,
+        "sources": list(entry.scope.sources), "notes": list(entry.notes)})
+    update = {"waveform_max_abs": entry.waveform_max_abs, "waveform_rel_l2": entry.waveform_rel_l2}
+    if entry.replay_margin is not None:  # a replay calibration: its margin and decoder bounds, for this configuration
+        update.update(replay_margin=entry.replay_margin, replay_dtypes={})
+    bounds = policy.thresholds.model_copy(update=update)
+    return ConfigPolicy(rates, bounds)

@@ -80,6 +80,8 @@ class AudioPrompt(StrictModel):
     def _exactly_one(self) -> "AudioPrompt":
         if (self.wav_path is None) == (self.base64 is None):
             raise ValueError("give exactly one of wav_path or base64")
+        if self.wav_path is not None and "\x00" in self.wav_path:
+            raise ValueError("wav_path holds a NUL byte, which no file name can")
         return self
 
 

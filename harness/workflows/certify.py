@@ -34,7 +34,9 @@ from pydantic import BaseModel, Field
 
 from harness.store.bundle import open_bundle
 from harness.store.manifest import Manifest
-from harness.compare.levels import FINDING_TEXT, MAX_FALSE_ACCEPT, NamedValidator, level_rank, worst_level
+from harness.compare.levels import (
+    FINDING_TEXT, MAX_FALSE_ACCEPT, WAVEFORM_FINDING, NamedValidator, level_rank, waveform_finding_text, worst_level,
+)
 from harness.compare.agreement import simulate
 from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
 from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
@@ -199,7 +201,10 @@ def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
 
 # --- verdicts ---------------------------------------------------------------------------------------
 
-def judge(out: ConfigOutcome, validator: NamedValidator | None = None) -> tuple[Verdict, str, list[str]]:
+def judge(out: ConfigOutcome) -> tuple[Verdict, str, list[str]]:
+    """A configuration's certificate verdict, judged by the validator its comparison resolved
+    (``out.validator``: rates and bounds from the calibration entry whose scope holds both
+    sides' kernel classes), or failed with the reason none applies."""
     issues = ([f"reference failed: {x}" for x in out.failed_a] + [f"no partner here: {x}" for x in out.unmatched_a]
               + [f"failed here: {x}" for x in out.failed_b] + [f"skipped here: {x}" for x in out.skipped_b]
               + [f"not comparable: {x}" for x in out.errors])
@@ -215,7 +220,8 @@ def judge(out: ConfigOutcome, validator: NamedValidator | None = None) -> tuple[
     own = f"; {own}" if own else ""
     worst = worst_level(x for x in (out.worst, out.within_a, out.within_b) if x)
     if out.findings:
-        what = "; ".join(f"{FINDING_TEXT.get(k, k)} ({v} pair(s))" for k, v in out.findings.items())
+        what = "; ".join(f"{waveform_finding_text(out.bounds_from or '') if k == WAVEFORM_FINDING else FINDING_TEXT.get(k, k)}"
+                         f" ({v} pair(s))" for k, v in out.findings.items())
         return "fail", f"finding: {what} ({levels}){own}", issues
     if worst == "bitwise":
         return "pass", f"bitwise identical in {out.matched} cell(s)", issues
@@ -224,16 +230,26 @@ def judge(out: ConfigOutcome, validator: NamedValidator | None = None) -> tuple[
         what = "divergent from the reference" if out.worst == "divergent" else "not reproducible"
         return "fail", f"{what} ({levels}){at}{own}", issues
     base = f"not bitwise; worst level {worst} ({levels}{own})"
+    if out.out_of_scope:
+        return "fail", f"{base}; {out.out_of_scope}", issues
+    validator = NamedValidator.model_validate(out.validator) if out.validator else None
     if validator is None:
         return "fail", f"{base}; the reference matrix names no validator for this kind", issues
-    if validator.false_accept > MAX_FALSE_ACCEPT:
+    classes = [set(v) for v in out.kernel_classes.values()]
+    if (validator.sources is not None and len(classes) == 2 and classes[0] != classes[1]
+            and "isa" not in validator.sources):
+        why = f": {'; '.join(validator.notes)}" if validator.notes else ""
+        return "fail", (f"{base}; the two sides ran other kernel classes and the isa source was not calibrated "
+                        f"for this configuration (calibrated: {', '.join(validator.sources)}){why}"), issues
+    fa = validator.false_accept or 0.0
+    if fa > MAX_FALSE_ACCEPT:
         return "fail", (f"{base}; the named {validator.rule} validator's measured false accept "
-                        f"{validator.false_accept:.3f} is above {MAX_FALSE_ACCEPT:.2f}"), issues
+                        f"{fa:.3f} is above {MAX_FALSE_ACCEPT:.2f}"), issues
     rejected = out.rejected.get(validator.rule)
     if rejected is None or rejected:
         return "fail", f"{base}; the named {validator.rule} validator rejects {rejected or 'all'} pair(s)", issues
     return "pass_with_tolerance", (f"{base}; every pair passes the named {validator.rule} validator (measured false "
-                                   f"accept {validator.false_accept:.3f})"), issues
+                                   f"accept {fa:.3f})"), issues
 
 
 from harness.report.certificate import POOL_FIELDS  # noqa: E402,F401 (one list of pool-key fields)
@@ -251,17 +267,10 @@ def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int 
             "platform": environment.get("os"), "dtype": dtype, "quantize_bits": quantize_bits}
 
 
-def _validators_of(manifest: Manifest) -> dict[str, NamedValidator]:
-    from harness.spec.policy import policy_of
-
-    return policy_of(manifest.matrix_spec, "manifest").validators
-
-
-def _config_certificate(out: ConfigOutcome, result: CrossRunResult,
-                        validators: dict[str, NamedValidator] | None = None) -> ConfigCertificate:
+def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCertificate:
     from harness.compare.validators import network_rule
 
-    verdict, reason, issues = judge(out, (validators or {}).get(out.kind))
+    verdict, reason, issues = judge(out)
     pairs = [m for m in result.matches if m.config_a == out.config_id and m.level]
     worst = max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
     consensus: dict[str, dict[str, float]] = {}
@@ -306,8 +315,7 @@ def _axes_of(pairs: list) -> tuple[str | None, int | None]:
 
 
 def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None = None,
-                     not_rerun: list[str] | None = None,
-                     validators: dict[str, NamedValidator] | None = None) -> Certificate:
+                     not_rerun: list[str] | None = None) -> Certificate:
     from harness import __version__
 
     configs, not_certified = [], list(not_rerun or [])
@@ -317,7 +325,7 @@ def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None
         if only_skipped:
             not_certified.append(f"{out.config_id}: skipped on the reference machine ({out.skipped_a[0]})")
             continue
-        configs.append(_config_certificate(out, result, validators))
+        configs.append(_config_certificate(out, result))
     passed = bool(configs) and all(c.verdict == "pass" for c in configs)
     counts = {v: sum(c.verdict == v for c in configs) for v in ("pass", "pass_with_tolerance", "fail")}
     summary = (("CERTIFIED: " if passed else "NOT CERTIFIED (bitwise): ")
@@ -415,8 +423,7 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
                               only_a=expected)
         not_rerun = sorted({r.config_id for r in ref_records if r.spec_hash not in expected})
         cert = certificate_from(result, emulation=emulation,
-                                not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun],
-                                validators=_validators_of(manifest))
+                                not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun])
         cert.reference.source = str(reference)
         cert.problems = summary.problems + cert.problems
         run_store = RunStore(summary.run_dir)

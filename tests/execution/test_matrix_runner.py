@@ -35,7 +35,11 @@ def test_smoke_matrix_expands_with_stable_ids():
 
     m = load_matrix(ROOT / "matrices" / "smoke.toml")
     cells = expand(m)
-    assert len(cells) == 240  # MusicGen: cold and warm at batch 1, warm at batch 2
+    # MusicGen: cold and warm at batch 1, warm at batch 2; AVX2 kernels at 1 thread, batch 1, warm
+    assert len(cells) == 288
+    avx2 = [c for c in cells if c.axes.isa == "avx2"]
+    assert len(avx2) == 48 and all(c.axes.threads == 1 and c.axes.batch_size == 1 and c.axes.load == "warm"
+                                   and "/isa-avx2/" in c.cell_id for c in avx2)
     assert cells[0].cell_id == "musicgen-pop/float32/qnone/seed42/cpu/t1/b1/pon/cold/w0/r0"
     assert {c.axes.load for c in cells if c.task_name == "gpt-chatbot"} == {"warm"}
     assert not any(c.axes.load == "cold" and c.axes.batch_size == 2 for c in cells)
@@ -79,19 +83,48 @@ def test_huge_matrix_is_refused():
 
 @pytest.mark.slow
 def test_run_gate_passes_then_planted_nondeterminism_fails(cli, tmp_path, tiny_gpt2):
+    from tests.report.test_junit import check_junit, outcomes
+
     matrix = mini_matrix(tmp_path)
-    ok = cli("run", str(matrix), "--out", str(tmp_path / "ok"), "--no-progress")
+    ok = cli("run", str(matrix), "--out", str(tmp_path / "ok"), "--no-progress", "--junit", str(tmp_path / "ok.xml"))
     assert ok.returncode == 0, ok.stderr
     for name in ("report.md", "report.html", "report.json"):
         assert (tmp_path / "ok" / name).exists()
     report = json.loads((tmp_path / "ok" / "report.json").read_text())
     assert [c["verdict"] for c in report["configs"]] == ["ready"]
+    suite = next(iter(check_junit(tmp_path / "ok.xml")))  # the gate passed: so does every testcase
+    assert (suite.tests, suite.failures, suite.errors) == (3, 0, 0)  # repeat, process, evidence
     env = {"HARNESS_ENGINES": "gpt=tests.doubles:NonDeterministicTextEngine",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    bad = cli("run", str(matrix), "--out", str(tmp_path / "bad"), "--no-progress", env=env)
+    junit = tmp_path / "ci" / "junit.xml"
+    bad = cli("run", str(matrix), "--out", str(tmp_path / "bad"), "--no-progress", "--junit", str(junit), env=env)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "GATE FAILED gpt/auto/qnone/cpu/pon: not_ready" in bad.stderr
     assert "divergent across repeat, process" in bad.stderr
+    assert f"junit {junit}" in bad.stdout
+    got = outcomes(check_junit(junit))
+    kind, message, text = got[("mini.gpt/auto/qnone/cpu/pon", "repeat")]
+    assert kind == "failure" and message.startswith("not_ready: repeat divergent (first divergent step ")
+    assert "reason: divergent across repeat, process" in text and "cells: gpt/auto/qnone/seed" in text
+    assert got[("mini.gpt/auto/qnone/cpu/pon", "process")][0] == "failure"
+    # harness report writes the same file from the run directory; without --junit it never
+    # imports the JUnit writer (nothing here may slow a run or report that does not ask for it)
+    again = cli("report", str(tmp_path / "bad"), "--junit", str(tmp_path / "again.xml"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.xml").read_bytes() == junit.read_bytes()
+    import subprocess
+    import sys
+
+    probe = ("import sys; from harness.cli.main import main; main(['report', sys.argv[1], '--formats', 'json']); "
+             "assert 'harness.report.junit' not in sys.modules, 'imported without --junit'")
+    res = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "ok")], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    # harness compare: one testcase per configuration of A, failing when B does not reproduce it
+    cmp = cli("compare", str(tmp_path / "ok"), str(tmp_path / "bad"), "--junit", str(tmp_path / "cmp.xml"))
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr  # its exit code still gates costs only
+    got = outcomes(check_junit(tmp_path / "cmp.xml"))
+    assert {k: v[0] for k, v in got.items()} == {("mini", "gpt/auto/qnone/cpu/pon"): "failure"}
 
 
 @pytest.mark.slow

@@ -588,3 +588,48 @@ def test_bad_options_are_usage_errors_before_any_work(capsys, args, expect):
         main(args)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and expect in err and "Traceback" not in err
+
+
+def _exec_error(tmp_path, capsys, task: dict) -> str:
+    (tmp_path / "t.json").write_text(json.dumps(task))
+    try:
+        code = main(["exec", str(tmp_path / "t.json"), "--out", str(tmp_path / "out")])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_zero_channel_prompt_wav_is_one_line_naming_the_field(tmp_path, capsys, monkeypatch):
+    import struct
+
+    monkeypatch.chdir(tmp_path)
+    fmt = struct.pack("<HHIIHH", 1, 0, 16000, 0, 0, 16)  # 0 channels, 0-byte blocks: scipy divides by it
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 4) + b"\0" * 4
+    (tmp_path / "zero.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    task = {"model": "tiny:musicgen", "prompt": "x", "seed": 1, "generation_config": {"max_new_tokens": 4},
+            "audio_prompt": {"wav_path": "zero.wav"}}
+    FUZZED["prompt wav"] += 1
+    err = _exec_error(tmp_path, capsys, task)
+    assert "audio_prompt.wav_path" in err and "0 channels" in err and "ZeroDivisionError" not in err
+
+
+def test_a_nul_byte_in_the_prompt_path_is_one_line_naming_the_field(tmp_path, capsys):
+    task = {"model": "tiny:musicgen", "prompt": "x", "seed": 1, "generation_config": {"max_new_tokens": 4},
+            "audio_prompt": {"wav_path": "a\u0000b.wav"}}
+    FUZZED["task documents"] += 1
+    err = _exec_error(tmp_path, capsys, task)
+    assert "audio_prompt" in err and "NUL" in err and "embedded null byte" not in err
+
+
+def test_an_include_rule_with_a_list_is_one_line_naming_the_field(tmp_path):
+    from harness.spec.matrix import MatrixError, load_matrix
+
+    task = Path(__file__).resolve().parents[2] / "matrices" / "tasks" / "tiny-gpt2-chatbot.json"
+    (tmp_path / "m.toml").write_text(f'name = "m"\n[[tasks]]\nname = "g"\nfile = "{task}"\n'
+                                     f'[[include]]\ndtype = ["float32", "bfloat16"]\n')
+    FUZZED["matrices"] += 1
+    with pytest.raises(MatrixError) as err:
+        load_matrix(tmp_path / "m.toml")
+    assert str(err.value).count("\n") == 0 and "$.include[0].dtype" in str(err.value)

@@ -64,7 +64,8 @@ def reference(tmp_path_factory, tiny_gpt2, tiny_musicgen):
 def certified_t2(reference):
     """``harness certify --threads 2``: the same machine standing in for other hardware."""
     out = reference.tmp / "cert-t2"
-    rc = run_cli("certify", "--reference", str(reference.bundle), "--threads", "2", "--out", str(out), "--no-progress")
+    rc = run_cli("certify", "--reference", str(reference.bundle), "--threads", "2", "--out", str(out), "--no-progress",
+                 "--junit", str(out / "junit.xml"))
     return SimpleNamespace(rc=rc, run=out, cert=json.loads((out / "certificate.json").read_text()))
 
 
@@ -188,10 +189,15 @@ def test_runs_compare_cell_by_cell_across_thread_counts(reference, certified_t2,
     # the command: a bundle against a run directory, JSON written, costs after outputs
     out = tmp_path / "compare.json"
     assert run_cli("compare", str(reference.bundle), str(certified_t2.run), "--match", "ignore:threads",
-                   "--json", str(out)) == 0
+                   "--json", str(out), "--junit", str(tmp_path / "compare.xml")) == 0
     text = capsys.readouterr().out
     assert "| musicgen/float32/qnone/cpu/pon | 1 | tokens 1 | tokens |" in text and "# Costs" in text
     assert json.loads(out.read_text())["configs"][1]["worst"] == "tokens"
+    from tests.report.test_junit import check_junit, outcomes
+
+    # judged as certification judges: equal codes pass through the reference's named composite validator
+    got = outcomes(check_junit(tmp_path / "compare.xml"))
+    assert {k: v[0] for k, v in got.items()} == {("cert", GPT_CONFIG): "passed", ("cert", MUSIC_CONFIG): "passed"}
 
 
 def test_match_modes_are_checked():
@@ -233,6 +239,11 @@ def test_certify_with_other_threads_passes_with_tolerance_only(reference, certif
     assert ["axes.threads", "determinism.num_threads"] in [g["fields"] for g in cert["groups"]]
     md = (certified_t2.run / "certificate.md").read_text()
     assert "NOT CERTIFIED (bitwise)" in md and "Emulation: threads = 2" in md and "pass_with_tolerance" in md
+    from tests.report.test_junit import check_junit, outcomes
+
+    got = outcomes(check_junit(certified_t2.run / "junit.xml"))  # fails as the exit code does
+    assert {k: v[0] for k, v in got.items()} == {("cert", GPT_CONFIG): "passed", ("cert", MUSIC_CONFIG): "failure"}
+    assert got[("cert", MUSIC_CONFIG)][1].startswith("pass_with_tolerance: not bitwise")
 
 
 @pytest.mark.slow
@@ -252,7 +263,15 @@ def test_certify_fails_divergent_and_failed_cells(reference, monkeypatch):
     monkeypatch.setenv("HARNESS_FAULT", "raise:musicgen/*/r0")
     monkeypatch.setenv("PYTHONPATH", f"{root}:{__import__('os').environ.get('PYTHONPATH', '')}")
     out = reference.tmp / "cert-bad"
-    assert run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress") == 1
+    assert run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress",
+                   "--junit", str(out / "junit.xml")) == 1
+    from tests.report.test_junit import check_junit, outcomes
+
+    got = outcomes(check_junit(out / "junit.xml"))
+    kind, message, text = got[("cert", GPT_CONFIG)]
+    assert kind == "failure" and "divergent from the reference" in message and "first divergent step" in message
+    assert f"cells: {GPT_CONFIG.split('/')[0]}/" in text and "(candidate)" in text
+    assert got[("cert", MUSIC_CONFIG)][0] == "failure" and "failed here: musicgen/" in got[("cert", MUSIC_CONFIG)][2]
     cert = json.loads((out / "certificate.json").read_text())
     by_config = {c["config_id"]: c for c in cert["configs"]}
     gpt, music = by_config[GPT_CONFIG], by_config[MUSIC_CONFIG]
