@@ -534,6 +534,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             verdict=verdict, reason=reason, decided_by=list(decided_by), counts=dict(counts), dimensions=dims, agreement=agreement,
             network=network, validator=validator.model_dump(mode="json", exclude={"calibration"}) if validator else None,
             thresholds=cp.thresholds.model_dump() if validator and validator.calibrated else None,
+            out_of_scope=cp.out_of_scope,
             seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
             lint=sorted({w for r in recs for w in r.lint}),
             quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),

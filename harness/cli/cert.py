@@ -201,13 +201,11 @@ def cmd_compare(args) -> int:
 def _compare_junit(args, run_a, result, rows: list) -> None:
     """Each configuration of A judged as certification judges B against it, then the costs."""
     from harness.report.junit import render_compare, write_junit
-    from harness.spec.policy import policy_of
     from harness.workflows.certify import judge
 
-    validators = policy_of(run_a.store.manifest().matrix_spec, "manifest").validators
     verdicts = {}
     for out in result.configs:
-        verdict, reason, _ = judge(out, validators.get(out.kind))
+        verdict, reason, _ = judge(out)  # the validator each configuration resolved
         verdicts[out.config_id] = (verdict, reason)
     print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
 
