@@ -266,6 +266,15 @@ def latency_stats(records: list[Record]):
     return summarize(warm + measured, warmup=len(warm))
 
 
+def measured_latencies(records: list[Record]) -> list[float]:
+    """The per-execution samples ``latency_stats`` summarises: the latencies of the ok
+    executions that are not a warm-up (all of them when nothing else is left), in record
+    order. What a significance test compares (harness.analysis.significance)."""
+    ok = [r for r in records if r.status == "ok"]
+    measured = [record_latency(r) for r in ok if r.timings.get("load_s", 0.0) <= 0]
+    return measured or [record_latency(r) for r in ok]
+
+
 def _cost(records: list[Record]) -> CostSummary:
     ok = [r for r in records if r.status == "ok"]
     if not ok:
