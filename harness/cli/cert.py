@@ -324,26 +324,15 @@ def register(sub) -> None:
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
     s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")
-        rows: list = []
-        code = _compare_costs(run_a.store, run_b.store, args.check or [], args.min_effect, rows)
-        if args.junit:
-            _compare_junit(args, run_a, result, rows)
-        return code
-
-
-def _compare_junit(args, run_a, result, rows: list) -> None:
-    """Each configuration of A judged as certification judges B against it, then the costs."""
-    from harness.report.junit import render_compare, write_junit
-    from harness.workflows.certify import judge
-
-    verdicts = {}
-    for out in result.configs:
-        verdict, reason, _ = judge(out)  # the validator each configuration resolved
-        verdicts[out.config_id] = (verdict, reason)
-    print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
-
-
-def _compare_costs(store_a, store_b, checks: list[str], min_effect: float = 0.0, rows_out: list | None = None) -> int:
+    s.add_argument("--junit", metavar="FILE", help="also write the certificate as JUnit XML (one testcase per configuration)")
+    s.add_argument("--whitelist-entry", metavar="FILE",
+                   help="also write the Crynux relay's node-name whitelist entry (the admin API's JSON body and the "
+                        "curl line) for this machine's GPU when configurations passed on it; signed with --sign")
+    s.add_argument("--node-version", type=_node_version, metavar="X.Y.Z",
+                   help="with --whitelist-entry: the node version the relay will see (the node's, not the harness's)")
+    s.add_argument("--node-platform", choices=("docker", "Linux", "Windows", "Darwin"),
+                   help="with --whitelist-entry: the platform the node appends to its GPU name (default: detected "
+                        "here as the node detects it)")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("validators", help="measure audio validators' false reject/accept rates on tiny MusicGen")
