@@ -58,16 +58,21 @@ def determinism(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark suites, saved per machine; from the second run on, compared with the
-    previous saved run and failed on a median regression over 25%."""
+    """pytest-benchmark suites, saved per machine with every round's time; from the second run
+    on, compared with the previous saved run by ``harness bench``: failed only on a slowdown a
+    two-sample test calls significant (Mann-Whitney U at 95%) and of at least 25%."""
     from pytest_benchmark.utils import get_machine_id
 
-    saved = sorted(Path(".benchmarks", get_machine_id()).glob("*.json"))
-    compare = ["--benchmark-compare", "--benchmark-compare-fail=median:25%"] if saved else []
+    folder = Path(".benchmarks", get_machine_id())
+    saved = sorted(folder.glob("*.json"))
     if not saved:
         session.log("no saved benchmark run for this machine: this run becomes the baseline")
     session.run("python", "-m", "pytest", "tests/bench", "-q", "--benchmark-only", "--benchmark-autosave",
-                *compare, *session.posargs)
+                "--benchmark-save-data", *session.posargs)
+    new = [p for p in sorted(folder.glob("*.json")) if p not in saved]
+    if saved and new:
+        session.run("harness", "bench", str(saved[-1]), str(new[-1]), "--check", "significant",
+                    "--min-effect", "25%", external=True)
 
 
 @nox.session(python=False)

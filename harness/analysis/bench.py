@@ -7,7 +7,13 @@ summarises and judges, the report renders. Modelled on public practice:
   (1.5 * IQR) outlier counts, regression checks as tiny objects (``"median:10%"``) that
   return a message or None;
 - asv: one-character comparison marks, and a changed spec hash or environment makes a
-  row "not comparable" (``x``), never "regressed".
+  row "not comparable" (``x``), never "regressed";
+- pyperf's compare_to: a change counts only when it is statistically significant. Rows that
+  carry per-execution ``samples`` get a two-sample test (harness.analysis.significance), their
+  mark follows it (``+`` / ``-`` only for a significant change of at least ``min_effect``) and
+  the ``significant`` check fails on a significant slowdown; rows without samples keep the
+  median-within-factor mark. Threshold checks (``median:10%``) judge the summary numbers alone,
+  as before: the option for those who want a fixed line, noise or not.
 
 Quantiles use linear interpolation between order statistics (numpy's default, Hyndman &
 Fan type 7), so q1 <= median <= q3 always holds and the median is the usual median.
@@ -20,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from harness.analysis.significance import Change, compare_samples
 
 # Fields a check may name: everything in Stats that is "lower is better" and in seconds,
 # plus peak memory (bytes). ``n``/``warmup``/``outliers`` are counts, not costs.
@@ -179,12 +187,34 @@ class Check(BaseModel):
         return None
 
 
-def parse_check(text: str) -> Check:
-    """Parse ``FIELD:THRESHOLD[%]``; the ValueError names the part that is wrong."""
+SIGNIFICANT = "significant"
+
+
+class SignificantCheck(BaseModel):
+    """The check ``significant``: fails when the per-execution latencies of the current run
+    are significantly slower than the baseline's (Mann-Whitney U at 95%) by at least the
+    comparison's ``min_effect``. Not judged when either side has no samples."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def __str__(self) -> str:
+        return SIGNIFICANT
+
+    def evaluate_change(self, change: Change | None) -> str | None:
+        if change is None or change.verdict != "slower":
+            return None
+        return f"latency significantly slower ({change.percent:+.1f}%, p={change.p_value:.2g})"
+
+
+def parse_check(text: str) -> Check | SignificantCheck:
+    """Parse ``significant`` or ``FIELD:THRESHOLD[%]``; the ValueError names the part that is wrong."""
+    if str(text).strip() == SIGNIFICANT:
+        return SignificantCheck()
     field, sep, value = str(text).strip().partition(":")
     field, value = field.strip(), value.strip()
     if not sep or not field:
-        raise ValueError(f"check {text!r}: expected FIELD:THRESHOLD, e.g. 'median:10%' or 'min:0.002'")
+        raise ValueError(f"check {text!r}: expected FIELD:THRESHOLD, e.g. 'median:10%' or 'min:0.002' "
+                         f"(or '{SIGNIFICANT}')")
     if field not in CHECK_FIELDS:
         raise ValueError(f"check {text!r}: unknown field {field!r}; expected one of {', '.join(CHECK_FIELDS)}")
     percent = value.endswith("%")
@@ -235,7 +265,9 @@ def mark(
 
 class CostRow(BaseModel):
     """One matched key of a cost comparison. ``ratio`` is current / baseline median;
-    ``messages`` lists failed checks; ``note`` says why a row is not comparable."""
+    ``messages`` lists failed checks; ``note`` says why a row is not comparable; ``change``
+    is the significance test of the per-execution samples (None when the rows carry none,
+    or the row is not comparable)."""
 
     key: str
     mark: str
@@ -244,6 +276,7 @@ class CostRow(BaseModel):
     ratio: float | None = None
     messages: list[str] = []
     note: str | None = None
+    change: Change | None = None
 
     @property
     def regressed(self) -> bool:
@@ -267,15 +300,18 @@ def _costs(row: Mapping[str, Any]) -> dict[str, Any]:
 def compare_costs(
     baseline_rows: Sequence[Mapping[str, Any]],
     current_rows: Sequence[Mapping[str, Any]],
-    checks: Sequence[Check | str] = (),
+    checks: Sequence[Check | SignificantCheck | str] = (),
     *,
     factor: float = 1.1,
+    min_effect: float = 0.0,
 ) -> list[CostRow]:
     """Match rows by ``key`` and judge their medians and checks. Rows with a different
     ``spec_hash`` or ``env_key``, or present on one side only, are marked ``x`` and never
     checked: a changed spec is not a regression. Checks run only when both rows are ok.
+    When either row carries ``samples`` (per-execution latencies, seconds), the two are tested
+    (harness.analysis.significance, ``min_effect`` a fraction) and the mark follows the test.
     Order: baseline keys as given, then keys new in current."""
-    parsed = [c if isinstance(c, Check) else parse_check(c) for c in checks]
+    parsed = [c if isinstance(c, (Check, SignificantCheck)) else parse_check(c) for c in checks]
     base, cur = _index(baseline_rows, "baseline"), _index(current_rows, "current")
     out: list[CostRow] = []
     for key in [*base, *(k for k in cur if k not in base)]:
@@ -290,10 +326,18 @@ def compare_costs(
         elif b.get("env_key") != c.get("env_key"):
             note = "environment differs"
         b_ok, c_ok = bool(b and b.get("ok")), bool(c and c.get("ok"))
+        change = None
+        if note is None and b_ok and c_ok and ("samples" in b or "samples" in c):
+            change = compare_samples(b.get("samples") or [], c.get("samples") or [], min_effect=min_effect)
         row_mark = mark(b_med, c_med, comparable=note is None, baseline_ok=b_ok, current_ok=c_ok, factor=factor)
+        if row_mark in ("+", "-", " ") and change is not None and change.verdict != "no samples":
+            row_mark = {"slower": "+", "faster": "-"}.get(change.verdict, " ")
         messages: list[str] = []
         if note is None and b_ok and c_ok:
-            messages = [m for chk in parsed if (m := chk.evaluate(b_costs, c_costs)) is not None]
+            for chk in parsed:
+                msg = chk.evaluate_change(change) if isinstance(chk, SignificantCheck) else chk.evaluate(b_costs, c_costs)
+                if msg is not None:
+                    messages.append(msg)
         ratio = c_med / b_med if b_med and c_med is not None else None
         out.append(
             CostRow(
@@ -304,6 +348,7 @@ def compare_costs(
                 ratio=ratio,
                 messages=messages,
                 note=note,
+                change=change,
             )
         )
     return out

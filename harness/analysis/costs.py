@@ -6,7 +6,10 @@ comparable", never "regressed"), the environment's cost key (other hardware or t
 comparable either), whether any cell failed, latency statistics of the ok executions and the
 peak memory. Latency statistics come from ``harness.analysis.run.latency_stats`` (``total_s -
 load_s``, the first execution after a model load counted as warm-up), the same numbers as the
-report's cost section, so the two never disagree.
+report's cost section, so the two never disagree. Each row also carries those latencies
+themselves (``samples``, one per measured execution: ``harness.analysis.run.measured_latencies``),
+so a change is reported only when a two-sample test calls it significant
+(harness.analysis.significance).
 
 Rendering here is only a table of the decided rows: the marks and messages come from
 harness.analysis.bench.
@@ -19,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.run import latency_stats, latest_records
-from harness.analysis.bench import Check, CostRow, compare_costs
+from harness.analysis.run import latency_stats, latest_records, measured_latencies
+from harness.analysis.bench import Check, CostRow, SignificantCheck, compare_costs
 from harness.digests import digest_json
 from harness.execution.env import cost_key
 from harness.store.records import Record
@@ -33,6 +36,8 @@ MARK_LEGEND = {
     "+": "slower",
     "-": "faster",
 }
+SIGNIFICANCE_NOTE = ("+ and - mark only a change a two-sample test calls significant (Mann-Whitney U at 95% over "
+                     "the per-execution latencies; the change is the Hodges-Lehmann ratio with its 95% interval)")
 
 
 def _as_store(run: RunStore | str | Path) -> RunStore:
@@ -42,8 +47,8 @@ def _as_store(run: RunStore | str | Path) -> RunStore:
 def cost_rows_for_run(store: RunStore | str | Path) -> list[dict[str, Any]]:
     """One row per configuration, sorted by config_id, in the shape ``compare_costs`` takes:
     ``key``, ``spec_hash``, ``env_key``, ``ok``, ``stats`` (a Stats dump of the latencies of
-    the ok, non-warm-up executions), ``peak_memory_bytes`` (max over them), plus
-    ``executions`` and ``statuses`` for display."""
+    the ok, non-warm-up executions), ``samples`` (those latencies, seconds),
+    ``peak_memory_bytes`` (max over them), plus ``executions`` and ``statuses`` for display."""
     store = _as_store(store)
     manifest = store.manifest()
     env_key = cost_key(manifest.environment or {})
@@ -64,6 +69,7 @@ def cost_rows_for_run(store: RunStore | str | Path) -> list[dict[str, Any]]:
             "env_key": env_key,
             "ok": not any(statuses.get(s) for s in FAILED_STATUSES),
             "stats": latency_stats(measured).model_dump(),
+            "samples": measured_latencies(measured),
             "peak_memory_bytes": max(memory) if memory else None,
             "executions": len(measured),
             "statuses": dict(sorted(statuses.items())),
@@ -72,11 +78,58 @@ def cost_rows_for_run(store: RunStore | str | Path) -> list[dict[str, Any]]:
 
 
 def compare_run_costs(baseline: RunStore | str | Path, current: RunStore | str | Path,
-                      checks: Sequence[Check | str] = (), *, factor: float = 1.1) -> list[CostRow]:
-    """Cost rows of ``current`` against ``baseline``: marks (``x ! + -``, see MARK_LEGEND)
-    by median latency within ``factor``, and a message per failed check (e.g.
-    ``"median:10%"``, ``"peak_memory:5%"``; a bad check raises ValueError naming it)."""
-    return compare_costs(cost_rows_for_run(baseline), cost_rows_for_run(current), checks, factor=factor)
+                      checks: Sequence[Check | SignificantCheck | str] = (), *, factor: float = 1.1,
+                      min_effect: float = 0.0) -> list[CostRow]:
+    """Cost rows of ``current`` against ``baseline``: marks (``x ! + -``, see MARK_LEGEND),
+    ``+``/``-`` only for a significant change of at least ``min_effect`` (a fraction), and a
+    message per failed check (``"significant"``, or thresholds such as ``"median:10%"``,
+    ``"peak_memory:5%"``; a bad check raises ValueError naming it)."""
+    return compare_costs(cost_rows_for_run(baseline), cost_rows_for_run(current), checks, factor=factor,
+                         min_effect=min_effect)
+
+
+def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
+    """One row per benchmark of a pytest-benchmark JSON file (``--benchmark-json`` or an
+    autosave under ``.benchmarks/``), in the shape ``compare_costs`` takes. ``samples`` are the
+    per-round times (``stats.data``), present only when the file was saved with
+    ``--benchmark-save-data``; without them (an empty list) a row is compared by its summary
+    numbers only.
+    Rows of files made on another machine or Python are "not comparable"."""
+    from harness.store.run import StoreError, read_json_file
+
+    path = Path(path)
+    doc = read_json_file(path, "pytest-benchmark file")
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise StoreError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list)")
+    info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
+    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    env_key = digest_json({"cpu": cpu.get("brand_raw"), "machine": info.get("machine"),
+                           "python": info.get("python_version"),
+                           "implementation": info.get("python_implementation")})[:12]
+    rows: list[dict[str, Any]] = []
+    for number, bench in enumerate(doc["benchmarks"]):
+        stats = bench.get("stats") if isinstance(bench, dict) else None
+        key = (bench.get("fullname") or bench.get("name")) if isinstance(bench, dict) else None
+        if not isinstance(stats, dict) or not isinstance(key, str):
+            raise StoreError(f"{path}: benchmark {number} has no name or no stats")
+        summary = {"n": stats.get("rounds"), "stdev": stats.get("stddev"),
+                   **{k: stats.get(k) for k in ("min", "max", "mean", "median", "q1", "q3", "iqr")}}
+        row: dict[str, Any] = {"key": key, "spec_hash": None, "env_key": env_key, "ok": True, "stats": summary,
+                               "peak_memory_bytes": None}
+        data = stats.get("data") if isinstance(stats.get("data"), list) else []
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
+            raise StoreError(f"{path}: benchmark {key!r}: stats.data holds a value that is not a number")
+        row["samples"] = [float(x) for x in data]
+        rows.append(row)
+    return rows
+
+
+def compare_benchmark_files(baseline: str | Path, current: str | Path,
+                            checks: Sequence[Check | SignificantCheck | str] = (), *, factor: float = 1.1,
+                            min_effect: float = 0.0) -> list[CostRow]:
+    """Two pytest-benchmark files, benchmark by benchmark, judged as ``compare_run_costs`` judges runs."""
+    return compare_costs(cost_rows_for_benchmarks(baseline), cost_rows_for_benchmarks(current), checks,
+                         factor=factor, min_effect=min_effect)
 
 
 def has_regressions(rows: Iterable[CostRow]) -> bool:
@@ -100,20 +153,26 @@ def _cell(text: str) -> str:
 
 
 def render_cost_table(rows: Sequence[CostRow]) -> str:
-    """A Markdown table, one line per row: mark, configuration, medians, ratio and why
-    (failed checks, or the reason a row is not comparable), then a one-line summary."""
-    lines = ["| | Configuration | Baseline median | Current median | Ratio | Notes |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """A Markdown table, one line per row: mark, configuration, medians, ratio, the tested
+    change (or "not significant") and why (failed checks, or the reason a row is not
+    comparable), then a one-line summary."""
+    lines = ["| | Configuration | Baseline median | Current median | Ratio | Change (95% CI) | Notes |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         notes = [*row.messages, *([row.note] if row.note else [])]
         if row.mark == "!" and not notes:
             notes.append("newly failing")
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
         mark = row.mark.strip() or " "
+        change = "-" if row.change is None else row.change.text
         lines.append(f"| {mark} | {_cell(row.key)} | {_seconds(row.baseline_median)} | {_seconds(row.current_median)} "
-                     f"| {ratio} | {_cell('; '.join(notes)) or '-'} |")
+                     f"| {ratio} | {_cell(change)} | {_cell('; '.join(notes)) or '-'} |")
     counts = {m: sum(1 for r in rows if r.mark == m) for m in MARK_LEGEND}
     failed_checks = sum(1 for r in rows if r.regressed)
+    tested = [r.change for r in rows if r.change is not None and r.change.verdict != "no samples"]
+    quiet = sum(1 for c in tested if not c.changed)
     summary = ", ".join(f"{counts[m]} {m} ({MARK_LEGEND[m].split(' (')[0]})" for m in MARK_LEGEND)
-    lines += ["", f"{len(rows)} configurations: {summary}; {failed_checks} with failed checks."]
+    lines += ["", *([SIGNIFICANCE_NOTE + ".", ""] if tested else []),
+              f"{len(rows)} configurations: {summary}; {failed_checks} with failed checks; "
+              f"{len(tested)} tested, {quiet} not significant."]
     return "\n".join(lines) + "\n"

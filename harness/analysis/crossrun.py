@@ -299,7 +299,8 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
         """Both sides compared with this configuration's bounds (its calibration entry's, when
         the scope holds the kernel classes of both sides), set once per configuration."""
         if out.config_id not in policies:
-            facts_a, facts_b = config_facts(sa.ok, ["isa"]), config_facts(sb.ok, ["isa"])
+            facts_a, facts_b = (config_facts(sa.ok, ["isa"], man_a.matrix_tasks),
+                                config_facts(sb.ok, ["isa"], man_b.matrix_tasks))
             facts = replace(facts_a, kernel_classes=facts_a.kernel_classes | facts_b.kernel_classes)
             cp = config_policy(policy, facts) if thresholds is None else ConfigPolicy(policy.validators.get(out.kind), thr)
             policies[out.config_id] = cp

@@ -136,6 +136,7 @@ class ConfigResult(BaseModel):
     validator: dict[str, Any] | None = None  # the validator the matrix names for this kind (NamedValidator)
     # the bounds this configuration was compared with, when its calibration entry set them
     thresholds: dict[str, Any] | None = None
+    out_of_scope: str | None = None  # why the named calibration has no entry for this configuration
     seed_sensitive: bool | None = None
     seed_note: str | None = None
     dtype_drift: DimensionSummary | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -369,6 +369,15 @@ def latency_stats(records: list[Record]):
     return summarize(warm + measured, warmup=len(warm))
 
 
+def measured_latencies(records: list[Record]) -> list[float]:
+    """The per-execution samples ``latency_stats`` summarises: the latencies of the ok
+    executions that are not a warm-up (all of them when nothing else is left), in record
+    order. What a significance test compares (harness.analysis.significance)."""
+    ok = [r for r in records if r.status == "ok"]
+    measured = [record_latency(r) for r in ok if r.timings.get("load_s", 0.0) <= 0]
+    return measured or [record_latency(r) for r in ok]
+
+
 def _cost(records: list[Record]) -> CostSummary:
     ok = [r for r in records if r.status == "ok"]
     if not ok:
@@ -471,19 +480,21 @@ def judge(compared: dict[str, DimensionSummary], cp: ConfigPolicy) -> Judgement:
                      f"validator (measured false accept {fa:.3f}, false reject {fr:.3f}){why}")
 
 
-def config_facts(records: list[Record], verdict_dims: list[str]) -> Facts:
-    """What a calibration's scope is checked against, from a configuration's ok records: the
+def config_facts(records: list[Record], verdict_dims: list[str], tasks: dict[str, Any] | None = None) -> Facts:
+    """What a calibration's scope is checked against, from a configuration's ok records and
+    the manifest's tasks (``max_new_tokens`` as the task asks it: a calibration's unit): the
     kernel classes of the executions the verdict judges (every isa level when isa is judged,
     else the native ones)."""
     from harness.isa import NATIVE
 
     first = records[0]
     judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
-    tokens = [r.output.get("new_tokens") for r in records if isinstance(r.output.get("new_tokens"), int)]
+    task = ((tasks or {}).get(first.task_name) or {}).get("task") or {}
+    asked = (task.get("generation_config") or {}).get("max_new_tokens") if isinstance(task, dict) else None
     kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
     weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
     return Facts(kind=first.kind, model=first.model, dtype=first.axes.dtype, quantize_bits=first.axes.quantize_bits,
-                 weights_sha256=weights, new_tokens=max(tokens) if tokens else None,
+                 weights_sha256=weights, new_tokens=asked if isinstance(asked, int) else None,
                  kernel_classes=frozenset(k for k in kernels if isinstance(k, str)))
 
 
@@ -611,7 +622,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             counts[r.status] += 1
         failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in ("failed", "timeout")][:10]
         ok = [r for r in recs if r.status == "ok"]
-        cp = config_policy(policy, config_facts(ok or recs, verdict_dims))
+        cp = config_policy(policy, config_facts(ok or recs, verdict_dims, manifest.matrix_tasks))
         cmp.use(cp)
         validator = cp.validator
         try:
@@ -643,6 +654,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             verdict=verdict, reason=reason, decided_by=list(decided_by), counts=dict(counts), dimensions=dims, agreement=agreement,
             network=network, validator=validator.model_dump(mode="json", exclude={"calibration"}) if validator else None,
             thresholds=cp.thresholds.model_dump() if validator and validator.calibrated else None,
+            out_of_scope=cp.out_of_scope,
             seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
             lint=sorted({w for r in recs for w in r.lint}),
             quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),

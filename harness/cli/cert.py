@@ -1,10 +1,10 @@
-"""``harness bundle | certify | validators | compare``: hardware certification commands.
+"""``harness bundle | certify | validators | compare | bench``: hardware certification commands.
 
-``register(subparsers)`` adds the four subcommands to the main parser (harness.cli.main); each
+``register(subparsers)`` adds the five subcommands to the main parser (harness.cli.main); each
 sets ``func``. Expected failures raise StoreError subclasses (BundleError, CertifyError,
 CrossRunError), which the CLI prints as one ``error: ...`` line with exit code 2.
 Exit codes: ``certify`` 0 only when every configuration is bitwise identical to the
-reference, 1 otherwise; ``compare`` 1 when a ``--check`` on costs fails; else 0.
+reference, 1 otherwise; ``compare`` and ``bench`` 1 when a ``--check`` on costs fails; else 0.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ def cmd_certify(args) -> int:
         from harness.store.safe_output import check_output_target
 
         check_output_target(Path(args.junit))
+    if args.whitelist_entry and not args.node_version:
+        raise StoreError("--whitelist-entry needs --node-version MAJOR.MINOR.PATCH: the version the node reports to "
+                         "the relay (its worker's), which the harness cannot know")
+    if (args.node_version or args.node_platform) and not args.whitelist_entry:
+        raise StoreError(f"--{'node-version' if args.node_version else 'node-platform'} is for --whitelist-entry FILE")
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
                             progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa)
@@ -99,8 +104,10 @@ def cmd_certify(args) -> int:
         print(f"{'not certified':>19}  {line}")
     print(f"certificate {run_dir / 'certificate.md'}")
     print(f"certificate {run_dir / 'certificate.json'}")
+    signed_by = "unsigned"
     if key is not None:
-        print(f"signed certificate.json with ed25519:{sign_json_file(run_dir / 'certificate.json', key)}")
+        signed_by = f"ed25519:{sign_json_file(run_dir / 'certificate.json', key)}"
+        print(f"signed certificate.json with {signed_by}")
     else:
         print("certificate is unsigned (sign it with --sign KEY)")
     print(cert.summary)
@@ -108,7 +115,27 @@ def cmd_certify(args) -> int:
         from harness.report.junit import render_certificate, write_junit
 
         print(f"junit {write_junit(Path(args.junit), render_certificate(cert))}")
-    return EXIT_OK if cert.passed else EXIT_FAIL
+    if args.whitelist_entry:
+        _whitelist_entry(args, cert, run_dir, key, signed_by)
+    return EXIT_OK if cert.passed else EXIT_FAIL  # the entry never changes the verdict's exit code
+
+
+def _whitelist_entry(args, cert, run_dir: Path, key, signed_by: str) -> None:
+    """Write the relay's whitelist entry for what passed, or say in one line why not."""
+    from harness.store.bundle import sha256_file
+    from harness.workflows.whitelist import WhitelistError, build_entry, nvidia_smi_cards, write_entry
+
+    try:
+        doc = build_entry(cert, sha256_file(run_dir / "certificate.json"), args.node_version,
+                          platform=args.node_platform, cards=nvidia_smi_cards(), signed_by=signed_by)
+    except WhitelistError as err:
+        print(f"whitelist entry not written: {err}", file=sys.stderr)
+        return
+    who = write_entry(Path(args.whitelist_entry), doc, key)
+    print(f"whitelist entry {args.whitelist_entry} ({'signed with ed25519:' + who if key is not None else 'unsigned'}): "
+          f"{doc['key']} for {len(doc['covers'])} passed configuration(s)")
+    for line in doc["curl"]:
+        print(line)
 
 
 # --- validators ---------------------------------------------------------------------------------
@@ -192,7 +219,7 @@ def cmd_compare(args) -> int:
             atomic_write_json(Path(args.json), result.model_dump(mode="json"))
             print(f"wrote {args.json}")
         rows: list = []
-        code = _compare_costs(run_a.store, run_b.store, args.check or [], rows)
+        code = _compare_costs(run_a.store, run_b.store, args.check or [], args.min_effect, rows)
         if args.junit:
             _compare_junit(args, run_a, result, rows)
         return code
@@ -201,18 +228,16 @@ def cmd_compare(args) -> int:
 def _compare_junit(args, run_a, result, rows: list) -> None:
     """Each configuration of A judged as certification judges B against it, then the costs."""
     from harness.report.junit import render_compare, write_junit
-    from harness.spec.policy import policy_of
     from harness.workflows.certify import judge
 
-    validators = policy_of(run_a.store.manifest().matrix_spec, "manifest").validators
     verdicts = {}
     for out in result.configs:
-        verdict, reason, _ = judge(out, validators.get(out.kind))
+        verdict, reason, _ = judge(out)  # the validator each configuration resolved
         verdicts[out.config_id] = (verdict, reason)
     print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
 
 
-def _compare_costs(store_a, store_b, checks: list[str], rows_out: list | None = None) -> int:
+def _compare_costs(store_a, store_b, checks: list[str], min_effect: float = 0.0, rows_out: list | None = None) -> int:
     try:
         from harness.analysis import costs as cost_compare
     except ImportError as err:
@@ -220,7 +245,7 @@ def _compare_costs(store_a, store_b, checks: list[str], rows_out: list | None = 
               + ("; --check ignored" if checks else ""), file=sys.stderr)
         return EXIT_OK
     try:
-        rows = cost_compare.compare_run_costs(store_a, store_b, checks)
+        rows = cost_compare.compare_run_costs(store_a, store_b, checks, min_effect=min_effect)
     except ValueError as err:
         raise StoreError(f"--check: {str(err).splitlines()[0]}") from None
     if rows_out is not None:
@@ -230,6 +255,51 @@ def _compare_costs(store_a, store_b, checks: list[str], rows_out: list | None = 
     sys.stdout.write(render(rows) if render else "".join(f"{row}\n" for row in rows))
     regressed = getattr(cost_compare, "has_regressions", None)
     return EXIT_FAIL if regressed is not None and regressed(rows) and checks else EXIT_OK
+
+
+def _node_version(text: str) -> str:
+    from harness.workflows.whitelist import normalize_node_version
+
+    try:
+        return normalize_node_version(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _check(text: str) -> str:
+    """An argparse type: a cost check (``significant``, ``median:10%``), refused before anything runs."""
+    from harness.analysis.bench import parse_check
+
+    try:
+        parse_check(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _min_effect(text: str) -> float:
+    from harness.analysis.significance import parse_min_effect
+
+    try:
+        return parse_min_effect(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+# --- bench ---------------------------------------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    from harness.analysis.costs import compare_benchmark_files, has_regressions, render_cost_table
+
+    checks = args.check or []
+    rows = compare_benchmark_files(args.baseline, args.current, checks, min_effect=args.min_effect)
+    print(f"# Benchmarks: {args.current} against {args.baseline}\n")
+    sys.stdout.write(render_cost_table(rows))
+    untested = [r.key for r in rows if r.change is not None and r.change.verdict == "no samples"]
+    if untested:
+        print(f"note: {len(untested)} benchmark(s) without per-round samples on one side (saved without "
+              f"--benchmark-save-data): judged by their summary numbers only", file=sys.stderr)
+    return EXIT_FAIL if checks and has_regressions(rows) else EXIT_OK
 
 
 # --- registration -------------------------------------------------------------------------------
@@ -255,6 +325,14 @@ def register(sub) -> None:
     s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
     s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")
     s.add_argument("--junit", metavar="FILE", help="also write the certificate as JUnit XML (one testcase per configuration)")
+    s.add_argument("--whitelist-entry", metavar="FILE",
+                   help="also write the Crynux relay's node-name whitelist entry (the admin API's JSON body and the "
+                        "curl line) for this machine's GPU when configurations passed on it; signed with --sign")
+    s.add_argument("--node-version", type=_node_version, metavar="X.Y.Z",
+                   help="with --whitelist-entry: the node version the relay will see (the node's, not the harness's)")
+    s.add_argument("--node-platform", choices=("docker", "Linux", "Windows", "Darwin"),
+                   help="with --whitelist-entry: the platform the node appends to its GPU name (default: detected "
+                        "here as the node detects it)")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("validators", help="measure audio validators' false reject/accept rates on tiny MusicGen")
@@ -275,13 +353,27 @@ def register(sub) -> None:
     s.add_argument("b", help="run directory or bundle to compare with it")
     s.add_argument("--match", type=_match_mode, default="spec",
                    help="spec (equal spec hashes, default) or ignore:AXIS (threads, batch_size, dtype, load, isa; several: ignore:threads,isa)")
-    s.add_argument("--check", action="append", metavar="EXPR",
-                   help="cost regression check, e.g. median:10%% (repeatable; exit 1 when one fails)")
+    _cost_options(s)
     s.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     s.add_argument("--trusted-keys", metavar="FILE", help="bundles must be signed by one of these keys")
     s.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one testcase per configuration of A (fails "
                                                    "when B does not reproduce it), and per --check on its costs")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("bench", help="compare two pytest-benchmark files (nox -s bench), significant changes only")
+    s.add_argument("baseline", help="pytest-benchmark JSON (saved with --benchmark-save-data for per-round samples)")
+    s.add_argument("current", help="pytest-benchmark JSON to compare with it")
+    _cost_options(s)
+    s.set_defaults(func=cmd_bench)
+
+
+def _cost_options(s) -> None:
+    s.add_argument("--check", action="append", nargs="?", const="significant", type=_check, metavar="EXPR",
+                   help="cost regression check (repeatable; exit 1 when one fails): significant (the default of a "
+                        "bare --check: a slowdown a Mann-Whitney U test over the per-execution latencies calls "
+                        "significant at 95%%), or a threshold on the summary numbers alone, e.g. median:10%%")
+    s.add_argument("--min-effect", type=_min_effect, default=0.0, metavar="PCT",
+                   help="a significant change smaller than this (e.g. 5%%) is reported as not significant")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | show | compare | bundle | certify | validators | locate | replay | replay-study | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify | validators | locate | replay | replay-study | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tiny)
     from harness.cli.cert import register as register_certification
 
-    register_certification(sub)  # bundle, certify, validators, compare
+    register_certification(sub)  # bundle, certify, validators, compare, bench
     from harness.cli.trust import register as register_trust
 
     register_trust(sub)  # keygen, verify

@@ -5,7 +5,7 @@ from the manifest's matrix, the outputs from the artifacts, the rest from the re
 manifest), checks completeness, duplicates and foreign records (harness.store.evidence) and,
 for a bundle, its member digests and signature; it prints one line per problem, naming the
 first receipt link that does not hold, and exits 1 when anything fails. ``verify CERT.json``
-checks a certificate's signature. Exit codes: 0 verified, 1 not verified, 2 bad input.
+checks a certificate's signature (and ``verify ENTRY.json`` a relay whitelist entry's). Exit codes: 0 verified, 1 not verified, 2 bad input.
 """
 
 from __future__ import annotations
@@ -69,9 +69,13 @@ def cmd_verify(args) -> int:
     trusted = trusted_from(args)
     if path.is_file() and path.suffix == ".json":
         from harness.workflows.certify import parse_certificate
+        from harness.workflows.whitelist import DOCUMENT, parse_entry
 
         doc = read_json_file(path, "certificate")
-        parse_certificate(doc, str(path))
+        if isinstance(doc, dict) and doc.get("document") == DOCUMENT:
+            parse_entry(doc, str(path))  # a relay whitelist entry (harness certify --whitelist-entry)
+        else:
+            parse_certificate(doc, str(path))
         try:
             check = check_document(doc, trusted, str(path))
         except SignatureError as err:
@@ -109,7 +113,7 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("verify", help="recompute receipts and check the evidence of a run, bundle or certificate")
-    s.add_argument("path", help="run directory, bundle file, or certificate.json")
+    s.add_argument("path", help="run directory, bundle file, certificate.json or a whitelist entry")
     s.add_argument("--trusted-keys", metavar="FILE",
                    help="public keys to accept (default $HARNESS_TRUSTED_KEYS); then a signature is required")
     s.set_defaults(func=cmd_verify)

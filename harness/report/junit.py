@@ -137,10 +137,13 @@ def dimension_verdict(c: ConfigResult, dim: str, s: DimensionSummary) -> tuple[s
     """The verdict this dimension alone would get (the analysis's own ``judge``): a
     configuration that is not accepted has at least one dimension that is not either."""
     from harness.analysis.run import judge
-    from harness.compare.levels import NamedValidator
+    from harness.compare.levels import NamedValidator, Thresholds
+    from harness.spec.policy import ConfigPolicy
 
     validator = NamedValidator.model_validate(c.validator) if c.validator else None
-    return judge({dim: s}, validator)
+    thresholds = Thresholds.model_validate(c.thresholds) if c.thresholds else Thresholds()
+    verdict, reason, _ = judge({dim: s}, ConfigPolicy(validator, thresholds, c.out_of_scope))
+    return verdict, reason
 
 
 # --- harness run / report -------------------------------------------------------------------------

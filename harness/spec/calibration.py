@@ -56,7 +56,7 @@ class Scope(BaseModel):
     weights_sha256: str | None = None
     dtype: str
     quantize_bits: int | None = None
-    new_tokens: tuple[int, int]  # the generated length range the study ran
+    new_tokens: tuple[int, int]  # the range of the tasks' generation_config.max_new_tokens the study ran
     sources: list[Literal["repeat", "process", "threads", "isa"]]
     kernel_classes: list[str]  # harness.isa.kernel_class of every execution the study paired
     harness_version: str
@@ -133,7 +133,7 @@ class Facts:
     dtype: str
     quantize_bits: int | None
     weights_sha256: str | None = None
-    new_tokens: int | None = None
+    new_tokens: int | None = None  # the task's generation_config.max_new_tokens (the scope's unit)
     kernel_classes: frozenset[str] = field(default_factory=frozenset)
     sources: frozenset[str] = field(default_factory=frozenset)  # judged dimensions with non-bitwise pairs
 
@@ -158,7 +158,7 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
         return None, (f"the calibration was measured on other weights of {facts.model} "
                       f"({scope.weights_sha256[:12]}, these are {facts.weights_sha256[:12]})")
     if facts.new_tokens is not None and not scope.new_tokens[0] <= facts.new_tokens <= scope.new_tokens[1]:
-        return None, (f"{facts.new_tokens} new tokens is outside the calibrated range "
+        return None, (f"max_new_tokens {facts.new_tokens} is outside the calibrated range "
                       f"{scope.new_tokens[0]}-{scope.new_tokens[1]}")
     outside = sorted(facts.kernel_classes - set(scope.kernel_classes))
     if outside:

@@ -307,7 +307,7 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
     for kind, doc in validators.items():
         if not isinstance(doc, dict):
             continue
-        typed = next((k for k in ("sources", "notes", "calibration_file") if k in doc), None)
+        typed = next((k for k in ("sources", "notes") if doc.get(k)), None)  # a manifest's dump: None / []
         if typed:  # set from a calibration file's entry, never typed: bounds would claim a measurement
             raise MatrixError(f"{where}: $.validators.{kind}.{typed}: comes from the calibration file; name the file "
                               f"with calibration = \"FILE\"")

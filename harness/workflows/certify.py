@@ -42,6 +42,7 @@ from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceG
 from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
 from harness.report.certificate import render_certificate
 from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
+from harness.workflows.whitelist import normalize_gpu_name
 
 CERTIFICATE_SCHEMA_VERSION = 2
 CERTIFICATE_JSON = "certificate.json"
@@ -258,10 +259,12 @@ from harness.report.certificate import POOL_FIELDS  # noqa: E402,F401 (one list 
 def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int | None) -> dict[str, Any]:
     """The network pools nodes by GPU model, then VRAM; outputs also depend on the runner
     version, the platform and the task's dtype and quantization. A CPU machine's model is its
-    processor."""
+    processor. The model name is normalised as the relay normalises every GPU name it is given
+    (crynux-relay ``models/gpu_name.go``: Go's ``strings.Fields`` joined by one space), so two
+    machines whose drivers space a name differently share one pool key, as they share one pool."""
     gpus = environment.get("gpu_names") or []
     mem = environment.get("gpu_memory_bytes") or []
-    return {"gpu_model": gpus[0] if gpus else f"cpu: {environment.get('processor')}",
+    return {"gpu_model": normalize_gpu_name(str(gpus[0]) if gpus else f"cpu: {environment.get('processor')}"),
             "vram_bytes": mem[0] if mem else None,
             "runner_version": (environment.get("libraries") or {}).get("consensus-harness"),
             "platform": environment.get("os"), "dtype": dtype, "quantize_bits": quantize_bits}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.analysis.run import analyze_run
@@ -116,11 +117,12 @@ def test_render_cost_table(base: Path, tmp_path: Path) -> None:
     slow = _run(tmp_path / "slow", latency_scale=1.5)
     text = render_cost_table(compare_run_costs(base, slow, ["median:10%"]))
     lines = text.splitlines()
-    assert lines[0].startswith("| | Configuration | Baseline median | Current median | Ratio | Notes |")
+    assert lines[0].startswith("| | Configuration | Baseline median | Current median | Ratio | Change (95% CI) | Notes |")
     assert sum(1 for line in lines if line.startswith("| + |")) == CONFIGS - 1
-    assert "1.5" in text and "median " in text and "% > 10%)" in text
+    assert "1.5" in text and "median " in text and "% > 10%)" in text and " slower [95% CI +" in text
     assert lines[-1].startswith(f"{CONFIGS} configurations: 0 x (not comparable), 0 !")
     assert "7 + (slower)" in lines[-1] and "7 with failed checks" in lines[-1]
+    assert lines[-1].endswith("7 tested, 0 not significant.") and "Mann-Whitney U at 95%" in text
     assert render_cost_table([]).splitlines()[-1].startswith("0 configurations")
 
 
@@ -128,4 +130,112 @@ def test_table_escapes_pipes() -> None:
     from harness.analysis.bench import CostRow
 
     text = render_cost_table([CostRow(key="a|b", mark="x", note="only in current")])
-    assert "| x | a\\|b | - | - | - | only in current |" in text
+    assert "| x | a\\|b | - | - | - | - | only in current |" in text
+
+
+FAILED_CONFIG = "gpt-0003/bfloat16/qnone/cpu/pon"
+
+
+def test_rows_carry_the_measured_samples(base: Path) -> None:
+    for row in cost_rows_for_run(base):
+        assert len(row["samples"]) == row["stats"]["n"]
+        assert sorted(row["samples"]) and min(row["samples"]) == row["stats"]["min"]
+
+
+def test_one_outlier_per_configuration_is_not_significant(base: Path, tmp_path: Path) -> None:
+    """One execution per configuration 100 times slower: a mean threshold fires, the test does not."""
+    cur = _run(tmp_path / "outlier")
+    seen: set[str] = set()
+
+    def edit(doc):
+        t = doc.get("timings") or {}
+        if doc["status"] == "ok" and t.get("load_s", 0) <= 0 and doc["config_id"] not in seen:
+            seen.add(doc["config_id"])
+            extra = 99 * t["generate_s"]
+            t["generate_s"] += extra
+            t["total_s"] += extra
+        return doc
+
+    _rewrite(cur, edit)
+    rows = [r for r in compare_run_costs(base, cur, ["significant", "mean:10%"]) if r.key != FAILED_CONFIG]
+    assert len(rows) == CONFIGS - 1
+    for r in rows:
+        assert r.change is not None and r.change.verdict == "not significant", r.change
+        assert r.mark == " " and len(r.messages) == 1 and r.messages[0].startswith("mean ")
+    assert not has_regressions(compare_run_costs(base, cur, ["significant"]))
+
+
+def test_significant_check_and_min_effect(base: Path, tmp_path: Path) -> None:
+    slow = _run(tmp_path / "slow", latency_scale=1.5)
+    rows = [r for r in compare_run_costs(base, slow, ["significant"]) if r.key != FAILED_CONFIG]
+    assert all(r.mark == "+" and r.change.verdict == "slower" for r in rows)
+    assert all(r.messages[0].startswith("latency significantly slower (+4") for r in rows)
+    assert all(1.3 < r.change.ratio_low < r.change.ratio < r.change.ratio_high < 1.7 for r in rows)
+    big = [r for r in compare_run_costs(base, slow, ["significant"], min_effect=0.6) if r.key != FAILED_CONFIG]
+    assert all(r.mark == " " and r.change.verdict == "below min effect" and not r.messages for r in big)
+    assert not has_regressions(big)
+
+
+def test_compare_command_check_and_min_effect(base: Path, tmp_path: Path, capsys) -> None:
+    from harness.cli.main import main
+
+    slow = _run(tmp_path / "slow", latency_scale=1.5)
+    assert main(["compare", str(base), str(slow), "--check"]) == 1  # a bare --check: significant
+    out = capsys.readouterr().out
+    assert "| Change (95% CI) |" in out and "% slower [95% CI +" in out and "Mann-Whitney U p=" in out
+    assert main(["compare", str(base), str(slow), "--check", "--min-effect", "60%"]) == 0
+    assert "below --min-effect 60%" in capsys.readouterr().out
+    assert main(["compare", str(base), str(base), "--check", "significant", "--check", "median:10%"]) == 0
+    assert "not significant: +0.0%" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["compare", str(base), str(slow), "--min-effect", "lots"])
+    assert "min effect 'lots'" in capsys.readouterr().err
+
+
+def _bench_file(path: Path, samples: dict[str, list[float] | None], cpu: str = "Synthetic CPU") -> Path:
+    """A pytest-benchmark JSON file as ``--benchmark-json --benchmark-save-data`` writes it."""
+    from harness.analysis.bench import summarize
+
+    benchmarks = []
+    for name, data in samples.items():
+        values = data if data is not None else [0.01, 0.011, 0.012]
+        s = summarize(values)
+        stats = {"min": s.min, "max": s.max, "mean": s.mean, "stddev": s.stdev, "rounds": s.n, "median": s.median,
+                 "iqr": s.iqr, "q1": s.q1, "q3": s.q3, "iterations": 1}
+        if data is not None:
+            stats["data"] = data
+        benchmarks.append({"group": None, "name": name, "fullname": f"tests/bench/test_x.py::{name}", "params": None,
+                           "stats": stats})
+    doc = {"machine_info": {"machine": "x86_64", "python_version": "3.11.7", "python_implementation": "CPython",
+                            "cpu": {"brand_raw": cpu}}, "benchmarks": benchmarks, "version": "5.3.1"}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_bench_command_on_pytest_benchmark_files(tmp_path: Path, capsys) -> None:
+    from harness.cli.main import main
+
+    rng = np.random.default_rng(7)
+    base = [float(x) for x in rng.lognormal(np.log(0.01), 0.05, 200)]
+    same = [float(x) for x in rng.lognormal(np.log(0.01), 0.05, 200)]
+    slower = [x * 1.10 for x in same]
+    a = _bench_file(tmp_path / "a.json", {"test_one": base, "test_two": base, "test_old": None})
+    b = _bench_file(tmp_path / "b.json", {"test_one": same, "test_two": slower, "test_old": None})
+    assert main(["bench", str(a), str(b), "--check"]) == 1
+    captured = capsys.readouterr()
+    lines = {line.split("|")[2].strip(): line for line in captured.out.splitlines() if "test_x.py::" in line}
+    assert "not significant" in lines["tests/bench/test_x.py::test_one"]
+    assert lines["tests/bench/test_x.py::test_two"].startswith("| + |") and " slower [95% CI +" in captured.out
+    assert "no samples to test" in lines["tests/bench/test_x.py::test_old"]
+    assert "1 benchmark(s) without per-round samples" in captured.err
+    assert main(["bench", str(a), str(b), "--check", "--min-effect", "20%"]) == 0
+    capsys.readouterr()
+    # the threshold check is kept: on the summary numbers alone
+    assert main(["bench", str(a), str(b), "--check", "median:5%"]) == 1
+    assert "median " in capsys.readouterr().out
+    other = _bench_file(tmp_path / "c.json", {"test_one": same}, cpu="Another CPU")
+    assert main(["bench", str(a), str(other), "--check"]) == 0
+    assert "environment differs" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["bench", str(a), str(tmp_path / "bad.json")]) == 2
+    assert "not a pytest-benchmark file" in capsys.readouterr().err

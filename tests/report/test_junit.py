@@ -82,7 +82,7 @@ def test_run_file_validates_and_counts() -> None:
                    "cells: c0-w0-r0 vs c0-w1-r0", "rel_l2=0.610"):
         assert needle in text, (needle, text)
     kind, message, text = got[(f"{m}.{AUDIO}", "repeat")]  # tokens, but a finding: never passed
-    assert kind == "failure" and "finding waveform_far_tokens_equal" in message and "tampering" in text
+    assert kind == "failure" and "finding waveform_far_tokens_equal" in message and "beyond the composite rule" in text
 
 
 def test_the_file_fails_exactly_when_the_gate_does() -> None:

@@ -231,6 +231,7 @@ def test_certify_with_other_threads_passes_with_tolerance_only(reference, certif
     pool = music["pool"]["candidate"]
     assert set(pool) == {"gpu_model", "vram_bytes", "runner_version", "platform", "dtype", "quantize_bits"}
     assert pool["dtype"] == "float32" and pool["quantize_bits"] is None and pool["platform"]
+    assert pool["gpu_model"] == " ".join(pool["gpu_model"].split())  # the relay's normalisation
     md = (certified_t2.run / "certificate.md").read_text()
     assert "P(accepted)" in md and "## Pool keys" in md and "proposed" in md
     assert cert["emulation"]["threads"] == 2 and cert["match"] == "ignore:threads"
@@ -299,6 +300,85 @@ def test_certify_matrix_must_be_the_references_cells(reference, tmp_path):
         run_cli("certify", "--reference", str(reference.bundle), "--matrix", str(cert_matrix(tmp_path, seed=2)),
                 "--out", str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()
+
+
+# --- the relay's whitelist entry ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_certify_whitelist_entry_on_a_cpu_is_refused_in_one_line(reference, capsys):
+    """Tiny models on this CPU: everything passes, but the relay whitelists GPU nodes: no entry,
+    one line saying why, and the certificate and its exit code as without the option."""
+    out, entry = reference.tmp / "cert-wl-cpu", reference.tmp / "entry-cpu.json"
+    rc = run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress",
+                 "--whitelist-entry", str(entry), "--node-version", "2.6.0")
+    captured = capsys.readouterr()
+    assert rc == 0 and json.loads((out / "certificate.json").read_text())["passed"]
+    lines = [line for line in captured.err.splitlines() if line.startswith("whitelist entry")]
+    assert len(lines) == 1 and lines[0].startswith("whitelist entry not written: the candidate ran on no GPU")
+    assert not entry.exists()
+    with pytest.raises(StoreError, match="--whitelist-entry needs --node-version"):
+        run_cli("certify", "--reference", str(reference.bundle), "--whitelist-entry", str(entry))
+    with pytest.raises(SystemExit):  # the relay's version rule, checked before anything runs
+        run_cli("certify", "--reference", str(reference.bundle), "--whitelist-entry", str(entry),
+                "--node-version", "2.6")
+
+
+SMI_4090 = ("index, uuid, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB]\n"
+            "0, GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, NVIDIA GeForce RTX 4090, 7 %, 1024 MiB, 24564 MiB")
+
+
+@pytest.mark.slow
+def test_certify_writes_a_signed_whitelist_entry(reference, monkeypatch, tmp_path, capsys):
+    """The whole command on the tiny models, with only the hardware facts of a one-GPU machine put
+    in (this CPU has none): the GPU the workers would fingerprint and the cells on cuda:0, and what
+    nvidia-smi says there. The certificate is signed, the entry is written for what passed, signed
+    with the same key, verifiable, and its curl line posts exactly its body."""
+    import shlex
+
+    import harness.workflows.certify as certify_module
+    import harness.workflows.whitelist as whitelist
+    from harness.cli.main import main
+    from harness.store.signing import generate_keypair
+
+    real = certify_module.certify
+
+    def on_one_gpu(*args, **kwargs):
+        cert, run_dir = real(*args, **kwargs)
+        cert.candidate.environment.update(gpu_names=["NVIDIA GeForce  RTX 4090"], gpu_memory_bytes=[25_393_692_672])
+        for c in cert.configs:
+            c.config_id = c.config_id.replace("/cpu/", "/cuda0/")
+        certify_module.write_certificate(cert, run_dir)
+        return cert, run_dir
+
+    monkeypatch.setattr(certify_module, "certify", on_one_gpu)
+    monkeypatch.setattr(whitelist, "nvidia_smi_cards", lambda: whitelist.parse_nvidia_smi(SMI_4090))
+    key, pub = generate_keypair(tmp_path / "op")
+    out, entry = reference.tmp / "cert-wl-gpu", tmp_path / "entry.json"
+    rc = run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress",
+                 "--sign", str(key), "--whitelist-entry", str(entry), "--node-version", "02.6.0",
+                 "--node-platform", "docker")
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    doc = json.loads(entry.read_text())
+    assert doc["entries"] == [{"gpu_name": "NVIDIA GeForce RTX 4090+docker", "gpu_vram": 24, "node_version": "2.6.0"}]
+    assert {c["config_id"]: c["verdict"] for c in doc["covers"]} == {"gpt/float32/qnone/cuda0/pon": "pass",
+                                                                      "musicgen/float32/qnone/cuda0/pon": "pass"}
+    assert doc["hardware"]["source"].startswith("nvidia-smi") and not doc["not_covered"]
+    cert_doc = json.loads((out / "certificate.json").read_text())
+    assert doc["certificate"]["sha256"] == hashlib.sha256((out / "certificate.json").read_bytes()).hexdigest()
+    assert doc["certificate"]["signed_by"] == f"ed25519:{cert_doc['signature']['key_id']}"
+    assert doc["signature"]["key_id"] == cert_doc["signature"]["key_id"]
+    assert f"whitelist entry {entry} (signed with ed25519:" in stdout and doc["curl"][0] in stdout
+    argv = shlex.split(doc["curl"][0])
+    assert json.loads(argv[-1]) == doc["entries"][0]
+    trusted = tmp_path / "trusted"
+    trusted.write_text(pub.read_text())
+    assert main(["verify", str(entry), "--trusted-keys", str(trusted)]) == 0
+    assert "VERIFIED" in capsys.readouterr().out
+    doc["entries"][0]["gpu_vram"] = 48
+    entry.write_text(json.dumps(doc))
+    assert main(["verify", str(entry), "--trusted-keys", str(trusted)]) == 1
+    assert "signature does not verify" in capsys.readouterr().out
 
 
 # --- consensus simulation ----------------------------------------------------------------------------
