@@ -168,6 +168,8 @@ def validate(kind: str, task: Any, candidate, thresholds: Thresholds | None = No
             if decision.accepted:
                 return decision
             tried.append(decision)
+            if decision.flips == 0:  # rejected on structure or waveform: no other start changes that
+                break
     except NotReplayable as err:
         return ReplayDecision(accepted=None, reason=f"not replayable: {err}")
     return min(tried, key=lambda d: (d.flips, d.start != "warm"))
@@ -279,8 +281,6 @@ def explain_divergence(kind: str, a: Side, b: Side, margin: float, *, cache=None
     """The first divergent step of two executions, explained from both sides' distributions
     there (each side replayed under its own configuration, on the shared prefix); None when
     the discrete outputs are equal or the task cannot be replayed."""
-    from harness.execution.replay import Candidate, NotReplayable as _NR
-
     for stage, name in _stage_arrays(kind, a.arrays):
         if name not in a.arrays or name not in b.arrays:
             return None
@@ -296,11 +296,11 @@ def explain_divergence(kind: str, a: Side, b: Side, margin: float, *, cache=None
         try:
             da, wa, ga = _side_detail(kind, a, step, stage, cache)
             db, wb, gb = _side_detail(kind, b, step, stage, cache)
-        except _NR:
+        except NotReplayable:
             return None
         if da is None or db is None:
             return None
-        greedy = ga
+        greedy = ga or gb
         gap_a, gap_b, cls = classify(da, db, row, ta, tb, margin, greedy)
         what = "top-2 logit gap" if greedy else "distance of the draw from the boundary"
         sentence = (f"{stage} step {step} ({'codebook' if stage == 'audio' else 'sequence'} {row}, "

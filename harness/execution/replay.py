@@ -781,9 +781,11 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
 
 
 def _worker(folder: str) -> int:
+    import os
+
     from harness.determinism import apply_environment
 
-    apply_environment("on", isa="native")  # the caps (if any) are already in the environment
+    apply_environment("on", isa=os.environ.get("HARNESS_ISA", "native"))  # before torch starts
     import torch
 
     from harness.spec.tasks import parse_task

@@ -50,8 +50,8 @@ import numpy as np
 from harness.compare.levels import Comparable, Thresholds, float_metrics
 from harness.compare.replay import ReplayDecision, validate
 from harness.spec.calibration import Calibration, Entry, Rate, Scope
-from harness.workflows.calibration_study import _run_worker, wilson
-from harness.workflows.validator_study import GENERATION, PROMPTS, _comparable, calibrate, generate
+from harness.workflows.calibration_study import _doc, _run_worker, wilson
+from harness.workflows.validator_study import PROMPTS, _comparable, _edit, calibrate, generate
 
 CALIBRATION_MARGIN = 2.0
 #: the edited waveform's amplitude, in calibrated decoder bounds
@@ -121,11 +121,6 @@ class ReplayStudyResult:
                              "frr": c.frr.model_dump(), "frr_codes_differ": c.frr_codes_differ.model_dump(),
                              "far": c.far.model_dump()} for c in self.configs],
                 "calibration_digest": self.calibration.digest}
-
-
-def _doc(settings: ReplayStudySettings, prompt: int, seed: int, dtype: str, bits: int | None) -> dict[str, Any]:
-    return {"model": settings.model, "prompt": settings.prompts[prompt], "seed": seed, "dtype": dtype,
-            "quantize_bits": bits, "generation_config": {**GENERATION, "max_new_tokens": settings.max_new_tokens}}
 
 
 def _candidate(c: Comparable):
@@ -329,8 +324,8 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
             "partial re-generation from the middle": v.decoded(doc(key), np.concatenate(
                 [codes[:k], np.asarray(other.arrays["codes"])[k:codes.shape[0]]]), rate),
             "truncated (4 frames dropped)": v.decoded(doc(key), codes[:-4], rate),
-            "honest codes, edited waveform": _comparable(_overdub(np.asarray(t2.arrays["waveform"]),
-                                                                  EDIT_BOUNDS * thr.waveform_max_abs, 1000 * p + s),
+            "honest codes, edited waveform": _comparable(_edit(np.asarray(t2.arrays["waveform"]),
+                                                               EDIT_BOUNDS * thr.waveform_max_abs, 1000 * p + s),
                                                          np.asarray(t2.arrays["codes"]), rate),
         }
         if other_cfg is not None:
@@ -386,12 +381,6 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
         rejected_honest=[f"{s_} {k}: {d.reason}" for s_, k, d, _ in honest if d.accepted is not True],
         accepted_cheats=[f"{w}: {d.reason}" for w, d in counted if d.accepted is True],
         composite_bounds=(comp_thr.waveform_max_abs, comp_thr.waveform_rel_l2))
-
-
-def _overdub(wav: np.ndarray, amplitude: float, seed: int) -> np.ndarray:
-    noise = np.random.default_rng(seed).uniform(-1.0, 1.0, size=wav.shape)
-    noise *= amplitude / max(float(np.max(np.abs(noise))), 1e-30)
-    return (wav.astype(np.float64) + noise).astype(np.float32)
 
 
 def _calibration(settings: ReplayStudySettings, studies: list[ConfigStudy], classes: list[str],

@@ -56,3 +56,28 @@ def test_honest_codes_with_other_audio_are_refused_by_replay(cli, tmp_path, tiny
     res, config, _ = _run(cli, tmp_path, "swap", "WaveformSwapMusicgen", validators={"audio": REPLAY}, repeats=3)
     assert res.returncode == 1 and config["verdict"] == "not_ready"
     assert "not the decoding of its codes" in config["replay"]["first_rejection"]
+
+
+@pytest.mark.slow
+def test_bfloat16_across_kernel_sets_passes_under_the_shipped_replay_calibration(cli, tmp_path, tiny_musicgen):
+    """The headline case: bfloat16 MusicGen gives other codes under AVX2 kernels than native.
+    Under the calibration `harness replay-study` wrote, both executions replay, the isa pair's
+    first divergent step is explained benign (the AVX2 side's distribution computed in an AVX2
+    worker), and composite would have rejected the honest AVX2 node."""
+    from harness.isa import unavailable
+
+    if unavailable("avx2"):
+        pytest.skip(unavailable("avx2"))
+    from tests.analysis.test_verdicts import ROOT, TASK
+
+    task = {**TASK, "dtype": "bfloat16", "generation_config": {**TASK["generation_config"], "max_new_tokens": 32}}
+    over = {"tasks": [{"name": "mg", "task": task}], "axes": {"threads": [1], "batch_size": [1], "isa": ["native", "avx2"]},
+            "repeats": 1, "gates": {"verdict_dimensions": ["isa"]},
+            "validators": {"audio": {"rule": "replay", "calibration": str(ROOT / "docs" / "replay-calibration.json")}}}
+    res, config, md = _run(cli, tmp_path, "isa", **over)
+    isa = config["dimensions"]["isa"]
+    assert isa["worst"] not in ("bitwise", "tokens"), isa  # other codes: codes-equal rules reject the honest node
+    assert res.returncode == 0 and config["verdict"] == "ready_with_tolerance", config["reason"]
+    assert isa["explained"] == {"benign": 1} and "benign" in isa["explanation"]
+    assert isa["rejected"]["composite"] == 1 and isa["rejected"]["replay"] == 0
+    assert config["replay"]["accepted"] == 2
