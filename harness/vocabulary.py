@@ -24,11 +24,16 @@ LEVEL_MEANING = {
 }
 
 #: the pair rules (validators): the levels' own words for the rules that test a level,
-#: ``composite`` (codes equal + calibrated waveform bounds) and ``result_hash`` (the network's
-#: text rule: the whole result's sha256). harness.compare.validators implements them.
-RULE_NAMES = ("result_hash", "bitwise", "tokens", "tolerance", "perceptual", "composite")
-#: the rules a configuration can pass under, strongest first
-RULE_STRENGTH = ("bitwise", "composite", "tokens", "tolerance", "perceptual")
+#: ``composite`` (codes equal + calibrated waveform bounds), ``result_hash`` (the network's
+#: text rule: the whole result's sha256) and ``replay`` (each output is what the task's seed
+#: samples on the validator's model, near-ties within a calibrated margin: harness.compare.replay).
+#: harness.compare.validators implements them.
+RULE_NAMES = ("result_hash", "bitwise", "tokens", "tolerance", "perceptual", "composite", "replay")
+#: the rules a configuration can pass under, strongest first (replay after composite: it also
+#: passes honest pairs whose codes differ, checking each against the task instead)
+RULE_STRENGTH = ("bitwise", "composite", "replay", "tokens", "tolerance", "perceptual")
+#: the classes of an explained divergence (harness.compare.replay.explain_divergence)
+DIVERGENCE_CLASSES = ("benign", "suspicious")
 
 #: a configuration's verdict, best first
 VERDICTS = ("ready", "ready_with_tolerance", "untested", "not_ready", "failed", "skipped")

@@ -10,7 +10,8 @@ rebuilt from its configurations, warnings empty: a v1 run's logs were never coun
 validator, agreement per pair rule with the network's figures (accepted / aborted /
 invalidated), the network rule's figures per configuration (new fields have defaults: a
 version-2 document upgrades as is). Added since, with defaults (a document without them reads
-as before): ``verdict_dimensions`` (what the gate judged) and each dimension's ``worst_pair``.
+as before): ``verdict_dimensions`` (what the gate judged), each dimension's ``worst_pair``, the
+replay rule's decisions per configuration and the explained first divergence of each pair.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class PairResult(BaseModel):
     stage: str | None = None  # chained tasks: the stage where the divergence began (text | audio)
     finding: str | None = None  # harness.compare.levels.FINDING_TEXT key
     rules: dict[str, bool] = Field(default_factory=dict)  # pair rule -> accepted (applicable rules)
+    #: the first divergent step explained (harness.compare.replay.Explanation dump: class benign |
+    #: suspicious, each side's gap, the margin); only where the matrix names the replay validator
+    explanation: dict[str, Any] | None = None
 
 
 class DimensionSummary(BaseModel):
@@ -56,6 +60,8 @@ class DimensionSummary(BaseModel):
     # [cell a, cell b] of the worst pair (a finding first, then the weakest level, then the
     # earliest divergence); empty when every pair is bitwise: the evidence a CI failure names
     worst_pair: list[str] = Field(default_factory=list)
+    explained: dict[str, int] = Field(default_factory=dict)  # divergence class -> pairs (benign | suspicious)
+    explanation: str | None = None  # the sentence of the worst explained pair
 
 
 class NetworkFigures(BaseModel):
@@ -139,6 +145,9 @@ class ConfigResult(BaseModel):
     cost: CostSummary = Field(default_factory=CostSummary)
     failures: list[str] = Field(default_factory=list)  # "cell: reason", capped
     nodes: ConfigNodes | None = None  # fleet runs only
+    #: the replay rule over this configuration's executions (when the matrix names it): how many
+    #: replayed, accepted, were rejected (first reason) or could not be replayed (why)
+    replay: dict[str, Any] | None = None
 
 
 class GateResult(BaseModel):

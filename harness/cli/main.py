@@ -1,4 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify | validators | locate | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify | validators | locate | replay | replay-study | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -144,6 +144,11 @@ def cmd_exec(args) -> int:
     if "waveform" in ex.output.arrays:
         path = out / f"{stem}.wav"
         write_wav(path, ex.output.arrays["waveform"], ex.output.sampling_rate)
+        written.append(path)
+    from harness.store.candidate import write_tokens
+
+    path = out / f"{stem}.tokens.json"  # the discrete output a validator replays (harness replay)
+    if write_tokens(path, ex.output.arrays, args.batch_size, args.device):
         written.append(path)
     summary = {"task": str(args.task), "kind": kind, "device": args.device, "digests": digests,
                "timings": ex.timings, "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
@@ -423,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.cli.locate import register as register_locate
 
     register_locate(sub)  # locate
+    from harness.cli.replay import register as register_replay
+
+    register_replay(sub)  # replay, replay-study
     return p
 
 

@@ -10,7 +10,7 @@ digests differ.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,6 +51,9 @@ class Comparison(BaseModel):
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
     first_divergence: int | None = None
     steps_total: int | None = None
+    #: why the discrete outputs parted (harness.compare.replay.Explanation, as a dict): set by
+    #: whoever can replay both sides; ``compare`` itself runs no model
+    explanation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Comparable:
     discrete: str | None = None
     steps: str | None = None
     sampling_rate: int | None = None
+    #: the replay rule's decision for this output (harness.compare.replay.ReplayDecision),
+    #: computed on first call; None where nobody can replay it (then the rule does not apply)
+    replayed: Callable[[], Any] | None = None
 
     @classmethod
     def from_output(cls, out: Output) -> Comparable:

@@ -96,6 +96,16 @@ def composite(reference: Comparable, candidate: Comparable, thresholds: Threshol
     return metrics is not None and within_waveform_bounds(metrics, thresholds or Thresholds())
 
 
+def replay(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
+    """Each output replays against the task (harness.compare.replay): its tokens are the ones the
+    seed samples on the validator's model, near-ties within the calibrated margin, and its result
+    is built from them. The two are not compared with each other; a task that cannot be replayed
+    is never accepted."""
+    if reference.replayed is None or candidate.replayed is None:
+        return False
+    return reference.replayed().accepted is True and candidate.replayed().accepted is True
+
+
 #: every pair rule by its one name (the same words as the comparison levels, plus the two
 #: rules that are no level: ``composite`` and the network's ``result_hash``)
 RULES: dict[str, Validator] = {
@@ -105,6 +115,7 @@ RULES: dict[str, Validator] = {
     "tolerance": tolerance,
     "perceptual": perceptual,
     "composite": composite,
+    "replay": replay,
 }
 assert tuple(RULES) == RULE_NAMES
 #: the audio candidates the validator study measures
@@ -130,7 +141,10 @@ def network_rule(kind: str) -> tuple[str, str]:
 
 
 def applicable(rule: str, a: Comparable, b: Comparable) -> bool:
-    """Waveform rules do not apply to outputs without a waveform (text)."""
+    """Waveform rules do not apply to outputs without a waveform (text); replay applies only
+    where both outputs can be replayed (the matrix names it for the kind)."""
+    if rule == "replay":
+        return a.replayed is not None and b.replayed is not None
     return rule not in WAVEFORM_RULES or ("waveform" in a.arrays and "waveform" in b.arrays)
 
 

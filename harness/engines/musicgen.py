@@ -135,6 +135,20 @@ class MusicgenEngine:
             inputs["input_values"] = inputs["input_values"].to(loaded.objects["model"].dtype)
         return inputs, padding_mask, (audios[0] if audios else None)
 
+    def call_kwargs(self, loaded: LoadedModel, task: AudioTask, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``generate`` kwargs of ``task`` (its own fields, then the pipeline's additions);
+        an unconditional call's ``guidance_scale`` moves from ``inputs`` into them. Shared with
+        harness.execution.replay, which must make exactly this call."""
+        model, processor = loaded.objects["model"], loaded.objects["processor"]
+        kwargs = generation_kwargs(task)
+        if task.unconditional:
+            # get_unconditional_inputs() carries guidance_scale=1.0 (the guide's unconditional call);
+            # it holds unless the task itself sets guidance_scale.
+            explicit = task.generation_config.guidance_scale if task.generation_config else None
+            kwargs["guidance_scale"] = inputs.pop("guidance_scale") if explicit is None else explicit
+            inputs.pop("guidance_scale", None)
+        return kwargs, pipeline_additions(model, processor.tokenizer, kwargs)
+
     def run(self, loaded: LoadedModel, task: AudioTask, device: str, neighbours: Sequence[AudioTask] = (),
             seeded: bool = False) -> Output:
         import torch
@@ -146,14 +160,7 @@ class MusicgenEngine:
         watch = Stopwatch(device)
         with watch.section("encode_s"):
             inputs, padding_mask, prompt_audio = self._inputs(loaded, batch, device)
-        kwargs = generation_kwargs(task)
-        if task.unconditional:
-            # get_unconditional_inputs() carries guidance_scale=1.0 (the guide's unconditional call);
-            # it holds unless the task itself sets guidance_scale.
-            explicit = task.generation_config.guidance_scale if task.generation_config else None
-            kwargs["guidance_scale"] = inputs.pop("guidance_scale") if explicit is None else explicit
-            inputs.pop("guidance_scale", None)
-        added = pipeline_additions(model, processor.tokenizer, kwargs)
+        kwargs, added = self.call_kwargs(loaded, task, inputs)
         if not seeded:
             seed_everything(task.seed)
         with _CodeRecorder(model.audio_encoder, watch) as recorder, torch.inference_mode():

@@ -96,6 +96,14 @@ class TextgenEngine:
         return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
                            objects={"model": model, "tokenizer": tokenizer}, meta=meta)
 
+    @staticmethod
+    def encode(loaded: LoadedModel, batch: Sequence[GPTTask], device: str) -> dict[str, Any]:
+        """The tokenized prompts of a batch (left-padded), as ``generate`` receives them; shared
+        with harness.execution.replay, which must make exactly this call."""
+        tokenizer = loaded.objects["tokenizer"]
+        enc = tokenizer([render_prompt(tokenizer, t) for t in batch], return_tensors="pt", padding=True)
+        return {k: v.to(device) for k, v in enc.items()}
+
     def run(self, loaded: LoadedModel, task: GPTTask, device: str, neighbours: Sequence[GPTTask] = (),
             seeded: bool = False) -> Output:
         import torch
@@ -106,14 +114,9 @@ class TextgenEngine:
         watch = Stopwatch(device)
         batch = [task, *neighbours]
         with watch.section("encode_s"):
-            texts = [render_prompt(tokenizer, t) for t in batch]
-            enc = tokenizer(texts, return_tensors="pt", padding=True)
-            enc = {k: v.to(device) for k, v in enc.items()}
+            enc = self.encode(loaded, batch, device)
         gen, kwargs = resolved_generation_config(model, task)
-        if kwargs.get("stop_strings"):
-            extra = {"tokenizer": tokenizer}
-        else:
-            extra = {}
+        extra = {"tokenizer": tokenizer} if kwargs.get("stop_strings") else {}
         streamer = _FirstToken() if len(batch) == 1 and gen.num_beams in (None, 1) and gen.num_return_sequences == 1 else None
         if not seeded:
             seed_everything(task.seed)

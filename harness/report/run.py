@@ -204,6 +204,8 @@ def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
         steps += " (findings: " + ", ".join(f"{k} {v}" for k, v in d.findings.items()) + ")"
     if d.stages:  # chained tasks: where the divergence began
         steps += " (began in: " + ", ".join(f"{k} {v}" for k, v in d.stages.items()) + ")"
+    if d.explained:  # the replay rule explained each first divergent step
+        steps += " (explained: " + ", ".join(f"{k} {v}" for k, v in d.explained.items()) + ")"
     return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), steps]
 
 
@@ -228,6 +230,19 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
                                          f"{v['false_reject']:.3f}, {v['pairs']} held-out pairs{cal})"))
     if c.network:
         facts.append(("Network rule", f"{c.network.rule} -- {c.network.label}"))
+    if c.replay:
+        r = c.replay
+        line = f"{r['accepted']} of {r['replayed']} executions replay against the task"
+        if r["flips"]:
+            line += f" ({r['flips']} near-tie flip(s) of {r['positions']} positions, largest gap {fmt(r['largest_gap'])})"
+        if r["rejected"]:
+            line += f"; {r['rejected']} rejected, first: {r['first_rejection']}"
+        if r["not_replayable"]:
+            line += f"; {r['not_replayable']} not replayable: {r['not_replayable_reason']}"
+        facts.append(("Replay", line))
+    for name in ordered_dimensions(list(c.dimensions)):
+        if c.dimensions[name].explanation:
+            facts.append((f"First divergence ({name})", c.dimensions[name].explanation))
     for f in sorted({f for d in c.dimensions.values() for f in d.findings}):
         facts.append(("Finding", f"{f}: {FINDING_TEXT.get(f, f)}"))
     if c.seed_note:
@@ -245,6 +260,8 @@ def example_table(a: Analysis) -> Table:
     rows = []
     for p in a.examples:
         step = "-" if p.first_divergence is None else f"{p.first_divergence} of {fmt(p.steps_total)}"
+        if p.explanation and p.explanation.get("cls"):
+            step += f" ({p.explanation['cls']}: {p.explanation.get('sentence', '')})"
         rows.append([p.config_id, p.dimension, p.a, p.b, p.level, p.finding or "-", p.stage or "-", step,
                      fmt_mapping(p.metrics)])
     return head, rows

@@ -8,8 +8,11 @@ study never ran) they call an honest node a cheat, or pass a cheat. So ``harness
 uses an entry only for a configuration inside its scope; outside it the verdict says so and
 no finding is drawn from bounds that do not apply.
 
-Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. The ``digest`` is the sha256 of
-the canonical JSON of everything else; a file whose digest does not match is refused.
+Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. 2 -- ``rule`` may be ``replay``
+(harness replay-study): its entries carry ``replay_margin`` (the largest gap a flipped near-tie
+may have) and their waveform bounds are the decoder bounds (a candidate's waveform against the
+validator's decoding of its codes); a version-1 file reads as it is. The ``digest`` is the
+sha256 of the canonical JSON of everything else; a file whose digest does not match is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.digests import digest_json, strict_json_loads
 from harness.errors import HarnessError
 
-CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION = 2
 MAX_CALIBRATION_BYTES = 4 * 1024 * 1024
 #: honest sources a study can pair (the comparison dimensions it stands in for)
 SOURCES = ("repeat", "process", "threads", "isa")
@@ -67,18 +70,23 @@ class Entry(BaseModel):
     false_reject: Rate
     false_accept: Rate
     notes: list[str] = Field(default_factory=list)  # e.g. a source left out of the scope, and why
+    replay_margin: float | None = Field(None, ge=0)  # replay entries only (logit units)
 
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     schema_version: int = CALIBRATION_SCHEMA_VERSION
-    rule: Literal["composite"] = "composite"
+    rule: Literal["composite", "replay"] = "composite"
     made_by: str  # the study and its size
     entries: list[Entry] = Field(min_length=1)
     digest: str = ""
 
     def content_digest(self) -> str:
-        return digest_json(self.model_dump(mode="json", exclude={"digest"}))
+        doc = self.model_dump(mode="json", exclude={"digest"})
+        for entry in doc["entries"]:  # a version-1 file (no replay_margin) keeps its digest
+            if entry.get("replay_margin") is None:
+                entry.pop("replay_margin", None)
+        return digest_json(doc)
 
     def sealed(self) -> Calibration:
         return self.model_copy(update={"digest": self.content_digest()})

@@ -415,6 +415,12 @@ def _task_field(kind: str, doc: dict[str, Any], name: str, default: Any) -> Any:
     return doc[name] if name in doc else doc.get(stages[0], {}).get(name, default) if stages else default
 
 
+def apply_axes(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The task document a cell with these axis values runs (a record's task, rebuilt from its
+    manifest's resolved task and its axes)."""
+    return _apply(kind, doc, values)
+
+
 def _apply(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """The task as this cell runs it: dtype, quantization and seed from the axes."""
     patch = {"dtype": values["dtype"], "quantize_bits": values["quantize_bits"], "seed": values["seed"]}

@@ -24,6 +24,23 @@ WAVEFORM_MAX_ABS = 1e-5
 WAVEFORM_REL_L2 = 1e-4
 
 
+#: the replay rule's default margin (logit units): the largest gap of an honest flip the replay
+#: study measured on tiny MusicGen float32 across kernel sets, threads and processes, times its
+#: margin (harness.workflows.replay_study); bfloat16 needs its own (``replay_dtypes``)
+REPLAY_MARGIN = 0.01
+
+
+class ReplayBounds(BaseModel):
+    """The replay rule's calibration for one dtype: the largest gap a flipped near-tie may have
+    (logit units) and the decoder bounds (the candidate's waveform against the validator's
+    decoding of its codes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    margin: float = Field(ge=0)
+    waveform_max_abs: float = Field(ge=0)
+    waveform_rel_l2: float = Field(ge=0)
+
+
 class Thresholds(BaseModel):
     """Acceptance bars; rel-L2 <= 0.10 and cosine >= 0.99 is a published audio bar."""
 
@@ -37,6 +54,10 @@ class Thresholds(BaseModel):
     #: matrix states its model's calibration from `harness validators` (README)
     waveform_max_abs: float = Field(WAVEFORM_MAX_ABS, ge=0)
     waveform_rel_l2: float = Field(WAVEFORM_REL_L2, ge=0)
+    #: the replay rule: the margin of a flipped near-tie, and per-dtype calibrations (margin and
+    #: decoder bounds) that replace the global ones for that dtype (`harness replay-study`)
+    replay_margin: float = Field(REPLAY_MARGIN, ge=0)
+    replay_dtypes: dict[Literal["float32", "bfloat16", "float16"], ReplayBounds] = Field(default_factory=dict)
 
 
 class NamedValidator(BaseModel):
@@ -48,7 +69,7 @@ class NamedValidator(BaseModel):
     digest, so a run's manifest carries the bounds and scope its verdicts rest on."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    rule: Literal["tokens", "tolerance", "perceptual", "composite"]
+    rule: Literal["tokens", "tolerance", "perceptual", "composite", "replay"]
     false_accept: float | None = Field(None, ge=0, le=1)
     false_reject: float | None = Field(None, ge=0, le=1)
     pairs: int = Field(0, ge=0)  # held-out pairs the rates come from

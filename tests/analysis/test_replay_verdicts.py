@@ -1,0 +1,51 @@
+"""The replay rule end to end through `harness run`: a planted code is never passed and its
+first divergent step is explained as suspicious; honest divergence by design (batch, cold load)
+passes where only replay can pass it; audio that is not the decoding of its codes is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.analysis.test_verdicts import _run
+
+REPLAY = {"rule": "replay", "false_accept": 0.0, "false_reject": 0.0, "pairs": 10, "source": "test"}
+
+
+@pytest.mark.slow
+def test_a_planted_code_is_not_ready_under_replay_and_explained_suspicious(cli, tmp_path, tiny_musicgen):
+    res, config, md = _run(cli, tmp_path, "plant", "CodeAtStepMusicgen", {"HARNESS_PLANT_STEP": "5"},
+                           validators={"audio": REPLAY}, repeats=3)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert config["verdict"] == "not_ready"
+    repeat = config["dimensions"]["repeat"]
+    assert repeat["first_divergence"] == [5] and repeat["rejected"]["replay"] == 1
+    assert repeat["explained"] == {"suspicious": 1}
+    assert config["replay"]["replayed"] == 3 and config["replay"]["rejected"] == 1
+    net = config["network"]  # 3 nodes: 2 honest agree, the planted one is invalidated
+    assert net["rule"] == "replay" and net["p_accepted"] == 1.0 and net["invalidated"] == pytest.approx(1 / 3)
+    assert "suspicious" in md and "Replay" in md
+
+
+@pytest.mark.slow
+def test_divergence_by_design_passes_only_under_replay(cli, tmp_path, tiny_musicgen):
+    """A task in a batch of 2 and a cold start draw other numbers: their codes differ from the
+    reference from early on, so composite rejects them; each replays against the task."""
+    over = {"axes": {"threads": [1], "batch_size": [1, 2], "load": ["warm", "cold"]}, "repeats": 1,
+            "exclude": [{"batch_size": 2, "load": "cold"}],
+            "gates": {"verdict_dimensions": ["repeat", "process", "batch", "load"]}}
+    res, config, _ = _run(cli, tmp_path, "design", validators={"audio": REPLAY}, **over)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert config["verdict"] == "ready_with_tolerance", config["reason"]
+    assert config["dimensions"]["batch"]["worst"] == "divergent" and config["dimensions"]["load"]["worst"] == "divergent"
+    assert config["replay"]["accepted"] == config["replay"]["replayed"] == 3
+    assert config["agreement"]["replay"]["p3of3"] == 1.0 and config["agreement"]["composite"]["p3of3"] == 0.0
+    res, config, _ = _run(cli, tmp_path, "design-composite",
+                          validators={"audio": {**REPLAY, "rule": "composite"}}, **over)
+    assert res.returncode == 1 and config["verdict"] == "not_ready"
+
+
+@pytest.mark.slow
+def test_honest_codes_with_other_audio_are_refused_by_replay(cli, tmp_path, tiny_musicgen):
+    res, config, _ = _run(cli, tmp_path, "swap", "WaveformSwapMusicgen", validators={"audio": REPLAY}, repeats=3)
+    assert res.returncode == 1 and config["verdict"] == "not_ready"
+    assert "not the decoding of its codes" in config["replay"]["first_rejection"]
