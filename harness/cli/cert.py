@@ -140,22 +140,31 @@ def _whitelist_entry(args, cert, run_dir: Path, key, signed_by: str) -> None:
 
 # --- validators ---------------------------------------------------------------------------------
 
-def cmd_validators(args) -> int:
+def study_settings(settings, **given):
+    """A study's settings with the options the user gave (``--seeds``, ``--tokens``) applied."""
     from dataclasses import replace
 
+    updates = {k: v for k, v in given.items() if v}
+    return replace(settings, **updates) if updates else settings
+
+
+def run_study_or_refuse(run, settings, what: str):
+    """Run a study; a setting it refuses (ValueError) is one line naming the study."""
+    try:
+        return run(settings)
+    except ValueError as err:
+        raise StoreError(f"{what}: {err}") from None
+
+
+def cmd_validators(args) -> int:
     from harness.store.run import atomic_write_bytes
     from harness.report.validators import render_markdown
     from harness.workflows.validator_study import FULL, QUICK, plot_det, run_study
 
     if args.calibration:
         return write_calibration(args)
-    settings = QUICK if args.quick else FULL
-    if args.seeds:
-        settings = replace(settings, seeds=args.seeds)
-    try:
-        result = run_study(settings)
-    except ValueError as err:
-        raise StoreError(f"validator study: {err}") from None
+    result = run_study_or_refuse(run_study, study_settings(QUICK if args.quick else FULL, seeds=args.seeds),
+                                 "validator study")
     plot = Path(args.plot) if args.plot else (Path(args.out).with_suffix(".det.png") if args.out
                                                 else Path("reports") / "validators" / "det.png")
     plot_det(result, plot)
@@ -170,20 +179,11 @@ def cmd_validators(args) -> int:
 
 
 def write_calibration(args) -> int:
-    from dataclasses import replace
-
     from harness.store.run import atomic_write_json
     from harness.workflows.calibration_study import CalibrationSettings, run_calibration
 
-    settings = CalibrationSettings()
-    if args.seeds:
-        settings = replace(settings, seeds=args.seeds)
-    if args.tokens:
-        settings = replace(settings, max_new_tokens=args.tokens)
-    try:
-        cal = run_calibration(settings)
-    except ValueError as err:
-        raise StoreError(f"calibration: {err}") from None
+    settings = study_settings(CalibrationSettings(), seeds=args.seeds, max_new_tokens=args.tokens)
+    cal = run_study_or_refuse(run_calibration, settings, "calibration")
     atomic_write_json(Path(args.calibration), cal.model_dump(mode="json"))
     for e in cal.entries:
         sc = e.scope
