@@ -95,9 +95,13 @@ def cmd_certify(args) -> int:
         raise StoreError(f"--{'node-version' if args.node_version else 'node-platform'} is for --whitelist-entry FILE")
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
-                            progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa)
+                            progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa,
+                            device=args.device)
     if cert.emulation:
         print(f"note: {cert.emulation['note']} ({emulation_text(cert.emulation)})")
+    if cert.device:
+        print(f"note: the reference's cells ({', '.join(cert.reference_devices) or 'none'}) ran here on {cert.device}; "
+              f"matched ignoring the device")
     for c in cert.configs:
         print(f"{c.verdict:>19}  {c.config_id}: {c.reason}")
     for line in cert.not_certified:
@@ -321,6 +325,9 @@ def register(sub) -> None:
     s.add_argument("--isa", choices=ISA_NAMES, metavar="LEVEL",
                    help=f"EMULATION: run every cell at this CPU kernel level ({', '.join(ISA_NAMES)}) to stand in "
                         f"for another CPU kind on this machine (cells are then matched ignoring isa)")
+    s.add_argument("--device", metavar="DEV",
+                   help="re-run the reference's cells on this device (cpu, cuda, cuda:N), matched ignoring the device: "
+                        "a CPU reference certified on a GPU, or a GPU run back on a CPU")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
     s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")
