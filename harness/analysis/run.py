@@ -510,6 +510,8 @@ def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str],
             continue
         if r.axes.load != anchor_load and "load" not in verdict_dims:
             continue
+        if r.axes.isa != "native" and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
+            continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]
     out: dict[str, dict] = {}
