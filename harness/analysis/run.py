@@ -98,7 +98,8 @@ class ComparableCache:
         if r.cell_id not in self._cache:
             c = comparable(self.store, r)
             if self.replay is not None and self.replay.covers(r):
-                c.replayed = lambda r=r, c=c: self.replay.decision(r, c)
+                # decided under the thresholds in force when first asked: its configuration's
+                c.replayed = lambda r=r, c=c: self.replay.decision(r, c, self.thresholds)
             self._cache[r.cell_id] = c
         return self._cache[r.cell_id]
 
@@ -111,12 +112,11 @@ class RunReplay:
     #: dimensions whose two sides this machine can re-run as they ran (and that draw alike)
     EXPLAINED = ("repeat", "process", "threads", "isa")
 
-    def __init__(self, manifest, thresholds: Thresholds, kinds: set[str]):
+    def __init__(self, manifest, kinds: set[str]):
         from harness.compare.replay import Replayer
 
         self.kinds = kinds
-        self.thresholds = thresholds
-        self.replayer = Replayer(thresholds)
+        self.replayer = Replayer()
         tasks = manifest.matrix.get("tasks") if isinstance(manifest.matrix, dict) else None
         self.base = {name: entry["task"] for name, entry in (tasks or {}).items()
                      if isinstance(entry, dict) and isinstance(entry.get("task"), dict)}
@@ -125,29 +125,32 @@ class RunReplay:
     def covers(self, r: Record) -> bool:
         return r.kind in self.kinds and r.task_name in self.base
 
-    def thresholds_for(self, r: Record) -> Thresholds:
+    @staticmethod
+    def thresholds_for(thresholds: Thresholds, r: Record) -> Thresholds:
         """The thresholds with this dtype's calibrated decoder bounds (replay's, so that the
         codes-equal finding and the replay rule judge a waveform by the same bounds)."""
         from harness.compare.replay import bounds_for
 
-        b = bounds_for(self.thresholds, r.axes.dtype)
-        return self.thresholds.model_copy(update={"waveform_max_abs": b.waveform_max_abs,
-                                                  "waveform_rel_l2": b.waveform_rel_l2})
+        b = bounds_for(thresholds, r.axes.dtype)
+        return thresholds.model_copy(update={"waveform_max_abs": b.waveform_max_abs,
+                                             "waveform_rel_l2": b.waveform_rel_l2})
 
     def task_doc(self, r: Record) -> dict:
         from harness.spec.matrix import apply_axes
 
         return apply_axes(r.kind, self.base[r.task_name], r.axes.model_dump())
 
-    def decision(self, r: Record, c: Comparable):
+    def decision(self, r: Record, c: Comparable, thresholds: Thresholds):
         from harness.execution.replay import Candidate
 
         doc = self.task_doc(r)
-        key = (digest_json(doc), r.digests.get("output"), r.digests.get("tokens"), r.axes.batch_size, r.axes.device)
+        key = (digest_json(doc), r.digests.get("output"), r.digests.get("tokens"), r.axes.batch_size, r.axes.device,
+               digest_json(thresholds.model_dump(mode="json")))
         return self.replayer.decision(key, r.kind, doc, lambda: Candidate(arrays=c.arrays, response=r.output.get("response")),
-                                      ran_on=r.axes.device, batch_size=r.axes.batch_size)
+                                      ran_on=r.axes.device, batch_size=r.axes.batch_size, thresholds=thresholds)
 
-    def explain(self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable) -> dict | None:
+    def explain(self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable,
+                thresholds: Thresholds) -> dict | None:
         from harness.compare.replay import Side, bounds_for, explain_divergence
 
         if (dimension not in self.EXPLAINED or not (self.covers(a) and self.covers(b))
@@ -158,7 +161,7 @@ class RunReplay:
             sides = [Side(doc=self.task_doc(r), arrays=c.arrays, threads=r.axes.threads, isa=r.axes.isa,
                           batch_size=r.axes.batch_size, load=r.axes.load, response=r.output.get("response"),
                           label=r.cell_id) for r, c in ((a, ca), (b, cb))]
-            margin = bounds_for(self.thresholds, a.axes.dtype).margin
+            margin = bounds_for(thresholds, a.axes.dtype).margin
             try:
                 e = explain_divergence(a.kind, sides[0], sides[1], margin, cache=self.replayer.cache)
             except (RuntimeError, OSError) as err:  # a worker at another kernel level failed: say so, decide nothing
@@ -189,11 +192,12 @@ class _Comparer(ComparableCache):
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:
             ca, cb = self.get(a), self.get(b)
-            thr = self.replay.thresholds_for(a) if self.replay is not None and self.replay.covers(a) else self.thresholds
+            thr = self.replay.thresholds_for(self.thresholds, a) if self.replay is not None and self.replay.covers(a) \
+                else self.thresholds
             c = compare(ca, cb, thr)
             rules = pair_rules(ca, cb, thr, bitwise=c.level == "bitwise")
             if self.replay is not None and c.level not in ("bitwise", "tokens"):
-                c.explanation = self.replay.explain(dimension, a, b, ca, cb)
+                c.explanation = self.replay.explain(dimension, a, b, ca, cb, self.thresholds)
         except StoreError as err:  # a corrupted artifact is reported, never a crash; a bug still surfaces
             raise _ArtifactProblem(f"{a.cell_id} vs {b.cell_id}: {err}") from None
         stage = None
@@ -600,9 +604,8 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     thresholds = policy.thresholds
     fail_on = policy.gates.fail_on  # typed: a fail_on given as a string is refused, never a substring test
     verdict_dims = list(policy.gates.verdict_dimensions)
-    named = policy.validators
-    replay_kinds = {kind for kind, v in named.items() if v.rule == "replay"}
-    cmp = _Comparer(store, thresholds, RunReplay(manifest, thresholds, replay_kinds) if replay_kinds else None)
+    replay_kinds = {kind for kind, v in policy.validators.items() if v.rule == "replay"}
+    cmp = _Comparer(store, thresholds, RunReplay(manifest, replay_kinds) if replay_kinds else None)
     fleet = fleet_of(records)
     by_config: dict[str, list[Record]] = defaultdict(list)
     for r in records:

@@ -14,6 +14,8 @@ def cmd_locate(args) -> int:
         sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     else:
         print(result.sentence)
+        if result.explanation:  # the first divergent step, explained from both sides' distributions
+            print(f"first divergent step: {result.explanation['sentence']}")
     return 0
 
 

@@ -190,11 +190,12 @@ class Replayer:
         self._decisions: dict[tuple, ReplayDecision] = {}
 
     def decision(self, key: tuple, kind: str, task_doc: Mapping[str, Any], candidate: Callable[[], Any], *,
-                 ran_on: str = "cpu", batch_size: int = 1) -> ReplayDecision:
+                 ran_on: str = "cpu", batch_size: int = 1, thresholds: Thresholds | None = None) -> ReplayDecision:
         if key not in self._decisions:
             from harness.spec.tasks import parse_task
 
-            self._decisions[key] = validate(kind, parse_task(dict(task_doc), kind), candidate(), self.thresholds,
+            self._decisions[key] = validate(kind, parse_task(dict(task_doc), kind), candidate(),
+                                            thresholds or self.thresholds,
                                             ran_on=ran_on, batch_size=batch_size, cache=self.cache)
         return self._decisions[key]
 

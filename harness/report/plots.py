@@ -21,8 +21,8 @@ from harness.analysis.model import Analysis, ConfigResult, PairResult
 from harness.report.run import fmt, fmt_mapping
 
 NO_MATPLOTLIB = "matplotlib is not installed; plot omitted (pip install matplotlib)."
-RULE_COLOURS = ("#0072B2", "#009E73", "#56B4E9", "#E69F00", "#D55E00")  # Okabe-Ito
-RULE_HATCHES = ("", "\\\\", "//", "..", "xx")
+RULE_COLOURS = ("#0072B2", "#009E73", "#56B4E9", "#E69F00", "#D55E00", "#CC79A7")  # Okabe-Ito
+RULE_HATCHES = ("", "\\\\", "//", "..", "xx", "++")
 #: the pair rules charted (analysis agreement keys, harness.compare.levels.RULE_NAMES), strongest first
 RULES = {rule: rule for rule in ("bitwise", "composite", "tokens", "tolerance", "perceptual")}
 DPI = 96
@@ -155,12 +155,13 @@ def agreement_chart(Figure: Any, a: Analysis) -> str:
         return note("No agreement estimates (no configuration had three executions to compare).")
     fig = Figure(figsize=(5.6, 0.75 * len(configs) + 2.0))
     ax = fig.subplots()
-    width = 0.8 / len(RULES)
+    rules = {**RULES, **({"replay": "replay"} if any("replay" in c.agreement for c in configs) else {})}
+    width = 0.8 / len(rules)
     y = np.arange(len(configs))
-    for i, (rule, level) in enumerate(RULES.items()):
+    for i, (rule, level) in enumerate(rules.items()):
         p3 = [c.agreement.get(level, {}).get("p3of3") for c in configs]
         p2 = [c.agreement.get(level, {}).get("p2of3") for c in configs]
-        pos = y + (i - (len(RULES) - 1) / 2) * width
+        pos = y + (i - (len(rules) - 1) / 2) * width
         ax.barh(pos, [v or 0 for v in p3], height=width, color=RULE_COLOURS[i], hatch=RULE_HATCHES[i],
                 edgecolor="black", linewidth=0.4, label=f"{rule}: P(3 of 3)")
         ax.plot([v if v is not None else np.nan for v in p2], pos, "k|", ms=8,

@@ -188,6 +188,8 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
         "calibration": None, "false_accept": entry.false_accept.rate, "false_reject": entry.false_reject.rate,
         "pairs": entry.false_accept.pairs + entry.false_reject.pairs, "source": named.calibration.made_by,
         "sources": list(entry.scope.sources), "notes": list(entry.notes)})
-    bounds = policy.thresholds.model_copy(update={"waveform_max_abs": entry.waveform_max_abs,
-                                                  "waveform_rel_l2": entry.waveform_rel_l2})
+    update = {"waveform_max_abs": entry.waveform_max_abs, "waveform_rel_l2": entry.waveform_rel_l2}
+    if entry.replay_margin is not None:  # a replay calibration: its margin and decoder bounds, for this configuration
+        update.update(replay_margin=entry.replay_margin, replay_dtypes={})
+    bounds = policy.thresholds.model_copy(update=update)
     return ConfigPolicy(rates, bounds)

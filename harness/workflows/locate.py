@@ -28,6 +28,9 @@ class LocateResult(BaseModel):
     step: int
     location: Location
     sentence: str
+    #: the first divergent step explained (harness.compare.replay.Explanation dump): benign or
+    #: suspicious, each side's gap; None where the discrete outputs are equal or cannot be replayed
+    explanation: dict[str, Any] | None = None
 
 
 def rerun_traced(doc: dict[str, Any], kind: str, *, device: str = "cpu", threads: int | None = None,
@@ -110,8 +113,32 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str) -> LocateResu
     loc = locate_docs(ra.kind, sides[0], sides[1], step, (ra.digests, rb.digests))
     da, db = ra.axes.model_dump(), rb.axes.model_dump()
     differs = ", ".join(f"{k} {da[k]} vs {db[k]}" for k in da if da[k] != db[k]) or "nothing recorded"
+    explanation = explain_pair(store, ra, rb, ca, cb, c.level)
     return LocateResult(cell_a=cell_a, cell_b=cell_b, kind=ra.kind, differs=differs, step=loc.step, location=loc,
-                        sentence=sentence(differs, loc))
+                        sentence=sentence(differs, loc), explanation=explanation)
+
+
+def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
+    """Why the two cells' discrete outputs part, from both sides' distributions at their first
+    divergent step (harness.compare.replay.explain_divergence), with the run's margin for the
+    dtype; None when their tokens are equal, they drew other random numbers (batch, load), or
+    the task cannot be replayed."""
+    from harness.analysis.run import comparable
+    from harness.compare.replay import Side, bounds_for, explain_divergence
+    from harness.execution.replay import replay_support
+    from harness.spec.policy import policy_of
+    from harness.spec.tasks import parse_task
+
+    if level in ("bitwise", "tokens") or ra.axes.batch_size != rb.axes.batch_size or ra.axes.load != rb.axes.load:
+        return None
+    if replay_support(ra.kind, parse_task(ca.task_doc, ra.kind), ra.axes.device):
+        return None
+    thresholds = policy_of(store.manifest().matrix_spec, str(store.path / "manifest.json")).thresholds
+    sides = [Side(doc=cell.task_doc, arrays=comparable(store, r).arrays, threads=r.axes.threads, isa=r.axes.isa,
+                  batch_size=r.axes.batch_size, load=r.axes.load, response=r.output.get("response"), label=r.cell_id)
+             for r, cell in ((ra, ca), (rb, cb))]
+    e = explain_divergence(ra.kind, sides[0], sides[1], bounds_for(thresholds, ra.axes.dtype).margin)
+    return e.model_dump() if e is not None else None
 
 
 def sentence(differs: str, loc: Location) -> str:

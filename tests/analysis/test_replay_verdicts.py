@@ -24,6 +24,13 @@ def test_a_planted_code_is_not_ready_under_replay_and_explained_suspicious(cli, 
     net = config["network"]  # 3 nodes: 2 honest agree, the planted one is invalidated
     assert net["rule"] == "replay" and net["p_accepted"] == 1.0 and net["invalidated"] == pytest.approx(1 / 3)
     assert "suspicious" in md and "Replay" in md
+    # harness locate shows the same explanation beside the located module (its explain_pair)
+    from harness.workflows.locate import _cells, explain_pair
+
+    store, records, cells = _cells(tmp_path / "plant")
+    a, b = config["dimensions"]["repeat"]["worst_pair"]
+    e = explain_pair(store, records[a], records[b], cells[a], cells[b], "divergent")
+    assert e["cls"] == "suspicious" and e["step"] == 5 + e["row"] and e["index"] == 5
 
 
 @pytest.mark.slow

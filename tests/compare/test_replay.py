@@ -195,3 +195,26 @@ def test_explain_a_near_tie_as_benign_and_a_replacement_as_suspicious(runs):
                            margin=0.05, cache=cache)
     assert e.step == 2 and e.cls == "suspicious" and "confident" in e.sentence
     assert isinstance(validate("audio", task, Candidate(arrays=honest.arrays), cache=cache), ReplayDecision)
+
+
+@pytest.mark.slow
+def test_each_stage_of_a_chain_replays(runs):
+    import json
+    from pathlib import Path
+
+    from harness.spec.tasks import parse_task
+
+    cache, run = runs
+    doc = json.loads((Path(__file__).resolve().parents[2] / "matrices" / "tasks" / "tiny-chain-musicgen.json").read_text())
+    doc["audio_stage"]["generation_config"]["max_new_tokens"] = 16
+    task = parse_task(doc, "chain")
+    out = run(doc, "chain")
+    d = validate("chain", task, _cand(out), cache=cache)
+    assert d.accepted is True, d.reason
+    assert d.positions == int((out.arrays["text_token_ids"] >= 0).sum()) + out.arrays["codes"].size
+    ids = out.arrays["text_token_ids"].copy()
+    ids[0, 0] = (ids[0, 0] + 5) % 100
+    assert "text" in validate("chain", task, _cand(out, text_token_ids=ids), cache=cache).reason
+    codes = out.arrays["codes"].copy()
+    codes[4, 2] = (codes[4, 2] + 77) % 256
+    assert "audio step" in validate("chain", task, _cand(out, codes=codes), cache=cache).reason
