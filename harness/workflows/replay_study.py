@@ -64,7 +64,7 @@ RULES = ("result_hash", "composite", "replay")
 
 @dataclass(frozen=True)
 class ReplayStudySettings:
-    seeds: int = 6
+    seeds: int = 8
     prompts: tuple[str, ...] = PROMPTS
     max_new_tokens: int = 32
     configs: tuple[tuple[str, int | None], ...] = (("float32", None), ("bfloat16", None))

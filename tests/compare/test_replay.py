@@ -218,3 +218,36 @@ def test_each_stage_of_a_chain_replays(runs):
     codes = out.arrays["codes"].copy()
     codes[4, 2] = (codes[4, 2] + 77) % 256
     assert "audio step" in validate("chain", task, _cand(out, codes=codes), cache=cache).reason
+
+
+def test_a_matrix_names_the_replay_calibration_and_each_configuration_gets_its_margin(tmp_path):
+    """docs/replay-calibration.json (harness replay-study) through the matrix loader and the
+    per-configuration policy: float32 and bfloat16 each judged with their own margin and
+    decoder bounds; another token length is outside the scope."""
+    import shutil
+    from pathlib import Path
+
+    from harness.spec.calibration import Facts, load_calibration
+    from harness.spec.matrix import dump_matrix, load_matrix
+    from harness.spec.policy import config_policy, policy_of
+
+    shipped = Path(__file__).resolve().parents[2] / "docs" / "replay-calibration.json"
+    shutil.copy(shipped, tmp_path / "replay.json")
+    cal = load_calibration(shipped)
+    doc = {"schema_version": 1, "name": "r", "tasks": [{"name": "mg", "task": {**MUSIC, "generation_config": {
+        **MUSIC["generation_config"], "max_new_tokens": 32}}}], "axes": {"dtype": ["float32", "bfloat16"]},
+           "validators": {"audio": {"rule": "replay", "calibration": "replay.json"}}}
+    (tmp_path / "m.toml").write_text(dump_matrix(doc))
+    matrix = load_matrix(tmp_path / "m.toml")
+    policy = policy_of(matrix.spec.model_dump(mode="json"), "m")
+    for entry in cal.entries:
+        sc = entry.scope
+        facts = Facts(kind="audio", model=sc.model, dtype=sc.dtype, quantize_bits=None, weights_sha256=sc.weights_sha256,
+                      new_tokens=32, kernel_classes=frozenset(sc.kernel_classes))
+        cp = config_policy(policy, facts)
+        assert cp.validator is not None and cp.validator.rule == "replay", cp.out_of_scope
+        assert cp.thresholds.replay_margin == entry.replay_margin
+        assert bounds_for(cp.thresholds, sc.dtype).waveform_max_abs == entry.waveform_max_abs
+    outside = config_policy(policy, Facts(kind="audio", model="tiny:musicgen", dtype="float32", quantize_bits=None,
+                                          new_tokens=64))
+    assert outside.validator is None and "outside" in outside.out_of_scope
