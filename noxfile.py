@@ -1,4 +1,4 @@
-"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint, fleet.
+"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint, fleet, gpu.
 
 Sessions reuse the current interpreter's environment (``python=False``) because torch and
 transformers are large; install once with scripts/setup.sh.
@@ -88,3 +88,12 @@ def fleet(session: nox.Session) -> None:
     """Fleet timings: the smoke matrix with --parallel 2 vs 1, and the Ray executor vs the local
     one (needs the [fleet] extra for the Ray part). Prints the load beside the figures."""
     session.run("python", "scripts/fleet_timing.py", *session.posargs)
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """The GPU proof (issue #23): scripts/gpu_proof.sh on a machine with CUDA (refuses in one
+    line, exit 2, without one). Results under $OUT (default out/gpu-proof); posargs name steps
+    to rerun (smoke, cert, all, overhead)."""
+    env = {"GPU_PROOF_STEPS": " ".join(session.posargs)} if session.posargs else {}
+    session.run("bash", "scripts/gpu_proof.sh", external=True, env=env)

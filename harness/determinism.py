@@ -45,6 +45,11 @@ def apply_environment(profile: str, isa: str = "native", tf32: str = "off") -> d
     if tf32 not in TF32_MODES:
         raise ValueError(f"unknown tf32 mode {tf32!r}; expected one of {TF32_MODES}")
     applied: dict[str, str] = dict(kernel_sets.apply(isa))
+    if tf32 == "on" and os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":
+        # inherited (the user's shell, or a parent that applied the profile): the driver would
+        # keep TF32 off under a cell that asked for it, while torch's flags said it was on
+        del os.environ["NVIDIA_TF32_OVERRIDE"]
+        applied["NVIDIA_TF32_OVERRIDE"] = ""  # removed
     if profile == "on":
         for key, value in DETERMINISTIC_ENV.items():
             os.environ[key] = value
@@ -101,6 +106,10 @@ def record_state() -> dict[str, Any]:
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        # float16 / bfloat16 GEMMs may reduce in reduced precision (cuBLAS split-K): another
+        # reason two batch sizes can differ on a GPU; on by default in torch
+        "cuda_matmul_fp16_reduced_precision": bool(torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction),
+        "cuda_matmul_bf16_reduced_precision": bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction),
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
         "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},

@@ -20,6 +20,9 @@ else it did not do the same work.
     python scripts/overhead.py --quick    # ~5 s per column, for testing
     python scripts/overhead.py --threads 1   # override the matrix's thread count (noisy machines:
                                              # 2 OpenMP threads on 2 busy cores spin badly)
+    python scripts/overhead.py --quick --device cuda:0 --skip-reference --rounds 2
+                                             # on a GPU (scripts/gpu_proof.sh): every column on
+                                             # cuda:0, harness / profile-off runs interleaved
 
 Timings are only as quiet as the machine: run it on an idle one, and compare ratios, not seconds.
 """
@@ -51,7 +54,7 @@ GENERATION_FIELDS = ("max_new_tokens", "do_sample", "top_k", "top_p", "temperatu
 
 
 # --- the plan --------------------------------------------------------------------------------
-def load_plan(quick: bool, threads: int | None) -> dict[str, Any]:
+def load_plan(quick: bool, threads: int | None, device: str = "cpu", max_new_tokens: int | None = None) -> dict[str, Any]:
     doc = tomllib.loads(MATRIX.read_text())
     task = doc["tasks"][0]["task"]
     gen = task["generation_config"]
@@ -64,6 +67,9 @@ def load_plan(quick: bool, threads: int | None) -> dict[str, Any]:
         doc["repeats"] = QUICK["repeats"]
     if threads is not None:
         doc["axes"]["threads"] = [threads]
+    if max_new_tokens is not None:
+        gen["max_new_tokens"] = max_new_tokens
+    doc["axes"]["device"] = [device]
     axes = doc["axes"]
     for name, want in (("workers", 1),):
         if doc.get(name) != want:
@@ -71,7 +77,7 @@ def load_plan(quick: bool, threads: int | None) -> dict[str, Any]:
     if len(axes["threads"]) != 1 or axes["batch_size"] != [1] or axes["dtype"] != ["float32"]:
         raise SystemExit(f"{MATRIX}: one thread count, batch 1 and float32 only (the baseline runs exactly these)")
     return {"matrix": doc, "task": task, "kwargs": dict(gen), "seeds": list(axes["seed"]), "repeats": int(doc["repeats"]),
-            "threads": int(axes["threads"][0])}
+            "threads": int(axes["threads"][0]), "device": device}
 
 
 def cells_of(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -99,19 +105,20 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoProcessor, MusicgenForConditionalGeneration, set_seed
 
     torch.set_num_threads(spec["threads"])
+    device = spec.get("device", "cpu")
     t0 = time.perf_counter()
     model = MusicgenForConditionalGeneration.from_pretrained(spec["path"], dtype=torch.float32,
-                                                             local_files_only=True).eval()
+                                                             local_files_only=True).to(device).eval()
     processor = AutoProcessor.from_pretrained(spec["path"], local_files_only=True)
     load_s = time.perf_counter() - t0
     generate_s, digests = 0.0, {}
     for cell in spec["cells"]:
         t0 = time.perf_counter()
-        inputs = processor(text=[spec["prompt"]], padding=True, return_tensors="pt")
+        inputs = processor(text=[spec["prompt"]], padding=True, return_tensors="pt").to(device)
         set_seed(cell["seed"])
         with torch.inference_mode():
             audio = model.generate(**inputs, **spec["kwargs"])
-        wave = audio[0].to(torch.float32).numpy()
+        wave = audio[0].to(torch.float32).cpu().numpy()  # .cpu() waits for the device's queue
         generate_s += time.perf_counter() - t0
         digests[f"{cell['seed']}/{cell['repeat']}"] = _waveform_digest(wave)
     return {"load_s": load_s, "generate_s": generate_s, "digests": digests}
@@ -127,7 +134,7 @@ def child_reference(spec: dict[str, Any]) -> dict[str, Any]:
     digests = {}
     for cell in spec["cells"]:
         t0 = time.perf_counter()
-        pipe = pipeline("text-to-audio", model=spec["path"], device="cpu", dtype=torch.float32)
+        pipe = pipeline("text-to-audio", model=spec["path"], device=spec.get("device", "cpu"), dtype=torch.float32)
         build_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         set_seed(cell["seed"])
@@ -219,10 +226,14 @@ def worker_startup(tmp: Path, rounds: int) -> dict[str, float]:
 
 
 def report(plan: dict[str, Any], cells: list[dict[str, Any]], walls: dict[str, list[float]],
-           best: dict[str, tuple[float, dict[str, Any]]], startup: dict[str, float]) -> None:
-    """Print the figures. ``at equal generation`` swaps a column's own generation time for the
-    bare baseline's (the work is the same, the outputs identical): what remains is the
-    column's fixed and per-cell cost, which noise from other processes distorts less."""
+           best: dict[str, tuple[float, dict[str, Any]]], startup: dict[str, float],
+           gens: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """Print the figures and return them (``--json``). ``at equal generation`` swaps a column's
+    own generation time for the bare baseline's (the work is the same, the outputs identical):
+    what remains is the column's fixed and per-cell cost, which noise from other processes
+    distorts less. With several rounds the profile's cost is also given per round: the rounds
+    rotate the columns, so profile on and off alternate (A/B/A/B) and drift hits both."""
+    gens = gens or {}
     spread = lambda c: "" if len(walls[c]) < 2 else f"  [rounds: {', '.join(f'{w:.2f}' for w in walls[c])}]"  # noqa: E731
     bare_wall, bare = best["bare"]
     on_wall, on = best["harness"]
@@ -236,6 +247,10 @@ def report(plan: dict[str, Any], cells: list[dict[str, Any]], walls: dict[str, l
           f"({ph['per_cell_extra'] * 1e3:.1f} ms per cell for digests, artifact, record), "
           f"analysis + reports + exit {ph['after']:.2f} s")
     same = sum(bare["digests"].get(k) == v for k, v in on["digests"].items())
+    figures: dict[str, Any] = {"device": plan.get("device", "cpu"), "cells": len(cells),
+                               "max_new_tokens": plan["kwargs"]["max_new_tokens"], "walls_s": walls,
+                               "generation_s": gens, "bare_equals_harness": f"{same}/{len(cells)}",
+                               "ratio": on_wall / bare_wall, "worker_start": startup}
     print(f"outputs    bare == harness waveform digests: {same}/{len(cells)}"
           + ("" if same == len(cells) else "  (WARNING: the baseline did not reproduce the harness's outputs)"))
 
@@ -259,6 +274,17 @@ def report(plan: dict[str, Any], cells: list[dict[str, Any]], walls: dict[str, l
               f"profile on {on_wall:.2f} s (generation {on['generate_s']:.2f} s)" + spread("off"))
         print(f"determinism profile cost {(on_wall / off_wall - 1) * 100:.1f}%  (wall, on vs off; "
               f"generation only {(on['generate_s'] / off['generate_s'] - 1) * 100:+.1f}%; target within 5%)")
+        figures["profile_cost_pct"] = (on_wall / off_wall - 1) * 100
+        figures["profile_cost_generation_pct"] = (on["generate_s"] / off["generate_s"] - 1) * 100
+        per_round = [(a / b - 1) * 100 for a, b in zip(walls["harness"], walls["off"])]
+        per_gen = [(a / b - 1) * 100 for a, b in zip(gens.get("harness", []), gens.get("off", []))]
+        if len(per_round) > 1:
+            print(f"determinism profile cost per interleaved round: {', '.join(f'{x:+.1f}%' for x in per_round)} "
+                  f"(median {statistics.median(per_round):+.1f}%; generation only "
+                  f"{', '.join(f'{x:+.1f}%' for x in per_gen)})")
+        figures["profile_cost_rounds_pct"] = per_round
+        figures["profile_cost_generation_rounds_pct"] = per_gen
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-reference", action="store_true", help="skip the pipeline-per-task column")
     ap.add_argument("--skip-profile", action="store_true", help="skip the profile on/off comparison")
     ap.add_argument("--keep", type=Path, help="keep the runs and specs in this folder")
+    ap.add_argument("--device", default="cpu", help="run every column on this device (cpu, cuda:N)")
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    ap.add_argument("--max-new-tokens", type=int, help="override the task's max_new_tokens (after --quick)")
     ap.add_argument("--rounds", type=int, default=1, help="run every column this many times (rotated order); "
                     "the fastest of each is reported")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
@@ -278,18 +307,24 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    plan = load_plan(args.quick, args.threads)
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    plan = load_plan(args.quick, args.threads, args.device, args.max_new_tokens)
     from harness.models.tiny import ensure_tiny
 
     path = ensure_tiny(plan["task"]["model"].split(":", 1)[1])  # built before any clock starts
     cells = cells_of(plan)
     spec = {"path": str(path), "prompt": plan["task"]["prompt"], "kwargs": plan["kwargs"], "threads": plan["threads"],
-            "cells": cells}
+            "cells": cells, "device": args.device}
     print(f"cells {len(cells)}: tiny MusicGen, {plan['kwargs']['max_new_tokens']} new tokens, seeds {plan['seeds']} "
           f"x {plan['repeats']} repeats, {plan['threads']} thread(s), batch 1, 1 worker"
           + (" (quick)" if args.quick else ""))
     columns = ["bare", "harness"] + ([] if args.skip_reference else ["reference"]) + ([] if args.skip_profile else ["off"])
     walls: dict[str, list[float]] = {c: [] for c in columns}
+    gens: dict[str, list[float]] = {c: [] for c in columns}  # generation seconds per round
     best: dict[str, tuple[float, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp_name:
         tmp = args.keep or Path(tmp_name)
@@ -302,10 +337,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     wall, info = run_harness(plan, "on" if column == "harness" else "off", tmp, rnd)
                 walls[column].append(wall)
+                gens[column].append(info["generate_s"])
                 if column not in best or wall < best[column][0]:
                     best[column] = (wall, info)
         startup = worker_startup(tmp, 1 if args.quick else 3)
-    report(plan, cells, walls, best, startup)
+    figures = report(plan, cells, walls, best, startup, gens)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Matching. ``match="spec"`` (default) pairs executions with equal spec hashes: the same task
 under the same axes, which is what two nodes of a network receive. ``match="ignore:AXIS"``
-(threads, batch_size or dtype) pairs cells equal in everything but that axis: on one
+(threads, batch_size, dtype, load, isa or device) pairs cells equal in everything but that
+axis (``ignore:device``: a CPU reference against its cells re-run on a GPU); on one
 machine, two runs with different thread counts stand in honestly for two kinds of hardware
 (the thread count changes the order of float reductions, as another CPU or GPU does); a
 run on one machine with threads=1 and one with threads=2 then compare cell by cell. Within
@@ -35,7 +36,7 @@ from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
-IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa")
+IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device")
 MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))  # several: ignore:threads,isa
 
 

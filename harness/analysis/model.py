@@ -10,8 +10,8 @@ rebuilt from its configurations, warnings empty: a v1 run's logs were never coun
 validator, agreement per pair rule with the network's figures (accepted / aborted /
 invalidated), the network rule's figures per configuration (new fields have defaults: a
 version-2 document upgrades as is). Added since, with defaults (a document without them reads
-as before): ``verdict_dimensions`` (what the gate judged) and each dimension's ``worst_pair``;
-the replay rule's decisions per configuration and the explained first divergence of each pair.
+as before): ``verdict_dimensions`` (what the gate judged), each dimension's ``worst_pair``, the
+replay rule's decisions per configuration and the explained first divergence of each pair.
 """
 
 from __future__ import annotations

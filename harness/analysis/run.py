@@ -441,7 +441,8 @@ def judge(compared: dict[str, DimensionSummary], cp: ConfigPolicy) -> Judgement:
         return Judgement("not_ready", f"{label} across {', '.join(dims)}: {what}{at} ({where})", tuple(dims))
     if worst == "bitwise":
         return Judgement("ready", f"bitwise identical across {', '.join(compared)}")
-    if worst == "divergent" and (cp.validator is None or cp.validator.rule != "replay"):
+    validator = cp.validator
+    if worst == "divergent" and (validator is None or validator.rule != "replay"):
         bad = [d for d, s in compared.items() if s.worst == "divergent"]
         steps = sorted({x for d in bad for x in compared[d].first_divergence})
         at = f"; first divergent step {steps[0]}" if steps else ""
@@ -450,7 +451,6 @@ def judge(compared: dict[str, DimensionSummary], cp: ConfigPolicy) -> Judgement:
         return Judgement("not_ready", f"divergent across {', '.join(bad)}{at} ({where})", tuple(bad))
     base = f"not bitwise; worst level {worst} ({where})"
     loose = tuple(d for d, s in compared.items() if s.worst != "bitwise")
-    validator = cp.validator
     if cp.out_of_scope:
         return Judgement("not_ready", f"{base}; {cp.out_of_scope}", loose)
     if validator is None:
@@ -513,6 +513,8 @@ def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str],
         if r.axes.batch_size > 1 and "batch" not in verdict_dims:
             continue
         if r.axes.load != anchor_load and "load" not in verdict_dims:
+            continue
+        if r.axes.isa != "native" and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]

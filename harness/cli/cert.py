@@ -95,9 +95,13 @@ def cmd_certify(args) -> int:
         raise StoreError(f"--{'node-version' if args.node_version else 'node-platform'} is for --whitelist-entry FILE")
     cert, run_dir = certify(Path(args.reference), matrix=Path(args.matrix) if args.matrix else None,
                             out=Path(args.out) if args.out else None, threads=args.threads,
-                            progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa)
+                            progress=not args.no_progress, trusted_keys=trusted_from(args), isa=args.isa,
+                            device=args.device)
     if cert.emulation:
         print(f"note: {cert.emulation['note']} ({emulation_text(cert.emulation)})")
+    if cert.device:
+        print(f"note: the reference's cells ({', '.join(cert.reference_devices) or 'none'}) ran here on {cert.device}; "
+              f"matched ignoring the device")
     for c in cert.configs:
         print(f"{c.verdict:>19}  {c.config_id}: {c.reason}")
     for line in cert.not_certified:
@@ -140,22 +144,31 @@ def _whitelist_entry(args, cert, run_dir: Path, key, signed_by: str) -> None:
 
 # --- validators ---------------------------------------------------------------------------------
 
-def cmd_validators(args) -> int:
+def study_settings(settings, **given):
+    """A study's settings with the options the user gave (``--seeds``, ``--tokens``) applied."""
     from dataclasses import replace
 
+    updates = {k: v for k, v in given.items() if v}
+    return replace(settings, **updates) if updates else settings
+
+
+def run_study_or_refuse(run, settings, what: str):
+    """Run a study; a setting it refuses (ValueError) is one line naming the study."""
+    try:
+        return run(settings)
+    except ValueError as err:
+        raise StoreError(f"{what}: {err}") from None
+
+
+def cmd_validators(args) -> int:
     from harness.store.run import atomic_write_bytes
     from harness.report.validators import render_markdown
     from harness.workflows.validator_study import FULL, QUICK, plot_det, run_study
 
     if args.calibration:
         return write_calibration(args)
-    settings = QUICK if args.quick else FULL
-    if args.seeds:
-        settings = replace(settings, seeds=args.seeds)
-    try:
-        result = run_study(settings)
-    except ValueError as err:
-        raise StoreError(f"validator study: {err}") from None
+    result = run_study_or_refuse(run_study, study_settings(QUICK if args.quick else FULL, seeds=args.seeds),
+                                 "validator study")
     plot = Path(args.plot) if args.plot else (Path(args.out).with_suffix(".det.png") if args.out
                                                 else Path("reports") / "validators" / "det.png")
     plot_det(result, plot)
@@ -170,20 +183,11 @@ def cmd_validators(args) -> int:
 
 
 def write_calibration(args) -> int:
-    from dataclasses import replace
-
     from harness.store.run import atomic_write_json
     from harness.workflows.calibration_study import CalibrationSettings, run_calibration
 
-    settings = CalibrationSettings()
-    if args.seeds:
-        settings = replace(settings, seeds=args.seeds)
-    if args.tokens:
-        settings = replace(settings, max_new_tokens=args.tokens)
-    try:
-        cal = run_calibration(settings)
-    except ValueError as err:
-        raise StoreError(f"calibration: {err}") from None
+    settings = study_settings(CalibrationSettings(), seeds=args.seeds, max_new_tokens=args.tokens)
+    cal = run_study_or_refuse(run_calibration, settings, "calibration")
     atomic_write_json(Path(args.calibration), cal.model_dump(mode="json"))
     for e in cal.entries:
         sc = e.scope
@@ -321,6 +325,9 @@ def register(sub) -> None:
     s.add_argument("--isa", choices=ISA_NAMES, metavar="LEVEL",
                    help=f"EMULATION: run every cell at this CPU kernel level ({', '.join(ISA_NAMES)}) to stand in "
                         f"for another CPU kind on this machine (cells are then matched ignoring isa)")
+    s.add_argument("--device", metavar="DEV",
+                   help="re-run the reference's cells on this device (cpu, cuda, cuda:N), matched ignoring the device: "
+                        "a CPU reference certified on a GPU, or a GPU run back on a CPU")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sign", metavar="KEY", help="sign certificate.json with this Ed25519 private key")
     s.add_argument("--trusted-keys", metavar="FILE", help="the reference bundle must be signed by one of these keys")

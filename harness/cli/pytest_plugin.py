@@ -17,7 +17,7 @@ the gate, with the report's words: verdict, level, first divergent step, what di
 - ``pytest --harness-matrix matrices/smoke.toml``: the matrix as a test session, one test per
   configuration (``matrices/smoke.toml::gpt-chatbot/float32/qnone/cpu/pon``). Works with
   ``-k`` (only the selected configurations' cells run), ``-x``, ``--junitxml`` and
-  pytest-xdist (each xdist worker runs the configurations it is given; without xdist the
+  pytest-xdist (each configuration an xdist worker is given runs on its own; without xdist the
   selected configurations run together, sharing worker processes, as ``harness run`` does).
 
 Costs nothing when unused: importing this module imports pytest and the standard library only

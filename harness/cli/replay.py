@@ -67,18 +67,13 @@ def cmd_replay(args) -> int:
 
 def cmd_replay_study(args) -> int:
     from harness.report.replay_study import render_markdown
-    from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json
+    from harness.store.run import atomic_write_bytes, atomic_write_json
     from harness.workflows.replay_study import FULL, QUICK, plot_det, run_study
 
-    settings = QUICK if args.quick else FULL
-    if args.seeds:
-        from dataclasses import replace
+    from harness.cli.cert import run_study_or_refuse, study_settings
 
-        settings = replace(settings, seeds=args.seeds)
-    try:
-        result = run_study(settings)
-    except ValueError as err:
-        raise StoreError(f"replay study: {err}") from None
+    result = run_study_or_refuse(run_study, study_settings(QUICK if args.quick else FULL, seeds=args.seeds),
+                                 "replay study")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_det(result, out / "replay-det.png")

@@ -124,7 +124,9 @@ class Stopwatch:
         if self.device.startswith("cuda"):
             import torch
 
-            torch.cuda.synchronize()
+            # this device's queue: a bare synchronize() waits for the current device only
+            # (cuda:0 unless set), so a cuda:1 cell's sections were timed without waiting
+            torch.cuda.synchronize(self.device)
 
     def section(self, name: str):
         watch = self

@@ -167,12 +167,47 @@ def _blas() -> str | None:
 
 
 def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version: from /proc (absent in some sandboxes and VMs, e.g. gVisor),
+    else NVML (nvidia-ml-py), else ``nvidia-smi``; None when none answers."""
     try:
         with open("/proc/driver/nvidia/version") as fh:
             first = fh.readline()
-        return first.split("Kernel Module")[1].split()[0] if "Kernel Module" in first else first.strip()
+        version = first.split("Kernel Module")[1].split()[0] if "Kernel Module" in first else first.strip()
+        if version:
+            return version
     except (OSError, IndexError):
+        pass
+    return _nvml_driver() or _smi_driver()
+
+
+def _nvml_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return (version.decode() if isinstance(version, bytes) else str(version)).strip() or None
+    except Exception:  # not installed, no library, no device: the next source is asked
         return None
+
+
+def _smi_driver() -> str | None:
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return lines[0] if out.returncode == 0 and lines else None
 
 
 def cost_key(env: dict[str, Any]) -> str:

@@ -169,6 +169,8 @@ def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: i
         else:
             loaded, hit = cache.get(eng, task, device)
             output = eng.run(loaded, task, device, neighbours)
+    if on_cuda:  # the cell's work is done when the device's queue is, not when python returns
+        torch.cuda.synchronize(device)
     total = time.perf_counter() - start
     timings = {"load_s": 0.0 if hit else loaded.load_s, **output.timings, "total_s": total}
     peak = int(torch.cuda.max_memory_allocated(device)) if on_cuda else rss.peak

@@ -48,6 +48,9 @@ def render_certificate(cert: Certificate) -> str:
     if cert.emulation:
         settings = ", ".join(f"{k} = {cert.emulation[k]}" for k in ("threads", "isa") if cert.emulation.get(k) is not None)
         lines += [f"> Emulation: {settings}. {cert.emulation.get('note')}.", ""]
+    if getattr(cert, "device", None):
+        lines += [f"> Device: the reference's cells (run on {', '.join(cert.reference_devices) or 'its device'}) "
+                  f"ran here on {cert.device}, matched ignoring the device.", ""]
     lines += [f"Matched by `{cert.match}`; thresholds {fmt_mapping(cert.thresholds)}.", "",
               "| | reference | candidate |", "|---|---|---|",
               f"| run | {cert.reference.run_id} | {cert.candidate.run_id} |",

@@ -188,7 +188,10 @@ def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bo
             case.message = f"{c.verdict}: {dim} {s.worst}{step}{found}"
             case.text = "\n".join(head + lines + [f"gate: {gate_reason}"])
         else:
-            note = "" if c.verdict in ACCEPTED else f" (verdict {c.verdict}, not gated: fail_on is {', '.join(a.gate_rules)})"
+            note = ""
+            if c.verdict not in ACCEPTED:  # passed: this dimension is not why, or the verdict is not gated
+                note = (f"\n(this dimension alone: {alone}; the {c.verdict} verdict rests on the others)" if gate_failed
+                        else f"\n(verdict {c.verdict}, not gated: fail_on is {', '.join(a.gate_rules)})")
             case.out = "\n".join(lines) + note
     if gate_failed and not any(x.outcome in ("failure", "error") for x in cases):
         cases.append(Case(classname=classname, name="gate", outcome="failure", type=c.verdict,

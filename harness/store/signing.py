@@ -143,10 +143,9 @@ class SignatureCheck:
 
 def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) -> SignatureCheck:
     """Verify ``doc``'s signature. A present signature must verify (else SignatureError);
-    with ``trusted`` keys the document must be signed by one of them."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+    with ``trusted`` keys the document must be signed by one of them. An unsigned document
+    needs no cryptography library (a machine without it still reads unsigned bundles); a signed
+    one without it is refused naming the missing package, not reported as an altered archive."""
     sig = doc.get("signature")
     if sig is None:
         if trusted is not None:
@@ -155,6 +154,12 @@ def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) ->
         return SignatureCheck(signed=False)
     if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
         raise SignatureError(f"{where}: signature is malformed or not {ALGORITHM}")
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError as err:
+        raise SignatureError(f"{where}: signed, but its signature cannot be checked here: the cryptography "
+                             f"package is not importable ({err})") from None
     try:
         public_hex = str(sig["public_key"]).lower()
         public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))

@@ -17,6 +17,10 @@ executions invalidated, under the kind's network rule; and its pool key (GPU mod
 runner version, platform, dtype, quantize_bits) as the network pools nodes.
 Exit code 0 only when every configuration passes bitwise (and at least one was compared).
 
+Another device: ``--device DEV`` (``cuda:0``, ``cpu``) re-runs the reference's cells on DEV and
+matches them ignoring the device: a CPU reference certified on a GPU, a GPU run certified back
+on a CPU. Not an emulation: the certificate's ``device`` field names it.
+
 Emulation: ``--threads N`` overrides the matrix's threads axis and matches cells ignoring
 threads. On one machine a different CPU thread count changes the order of float reductions
 the way different hardware does, so it stands in for "another device"; the certificate says
@@ -124,6 +128,9 @@ class Certificate(BaseModel):
     unmatched_candidate: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
     reference_signed_by: str | None = None  # "unsigned" or the key that signed the reference bundle
+    # --device: the reference's cells re-ran on this device here (matched ignoring the device)
+    device: str | None = None
+    reference_devices: list[str] = Field(default_factory=list)
 
 
 # --- matrices --------------------------------------------------------------------------------------
@@ -348,13 +355,16 @@ def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None
 def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str | Path | None = None,
             threads: int | None = None, progress: bool = False, reports_root: Path = Path("reports"),
             executor: Any = None, trusted_keys: set[str] | None = None,
-            isa: str | None = None) -> tuple[Certificate, Path]:
-    """Re-run the reference's cells here and certify; returns the certificate and run dir."""
+            isa: str | None = None, device: str | None = None) -> tuple[Certificate, Path]:
+    """Re-run the reference's cells here and certify; returns the certificate and run dir.
+    ``device``: re-run them on this device instead of the reference's own."""
     from harness.spec.matrix import available_devices
     from harness.execution.runner import run_matrix
 
     if threads is not None and threads < 1:
         raise CertifyError(f"--threads must be a positive integer, got {threads}")
+    if device is not None:
+        device = _check_device(device, executor)
     if isa is not None:
         from harness.isa import IsaError, unavailable
 
@@ -414,9 +424,12 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
             ignored.append("isa")
             like = LEVELS[isa].like if isa in LEVELS else "the machine as it is"
             notes.append(ISA_NOTE.format(isa=isa, like=like))
-        match = f"ignore:{','.join(ignored)}" if ignored else "spec"
         if ignored:
             emulation = {"threads": threads, "isa": isa, "note": "; ".join(notes)}
+        if device is not None:
+            doc = override_axis(doc, "device", device)
+            ignored.append("device")
+        match = f"ignore:{','.join(ignored)}" if ignored else "spec"
         run_as = _from_doc(doc, where)
         run_dir = Path(out) if out else reports_root / "runs" / new_run_id("certify")
         summary = run_matrix(run_as, run_dir, progress=progress, executor=executor, max_cells=max_cells)
@@ -437,8 +450,26 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
             cert.passed = False
             cert.summary = f"NOT CERTIFIED (incomplete or broken evidence): {cand_evidence.problems[0]}"
         cert.reference_signed_by = ref.signed_by
+        if device is not None:
+            cert.device = device
+            cert.reference_devices = sorted({r.axes.device for r in ref_records})
     write_certificate(cert, summary.run_dir)
     return cert, summary.run_dir
+
+
+def _check_device(device: str, executor: Any = None) -> str:
+    """``--device``: a device form (cpu, cuda, cuda:N) this machine (or the executor's fleet) has."""
+    from harness.spec.matrix import available_devices, device_problem
+
+    problem = device_problem(device, allow_all=False)
+    if problem:
+        raise CertifyError(f"--device: {problem}")
+    device = "cuda:0" if device == "cuda" else device
+    listed = getattr(executor, "devices", None)
+    have = listed() if listed else (["cpu"] if device == "cpu" else available_devices())
+    if device not in have:
+        raise CertifyError(f"--device {device}: not available on this machine (devices: {', '.join(have)})")
+    return device
 
 
 def _version() -> str:

@@ -51,7 +51,7 @@ from harness.compare.levels import Comparable, Thresholds, float_metrics
 from harness.compare.replay import ReplayDecision, validate
 from harness.spec.calibration import Calibration, Entry, Rate, Scope
 from harness.workflows.calibration_study import _doc, _run_worker, wilson
-from harness.workflows.validator_study import PROMPTS, _comparable, _edit, calibrate, generate
+from harness.workflows.validator_study import PROMPTS, _comparable, _edit, calibrate, det_frame, generate
 
 CALIBRATION_MARGIN = 2.0
 #: the edited waveform's amplitude, in calibrated decoder bounds
@@ -447,15 +447,8 @@ def plot_det(result: ReplayStudyResult, path: Path) -> Path:
             xs = np.array([ceiling if x is None else max(x, 1e-6) for x in scores], dtype=float)
             ys = np.full(xs.shape, 2 * i + j) + np.random.default_rng(i * 2 + j).uniform(-0.25, 0.25, xs.shape)
             bx.scatter(xs, ys, marker=marker, s=18, color=line.get_color(), alpha=0.7, label=f"{c.dtype} {what}")
-    ax.axvline(0.01, color="grey", lw=0.8, ls="--")
-    ax.axhline(0.01, color="grey", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(floor * 0.8, 1.1)
-    ax.set_ylim(floor * 0.8, 1.1)
-    ax.set_xlabel("false accept rate (held-out cheats)")
-    ax.set_ylabel("false reject rate (held-out honest candidates)")
-    ax.set_title("DET: one scale over margin and decoder bounds\n(dots: operating points; 0 drawn at 1e-3)", fontsize=9)
+    det_frame(ax, floor, "candidates", "DET: one scale over margin and decoder bounds\n(dots: operating points; "
+                                       "0 drawn at 1e-3)", fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     bx.axvline(1.0, color="k", lw=1, ls="--")
     bx.set_xscale("log")

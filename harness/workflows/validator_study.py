@@ -335,6 +335,20 @@ def det_curves(honest: list[tuple[str, Comparable, Comparable]], cheats: list[tu
     return out
 
 
+def det_frame(ax, floor: float, honest: str, title: str, fontsize: int = 10) -> None:
+    """A DET plot's frame, shared by the validator and replay studies: log axes from ``floor``,
+    the 1% goal lines, the axis labels and the title."""
+    ax.axvline(0.01, color="grey", lw=0.8, ls="--")
+    ax.axhline(0.01, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor * 0.8, 1.1)
+    ax.set_ylim(floor * 0.8, 1.1)
+    ax.set_xlabel("false accept rate (held-out cheats)")
+    ax.set_ylabel(f"false reject rate (held-out honest {honest})")
+    ax.set_title(title, fontsize=fontsize)
+
+
 def plot_det(result: StudyResult, path: Path) -> Path:
     """The DET plot (FRR against FAR, both on a log scale clipped at 1e-3) as a PNG."""
     import matplotlib
@@ -350,15 +364,7 @@ def plot_det(result: StudyResult, path: Path) -> Path:
         line, = ax.step(far, frr, where="post", label=rule)
         op = curve["operating"]
         ax.plot(max(op[1], floor), max(op[0], floor), "o", color=line.get_color(), markersize=8)
-    ax.axvline(0.01, color="grey", lw=0.8, ls="--")
-    ax.axhline(0.01, color="grey", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(floor * 0.8, 1.1)
-    ax.set_ylim(floor * 0.8, 1.1)
-    ax.set_xlabel("false accept rate (held-out cheats)")
-    ax.set_ylabel("false reject rate (held-out honest pairs)")
-    ax.set_title("Audio validators, held out: DET curves\n(dots: operating points; 0 drawn at 1e-3)", fontsize=10)
+    det_frame(ax, floor, "pairs", "Audio validators, held out: DET curves\n(dots: operating points; 0 drawn at 1e-3)")
     ax.legend(loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,32 @@ def test_render_html_with_plots(benchmark, small_analysis, synthetic_small: Path
     page = benchmark.pedantic(render_html, args=(small_analysis, synthetic_small), rounds=3, warmup_rounds=1,
                               iterations=1)
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+
+
+def _smoke_doc(isa: list[str] | None) -> dict:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2] / "matrices"
+    doc = tomllib.loads((root / "smoke.toml").read_text())
+    doc["tasks"] = [{**t, "file": str(root / t["file"])} for t in doc["tasks"]]
+    doc["validators"]["audio"]["calibration"] = str(root / doc["validators"]["audio"]["calibration"])
+    doc["exclude"] = [r for r in doc["exclude"] if "isa" not in r]
+    doc["axes"].pop("isa", None)
+    if isa is not None:
+        doc["axes"]["isa"] = isa
+    return doc
+
+
+@pytest.mark.benchmark(group="isa-axis")
+@pytest.mark.parametrize("isa", [None, ["native"]], ids=["no-isa-axis", "isa-native"])
+def test_expand_with_the_isa_axis_at_native(benchmark, isa) -> None:
+    """The isa axis at native costs nothing: the same cells (ids, spec hashes, worker groups)
+    as a matrix without it, expanded in the same time (compare the two rows)."""
+    from harness.spec.matrix import expand, matrix_from_doc
+
+    root = Path(__file__).resolve().parents[2] / "matrices"
+    cells = benchmark(lambda: expand(matrix_from_doc(_smoke_doc(isa), root / "smoke.toml")))
+    plain = expand(matrix_from_doc(_smoke_doc(None), root / "smoke.toml"))
+    assert [(c.cell_id, c.spec_hash, c.group_key) for c in cells] == [(c.cell_id, c.spec_hash, c.group_key)
+                                                                      for c in plain]
+    benchmark.extra_info["cells"] = len(cells)

@@ -135,6 +135,15 @@ def test_a_gate_no_dimension_explains_is_its_own_testcase() -> None:
     kind, message, text = got[(f"golden-matrix.{TEXT}", "repeat")]
     assert kind == "failure" and message == "ready_with_tolerance: repeat tokens" and "cells: g-r0 vs g-r1" in text
     assert got[(f"golden-matrix.{TEXT}", "process")][0] == "passed"  # bitwise: not to blame
+    # a dimension that passes alone in a configuration failed by another one says so
+    xml = check_junit(render_run(analysis()))
+    audio_batch = next(c for s in xml for c in s if c.classname.endswith(AUDIO) and c.name == "batch")
+    assert audio_batch.result  # divergent: to blame
+    c = analysis()
+    c.configs[0].dimensions["batch"] = DimensionSummary(pairs=1, levels={"bitwise": 1}, worst="bitwise")
+    out = {case.name: case.system_out for s in check_junit(render_run(c)) for case in s
+           if case.classname.endswith(AUDIO)}
+    assert "the not_ready verdict rests on the others" in out["batch"]
 
 
 def test_a_run_comparing_nothing_still_has_a_testcase_per_configuration() -> None:
@@ -157,6 +166,14 @@ def test_text_that_xml_cannot_hold_is_replaced_and_long_text_cut() -> None:
     xml = check_junit(render([Suite(name="s", cases=[case])]))
     kind, message, text = outcomes(xml)[("m.c", "repeat")]
     assert message == "bad ??[31m byte" and len(text) < 21_000 and text.endswith("more characters)")
+
+
+def test_an_unwritable_target_is_refused_before_any_cell_runs(cli, tmp_path: Path) -> None:
+    from tests.execution.test_matrix_runner import mini_matrix
+
+    res = cli("run", str(mini_matrix(tmp_path)), "--out", str(tmp_path / "run"), "--junit", str(tmp_path))
+    assert res.returncode == 2 and "refusing to write over a" in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_written_atomically_and_a_folder_target_is_refused(tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ def test_resolve_token_range(n, inside):
     got, why = resolve(calibration(), facts(new_tokens=n))
     assert (why is None) == inside
     if not inside:
-        assert got is None and f"{n} new tokens" in why and "8-64" in why
+        assert got is None and f"max_new_tokens {n} is outside" in why and "8-64" in why
 
 
 def test_resolve_kernel_class_outside():

@@ -62,7 +62,7 @@ def test_smoke_gate_holds_under_each_kernel_set(kernels, tmp_path, tiny_gpt2, ti
         assert c["verdict"] in ACCEPTED, (cid, c["reason"])
         if c["kind"] == "audio" and c["verdict"] == "ready_with_tolerance":
             assert c["validator"]["sources"] and c["thresholds"], cid  # judged by its own calibration entry
-    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     classes = {r["axes"]["isa"]: r["determinism"]["kernels"]["class"] for r in records if r["status"] == "ok"}
     if kernels == "avx2":  # the whole run emulates an AVX2-only machine: native is AVX2 too
         assert classes == {"native": "aten-avx2/onednn-avx2", "avx2": "aten-avx2/onednn-avx2"}

@@ -381,6 +381,43 @@ def test_certify_writes_a_signed_whitelist_entry(reference, monkeypatch, tmp_pat
     assert "signature does not verify" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_certify_on_another_device_matches_ignoring_the_device(reference, tmp_path, capsys):
+    """``--device DEV`` re-runs the reference's cells on DEV and pairs them ignoring the device
+    (a CPU reference on a GPU, a GPU run back on a CPU; here cpu -> cpu, the one device a CPU
+    machine has): same machine, same threads, so bitwise, and the certificate names the device."""
+    out = tmp_path / "cert-dev"
+    rc = run_cli("certify", "--reference", str(reference.bundle), "--device", "cpu", "--out", str(out), "--no-progress")
+    cert = json.loads((out / "certificate.json").read_text())
+    assert rc == 0 and cert["passed"] and cert["match"] == "ignore:device"
+    assert cert["device"] == "cpu" and cert["reference_devices"] == ["cpu"] and cert["emulation"] is None
+    assert {c["verdict"] for c in cert["configs"]} == {"pass"} and len(cert["configs"]) == 2
+    assert "ran here on cpu" in capsys.readouterr().out
+    assert "> Device: the reference's cells (run on cpu) ran here on cpu" in (out / "certificate.md").read_text()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda:7", "--device cuda:7: not available on this machine"),
+    ("all", "--device: device 'all' must be cpu, cuda or cuda:N"),
+    ("tpu", "--device: device 'tpu' must be cpu, cuda or cuda:N"),
+])
+def test_certify_refuses_a_device_this_machine_lacks_in_one_line(tmp_path, capsys, device, message):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    rc = cert_main(["certify", "--reference", str(tmp_path / "none.bundle.zip"), "--device", device,
+                    "--out", str(tmp_path / "never")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "never").exists()  # refused before the reference is even opened
+
+
+def test_ignore_device_is_a_match_mode():
+    assert parse_match("ignore:device") == ("device",)
+    assert parse_match("ignore:threads,device") == ("threads", "device")
+
+
 # --- consensus simulation ----------------------------------------------------------------------------
 
 ALL = ("bitwise", "tokens", "tolerance")
