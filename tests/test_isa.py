@@ -221,9 +221,17 @@ def test_avx2_environment_values():
     assert environment_for("scalar")["ATEN_CPU_CAPABILITY"] == "default"
 
 
+def _unset(monkeypatch, *names: str) -> None:
+    """Remove variables so that monkeypatch restores them afterwards, absent ones included
+    (``delenv(raising=False)`` records nothing for an absent variable, so what ``apply`` then
+    sets would leak into every later test: a native run would silently get AVX2 kernels)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_apply_sets_knobs_and_harness_isa(monkeypatch):
-    for knob in (*KNOBS, "HARNESS_ISA"):
-        monkeypatch.delenv(knob, raising=False)
+    _unset(monkeypatch, *KNOBS, "HARNESS_ISA")
     values = apply("avx2")
     assert values == environment_for("avx2")
     for k, v in values.items():
@@ -233,8 +241,7 @@ def test_apply_sets_knobs_and_harness_isa(monkeypatch):
 
 def test_apply_native_leaves_the_knobs(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # the operator's own cap stays
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("HARNESS_ISA", raising=False)
+    _unset(monkeypatch, "ONEDNN_MAX_CPU_ISA", "HARNESS_ISA")
     assert apply(NATIVE) == {}
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2"
     assert "ONEDNN_MAX_CPU_ISA" not in os.environ
@@ -242,7 +249,7 @@ def test_apply_native_leaves_the_knobs(monkeypatch):
 
 
 def test_apply_unknown_changes_nothing(monkeypatch):
-    monkeypatch.delenv("HARNESS_ISA", raising=False)
+    _unset(monkeypatch, "HARNESS_ISA")
     with pytest.raises(IsaError):
         apply("avx9")
     assert "HARNESS_ISA" not in os.environ

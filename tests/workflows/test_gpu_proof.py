@@ -285,10 +285,12 @@ def test_stopwatch_synchronises_the_cells_own_device(monkeypatch):
 
 
 def test_tf32_on_drops_an_inherited_driver_override(monkeypatch):
-    from harness.determinism import apply_environment
+    from harness.determinism import DETERMINISTIC_ENV, apply_environment
 
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    for name in (*DETERMINISTIC_ENV, "HARNESS_ISA"):  # unset so that monkeypatch restores them, absent or not
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     applied = apply_environment("on", tf32="on")
     assert "NVIDIA_TF32_OVERRIDE" not in os.environ and applied["NVIDIA_TF32_OVERRIDE"] == ""
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
