@@ -140,11 +140,21 @@ def environment_for(name: str) -> dict[str, str]:
             "MKL_ENABLE_INSTRUCTIONS": level.mkl}
 
 
+#: the variable that names the level a process was started at (read back into its records)
+LEVEL_VARIABLE = "HARNESS_ISA"
+
+
+def child_environment(name: str) -> dict[str, str]:
+    """What a child process needs to start at level ``name``: the caps and the level's name
+    (nothing for native, which keeps the environment as it is)."""
+    return {} if check_name(name) == NATIVE else {**environment_for(name), LEVEL_VARIABLE: name}
+
+
 def apply(name: str) -> dict[str, str]:
     """Set level ``name``'s variables in this process (before torch is imported)."""
     values = environment_for(name)
     os.environ.update(values)
-    os.environ["HARNESS_ISA"] = name
+    os.environ[LEVEL_VARIABLE] = name
     return values
 
 

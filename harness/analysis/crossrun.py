@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from harness.analysis.run import ComparableCache, config_facts, execution_order, latest_records, pair_rules
-from harness.compare.levels import WAVEFORM_FINDING, Thresholds, compare, level_rank, worst_level
+from harness.compare.levels import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.execution.env import differing_fields
 from harness.store.records import Record
@@ -206,8 +206,6 @@ def _specs(store: RunStore, manifest: Manifest, ignore: tuple[str, ...] | None) 
 class _Side(ComparableCache):
     """One run's records as Comparables, and how well a spec agrees with its own repeats."""
 
-    bounds_apply = True
-
     def within(self, spec: _Spec) -> tuple[str | None, dict[str, bool], str | None]:
         """(worst level, rule decisions AND-ed, first finding) among a spec's own executions."""
         ref, ok = spec.reference, spec.ok
@@ -217,7 +215,7 @@ class _Side(ComparableCache):
         for r in ok:
             if r is ref:
                 continue
-            c = compare(self.get(ref), self.get(r), self.thresholds)
+            c = compare(self.get(ref), self.get(r), self.thresholds, bounds_measured=self.bounds_measured)
             levels.append(c.level)
             finding = finding or c.finding
             for k, v in pair_rules(self.get(ref), self.get(r), self.thresholds, c.level == "bitwise").items():
@@ -310,8 +308,7 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
             out.kernel_classes = {labels[0]: sorted(facts_a.kernel_classes), labels[1]: sorted(facts_b.kernel_classes)}
         cp = policies[out.config_id]
         for side in (side_a, side_b):
-            side.thresholds = cp.thresholds
-            side.bounds_apply = cp.out_of_scope is None
+            side.use(cp)
 
     for key in sorted(keys_a):
         partners = keys_b.get(key, [])
@@ -370,14 +367,12 @@ def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) 
                   axes_differ=_axes_differ(ra, rb),
                   determinism_differ=[f"determinism.{f}" for f in differing_fields(ra.determinism, rb.determinism)])
     try:
-        c = compare(side_a.get(ra), side_b.get(rb), side_a.thresholds)
+        c = compare(side_a.get(ra), side_b.get(rb), side_a.thresholds, bounds_measured=side_a.bounds_measured)
         m.level, m.metrics, m.first_divergence, m.steps_total = c.level, c.metrics, c.first_divergence, c.steps_total
         m.rules = pair_rules(side_a.get(ra), side_b.get(rb), side_a.thresholds, c.level == "bitwise")
         m.within_a, m.within_a_rules, fa = side_a.within(sa)
         m.within_b, m.within_b_rules, fb = side_b.within(sb)
         m.finding = c.finding or fa or fb
-        if m.finding == WAVEFORM_FINDING and not side_a.bounds_apply:  # bounds never measured for it
-            m.finding = None
     except StoreError as err:  # a corrupted or missing artifact: reported, never a crash; a bug still surfaces
         m.error = f"{ra.cell_id} vs {rb.cell_id}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return m

@@ -27,7 +27,8 @@ from harness.spec.kinds import KINDS, load_object
 from harness.compare.levels import (
     FINDING_TEXT, MAX_FALSE_ACCEPT, WAVEFORM_FINDING, Comparable, waveform_finding_text, NamedValidator, Thresholds, compare, level_rank, worst_level,
 )
-from harness.spec.calibration import Facts
+from harness.isa import NATIVE
+from harness.spec.calibration import Facts, uncalibrated_sources
 from harness.spec.policy import ConfigPolicy, config_policy
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
@@ -88,7 +89,14 @@ def latest_records(records: list[Record]) -> list[Record]:
 
 class ComparableCache:
     """One Comparable (and so one artifact read) per record of a run; with ``replay``, each
-    carries its replay decision (computed on first use)."""
+    carries its replay decision (computed on first use). ``use`` sets the configuration being
+    compared: its thresholds, and whether its composite bounds were measured for it."""
+
+    #: False for a configuration outside its calibration's scope: no finding from bounds never measured for it
+    bounds_measured = True
+
+    def use(self, cp: ConfigPolicy) -> None:
+        self.thresholds, self.bounds_measured = cp.thresholds, cp.out_of_scope is None
 
     def __init__(self, store: RunStore, thresholds: Thresholds, replay: RunReplay | None = None):
         self.store, self.thresholds, self.replay = store, thresholds, replay
@@ -183,18 +191,13 @@ class RunReplay:
 
 
 class _Comparer(ComparableCache):
-    #: False for a configuration outside its calibration's scope: no finding from bounds never measured for it
-    bounds_apply = True
-
-    def use(self, cp: ConfigPolicy) -> None:
-        self.thresholds, self.bounds_apply = cp.thresholds, cp.out_of_scope is None
 
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:
             ca, cb = self.get(a), self.get(b)
             thr = self.replay.thresholds_for(self.thresholds, a) if self.replay is not None and self.replay.covers(a) \
                 else self.thresholds
-            c = compare(ca, cb, thr)
+            c = compare(ca, cb, thr, bounds_measured=self.bounds_measured)
             rules = pair_rules(ca, cb, thr, bitwise=c.level == "bitwise")
             if self.replay is not None and c.level not in ("bitwise", "tokens"):
                 c.explanation = self.replay.explain(dimension, a, b, ca, cb, self.thresholds)
@@ -207,7 +210,7 @@ class _Comparer(ComparableCache):
         return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
                           metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
                           a_artifact=a.artifact, b_artifact=b.artifact, stage=stage, rules=rules,
-                          finding=c.finding if self.bounds_apply or c.finding != WAVEFORM_FINDING else None,
+                          finding=c.finding,
                           explanation=c.explanation)
 
 
@@ -459,9 +462,8 @@ def judge(compared: dict[str, DimensionSummary], cp: ConfigPolicy) -> Judgement:
     if validator.sources is not None:
         uncovered = [d for d, s in compared.items() if s.worst != "bitwise" and d not in validator.sources]
         if uncovered:
-            why = f": {'; '.join(validator.notes)}" if validator.notes else ""
-            return Judgement("not_ready", f"{base}; honest source {', '.join(uncovered)} was not calibrated for "
-                             f"this configuration (calibrated: {', '.join(validator.sources)}){why}", tuple(uncovered))
+            why = uncalibrated_sources(uncovered, validator.sources, validator.notes)
+            return Judgement("not_ready", f"{base}; {why}", tuple(uncovered))
     fa, fr = validator.false_accept or 0.0, validator.false_reject or 0.0
     if fa > MAX_FALSE_ACCEPT:
         return Judgement("not_ready", f"{base}; the named {validator.rule} validator's measured false accept "
@@ -485,8 +487,6 @@ def config_facts(records: list[Record], verdict_dims: list[str], tasks: dict[str
     the manifest's tasks (``max_new_tokens`` as the task asks it: a calibration's unit): the
     kernel classes of the executions the verdict judges (every isa level when isa is judged,
     else the native ones)."""
-    from harness.isa import NATIVE
-
     first = records[0]
     judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
     task = ((tasks or {}).get(first.task_name) or {}).get("task") or {}
@@ -514,7 +514,7 @@ def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str],
             continue
         if r.axes.load != anchor_load and "load" not in verdict_dims:
             continue
-        if r.axes.isa != "native" and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
+        if r.axes.isa != NATIVE and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]

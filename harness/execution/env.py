@@ -107,7 +107,7 @@ def kernels_in_force() -> dict[str, Any]:
         blas = _verbose_line(_mkl_probe, "MKL_VERBOSE oneMKL") if torch.backends.mkl.is_available() else None
         if blas:
             blas = blas.split(" architecture ", 1)[-1].split(", Lnx")[0].strip()
-        _KERNELS = {"isa": os.environ.get("HARNESS_ISA", isa.NATIVE), "aten": aten,
+        _KERNELS = {"isa": os.environ.get(isa.LEVEL_VARIABLE, isa.NATIVE), "aten": aten,
                     "onednn": onednn.split("isa:", 1)[1].strip() if onednn else None, "blas": blas,
                     "env": {k: os.environ[k] for k in isa.KNOBS if k in os.environ}}
         _KERNELS["class"] = isa.kernel_class(aten, _KERNELS["onednn"])

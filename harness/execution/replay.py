@@ -746,7 +746,7 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
     import tempfile
 
     from harness.hubenv import apply_library_env
-    from harness.isa import NATIVE, environment_for
+    from harness.isa import child_environment
 
     opts = options or Options()
     with tempfile.TemporaryDirectory(prefix="harness-replay-") as tmp:
@@ -759,8 +759,7 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
         (folder / "job.json").write_text(json.dumps(job))
         env = dict(os.environ)
         apply_library_env(env)
-        if isa != NATIVE:
-            env.update({**environment_for(isa), "HARNESS_ISA": isa})
+        env.update(child_environment(isa))
         proc = subprocess.run([sys.executable, "-m", "harness.execution.replay", str(folder)], env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
@@ -784,8 +783,9 @@ def _worker(folder: str) -> int:
     import os
 
     from harness.determinism import apply_environment
+    from harness.isa import LEVEL_VARIABLE, NATIVE
 
-    apply_environment("on", isa=os.environ.get("HARNESS_ISA", "native"))  # before torch starts
+    apply_environment("on", isa=os.environ.get(LEVEL_VARIABLE, NATIVE))  # before torch starts
     import torch
 
     from harness.spec.tasks import parse_task

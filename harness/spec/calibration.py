@@ -164,9 +164,15 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
     if outside:
         return None, (f"kernel class {', '.join(outside)} is outside the calibration "
                       f"(calibrated: {', '.join(scope.kernel_classes)})")
-    sources = sorted(facts.sources - set(scope.sources))
-    if sources:
-        why = "; ".join(entry.notes) if entry.notes else ""
-        return None, (f"honest source {', '.join(sources)} was not calibrated for this configuration (calibrated: "
-                      f"{', '.join(scope.sources)})" + (f": {why}" if why else ""))
+    missing = sorted(facts.sources - set(scope.sources))
+    if missing:
+        return None, uncalibrated_sources(missing, scope.sources, entry.notes)
     return entry, None
+
+
+def uncalibrated_sources(missing: list[str], calibrated: list[str], notes: list[str]) -> str:
+    """Why honest differences from ``missing`` sources cannot be judged by this entry (its notes
+    say why a source was left out of its scope)."""
+    why = f": {'; '.join(notes)}" if notes else ""
+    return (f"honest source {', '.join(missing)} was not calibrated for this configuration "
+            f"(calibrated: {', '.join(calibrated)}){why}")

@@ -66,9 +66,9 @@ def _doc(settings: CalibrationSettings, prompt: int, seed: int, dtype: str, bits
 
 
 def _run_worker(docs: list[tuple[dict[str, Any], int]], level: str, tmp: Path) -> tuple[list[Comparable], str]:
-    from harness.isa import NATIVE, environment_for
+    from harness.isa import child_environment
 
-    extra = {**environment_for(level), "HARNESS_ISA": level} if level != NATIVE else {}
+    extra = child_environment(level)
     folder = tmp / f"{level}-{len(list(tmp.iterdir()))}"
     outs = _collect_worker(_start_worker(docs, folder, extra), folder)
     with np.load(folder / "out.npz", allow_pickle=False) as npz:
