@@ -236,7 +236,7 @@ def _compare_junit(args, run_a, result, rows: list) -> None:
 
     verdicts = {}
     for out in result.configs:
-        verdict, reason, _ = judge(out)  # the validator each configuration resolved
+        verdict, reason, _ = judge(out, result)  # the validator each configuration resolved
         verdicts[out.config_id] = (verdict, reason)
     print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
 
