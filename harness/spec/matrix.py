@@ -17,6 +17,7 @@ import itertools
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from harness.digests import digest_json
 from harness.errors import HarnessError
 from harness.isa import ISA_NAMES, NATIVE, unavailable as isa_unavailable
-from harness.spec.kinds import KINDS
+from harness.spec.kinds import KINDS, TASK_SETTINGS
 from harness.spec.policy import Gates, NamedValidator, Thresholds
 from harness.spec.rules import RuleIndex
 from harness.store.records import Axes
@@ -154,18 +155,44 @@ class MatrixSpec(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     # per task kind, the validator a non-bitwise configuration may pass through (with its
     # measured error rates on this model); none named: only bitwise passes
-    validators: dict[Literal["audio", "gpt", "audioldm", "chain"], NamedValidator] = Field(default_factory=dict)
+    validators: dict[str, NamedValidator] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
+
+    @field_validator("validators")
+    @classmethod
+    def _validator_kinds(cls, v: dict[str, NamedValidator]) -> dict[str, NamedValidator]:
+        """Keyed by any registered kind; its rule one the kind's ``validator_rules`` allow."""
+        for kind, named in v.items():
+            if kind not in KINDS:
+                raise ValueError(f"{kind!r} is no task kind; available: {', '.join(KINDS.names())}")
+            allowed = KINDS.get(kind).validator_rules
+            if named.rule not in allowed:
+                raise ValueError(f"{kind}: rule {named.rule!r} cannot judge {kind} tasks; one of {', '.join(allowed)}")
+        return v
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One cell: the task as it runs, and the settings the task does not say. The task document
+    is the one copy of the cell's seed, dtype and quantization (engines, receipts and digests
+    read it); ``axes``, the record's, is built from both, reading the task's through its kind's
+    ``KindSpec.task_settings``, so the two can never disagree."""
+
     task_name: str
     kind: str
-    task_doc: dict[str, Any]  # the task with dtype/quant/seed of this cell applied
-    axes: Axes
+    task_doc: dict[str, Any]  # the task with this cell's dtype/quant/seed applied
+    settings: dict[str, Any]  # the other Axes fields (device, threads, ..., repeat, worker)
     skip_reason: str | None = None
     engine: str = "harness"  # not in the spec hash: equivalent engines must give the same output
+
+    def __post_init__(self) -> None:
+        doubled = sorted(set(self.settings) & set(TASK_SETTINGS))
+        if doubled:
+            raise ValueError(f"cell {self.task_name}: {', '.join(doubled)} belong to the task document, not the settings")
+
+    @cached_property
+    def axes(self) -> Axes:
+        return Axes(**KINDS.get(self.kind).task_settings(self.task_doc), **self.settings)
 
     @property
     def cell_id(self) -> str:
@@ -323,13 +350,16 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
 
 
 def node_runner_refusal(kind: str, doc: dict[str, Any]) -> str | None:
-    """Why the network's own runner cannot run this task (None when it can): it has runners for
-    audio (MusicGen text-to-audio) and GPT tasks only, without this harness's extensions."""
-    if kind not in ("audio", "gpt"):
-        return f"runs audio and gpt tasks only (the network's runners); this is a {kind} task"
-    for field in ("audio_prompt", "unconditional"):
-        if kind == "audio" and doc.get(field):
-            return f"cannot run {field}: it is a harness extension the network's audio runner does not have"
+    """Why the network's own runner cannot run this task (None when it can): a kind's
+    ``KindSpec.node_runner`` says whether a runner runs it and which of its fields are this
+    harness's extensions the runner does not have."""
+    support = KINDS.get(kind).node_runner
+    if support is None:
+        runnable = [k for k in KINDS.names() if KINDS.get(k).node_runner is not None]
+        return f"runs {' and '.join(runnable)} tasks only (the network's runners); this is a {kind} task"
+    for field in support.extensions:
+        if doc.get(field):
+            return f"cannot run {field}: it is a harness extension the network's {kind} runner does not have"
     return None
 
 
@@ -366,9 +396,9 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
             axes.update(AxesSpec.model_validate({**spec.axes.model_dump(), **entry.axes}).model_dump())
         except ValidationError as err:
             raise MatrixError(f"$.tasks ({name}).axes: {format_validation_error(err)}") from None
-        axes["dtype"] = axes["dtype"] or [_task_field(kind, doc, "dtype", "auto")]
-        axes["quantize_bits"] = axes["quantize_bits"] or [_task_field(kind, doc, "quantize_bits", None)]
-        axes["seed"] = axes["seed"] or [_task_field(kind, doc, "seed", 0)]
+        own = KINDS.get(kind).task_settings(doc)  # a task's own dtype, quantization and seed, when no axis sets them
+        for setting in TASK_SETTINGS:
+            axes[setting] = axes[setting] or [own[setting]]
         axes["device"] = _devices(axes["device"], available) or axes["device"]
         total = 1
         for n in AXIS_NAMES:
@@ -394,12 +424,12 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
         if spec.engine == "node-runner" and values["batch_size"] != 1:
             raise MatrixError(f"matrix {spec.name!r}: engine 'node-runner' runs one task per call (as a node does); "
                               f"task {name!r} asks batch_size {values['batch_size']}")
-        task_doc = _apply(kind, doc, values)
+        task_doc = apply_axes(kind, doc, values)
         reason = feasibility(kind, values, available)
+        others = {k: v for k, v in values.items() if k not in TASK_SETTINGS}
         for worker in range(spec.workers):
             for repeat in range(spec.repeats):
-                axes = Axes(**values, repeat=repeat, worker=worker)
-                cell = Cell(name, kind, task_doc, axes, reason, spec.engine)
+                cell = Cell(name, kind, task_doc, {**others, "repeat": repeat, "worker": worker}, reason, spec.engine)
                 if cell.cell_id not in seen:
                     seen.add(cell.cell_id)
                     cells.append(cell)
@@ -408,26 +438,11 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
     return cells
 
 
-def _task_field(kind: str, doc: dict[str, Any], name: str, default: Any) -> Any:
-    """A task's own value for an axis; a staged kind's (a chain's) is its first stage's (the
-    axes set every stage)."""
-    stages = KINDS.get(kind).stages
-    return doc[name] if name in doc else doc.get(stages[0], {}).get(name, default) if stages else default
-
-
 def apply_axes(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The task document a cell with these axis values runs (a record's task, rebuilt from its
-    manifest's resolved task and its axes)."""
-    return _apply(kind, doc, values)
-
-
-def _apply(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The task as this cell runs it: dtype, quantization and seed from the axes."""
-    patch = {"dtype": values["dtype"], "quantize_bits": values["quantize_bits"], "seed": values["seed"]}
-    stages = KINDS.get(kind).stages  # a chain: the axes apply to each stage
-    if stages:
-        return {**doc, **{stage: {**doc[stage], **patch} for stage in stages}}
-    return {**doc, **patch}
+    """The task document a cell with these axis values runs: its dtype, quantization and seed
+    set where its kind keeps them (every stage of a chain). Also a record's task, rebuilt from
+    its manifest's resolved task and its axes."""
+    return KINDS.get(kind).with_task_settings(doc, values)
 
 
 def feasibility(kind: str, values: dict[str, Any], available: list[str]) -> str | None:
