@@ -27,6 +27,7 @@ runner's, byte for byte).
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import UnsupportedConfiguration, count_quantized, resolve_model
 from harness.outputs import Output
-from harness.spec.kinds import KINDS, NodeRunner
+from harness.spec.kinds import KINDS, NodeRunner, load_object
 from harness.spec.tasks import AudioGenerationConfig, AudioTask, GPTGenerationConfig, GPTTask, task_to_doc
 
 PRIME_MAX_NEW_TOKENS = 16  # the short task that fills a warm cache
@@ -65,9 +66,10 @@ def require_runner_packages(kinds: set[str] | Sequence[str]) -> None:
 
 
 def _runner_inference(support: NodeRunner):
-    """The runner's inference module. The package name comes from the kind registry (code and
-    operator plugins), never from a task or a matrix."""
-    return importlib.import_module(f"{support.package}.inference")
+    """The runner's inference module, through the kind registry's lazy references: its package
+    is named by the registry (the code, or the operator's plugins), never by a task or a matrix."""
+    load_object(f"{support.package}.inference:run_task")
+    return sys.modules[f"{support.package}.inference"]
 
 
 def runner_model(ref: str) -> str:
