@@ -281,7 +281,8 @@ class KindRegistry(Registry[KindSpec]):
     def engine(self, name: str) -> Any:
         """A fresh engine for ``name`` (the ``HARNESS_ENGINES`` override when one is set),
         checked against the ``Engine`` protocol."""
-        ref = self._engine_overrides.get(name, self.get(name).engine)
+        spec = self.get(name)  # first: it reads HARNESS_ENGINES
+        ref = self._engine_overrides.get(name, spec.engine)
         engine = load_object(ref)()
         if ref not in self._engines_checked:
             problem = engine_problem(engine)
