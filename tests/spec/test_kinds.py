@@ -107,9 +107,16 @@ AUDIO_AGAIN = KINDS.get("audio").model_copy(update={"engine": "tests.spec.test_k
 
 # --- the Engine protocol --------------------------------------------------------------------
 def test_every_registered_engine_and_the_toy_engine_follow_the_protocol(toy):
+    from harness.engines.node_runner import NodeRunnerEngine
+    from tests.execution.toy_kind import ToyTask
+
     for name in KINDS.names():
         assert engine_problem(KINDS.engine(name)) is None, name
-    assert isinstance(KINDS.engine("toy"), ToyEngine)
+    assert engine_problem(NodeRunnerEngine) is None  # the network runner's engine, checked as a class
+    engine, task = KINDS.engine("toy"), ToyTask(text="hi", seed=5)
+    assert isinstance(engine, ToyEngine)
+    cold = engine.run(engine.load(task, "cpu"), task, "cpu", (), seeded=True)  # how a cold cell calls it
+    assert cold.response == engine.run(engine.load(task, "cpu"), task, "cpu").response
 
 
 def test_an_engine_without_seeded_is_refused_when_resolved(toy, monkeypatch):
