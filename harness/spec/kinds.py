@@ -42,9 +42,10 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from harness.errors import HarnessError
+from harness.vocabulary import RULE_NAMES
 
 if TYPE_CHECKING:
     from harness.engines.base import LoadedModel
@@ -124,10 +125,10 @@ class Engine(Protocol):
             seeded: bool = False) -> Output: ...
 
 
-def engine_problem(engine: type) -> str | None:
-    """What ``engine`` lacks of the ``Engine`` protocol (None when nothing): a method, or a
-    parameter callers pass (a ``run`` without ``seeded`` breaks every cold cell). Callers
-    pass the leading parameters by position, so only the ones with defaults go by name."""
+def engine_problem(engine: Any) -> str | None:
+    """What ``engine`` (an instance or a class) lacks of the ``Engine`` protocol (None when
+    nothing): a method, or a parameter callers pass (a ``run`` without ``seeded`` breaks every
+    cold cell). Callers pass the leading parameters by position, the defaulted ones by name."""
     for method in ("load", "run"):
         fn = getattr(engine, method, None)
         if not callable(fn):
@@ -188,6 +189,21 @@ class KindSpec(BaseModel):
     # (rule, label): what a 3-node validation group applies to this kind's results
     network_rule: tuple[str, str] = ("result_hash", "proposed: sha256 of the result")
     node_runner: NodeRunner | None = None  # None: the network's runners do not run it
+
+    @field_validator("validator_rules")
+    @classmethod
+    def _known_validator_rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [r for r in v if r not in VALIDATOR_RULES]
+        if unknown:
+            raise ValueError(f"unknown validator rule {unknown[0]!r}; one of {', '.join(VALIDATOR_RULES)}")
+        return v
+
+    @field_validator("network_rule")
+    @classmethod
+    def _known_network_rule(cls, v: tuple[str, str]) -> tuple[str, str]:
+        if v[0] not in RULE_NAMES:
+            raise ValueError(f"unknown rule {v[0]!r}; one of {', '.join(RULE_NAMES)}")
+        return v
 
     def load(self, field: str) -> Any:
         ref = getattr(self, field)

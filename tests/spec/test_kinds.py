@@ -228,3 +228,10 @@ def test_a_plugin_kind_expands_reading_its_settings_through_its_spec(toy):
     cells = expand(matrix_from_doc(_toy_matrix(axes={"seed": [3], "dtype": ["float32"]})))
     assert [c.cell_id for c in cells] == ["echo/float32/qnone/seed3/cpu/tauto/b1/pon/warm/w0/r0"]
     assert cells[0].task_doc["seed"] == 3 and cells[0].axes.dtype == "float32"
+
+
+def test_a_kind_spec_names_only_known_rules():
+    with pytest.raises(ValueError, match="unknown validator rule 'bitwise'; one of tokens, tolerance"):
+        KindSpec.model_validate({**TOY.model_dump(), "validator_rules": ["bitwise"]})
+    with pytest.raises(ValueError, match="unknown rule 'sha1'; one of result_hash"):
+        KindSpec.model_validate({**TOY.model_dump(), "network_rule": ["sha1", "x"]})
