@@ -40,16 +40,13 @@ import importlib.metadata
 import inspect
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from harness.errors import HarnessError
+from harness.outputs import Output
 from harness.vocabulary import RULE_NAMES
-
-if TYPE_CHECKING:
-    from harness.engines.base import LoadedModel
-    from harness.outputs import Output
 
 T = TypeVar("T")
 ENTRY_POINT_GROUP = "consensus_harness.kinds"
@@ -115,13 +112,15 @@ class Registry(Generic[T]):
 
 
 class Engine(Protocol):
-    """What every kind's engine offers (``harness.engines.base`` explains the two calls)."""
+    """What every kind's engine offers (``harness.engines.base`` explains the two calls). The
+    loaded model is a ``harness.engines.base.LoadedModel``: typed ``Any`` here, as the spec stage
+    sits below the engines."""
 
     kind: str
 
-    def load(self, task: Any, device: str) -> LoadedModel: ...
+    def load(self, task: Any, device: str) -> Any: ...
 
-    def run(self, loaded: LoadedModel, task: Any, device: str, neighbours: Sequence[Any] = (),
+    def run(self, loaded: Any, task: Any, device: str, neighbours: Sequence[Any] = (),
             seeded: bool = False) -> Output: ...
 
 
