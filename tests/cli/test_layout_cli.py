@@ -8,6 +8,10 @@ from pathlib import Path
 
 COMMANDS_DIR = Path(__file__).resolve().parents[2] / "harness" / "cli" / "commands"
 MAIN = COMMANDS_DIR.parent / "main.py"
+ARGUMENTS = COMMANDS_DIR.parent / "arguments.py"
+# certify's --device (no default, metavar DEV: where to re-run a reference) is not the
+# --device cpu of validate and exec, which arguments.add_device spells
+OWN_SPELLING = {("certify", "--device")}
 PARSER_CALLS = {"add_parser", "add_argument", "add_subparsers", "add_argument_group", "add_mutually_exclusive_group"}
 
 
@@ -44,6 +48,12 @@ def main_problems(source: str) -> list[str]:
     return problems
 
 
+def flags_added(source: str) -> set[str]:
+    """The option strings a module's ``add_argument`` calls spell out."""
+    return {a.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "add_argument" for a in n.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")}
+
+
 def test_each_command_module_defines_one_command():
     modules = sorted(p for p in COMMANDS_DIR.glob("*.py") if p.name != "__init__.py")
     assert len(modules) >= 18
@@ -68,6 +78,20 @@ def test_the_parser_is_the_table_and_every_command_module_is_in_it():
         assert sub.choices[module.NAME].get_default("func") is module.run, module.NAME
 
 
+def test_a_shared_flag_is_spelt_only_in_arguments():
+    shared = flags_added(ARGUMENTS.read_text())
+    assert {"--junit", "--formats", "--max-cells", "--check", "--trusted-keys"} <= shared
+    respelt = sorted((p.stem, flag) for p in COMMANDS_DIR.glob("*.py") for flag in flags_added(p.read_text()) & shared
+                     if (p.stem, flag) not in OWN_SPELLING)
+    assert respelt == [], "use the adder in harness/cli/arguments.py"
+
+
+def test_only_run_and_certify_end_on_sigterm_like_ctrl_c():
+    from harness.cli.main import COMMANDS
+
+    assert [m.NAME for m in COMMANDS if getattr(m, "INTERRUPTIBLE", False)] == ["run", "certify"]
+
+
 def test_the_layout_checks_catch_what_they_look_for():
     """Planted: a module adding two commands, one without run(), one misnamed, and main.py with a body."""
     two = ("NAME = 'a'\ndef setup_arguments(sub):\n    sub.add_parser('a')\n    sub.add_parser('b')\n"
@@ -81,3 +105,4 @@ def test_the_layout_checks_catch_what_they_look_for():
     assert command_problems(ok, "replay_study") == [] and command_problems(ok.replace("replay-study", "exec"), "exec_") == []
     body = "def cmd_tiny(args):\n    return 0\ndef build_parser(p):\n    p.add_argument('--x')\n"
     assert main_problems(body) == ["main.py defines cmd_tiny()", "main.py calls add_argument"]
+    assert flags_added("s.add_argument('run')\ns.add_argument('--junit', metavar='FILE')\n") == {"--junit"}
