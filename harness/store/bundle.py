@@ -39,7 +39,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from harness.digests import strict_json_loads
 from harness.store.run import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
@@ -194,7 +194,7 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
     return out_path
 
 
-def _append_trailer(fh) -> None:
+def _append_trailer(fh: IO[bytes]) -> None:
     """Set the zip comment to the sha256 of every byte before the comment-length field."""
     fh.seek(0, os.SEEK_END)
     size = fh.tell()
@@ -401,7 +401,7 @@ class OpenedRun:
     store: RunStore
     source: Path
     bundle: dict[str, Any] | None = None  # bundle.json (+ bundle_sha256) when opened from a bundle
-    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @property
     def is_bundle(self) -> bool:
