@@ -9,6 +9,7 @@ format's ``update_to_N`` functions (as asv does), and one without an upgrade pat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -61,10 +62,8 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from harness.digests import StrictJSONError, digest_array, strict_json_loads
+
 # StoreError, atomic_output, atomic_write_bytes and check_version are re-exported for callers of the old path
 from harness.errors import StoreError as StoreError
 from harness.store.files import atomic_output as atomic_output
@@ -79,7 +80,7 @@ class RunStore:
     # --- creation and locking -------------------------------------------------------------
     @classmethod
     @_safe
-    def create(cls, path: str | Path, manifest: Manifest | dict[str, Any]) -> "RunStore":
+    def create(cls, path: str | Path, manifest: Manifest | dict[str, Any]) -> RunStore:
         store = cls(path)
         store.path.mkdir(parents=True, exist_ok=True)
         for rel in (ARTIFACTS, RESULTS, MANIFEST):
