@@ -72,7 +72,7 @@ class Registry(Generic[T]):
         if isinstance(entry, str):
             entry = load_object(entry)
             self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+        return entry
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -106,8 +106,9 @@ class KindSpec(BaseModel):
         ref = getattr(self, field)
         return None if ref is None else load_object(ref)
 
-    def task_class(self) -> type:
-        return load_object(self.task_model)
+    def task_class(self) -> type[BaseModel]:
+        cls: type[BaseModel] = load_object(self.task_model)
+        return cls
 
 
 class KindRegistry(Registry[KindSpec]):
