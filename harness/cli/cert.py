@@ -236,29 +236,24 @@ def _compare_junit(args, run_a, result, rows: list) -> None:
 
     verdicts = {}
     for out in result.configs:
-        verdict, reason, _ = judge(out)  # the validator each configuration resolved
+        verdict, reason, _ = judge(out, result)  # the validator each configuration resolved
         verdicts[out.config_id] = (verdict, reason)
     print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
 
 
 def _compare_costs(store_a, store_b, checks: list[str], min_effect: float = 0.0, rows_out: list | None = None) -> int:
+    from harness.analysis.costs import compare_run_costs, has_regressions
+    from harness.report.costs import render_cost_table
+
     try:
-        from harness.analysis import costs as cost_compare
-    except ImportError as err:
-        print(f"\nnote: costs not compared (harness.analysis.costs unavailable: {err})"
-              + ("; --check ignored" if checks else ""), file=sys.stderr)
-        return EXIT_OK
-    try:
-        rows = cost_compare.compare_run_costs(store_a, store_b, checks, min_effect=min_effect)
+        rows = compare_run_costs(store_a, store_b, checks, min_effect=min_effect)
     except ValueError as err:
         raise StoreError(f"--check: {str(err).splitlines()[0]}") from None
     if rows_out is not None:
         rows_out.extend(rows)
-    render = getattr(cost_compare, "render_cost_table", None)
     print("\n# Costs\n")
-    sys.stdout.write(render(rows) if render else "".join(f"{row}\n" for row in rows))
-    regressed = getattr(cost_compare, "has_regressions", None)
-    return EXIT_FAIL if regressed is not None and regressed(rows) and checks else EXIT_OK
+    sys.stdout.write(render_cost_table(rows))
+    return EXIT_FAIL if has_regressions(rows) and checks else EXIT_OK
 
 
 def _node_version(text: str) -> str:
@@ -293,7 +288,8 @@ def _min_effect(text: str) -> float:
 # --- bench ---------------------------------------------------------------------------------------
 
 def cmd_bench(args) -> int:
-    from harness.analysis.costs import compare_benchmark_files, has_regressions, render_cost_table
+    from harness.analysis.costs import compare_benchmark_files, has_regressions
+    from harness.report.costs import render_cost_table
 
     checks = args.check or []
     rows = compare_benchmark_files(args.baseline, args.current, checks, min_effect=args.min_effect)
