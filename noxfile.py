@@ -1,4 +1,4 @@
-"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint, fleet, gpu.
+"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint (ruff, mypy), fleet, gpu.
 
 Sessions reuse the current interpreter's environment (``python=False``) because torch and
 transformers are large; install once with scripts/setup.sh.
@@ -77,7 +77,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """Byte-compile everything and validate every shipped task file."""
+    """ruff (lint rules and formatting) and mypy (strict on spec, store, compare), configured in
+    pyproject.toml and pinned in the [dev] extra; then byte-compile everything and validate
+    every shipped task file. CI (.ci/run) runs it before the default sessions."""
+    session.run("ruff", "check", ".", external=True)
+    session.run("ruff", "format", "--check", ".", external=True)
+    session.run("mypy", external=True)
     session.run("python", "-m", "compileall", "-q", "harness", "tests")
     session.run("harness", "validate", *sorted(str(p) for p in Path("matrices/tasks").glob("*.json")),
                 external=True)

@@ -86,4 +86,4 @@ AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in R
 #: fleet runs only: each node against the reference node
 NODE = "node"
 #: the dimensions a verdict judges unless the matrix's gates say otherwise
-DEFAULT_JUDGED: tuple[str, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")
+DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")

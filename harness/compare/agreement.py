@@ -52,7 +52,8 @@ def relay_invalidated(s01: bool, s02: bool, s12: bool) -> tuple[int, ...]:
     return ()
 
 
-def _triple(agree: Callable[[int, int], bool], x: int, y: int, z: int) -> tuple[float, float, float, float, tuple[float, float, float]]:
+def _triple(agree: Callable[[int, int], bool], x: int, y: int,
+            z: int) -> tuple[float, float, float, float, tuple[float, float, float]]:
     """(3-of-3, accepted, aborted, invalidated share, P(each node invalidated)) for one
     unordered group of three executions, averaged over the relay's 6 possible orders."""
     nodes = (x, y, z)
@@ -63,7 +64,7 @@ def _triple(agree: Callable[[int, int], bool], x: int, y: int, z: int) -> tuple[
         a, b, c = order
         for k in relay_invalidated(ok[(a, b)], ok[(a, c)], ok[(b, c)]):
             per_node[order[k]] += 1 / 6
-    return float(s == 3), float(s > 0), float(s == 0), sum(per_node) / 3, tuple(per_node)
+    return float(s == 3), float(s > 0), float(s == 0), sum(per_node) / 3, (per_node[0], per_node[1], per_node[2])
 
 
 class GroupFigures(BaseModel):
@@ -78,7 +79,7 @@ class GroupFigures(BaseModel):
     pairs_agree: float | None = None
 
 
-def _content_key(c: Comparable) -> tuple:
+def _content_key(c: Comparable) -> tuple[Any, ...]:
     if not c.digests:
         return (id(c),)
     return (tuple(sorted(c.digests.items())), c.discrete, c.steps, c.sampling_rate)
@@ -101,7 +102,7 @@ def group_figures(outputs: Sequence[Comparable], rule: Callable[[Comparable, Com
     Outputs with the same digests are one content class; the rule runs once per pair of
     classes, triples are weighted by class multiplicities (O(k^3) in the k contents); with
     very many contents ``max_triples`` triples are sampled (seeded)."""
-    keys: dict[tuple, int] = {}
+    keys: dict[tuple[Any, ...], int] = {}
     reps: list[Comparable] = []
     counts: list[int] = []
     cls: list[int] = []
@@ -222,7 +223,8 @@ def simulate(outcomes: Sequence[Outcome], shares: Mapping[str, float], rules: It
             for x, y, z in itertools.product(envs, repeat=3):
                 p = mix[x] * mix[y] * mix[z]
                 names = (x, y, z)
-                p3, acc, abt, inv, per_node = _triple(lambda i, j: ok[(names[i], names[j])], 0, 1, 2)
+                # the lambda is called within this iteration only
+                p3, acc, abt, inv, per_node = _triple(lambda i, j: ok[(names[i], names[j])], 0, 1, 2)  # noqa: B023
                 t["p3"] += p * p3
                 t["acc"] += p * acc
                 t["abt"] += p * abt
@@ -245,7 +247,8 @@ def _round(x: float) -> float:
     return round(float(x), 12)
 
 
-def uniform_outcomes(decisions: Iterable[tuple[tuple[str, str], Decisions]], tasks: int = 1) -> list[dict[tuple[str, str], Any]]:
+def uniform_outcomes(decisions: Iterable[tuple[tuple[str, str], Decisions]],
+                     tasks: int = 1) -> list[dict[tuple[str, str], Any]]:
     """``tasks`` copies of one outcome (for what-if questions and tests)."""
     one = {k: dict(v) for k, v in decisions}
     return [dict(one) for _ in range(tasks)]

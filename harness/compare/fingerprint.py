@@ -66,7 +66,8 @@ def power_spectrogram(mono: np.ndarray, rate: int) -> np.ndarray:
     idx = np.arange(n)[None, :] + hop * np.arange(frames)[:, None]
     window = np.hanning(n + 2)[1:-1]  # periodic-like, no zero end points
     spec = np.fft.rfft(mono[idx] * window, axis=1) / window.sum()
-    return spec.real**2 + spec.imag**2
+    power: np.ndarray = spec.real**2 + spec.imag**2
+    return power
 
 
 def _band_edges(bins: int, bands: int) -> np.ndarray:
@@ -109,8 +110,9 @@ def audio_fingerprint(waveform: np.ndarray, rate: int, bits: int = DEFAULT_BITS)
         raise ValueError(f"bits must be positive, got {bits}")
     cols = -(-(bits + 1) // TIME_COEFFS)
     grid = band_energies(waveform, rate, GRID, max(GRID, cols))
-    low = scipy.fft.dctn(grid, norm="ortho")[:TIME_COEFFS, :cols].reshape(-1)[1:bits + 1]
-    return low > np.median(low) + DEAD_ZONE
+    low: np.ndarray = scipy.fft.dctn(grid, norm="ortho")[:TIME_COEFFS, :cols].reshape(-1)[1:bits + 1]
+    bits_set: np.ndarray = low > np.median(low) + DEAD_ZONE
+    return bits_set
 
 
 def to_int(fp: np.ndarray) -> int:

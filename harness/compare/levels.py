@@ -12,15 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from harness.digests import digest_array
-from harness.vocabulary import LEVELS, RULE_NAMES, Level  # noqa: F401 (re-exported)
 from harness.compare.fingerprint import audio_fingerprint, hamming
-from harness.spec.policy import MAX_FALSE_ACCEPT, NamedValidator, Thresholds  # noqa: F401 (re-exported)
+from harness.digests import digest_array
+
+# re-exported: callers import the vocabulary and the thresholds from here too
+from harness.spec.policy import MAX_FALSE_ACCEPT as MAX_FALSE_ACCEPT
+from harness.spec.policy import NamedValidator as NamedValidator
+from harness.spec.policy import Thresholds as Thresholds
+from harness.vocabulary import LEVELS as LEVELS
+from harness.vocabulary import RULE_NAMES as RULE_NAMES
+from harness.vocabulary import Level as Level
 
 if TYPE_CHECKING:
     from harness.outputs import Output
@@ -163,7 +169,7 @@ def within_tolerance(metrics: Mapping[str, Any], thresholds: Thresholds) -> bool
             and cos >= thresholds.cosine_min and length_mismatch(metrics) <= thresholds.max_length_mismatch)
 
 
-_FP_CACHE: dict[tuple, np.ndarray] = {}
+_FP_CACHE: dict[tuple[str | None, int, int], np.ndarray] = {}
 _FP_CACHE_MAX = 65536
 
 

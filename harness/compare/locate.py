@@ -67,7 +67,7 @@ def _tensors(out: Any) -> Iterator[Any]:
         yield from _tensors(out.to_tuple())
 
 
-def _stepping_module(kind: str, objects: dict[str, Any]):
+def _stepping_module(kind: str, objects: dict[str, Any]) -> Any:
     owner, attr = STEPPING[kind]
     mod = objects[owner]
     for part in filter(None, attr.split(".")):
@@ -86,7 +86,7 @@ def _modules(objects: dict[str, Any]) -> list[tuple[str, Any]]:
             roots.append((key, obj))
         elif hasattr(obj, "components"):
             roots += [(f"{key}.{n}", m) for n, m in obj.components.items() if isinstance(m, torch.nn.Module)]
-    out = []
+    out: list[tuple[str, Any]] = []
     for prefix, root in roots:
         for name, mod in root.named_modules():
             out.append((f"{prefix}.{name}" if name else prefix, mod))
@@ -102,7 +102,7 @@ class Hooks:
     OUTSIDE = -1
 
     def __init__(self, kind: str, objects: dict[str, Any], step: int,
-                 plant: tuple[str, int, Callable[[Any], Any]] | None = None):
+                 plant: tuple[str, int, Callable[[Any], Any]] | None = None) -> None:
         if kind not in STEPPING:
             raise LocateError(f"locate supports kinds {', '.join(STEPPING)}, not {kind!r}")
         self.kind, self.objects, self.plant = kind, objects, plant
@@ -117,7 +117,7 @@ class Hooks:
         stepper = _stepping_module(self.kind, self.objects)
         stepper_ids = {id(m) for m in stepper.modules()}
 
-        def pre_step(module, args, kwargs=None):
+        def pre_step(module: Any, args: Any, kwargs: Any = None) -> None:
             self._current = self.trace.steps_seen
             self.trace.steps_seen += 1
             self._calls.clear()
@@ -130,8 +130,8 @@ class Hooks:
             self._handles.append(mod.register_forward_hook(self._hook(name, inside)))
         return self
 
-    def _hook(self, name: str, inside: bool):
-        def hook(module, args, output):
+    def _hook(self, name: str, inside: bool) -> Callable[[Any, Any, Any], Any]:
+        def hook(module: Any, args: Any, output: Any) -> Any:
             step = self._current if inside else self.OUTSIDE
             if self.plant and self.plant[0] == name and self.plant[1] == step:
                 output = self.plant[2](output)
@@ -142,14 +142,15 @@ class Hooks:
                 n = calls.get(name, 0)
                 calls[name] = n + 1
                 for i, t in enumerate(_tensors(output)):
-                    arr = t.detach().to("cpu").float().numpy() if t.is_floating_point() else t.detach().to("cpu").numpy()
+                    cpu = t.detach().to("cpu")
+                    arr = cpu.float().numpy() if t.is_floating_point() else cpu.numpy()
                     arr = np.ascontiguousarray(arr)
                     digest = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()
                     self.trace.entries.append((f"{name}#{n}" + (f".{i}" if i else ""), digest, arr, step))
             return output
         return hook
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -196,7 +197,8 @@ def operation_hint(module: str | None) -> str:
                          "lm_head", "proj", "linear", "dense"), "matmul reduction order"),
                        (("layer_norm", "ln_1", "ln_2", "ln_f", "norm", "self_attn_layer_norm", "final_layer_norm"),
                         "normalisation reduction"),
-                       (("conv", "conv1d", "conv2d"), "convolution"), (("embed_tokens", "wte", "wpe"), "embedding lookup")):
+                       (("conv", "conv1d", "conv2d"), "convolution"),
+                       (("embed_tokens", "wte", "wpe"), "embedding lookup")):
         if any(k in leaf for k in keys):
             return what
     return "operation"

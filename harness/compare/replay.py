@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -41,7 +41,11 @@ from pydantic import BaseModel, Field
 from harness.compare.levels import float_metrics, within_waveform_bounds
 from harness.engines.draws import NotReplayable
 from harness.spec.policy import ReplayBounds, Thresholds
-from harness.vocabulary import DIVERGENCE_CLASSES  # noqa: F401 (re-exported)
+from harness.vocabulary import DIVERGENCE_CLASSES as DIVERGENCE_CLASSES  # re-exported
+
+if TYPE_CHECKING:  # the replay itself is imported where it runs (it imports torch)
+    from harness.engines.base import ModelCache
+    from harness.execution.replay import Candidate, Flip, ReplayTrace, StepDetail
 
 #: a one-pass flip whose gap lies within this factor of the margin (either side) is re-checked
 #: with forced generation: far below it no one-pass noise makes an honest flip a rejection, far
@@ -74,26 +78,28 @@ class ReplayDecision(BaseModel):
 def bounds_for(thresholds: Thresholds, dtype: str | None) -> ReplayBounds:
     """The margin and decoder bounds calibrated for ``dtype`` (the matrix's per-dtype entry,
     else its global ones)."""
-    own = thresholds.replay_dtypes.get(dtype or "")
+    own = next((b for name, b in thresholds.replay_dtypes.items() if name == dtype), None)
     if own is not None:
         return own
     return ReplayBounds(margin=thresholds.replay_margin, waveform_max_abs=thresholds.waveform_max_abs,
                         waveform_rel_l2=thresholds.waveform_rel_l2)
 
 
-def decide(trace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -> ReplayDecision:
+def decide(trace: ReplayTrace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -> ReplayDecision:
     """Accept a replay trace (harness.execution.replay.ReplayTrace) or say why not."""
     positions = sum(s.positions for s in trace.stages)
     flips = [f for s in trace.stages for f in s.flips]
     worst = max(flips, key=lambda f: f.gap, default=None)
     closest = min((s.closest for s in trace.stages if s.closest is not None), default=None)
-    base = dict(start=trace.start, positions=positions, flips=len(flips), margin=bounds.margin, closest=closest,
-                max_gap=(_finite(worst.gap) if worst else 0.0), paths=[s.path for s in trace.stages],
-                first_flip=_flip(flips[0], trace) if flips else None, worst_flip=_flip(worst, trace) if worst else None,
-                seconds=sum(sum(s.seconds.values()) for s in trace.stages))
-    audio = next((s for s in trace.stages if s.decoded is not None), None)
-    if audio is not None and candidate_waveform is not None:
-        base["waveform"] = float_metrics(np.asarray(candidate_waveform, dtype=np.float32), audio.decoded)
+    base: dict[str, Any] = {
+        "start": trace.start, "positions": positions, "flips": len(flips), "margin": bounds.margin,
+        "closest": closest, "max_gap": (_finite(worst.gap) if worst else 0.0), "paths": [s.path for s in trace.stages],
+        "first_flip": _flip(flips[0], trace) if flips else None,
+        "worst_flip": _flip(worst, trace) if worst else None,
+        "seconds": sum(sum(s.seconds.values()) for s in trace.stages)}
+    decoded = next((s.decoded for s in trace.stages if s.decoded is not None), None)  # the audio stage's
+    if decoded is not None and candidate_waveform is not None:
+        base["waveform"] = float_metrics(np.asarray(candidate_waveform, dtype=np.float32), decoded)
     if trace.problem:
         return ReplayDecision(accepted=False, reason=trace.problem, **base)
     if worst is not None and not worst.gap <= bounds.margin:
@@ -102,9 +108,9 @@ def decide(trace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -
         return ReplayDecision(accepted=False, reason=(
             f"{stage} step {worst.step} ({_where(stage, worst)}): token {worst.candidate} where the seed samples "
             f"{worst.sampled}, {gap} > margin {bounds.margin:.3g} (a confident token replaced)"), **base)
-    if audio is not None and candidate_waveform is None:
+    if decoded is not None and candidate_waveform is None:
         return ReplayDecision(accepted=False, reason="the candidate sent codes but no waveform", **base)
-    if audio is not None:
+    if decoded is not None:
         metrics = base["waveform"]
         limits = Thresholds(waveform_max_abs=bounds.waveform_max_abs, waveform_rel_l2=bounds.waveform_rel_l2)
         if not within_waveform_bounds(metrics, limits):
@@ -118,11 +124,11 @@ def decide(trace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -
                           **base)
 
 
-def _where(stage: str, f) -> str:
+def _where(stage: str, f: Flip) -> str:
     return f"codebook {f.row}, frame {f.index}" if stage == "audio" else f"sequence {f.row}, token {f.index}"
 
 
-def _flip(f, trace) -> dict[str, Any]:
+def _flip(f: Flip, trace: ReplayTrace) -> dict[str, Any]:
     stage = next(s.stage for s in trace.stages if f in s.flips)
     return {"stage": stage, "step": f.step, "row": f.row, "index": f.index, "candidate": f.candidate,
             "sampled": f.sampled, "gap": _finite(f.gap)}
@@ -136,13 +142,14 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
-def candidate_waveform(candidate) -> np.ndarray | None:
+def candidate_waveform(candidate: Candidate) -> np.ndarray | None:
     wav = candidate.arrays.get("waveform") if hasattr(candidate.arrays, "get") else None
     return None if wav is None else np.asarray(wav)
 
 
-def validate(kind: str, task: Any, candidate, thresholds: Thresholds | None = None, *, device: str = "cpu",
-             ran_on: str | None = None, batch_size: int = 1, cache=None, starts: tuple[str, ...] = ("warm", "cold"),
+def validate(kind: str, task: Any, candidate: Candidate, thresholds: Thresholds | None = None, *,
+             device: str = "cpu", ran_on: str | None = None, batch_size: int = 1, cache: ModelCache | None = None,
+             starts: tuple[str, ...] = ("warm", "cold"),
              path: str = "auto") -> ReplayDecision:
     """The replay rule for one candidate of ``task``, replayed on ``device`` here: accepted from
     the first start (warm, then cold where loading draws) that replays it; else the closest
@@ -184,14 +191,15 @@ class Replayer:
     """Replay decisions for many candidates on one machine: one model cache, each distinct
     (task, output) replayed once (a run's repeats and bitwise twins cost nothing more)."""
 
-    def __init__(self, thresholds: Thresholds | None = None, cache=None):
+    def __init__(self, thresholds: Thresholds | None = None, cache: ModelCache | None = None) -> None:
         from harness.engines.base import ModelCache
 
         self.thresholds = thresholds or Thresholds()
         self.cache = cache if cache is not None else ModelCache()
-        self._decisions: dict[tuple, ReplayDecision] = {}
+        self._decisions: dict[tuple[Any, ...], ReplayDecision] = {}
 
-    def decision(self, key: tuple, kind: str, task_doc: Mapping[str, Any], candidate: Callable[[], Any], *,
+    def decision(self, key: tuple[Any, ...], kind: str, task_doc: Mapping[str, Any], candidate: Callable[[], Candidate],
+                 *,
                  ran_on: str = "cpu", batch_size: int = 1, thresholds: Thresholds | None = None) -> ReplayDecision:
         if key not in self._decisions:
             from harness.spec.tasks import parse_task
@@ -244,7 +252,7 @@ def first_divergent_step(stage: str, a: np.ndarray, b: np.ndarray) -> tuple[int,
     return t, r, t
 
 
-def classify(detail_a, detail_b, row: int, token_a: int, token_b: int, margin: float,
+def classify(detail_a: StepDetail, detail_b: StepDetail, row: int, token_a: int, token_b: int, margin: float,
              greedy: bool) -> tuple[float, float, str]:
     """(gap under A, gap under B, class) from each side's step detail."""
     from harness.execution.replay import gap_between
@@ -277,7 +285,8 @@ def _stage_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> list[tuple[str
     return [("audio", "codes")] if kind == "audio" else [("text", "token_ids")]
 
 
-def explain_divergence(kind: str, a: Side, b: Side, margin: float, *, cache=None) -> Explanation | None:
+def explain_divergence(kind: str, a: Side, b: Side, margin: float, *,
+                       cache: ModelCache | None = None) -> Explanation | None:
     """The first divergent step of two executions, explained from both sides' distributions
     there (each side replayed under its own configuration, on the shared prefix); None when
     the discrete outputs are equal or the task cannot be replayed."""
@@ -320,7 +329,8 @@ def _token_at(stage: str, arr: np.ndarray, row: int, index: int) -> int | None:
     return int(arr[row, index]) if index < arr.shape[1] and arr[row, index] >= 0 else None
 
 
-def _side_detail(kind: str, side: Side, step: int, stage: str, cache):
+def _side_detail(kind: str, side: Side, step: int, stage: str,
+                 cache: ModelCache | None) -> tuple[StepDetail | None, str, bool]:
     """(step detail of the stage, where it was computed, greedy?) for one side, replayed under
     its own configuration: in this process, or in a fresh worker for another kernel set."""
     from harness.execution.replay import Candidate, Options, replay_elsewhere, replay_output

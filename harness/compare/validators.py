@@ -61,7 +61,7 @@ def tokens(reference: Comparable, candidate: Comparable, thresholds: Thresholds 
     return a is not None and a == _discrete_digest(candidate)
 
 
-def _waveform_metrics(reference: Comparable, candidate: Comparable) -> dict | None:
+def _waveform_metrics(reference: Comparable, candidate: Comparable) -> dict[str, float | int | None] | None:
     if "waveform" not in reference.arrays or "waveform" not in candidate.arrays:
         return None
     return float_metrics(reference.arrays["waveform"], candidate.arrays["waveform"])

@@ -17,6 +17,7 @@ sha256 of the canonical JSON of everything else; a file whose digest does not ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -170,7 +171,7 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
     return entry, None
 
 
-def uncalibrated_sources(missing: list[str], calibrated: list[str], notes: list[str]) -> str:
+def uncalibrated_sources(missing: Sequence[str], calibrated: Sequence[str], notes: Sequence[str]) -> str:
     """Why honest differences from ``missing`` sources cannot be judged by this entry (its notes
     say why a source was left out of its scope)."""
     why = f": {'; '.join(notes)}" if notes else ""

@@ -99,7 +99,7 @@ class Registry(Generic[T]):
         if isinstance(entry, str):
             entry = load_object(entry)
             self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+        return entry
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -208,8 +208,9 @@ class KindSpec(BaseModel):
         ref = getattr(self, field)
         return None if ref is None else load_object(ref)
 
-    def task_class(self) -> type:
-        return load_object(self.task_model)
+    def task_class(self) -> type[BaseModel]:
+        cls: type[BaseModel] = load_object(self.task_model)
+        return cls
 
     def task_settings(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The dtype, quantize_bits and seed a task document says (a staged kind's: its first

@@ -80,7 +80,7 @@ def _sampling_checks(task: AudioTask | GPTTask, prefix: str, model_generation: d
     return out
 
 
-def _quant_checks(task, device: str | None, prefix: str) -> list[LintWarning]:
+def _quant_checks(task: AudioTask | GPTTask | AudioLDMTask, device: str | None, prefix: str) -> list[LintWarning]:
     out: list[LintWarning] = []
     if task.quantize_bits is None:
         return out
@@ -93,7 +93,7 @@ def _quant_checks(task, device: str | None, prefix: str) -> list[LintWarning]:
     return out
 
 
-def _length_checks(task, limits: dict[str, int] | None, prefix: str) -> list[LintWarning]:
+def _length_checks(task: Task, limits: dict[str, int] | None, prefix: str) -> list[LintWarning]:
     if not limits or isinstance(task, (AudioLDMTask, ChainTask)):
         return []
     limit = limits.get("max_new_tokens")

@@ -63,24 +63,27 @@ class AxesSpec(BaseModel):
     # strict: seed = [true] is a mistake, not seed 1; every axis needs at least one value
     seed: list[Annotated[int, Strict()]] | None = Field(None, min_length=1)
     device: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
-    threads: list[Annotated[int, Strict()] | None] = Field(default_factory=lambda: [None], min_length=1)
+    threads: list[Annotated[int, Strict()] | None] = Field(default_factory=lambda: list[int | None]([None]),
+                                                           min_length=1)
     batch_size: list[Annotated[int, Strict()]] = Field(default_factory=lambda: [1], min_length=1)
-    profile: list[Literal["on", "off"]] = Field(default_factory=lambda: ["on"], min_length=1)
-    load: list[Literal["cold", "warm"]] = Field(default_factory=lambda: ["warm"], min_length=1)
+    profile: list[Literal["on", "off"]] = Field(default_factory=lambda: list[Literal["on", "off"]](["on"]),
+                                                min_length=1)
+    load: list[Literal["cold", "warm"]] = Field(default_factory=lambda: list[Literal["cold", "warm"]](["warm"]),
+                                                min_length=1)
     # the CPU kernel set (harness.isa): native is the machine as it is; the others cap ATen,
     # oneDNN and oneMKL in a fresh worker, emulating another CPU kind on this one
     isa: list[Literal[ISA_NAMES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
     # TF32 matmul on CUDA (on: allowed even under the determinism profile); no meaning on a CPU
-    tf32: list[Literal["off", "on"]] = Field(default_factory=lambda: ["off"], min_length=1)
+    tf32: list[Literal["off", "on"]] = Field(default_factory=lambda: list[Literal["off", "on"]](["off"]), min_length=1)
 
     @field_validator("quantize_bits", mode="before")
     @classmethod
-    def _bits(cls, v):
+    def _bits(cls, v: Any) -> Any:
         return [_none_bits(x) for x in v] if isinstance(v, list) else v
 
     @field_validator("threads", mode="before")
     @classmethod
-    def _threads(cls, v):
+    def _threads(cls, v: Any) -> Any:
         return [None if x in (0, "auto") else x for x in v] if isinstance(v, list) else v
 
     @field_validator("threads")
@@ -108,7 +111,7 @@ class AxesSpec(BaseModel):
 
     @field_validator("seed")
     @classmethod
-    def _seed(cls, v):
+    def _seed(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and any(s < 0 or s > 2**32 - 1 for s in v):
             raise ValueError("seeds must be 0 <= seed < 2**32")
         return v
@@ -342,8 +345,8 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
         if (total + includes) * spec.repeats * spec.workers + len(combos) * spec.repeats * spec.workers > max_cells:
             raise MatrixError(f"matrix {spec.name!r} expands to more than {max_cells} cells; narrow the axes or "
                               f"pass --max-cells")
-        for values in itertools.product(*(axes[n] for n in AXIS_NAMES)):
-            combos.append((name, dict(zip(AXIS_NAMES, values))))
+        for combo in itertools.product(*(axes[n] for n in AXIS_NAMES)):
+            combos.append((name, dict(zip(AXIS_NAMES, combo))))
         for rule in spec.include:
             if rule.get("task", name) == name:
                 extra = {n: (rule.get(n, axes[n][0])) for n in AXIS_NAMES}

@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.errors import HarnessError
 from harness.spec.calibration import Calibration, Facts, resolve
-from harness.vocabulary import DEFAULT_JUDGED, DimensionName
 from harness.store.manifest import first_field_problem
-
+from harness.vocabulary import DEFAULT_JUDGED, DimensionName
 
 #: composite-rule defaults: honest cross-thread/cross-process spread on tiny MusicGen times the
 #: study's margin (see harness.workflows.validator_study.CALIBRATION_MARGIN), rounded up
@@ -104,13 +103,16 @@ class NamedValidator(BaseModel):
 MAX_FALSE_ACCEPT = 0.01
 
 
+FailOn = Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]
+DEFAULT_FAIL_ON: tuple[FailOn, ...] = ("not_ready", "failed")
+
+
 class Gates(BaseModel):
     """Which verdicts fail ``harness run`` (its exit code is how CI gates)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    fail_on: list[Literal["not_ready", "ready_with_tolerance", "failed", "seed_insensitive"]] = Field(
-        default_factory=lambda: ["not_ready", "failed"])
+    fail_on: list[FailOn] = Field(default_factory=lambda: list(DEFAULT_FAIL_ON))
     # Comparisons that decide the verdict; the others are still measured and reported.
     # Every dimension (harness.vocabulary.DIMENSIONS) is judged unless left out.
     verdict_dimensions: list[DimensionName] = Field(default_factory=lambda: list(DEFAULT_JUDGED), min_length=1)
@@ -188,7 +190,7 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
         "calibration": None, "false_accept": entry.false_accept.rate, "false_reject": entry.false_reject.rate,
         "pairs": entry.false_accept.pairs + entry.false_reject.pairs, "source": named.calibration.made_by,
         "sources": list(entry.scope.sources), "notes": list(entry.notes)})
-    update = {"waveform_max_abs": entry.waveform_max_abs, "waveform_rel_l2": entry.waveform_rel_l2}
+    update: dict[str, Any] = {"waveform_max_abs": entry.waveform_max_abs, "waveform_rel_l2": entry.waveform_rel_l2}
     if entry.replay_margin is not None:  # a replay calibration: its margin and decoder bounds, for this configuration
         update.update(replay_margin=entry.replay_margin, replay_dtypes={})
     bounds = policy.thresholds.model_copy(update=update)

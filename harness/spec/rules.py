@@ -35,7 +35,7 @@ class RuleIndex:
         keys = sorted({key for rule in rules for key in rule})
         # per key: the rules that do not mention it (they allow every value), and per value
         # the rules that list it
-        self._free: dict[str, int] = {key: 0 for key in keys}
+        self._free: dict[str, int] = dict.fromkeys(keys, 0)
         self._by_value: dict[str, dict[Hashable, int]] = {key: {} for key in keys}
         for bit, rule in enumerate(rules):
             for key in keys:

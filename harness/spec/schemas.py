@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from harness.spec.kinds import KINDS
 
@@ -16,10 +17,10 @@ SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
 
 def file_names() -> dict[str, str]:
     """Kind -> shipped schema file name, for the kinds that ship one (see harness.spec.kinds)."""
-    return {kind: KINDS.get(kind).schema_file for kind in KINDS.names() if KINDS.get(kind).schema_file}
+    return {kind: file for kind in KINDS.names() if (file := KINDS.get(kind).schema_file)}
 
 
-def schema_for(kind: str) -> dict:
+def schema_for(kind: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS.names())}")
     schema = KINDS.get(kind).task_class().model_json_schema()

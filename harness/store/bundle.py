@@ -30,6 +30,7 @@ bundles still load and are labelled ``unsigned`` wherever they are shown.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -39,10 +40,19 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from harness.digests import strict_json_loads
-from harness.store.run import ARTIFACTS, MANIFEST, RESULTS, RunLocked, RunStore, StoreError, atomic_output, check_version
+from harness.store.run import (
+    ARTIFACTS,
+    MANIFEST,
+    RESULTS,
+    RunLocked,
+    RunStore,
+    StoreError,
+    atomic_output,
+    check_version,
+)
 from harness.store.safe_output import open_in_run
 
 BUNDLE_SCHEMA_VERSION = 1
@@ -194,7 +204,7 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
     return out_path
 
 
-def _append_trailer(fh) -> None:
+def _append_trailer(fh: IO[bytes]) -> None:
     """Set the zip comment to the sha256 of every byte before the comment-length field."""
     fh.seek(0, os.SEEK_END)
     size = fh.tell()
@@ -364,14 +374,14 @@ def _check_no_overlap(bundle: Path, infos: list[zipfile.ZipInfo], size: int) -> 
             raise BundleError(f"bundle {bundle}: member {info.filename!r} claims more bytes than the archive holds")
         spans.append((info.header_offset, end, info.filename))
     spans.sort()
-    for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
+    for (_, a1, an), (b0, _, bn) in itertools.pairwise(spans):
         if b0 < a1:
             raise BundleError(f"bundle {bundle}: members {an!r} and {bn!r} overlap (a zip bomb?); refused")
 
 
 def _verify_member(bundle: Path, zf: zipfile.ZipFile, name: str, expected: str, dest: Path | None) -> None:
     h = hashlib.sha256()
-    out = open(dest / name, "wb") if dest is not None else None
+    out = open(dest / name, "wb") if dest is not None else None  # noqa: SIM115 (closed in the finally below)
     try:
         with zf.open(name) as src:
             for block in iter(lambda: src.read(_CHUNK), b""):
@@ -401,7 +411,7 @@ class OpenedRun:
     store: RunStore
     source: Path
     bundle: dict[str, Any] | None = None  # bundle.json (+ bundle_sha256) when opened from a bundle
-    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @property
     def is_bundle(self) -> bool:
@@ -421,7 +431,7 @@ class OpenedRun:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "OpenedRun":
+    def __enter__(self) -> OpenedRun:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -97,7 +97,8 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
         raise CandidateError(f"{tokens_path}: expected a JSON object")
     version = doc.get("schema_version")
     if version != CANDIDATE_SCHEMA_VERSION:
-        raise CandidateError(f"{tokens_path}: schema_version {version!r}; this harness reads {CANDIDATE_SCHEMA_VERSION}")
+        raise CandidateError(f"{tokens_path}: schema_version {version!r}; "
+                             f"this harness reads {CANDIDATE_SCHEMA_VERSION}")
     unknown = sorted(set(doc) - {"schema_version", "arrays", "batch_size", "device"})
     if unknown:
         raise CandidateError(f"{tokens_path}: unknown field {unknown[0]!r}")
@@ -115,9 +116,9 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
         out.arrays[name] = _int_matrix(value, f"{tokens_path}: arrays.{name}")
     wav, response = folder / f"{stem}.wav", folder / f"{stem}.response.json"
     if wav.exists():
-        from scipy.io import wavfile
-
         import io
+
+        from scipy.io import wavfile
 
         try:
             _, samples = wavfile.read(io.BytesIO(_read(wav, "the waveform")))

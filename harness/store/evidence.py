@@ -59,7 +59,7 @@ def run_status(store: RunStore, manifest: Any) -> str:
     status = manifest.get("status") or "unknown"
     if status != "running":
         return status
-    if store._lock is not None:  # noqa: SLF001 (this process is the writer)
+    if store._lock is not None:  # this process is the writer
         return status
     try:
         store.lock()
@@ -82,7 +82,10 @@ def _derived(r: Record, arrays: dict[str, Any], discrete: dict[str, str | None])
         elif digest_json(response) != d["response"]:
             bad.append("response digest does not match the stored response")
     if "output" in d:
-        want = d.get("response") if "response" in d else (digest_array(arrays["waveform"]) if "waveform" in arrays else None)
+        if "response" in d:
+            want = d.get("response")
+        else:
+            want = digest_array(arrays["waveform"]) if "waveform" in arrays else None
         if want is None or d["output"] != want:
             bad.append("output digest does not match the artifact")
     if "tokens" in d and discrete.get(r.kind):  # kinds whose tokens cover one array (a chain's cover two)
@@ -134,7 +137,7 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
         ev.expected_cells = len(cells)
         if not cells:
             lines.add("matrix", "the matrix has no cells (excludes removed every one): nothing was tested")
-        for cell_id, cell in cells.items():
+        for cell_id in cells:
             if cell_id not in by_cell:
                 ev.missing += 1
                 lines.add("missing", f"{cell_id}: no record (the run is incomplete)")

@@ -9,6 +9,7 @@ format's ``update_to_N`` functions (as asv does), and one without an upgrade pat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -61,10 +62,8 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -75,6 +74,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Indented, sorted, no NaN: the stored files diff cleanly and any JSON reader reads them."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
@@ -92,20 +92,21 @@ def read_json_file(path: Path, what: str) -> Any:
         raise StoreError(f"{path}: {what} is not valid JSON ({err})") from None
 
 
-def check_version(found: Any, supported: int, where: str) -> None:
+def check_version(found: Any, supported: int, where: str) -> int:
+    """``found`` when it is a version this harness reads (a positive integer, not newer)."""
     if not isinstance(found, int) or isinstance(found, bool) or found < 1:
         raise StoreError(f"{where}: schema_version is missing or not a positive integer (got {found!r})")
     if found > supported:
         raise StoreError(f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
                          f"upgrade consensus-harness to read it")
+    return found
 
 
 def upgrade(doc: dict[str, Any], supported: int, upgrades: Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]],
             where: str) -> dict[str, Any]:
     """``doc`` brought to version ``supported``: a newer version is refused, an older one goes
     through ``upgrades[n]`` (asv's ``update_to_n``: version n-1 -> n) one version at a time."""
-    found = doc.get("schema_version")
-    check_version(found, supported, where)
+    found = check_version(doc.get("schema_version"), supported, where)
     while found < supported:
         step = upgrades.get(found + 1)
         if step is None:

@@ -149,8 +149,9 @@ def metadata_conflicts(a: Manifest, b: Manifest, fields: tuple[str, ...]) -> lis
                     f"`harness tiny` from the same harness version" for model in sorted(set(va) & set(vb))
                     if va[model] != vb[model]]
         elif va is not None and vb is not None and va != vb:
+            differs = f"{name} differs ({va} vs {vb})"
             what = {"matrix_digest": "made from a different matrix",
-                    "harness_version": f"made by harness {va}, this is {vb}"}.get(name, f"{name} differs ({va} vs {vb})")
+                    "harness_version": f"made by harness {va}, this is {vb}"}.get(name, differs)
             out.append(what)
     return out
 

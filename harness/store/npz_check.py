@@ -10,6 +10,7 @@ than the member holds.
 
 from __future__ import annotations
 
+import itertools
 import zipfile
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
                 raise BadArtifact(f"array {name!r} header asks for {need} bytes but the member holds {info.file_size}")
             out[name] = (tuple(int(d) for d in shape), dtype.str)
         spans.sort()
-        for (a0, a1), (b0, _) in zip(spans, spans[1:]):
+        for (_, a1), (b0, _) in itertools.pairwise(spans):
             if b0 < a1:
                 raise BadArtifact("members overlap (a zip bomb?)")
     return out

@@ -12,32 +12,46 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from harness.digests import StrictJSONError, digest_array, strict_json_loads
-from harness.errors import StoreError
-# atomic_output, atomic_write_bytes and check_version are re-exported for callers of the old path
-from harness.store.files import (atomic_output, atomic_write_bytes, atomic_write_json, check_version,  # noqa: F401
-                                 read_json_file)
-from harness.store.manifest import MANIFEST_SCHEMA_VERSION, Manifest, parse_manifest  # noqa: F401
+
+# StoreError, atomic_output, atomic_write_bytes and check_version are re-exported for callers of the old path
+from harness.errors import StoreError as StoreError
+from harness.store.files import atomic_output as atomic_output
+from harness.store.files import atomic_write_bytes as atomic_write_bytes
+from harness.store.files import atomic_write_json as atomic_write_json
+from harness.store.files import check_version as check_version
+from harness.store.files import read_json_file as read_json_file
+from harness.store.manifest import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
+from harness.store.manifest import Manifest as Manifest
+from harness.store.manifest import parse_manifest as parse_manifest
 from harness.store.records import RECORD_SCHEMA_VERSION, Record
 from harness.store.safe_output import UnsafeOutput, check_run_path, open_in_run
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from filelock import BaseFileLock
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 RESULTS = "results.jsonl"
 MANIFEST = "manifest.json"
 DERIVED_DIGESTS = ("output", "tokens", "response")  # digests of a record that name no array of its own
 
 
-def _safe(fn):
+def _safe(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run-directory refusals (links, special files) are store errors: one line at the CLI."""
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return fn(*args, **kwargs)
         except UnsafeOutput as err:
@@ -59,14 +73,14 @@ class LoadedRecords:
 class RunStore:
     """One run directory. ``lock()`` before writing; readers need no lock."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lock = None
+        self._lock: BaseFileLock | None = None
 
     # --- creation and locking -------------------------------------------------------------
     @classmethod
     @_safe
-    def create(cls, path: str | Path, manifest: Manifest | dict[str, Any]) -> "RunStore":
+    def create(cls, path: str | Path, manifest: Manifest | dict[str, Any]) -> RunStore:
         store = cls(path)
         store.path.mkdir(parents=True, exist_ok=True)
         for rel in (ARTIFACTS, RESULTS, MANIFEST):
@@ -210,7 +224,8 @@ class RunStore:
         import io
 
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        # numpy's stub lists allow_pickle among savez's keywords, so no **mapping of arrays matches it
+        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         rel = f"{ARTIFACTS}/{name}.npz"
         check_run_path(self.path, rel)
         atomic_write_bytes(self.path / rel, buf.getvalue())
@@ -256,10 +271,11 @@ class RunStore:
 
 
 def new_run_id(label: str) -> str:
+    """UTC start time first, so run folders sort by when they started."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{label}"
 
 
-def load_run(path: str | Path):
+def load_run(path: str | Path) -> pd.DataFrame:
     """A run's records as a pandas DataFrame, one row per execution (axes and timings flattened)."""
     import pandas as pd
 

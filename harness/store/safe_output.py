@@ -19,7 +19,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-
 from harness.errors import HarnessError
 
 

@@ -22,9 +22,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.digests import canonical_json
+
+if TYPE_CHECKING:  # imported where used: an unsigned bundle is read without cryptography
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ALGORITHM = "ed25519"
 TRUSTED_KEYS_ENV = "HARNESS_TRUSTED_KEYS"
@@ -38,7 +41,7 @@ def key_id(public_hex: str) -> str:
     return hashlib.sha256(bytes.fromhex(public_hex)).hexdigest()[:16]
 
 
-def _public_hex(private) -> str:
+def _public_hex(private: Ed25519PrivateKey) -> str:
     from cryptography.hazmat.primitives import serialization
 
     raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -50,7 +53,7 @@ def generate_keypair(prefix: str | Path, comment: str = "") -> tuple[Path, Path]
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from harness.store.run import atomic_write_bytes
+    from harness.store.files import atomic_write_bytes
 
     prefix = Path(prefix)
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
@@ -69,7 +72,7 @@ def generate_keypair(prefix: str | Path, comment: str = "") -> tuple[Path, Path]
     return key_path, pub_path
 
 
-def load_private_key(path: str | Path):
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -117,7 +120,7 @@ def load_trusted_keys(path: str | Path | None) -> set[str] | None:
     return keys
 
 
-def sign_document(doc: dict[str, Any], private) -> dict[str, Any]:
+def sign_document(doc: dict[str, Any], private: Ed25519PrivateKey) -> dict[str, Any]:
     """``doc`` with a ``signature`` over its canonical JSON (any old signature replaced)."""
     body = {k: v for k, v in doc.items() if k != "signature"}
     public = _public_hex(private)
