@@ -39,7 +39,7 @@ class SlowTextEngine(TextgenEngine):
 
     cells_run = 0  # per worker process (an engine object is made per cell)
 
-    def run(self, loaded, task, device, neighbours=()):
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
         time.sleep(float(os.environ.get("HARNESS_TEST_CELL_DELAY_S", "0.2")))
         path, _, after = os.environ.get("HARNESS_TEST_HOLD", "").rpartition(":")
         if path and SlowTextEngine.cells_run >= int(after):
@@ -47,7 +47,7 @@ class SlowTextEngine(TextgenEngine):
             while not os.path.exists(path) and time.monotonic() < deadline:
                 time.sleep(0.02)
         SlowTextEngine.cells_run += 1
-        return super().run(loaded, task, device, neighbours)
+        return super().run(loaded, task, device, neighbours, seeded=seeded)
 
 
 def _slow(hold: Path | None = None, after: int = 0) -> dict:
@@ -58,13 +58,13 @@ def _slow(hold: Path | None = None, after: int = 0) -> dict:
 class CudaOOMTextEngine(TextgenEngine):
     """The real text engine, except that the seed-2 cell asks the GPU for twice its memory."""
 
-    def run(self, loaded, task, device, neighbours=()):
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
         if task.seed == 2:
             import torch
 
             total = torch.cuda.get_device_properties(torch.device(device)).total_memory
             torch.empty(2 * total, dtype=torch.uint8, device=device)
-        return super().run(loaded, task, device, neighbours)
+        return super().run(loaded, task, device, neighbours, seeded=seeded)
 
 
 def _records(run_dir: Path) -> list[dict]:

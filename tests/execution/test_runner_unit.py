@@ -21,10 +21,12 @@ import pytest
 
 from harness.errors import StoreError
 from harness.execution.protocol import CellPayload, Ready
-from harness.execution.runner import Job, run_matrix
+from harness.execution.executor import Job
+from harness.execution.runner import run_matrix
 from harness.spec.kinds import KINDS, UnknownName
 from harness.spec.matrix import matrix_from_doc
 from harness.store.run import RunStore
+from tests.execution.fakes import InProcessExecutor
 
 TOY_ENV = "tests.execution.toy_kind:TOY"
 
@@ -44,17 +46,17 @@ def toy_matrix(**over: Any):
     return matrix_from_doc(doc)
 
 
-class FakeExecutor:
+class FakeExecutor(InProcessExecutor):
     """An in-process Executor: each cell's record is ``outcome(cell)``; no process, no torch."""
 
     def __init__(self, outcome: Callable[[CellPayload], dict[str, Any]] | None = None):
+        super().__init__()
         self.jobs: list[Job] = []
         self.outcome = outcome or (lambda cell: {"status": "ok", "digests": {"output": "d" * 64}})
 
-    def run(self, job: Job, on_record, on_ready=None) -> None:
+    def run(self, job: Job, on_record, on_ready) -> None:
         self.jobs.append(job)
-        if on_ready is not None:
-            on_ready(Ready(pid=os.getpid(), environment={"executor": "fake"}))
+        on_ready(Ready(pid=os.getpid(), environment={"executor": "fake"}))
         for cell in job.cells:
             on_record({**cell.identity(), **self.outcome(cell), "finished_at": time.time()})
 
