@@ -5,8 +5,9 @@ once); an independent second worker repeats them for process-to-process comparis
 side by side where their slots allow (harness.execution.schedule: one worker per CUDA device,
 ``parallel`` on the CPU). The executor sits behind one protocol (harness.execution.executor):
 local processes (harness.execution.local) or a fleet of machines through Ray
-(harness.execution.ray_executor), never a home-made scheduler. The driver alone writes the run directory: records are appended, and
-each node's environment is put in the manifest, from the callbacks, one at a time.
+(harness.execution.ray_executor), never a home-made scheduler. The driver alone writes the
+run directory: records are appended, and each node's environment is put in the manifest,
+from the callbacks, one at a time.
 Failure is contained: a cell that times out or whose worker dies is recorded as such and a
 new worker carries on with the rest; ``resume`` re-runs only what has no final record.
 """
