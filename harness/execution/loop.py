@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 from harness.execution.executor import Job, OnReady, OnRecord, failure
@@ -46,7 +47,7 @@ class Attempt(Protocol):
         clean up on its node)."""
 
 
-class WorkerExecutor:
+class WorkerExecutor(ABC):
     """``run`` and ``stop`` of an executor whose jobs run in fresh workers. Subclasses define
     ``launch`` and the rest of harness.execution.executor.Executor."""
 
@@ -57,10 +58,10 @@ class WorkerExecutor:
         self._live: set[Attempt] = set()  # several jobs may run at once (one thread each)
         self._guard = threading.Lock()
 
+    @abstractmethod
     def launch(self, job: Job, cells: list[CellPayload]) -> Attempt | str:
         """A worker started on ``cells``, or why none can start (every cell is then recorded
         failed, with no node)."""
-        raise NotImplementedError(f"{type(self).__name__} must define launch()")
 
     def give_up(self, job: Job, cells: list[CellPayload], problem: str, attempt: Attempt,
                 on_record: OnRecord) -> None:

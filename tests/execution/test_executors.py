@@ -116,6 +116,22 @@ def test_the_protocol_names_every_method_the_runner_calls():
             assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"
 
 
+def test_the_runner_calls_executors_only_through_the_protocol():
+    """Every ``executor.X`` in the runner is a protocol method, and nothing probes for one."""
+    import ast
+    from pathlib import Path
+
+    import harness.execution.runner as runner
+
+    tree = ast.parse(Path(runner.__file__).read_text())
+    used = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "executor"}
+    assert used and used <= set(EXECUTOR_METHODS), used - set(EXECUTOR_METHODS)
+    probes = [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Call)
+              and ast.unparse(node.func) in ("getattr", "hasattr")]
+    assert not probes
+
+
 def test_an_incomplete_executor_is_refused_in_one_line_naming_what_it_lacks(tmp_path):
     from harness.execution.runner import run_matrix
 
