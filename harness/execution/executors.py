@@ -11,10 +11,12 @@ name, is refused in one line that says what there is.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.execution.executor import Executor, ExecutorError, require_executor
 from harness.spec.kinds import Registry
+
+if TYPE_CHECKING:
+    from harness.execution.executor import Executor
 
 EXECUTORS: Registry[Any] = Registry("executor")
 EXECUTORS.register("local", "harness.execution.local:LocalProcessExecutor")
@@ -29,6 +31,8 @@ def names() -> list[str]:
 def make_executor(name: str, **options: Any) -> Executor:
     """A new executor ``name`` with ``options``; options set to None are left at their
     defaults (an unset command-line flag)."""
+    from harness.execution.executor import ExecutorError, require_executor  # names() stays a cheap import
+
     factory = EXECUTORS.get(name)
     given = {key: value for key, value in options.items() if value is not None}
     params = inspect.signature(factory).parameters
