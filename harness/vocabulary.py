@@ -49,6 +49,12 @@ VERDICT_TEXT = {
     "untested": "untested (too few executions to compare)",
 }
 
+#: a certificate's verdict per configuration (harness certify), and the run verdict it comes from
+CERTIFICATE_VERDICTS = ("pass", "pass_with_tolerance", "fail")
+CertificateVerdict = Literal["pass", "pass_with_tolerance", "fail"]
+CERTIFICATE_PASSED = ("pass", "pass_with_tolerance")
+CERTIFICATE_VERDICT: dict[str, CertificateVerdict] = {"ready": "pass", "ready_with_tolerance": "pass_with_tolerance"}
+
 
 @dataclass(frozen=True)
 class Dimension:

@@ -13,8 +13,8 @@ class NonDeterministicTextEngine(TextgenEngine):
     """The real text engine, then one token changed from an unseeded source: what a node
     with a non-deterministic kernel would return."""
 
-    def run(self, loaded, task, device, neighbours=()):
-        out = super().run(loaded, task, device, neighbours)
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
+        out = super().run(loaded, task, device, neighbours, seeded=seeded)
         ids = out.arrays["token_ids"].copy()
         rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
         col = int(rng.integers(0, ids.shape[1]))
@@ -49,8 +49,8 @@ class TextStageDivergingChain:
     def load(self, task, device):
         return self.inner.load(task, device)
 
-    def run(self, loaded, task, device, neighbours=()):
-        out = self.inner.run(loaded, task, device, neighbours)
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
+        out = self.inner.run(loaded, task, device, neighbours, seeded=seeded)
         rng = _unseeded()
         ids = out.arrays["text_token_ids"].copy()
         # never the same token, and two executions almost never the same change (0..200 made
@@ -66,8 +66,8 @@ class AudioStageDivergingChain(TextStageDivergingChain):
     """The text stage untouched; the audio stage's codes and sound changed: the divergence
     begins in the audio stage."""
 
-    def run(self, loaded, task, device, neighbours=()):
-        out = self.inner.run(loaded, task, device, neighbours)
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
+        out = self.inner.run(loaded, task, device, neighbours, seeded=seeded)
         rng = _unseeded()
         codes = out.arrays["codes"].copy()
         # every frame's first code changed (never to itself): two executions agree on all of
@@ -116,8 +116,8 @@ class CodeAtStepMusicgen(_SecondCallInProcess):
     def load(self, task, device):
         return self.inner.load(task, device)
 
-    def run(self, loaded, task, device, neighbours=()):
-        out = self.inner.run(loaded, task, device, neighbours)
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
+        out = self.inner.run(loaded, task, device, neighbours, seeded=seeded)
         if self._hit():
             step = int(os.environ.get("HARNESS_PLANT_STEP", "3"))
             codes = out.arrays["codes"].copy()
@@ -131,8 +131,8 @@ class WaveformSwapMusicgen(CodeAtStepMusicgen):
     """Honest codes, but every second call in a process returns other audio of the same
     length and loudness: a tampered (or non-deterministic) decode."""
 
-    def run(self, loaded, task, device, neighbours=()):
-        out = self.inner.run(loaded, task, device, neighbours)
+    def run(self, loaded, task, device, neighbours=(), seeded=False):
+        out = self.inner.run(loaded, task, device, neighbours, seeded=seeded)
         if self._hit():
             out.arrays["waveform"] = _other_sound(out.arrays["waveform"], np.random.default_rng(7))
         return out

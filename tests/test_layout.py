@@ -17,13 +17,21 @@ The stages, lowest first (README "Layout"):
   cli        argument parsing and exit codes
 
 ``harness/__init__.py`` re-exports ``load_run`` from the store, so it sits with the store.
-Every import counts, at module level or inside a function (a lazy import is still a
-dependency); only imports under ``if TYPE_CHECKING:`` (never executed) are left out.
+Every import counts, at module level, inside a function (a lazy import is still a
+dependency) or under ``if TYPE_CHECKING:`` (an annotation naming a later stage's type is a
+dependency on it too: the certificate's model used to sit above its renderer that way).
+
+The registries' lazy ``"harness.module:object"`` strings (harness.spec.kinds.load_object resolves
+them) are dependencies no import statement shows. They are counted apart: each must name a module
+and a top-level object that exist, and only a registry module may name a later stage (that is a
+registry's job: the task kinds name their engines so that validating a task never imports torch).
+They are left out of the circle check: an engine imports the registry that names it.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "harness"
@@ -48,22 +56,58 @@ def stage_of(module: str) -> str:
     raise AssertionError(f"{module} belongs to no stage; add it to the layout (tests/test_layout.py, README)")
 
 
-def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    while node in parents:
-        node = parents[node]
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            return True
-    return False
+#: a lazy registry reference: "harness.engines.musicgen:MusicGenEngine"
+REFERENCE = re.compile(r"(harness(?:\.\w+)+):\w+(?:\.\w+)*")
+
+
+#: the modules whose job is to name later stages' objects lazily
+REGISTRIES = {"harness.spec.kinds", "harness.execution.executors"}
+
+
+def references_of(source: str) -> set[str]:
+    """The ``"module:object"`` strings in ``source`` (whole string constants only)."""
+    return {node.value for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and REFERENCE.fullmatch(node.value)}
+
+
+def top_level_names(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def reference_problems(sources: dict[str, str]) -> list[str]:
+    """Registry references that name nothing, or a later stage from outside a registry."""
+    rank = {s: i for i, s in enumerate(STAGES)}
+    problems = []
+    for here, source in sorted(sources.items()):
+        for ref in sorted(references_of(source)):
+            module, _, obj = ref.partition(":")
+            if module not in sources:
+                problems.append(f"{here}: {ref!r} names no module")
+            elif obj.split(".")[0] not in top_level_names(sources[module]):
+                problems.append(f"{here}: {ref!r}: {module} defines no {obj.split('.')[0]}")
+            elif here not in REGISTRIES and rank[stage_of(here)] < rank[stage_of(module)]:
+                problems.append(f"{here} ({stage_of(here)}) names {ref} ({stage_of(module)}) outside a registry")
+    return problems
+
+
+def module_sources() -> dict[str, str]:
+    return {module_name(f): f.read_text() for f in sorted(ROOT.rglob("*.py"))}
 
 
 def imports_of(source: str, modules: set[str], here: str) -> set[str]:
     """The harness modules ``source`` imports (``from pkg import mod`` counts as ``pkg.mod``)."""
     tree = ast.parse(source)
-    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and _type_checking_only(node, parents):
-            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "harness")
         elif isinstance(node, ast.ImportFrom):
@@ -140,6 +184,11 @@ def test_no_stage_imports_a_later_stage():
     assert found == [], "imports against the flow:\n" + "\n".join(found)
 
 
+def test_registry_references_resolve_and_follow_the_flow():
+    found = reference_problems(module_sources())
+    assert found == [], "registry references:\n" + "\n".join(found)
+
+
 def test_every_module_has_a_stage():
     for module in import_graph():
         stage_of(module)
@@ -152,9 +201,15 @@ def test_the_checks_catch_what_they_look_for():
     b = imports_of("import harness.spec.a\nfrom harness.cli.main import main\n", modules, "harness.spec.b")
     hidden = imports_of("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.cli.main import x\n",
                         modules, "harness.spec.a")
+    lazy = reference_problems({"harness.spec.a": 'E = "harness.cli.main:main"\nT = "see harness.spec.b:x why"\n',
+                               "harness.spec.b": 'R = "harness.cli.main:gone"\nS = "harness.cli.nothing:x"\n',
+                               "harness.cli.main": "def main():\n    pass\n"})
     graph = {"harness.spec.a": a, "harness.spec.b": b, "harness.cli.main": set()}
     assert cycles(graph) == [["harness.spec.a", "harness.spec.b"]]
     assert against_the_flow(graph) == ["harness.spec.b (spec) imports harness.cli.main (cli)"]
-    assert hidden == set()
+    assert hidden == {"harness.cli.main"}  # an annotation's import is a dependency too
+    assert lazy == ["harness.spec.a (spec) names harness.cli.main:main (cli) outside a registry",
+                    "harness.spec.b: 'harness.cli.main:gone': harness.cli.main defines no gone",
+                    "harness.spec.b: 'harness.cli.nothing:x' names no module"]  # not the sentence in T
     relative = imports_of("from . import b\nfrom ..cli.main import main\n", modules, "harness.spec.a")
     assert relative == {"harness.spec", "harness.spec.b", "harness.cli.main"}

@@ -132,15 +132,21 @@ def real_time_factor(audio_seconds: float | None, wall_seconds: float | None) ->
     return _rate(audio_seconds, wall_seconds, "audio_seconds")
 
 
-def _fmt(field: str, value: float) -> str:
-    if field == MEMORY_FIELD:
-        return f"{value / 2**20:.1f} MiB"
+def fmt_seconds(value: float | None) -> str:
+    """A duration as the cost table and the checks print it: seconds from 0.1 s, then ms, then us
+    (one formatter: the table and the check messages used to switch units at other points)."""
+    if value is None:
+        return "-"
     mag = abs(value)
-    if mag == 0 or mag >= 0.01:
+    if mag == 0 or mag >= 0.1:
         return f"{value:.3f} s"
-    if mag >= 1e-5:
-        return f"{value * 1e3:.3f} ms"
-    return f"{value * 1e6:.3f} us"
+    if mag >= 1e-4:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value * 1e6:.1f} us"
+
+
+def _fmt(field: str, value: float) -> str:
+    return f"{value / 2**20:.1f} MiB" if field == MEMORY_FIELD else fmt_seconds(value)
 
 
 def _lookup(values: Stats | Mapping[str, Any], field: str) -> float | None:

@@ -23,12 +23,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from harness.analysis.judgement import Judgement, judge, summarize_pairs
+from harness.analysis.model import DimensionSummary, PairResult
 from harness.analysis.run import ComparableCache, config_facts, execution_order, latest_records, pair_rules
 from harness.compare.levels import Thresholds, compare, level_rank, worst_level
+from harness.spec.policy import ConfigPolicy, NamedValidator, config_policy, policy_of
 from harness.digests import digest_json
 from harness.execution.env import differing_fields
 from harness.store.records import Record
@@ -77,6 +80,7 @@ class SpecMatch(BaseModel):
     within_a: str | None = None  # worst level among A's executions of this spec (None: one execution)
     within_b: str | None = None
     finding: str | None = None  # harness.compare.levels.FINDING_TEXT key, across or within a side
+    finding_in: Literal["across", "a", "b"] | None = None  # which comparison drew the finding
     rules: dict[str, bool] = Field(default_factory=dict)  # pair rule -> accepted (A vs B)
     within_a_rules: dict[str, bool] = Field(default_factory=dict)  # every own execution accepted vs A's reference
     within_b_rules: dict[str, bool] = Field(default_factory=dict)
@@ -270,8 +274,6 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
     store_b, source_b, bsha_b, msha_b = _unwrap(run_b)
     man_a, man_b = store_a.manifest(), store_b.manifest()
     check_metadata(man_a, man_b, CHECKED_ON_COMPARE, f"cannot compare {source_a} with {source_b}")
-    from harness.spec.policy import ConfigPolicy, config_policy, policy_of
-
     policy = policy_of(man_a.matrix_spec, "manifest")
     thr = thresholds or policy.thresholds
     keys_a, problems_a, n_a = _specs(store_a, man_a, ignore)
@@ -373,6 +375,7 @@ def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) 
         m.within_a, m.within_a_rules, fa = side_a.within(sa)
         m.within_b, m.within_b_rules, fb = side_b.within(sb)
         m.finding = c.finding or fa or fb
+        m.finding_in = "across" if c.finding else "a" if fa else "b" if fb else None
     except StoreError as err:  # a corrupted or missing artifact: reported, never a crash; a bug still surfaces
         m.error = f"{ra.cell_id} vs {rb.cell_id}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return m
@@ -409,3 +412,43 @@ def consensus_outcomes(result: CrossRunResult, envs: tuple[str, str] = ("A", "B"
             o[(b, b)] = dict(m.within_b_rules)
         out.append(o)
     return out
+
+
+#: the name of the comparison between the two runs (each A execution against its partner in B);
+#: each side's own comparisons are "<label> repeats" (a spec's other executions against its first)
+ACROSS = "machines"
+
+
+def outcome_comparisons(out: ConfigOutcome, result: CrossRunResult) -> dict[str, DimensionSummary]:
+    """A configuration's comparisons as the judgement reads them: ``machines`` and each side's
+    own repeats, each pair's finding counted on the comparison that drew it."""
+    names = {"across": ACROSS, "a": f"{result.a.label} repeats", "b": f"{result.b.label} repeats"}
+    pairs: dict[str, list[PairResult]] = {name: [] for name in names.values()}
+    for m in result.matches:
+        if m.config_a != out.config_id or m.level is None:
+            continue
+        sides = (("across", m.level, m.rules, m.cell_b, m.first_divergence),
+                 ("a", m.within_a, m.within_a_rules, m.cell_a, None), ("b", m.within_b, m.within_b_rules, m.cell_b, None))
+        for where, level, rules, b, step in sides:
+            if level is None:
+                continue
+            finding = m.finding if (m.finding_in or "across") == where else None
+            pairs[names[where]].append(PairResult(
+                dimension=names[where], config_id=out.config_id, a=m.cell_a if where != "b" else m.cell_b, b=b,
+                level=level, first_divergence=step,
+                finding=finding, rules=dict(rules)))
+    return {name: summarize_pairs(ps) for name, ps in pairs.items() if ps}
+
+
+def judge_outcome(out: ConfigOutcome, result: CrossRunResult) -> Judgement:
+    """Run B's executions of a configuration judged against run A's by the one judgement, with the
+    validator the configuration resolved. Across the runs the honest source is ``isa`` when the
+    two sides ran other kernel classes; otherwise, and within each side, no calibrated source is
+    needed (the sides ran the same kernels)."""
+    validator = NamedValidator.model_validate(out.validator) if out.validator else None
+    policy = ConfigPolicy(validator, Thresholds.model_validate(result.thresholds), out.out_of_scope)
+    classes = [set(v) for v in out.kernel_classes.values()]
+    other_kernels = len(classes) == 2 and classes[0] != classes[1]
+    compared = outcome_comparisons(out, result)
+    sources = {name: ("isa" if name == ACROSS and other_kernels else None) for name in compared}
+    return judge(compared, policy, sources)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +21,15 @@ from harness.analysis.model import (
     Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, NetworkFigures, PairResult,
 )
 from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
+from harness.analysis.judgement import judge, judge_configuration, summarize_pairs
 from harness.analysis.nodes import config_nodes, fleet_of, node_key, node_pairs, parallel_note
 from harness.digests import digest_json
 from harness.spec.kinds import KINDS, load_object
 from harness.compare.levels import (
-    FINDING_TEXT, MAX_FALSE_ACCEPT, WAVEFORM_FINDING, Comparable, waveform_finding_text, NamedValidator, Thresholds, compare, level_rank, worst_level,
+    Comparable, NamedValidator, Thresholds, compare, level_rank,
 )
 from harness.isa import NATIVE
-from harness.spec.calibration import Facts, uncalibrated_sources
+from harness.spec.calibration import Facts
 from harness.spec.policy import ConfigPolicy, config_policy
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
@@ -227,54 +228,6 @@ class _ArtifactProblem(RuntimeError):
     pass
 
 
-def _summarize(pairs: list[PairResult]) -> DimensionSummary:
-    levels: dict[str, int] = defaultdict(int)
-    stages: dict[str, int] = defaultdict(int)
-    findings: dict[str, int] = defaultdict(int)
-    rejected: dict[str, int] = defaultdict(int)
-    explained: dict[str, int] = defaultdict(int)
-    steps, finding_steps = [], []
-    worst: PairResult | None = None
-    worst_explained = None
-    for p in pairs:
-        if (p.finding or p.level != "bitwise") and (worst is None or _badness(p) > _badness(worst)):
-            worst = p
-        if p.explanation and p.explanation.get("cls"):
-            explained[p.explanation["cls"]] += 1
-            if worst_explained is None or _explanation_rank(p.explanation) > _explanation_rank(worst_explained):
-                worst_explained = p.explanation
-        levels[p.level] += 1
-        for rule, ok in p.rules.items():
-            rejected[rule] += not ok
-        if p.finding:
-            findings[p.finding] += 1
-            if p.first_divergence is not None:
-                finding_steps.append(p.first_divergence)
-        if p.first_divergence is not None and p.level != "bitwise":
-            steps.append(p.first_divergence)
-        if p.stage:
-            stages[p.stage] += 1
-    return DimensionSummary(pairs=len(pairs), levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
-                            worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps,
-                            stages=dict(sorted(stages.items())), findings=dict(sorted(findings.items())),
-                            finding_steps=sorted(finding_steps), rejected=dict(sorted(rejected.items())),
-                            worst_pair=[worst.a, worst.b] if worst else [],
-                            explained=dict(sorted(explained.items())),
-                            explanation=worst_explained.get("sentence") if worst_explained else None)
-
-
-def _badness(p: PairResult) -> tuple:
-    """A finding first, then the weakest level, then the earliest divergence."""
-    return (p.finding is not None, level_rank(p.level),
-            -p.first_divergence if p.first_divergence is not None else float("-inf"))
-
-
-def _explanation_rank(e: dict) -> tuple:
-    """Suspicious before benign, then the larger gap."""
-    gaps = [g if g is not None else float("inf") for g in (e.get("gap_a"), e.get("gap_b"))]
-    return (e.get("cls") == "suspicious", max(abs(g) for g in gaps))
-
-
 def _axes_key(r: Record, *drop: str) -> tuple:
     d = r.axes.model_dump()
     for name in ("repeat", "worker", *drop):
@@ -400,88 +353,6 @@ def _cost(records: list[Record]) -> CostSummary:
     )
 
 
-class Judgement(NamedTuple):
-    """A verdict, its reason, and the judged dimensions whose pairs decided it (marked on the
-    verdict map and named among the findings that matter)."""
-
-    verdict: str
-    reason: str
-    decided_by: tuple[str, ...] = ()
-
-
-def _verdict(counts: dict[str, int], dims: dict[str, DimensionSummary], failures: list[str],
-             skipped_reason: str | None, verdict_dims: list[str], cp: ConfigPolicy) -> Judgement:
-    if counts.get("ok", 0) == 0 and not (counts.get("failed") or counts.get("timeout")):
-        return Judgement("skipped", skipped_reason or "no cell ran")
-    if counts.get("failed") or counts.get("timeout"):
-        n = counts.get("failed", 0) + counts.get("timeout", 0)
-        return Judgement("failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}")
-    compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
-    info = "; ".join(f"{d}: {s.worst} (reported, not judged)" for d, s in dims.items()
-                     if s.pairs and d not in verdict_dims and s.worst != "bitwise")
-    j = judge(compared, cp)
-    return j._replace(reason=j.reason + (f"; {info}" if info else ""))
-
-
-def judge(compared: dict[str, DimensionSummary], cp: ConfigPolicy) -> Judgement:
-    """The verdict over the judged dimensions. Findings first (a suspicious pair is never
-    passed), then bitwise -> ready, divergent -> not_ready; anything between passes only
-    through the validator the matrix names, when its measured false accept is <= 1%, its
-    calibration (if any) covers this configuration and every non-bitwise judged dimension,
-    and it accepts every judged pair."""
-    if not compared:
-        return Judgement("untested", "only one execution: nothing to compare")
-    worst = worst_level(s.worst for s in compared.values() if s.worst)
-    where = ", ".join(f"{d}: {s.worst}" for d, s in compared.items())
-    found = sorted({f for s in compared.values() for f in s.findings})
-    if found:
-        dims = [d for d, s in compared.items() if s.findings]
-        steps = sorted({x for d in dims for x in compared[d].finding_steps})
-        at = f" (first divergent step {steps[0]})" if steps else ""
-        what = "; ".join(waveform_finding_text(cp.bounds_from) if f == WAVEFORM_FINDING else FINDING_TEXT.get(f, f)
-                         for f in found)
-        label = "suspicious" if WAVEFORM_FINDING in found else "finding"
-        return Judgement("not_ready", f"{label} across {', '.join(dims)}: {what}{at} ({where})", tuple(dims))
-    if worst == "bitwise":
-        return Judgement("ready", f"bitwise identical across {', '.join(compared)}")
-    validator = cp.validator
-    if worst == "divergent" and (validator is None or validator.rule != "replay"):
-        bad = [d for d, s in compared.items() if s.worst == "divergent"]
-        steps = sorted({x for d in bad for x in compared[d].first_divergence})
-        at = f"; first divergent step {steps[0]}" if steps else ""
-        began = sorted({st for d in bad for st in compared[d].stages})
-        at += f"; divergence began in the {' and '.join(began)} stage" if began else ""
-        return Judgement("not_ready", f"divergent across {', '.join(bad)}{at} ({where})", tuple(bad))
-    base = f"not bitwise; worst level {worst} ({where})"
-    loose = tuple(d for d, s in compared.items() if s.worst != "bitwise")
-    if cp.out_of_scope:
-        return Judgement("not_ready", f"{base}; {cp.out_of_scope}", loose)
-    if validator is None:
-        return Judgement("not_ready", f"{base}; the matrix names no validator for this kind, so only bitwise passes",
-                         loose)
-    if validator.sources is not None:
-        uncovered = [d for d, s in compared.items() if s.worst != "bitwise" and d not in validator.sources]
-        if uncovered:
-            why = uncalibrated_sources(uncovered, validator.sources, validator.notes)
-            return Judgement("not_ready", f"{base}; {why}", tuple(uncovered))
-    fa, fr = validator.false_accept or 0.0, validator.false_reject or 0.0
-    if fa > MAX_FALSE_ACCEPT:
-        return Judgement("not_ready", f"{base}; the named {validator.rule} validator's measured false accept "
-                         f"{fa:.3f} is above {MAX_FALSE_ACCEPT:.2f}", loose)
-    rejected = {d: s.rejected.get(validator.rule) for d, s in compared.items()}
-    if any(n is None for n in rejected.values()):
-        return Judgement("not_ready", f"{base}; the {validator.rule} validator does not apply",
-                         tuple(d for d, n in rejected.items() if n is None))
-    if any(rejected.values()):
-        bad = ", ".join(f"{d}: {n}" for d, n in rejected.items() if n)
-        return Judgement("not_ready", f"{base}; the named {validator.rule} validator rejects pairs ({bad})",
-                         tuple(d for d, n in rejected.items() if n))
-    benign = sum(s.explained.get("benign", 0) for s in compared.values())
-    why = f"; {benign} divergence(s) explained as benign near-ties" if benign else ""
-    return Judgement("ready_with_tolerance", f"{base}; every judged pair passes the named {validator.rule} "
-                     f"validator (measured false accept {fa:.3f}, false reject {fr:.3f}){why}")
-
-
 def config_facts(records: list[Record], verdict_dims: list[str], tasks: dict[str, Any] | None = None) -> Facts:
     """What a calibration's scope is checked against, from a configuration's ok records and
     the manifest's tasks (``max_new_tokens`` as the task asks it: a calibration's unit): the
@@ -572,7 +443,7 @@ def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str
                 seen.add(key)
                 pairs.append(cmp.pair("dtype", config_id, baseline[key], r))
         if pairs:
-            out[config_id] = _summarize(pairs)
+            out[config_id] = summarize_pairs(pairs)
     return out
 
 
@@ -630,15 +501,15 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         try:
             pairs = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
             nodes = (config_nodes(cmp.pair, config_id, ok, pairs, fleet, lambda dims, cp=cp: judge(dims, cp),
-                                  _summarize, verdict_dims) if fleet else None)
+                                  summarize_pairs, verdict_dims) if fleet else None)
         except _ArtifactProblem as err:
             problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
             pairs, nodes = {d: [] for d in REPRO_DIMENSIONS}, None
             failures.append(f"artifact unreadable: {err}")
             counts["failed"] += 1
-        dims = {d: _summarize(p) for d, p in pairs.items()}
+        dims = {d: summarize_pairs(p) for d, p in pairs.items()}
         skip_reason = next((r.reason for r in recs if r.status == "skipped"), None)
-        verdict, reason, decided_by = _verdict(dict(counts), dims, failures, skip_reason, verdict_dims, cp)
+        verdict, reason, decided_by = judge_configuration(dict(counts), dims, failures, skip_reason, verdict_dims, cp)
         seed_sensitive, seed_note = _seed_sensitivity(cmp, config_id, ok)
         worst_pairs = sorted((p for ps in pairs.values() for p in ps if p.level != "bitwise"),
                              key=lambda p: -level_rank(p.level))

@@ -19,6 +19,7 @@ from harness.compare.levels import (
     MAX_FALSE_ACCEPT, RULE_NAMES, Comparable, NamedValidator, Thresholds, fingerprint_distance, float_metrics, within_tolerance, within_waveform_bounds,
 )
 from harness.digests import digest_array
+from harness.spec.kinds import KINDS, KindSpec
 
 Validator = Callable[[Comparable, Comparable, Thresholds | None], bool]
 Pair = tuple[Comparable, Comparable]
@@ -124,20 +125,11 @@ VALIDATORS: dict[str, Validator] = {name: RULES[name] for name in ("bitwise", "t
 #: rules that need a waveform (not applicable to text outputs)
 WAVEFORM_RULES = ("tolerance", "perceptual", "composite")
 
-#: the rule a 3-node validation group applies per task kind, and whether the network has it
-NETWORK_RULES: dict[str, tuple[str, str]] = {
-    "gpt": ("result_hash", "network: sha256 of the result JSON file (crynux-node get_gpt_resp_hash; relay compares "
-                           "score strings for equality)"),
-    "audio": ("composite", "proposed: the network has no audio rule; codes equal and waveform within the "
-                           "calibrated bounds (harness validators)"),
-    "chain": ("composite", "proposed: both stages' tokens equal and waveform within the calibrated bounds"),
-    "audioldm": ("result_hash", "proposed: sha256 of the waveform (no discrete output; no calibrated rule)"),
-}
-
-
 def network_rule(kind: str) -> tuple[str, str]:
-    """(rule name, label) for a task kind; unknown kinds get the result hash."""
-    return NETWORK_RULES.get(kind, ("result_hash", "proposed: sha256 of the result"))
+    """(rule name, label): the rule a 3-node validation group applies to a task kind, and
+    whether the network has it (its ``KindSpec.network_rule``); unknown kinds get the result hash."""
+    spec = KINDS.get(kind) if kind in KINDS else None
+    return spec.network_rule if spec else KindSpec.model_fields["network_rule"].default
 
 
 def applicable(rule: str, a: Comparable, b: Comparable) -> bool:

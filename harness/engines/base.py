@@ -7,18 +7,19 @@ a network node makes and capture what the comparison needs (codes, token ids, la
 
 ``run`` seeds just before generating (a node serving a task from its model cache) unless the
 caller passes ``seeded=True``: it seeded before loading the model, as a node's first task
-does (loading can draw random numbers; see ``harness.execution.execute``).
+does (loading can draw random numbers; see ``harness.execution.execute``). The ``Engine``
+protocol lives with the kind registry (``harness.spec.kinds``), which checks each kind's
+engine against it when it resolves one.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from harness.outputs import Output
+from harness.spec.kinds import Engine  # the protocol, where the kind registry checks engines against it
 
 
 @dataclass
@@ -27,15 +28,6 @@ class LoadedModel:
     objects: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)  # resolved dtype, quantization, weights hash
     load_s: float = 0.0
-
-
-class Engine(Protocol):
-    kind: str
-
-    def load(self, task: Any, device: str) -> LoadedModel: ...
-
-    def run(self, loaded: LoadedModel, task: Any, device: str, neighbours: Sequence[Any] = (),
-            seeded: bool = False) -> Output: ...
 
 
 def model_key(task: Any, device: str) -> tuple:

@@ -27,6 +27,7 @@ runner's, byte for byte).
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,35 +38,38 @@ import numpy as np
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import UnsupportedConfiguration, count_quantized, resolve_model
 from harness.outputs import Output
+from harness.spec.kinds import KINDS, NodeRunner, load_object
 from harness.spec.tasks import AudioGenerationConfig, AudioTask, GPTGenerationConfig, GPTTask, task_to_doc
 
-RUNNER_PACKAGES = {"audio": "audio_task", "gpt": "gpt_task"}
-UPSTREAM = {"audio": "Crynux audio-task, github.com/crynux-ai/audio-task",
-            "gpt": "Crynux gpt-task, github.com/crynux-network/gpt-task"}
 PRIME_MAX_NEW_TOKENS = 16  # the short task that fills a warm cache
+
+
+def runner_support(kind: str) -> NodeRunner:
+    """How the network's runner runs ``kind`` (its ``KindSpec.node_runner``); one clear error
+    when no runner does."""
+    support = KINDS.get(kind).node_runner
+    if support is None:
+        runnable = [k for k in KINDS.names() if KINDS.get(k).node_runner is not None]
+        raise UnsupportedConfiguration(f"engine 'node-runner' runs {' and '.join(runnable)} tasks only (the "
+                                       f"network's runners), not {kind} tasks")
+    return support
 
 
 def require_runner_packages(kinds: set[str] | Sequence[str]) -> None:
     """One clear error naming the runner package a kind needs when it is not importable."""
     for kind in sorted(kinds):
-        package = RUNNER_PACKAGES.get(kind)
-        if package is None:
-            raise UnsupportedConfiguration(f"engine 'node-runner' runs audio and gpt tasks only (the network's "
-                                           f"runners), not {kind} tasks")
-        if importlib.util.find_spec(package) is None:
+        support = runner_support(kind)
+        if importlib.util.find_spec(support.package) is None:
             raise UnsupportedConfiguration(
-                f"engine 'node-runner' needs the network runner package {package!r} ({UPSTREAM[kind]}), which is "
-                f"not importable here: install it, or put its src/ folder on PYTHONPATH")
+                f"engine 'node-runner' needs the network runner package {support.package!r} ({support.upstream}), "
+                f"which is not importable here: install it, or put its src/ folder on PYTHONPATH")
 
 
-def _runner_inference(kind: str):
-    """The runner's inference module, imported by constant names: nothing in a task or a
-    matrix chooses which code is imported."""
-    if kind == "audio":
-        import audio_task.inference as inference
-    else:
-        import gpt_task.inference as inference
-    return inference
+def _runner_inference(support: NodeRunner):
+    """The runner's inference module, through the kind registry's lazy references: its package
+    is named by the registry (the code, or the operator's plugins), never by a task or a matrix."""
+    load_object(f"{support.package}.inference:run_task")
+    return sys.modules[f"{support.package}.inference"]
 
 
 def runner_model(ref: str) -> str:
@@ -154,13 +158,15 @@ class _GenerateCapture:
 
 
 class NodeRunnerEngine:
-    """One engine for both kinds; ``kind`` says which runner package it calls."""
+    """One engine for every kind a runner runs; ``kind`` says which runner package it calls and
+    its interface which ``run_task`` signature (the network's audio or gpt runner) that has."""
 
     def __init__(self, kind: str):
         require_runner_packages({kind})
         self.kind = kind
-        self.package = RUNNER_PACKAGES[kind]
-        self.inference = _runner_inference(kind)
+        support = runner_support(kind)
+        self.package, self.interface = support.package, support.interface
+        self.inference = _runner_inference(support)
 
     def load(self, task: AudioTask | GPTTask, device: str) -> LoadedModel:
         """Nothing is loaded here: the runner builds its pipeline inside its own call (after its
@@ -188,7 +194,7 @@ class NodeRunnerEngine:
         if not seeded and not cache.pipes:
             with watch.section("load_s"):
                 self._call(self._prime(task), cache)
-        capture = _AudioCapture(watch) if self.kind == "audio" else _GenerateCapture()
+        capture = _AudioCapture(watch) if self.interface == "audio" else _GenerateCapture()
         cache.on_pipe = capture.attach
         try:
             with watch.section("generate_s"):
@@ -202,9 +208,9 @@ class NodeRunnerEngine:
             watch.times["generate_s"] -= watch.times["load_s"]
         loaded.meta.update(quantization=count_quantized(pipe.model, task.quantize_bits).as_dict(),
                            resolved_dtype=str(pipe.model.dtype).replace("torch.", ""))
-        if self.kind == "audio":
-            return _audio_output(result, capture, watch)
-        return _gpt_output(task, result, capture, pipe, watch)
+        if self.interface == "audio":
+            return _audio_output(self.kind, result, capture, watch)
+        return _gpt_output(self.kind, task, result, capture, pipe, watch)
 
     @staticmethod
     def _prime(task: AudioTask | GPTTask) -> AudioTask | GPTTask:
@@ -222,7 +228,7 @@ class NodeRunnerEngine:
         common = {"model": runner_model(task.model), "seed": task.seed, "dtype": task.dtype,
                   "quantize_bits": task.quantize_bits, "model_cache": cache,
                   "generation_config": _without_none(doc.get("generation_config"))}
-        if self.kind == "audio":
+        if self.interface == "audio":
             kwargs = {**common, "prompt": task.prompt}
         else:
             kwargs = {**common, "messages": [_without_none(m) for m in doc["messages"]], "tools": doc.get("tools"),
@@ -235,7 +241,7 @@ class NodeRunnerEngine:
                                f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from err
 
 
-def _audio_output(result: Any, capture: "_AudioCapture", watch: Stopwatch) -> Output:
+def _audio_output(kind: str, result: Any, capture: "_AudioCapture", watch: Stopwatch) -> Output:
     audio, rate = result
     waveform = np.ascontiguousarray(np.asarray(audio, dtype=np.float32))  # (samples, channels)
     arrays = {"waveform": waveform}
@@ -245,18 +251,18 @@ def _audio_output(result: Any, capture: "_AudioCapture", watch: Stopwatch) -> Ou
         arrays["codes"] = np.ascontiguousarray(codes[0, 0].T) if codes.ndim == 4 else codes[0]
         meta["new_tokens"] = int(arrays["codes"].shape[0])
     has_codes = "codes" in arrays
-    return Output(kind="audio", arrays=arrays, sampling_rate=int(rate), discrete="codes" if has_codes else None,
+    return Output(kind=kind, arrays=arrays, sampling_rate=int(rate), discrete="codes" if has_codes else None,
                   steps="codes" if has_codes else None, timings=dict(watch.times), meta=meta)
 
 
-def _gpt_output(task: GPTTask, response: dict[str, Any], capture: "_GenerateCapture", pipe, watch: Stopwatch) -> Output:
+def _gpt_output(kind: str, task: GPTTask, response: dict[str, Any], capture: "_GenerateCapture", pipe, watch: Stopwatch) -> Output:
     from harness.engines.textgen import _eos_ids, token_id_rows
 
     if task.model.startswith("tiny:"):
         response = {**response, "model": task.model}
     rows = capture.sequences[:, capture.prompt_width:].to("cpu").numpy().astype(np.int64)
     token_ids = token_id_rows(rows, _eos_ids(capture.generation_config, pipe.tokenizer))
-    return Output(kind="gpt", arrays={"token_ids": token_ids}, response=response, discrete="token_ids",
+    return Output(kind=kind, arrays={"token_ids": token_ids}, response=response, discrete="token_ids",
                   steps="token_ids", timings=dict(watch.times),
                   meta={"batch_size": 1, "new_tokens": int((token_ids >= 0).sum())})
 

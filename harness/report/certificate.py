@@ -1,21 +1,15 @@
-"""Render a hardware certificate (harness.workflows.certify.Certificate) as Markdown.
+"""Render a hardware certificate (harness.analysis.certificate.Certificate) as Markdown.
 
 Rendering decides nothing: every verdict is in the certificate. It lives with the other
-renderers so Markdown is written in one place (report/); the certificate is passed in, never
-imported at run time (the workflows stage sits above the report stage).
+renderers so Markdown is written in one place (report/).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from harness.analysis.certificate import POOL_FIELDS, Certificate
 from harness.report.run import fmt, fmt_mapping, md_table
-
-#: the network pools nodes by GPU model, then VRAM; outputs also depend on these
-POOL_FIELDS = ("gpu_model", "vram_bytes", "runner_version", "platform", "dtype", "quantize_bits")
-
-if TYPE_CHECKING:
-    from harness.workflows.certify import Certificate
 
 ENV_FIELDS = ("processor", "cpu_count", "gpu_names", "driver", "cuda_runtime", "cudnn", "torch", "torch_threads",
               "libraries.transformers", "libraries.bitsandbytes", "libraries.consensus-harness", "blas", "os")

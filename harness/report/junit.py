@@ -36,16 +36,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from harness.analysis.certificate import Certificate
+from harness.analysis.crossrun import CrossRunResult
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary, PairResult
 from harness.analysis.summary import ordered_dimensions
 from harness.store.files import atomic_write_bytes
 from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, LEVEL_MEANING
 
-if TYPE_CHECKING:
-    from harness.analysis.crossrun import CrossRunResult
-    from harness.workflows.certify import Certificate
 
 Outcome = Literal["passed", "failure", "error", "skipped"]
 #: characters XML 1.0 cannot hold (a library's error text may carry them)
@@ -136,7 +135,7 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
 def dimension_verdict(c: ConfigResult, dim: str, s: DimensionSummary) -> tuple[str, str]:
     """The verdict this dimension alone would get (the analysis's own ``judge``): a
     configuration that is not accepted has at least one dimension that is not either."""
-    from harness.analysis.run import judge
+    from harness.analysis.judgement import judge
     from harness.compare.levels import NamedValidator, Thresholds
     from harness.spec.policy import ConfigPolicy
 

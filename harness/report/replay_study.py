@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from harness.workflows.replay_study import ReplayStudyResult
+from harness.analysis.studies import ReplayStudyResult
 
 
 def _rate(r) -> str:

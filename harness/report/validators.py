@@ -1,16 +1,11 @@
-"""Render the audio validator study (harness.workflows.validator_study.StudyResult) as
-Markdown (``harness validators``): one place for Markdown (report/); the result is passed in,
-never imported at run time (the workflows stage sits above the report stage)."""
+"""Render the audio validator study (harness.analysis.studies.StudyResult) as Markdown
+(``harness validators``): one place for Markdown (report/)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from harness.analysis.studies import StudyResult
 from harness.compare.validators import VALIDATORS
 from harness.report.run import md_table
-
-if TYPE_CHECKING:
-    from harness.workflows.validator_study import StudyResult
 
 
 def render_markdown(result: StudyResult) -> str:

@@ -22,13 +22,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
-from harness.digests import digest_json
 from harness.errors import HarnessError
 from harness.isa import ISA_NAMES, NATIVE, unavailable as isa_unavailable
-from harness.spec.kinds import KINDS
+from harness.spec.cell import Cell
+from harness.spec.kinds import KINDS, TASK_SETTINGS
 from harness.spec.policy import Gates, NamedValidator, Thresholds
 from harness.spec.rules import RuleIndex
-from harness.store.records import Axes
 from harness.spec.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
                            task_to_doc)
 
@@ -154,57 +153,20 @@ class MatrixSpec(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     # per task kind, the validator a non-bitwise configuration may pass through (with its
     # measured error rates on this model); none named: only bitwise passes
-    validators: dict[Literal["audio", "gpt", "audioldm", "chain"], NamedValidator] = Field(default_factory=dict)
+    validators: dict[str, NamedValidator] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
 
-
-@dataclass(frozen=True)
-class Cell:
-    task_name: str
-    kind: str
-    task_doc: dict[str, Any]  # the task with dtype/quant/seed of this cell applied
-    axes: Axes
-    skip_reason: str | None = None
-    engine: str = "harness"  # not in the spec hash: equivalent engines must give the same output
-
-    @property
-    def cell_id(self) -> str:
-        a = self.axes
-        q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
-        t = f"t{a.threads}" if a.threads else "tauto"
-        # isa and tf32 appear only when not the default, so earlier runs keep their cell ids
-        kernels = (f"/isa-{a.isa}" if a.isa != NATIVE else "") + ("/tf32" if a.tf32 == "on" else "")
-        return (f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
-                f"p{a.profile}/{a.load}{kernels}/w{a.worker}/r{a.repeat}")
-
-    @property
-    def spec_hash(self) -> str:
-        """What was asked: equal spec hashes must give equal outputs on a deterministic node.
-        ``load`` enters only when cold: warm is what earlier versions ran, so warm specs keep
-        their hashes."""
-        a = self.axes
-        doc = {"task": self.task_doc, "kind": self.kind, "device": a.device, "threads": a.threads,
-               "batch_size": a.batch_size, "profile": a.profile}
-        if a.load != "warm":
-            doc["load"] = a.load
-        if a.isa != NATIVE:  # likewise native and tf32 off: what earlier versions ran
-            doc["isa"] = a.isa
-        if a.tf32 != "off":
-            doc["tf32"] = a.tf32
-        return digest_json(doc)[:16]
-
-    @property
-    def config_id(self) -> str:
-        a = self.axes
-        q = f"q{a.quantize_bits}" if a.quantize_bits else "qnone"
-        tf32 = "/tf32" if a.tf32 == "on" else ""  # TF32 is a configuration, as the profile is
-        return f"{self.task_name}/{a.dtype}/{q}/{a.device.replace(':', '')}/p{a.profile}{tf32}"
-
-    @property
-    def group_key(self) -> tuple[str, str, str, str]:
-        """Cells sharing a worker: same device, determinism profile, kernel set and TF32 mode
-        (each is set in the environment before torch starts)."""
-        return (self.axes.device, self.axes.profile, self.axes.isa, self.axes.tf32)
+    @field_validator("validators")
+    @classmethod
+    def _validator_kinds(cls, v: dict[str, NamedValidator]) -> dict[str, NamedValidator]:
+        """Keyed by any registered kind; its rule one the kind's ``validator_rules`` allow."""
+        for kind, named in v.items():
+            if kind not in KINDS:
+                raise ValueError(f"{kind!r} is no task kind; available: {', '.join(KINDS.names())}")
+            allowed = KINDS.get(kind).validator_rules
+            if named.rule not in allowed:
+                raise ValueError(f"{kind}: rule {named.rule!r} cannot judge {kind} tasks; one of {', '.join(allowed)}")
+        return v
 
 
 @dataclass
@@ -323,13 +285,16 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
 
 
 def node_runner_refusal(kind: str, doc: dict[str, Any]) -> str | None:
-    """Why the network's own runner cannot run this task (None when it can): it has runners for
-    audio (MusicGen text-to-audio) and GPT tasks only, without this harness's extensions."""
-    if kind not in ("audio", "gpt"):
-        return f"runs audio and gpt tasks only (the network's runners); this is a {kind} task"
-    for field in ("audio_prompt", "unconditional"):
-        if kind == "audio" and doc.get(field):
-            return f"cannot run {field}: it is a harness extension the network's audio runner does not have"
+    """Why the network's own runner cannot run this task (None when it can): a kind's
+    ``KindSpec.node_runner`` says whether a runner runs it and which of its fields are this
+    harness's extensions the runner does not have."""
+    support = KINDS.get(kind).node_runner
+    if support is None:
+        runnable = [k for k in KINDS.names() if KINDS.get(k).node_runner is not None]
+        return f"runs {' and '.join(runnable)} tasks only (the network's runners); this is a {kind} task"
+    for field in support.extensions:
+        if doc.get(field):
+            return f"cannot run {field}: it is a harness extension the network's {kind} runner does not have"
     return None
 
 
@@ -366,9 +331,9 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
             axes.update(AxesSpec.model_validate({**spec.axes.model_dump(), **entry.axes}).model_dump())
         except ValidationError as err:
             raise MatrixError(f"$.tasks ({name}).axes: {format_validation_error(err)}") from None
-        axes["dtype"] = axes["dtype"] or [_task_field(kind, doc, "dtype", "auto")]
-        axes["quantize_bits"] = axes["quantize_bits"] or [_task_field(kind, doc, "quantize_bits", None)]
-        axes["seed"] = axes["seed"] or [_task_field(kind, doc, "seed", 0)]
+        own = KINDS.get(kind).task_settings(doc)  # a task's own dtype, quantization and seed, when no axis sets them
+        for setting in TASK_SETTINGS:
+            axes[setting] = axes[setting] or [own[setting]]
         axes["device"] = _devices(axes["device"], available) or axes["device"]
         total = 1
         for n in AXIS_NAMES:
@@ -394,12 +359,12 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
         if spec.engine == "node-runner" and values["batch_size"] != 1:
             raise MatrixError(f"matrix {spec.name!r}: engine 'node-runner' runs one task per call (as a node does); "
                               f"task {name!r} asks batch_size {values['batch_size']}")
-        task_doc = _apply(kind, doc, values)
+        task_doc = apply_axes(kind, doc, values)
         reason = feasibility(kind, values, available)
+        others = {k: v for k, v in values.items() if k not in TASK_SETTINGS}
         for worker in range(spec.workers):
             for repeat in range(spec.repeats):
-                axes = Axes(**values, repeat=repeat, worker=worker)
-                cell = Cell(name, kind, task_doc, axes, reason, spec.engine)
+                cell = Cell(name, kind, task_doc, {**others, "repeat": repeat, "worker": worker}, reason, spec.engine)
                 if cell.cell_id not in seen:
                     seen.add(cell.cell_id)
                     cells.append(cell)
@@ -408,26 +373,11 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
     return cells
 
 
-def _task_field(kind: str, doc: dict[str, Any], name: str, default: Any) -> Any:
-    """A task's own value for an axis; a staged kind's (a chain's) is its first stage's (the
-    axes set every stage)."""
-    stages = KINDS.get(kind).stages
-    return doc[name] if name in doc else doc.get(stages[0], {}).get(name, default) if stages else default
-
-
 def apply_axes(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The task document a cell with these axis values runs (a record's task, rebuilt from its
-    manifest's resolved task and its axes)."""
-    return _apply(kind, doc, values)
-
-
-def _apply(kind: str, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The task as this cell runs it: dtype, quantization and seed from the axes."""
-    patch = {"dtype": values["dtype"], "quantize_bits": values["quantize_bits"], "seed": values["seed"]}
-    stages = KINDS.get(kind).stages  # a chain: the axes apply to each stage
-    if stages:
-        return {**doc, **{stage: {**doc[stage], **patch} for stage in stages}}
-    return {**doc, **patch}
+    """The task document a cell with these axis values runs: its dtype, quantization and seed
+    set where its kind keeps them (every stage of a chain). Also a record's task, rebuilt from
+    its manifest's resolved task and its axes."""
+    return KINDS.get(kind).with_task_settings(doc, values)
 
 
 def feasibility(kind: str, values: dict[str, Any], available: list[str]) -> str | None:

@@ -218,7 +218,6 @@ class ChainTask(StrictModel):
 
 
 Task = AudioTask | GPTTask | AudioLDMTask | ChainTask  # the built-in kinds (harness.spec.kinds lists every kind)
-_AUDIOLDM_ONLY = {"negative_prompt", "num_inference_steps", "audio_length_in_s", "num_waveforms_per_prompt"}
 
 
 # Fields this harness once accepted and no longer does, with why (shown instead of "unknown field").
@@ -233,16 +232,14 @@ class TaskError(HarnessError, ValueError):
 
 
 def infer_kind(doc: Any) -> str:
-    """The network sends no 'kind' field: recognise the task by the fields it carries."""
+    """The network sends no 'kind' field: recognise the task by the fields it carries (each
+    kind's ``recognised_by``; a document with none of them is the fallback kind, audio)."""
     if not isinstance(doc, dict):
         raise TaskError(f"$: a task must be a JSON object, got {type(doc).__name__}")
-    if "stages" in doc or "text_stage" in doc:
-        return "chain"
-    if "messages" in doc:
-        return "gpt"
-    if _AUDIOLDM_ONLY & doc.keys():
-        return "audioldm"
-    return "audio"
+    kind = KINDS.infer(doc)
+    if kind is None:
+        raise TaskError(f"$: no task kind recognises this document; name its kind (one of {', '.join(KINDS.names())})")
+    return kind
 
 
 def _json_path(loc: tuple[Any, ...]) -> str:

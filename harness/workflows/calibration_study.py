@@ -33,8 +33,9 @@ import numpy as np
 from harness.compare.levels import Comparable, Thresholds
 from harness.compare.validators import composite
 from harness.spec.calibration import Calibration, Entry, Rate, Scope
+from harness.analysis.studies import PROMPTS
 from harness.workflows.validator_study import (
-    EDIT_SPREADS, GENERATION, PROMPTS, _collect_worker, _comparable, _edit, _splice, _start_worker, calibrate,
+    EDIT_SPREADS, GENERATION, _collect_worker, _comparable, _edit, _splice, _start_worker, calibrate,
 )
 
 MAX_FRR = 0.01

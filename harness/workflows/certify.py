@@ -32,26 +32,24 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-
+from harness.analysis.certificate import CERTIFICATE_SCHEMA_VERSION, Certificate, ConfigCertificate
 from harness.store.bundle import open_bundle
 from harness.store.manifest import Manifest
-from harness.compare.levels import (
-    FINDING_TEXT, MAX_FALSE_ACCEPT, WAVEFORM_FINDING, NamedValidator, level_rank, waveform_finding_text, worst_level,
-)
+from harness.compare.levels import level_rank, worst_level
 from harness.compare.agreement import simulate
-from harness.analysis.crossrun import ConfigOutcome, CrossRunResult, DifferenceGroup, RunSide, compare_runs, consensus_outcomes
+from harness.analysis.crossrun import (
+    ConfigOutcome, CrossRunResult, compare_runs, consensus_outcomes, judge_outcome,
+)
 from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
 from harness.report.certificate import render_certificate
 from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
+from harness.vocabulary import CERTIFICATE_VERDICT, CERTIFICATE_VERDICTS, CertificateVerdict
 from harness.workflows.whitelist import normalize_gpu_name
 
-CERTIFICATE_SCHEMA_VERSION = 2
 CERTIFICATE_JSON = "certificate.json"
 CERTIFICATE_MD = "certificate.md"
-Verdict = Literal["pass", "pass_with_tolerance", "fail"]
 EMULATION_NOTE = ("emulated hardware: the threads axis was overridden on the same machine; a different CPU "
                   "thread count changes float reduction order as different hardware does")
 ISA_NOTE = ("emulated CPU kind: ATen, oneDNN and oneMKL were capped at the {isa} kernel level ({like}) on the "
@@ -62,7 +60,7 @@ class CertifyError(StoreError):
     """The reference or the requested matrix cannot be certified against; one line."""
 
 
-def parse_certificate(doc: Any, where: str) -> "Certificate":
+def parse_certificate(doc: Any, where: str) -> Certificate:
     """A certificate document as ``harness verify`` reads it: a JSON object that validates as a
     ``Certificate`` of a version this harness reads (its signature block aside). An object with
     a valid signature but no certificate inside was reported ``VERIFIED``."""
@@ -81,56 +79,6 @@ def parse_certificate(doc: Any, where: str) -> "Certificate":
         return Certificate.model_validate({k: v for k, v in doc.items() if k not in ("signature", "signed_by")})
     except ValidationError as err:
         raise CertifyError(f"{where}: not a certificate: {first_validation_problem(err)}") from None
-
-
-class ConfigCertificate(BaseModel):
-    config_id: str
-    task: str
-    kind: str
-    model: str
-    verdict: Verdict
-    reason: str
-    compared: int = 0
-    levels: dict[str, int] = Field(default_factory=dict)
-    worst: str | None = None  # across machines and within each side
-    within_reference: str | None = None  # worst level among each side's own repeats/processes
-    within_candidate: str | None = None
-    first_divergence: int | None = None
-    worst_pair: list[str] | None = None  # [reference cell, candidate cell]
-    metrics: dict[str, float | int | None] = Field(default_factory=dict)  # of the worst pair
-    consensus: dict[str, dict[str, float]] = Field(default_factory=dict)  # rule -> RuleEstimate figures
-    network_rule: str | None = None
-    network_label: str | None = None
-    network: dict[str, float] | None = None  # p_accepted, p_aborted, invalidated (half/half mix)
-    findings: dict[str, int] = Field(default_factory=dict)
-    pool: dict[str, dict[str, Any]] = Field(default_factory=dict)  # "reference"/"candidate" -> pool key fields
-    issues: list[str] = Field(default_factory=list)
-
-
-class Certificate(BaseModel):
-    """History: 1 -- first version. 2 -- network-rule figures, findings and pool keys per
-    configuration; pass_with_tolerance only through a named validator."""
-
-    schema_version: int = CERTIFICATE_SCHEMA_VERSION
-    harness_version: str
-    created_at: float
-    passed: bool
-    summary: str
-    reference: RunSide
-    candidate: RunSide
-    emulation: dict[str, Any] | None = None
-    match: str
-    thresholds: dict[str, Any]
-    environment_differs: list[str] = Field(default_factory=list)
-    groups: list[DifferenceGroup] = Field(default_factory=list)
-    configs: list[ConfigCertificate] = Field(default_factory=list)
-    not_certified: list[str] = Field(default_factory=list)  # reference configs skipped there or not re-run
-    unmatched_candidate: list[str] = Field(default_factory=list)
-    problems: list[str] = Field(default_factory=list)
-    reference_signed_by: str | None = None  # "unsigned" or the key that signed the reference bundle
-    # --device: the reference's cells re-ran on this device here (matched ignoring the device)
-    device: str | None = None
-    reference_devices: list[str] = Field(default_factory=list)
 
 
 # --- matrices --------------------------------------------------------------------------------------
@@ -209,10 +157,11 @@ def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
 
 # --- verdicts ---------------------------------------------------------------------------------------
 
-def judge(out: ConfigOutcome) -> tuple[Verdict, str, list[str]]:
-    """A configuration's certificate verdict, judged by the validator its comparison resolved
-    (``out.validator``: rates and bounds from the calibration entry whose scope holds both
-    sides' kernel classes), or failed with the reason none applies."""
+def judge(out: ConfigOutcome, result: CrossRunResult) -> tuple[CertificateVerdict, str, list[str]]:
+    """A configuration's certificate verdict: not certified when a cell failed, was skipped or has
+    no partner; else the one judgement (harness.analysis.judgement) over the comparison across
+    the machines and each side's own repeats, with the validator the configuration resolved
+    (rates and bounds from the calibration entry whose scope holds both sides' kernel classes)."""
     issues = ([f"reference failed: {x}" for x in out.failed_a] + [f"no partner here: {x}" for x in out.unmatched_a]
               + [f"failed here: {x}" for x in out.failed_b] + [f"skipped here: {x}" for x in out.skipped_b]
               + [f"not comparable: {x}" for x in out.errors])
@@ -220,47 +169,8 @@ def judge(out: ConfigOutcome) -> tuple[Verdict, str, list[str]]:
         return "fail", f"{len(issues)} cell(s) not certified; first: {issues[0]}", issues
     if not out.matched:
         return "fail", "no cell compared", issues
-    levels = ", ".join(f"{k} {v}" for k, v in out.levels.items())
-    # a side that does not agree with itself (repeat/process) cannot be certified beyond that level
-    own = "; ".join(f"the {who}'s own repeats: {lv}" for who, lv in (("reference", out.within_a),
-                                                                       ("candidate", out.within_b))
-                    if lv and level_rank(lv) > level_rank(out.worst or "bitwise"))
-    own = f"; {own}" if own else ""
-    worst = worst_level(x for x in (out.worst, out.within_a, out.within_b) if x)
-    if out.findings:
-        what = "; ".join(f"{waveform_finding_text(out.bounds_from or '') if k == WAVEFORM_FINDING else FINDING_TEXT.get(k, k)}"
-                         f" ({v} pair(s))" for k, v in out.findings.items())
-        return "fail", f"finding: {what} ({levels}){own}", issues
-    if worst == "bitwise":
-        return "pass", f"bitwise identical in {out.matched} cell(s)", issues
-    if worst == "divergent":
-        at = f"; first divergent step {out.first_divergence[0]}" if out.first_divergence else ""
-        what = "divergent from the reference" if out.worst == "divergent" else "not reproducible"
-        return "fail", f"{what} ({levels}){at}{own}", issues
-    base = f"not bitwise; worst level {worst} ({levels}{own})"
-    if out.out_of_scope:
-        return "fail", f"{base}; {out.out_of_scope}", issues
-    validator = NamedValidator.model_validate(out.validator) if out.validator else None
-    if validator is None:
-        return "fail", f"{base}; the reference matrix names no validator for this kind", issues
-    classes = [set(v) for v in out.kernel_classes.values()]
-    if (validator.sources is not None and len(classes) == 2 and classes[0] != classes[1]
-            and "isa" not in validator.sources):
-        why = f": {'; '.join(validator.notes)}" if validator.notes else ""
-        return "fail", (f"{base}; the two sides ran other kernel classes and the isa source was not calibrated "
-                        f"for this configuration (calibrated: {', '.join(validator.sources)}){why}"), issues
-    fa = validator.false_accept or 0.0
-    if fa > MAX_FALSE_ACCEPT:
-        return "fail", (f"{base}; the named {validator.rule} validator's measured false accept "
-                        f"{fa:.3f} is above {MAX_FALSE_ACCEPT:.2f}"), issues
-    rejected = out.rejected.get(validator.rule)
-    if rejected is None or rejected:
-        return "fail", f"{base}; the named {validator.rule} validator rejects {rejected or 'all'} pair(s)", issues
-    return "pass_with_tolerance", (f"{base}; every pair passes the named {validator.rule} validator (measured false "
-                                   f"accept {fa:.3f})"), issues
-
-
-from harness.report.certificate import POOL_FIELDS  # noqa: E402,F401 (one list of pool-key fields)
+    j = judge_outcome(out, result)
+    return CERTIFICATE_VERDICT.get(j.verdict, "fail"), j.reason, issues
 
 
 def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int | None) -> dict[str, Any]:
@@ -280,7 +190,7 @@ def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int 
 def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCertificate:
     from harness.compare.validators import network_rule
 
-    verdict, reason, issues = judge(out)
+    verdict, reason, issues = judge(out, result)
     pairs = [m for m in result.matches if m.config_a == out.config_id and m.level]
     worst = max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
     consensus: dict[str, dict[str, float]] = {}
@@ -337,7 +247,7 @@ def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None
             continue
         configs.append(_config_certificate(out, result))
     passed = bool(configs) and all(c.verdict == "pass" for c in configs)
-    counts = {v: sum(c.verdict == v for c in configs) for v in ("pass", "pass_with_tolerance", "fail")}
+    counts = {v: sum(c.verdict == v for c in configs) for v in CERTIFICATE_VERDICTS}
     summary = (("CERTIFIED: " if passed else "NOT CERTIFIED (bitwise): ")
                + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(configs)} configuration(s)")
     if not configs:

@@ -41,17 +41,17 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.analysis.studies import ConfigStudy, ReplayStudyResult, ReplayStudySettings
 from harness.compare.levels import Comparable, Thresholds, float_metrics
 from harness.compare.replay import ReplayDecision, validate
-from harness.spec.calibration import Calibration, Entry, Rate, Scope
+from harness.spec.calibration import Calibration, Entry, Scope
 from harness.workflows.calibration_study import _doc, _run_worker, wilson
-from harness.workflows.validator_study import PROMPTS, _comparable, _edit, calibrate, det_frame, generate
+from harness.workflows.validator_study import _comparable, _edit, calibrate, det_frame, generate
 
 CALIBRATION_MARGIN = 2.0
 #: the edited waveform's amplitude, in calibrated decoder bounds
@@ -62,65 +62,8 @@ NOT_COUNTED = ("float32 passed off as bfloat16",)
 RULES = ("result_hash", "composite", "replay")
 
 
-@dataclass(frozen=True)
-class ReplayStudySettings:
-    seeds: int = 8
-    prompts: tuple[str, ...] = PROMPTS
-    max_new_tokens: int = 32
-    configs: tuple[tuple[str, int | None], ...] = (("float32", None), ("bfloat16", None))
-    levels: tuple[str, ...] = ("avx2", "scalar")  # other CPU kernel levels (honest isa sources)
-    model: str = "tiny:musicgen"
-
-
 FULL = ReplayStudySettings()
 QUICK = ReplayStudySettings(seeds=2, max_new_tokens=16, levels=("avx2",))
-
-
-@dataclass
-class ConfigStudy:
-    dtype: str
-    quantize_bits: int | None
-    margin: float
-    waveform_max_abs: float
-    waveform_rel_l2: float
-    honest_max_gap: float  # calibration half
-    one_pass_noise: float  # calibration half
-    frr: Rate
-    frr_codes_differ: Rate
-    far: Rate
-    by_source: dict[str, dict[str, Any]] = field(default_factory=dict)
-    by_cheat: dict[str, dict[str, Any]] = field(default_factory=dict)
-    det: dict[str, list[float]] = field(default_factory=dict)
-    #: each held-out candidate's score (accepted iff <= 1; None: infinite), for the separation plot
-    honest_scores: list[float | None] = field(default_factory=list)
-    cheat_scores: list[float | None] = field(default_factory=list)
-    fleet: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rejected_honest: list[str] = field(default_factory=list)  # why, for each held-out honest rejection
-    accepted_cheats: list[str] = field(default_factory=list)
-    composite_bounds: tuple[float, float] = (0.0, 0.0)
-
-
-@dataclass
-class ReplayStudyResult:
-    settings: ReplayStudySettings
-    configs: list[ConfigStudy]
-    calibration: Calibration
-    seconds: float
-    generations: int
-    replays: int
-    kernel_classes: list[str]
-    levels: list[str]
-    summary: str
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"settings": asdict(self.settings), "seconds": round(self.seconds, 1), "generations": self.generations,
-                "replays": self.replays, "kernel_classes": self.kernel_classes, "levels": self.levels,
-                "summary": self.summary, "notes": self.notes,
-                "configs": [{**{k: v for k, v in asdict(c).items() if k not in ("frr", "frr_codes_differ", "far")},
-                             "frr": c.frr.model_dump(), "frr_codes_differ": c.frr_codes_differ.model_dump(),
-                             "far": c.far.model_dump()} for c in self.configs],
-                "calibration_digest": self.calibration.digest}
 
 
 def _candidate(c: Comparable):

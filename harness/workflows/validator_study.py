@@ -44,13 +44,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.analysis.studies import StudyResult, StudySettings
 from harness.compare.levels import Comparable, Thresholds, float_metrics, length_mismatch
 from harness.digests import digest_array
 from harness.hubenv import apply_library_env
@@ -58,39 +58,14 @@ from harness.compare.validators import (
     VALIDATORS, add_noise, error_rates, lower_precision, time_shift, truncate, with_waveform,
 )
 
-PROMPTS = ("80s pop track with bassy drums and synth", "calm acoustic guitar with a soft piano melody")
 GENERATION = {"do_sample": True, "top_k": 250, "top_p": 1.0, "temperature": 1.0, "guidance_scale": 3.0}
 NOISE_SNR_DB = (40.0, 30.0, 20.0, 10.0)
 SHIFT_MS = (1.0, 10.0)
 TRUNCATE = (0.1, 0.5)
 
 
-@dataclass(frozen=True)
-class StudySettings:
-    seeds: int = 20
-    prompts: tuple[str, ...] = PROMPTS
-    max_new_tokens: int = 32
-    processes: bool = True  # honest pairs across a second worker process
-    model: str = "tiny:musicgen"
-
-
 QUICK = StudySettings(seeds=2, max_new_tokens=24, processes=False)
 FULL = StudySettings()
-
-
-@dataclass
-class StudyResult:
-    settings: StudySettings
-    table: pd.DataFrame  # per validator: rates and counts
-    honest_by_kind: pd.DataFrame  # reject rate per honest condition x validator
-    cheats_by_kind: pd.DataFrame  # accept rate per cheat x validator
-    recommendation: str
-    seconds: float
-    generations: int
-    thresholds: Thresholds = field(default_factory=Thresholds)  # with the calibrated composite bounds
-    calibration: dict[str, float] = field(default_factory=dict)
-    det: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 # --- generation ------------------------------------------------------------------------------------

@@ -51,12 +51,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from harness.analysis.certificate import Certificate
 from harness.store.run import StoreError
+from harness.vocabulary import CERTIFICATE_PASSED
 
-if TYPE_CHECKING:
-    from harness.workflows.certify import Certificate
 
 RELAY_REPO = "crynux-network/crynux-relay"
 RELAY_COMMIT = "24ffc26b93046cf4ac5f8461e16ea4f351d4289e"
@@ -74,7 +74,6 @@ UINT64_MAX = 2**64 - 1
 PLATFORMS = ("docker", "Linux", "Windows", "Darwin")
 NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total",
                     "--format=csv"]
-PASSED = ("pass", "pass_with_tolerance")
 
 #: Go's unicode.IsSpace: '\t' '\n' '\v' '\f' '\r' ' ' U+0085 U+00A0 in Latin-1, then Unicode's
 #: White_Space (src/unicode/graphic.go, tables.go). Python's str.isspace adds U+001C..U+001F.
@@ -270,7 +269,7 @@ def covered_configs(cert: Certificate) -> tuple[list[dict[str, Any]], list[dict[
         device = _device_of(c.config_id)
         item = {"config_id": c.config_id, "verdict": c.verdict, "network_rule": c.network_rule,
                 "network_label": c.network_label}
-        if c.verdict not in PASSED:
+        if c.verdict not in CERTIFICATE_PASSED:
             others.append({**item, "why": c.reason})
         elif not (device or "").startswith("cuda"):
             others.append({**item, "why": f"ran on {device or 'an unknown device'}, not on the GPU"})

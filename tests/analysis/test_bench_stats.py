@@ -193,7 +193,7 @@ def test_evaluate_message_format():
 def test_evaluate_absolute_and_stats_input():
     chk = parse_check("min:0.002")
     base, cur = summarize([0.100, 0.2]), summarize([0.103, 0.2])
-    assert chk.evaluate(base, cur) == "min 0.100 s -> 0.103 s (+3.000 ms > 2.000 ms)"
+    assert chk.evaluate(base, cur) == "min 0.100 s -> 0.103 s (+3.00 ms > 2.00 ms)"
     assert chk.evaluate(base, summarize([0.1015])) is None
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from harness.analysis.run import analyze_run
-from harness.analysis.costs import compare_run_costs, cost_rows_for_run, has_regressions, render_cost_table
+from harness.analysis.costs import compare_run_costs, cost_rows_for_run, has_regressions
+from harness.report.costs import render_cost_table
 from harness.store.records import Record
 from harness.store.run import RunStore
 from tests.analysis.test_scale import load_scale_module
@@ -117,7 +118,7 @@ def test_render_cost_table(base: Path, tmp_path: Path) -> None:
     slow = _run(tmp_path / "slow", latency_scale=1.5)
     text = render_cost_table(compare_run_costs(base, slow, ["median:10%"]))
     lines = text.splitlines()
-    assert lines[0].startswith("| | Configuration | Baseline median | Current median | Ratio | Change (95% CI) | Notes |")
+    assert lines[0].startswith("| Mark | Configuration | Baseline median | Current median | Ratio | Change (95% CI) | Notes |")
     assert sum(1 for line in lines if line.startswith("| + |")) == CONFIGS - 1
     assert "1.5" in text and "median " in text and "% > 10%)" in text and " slower [95% CI +" in text
     assert lines[-1].startswith(f"{CONFIGS} configurations: 0 x (not comparable), 0 !")

@@ -270,14 +270,14 @@ def test_certify_fails_divergent_and_failed_cells(reference, monkeypatch):
 
     got = outcomes(check_junit(out / "junit.xml"))
     kind, message, text = got[("cert", GPT_CONFIG)]
-    assert kind == "failure" and "divergent from the reference" in message and "first divergent step" in message
+    assert kind == "failure" and "divergent across machines" in message and "first divergent step" in message
     assert f"cells: {GPT_CONFIG.split('/')[0]}/" in text and "(candidate)" in text
     assert got[("cert", MUSIC_CONFIG)][0] == "failure" and "failed here: musicgen/" in got[("cert", MUSIC_CONFIG)][2]
     cert = json.loads((out / "certificate.json").read_text())
     by_config = {c["config_id"]: c for c in cert["configs"]}
     gpt, music = by_config[GPT_CONFIG], by_config[MUSIC_CONFIG]
     assert gpt["verdict"] == "fail" and gpt["worst"] == "divergent" and gpt["first_divergence"] is not None
-    assert "divergent from the reference" in gpt["reason"]
+    assert "divergent across machines" in gpt["reason"]
     assert music["verdict"] == "fail" and "failed here: musicgen/" in music["reason"]
     assert "injected fault" in music["reason"]
 

@@ -5,8 +5,21 @@ from __future__ import annotations
 import json
 import sys
 
+from harness.cli.common import EXIT_OK
 
-def cmd_locate(args) -> int:
+NAME = "locate"
+
+
+def setup_arguments(sub):
+    s = sub.add_parser(NAME, help="re-run two cells of a run with module hooks and name the first module "
+                                  "whose output differs")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=True, help="two cell ids of the run")
+    s.add_argument("--json", action="store_true", help="print the location as JSON")
+    return s
+
+
+def run(args) -> int:
     from harness.workflows.locate import locate_run_pair
 
     result = locate_run_pair(args.run, args.pair[0], args.pair[1])
@@ -16,13 +29,4 @@ def cmd_locate(args) -> int:
         print(result.sentence)
         if result.explanation:  # the first divergent step, explained from both sides' distributions
             print(f"first divergent step: {result.explanation['sentence']}")
-    return 0
-
-
-def register(sub) -> None:
-    s = sub.add_parser("locate", help="re-run two cells of a run with module hooks and name the first module "
-                                      "whose output differs")
-    s.add_argument("run", help="run directory")
-    s.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=True, help="two cell ids of the run")
-    s.add_argument("--json", action="store_true", help="print the location as JSON")
-    s.set_defaults(func=cmd_locate)
+    return EXIT_OK

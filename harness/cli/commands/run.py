@@ -1,0 +1,72 @@
+"""``harness run MATRIX``: run every cell, write the reports, exit 1 when a gate fails.
+
+SIGTERM and SIGHUP end it like Ctrl-C (``INTERRUPTIBLE``): status ``interrupted``, exit 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.cli.arguments import add_formats, add_junit, add_max_cells, add_no_progress, bounded
+from harness.cli.common import EXIT_INTERRUPTED, check_junit_target, print_gates, print_notes, write_junit, write_reports
+
+NAME = "run"
+INTERRUPTIBLE = True
+
+
+def setup_arguments(sub):
+    s = sub.add_parser(NAME, help="run a matrix, write reports, exit 1 when a gate fails")
+    s.add_argument("matrix")
+    s.add_argument("--out", help="run directory (default reports/runs/<time>-<name>)")
+    s.add_argument("--resume", action="store_true")
+    add_no_progress(s)
+    add_max_cells(s)
+    add_formats(s)
+    s.add_argument("--parallel", type=bounded("parallel", 1, 64), metavar="N",
+                   help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own")
+    s.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
+    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
+    add_junit(s)
+    return s
+
+
+def run(args) -> int:
+    from harness.spec.matrix import load_matrix
+    from harness.execution.runner import RunInterrupted, run_matrix
+
+    matrix = load_matrix(args.matrix)
+    check_junit_target(args.junit)
+    executor = _executor(args)
+    try:
+        summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
+                             progress=not args.no_progress, max_cells=args.max_cells, executor=executor,
+                             parallel=args.parallel)
+    except RunInterrupted as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    print_notes(summary.problems)
+    print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
+    analysis = write_reports(summary.run_dir, args.formats, verify=True)
+    write_junit(analysis, args.junit)
+    print_notes(analysis.problems)
+    return print_gates(analysis)
+
+
+def _executor(args):
+    """None for local processes; for ``--executor ray`` a connected RayExecutor."""
+    from harness.execution.ray_executor import FleetError, RayExecutor
+
+    if args.executor == "local":
+        if args.address:
+            raise FleetError("--address needs --executor ray")
+        return None
+    executor = RayExecutor(args.address)
+    how = "started a local Ray instance" if executor.started_ray and not args.address else "connected to Ray"
+    print(f"{how} in {executor.startup_s:.1f} s; {len(executor.alive_nodes())} node(s)", file=sys.stderr)
+    return executor

@@ -1,0 +1,42 @@
+"""``harness validate FILE...``: load task files and print their lint warnings; exit 2 when one is invalid."""
+
+from __future__ import annotations
+
+import sys
+
+from harness.cli.arguments import add_device, add_kind
+from harness.cli.common import EXIT_ERROR, EXIT_OK
+
+NAME = "validate"
+
+
+def setup_arguments(sub):
+    s = sub.add_parser(NAME, help="validate task files and print lint warnings")
+    s.add_argument("files", nargs="+")
+    add_kind(s)
+    add_device(s)
+    s.add_argument("--check-model", action="store_true", help="read the model config for token limits")
+    return s
+
+
+def run(args) -> int:
+    from harness.spec.lint import lint_task, model_generation_config, model_limits
+    from harness.spec.tasks import TaskError, load_task_file
+
+    bad = 0
+    for file in args.files:
+        try:
+            task = load_task_file(file, args.kind)
+        except TaskError as err:
+            bad += 1
+            print(f"INVALID {file}", file=sys.stderr)
+            print("\n".join(f"  {line}" for line in str(err).splitlines()), file=sys.stderr)
+            continue
+        limits = model_limits(task.model) if args.check_model and hasattr(task, "model") else None
+        # the seed checks need the model's own generation config (read when the model is here)
+        generation = model_generation_config(task.model) if hasattr(task, "model") else None
+        warnings = lint_task(task, args.device, limits, generation)
+        print(f"OK {file} ({type(task).__name__})" + (f", {len(warnings)} warning(s)" if warnings else ""))
+        for w in warnings:
+            print(f"  warning: {w}")
+    return EXIT_ERROR if bad else EXIT_OK

@@ -1,0 +1,74 @@
+"""What several commands do once their arguments are parsed: exit codes, reports, notes, studies.
+
+``run`` and ``report`` write the same reports and print the same notes and gate lines; the
+validator and replay studies apply the user's options and refuse a setting alike. Exit codes:
+0 ok, 1 a failed gate or check (or a rejection), 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.store.run import StoreError
+
+EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_NOTES = 30
+
+
+def write_reports(run_dir: Path, formats: list[str], verify: bool = False):
+    """Analyse, write the reports, and print their paths and one verdict line per config."""
+    from harness.analysis.run import analyze_run
+    from harness.report.write import write_reports as write
+
+    analysis = analyze_run(run_dir, verify_artifacts=verify)
+    for path in write(analysis, run_dir, formats):
+        print(f"report {path}")
+    for line in analysis.summary_lines():
+        print(line)
+    return analysis
+
+
+def write_junit(analysis, path: str | None) -> None:
+    """``--junit FILE``: the verdicts as JUnit XML (imported only when asked for)."""
+    if not path:
+        return
+    from harness.report.junit import render_run, write_junit as write
+
+    print(f"junit {write(Path(path), render_run(analysis))}")
+
+
+def check_junit_target(path: str | None) -> None:
+    """A ``--junit`` target that cannot be written is refused before any cell runs."""
+    if path:
+        from harness.store.safe_output import check_output_target
+
+        check_output_target(Path(path))
+
+
+def print_notes(problems: list[str]) -> None:
+    for problem in problems[:MAX_NOTES]:
+        print(f"note: {problem}", file=sys.stderr)
+
+
+def print_gates(analysis) -> int:
+    failed = [g for g in analysis.gates if not g.passed]
+    for g in failed:
+        print(f"GATE FAILED {g.config_id}: {g.reason}", file=sys.stderr)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def study_settings(settings, **given):
+    """A study's settings with the options the user gave (``--seeds``, ``--tokens``) applied."""
+    from dataclasses import replace
+
+    updates = {k: v for k, v in given.items() if v}
+    return replace(settings, **updates) if updates else settings
+
+
+def run_study_or_refuse(run, settings, what: str):
+    """Run a study; a setting it refuses (ValueError) is one line naming the study."""
+    try:
+        return run(settings)
+    except ValueError as err:
+        raise StoreError(f"{what}: {err}") from None
