@@ -31,14 +31,12 @@ class NodeBook:
         self.nodes: dict[str, dict[str, Any]] = dict(manifest.nodes or {})  # a resumed run keeps its nodes
         self.has_environment = bool(manifest.environment)
 
-    def on_ready(self, event: Ready | dict[str, Any]) -> None:
-        """A local worker's typed ``Ready``, or a fleet executor's event dict with ``node``."""
-        if isinstance(event, Ready):
-            event = event.model_dump()
-        env = event.get("environment")
+    def on_ready(self, event: Ready) -> None:
+        """A worker's ``Ready``; ``node`` is set by a fleet executor (None: this machine)."""
+        env = event.environment
         if not env:
             return
-        who = event.get("node") or local_node()
+        who = event.node.model_dump() if event.node is not None else local_node()
         fields: dict[str, Any] = {}
         cpus = who.get("cpus", env.get("cpu_count"))
         if who["key"] not in self.nodes:

@@ -6,6 +6,12 @@ the worker answers one JSON line per event on a private pipe: ``ready`` (with th
 environment fingerprint it runs in), ``start`` (a cell began: the runner's timeout clock
 starts), ``record`` (a cell's final record), ``done``. A line that is not a valid event is
 skipped by the runner (libraries never write to the pipe, but a stray line must not end a run).
+
+An executor passes the same events on to the shared event loop (harness.execution.loop), with
+three of its own: ``refused`` (a node will not run the job), ``exit`` (the worker ended, with
+its exit code) and ``lost`` (the executor lost the worker: a Ray task or node died). A fleet
+executor adds what only it knows (the node, an artifact's bytes) in fields that are never
+written on a worker's pipe (``exclude=True``): the events cross machines as pickled models.
 """
 
 from __future__ import annotations
@@ -52,10 +58,21 @@ class WorkerJob(BaseModel):
     parent_pid: int | None = None
 
 
+class NodeInfo(BaseModel):
+    """Who a fleet node is, as its executor tells the driver (the manifest's ``nodes`` entry)."""
+
+    key: str
+    hostname: str
+    ray_node_id: str | None = None
+    cpus: int | None = None
+    gpus: int | float | None = None  # as Ray's resource table has it (0 when absent)
+
+
 class Ready(BaseModel):
     event: Literal["ready"] = "ready"
     pid: int
     environment: dict[str, Any] = Field(default_factory=dict)
+    node: NodeInfo | None = Field(default=None, exclude=True)  # set by a fleet executor; None: this machine
 
 
 class Start(BaseModel):
@@ -67,24 +84,63 @@ class Start(BaseModel):
 class RecordEvent(BaseModel):
     event: Literal["record"] = "record"
     record: Record
+    artifact_bytes: bytes | None = Field(default=None, exclude=True)  # a fleet node's artifact, for the driver
 
 
 class Done(BaseModel):
     event: Literal["done"] = "done"
 
 
-WorkerEvent = Annotated[Ready | Start | RecordEvent | Done, Field(discriminator="event")]
-_EVENT = TypeAdapter(WorkerEvent)
+class Refused(BaseModel):
+    """A node would not start the worker (another harness build there): no cell of the job ran."""
+
+    event: Literal["refused"] = "refused"
+    reason: str
+    node: NodeInfo | None = None
 
 
-def event_line(event: Ready | Start | RecordEvent | Done) -> str:
+class Exit(BaseModel):
+    """The worker process ended: its exit code (negative: the signal) and its log's tail."""
+
+    event: Literal["exit"] = "exit"
+    code: int
+    log_tail: str = ""
+    node: NodeInfo | None = None
+
+
+class Lost(BaseModel):
+    """The executor lost the worker (its Ray task or node died): ``reason`` says how and where."""
+
+    event: Literal["lost"] = "lost"
+    reason: str
+
+
+WorkerEvent = Ready | Start | RecordEvent | Done  # what a worker writes on its pipe
+Event = Ready | Start | RecordEvent | Done | Refused | Exit | Lost  # what the event loop consumes
+_EVENT = TypeAdapter(Annotated[WorkerEvent, Field(discriminator="event")])
+_ANY_EVENT = TypeAdapter(Annotated[Event, Field(discriminator="event")])
+
+
+def event_line(event: WorkerEvent) -> str:
     """One event as the JSON line a worker writes."""
     return event.model_dump_json() + "\n"
 
 
-def parse_event(line: str | bytes) -> Ready | Start | RecordEvent | Done | None:
-    """The event a line holds, or None when it holds none."""
+def parse_event(line: str | bytes) -> WorkerEvent | None:
+    """The worker event a line holds, or None when it holds none (the executor's own events
+    never come from a worker's pipe)."""
     try:
         return _EVENT.validate_json(line)
+    except ValidationError:
+        return None
+
+
+def as_event(obj: Any) -> Event | None:
+    """``obj`` as an event: the model itself, or one validated from a plain dict (what a
+    node running another harness build may send); None when it is neither."""
+    if isinstance(obj, (Ready, Start, RecordEvent, Done, Refused, Exit, Lost)):
+        return obj
+    try:
+        return _ANY_EVENT.validate_python(obj)
     except ValidationError:
         return None

@@ -31,17 +31,20 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.execution.executor import Job, failure, worker_label
+from harness.execution.loop import WorkerExecutor
+from harness.execution.protocol import (CellPayload, Event, Exit, Lost, NodeInfo, Ready, RecordEvent, Refused,
+                                        as_event, parse_event)
 from harness.execution.schedule import UNBOUNDED, Slot
+from harness.store.records import Node, Record
 
 LOG_TAIL_BYTES = 64 * 1024
-POLL_S = 0.25
 MAX_FRUITLESS_ATTEMPTS = 2  # tasks in a row that ran no cell before the job's cells are failed
 
 
@@ -84,9 +87,10 @@ def _code_mismatch(driver_code: str | None) -> str | None:
             f"install the driver's harness on every node")
 
 
-def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The body of the Ray task: start the worker on this node, pass its events on, with each
-    record's artifact bytes; end with an ``exit`` event (exit code and the log's tail)."""
+def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, Any]) -> Iterator[Event]:
+    """The body of the Ray task: start the worker on this node and pass its typed events on,
+    each ``Ready`` with the node, each record with its node and artifact bytes; end with an
+    ``Exit`` (exit code and the log's tail), or a lone ``Refused`` from another harness build."""
     import shutil
     import signal
     import socket
@@ -96,11 +100,13 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
 
     import ray
 
+    from harness.hubenv import apply_library_env
+
     node_id = ray.get_runtime_context().get_node_id()
     who = {"key": node_id, "hostname": socket.gethostname(), "ray_node_id": node_id}
     refusal = _code_mismatch(job.get("code"))
     if refusal:
-        yield {"event": "refused", "reason": refusal, "node": who}
+        yield Refused(reason=refusal, node=NodeInfo(**who))
         return
     tmp = Path(tempfile.mkdtemp(prefix="harness-ray-job-"))
     proc = None
@@ -109,41 +115,36 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
         job_file = tmp / "job.json"
         worker_job = {k: v for k, v in job.items() if k != "code"}
         job_file.write_text(json.dumps({**worker_job, "run_dir": str(tmp), "parent_pid": os.getpid()}))
-        full_env = {**os.environ, **env}
-        for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
-                           ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
-            full_env.setdefault(key, value)
+        full_env = dict(apply_library_env({**os.environ, **env}))
         with open(tmp / "worker.log", "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "harness.execution.worker", str(job_file)],
                                     stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=full_env,
                                     start_new_session=True)
         assert proc.stdout is not None
         for line in proc.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            kind = event.get("event")
-            if kind == "ready":
-                event["node"] = {**who, "cpus": node.get("cpus"), "gpus": node.get("gpus")}
-            elif kind == "record":
-                record = event["record"]
-                if _fault_fires(env.get("HARNESS_RAY_FAULT"), record["cell_id"]):
+            event = parse_event(line)
+            if isinstance(event, Ready):
+                event = event.model_copy(update={"node": NodeInfo(**who, cpus=node.get("cpus"), gpus=node.get("gpus"))})
+            elif isinstance(event, RecordEvent):
+                record = event.record
+                if _fault_fires(env.get("HARNESS_RAY_FAULT"), record.cell_id):
                     # at the cell's end, not its start: Ray reports yielded events
                     # asynchronously, and a kill right after yielding "start" sometimes came
                     # before the driver had it (the task then looked lost before any cell)
                     os.kill(os.getpid(), signal.SIGKILL)
-                record["node"] = who
-                if record.get("artifact"):
-                    path = tmp / record["artifact"]
-                    event["artifact_bytes"] = path.read_bytes()
+                update: dict[str, Any] = {"record": record.model_copy(update={"node": Node(**who)})}
+                if record.artifact:
+                    path = tmp / record.artifact
+                    update["artifact_bytes"] = path.read_bytes()
                     path.unlink()
-            yield event
+                event = event.model_copy(update=update)
+            if event is not None:
+                yield event
         code = proc.wait()
         with open(tmp / "worker.log", "rb") as fh:
             fh.seek(max(0, os.path.getsize(tmp / "worker.log") - LOG_TAIL_BYTES))
             tail = fh.read().decode("utf-8", "replace")
-        yield {"event": "exit", "code": code, "log_tail": tail, "node": who}
+        yield Exit(code=code, log_tail=tail, node=NodeInfo(**who))
     finally:
         if proc is not None and proc.poll() is None:
             try:
@@ -155,12 +156,15 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
 
 
 # --- on the driver ------------------------------------------------------------------------------
-class RayExecutor:
+class RayExecutor(WorkerExecutor):
     """``harness run --executor ray [--address auto|HOST:PORT]``. Connects (or starts a local
     Ray instance when no address is given and none is running); ``startup_s`` is what that
     took, reported apart from the run."""
 
+    patience = MAX_FRUITLESS_ATTEMPTS  # a lost task may be Ray's trouble, not the job's: one more try
+
     def __init__(self, address: str | None = None, **init_kwargs: Any):
+        super().__init__()
         ray = require_ray()
         self.ray = ray
         self.address = address
@@ -179,12 +183,9 @@ class RayExecutor:
         from harness.execution.env import code_digest
 
         self._code = code_digest()  # this driver's harness, sent with every job (read once, not per job)
-        self._stopped = threading.Event()
-        self._live: set[Any] = set()
-        self._guard = threading.Lock()
 
     # executor interface --------------------------------------------------------------------------
-    def slot(self, job: Any, parallel: int) -> Slot:
+    def slot(self, job: Job, parallel: int) -> Slot:
         return Slot("ray", UNBOUNDED)  # Ray queues each task until a node has what it asked for
 
     def describe(self) -> dict[str, Any]:
@@ -197,38 +198,15 @@ class RayExecutor:
         most = max((int(n["Resources"].get("GPU", 0)) for n in self.alive_nodes()), default=0)
         return ["cpu"] + [f"cuda:{i}" for i in range(most)]
 
-    def stop(self) -> None:
-        self._stopped.set()
-        with self._guard:
-            live = list(self._live)
-        for gen in live:
-            self._cancel(gen)
-
     def shutdown(self) -> None:
         if self.started_ray:
             self.ray.shutdown()
 
-    def run(self, job: Any, on_record: Callable[[dict[str, Any]], None],
-            on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
-        from harness.execution.runner import _failure
-
-        by_id = {c.cell_id: c for c in job.cells}
-        remaining = list(job.cells)
-        limit = job.timeout_s if job.timeout_s < threading.TIMEOUT_MAX / 2 else None
-        fruitless = 0
-        while remaining and not self._stopped.is_set():
-            node = self._place(job)
-            if node is None:
-                for cell in remaining:
-                    on_record({**_failure(cell, "failed", f"no alive Ray node can run a {job.device} job"), "node": None})
-                return
-            before = len(remaining)
-            remaining, problem = self._attempt(job, node, remaining, by_id, limit, on_record, on_ready)
-            fruitless = fruitless + 1 if len(remaining) == before else 0
-            if remaining and fruitless >= MAX_FRUITLESS_ATTEMPTS:
-                for cell in remaining:
-                    on_record({**_failure(cell, "failed", f"not run: {problem}"), "node": _node_ref(node)})
-                return
+    def launch(self, job: Job, cells: list[CellPayload]) -> RayAttempt | str:
+        node = self._place(job)
+        if node is None:
+            return f"no alive Ray node can run a {job.device} job"
+        return RayAttempt(self.ray, job, node, self._submit(job, node, cells))
 
     # internals -----------------------------------------------------------------------------------
     def alive_nodes(self) -> list[dict[str, Any]]:
@@ -236,12 +214,12 @@ class RayExecutor:
         return sorted(nodes, key=lambda n: ("node:__internal_head__" not in n["Resources"], n.get("NodeManagerAddress", ""),
                                             n["NodeID"]))
 
-    def _place(self, job: Any) -> dict[str, Any] | None:
+    def _place(self, job: Job) -> dict[str, Any] | None:
         need = "GPU" if job.device.startswith("cuda") else "CPU"
         eligible = [n for n in self.alive_nodes() if n["Resources"].get(need, 0) >= 1]
         return eligible[job.worker % len(eligible)] if eligible else None
 
-    def _submit(self, job: Any, node: dict[str, Any], payloads: list[Any]):
+    def _submit(self, job: Job, node: dict[str, Any], payloads: list[CellPayload]):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cpus = int(node["Resources"].get("CPU", 1))
@@ -258,120 +236,80 @@ class RayExecutor:
             env["OMP_NUM_THREADS"] = str(cpus)  # threads = auto: the node's CPUs, as Ray knows them
         doc = {"profile": job.profile, "isa": job.isa, "tf32": job.tf32, "cells": cells, "code": self._code}
         strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-        gen = self._task.options(scheduling_strategy=strategy, **options).remote(doc, env, {"cpus": cpus, "gpus": gpus})
-        with self._guard:
-            self._live.add(gen)
-        return gen
+        return self._task.options(scheduling_strategy=strategy, **options).remote(doc, env, {"cpus": cpus, "gpus": gpus})
 
-    def _cancel(self, gen: Any) -> None:
+
+class RayAttempt:
+    """One Ray task running a job's worker on a chosen node; its events arrive through a Ray
+    generator, one at a time."""
+
+    killed = "Ray task cancelled"
+
+    def __init__(self, ray: Any, job: Job, node: dict[str, Any], gen: Any):
+        self.ray, self.job, self.node, self.gen = ray, job, node, gen
+        self.by_id = {c.cell_id: c for c in job.cells}
+        self.place = f"Ray node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
+        self.where = f" on {self.place}"
+
+    def next_event(self, timeout: float) -> Event | None:
+        ready, _ = self.ray.wait([self.gen], timeout=timeout)
+        if not ready:
+            return None
         try:
-            self.ray.cancel(gen, force=True)
-        except Exception:  # already finished, or its node is gone
-            pass
+            event = self.ray.get(next(self.gen))
+        except StopIteration:
+            return Lost(reason=f"the Ray task on {self.place} ended without a word")
+        except self.ray.exceptions.RayError as err:  # the Ray worker or its node died
+            return Lost(reason=f"lost on {self.place}: {type(err).__name__}: {_first_line(err)}")
+        event = as_event(event)  # a node of another harness build may send its refusal as a plain dict
+        if event is None:
+            return Lost(reason=f"the Ray task on {self.place} sent something that is not an event")
+        if isinstance(event, Exit):
+            self._keep_log(event)
+        return event
 
-    def _attempt(self, job: Any, node: dict[str, Any], remaining: list[Any], by_id: dict[str, Any],
-                 limit: float | None, on_record: Callable[[dict[str, Any]], None],
-                 on_ready: Callable[[dict[str, Any]], None] | None) -> tuple[list[dict[str, Any]], str]:
-        """One Ray task over ``remaining``; returns what is still to run and, when the task
-        ended early, why."""
-        from harness.execution.runner import _failure as failure
-
-        def _failure(cell: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
-            return {**failure(cell, status, reason), "node": _node_ref(node)}
-
-        gen = self._submit(job, node, remaining)
-        in_flight: dict[str, Any] | None = None
-        deadline: float | None = None
-        where = f"Ray node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
-        try:
-            while True:
-                if self._stopped.is_set():
-                    self._cancel(gen)
-                    return remaining, "stopped"
-                ready, _ = self.ray.wait([gen], timeout=POLL_S)
-                if not ready:
-                    if deadline is not None and time.monotonic() > deadline and in_flight is not None:
-                        self._cancel(gen)
-                        on_record(_failure(in_flight, "timeout", f"timed out after {job.timeout_s:.0f} s on {where}; "
-                                                                 f"Ray task cancelled"))
-                        return _after(remaining, in_flight), "timeout"
-                    continue
-                try:
-                    event = self.ray.get(next(gen))
-                except StopIteration:
-                    return remaining, f"the Ray task on {where} ended without a word"
-                except self.ray.exceptions.RayError as err:  # the Ray worker or its node died
-                    reason = f"lost on {where}: {type(err).__name__}: {_first_line(err)}"
-                    if in_flight is None:
-                        return remaining, reason
-                    on_record(_failure(in_flight, "failed", reason))
-                    return _after(remaining, in_flight), reason
-                kind = event.get("event")
-                if kind == "ready" and on_ready is not None:
-                    on_ready(event)
-                elif kind == "start":
-                    in_flight = by_id[event["cell_id"]]
-                    deadline = None if limit is None else time.monotonic() + limit
-                elif kind == "record":
-                    on_record(self._land(job, by_id, event))
-                    remaining = [c for c in remaining if c.cell_id != event["record"]["cell_id"]]
-                    in_flight, deadline = None, None
-                elif kind == "refused":
-                    reason = f"not run on {where}: {event['reason']}"
-                    for cell in remaining:
-                        on_record(_failure(cell, "failed", reason))
-                    return [], reason
-                elif kind == "exit":
-                    self._keep_log(job, event)
-                    code = event["code"]
-                    how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                    if in_flight is not None:
-                        on_record(_failure(in_flight, "failed", f"worker {how} on {where} while running this cell"))
-                        return _after(remaining, in_flight), how
-                    last = next((ln for ln in reversed(event.get("log_tail", "").splitlines()) if ln.strip()), "")
-                    return remaining, f"worker {how} on {where}" + (f": {last[:300]}" if remaining and last else "")
-        finally:
-            with self._guard:
-                self._live.discard(gen)
-
-    @staticmethod
-    def _land(job: Any, by_id: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    def land(self, event: RecordEvent) -> Record:
         """Write the record's artifact into the run directory (the driver is the only writer)
         and give the record back the cell's own axes (a CUDA job ran on the task's cuda:0)."""
         from harness.store.run import atomic_write_bytes
 
-        record = event["record"]
-        cell = by_id[record["cell_id"]]
-        if record.get("artifact"):
+        record = event.record
+        cell = self.by_id[record.cell_id]
+        if record.artifact:
             rel = f"artifacts/{cell.artifact_name}.npz"
-            if record["artifact"] != rel:
-                raise FleetError(f"{record['cell_id']}: a node sent an artifact path {record['artifact']!r}; "
+            if record.artifact != rel:
+                raise FleetError(f"{record.cell_id}: a node sent an artifact path {record.artifact!r}; "
                                  f"expected {rel!r}")
-            atomic_write_bytes(Path(job.run_dir) / rel, event["artifact_bytes"])
-        return {**record, "axes": cell.axes.model_dump()}
+            if event.artifact_bytes is None:
+                raise FleetError(f"{record.cell_id}: a node sent the record of {rel!r} without its bytes")
+            atomic_write_bytes(Path(self.job.run_dir) / rel, event.artifact_bytes)
+        return record.model_copy(update={"axes": cell.axes})
 
-    @staticmethod
-    def _keep_log(job: Any, event: dict[str, Any]) -> None:
-        tail = event.get("log_tail") or ""
-        if not tail:
+    def failure(self, cell: CellPayload, status: str, reason: str) -> dict[str, Any]:
+        return {**failure(cell, status, reason), "node": _node_ref(self.node)}
+
+    def kill(self) -> None:
+        try:
+            self.ray.cancel(self.gen, force=True)
+        except Exception:  # already finished, or its node is gone
+            pass
+
+    def close(self) -> None:
+        """Nothing to release: a task that said its last cleans up its own folder on its node."""
+
+    def _keep_log(self, event: Exit) -> None:
+        if not event.log_tail:
             return
-        from harness.execution.runner import worker_label
-
-        node = (event.get("node") or {}).get("key", "node")[:12]
-        name = f"worker-{node}-{worker_label(job)}.log"
-        with open(Path(job.run_dir) / name, "a", encoding="utf-8") as fh:
-            fh.write(tail)
+        node = (event.node.key if event.node else "node")[:12]
+        name = f"worker-{node}-{worker_label(self.job)}.log"
+        with open(Path(self.job.run_dir) / name, "a", encoding="utf-8") as fh:
+            fh.write(event.log_tail)
 
 
 def _node_ref(node: dict[str, Any]) -> dict[str, Any]:
     """A record's node, from Ray's node table (for cells whose worker never reported)."""
     return {"key": node["NodeID"], "hostname": node.get("NodeManagerHostname") or node.get("NodeManagerAddress", "?"),
             "ray_node_id": node["NodeID"]}
-
-
-def _after(remaining: list[Any], cell: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cells after ``cell``: it was run (or lost) and is recorded."""
-    return remaining[remaining.index(cell) + 1:]
 
 
 def _first_line(err: BaseException) -> str:

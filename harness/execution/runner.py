@@ -3,10 +3,11 @@
 A worker serves every cell that shares its device and determinism profile (loading each model
 once); an independent second worker repeats them for process-to-process comparison. Jobs run
 side by side where their slots allow (harness.execution.schedule: one worker per CUDA device,
-``parallel`` on the CPU). The executor sits behind a small interface (``Executor.run``):
-local processes here, a fleet of machines through Ray (harness.execution.ray_executor), never
-a home-made scheduler. The driver alone writes the run directory: records are appended, and
-each node's environment is put in the manifest, from the callbacks, one at a time.
+``parallel`` on the CPU). The executor sits behind one protocol (harness.execution.executor):
+local processes (harness.execution.local) or a fleet of machines through Ray
+(harness.execution.ray_executor), never a home-made scheduler. The driver alone writes the
+run directory: records are appended, and each node's environment is put in the manifest,
+from the callbacks, one at a time.
 Failure is contained: a cell that times out or whose worker dies is recorded as such and a
 new worker carries on with the rest; ``resume`` re-runs only what has no final record.
 """
@@ -14,26 +15,19 @@ new worker carries on with the rest; ``resume`` re-runs only what has no final r
 from __future__ import annotations
 
 import errno
-import os
-import queue
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from harness.digests import digest_json
 from harness.errors import HarnessError
-from harness.execution.protocol import CellPayload, Done, Ready, RecordEvent, Start, WorkerJob, parse_event
-from harness.hubenv import apply_library_env
+from harness.execution.executor import Executor, Job, failure, require_executor
+from harness.execution.local import LocalProcessExecutor
+from harness.execution.protocol import CellPayload, Ready
 from harness.spec.kinds import KINDS
-from harness.execution.schedule import Slot, local_slot, run_jobs
-from harness.spec.matrix import Cell, Matrix, available_devices, expand
+from harness.execution.schedule import run_jobs
+from harness.spec.matrix import Cell, Matrix, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
 from harness.store.receipts import RECEIPT_VERSION
 from harness.store.records import Record
@@ -44,31 +38,6 @@ FINAL = ("ok", "skipped")  # cells with these records are not run again on resum
 
 class RunInterrupted(HarnessError, RuntimeError):
     pass
-
-
-@dataclass
-class Job:
-    run_dir: str
-    device: str
-    profile: str
-    worker: int
-    cells: list[CellPayload]
-    timeout_s: float
-    cores_shared: bool = False
-    isa: str = "native"  # the CPU kernel set of every cell of the job (a worker's is fixed at start)
-    tf32: str = "off"  # other CPU workers may run beside this one (--parallel > 1)
-
-
-class Executor(Protocol):
-    """Runs one job's cells in a fresh worker and reports each record (a Record, or the dict of
-    a failure the executor itself observed) and the workers' ``ready`` events through the
-    callbacks. Optional: ``slot(job, parallel)`` says which jobs may run at once (default: one
-    worker per device, ``parallel`` on the CPU); ``stop()`` ends live workers; ``describe()``
-    is what the manifest records about the executor. ``run`` may be called from several
-    threads at once."""
-
-    def run(self, job: Job, on_record: Callable[[Record | dict[str, Any]], None],
-            on_ready: Callable[[Ready | dict[str, Any]], None] | None = None) -> None: ...
 
 
 def cell_payload(cell: Cell, lint: list[str]) -> CellPayload:
@@ -82,132 +51,6 @@ def _model_of(cell: Cell) -> str:
     """The task's model; a staged kind's (a chain's) models, in stage order."""
     doc = cell.task_doc
     return doc.get("model") or " -> ".join(doc[stage]["model"] for stage in KINDS.get(cell.kind).stages)
-
-
-class LocalProcessExecutor:
-    """One ``python -m harness.execution.worker`` process per job; restarted after a crash or timeout."""
-
-    def __init__(self, python: str | None = None, env: dict[str, str] | None = None):
-        self.python = python or sys.executable
-        self.env = env
-        self._live: set[subprocess.Popen] = set()  # several jobs may run at once (one thread each)
-        self._guard = threading.Lock()
-        self._stopped = threading.Event()
-
-    def slot(self, job: Job, parallel: int) -> Slot:
-        return local_slot(job, parallel)
-
-    def describe(self) -> dict[str, Any]:
-        return {"executor": "local"}
-
-    def stop(self) -> None:
-        """Kill every live worker and start no more (an interrupt or another job's error)."""
-        self._stopped.set()
-        with self._guard:
-            live = list(self._live)
-        for proc in live:
-            self._kill(proc)
-
-    def _start(self, job: Job, cells: list[CellPayload]) -> tuple[subprocess.Popen, "queue.Queue[Any]", str]:
-        fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(WorkerJob(run_dir=job.run_dir, profile=job.profile, cells=cells, parent_pid=os.getpid(),
-                               isa=job.isa, tf32=job.tf32).model_dump_json())
-        env = dict(os.environ if self.env is None else self.env)
-        apply_library_env(env)
-        if job.cores_shared:
-            # OpenMP threads spin while they wait; with two workers on two cores each spinning
-            # thread takes a core from the other's compute (the smoke matrix ran 10x slower at
-            # --parallel 2). Passive waiting changes no result, only how idle threads wait.
-            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        log = open(Path(job.run_dir) / f"worker-{worker_label(job)}.log", "ab")
-        proc = subprocess.Popen([self.python, "-m", "harness.execution.worker", path], stdout=subprocess.PIPE, stderr=log,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        log.close()
-        events: queue.Queue[Any] = queue.Queue()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                event = parse_event(line)
-                if event is not None:
-                    events.put(event)
-            events.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        with self._guard:
-            self._live.add(proc)
-        return proc, events, path
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                proc.kill()
-            proc.wait()
-
-    def run(self, job: Job, on_record: Callable[[Record | dict[str, Any]], None],
-            on_ready: Callable[[Ready | dict[str, Any]], None] | None = None) -> None:
-        remaining = list(job.cells)
-        # timeout_s = inf (valid TOML) means no timeout: a queue wait beyond TIMEOUT_MAX overflows
-        limit = job.timeout_s if job.timeout_s < threading.TIMEOUT_MAX / 2 else None
-        while remaining and not self._stopped.is_set():
-            proc, events, job_file = self._start(job, remaining)
-            in_flight: CellPayload | None = None
-            deadline: float | None = None
-            try:
-                while True:
-                    wait = None if deadline is None else max(0.05, deadline - time.monotonic())
-                    try:
-                        event = events.get(timeout=wait)
-                    except queue.Empty:  # the cell in flight ran past its timeout
-                        self._kill(proc)
-                        on_record(_failure(in_flight, "timeout", f"timed out after {job.timeout_s:.0f} s; worker killed"))
-                        remaining = remaining[remaining.index(in_flight) + 1:]
-                        break
-                    if event is None:  # the worker exited
-                        code = proc.wait()
-                        if in_flight is None and not remaining:
-                            break
-                        if in_flight is None:
-                            raise RuntimeError(f"worker exited with code {code} before starting; see its log in {job.run_dir}")
-                        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                        on_record(_failure(in_flight, "failed", f"worker {how} while running this cell"))
-                        remaining = remaining[remaining.index(in_flight) + 1:]
-                        break
-                    if isinstance(event, Ready) and on_ready is not None:
-                        on_ready(event)
-                    elif isinstance(event, Start):
-                        in_flight = next(c for c in remaining if c.cell_id == event.cell_id)
-                        deadline = None if limit is None else time.monotonic() + limit
-                    elif isinstance(event, RecordEvent):
-                        on_record(event.record)
-                        in_flight, deadline = None, None
-                        remaining = [c for c in remaining if c.cell_id != event.record.cell_id]
-                    elif isinstance(event, Done):
-                        proc.wait()
-                        remaining = []
-                        break
-            finally:
-                self._kill(proc)
-                with self._guard:
-                    self._live.discard(proc)
-                try:
-                    os.unlink(job_file)
-                except OSError:
-                    pass
-
-
-def worker_label(job: Job) -> str:
-    """``cpu-on-w0``, ``cpu-on-isa-avx2-w1``, ``cuda0-on-tf32-w0``: a job's worker, in log names."""
-    kernels = (f"-isa-{job.isa}" if job.isa != "native" else "") + ("-tf32" if job.tf32 == "on" else "")
-    return f"{job.device.replace(':', '')}-{job.profile}{kernels}-w{job.worker}"
-
-
-def _failure(cell: CellPayload, status: str, reason: str) -> dict[str, Any]:
-    return {**cell.identity(), "status": status, "reason": reason, "finished_at": time.time()}
 
 
 @dataclass
@@ -277,8 +120,8 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
     # Importing torch to look for GPUs costs seconds: only when the matrix asks for one.
     wants_gpu = any(d != "cpu" for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
                     for d in e.get("device", []) or [])
-    cluster_devices = getattr(executor, "devices", None)  # a fleet's devices, not the driver's
-    devices = (cluster_devices() if cluster_devices else available_devices()) if wants_gpu else ["cpu"]
+    executor = require_executor(LocalProcessExecutor() if executor is None else executor)
+    devices = executor.devices() if wants_gpu else ["cpu"]  # a fleet's devices, not the driver's
     cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
     if not cells:
         from harness.spec.matrix import MatrixError
@@ -339,7 +182,7 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         pending = [c for c in cells if c.cell_id not in done]
         summary.resumed_skipped = len(cells) - len(pending)
         lint = _lint_for(matrix, pending)
-        _execute(store, matrix, pending, lint, summary, executor or LocalProcessExecutor(), progress,
+        _execute(store, matrix, pending, lint, summary, executor, progress,
                  parallel or matrix.spec.parallel)
         if not store.manifest().environment:  # no worker started (all skipped or done)
             from harness.execution.env import fingerprint
@@ -381,7 +224,7 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
         summary.statuses[rec.status] = summary.statuses.get(rec.status, 0) + 1
         bar.update(task_id, advance=1, failures=summary.statuses.get("failed", 0) + summary.statuses.get("timeout", 0))
 
-    def on_ready(event: Ready | dict[str, Any]) -> None:
+    def on_ready(event: Ready) -> None:
         """The environment is the one the workers really ran in (recorded once per node)."""
         nodes.on_ready(event)
 
@@ -392,19 +235,16 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
         runnable = []
         for cell in pending:
             if cell.skip_reason:
-                write(_failure(cell_payload(cell, lint.get(cell.cell_id, [])), "skipped", cell.skip_reason))
+                write(failure(cell_payload(cell, lint.get(cell.cell_id, [])), "skipped", cell.skip_reason))
             else:
                 runnable.append(cell)
         jobs = _jobs(store, matrix, runnable, lint)
         cpu_jobs = sum(job.device == "cpu" for job in jobs)
         for job in jobs:
             job.cores_shared = job.device == "cpu" and parallel > 1 and cpu_jobs > 1
-        slot = getattr(executor, "slot", local_slot)
         started = time.time()
-        stats = run_jobs(jobs, executor.run, lambda job: slot(job, parallel), write, on_ready,
-                         getattr(executor, "stop", lambda: None))
-    describe = getattr(executor, "describe", None)
-    session = {**(describe() if describe else {"executor": type(executor).__name__}), "parallel": parallel,
+        stats = run_jobs(jobs, executor.run, lambda job: executor.slot(job, parallel), write, on_ready, executor.stop)
+    session = {**executor.describe(), "parallel": parallel,
                "jobs": stats.jobs, "max_concurrent_workers": stats.max_concurrent, "started_at": started,
                "wall_s": round(time.time() - started, 3)}
     store.update_manifest(execution=[*(store.manifest().execution or []), session])

@@ -11,20 +11,17 @@ worker processes, analysed and reported without any other change.
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.errors import StoreError
-from harness.execution.protocol import CellPayload, Ready
-from harness.execution.runner import Job, run_matrix
+from harness.execution.runner import run_matrix
 from harness.spec.kinds import KINDS, UnknownName
 from harness.spec.matrix import matrix_from_doc
 from harness.store.run import RunStore
+from tests.execution.fakes import InProcessExecutor
 
 TOY_ENV = "tests.execution.toy_kind:TOY"
 
@@ -44,19 +41,7 @@ def toy_matrix(**over: Any):
     return matrix_from_doc(doc)
 
 
-class FakeExecutor:
-    """An in-process Executor: each cell's record is ``outcome(cell)``; no process, no torch."""
-
-    def __init__(self, outcome: Callable[[CellPayload], dict[str, Any]] | None = None):
-        self.jobs: list[Job] = []
-        self.outcome = outcome or (lambda cell: {"status": "ok", "digests": {"output": "d" * 64}})
-
-    def run(self, job: Job, on_record, on_ready=None) -> None:
-        self.jobs.append(job)
-        if on_ready is not None:
-            on_ready(Ready(pid=os.getpid(), environment={"executor": "fake"}))
-        for cell in job.cells:
-            on_record({**cell.identity(), **self.outcome(cell), "finished_at": time.time()})
+FakeExecutor = InProcessExecutor  # an in-process Executor: each cell's record is ``outcome(cell)``
 
 
 def test_runner_sends_one_job_per_device_profile_and_worker(toy, tmp_path):

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.execution.runner import Job, run_matrix
+from harness.execution.executor import Job
+from harness.execution.protocol import Ready
+from harness.execution.runner import run_matrix
 from harness.execution.schedule import Slot, local_slot, run_jobs
 from harness.spec.matrix import matrix_from_doc
+from tests.execution.fakes import InProcessExecutor
 
 GPT_TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
             "generation_config": {"max_new_tokens": 8, "do_sample": False}}
@@ -109,23 +112,24 @@ def test_an_executor_may_bring_its_own_slots():
     assert stats.max_concurrent == 4
 
 
-class FakeGpuExecutor:
+class FakeGpuExecutor(InProcessExecutor):
     """In-process executor on a pretend machine with 4 GPUs: each job 'runs' for a moment and
     reports one skipped record per cell, so run_matrix's whole path (expansion of device =
     "all", jobs, slots, node stamping, manifest) runs without torch."""
 
     def __init__(self):
+        super().__init__()
         self.rec = Recorder(hold_s=0.2)
 
     def devices(self):
         return ["cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3"]
 
-    def run(self, job: Job, on_record, on_ready=None):
+    def run(self, job: Job, on_record, on_ready):
         def emit(_):
             for cell in job.cells:
                 on_record({**cell.identity(), "status": "skipped", "reason": "fake", "worker_pid": 1,
                            "finished_at": time.time()})
-        self.rec.run(FakeJob(job.device, job.device), emit, on_ready or (lambda e: None))
+        self.rec.run(FakeJob(job.device, job.device), emit, lambda _: on_ready(Ready(pid=1)))
 
 
 def test_device_all_with_four_gpus_runs_four_gpu_workers_at_once(tmp_path: Path):
@@ -164,7 +168,7 @@ def test_workers_sharing_cores_wait_passively(tmp_path: Path, monkeypatch, paral
     """Spinning OpenMP threads of two workers on two cores made --parallel 2 ten times slower
     than --parallel 1 (smoke cut: 201 s vs 19 s; with passive waiting 10 s). The worker is
     stood in for by a script that writes the environment it was started with."""
-    from harness.execution.runner import LocalProcessExecutor
+    from harness.execution.local import LocalProcessExecutor
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     fake = tmp_path / "python"
