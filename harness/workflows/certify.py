@@ -375,8 +375,7 @@ def _check_device(device: str, executor: Any = None) -> str:
     if problem:
         raise CertifyError(f"--device: {problem}")
     device = "cuda:0" if device == "cuda" else device
-    listed = getattr(executor, "devices", None)
-    have = listed() if listed else (["cpu"] if device == "cpu" else available_devices())
+    have = executor.devices() if executor is not None else (["cpu"] if device == "cpu" else available_devices())
     if device not in have:
         raise CertifyError(f"--device {device}: not available on this machine (devices: {', '.join(have)})")
     return device

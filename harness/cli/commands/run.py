@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 from harness.cli.arguments import add_formats, add_junit, add_max_cells, add_no_progress, bounded
-from harness.cli.common import EXIT_INTERRUPTED, check_junit_target, print_gates, print_notes, write_junit, write_reports
+from harness.cli.common import (
+    EXIT_INTERRUPTED,
+    check_junit_target,
+    print_gates,
+    print_notes,
+    write_junit,
+    write_reports,
+)
+from harness.execution.executors import names as executor_names
 
 NAME = "run"
 INTERRUPTIBLE = True
@@ -25,7 +33,7 @@ def setup_arguments(sub):
     add_formats(s)
     s.add_argument("--parallel", type=bounded("parallel", 1, 64), metavar="N",
                    help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own")
-    s.add_argument("--executor", choices=["local", "ray"], default="local",
+    s.add_argument("--executor", choices=executor_names(), default="local",
                    help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
     s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
     add_junit(s)
@@ -33,8 +41,8 @@ def setup_arguments(sub):
 
 
 def run(args) -> int:
-    from harness.spec.matrix import load_matrix
     from harness.execution.runner import RunInterrupted, run_matrix
+    from harness.spec.matrix import load_matrix
 
     matrix = load_matrix(args.matrix)
     check_junit_target(args.junit)
@@ -47,8 +55,7 @@ def run(args) -> int:
         print(str(err), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if executor is not None:
-            executor.shutdown()
+        executor.shutdown()
     print_notes(summary.problems)
     print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
@@ -59,14 +66,12 @@ def run(args) -> int:
 
 
 def _executor(args):
-    """None for local processes; for ``--executor ray`` a connected RayExecutor."""
-    from harness.execution.ray_executor import FleetError, RayExecutor
+    """The executor ``--executor`` names (harness.execution.executors), built with its options; a
+    Ray one says how it reached its cluster."""
+    from harness.execution.executors import make_executor
 
-    if args.executor == "local":
-        if args.address:
-            raise FleetError("--address needs --executor ray")
-        return None
-    executor = RayExecutor(args.address)
-    how = "started a local Ray instance" if executor.started_ray and not args.address else "connected to Ray"
-    print(f"{how} in {executor.startup_s:.1f} s; {len(executor.alive_nodes())} node(s)", file=sys.stderr)
+    executor = make_executor(args.executor, address=args.address)
+    if args.executor == "ray":
+        how = "started a local Ray instance" if executor.started_ray and not args.address else "connected to Ray"
+        print(f"{how} in {executor.startup_s:.1f} s; {len(executor.alive_nodes())} node(s)", file=sys.stderr)
     return executor
