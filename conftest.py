@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from harness.hubenv import apply_library_env
+
 # CI is a gate: the same examples every run (a new random draw that finds a defect fails the
 # change that happened to run it, not the one that made it). Local runs search afresh; scale
 # the stored-run mutation search with HARNESS_MUTATIONS=3000.
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
-
-from harness.hubenv import apply_library_env
 
 ROOT = Path(__file__).parent
 apply_library_env()  # the offline defaults, before any library loads
@@ -55,8 +55,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd or ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -67,12 +67,30 @@ def bench(session: nox.Session) -> None:
     saved = sorted(folder.glob("*.json"))
     if not saved:
         session.log("no saved benchmark run for this machine: this run becomes the baseline")
-    session.run("python", "-m", "pytest", "tests/bench", "-q", "--benchmark-only", "--benchmark-autosave",
-                "--benchmark-save-data", *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/bench",
+        "-q",
+        "--benchmark-only",
+        "--benchmark-autosave",
+        "--benchmark-save-data",
+        *session.posargs,
+    )
     new = [p for p in sorted(folder.glob("*.json")) if p not in saved]
     if saved and new:
-        session.run("harness", "bench", str(saved[-1]), str(new[-1]), "--check", "significant",
-                    "--min-effect", "25%", external=True)
+        session.run(
+            "harness",
+            "bench",
+            str(saved[-1]),
+            str(new[-1]),
+            "--check",
+            "significant",
+            "--min-effect",
+            "25%",
+            external=True,
+        )
 
 
 @nox.session(python=False)
@@ -84,8 +102,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".", external=True)
     session.run("mypy", external=True)
     session.run("python", "-m", "compileall", "-q", "harness", "tests")
-    session.run("harness", "validate", *sorted(str(p) for p in Path("matrices/tasks").glob("*.json")),
-                external=True)
+    session.run("harness", "validate", *sorted(str(p) for p in Path("matrices/tasks").glob("*.json")), external=True)
 
 
 @nox.session(python=False)

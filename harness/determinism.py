@@ -13,16 +13,24 @@ import os
 import random
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 PROFILES = ("on", "off")
 TF32_MODES = ("off", "on")
 # Environment a deterministic CUDA run needs before CUDA starts (and what the network sets).
 DETERMINISTIC_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}
-RECORDED_ENV = ("CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                "PYTHONHASHSEED", "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES")
+RECORDED_ENV = (
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_LAUNCH_BLOCKING",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "PYTHONHASHSEED",
+    "NVIDIA_TF32_OVERRIDE",
+    "CUDA_VISIBLE_DEVICES",
+)
 NONDETERMINISM_MARKERS = ("deterministic", "nondeterministic", "non-deterministic", "CUBLAS_WORKSPACE_CONFIG")
 
 

@@ -42,24 +42,65 @@ class IsaLevel:
 
 
 _AVX512 = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
-LEVELS: dict[str, IsaLevel] = {level.name: level for level in (
-    IsaLevel("avx512_bf16", 6, "avx512", "AVX512_CORE_BF16", "AVX512_E4", (*_AVX512, "avx512_vnni", "avx512_bf16"),
-             "AVX-512 with BF16, no AMX: AMD Zen 4/5, Intel Cooper Lake"),
-    IsaLevel("avx512_vnni", 5, "avx512", "AVX512_CORE_VNNI", "AVX512_E2", (*_AVX512, "avx512_vnni"),
-             "AVX-512 with VNNI: Intel Cascade Lake, Ice Lake"),
-    IsaLevel("avx512", 4, "avx512", "AVX512_CORE", "AVX512", _AVX512, "AVX-512 core: Intel Skylake-SP"),
-    IsaLevel("avx2_vnni", 3, "avx2", "AVX2_VNNI", "AVX2_E1", ("avx2", "fma", "avx_vnni"),
-             "AVX2 with AVX-VNNI, no AVX-512: Intel Alder Lake, Raptor Lake, Sierra Forest"),
-    IsaLevel("avx2", 2, "avx2", "AVX2", "AVX2", ("avx2", "fma"), "AVX2 only: AMD Zen 1-3, Intel Haswell-Broadwell"),
-    IsaLevel("scalar", 1, "default", "SSE41", "SSE4_2", ("sse4_1",), "ATen's default kernels, SSE4.1"),
-)}
+LEVELS: dict[str, IsaLevel] = {
+    level.name: level
+    for level in (
+        IsaLevel(
+            "avx512_bf16",
+            6,
+            "avx512",
+            "AVX512_CORE_BF16",
+            "AVX512_E4",
+            (*_AVX512, "avx512_vnni", "avx512_bf16"),
+            "AVX-512 with BF16, no AMX: AMD Zen 4/5, Intel Cooper Lake",
+        ),
+        IsaLevel(
+            "avx512_vnni",
+            5,
+            "avx512",
+            "AVX512_CORE_VNNI",
+            "AVX512_E2",
+            (*_AVX512, "avx512_vnni"),
+            "AVX-512 with VNNI: Intel Cascade Lake, Ice Lake",
+        ),
+        IsaLevel("avx512", 4, "avx512", "AVX512_CORE", "AVX512", _AVX512, "AVX-512 core: Intel Skylake-SP"),
+        IsaLevel(
+            "avx2_vnni",
+            3,
+            "avx2",
+            "AVX2_VNNI",
+            "AVX2_E1",
+            ("avx2", "fma", "avx_vnni"),
+            "AVX2 with AVX-VNNI, no AVX-512: Intel Alder Lake, Raptor Lake, Sierra Forest",
+        ),
+        IsaLevel("avx2", 2, "avx2", "AVX2", "AVX2", ("avx2", "fma"), "AVX2 only: AMD Zen 1-3, Intel Haswell-Broadwell"),
+        IsaLevel("scalar", 1, "default", "SSE41", "SSE4_2", ("sse4_1",), "ATen's default kernels, SSE4.1"),
+    )
+}
 #: every name the ``isa`` axis takes, widest first (native: the machine as it is)
 ISA_NAMES = (NATIVE, *LEVELS)
 #: the switches a level sets (and native leaves as the environment has them)
 KNOBS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 #: the CPU flags that select kernels: recorded in every environment fingerprint
-KERNEL_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-                "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+KERNEL_FLAGS = (
+    "sse4_1",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
 
 
 class IsaError(HarnessError, ValueError):
@@ -87,18 +128,38 @@ def cpu_flags() -> frozenset[str] | None:
 
 # what a cap already in the environment allows (an operator emulating an older machine)
 _ATEN_RANK = {"default": 1, "avx2": 3, "avx512": 6}
-_ONEDNN_RANK = {"SSE41": 1, "AVX": 1, "AVX2": 2, "AVX2_VNNI": 3, "AVX2_VNNI_2": 3, "AVX512_CORE": 4,
-                "AVX512_CORE_VNNI": 5, "AVX512_CORE_BF16": 6}
-_MKL_RANK = {"SSE4_2": 1, "AVX": 1, "AVX2": 2, "AVX2_E1": 3, "AVX512": 4, "AVX512_E1": 5, "AVX512_E2": 5,
-             "AVX512_E3": 6, "AVX512_E4": 6}
+_ONEDNN_RANK = {
+    "SSE41": 1,
+    "AVX": 1,
+    "AVX2": 2,
+    "AVX2_VNNI": 3,
+    "AVX2_VNNI_2": 3,
+    "AVX512_CORE": 4,
+    "AVX512_CORE_VNNI": 5,
+    "AVX512_CORE_BF16": 6,
+}
+_MKL_RANK = {
+    "SSE4_2": 1,
+    "AVX": 1,
+    "AVX2": 2,
+    "AVX2_E1": 3,
+    "AVX512": 4,
+    "AVX512_E1": 5,
+    "AVX512_E2": 5,
+    "AVX512_E3": 6,
+    "AVX512_E4": 6,
+}
 
 
 def environment_ceiling(environ: dict[str, str] | None = None) -> tuple[int, str] | None:
     """The widest level the environment's own caps allow, with the variable that caps it."""
     environ = os.environ if environ is None else environ
     caps = []
-    for var, ranks in (("ATEN_CPU_CAPABILITY", _ATEN_RANK), ("ONEDNN_MAX_CPU_ISA", _ONEDNN_RANK),
-                       ("MKL_ENABLE_INSTRUCTIONS", _MKL_RANK)):
+    for var, ranks in (
+        ("ATEN_CPU_CAPABILITY", _ATEN_RANK),
+        ("ONEDNN_MAX_CPU_ISA", _ONEDNN_RANK),
+        ("MKL_ENABLE_INSTRUCTIONS", _MKL_RANK),
+    ):
         value = environ.get(var)
         if value is None:
             continue
@@ -108,8 +169,9 @@ def environment_ceiling(environ: dict[str, str] | None = None) -> tuple[int, str
     return min(caps) if caps else None
 
 
-def unavailable(name: str, flags: frozenset[str] | None = None, machine: str | None = None,
-                environ: dict[str, str] | None = None) -> str | None:
+def unavailable(
+    name: str, flags: frozenset[str] | None = None, machine: str | None = None, environ: dict[str, str] | None = None
+) -> str | None:
     """Why this machine cannot give the kernel level ``name`` (None when it can)."""
     check_name(name)
     if name == NATIVE:
@@ -136,8 +198,7 @@ def environment_for(name: str) -> dict[str, str]:
     if name == NATIVE:
         return {}
     level = LEVELS[name]
-    return {"ATEN_CPU_CAPABILITY": level.aten, "ONEDNN_MAX_CPU_ISA": level.onednn,
-            "MKL_ENABLE_INSTRUCTIONS": level.mkl}
+    return {"ATEN_CPU_CAPABILITY": level.aten, "ONEDNN_MAX_CPU_ISA": level.onednn, "MKL_ENABLE_INSTRUCTIONS": level.mkl}
 
 
 #: the variable that names the level a process was started at (read back into its records)
@@ -159,10 +220,18 @@ def apply(name: str) -> dict[str, str]:
 
 
 #: oneDNN's verbose ``isa:`` text -> a family name (the families its ISA caps select)
-_ONEDNN_FAMILIES = (("AMX", "amx"), ("AVX2 with Intel DL Boost, float16 and bfloat16", "avx2_vnni_2"),
-                    ("bfloat16", "avx512_bf16"), ("AVX10", "avx10"), ("AVX-512 with Intel DL Boost", "avx512_vnni"),
-                    ("AVX-512", "avx512"), ("AVX2 with Intel DL Boost", "avx2_vnni"), ("AVX2", "avx2"), ("AVX", "avx"),
-                    ("SSE4.1", "sse41"))
+_ONEDNN_FAMILIES = (
+    ("AMX", "amx"),
+    ("AVX2 with Intel DL Boost, float16 and bfloat16", "avx2_vnni_2"),
+    ("bfloat16", "avx512_bf16"),
+    ("AVX10", "avx10"),
+    ("AVX-512 with Intel DL Boost", "avx512_vnni"),
+    ("AVX-512", "avx512"),
+    ("AVX2 with Intel DL Boost", "avx2_vnni"),
+    ("AVX2", "avx2"),
+    ("AVX", "avx"),
+    ("SSE4.1", "sse41"),
+)
 
 
 def onednn_family(isa_text: str | None) -> str | None:

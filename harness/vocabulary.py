@@ -42,7 +42,7 @@ ACCEPTED = ("ready", "ready_with_tolerance")
 VERDICT_TEXT = {
     "ready": "ready (bitwise everywhere tested)",
     "ready_with_tolerance": "ready with tolerance (passes only through the validator the matrix names, whose "
-                            "measured false accept is <= 1%)",
+    "measured false accept is <= 1%)",
     "not_ready": "not ready (diverges, is suspicious, or needs a validator the matrix does not name)",
     "failed": "failed (cells crashed or timed out)",
     "skipped": "skipped",
@@ -67,22 +67,24 @@ class Dimension:
     phrase: str  # "... when <phrase>"
 
 
-DIMENSIONS: dict[str, Dimension] = {d.name: d for d in (
-    Dimension("repeat", None, None, "the same worker process runs it again"),
-    Dimension("process", None, None, "another worker process runs it"),
-    Dimension("batch", "batch_size", 1, "it runs inside a batch instead of alone (batch size > 1 vs 1)"),
-    Dimension("threads", "threads", None, "the CPU thread count changes"),
-    Dimension("isa", "isa", "native", "the CPU kernel set changes (another CPU kind's instruction set)"),
-    Dimension("node", None, None, "another node runs it"),
-    Dimension("load", "load", "warm", "the model is loaded cold instead of warm"),
-    Dimension("device", None, None, "another device runs it"),
-)}
+DIMENSIONS: dict[str, Dimension] = {
+    d.name: d
+    for d in (
+        Dimension("repeat", None, None, "the same worker process runs it again"),
+        Dimension("process", None, None, "another worker process runs it"),
+        Dimension("batch", "batch_size", 1, "it runs inside a batch instead of alone (batch size > 1 vs 1)"),
+        Dimension("threads", "threads", None, "the CPU thread count changes"),
+        Dimension("isa", "isa", "native", "the CPU kernel set changes (another CPU kind's instruction set)"),
+        Dimension("node", None, None, "another node runs it"),
+        Dimension("load", "load", "warm", "the model is loaded cold instead of warm"),
+        Dimension("device", None, None, "another device runs it"),
+    )
+}
 DimensionName = Literal["repeat", "process", "batch", "threads", "isa", "node", "load"]
 #: the dimensions compared within one node's executions of a configuration, in report order
 REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load")
 #: compared axis by axis: (dimension, cell axis, anchor value)
-AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in REPRO_DIMENSIONS
-                        if DIMENSIONS[d].axis)
+AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in REPRO_DIMENSIONS if DIMENSIONS[d].axis)
 #: fleet runs only: each node against the reference node
 NODE = "node"
 #: the dimensions a verdict judges unless the matrix's gates say otherwise

@@ -32,8 +32,24 @@ def load() -> str:
 def run(matrix: Path, out: Path, *extra: str) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress",
-                           "--formats", "json", *extra], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(matrix),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--formats",
+            "json",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):  # 1: a gate failed, the timing still counts
         sys.exit(f"harness run {' '.join(extra)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -50,7 +66,9 @@ def main() -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fleet-timing-"))
     matrix = Path(args.matrix).resolve()
     print(f"matrix {matrix}; before: {load()}")
-    subprocess.run([sys.executable, "-m", "harness.cli", "tiny"], cwd=ROOT, capture_output=True)  # built once, not timed
+    subprocess.run(
+        [sys.executable, "-m", "harness.cli", "tiny"], cwd=ROOT, capture_output=True
+    )  # built once, not timed
     p1, _ = run(matrix, out / "parallel1", "--parallel", "1")
     print(f"local --parallel 1: {p1:.1f} s")
     p2, s2 = run(matrix, out / "parallel2", "--parallel", "2")
@@ -64,10 +82,14 @@ def main() -> int:
         else:
             wall, session = run(matrix, out / "ray", "--executor", "ray")
             startup = session.get("startup_s", 0.0)
-            print(f"ray executor: {wall:.1f} s in all, of which Ray start-up {startup:.1f} s "
-                  f"(run alone {session['wall_s']:.1f} s)")
-            print(f"ratio ray / local parallel 1: {wall / p1:.2f} with start-up (goal <= 1.15), "
-                  f"{(wall - startup) / p1:.2f} without")
+            print(
+                f"ray executor: {wall:.1f} s in all, of which Ray start-up {startup:.1f} s "
+                f"(run alone {session['wall_s']:.1f} s)"
+            )
+            print(
+                f"ratio ray / local parallel 1: {wall / p1:.2f} with start-up (goal <= 1.15), "
+                f"{(wall - startup) / p1:.2f} without"
+            )
     print(f"after: {load()}")
     print(f"runs kept in {out}")
     return 0

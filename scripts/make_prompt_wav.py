@@ -38,7 +38,7 @@ def prompt_samples(seconds: float = SECONDS, rate: int = RATE) -> np.ndarray:
     if fade:
         ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
         wave[:fade] *= ramp
-        wave[n - fade:] *= ramp[::-1]
+        wave[n - fade :] *= ramp[::-1]
     return np.rint(wave * PEAK * 32767.0).astype("<i2")
 
 
@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             ap["base64"] = b64
         path.write_text(json.dumps(doc, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"updated {len(prompts)} audio prompt(s) in {path}")
-    stale = [path for path in args.check
-             for ap in _audio_prompts(json.loads(path.read_text(encoding="utf-8"))) if ap["base64"] != b64]
+    stale = [
+        path
+        for path in args.check
+        for ap in _audio_prompts(json.loads(path.read_text(encoding="utf-8")))
+        if ap["base64"] != b64
+    ]
     for path in stale:
         print(f"stale prompt audio in {path}; run: python scripts/make_prompt_wav.py --update {path}", file=sys.stderr)
     return 1 if stale else 0

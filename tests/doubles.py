@@ -20,8 +20,15 @@ class NonDeterministicTextEngine(TextgenEngine):
         col = int(rng.integers(0, ids.shape[1]))
         ids[0, col] = ids[0, col] + 1 + int(rng.integers(0, 200))  # never the same token
         out.arrays["token_ids"] = ids
-        out.response = {**out.response, "choices": [{**out.response["choices"][0], "message": {
-            "role": "assistant", "content": f"noise {rng.integers(1 << 30)}"}}]}
+        out.response = {
+            **out.response,
+            "choices": [
+                {
+                    **out.response["choices"][0],
+                    "message": {"role": "assistant", "content": f"noise {rng.integers(1 << 30)}"},
+                }
+            ],
+        }
         return out
 
 

@@ -25,8 +25,12 @@ SCHEMAS = {GITHUB: "vendor.github-workflows", GITLAB: "vendor.gitlab-ci"}
 def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess:
     if importlib.util.find_spec("check_jsonschema") is None:
         pytest.skip("check-jsonschema is not installed (pip install -e '.[dev]')")
-    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("path", list(SCHEMAS), ids=lambda p: p.name)
@@ -45,14 +49,17 @@ def test_actionlint_when_installed() -> None:
     tool = shutil.which("actionlint")
     if tool is None:
         pytest.skip("actionlint is not installed (the schema check above runs without it)")
-    res = subprocess.run([tool, "-shellcheck=", "-pyflakes=", str(GITHUB)], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([tool, "-shellcheck=", "-pyflakes=", str(GITHUB)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 def _nox_commands(lines: list[str]) -> list[list[str]]:
-    return [shlex.split(line.strip()) for block in lines for line in block.splitlines()
-            if line.strip().startswith("nox -s determinism")]
+    return [
+        shlex.split(line.strip())
+        for block in lines
+        for line in block.splitlines()
+        if line.strip().startswith("nox -s determinism")
+    ]
 
 
 def _determinism_args(words: list[str], env: dict[str, str]) -> tuple[str, list[str]]:
@@ -61,9 +68,10 @@ def _determinism_args(words: list[str], env: dict[str, str]) -> tuple[str, list[
         from noxfile import determinism_args
     finally:
         sys.path.remove(str(ROOT))
-    posargs = words[words.index("--") + 1:]
-    return determinism_args([env.get(w[2:-1], w) if w.startswith("${") else env.get(w[1:], w)
-                             if w.startswith("$") else w for w in posargs])
+    posargs = words[words.index("--") + 1 :]
+    return determinism_args(
+        [env.get(w[2:-1], w) if w.startswith("${") else env.get(w[1:], w) if w.startswith("$") else w for w in posargs]
+    )
 
 
 def test_github_workflow_runs_the_gate_uploads_and_caches() -> None:
@@ -109,8 +117,10 @@ def test_nox_determinism_takes_a_junit_file() -> None:
         from noxfile import determinism_args
     finally:
         sys.path.remove(str(ROOT))
-    assert determinism_args([]) == ("reports/runs/determinism-smoke",
-                                    ["matrices/smoke.toml", "--out", "reports/runs/determinism-smoke", "--no-progress"])
+    assert determinism_args([]) == (
+        "reports/runs/determinism-smoke",
+        ["matrices/smoke.toml", "--out", "reports/runs/determinism-smoke", "--no-progress"],
+    )
     out, args = determinism_args(["runs/x", "--junit", "j.xml"])
     assert out == "runs/x" and args[-2:] == ["--junit", "j.xml"]
     assert determinism_args(["--junit=j.xml"])[1][-2:] == ["--junit", "j.xml"]

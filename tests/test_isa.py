@@ -14,14 +14,28 @@ from hypothesis import strategies as st
 
 from harness import isa
 from harness.errors import HarnessError
-from harness.isa import (ISA_NAMES, KERNEL_FLAGS, KNOBS, LEVELS, NATIVE, IsaError, apply, check_name,
-                         environment_ceiling, environment_for, kernel_class, onednn_family, unavailable)
+from harness.isa import (
+    ISA_NAMES,
+    KERNEL_FLAGS,
+    KNOBS,
+    LEVELS,
+    NATIVE,
+    IsaError,
+    apply,
+    check_name,
+    environment_ceiling,
+    environment_for,
+    kernel_class,
+    onednn_family,
+    unavailable,
+)
 
 ALL_FLAGS = frozenset(KERNEL_FLAGS)
 X86 = "x86_64"
 
 
 # -- names ------------------------------------------------------------------------------------
+
 
 def test_isa_names_start_with_native_then_every_level_widest_first():
     assert ISA_NAMES[0] == NATIVE == "native"
@@ -59,14 +73,14 @@ def test_check_name_unknown_is_one_line_naming_value_and_known(bad):
     assert isinstance(info.value, HarnessError) and isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("fn", [lambda n: unavailable(n, flags=ALL_FLAGS, machine=X86, environ={}),
-                                environment_for])
+@pytest.mark.parametrize("fn", [lambda n: unavailable(n, flags=ALL_FLAGS, machine=X86, environ={}), environment_for])
 def test_unknown_name_refused_by_every_entry_point(fn):
     with pytest.raises(IsaError, match="avx9"):
         fn("avx9")
 
 
 # -- unavailable ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("flags", [frozenset(), ALL_FLAGS, None])
 @pytest.mark.parametrize("machine", [X86, "aarch64"])
@@ -152,8 +166,9 @@ def test_default_aten_cap_allows_only_scalar():
 
 
 def test_missing_flags_reported_before_environment_cap():
-    why = unavailable("avx512", flags=frozenset({"sse4_1", "avx2", "fma"}), machine=X86,
-                      environ={"ATEN_CPU_CAPABILITY": "avx2"})
+    why = unavailable(
+        "avx512", flags=frozenset({"sse4_1", "avx2", "fma"}), machine=X86, environ={"ATEN_CPU_CAPABILITY": "avx2"}
+    )
     assert "avx512f" in why
 
 
@@ -164,6 +179,7 @@ def test_unknown_cap_values_are_ignored():
 
 
 # -- environment_ceiling ----------------------------------------------------------------------
+
 
 def test_no_caps_no_ceiling():
     assert environment_ceiling({}) is None
@@ -202,6 +218,7 @@ def test_a_level_own_environment_allows_itself_and_refuses_wider(name):
 
 # -- environment_for / apply ------------------------------------------------------------------
 
+
 def test_native_environment_is_empty():
     assert environment_for(NATIVE) == {}
 
@@ -211,13 +228,19 @@ def test_levels_set_exactly_the_three_knobs(name):
     env = environment_for(name)
     assert tuple(sorted(env)) == tuple(sorted(KNOBS))
     level = LEVELS[name]
-    assert env == {"ATEN_CPU_CAPABILITY": level.aten, "ONEDNN_MAX_CPU_ISA": level.onednn,
-                   "MKL_ENABLE_INSTRUCTIONS": level.mkl}
+    assert env == {
+        "ATEN_CPU_CAPABILITY": level.aten,
+        "ONEDNN_MAX_CPU_ISA": level.onednn,
+        "MKL_ENABLE_INSTRUCTIONS": level.mkl,
+    }
 
 
 def test_avx2_environment_values():
-    assert environment_for("avx2") == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                       "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert environment_for("avx2") == {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    }
     assert environment_for("scalar")["ATEN_CPU_CAPABILITY"] == "default"
 
 
@@ -257,19 +280,26 @@ def test_apply_unknown_changes_nothing(monkeypatch):
 
 # -- oneDNN family / kernel class -------------------------------------------------------------
 
-@pytest.mark.parametrize("text, family", [
-    ("Intel AVX10.1 and Intel AMX with bfloat16 and 8-bit integer support", "amx"),
-    ("Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit "
-     "integer support", "amx"),
-    ("Intel AVX-512 with Intel DL Boost and bfloat16 support", "avx512_bf16"),
-    ("Intel AVX-512 with Intel DL Boost", "avx512_vnni"),
-    ("Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions", "avx512"),
-    ("Intel AVX2 with Intel DL Boost", "avx2_vnni"),
-    ("Intel AVX2", "avx2"),
-    ("Intel AVX", "avx"),
-    ("Intel SSE4.1", "sse41"),
-    ("Intel 64", "other"),
-])
+
+@pytest.mark.parametrize(
+    "text, family",
+    [
+        ("Intel AVX10.1 and Intel AMX with bfloat16 and 8-bit integer support", "amx"),
+        (
+            "Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit "
+            "integer support",
+            "amx",
+        ),
+        ("Intel AVX-512 with Intel DL Boost and bfloat16 support", "avx512_bf16"),
+        ("Intel AVX-512 with Intel DL Boost", "avx512_vnni"),
+        ("Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions", "avx512"),
+        ("Intel AVX2 with Intel DL Boost", "avx2_vnni"),
+        ("Intel AVX2", "avx2"),
+        ("Intel AVX", "avx"),
+        ("Intel SSE4.1", "sse41"),
+        ("Intel 64", "other"),
+    ],
+)
 def test_onednn_family_of_real_verbose_strings(text, family):
     assert onednn_family(text) == family
 
@@ -304,6 +334,7 @@ def test_onednn_family_is_total(text):
 
 # -- properties -------------------------------------------------------------------------------
 
+
 @given(name=st.sampled_from(list(LEVELS)), extra=st.sets(st.sampled_from(KERNEL_FLAGS)))
 def test_every_flag_set_with_the_needs_gives_the_level(name, extra):
     flags = frozenset(LEVELS[name].needs) | frozenset(extra)
@@ -319,13 +350,14 @@ def test_unavailable_iff_a_need_is_missing(name, flags):
         assert all(f in why for f in missing)
 
 
-@given(name=st.sampled_from(list(LEVELS)),
-       aten=st.sampled_from([None, "default", "avx2", "avx512"]),
-       onednn=st.sampled_from([None, "SSE41", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI",
-                               "AVX512_CORE_BF16"]),
-       mkl=st.sampled_from([None, "SSE4_2", "AVX2", "AVX2_E1", "AVX512", "AVX512_E2", "AVX512_E4"]))
+@given(
+    name=st.sampled_from(list(LEVELS)),
+    aten=st.sampled_from([None, "default", "avx2", "avx512"]),
+    onednn=st.sampled_from([None, "SSE41", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16"]),
+    mkl=st.sampled_from([None, "SSE4_2", "AVX2", "AVX2_E1", "AVX512", "AVX512_E2", "AVX512_E4"]),
+)
 def test_environment_cap_refuses_exactly_the_wider_levels(name, aten, onednn, mkl):
-    env = {k: v for k, v in zip(KNOBS, (aten, onednn, mkl)) if v is not None}
+    env = {k: v for k, v in zip(KNOBS, (aten, onednn, mkl), strict=False) if v is not None}
     why = unavailable(name, flags=ALL_FLAGS, machine=X86, environ=env)
     ceiling = environment_ceiling(env)
     if ceiling is None:

@@ -35,8 +35,19 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "harness"
-STAGES = ("leaves", "store", "models", "spec", "engines", "execution", "compare", "analysis", "report", "workflows",
-          "cli")
+STAGES = (
+    "leaves",
+    "store",
+    "models",
+    "spec",
+    "engines",
+    "execution",
+    "compare",
+    "analysis",
+    "report",
+    "workflows",
+    "cli",
+)
 LEAVES = {"errors", "digests", "outputs", "determinism", "hubenv", "isa", "vocabulary"}
 
 
@@ -66,8 +77,11 @@ REGISTRIES = {"harness.spec.kinds", "harness.execution.executors"}
 
 def references_of(source: str) -> set[str]:
     """The ``"module:object"`` strings in ``source`` (whole string constants only)."""
-    return {node.value for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and REFERENCE.fullmatch(node.value)}
+    return {
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and REFERENCE.fullmatch(node.value)
+    }
 
 
 def top_level_names(source: str) -> set[str]:
@@ -76,7 +90,7 @@ def top_level_names(source: str) -> set[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
                 names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
@@ -114,7 +128,7 @@ def imports_of(source: str, modules: set[str], here: str) -> set[str]:
             base = node.module or ""
             if node.level:  # relative import: from the importing module's package, up level - 1
                 pkg = here.split(".") if here in packages(modules) else here.split(".")[:-1]
-                pkg = pkg[:len(pkg) - (node.level - 1)]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join([*pkg, *([base] if base else [])])
             if base.split(".")[0] != "harness":
                 continue
@@ -170,8 +184,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def against_the_flow(graph: dict[str, set[str]]) -> list[str]:
     rank = {s: i for i, s in enumerate(STAGES)}
-    return [f"{a} ({stage_of(a)}) imports {b} ({stage_of(b)})" for a, bs in sorted(graph.items()) for b in sorted(bs)
-            if rank[stage_of(a)] < rank[stage_of(b)]]
+    return [
+        f"{a} ({stage_of(a)}) imports {b} ({stage_of(b)})"
+        for a, bs in sorted(graph.items())
+        for b in sorted(bs)
+        if rank[stage_of(a)] < rank[stage_of(b)]
+    ]
 
 
 def test_no_import_circles():
@@ -199,17 +217,26 @@ def test_the_checks_catch_what_they_look_for():
     modules = {"harness.spec.a", "harness.spec.b", "harness.cli.main", "harness.spec"}
     a = imports_of("def f():\n    from harness.spec import b\n", modules, "harness.spec.a")
     b = imports_of("import harness.spec.a\nfrom harness.cli.main import main\n", modules, "harness.spec.b")
-    hidden = imports_of("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.cli.main import x\n",
-                        modules, "harness.spec.a")
-    lazy = reference_problems({"harness.spec.a": 'E = "harness.cli.main:main"\nT = "see harness.spec.b:x why"\n',
-                               "harness.spec.b": 'R = "harness.cli.main:gone"\nS = "harness.cli.nothing:x"\n',
-                               "harness.cli.main": "def main():\n    pass\n"})
+    hidden = imports_of(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.cli.main import x\n",
+        modules,
+        "harness.spec.a",
+    )
+    lazy = reference_problems(
+        {
+            "harness.spec.a": 'E = "harness.cli.main:main"\nT = "see harness.spec.b:x why"\n',
+            "harness.spec.b": 'R = "harness.cli.main:gone"\nS = "harness.cli.nothing:x"\n',
+            "harness.cli.main": "def main():\n    pass\n",
+        }
+    )
     graph = {"harness.spec.a": a, "harness.spec.b": b, "harness.cli.main": set()}
     assert cycles(graph) == [["harness.spec.a", "harness.spec.b"]]
     assert against_the_flow(graph) == ["harness.spec.b (spec) imports harness.cli.main (cli)"]
     assert hidden == {"harness.cli.main"}  # an annotation's import is a dependency too
-    assert lazy == ["harness.spec.a (spec) names harness.cli.main:main (cli) outside a registry",
-                    "harness.spec.b: 'harness.cli.main:gone': harness.cli.main defines no gone",
-                    "harness.spec.b: 'harness.cli.nothing:x' names no module"]  # not the sentence in T
+    assert lazy == [
+        "harness.spec.a (spec) names harness.cli.main:main (cli) outside a registry",
+        "harness.spec.b: 'harness.cli.main:gone': harness.cli.main defines no gone",
+        "harness.spec.b: 'harness.cli.nothing:x' names no module",
+    ]  # not the sentence in T
     relative = imports_of("from . import b\nfrom ..cli.main import main\n", modules, "harness.spec.a")
     assert relative == {"harness.spec", "harness.spec.b", "harness.cli.main"}

@@ -219,8 +219,9 @@ def parse_check(text: str) -> Check | SignificantCheck:
     field, sep, value = str(text).strip().partition(":")
     field, value = field.strip(), value.strip()
     if not sep or not field:
-        raise ValueError(f"check {text!r}: expected FIELD:THRESHOLD, e.g. 'median:10%' or 'min:0.002' "
-                         f"(or '{SIGNIFICANT}')")
+        raise ValueError(
+            f"check {text!r}: expected FIELD:THRESHOLD, e.g. 'median:10%' or 'min:0.002' (or '{SIGNIFICANT}')"
+        )
     if field not in CHECK_FIELDS:
         raise ValueError(f"check {text!r}: unknown field {field!r}; expected one of {', '.join(CHECK_FIELDS)}")
     percent = value.endswith("%")
@@ -341,7 +342,9 @@ def compare_costs(
         messages: list[str] = []
         if note is None and b_ok and c_ok:
             for chk in parsed:
-                msg = chk.evaluate_change(change) if isinstance(chk, SignificantCheck) else chk.evaluate(b_costs, c_costs)
+                msg = (
+                    chk.evaluate_change(change) if isinstance(chk, SignificantCheck) else chk.evaluate(b_costs, c_costs)
+                )
                 if msg is not None:
                     messages.append(msg)
         ratio = c_med / b_med if b_med and c_med is not None else None

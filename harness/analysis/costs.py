@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.run import latency_stats, latest_records, measured_latencies
 from harness.analysis.bench import Check, CostRow, SignificantCheck, compare_costs
+from harness.analysis.run import latency_stats, latest_records, measured_latencies
 from harness.digests import digest_json
 from harness.execution.env import cost_key
 from harness.store.records import Record
@@ -36,8 +36,10 @@ MARK_LEGEND = {
     "+": "slower",
     "-": "faster",
 }
-SIGNIFICANCE_NOTE = ("+ and - mark only a change a two-sample test calls significant (Mann-Whitney U at 95% over "
-                     "the per-execution latencies; the change is the Hodges-Lehmann ratio with its 95% interval)")
+SIGNIFICANCE_NOTE = (
+    "+ and - mark only a change a two-sample test calls significant (Mann-Whitney U at 95% over "
+    "the per-execution latencies; the change is the Hodges-Lehmann ratio with its 95% interval)"
+)
 
 
 def _as_store(run: RunStore | str | Path) -> RunStore:
@@ -63,29 +65,37 @@ def cost_rows_for_run(store: RunStore | str | Path) -> list[dict[str, Any]]:
             statuses[r.status] += 1
         measured = [r for r in recs if r.ok]
         memory = [r.peak_memory_bytes for r in measured if r.peak_memory_bytes]
-        rows.append({
-            "key": config_id,
-            "spec_hash": digest_json(sorted({r.spec_hash for r in recs}))[:16],
-            "env_key": env_key,
-            "ok": not any(statuses.get(s) for s in FAILED_STATUSES),
-            "stats": latency_stats(measured).model_dump(),
-            "samples": measured_latencies(measured),
-            "peak_memory_bytes": max(memory) if memory else None,
-            "executions": len(measured),
-            "statuses": dict(sorted(statuses.items())),
-        })
+        rows.append(
+            {
+                "key": config_id,
+                "spec_hash": digest_json(sorted({r.spec_hash for r in recs}))[:16],
+                "env_key": env_key,
+                "ok": not any(statuses.get(s) for s in FAILED_STATUSES),
+                "stats": latency_stats(measured).model_dump(),
+                "samples": measured_latencies(measured),
+                "peak_memory_bytes": max(memory) if memory else None,
+                "executions": len(measured),
+                "statuses": dict(sorted(statuses.items())),
+            }
+        )
     return rows
 
 
-def compare_run_costs(baseline: RunStore | str | Path, current: RunStore | str | Path,
-                      checks: Sequence[Check | SignificantCheck | str] = (), *, factor: float = 1.1,
-                      min_effect: float = 0.0) -> list[CostRow]:
+def compare_run_costs(
+    baseline: RunStore | str | Path,
+    current: RunStore | str | Path,
+    checks: Sequence[Check | SignificantCheck | str] = (),
+    *,
+    factor: float = 1.1,
+    min_effect: float = 0.0,
+) -> list[CostRow]:
     """Cost rows of ``current`` against ``baseline``: marks (``x ! + -``, see MARK_LEGEND),
     ``+``/``-`` only for a significant change of at least ``min_effect`` (a fraction), and a
     message per failed check (``"significant"``, or thresholds such as ``"median:10%"``,
     ``"peak_memory:5%"``; a bad check raises ValueError naming it)."""
-    return compare_costs(cost_rows_for_run(baseline), cost_rows_for_run(current), checks, factor=factor,
-                         min_effect=min_effect)
+    return compare_costs(
+        cost_rows_for_run(baseline), cost_rows_for_run(current), checks, factor=factor, min_effect=min_effect
+    )
 
 
 def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
@@ -103,19 +113,33 @@ def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
         raise StoreError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list)")
     info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
     cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
-    env_key = digest_json({"cpu": cpu.get("brand_raw"), "machine": info.get("machine"),
-                           "python": info.get("python_version"),
-                           "implementation": info.get("python_implementation")})[:12]
+    env_key = digest_json(
+        {
+            "cpu": cpu.get("brand_raw"),
+            "machine": info.get("machine"),
+            "python": info.get("python_version"),
+            "implementation": info.get("python_implementation"),
+        }
+    )[:12]
     rows: list[dict[str, Any]] = []
     for number, bench in enumerate(doc["benchmarks"]):
         stats = bench.get("stats") if isinstance(bench, dict) else None
         key = (bench.get("fullname") or bench.get("name")) if isinstance(bench, dict) else None
         if not isinstance(stats, dict) or not isinstance(key, str):
             raise StoreError(f"{path}: benchmark {number} has no name or no stats")
-        summary = {"n": stats.get("rounds"), "stdev": stats.get("stddev"),
-                   **{k: stats.get(k) for k in ("min", "max", "mean", "median", "q1", "q3", "iqr")}}
-        row: dict[str, Any] = {"key": key, "spec_hash": None, "env_key": env_key, "ok": True, "stats": summary,
-                               "peak_memory_bytes": None}
+        summary = {
+            "n": stats.get("rounds"),
+            "stdev": stats.get("stddev"),
+            **{k: stats.get(k) for k in ("min", "max", "mean", "median", "q1", "q3", "iqr")},
+        }
+        row: dict[str, Any] = {
+            "key": key,
+            "spec_hash": None,
+            "env_key": env_key,
+            "ok": True,
+            "stats": summary,
+            "peak_memory_bytes": None,
+        }
         data = stats.get("data") if isinstance(stats.get("data"), list) else []
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
             raise StoreError(f"{path}: benchmark {key!r}: stats.data holds a value that is not a number")
@@ -124,16 +148,24 @@ def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def compare_benchmark_files(baseline: str | Path, current: str | Path,
-                            checks: Sequence[Check | SignificantCheck | str] = (), *, factor: float = 1.1,
-                            min_effect: float = 0.0) -> list[CostRow]:
+def compare_benchmark_files(
+    baseline: str | Path,
+    current: str | Path,
+    checks: Sequence[Check | SignificantCheck | str] = (),
+    *,
+    factor: float = 1.1,
+    min_effect: float = 0.0,
+) -> list[CostRow]:
     """Two pytest-benchmark files, benchmark by benchmark, judged as ``compare_run_costs`` judges runs."""
-    return compare_costs(cost_rows_for_benchmarks(baseline), cost_rows_for_benchmarks(current), checks,
-                         factor=factor, min_effect=min_effect)
+    return compare_costs(
+        cost_rows_for_benchmarks(baseline),
+        cost_rows_for_benchmarks(current),
+        checks,
+        factor=factor,
+        min_effect=min_effect,
+    )
 
 
 def has_regressions(rows: Iterable[CostRow]) -> bool:
     """True when a check failed or a configuration is newly failing: what should fail CI."""
     return any(row.regressed or row.mark == "!" for row in rows)
-
-

@@ -31,11 +31,11 @@ from harness.analysis.judgement import Judgement, judge, summarize_pairs
 from harness.analysis.model import DimensionSummary, PairResult
 from harness.analysis.run import ComparableCache, config_facts, execution_order, latest_records, pair_rules
 from harness.compare.levels import Thresholds, compare, level_rank, worst_level
-from harness.spec.policy import ConfigPolicy, NamedValidator, config_policy, policy_of
 from harness.digests import digest_json
 from harness.execution.env import differing_fields
-from harness.store.records import Record
+from harness.spec.policy import ConfigPolicy, NamedValidator, config_policy, policy_of
 from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
+from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
@@ -55,8 +55,9 @@ def parse_match(text: str) -> tuple[str, ...] | None:
     axes = tuple(text.split(":", 1)[1].split(",")) if text.startswith("ignore:") else ()
     if axes and all(a in IGNORABLE_AXES for a in axes) and len(set(axes)) == len(axes):
         return axes
-    raise CrossRunError(f"unknown match mode {text!r}; expected one of {', '.join(MATCH_MODES)} "
-                        f"(or several axes: ignore:threads,isa)")
+    raise CrossRunError(
+        f"unknown match mode {text!r}; expected one of {', '.join(MATCH_MODES)} (or several axes: ignore:threads,isa)"
+    )
 
 
 class SpecMatch(BaseModel):
@@ -156,6 +157,7 @@ class CrossRunResult(BaseModel):
 
 # --- building blocks ---------------------------------------------------------------------------
 
+
 @dataclass
 class _Spec:
     spec_hash: str
@@ -190,7 +192,9 @@ def _match_key(r: Record, ignore: tuple[str, ...] | None, tasks: dict[str, Any])
     return digest_json({"task": base, "kind": r.kind, "axes": axes})[:16]
 
 
-def _specs(store: RunStore, manifest: Manifest, ignore: tuple[str, ...] | None) -> tuple[dict[str, list[_Spec]], list[str], int]:
+def _specs(
+    store: RunStore, manifest: Manifest, ignore: tuple[str, ...] | None
+) -> tuple[dict[str, list[_Spec]], list[str], int]:
     loaded = store.load_records()
     tasks = manifest.matrix_tasks
     by_spec: dict[str, _Spec] = {}
@@ -250,21 +254,42 @@ def _unwrap(run: Any) -> tuple[RunStore, str, str | None, str | None]:
     store = getattr(run, "store", None)
     if isinstance(store, RunStore):
         bundle = getattr(run, "bundle", None) or {}
-        return store, str(getattr(run, "source", store.path)), bundle.get("bundle_sha256"), bundle.get("manifest_sha256")
+        return (
+            store,
+            str(getattr(run, "source", store.path)),
+            bundle.get("bundle_sha256"),
+            bundle.get("manifest_sha256"),
+        )
     raise TypeError(f"expected a RunStore or an opened run, got {type(run).__name__}")
 
 
-def _side_info(label: str, source: str, manifest: Manifest, records: int, bundle_sha: str | None,
-               manifest_sha: str | None) -> RunSide:
-    return RunSide(label=label, source=source, run_id=str(manifest.run_id or Path(source).name),
-                   matrix=manifest.matrix_name, environment=manifest.environment or {}, records=records, bundle_sha256=bundle_sha,
-                   manifest_sha256=manifest_sha)
+def _side_info(
+    label: str, source: str, manifest: Manifest, records: int, bundle_sha: str | None, manifest_sha: str | None
+) -> RunSide:
+    return RunSide(
+        label=label,
+        source=source,
+        run_id=str(manifest.run_id or Path(source).name),
+        matrix=manifest.matrix_name,
+        environment=manifest.environment or {},
+        records=records,
+        bundle_sha256=bundle_sha,
+        manifest_sha256=manifest_sha,
+    )
 
 
 # --- the comparison ------------------------------------------------------------------------------
 
-def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *, match: str = "spec",
-                 labels: tuple[str, str] = ("A", "B"), only_a: set[str] | None = None) -> CrossRunResult:
+
+def compare_runs(
+    run_a: Any,
+    run_b: Any,
+    thresholds: Thresholds | None = None,
+    *,
+    match: str = "spec",
+    labels: tuple[str, str] = ("A", "B"),
+    only_a: set[str] | None = None,
+) -> CrossRunResult:
     """Compare run B against reference run A (RunStores or harness.store.bundle.OpenedRun).
 
     ``thresholds`` default to those of A's matrix; ``only_a`` restricts A to these spec
@@ -282,10 +307,13 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
     env_a, env_b = man_a.environment or {}, man_b.environment or {}
     env_diff = differing_fields(env_a, env_b)
     result = CrossRunResult(
-        match=match, thresholds=thr.model_dump(),
+        match=match,
+        thresholds=thr.model_dump(),
         a=_side_info(labels[0], source_a, man_a, n_a, bsha_a, msha_a),
         b=_side_info(labels[1], source_b, man_b, n_b, bsha_b, msha_b),
-        environment_differs=env_diff, problems=problems_a + problems_b)
+        environment_differs=env_diff,
+        problems=problems_a + problems_b,
+    )
     configs: dict[str, ConfigOutcome] = {}
 
     policies: dict[str, ConfigPolicy] = {}
@@ -300,10 +328,16 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
         """Both sides compared with this configuration's bounds (its calibration entry's, when
         the scope holds the kernel classes of both sides), set once per configuration."""
         if out.config_id not in policies:
-            facts_a, facts_b = (config_facts(sa.ok, ["isa"], man_a.matrix_tasks),
-                                config_facts(sb.ok, ["isa"], man_b.matrix_tasks))
+            facts_a, facts_b = (
+                config_facts(sa.ok, ["isa"], man_a.matrix_tasks),
+                config_facts(sb.ok, ["isa"], man_b.matrix_tasks),
+            )
             facts = replace(facts_a, kernel_classes=facts_a.kernel_classes | facts_b.kernel_classes)
-            cp = config_policy(policy, facts) if thresholds is None else ConfigPolicy(policy.validators.get(out.kind), thr)
+            cp = (
+                config_policy(policy, facts)
+                if thresholds is None
+                else ConfigPolicy(policy.validators.get(out.kind), thr)
+            )
             policies[out.config_id] = cp
             out.validator = cp.validator.model_dump(mode="json", exclude={"calibration"}) if cp.validator else None
             out.out_of_scope, out.bounds_from = cp.out_of_scope, cp.bounds_from
@@ -364,10 +398,19 @@ def compare_runs(run_a: Any, run_b: Any, thresholds: Thresholds | None = None, *
 def _compare_pair(side_a: _Side, side_b: _Side, sa: _Spec, sb: _Spec, key: str) -> SpecMatch:
     ra, rb = sa.reference, sb.reference
     assert ra is not None and rb is not None
-    m = SpecMatch(key=key, task=ra.task_name, kind=ra.kind, config_a=ra.config_id, config_b=rb.config_id,
-                  spec_a=sa.spec_hash, spec_b=sb.spec_hash, cell_a=ra.cell_id, cell_b=rb.cell_id,
-                  axes_differ=_axes_differ(ra, rb),
-                  determinism_differ=[f"determinism.{f}" for f in differing_fields(ra.determinism, rb.determinism)])
+    m = SpecMatch(
+        key=key,
+        task=ra.task_name,
+        kind=ra.kind,
+        config_a=ra.config_id,
+        config_b=rb.config_id,
+        spec_a=sa.spec_hash,
+        spec_b=sb.spec_hash,
+        cell_a=ra.cell_id,
+        cell_b=rb.cell_id,
+        axes_differ=_axes_differ(ra, rb),
+        determinism_differ=[f"determinism.{f}" for f in differing_fields(ra.determinism, rb.determinism)],
+    )
     try:
         c = compare(side_a.get(ra), side_b.get(rb), side_a.thresholds, bounds_measured=side_a.bounds_measured)
         m.level, m.metrics, m.first_divergence, m.steps_total = c.level, c.metrics, c.first_divergence, c.steps_total
@@ -392,12 +435,17 @@ def group_differences(matches: Iterable[SpecMatch], env_diff: list[str]) -> list
     out = []
     for fields, levels in sorted(groups.items()):
         ordered = dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0])))
-        out.append(DifferenceGroup(fields=list(fields), pairs=sum(ordered.values()), levels=ordered,
-                                   worst=worst_level(ordered)))
+        out.append(
+            DifferenceGroup(
+                fields=list(fields), pairs=sum(ordered.values()), levels=ordered, worst=worst_level(ordered)
+            )
+        )
     return out
 
 
-def consensus_outcomes(result: CrossRunResult, envs: tuple[str, str] = ("A", "B")) -> list[dict[tuple[str, str], dict[str, bool]]]:
+def consensus_outcomes(
+    result: CrossRunResult, envs: tuple[str, str] = ("A", "B")
+) -> list[dict[tuple[str, str], dict[str, bool]]]:
     """Per compared pair, the rule decisions harness.compare.agreement needs: across the two
     environments and (where measured) within each."""
     a, b = envs
@@ -427,16 +475,27 @@ def outcome_comparisons(out: ConfigOutcome, result: CrossRunResult) -> dict[str,
     for m in result.matches:
         if m.config_a != out.config_id or m.level is None:
             continue
-        sides = (("across", m.level, m.rules, m.cell_b, m.first_divergence),
-                 ("a", m.within_a, m.within_a_rules, m.cell_a, None), ("b", m.within_b, m.within_b_rules, m.cell_b, None))
+        sides = (
+            ("across", m.level, m.rules, m.cell_b, m.first_divergence),
+            ("a", m.within_a, m.within_a_rules, m.cell_a, None),
+            ("b", m.within_b, m.within_b_rules, m.cell_b, None),
+        )
         for where, level, rules, b, step in sides:
             if level is None:
                 continue
             finding = m.finding if (m.finding_in or "across") == where else None
-            pairs[names[where]].append(PairResult(
-                dimension=names[where], config_id=out.config_id, a=m.cell_a if where != "b" else m.cell_b, b=b,
-                level=level, first_divergence=step,
-                finding=finding, rules=dict(rules)))
+            pairs[names[where]].append(
+                PairResult(
+                    dimension=names[where],
+                    config_id=out.config_id,
+                    a=m.cell_a if where != "b" else m.cell_b,
+                    b=b,
+                    level=level,
+                    first_divergence=step,
+                    finding=finding,
+                    rules=dict(rules),
+                )
+            )
     return {name: summarize_pairs(ps) for name, ps in pairs.items() if ps}
 
 

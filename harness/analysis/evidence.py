@@ -24,8 +24,7 @@ def expected_cells(manifest: Any) -> dict[str, Any] | None:
         return None
     try:
         spec = MatrixSpec.model_validate(doc["spec"])
-        matrix = Matrix(spec=spec, source=None,
-                        tasks={k: (v["kind"], v["task"]) for k, v in doc["tasks"].items()})
+        matrix = Matrix(spec=spec, source=None, tasks={k: (v["kind"], v["task"]) for k, v in doc["tasks"].items()})
         devices = manifest.get("devices") or ["cpu"]
         cells = expand(matrix, list(devices), max_cells=10**6)
     except Exception as err:  # a manifest whose matrix no longer expands cannot vouch for anything
@@ -34,13 +33,15 @@ def expected_cells(manifest: Any) -> dict[str, Any] | None:
     return {c.cell_id: c for c in cells}
 
 
-def gather(store: RunStore, manifest: Any, records: list[Record], load_problems: list[str],
-           verify: bool = True) -> Evidence:
+def gather(
+    store: RunStore, manifest: Any, records: list[Record], load_problems: list[str], verify: bool = True
+) -> Evidence:
     from harness.spec.kinds import KINDS
 
     discrete = {}
     for name in KINDS.names():
         spec = KINDS.get(name)
         discrete[name] = None if getattr(spec, "upstream_discrete", None) else spec.discrete
-    return check_evidence(store, manifest, records, load_problems, verify, cells=expected_cells(manifest),
-                          discrete=discrete)
+    return check_evidence(
+        store, manifest, records, load_problems, verify, cells=expected_cells(manifest), discrete=discrete
+    )

@@ -15,7 +15,12 @@ from typing import NamedTuple
 
 from harness.analysis.model import DimensionSummary, PairResult
 from harness.compare.levels import (
-    FINDING_TEXT, MAX_FALSE_ACCEPT, WAVEFORM_FINDING, level_rank, waveform_finding_text, worst_level,
+    FINDING_TEXT,
+    MAX_FALSE_ACCEPT,
+    WAVEFORM_FINDING,
+    level_rank,
+    waveform_finding_text,
+    worst_level,
 )
 from harness.spec.calibration import uncalibrated_sources
 from harness.spec.policy import ConfigPolicy
@@ -50,26 +55,34 @@ def summarize_pairs(pairs: list[PairResult]) -> DimensionSummary:
             steps.append(p.first_divergence)
         if p.stage:
             stages[p.stage] += 1
-    return DimensionSummary(pairs=len(pairs), levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
-                            worst=worst_level(p.level for p in pairs) if pairs else None, first_divergence=steps,
-                            stages=dict(sorted(stages.items())), findings=dict(sorted(findings.items())),
-                            finding_steps=sorted(finding_steps), rejected=dict(sorted(rejected.items())),
-                            worst_pair=[worst.a, worst.b] if worst else [],
-                            explained=dict(sorted(explained.items())),
-                            explanation=worst_explained.get("sentence") if worst_explained else None)
+    return DimensionSummary(
+        pairs=len(pairs),
+        levels=dict(sorted(levels.items(), key=lambda kv: level_rank(kv[0]))),
+        worst=worst_level(p.level for p in pairs) if pairs else None,
+        first_divergence=steps,
+        stages=dict(sorted(stages.items())),
+        findings=dict(sorted(findings.items())),
+        finding_steps=sorted(finding_steps),
+        rejected=dict(sorted(rejected.items())),
+        worst_pair=[worst.a, worst.b] if worst else [],
+        explained=dict(sorted(explained.items())),
+        explanation=worst_explained.get("sentence") if worst_explained else None,
+    )
 
 
 def _badness(p: PairResult) -> tuple:
     """A finding first, then the weakest level, then the earliest divergence."""
-    return (p.finding is not None, level_rank(p.level),
-            -p.first_divergence if p.first_divergence is not None else float("-inf"))
+    return (
+        p.finding is not None,
+        level_rank(p.level),
+        -p.first_divergence if p.first_divergence is not None else float("-inf"),
+    )
 
 
 def _explanation_rank(e: dict) -> tuple:
     """Suspicious before benign, then the larger gap."""
     gaps = [g if g is not None else float("inf") for g in (e.get("gap_a"), e.get("gap_b"))]
     return (e.get("cls") == "suspicious", max(abs(g) for g in gaps))
-
 
 
 class Judgement(NamedTuple):
@@ -81,8 +94,14 @@ class Judgement(NamedTuple):
     decided_by: tuple[str, ...] = ()
 
 
-def judge_configuration(counts: dict[str, int], dims: dict[str, DimensionSummary], failures: list[str],
-             skipped_reason: str | None, verdict_dims: list[str], cp: ConfigPolicy) -> Judgement:
+def judge_configuration(
+    counts: dict[str, int],
+    dims: dict[str, DimensionSummary],
+    failures: list[str],
+    skipped_reason: str | None,
+    verdict_dims: list[str],
+    cp: ConfigPolicy,
+) -> Judgement:
     """A run's configuration: skipped or failed from its cells' statuses, else ``judge`` over the
     judged dimensions (the others are named in the reason, reported and not judged)."""
     if counts.get("ok", 0) == 0 and not (counts.get("failed") or counts.get("timeout")):
@@ -91,14 +110,18 @@ def judge_configuration(counts: dict[str, int], dims: dict[str, DimensionSummary
         n = counts.get("failed", 0) + counts.get("timeout", 0)
         return Judgement("failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}")
     compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
-    info = "; ".join(f"{d}: {s.worst} (reported, not judged)" for d, s in dims.items()
-                     if s.pairs and d not in verdict_dims and s.worst != "bitwise")
+    info = "; ".join(
+        f"{d}: {s.worst} (reported, not judged)"
+        for d, s in dims.items()
+        if s.pairs and d not in verdict_dims and s.worst != "bitwise"
+    )
     j = judge(compared, cp)
     return j._replace(reason=j.reason + (f"; {info}" if info else ""))
 
 
-def judge(compared: Mapping[str, DimensionSummary], cp: ConfigPolicy,
-          sources: Mapping[str, str | None] | None = None) -> Judgement:
+def judge(
+    compared: Mapping[str, DimensionSummary], cp: ConfigPolicy, sources: Mapping[str, str | None] | None = None
+) -> Judgement:
     """The verdict over the judged dimensions. Findings first (a suspicious pair is never
     passed), then bitwise -> ready, divergent -> not_ready; anything between passes only
     through the validator the matrix names, when its measured false accept is <= 1%, its
@@ -117,8 +140,9 @@ def judge(compared: Mapping[str, DimensionSummary], cp: ConfigPolicy,
         dims = [d for d, s in compared.items() if s.findings]
         steps = sorted({x for d in dims for x in compared[d].finding_steps})
         at = f" (first divergent step {steps[0]})" if steps else ""
-        what = "; ".join(waveform_finding_text(cp.bounds_from) if f == WAVEFORM_FINDING else FINDING_TEXT.get(f, f)
-                         for f in found)
+        what = "; ".join(
+            waveform_finding_text(cp.bounds_from) if f == WAVEFORM_FINDING else FINDING_TEXT.get(f, f) for f in found
+        )
         label = "suspicious" if WAVEFORM_FINDING in found else "finding"
         return Judgement("not_ready", f"{label} across {', '.join(dims)}: {what}{at} ({where})", tuple(dims))
     if worst == "bitwise":
@@ -136,8 +160,9 @@ def judge(compared: Mapping[str, DimensionSummary], cp: ConfigPolicy,
     if cp.out_of_scope:
         return Judgement("not_ready", f"{base}; {cp.out_of_scope}", loose)
     if validator is None:
-        return Judgement("not_ready", f"{base}; the matrix names no validator for this kind, so only bitwise passes",
-                         loose)
+        return Judgement(
+            "not_ready", f"{base}; the matrix names no validator for this kind, so only bitwise passes", loose
+        )
     if validator.sources is not None:
         needed = {d: (sources or {}).get(d, d) for d, s in compared.items() if s.worst != "bitwise"}
         uncovered = [d for d, src in needed.items() if src is not None and src not in validator.sources]
@@ -147,17 +172,30 @@ def judge(compared: Mapping[str, DimensionSummary], cp: ConfigPolicy,
             return Judgement("not_ready", f"{base}; {why}", tuple(uncovered))
     fa, fr = validator.false_accept or 0.0, validator.false_reject or 0.0
     if fa > MAX_FALSE_ACCEPT:
-        return Judgement("not_ready", f"{base}; the named {validator.rule} validator's measured false accept "
-                         f"{fa:.3f} is above {MAX_FALSE_ACCEPT:.2f}", loose)
+        return Judgement(
+            "not_ready",
+            f"{base}; the named {validator.rule} validator's measured false accept "
+            f"{fa:.3f} is above {MAX_FALSE_ACCEPT:.2f}",
+            loose,
+        )
     rejected = {d: s.rejected.get(validator.rule) for d, s in compared.items()}
     if any(n is None for n in rejected.values()):
-        return Judgement("not_ready", f"{base}; the {validator.rule} validator does not apply",
-                         tuple(d for d, n in rejected.items() if n is None))
+        return Judgement(
+            "not_ready",
+            f"{base}; the {validator.rule} validator does not apply",
+            tuple(d for d, n in rejected.items() if n is None),
+        )
     if any(rejected.values()):
         bad = ", ".join(f"{d}: {n}" for d, n in rejected.items() if n)
-        return Judgement("not_ready", f"{base}; the named {validator.rule} validator rejects pairs ({bad})",
-                         tuple(d for d, n in rejected.items() if n))
+        return Judgement(
+            "not_ready",
+            f"{base}; the named {validator.rule} validator rejects pairs ({bad})",
+            tuple(d for d, n in rejected.items() if n),
+        )
     benign = sum(s.explained.get("benign", 0) for s in compared.values())
     why = f"; {benign} divergence(s) explained as benign near-ties" if benign else ""
-    return Judgement("ready_with_tolerance", f"{base}; every judged pair passes the named {validator.rule} "
-                     f"validator (measured false accept {fa:.3f}, false reject {fr:.3f}){why}")
+    return Judgement(
+        "ready_with_tolerance",
+        f"{base}; every judged pair passes the named {validator.rule} "
+        f"validator (measured false accept {fa:.3f}, false reject {fr:.3f}){why}",
+    )

@@ -229,8 +229,9 @@ class Analysis(BaseModel):
             net = c.network
             tail = ""
             if net is not None and net.p_accepted is not None:
-                tail = (f"  {net.rule}: P(accepted)={net.p_accepted:.2f} P(aborted)={net.p_aborted:.2f} "
-                        f"invalidated={net.invalidated:.3f}")
+                tail = (
+                    f"  {net.rule}: P(accepted)={net.p_accepted:.2f} P(aborted)={net.p_aborted:.2f} "
+                    f"invalidated={net.invalidated:.3f}"
+                )
             lines.append(f"{c.verdict:>21}  {c.config_id}{tail}")
         return lines
-

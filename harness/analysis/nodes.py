@@ -51,14 +51,26 @@ def fleet_of(records: list[Record]) -> Fleet | None:
     reference = min(nodes, key=lambda k: (-held.get(k, 0), k))
     executions = Counter(node_key(r) for r in ok)
     classes = Counter(n.env_class or n.key for n in nodes.values())
-    return Fleet(reference_node=reference,
-                 nodes=[FleetNode(key=k, hostname=n.hostname, ray_node_id=n.ray_node_id, env_class=n.env_class,
-                                  executions=executions[k], reference=k == reference) for k, n in sorted(nodes.items())],
-                 mix={c: n / len(nodes) for c, n in sorted(classes.items())})
+    return Fleet(
+        reference_node=reference,
+        nodes=[
+            FleetNode(
+                key=k,
+                hostname=n.hostname,
+                ray_node_id=n.ray_node_id,
+                env_class=n.env_class,
+                executions=executions[k],
+                reference=k == reference,
+            )
+            for k, n in sorted(nodes.items())
+        ],
+        mix={c: n / len(nodes) for c, n in sorted(classes.items())},
+    )
 
 
-def node_pairs(pair: Pair, config_id: str, refs_by_node: dict[str | None, dict[str, Record]],
-               reference: str | None) -> list[PairResult]:
+def node_pairs(
+    pair: Pair, config_id: str, refs_by_node: dict[str | None, dict[str, Record]], reference: str | None
+) -> list[PairResult]:
     """Each other node's reference execution of a spec against the reference node's. When the
     run's reference node did not run this configuration, the node that ran most of it stands in."""
     if len(refs_by_node) < 2:
@@ -74,9 +86,16 @@ def node_pairs(pair: Pair, config_id: str, refs_by_node: dict[str | None, dict[s
     return out
 
 
-def config_nodes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, list[PairResult]], fleet: Fleet,
-                 judge: Callable[[dict[str, DimensionSummary]], tuple[str, str]],
-                 summarize: Callable[[list[PairResult]], DimensionSummary], verdict_dims: list[str]) -> ConfigNodes | None:
+def config_nodes(
+    pair: Pair,
+    config_id: str,
+    ok: list[Record],
+    pairs: dict[str, list[PairResult]],
+    fleet: Fleet,
+    judge: Callable[[dict[str, DimensionSummary]], tuple[str, str]],
+    summarize: Callable[[list[PairResult]], DimensionSummary],
+    verdict_dims: list[str],
+) -> ConfigNodes | None:
     """Levels per node, a verdict per environment class, the worst level across classes and
     3-node agreement on the fleet's mix, for one configuration (None when one node ran it)."""
     if len({node_key(r) for r in ok}) < 2:
@@ -90,12 +109,18 @@ def config_nodes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, 
     classes = sorted({_class(r) for r in ok})
     verdicts = {}
     for c in classes:
-        inside = {d: summarize([p for p in ps if _class(by_cell[p.a]) == c == _class(by_cell[p.b])])
-                  for d, ps in pairs.items()}
+        inside = {
+            d: summarize([p for p in ps if _class(by_cell[p.a]) == c == _class(by_cell[p.b])])
+            for d, ps in pairs.items()
+        }
         verdicts[c] = judge({d: s for d, s in inside.items() if s.pairs and d in verdict_dims})[0]
     across, outcomes = _across_classes(pair, config_id, ok, pairs, by_cell, fleet.reference_node)
-    out = ConfigNodes(levels=dict(sorted(levels.items())), class_verdicts=verdicts, across_classes=across,
-                      summary=_summary(verdicts, across))
+    out = ConfigNodes(
+        levels=dict(sorted(levels.items())),
+        class_verdicts=verdicts,
+        across_classes=across,
+        summary=_summary(verdicts, across),
+    )
     mix = {c: share for c, share in fleet.mix.items() if c in classes}
     if outcomes and len(mix) > 1:
         rules = set.intersection(*(set(d) for o in outcomes for d in o.values()))  # decided everywhere
@@ -110,8 +135,14 @@ def config_nodes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, 
     return out
 
 
-def _across_classes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[str, list[PairResult]],
-                    by_cell: dict[str, Record], reference: str) -> tuple[str | None, list[dict[tuple[str, str], dict[str, bool]]]]:
+def _across_classes(
+    pair: Pair,
+    config_id: str,
+    ok: list[Record],
+    pairs: dict[str, list[PairResult]],
+    by_cell: dict[str, Record],
+    reference: str,
+) -> tuple[str | None, list[dict[tuple[str, str], dict[str, bool]]]]:
     """Per spec run on every class: the level between each two classes (their representative
     executions: the reference node's, else the first node's) and within each class (the worst
     same-spec pair inside it). Returns the worst level across classes and those outcomes."""
@@ -135,7 +166,7 @@ def _across_classes(pair: Pair, config_id: str, ok: list[Record], pairs: dict[st
         for i, a in enumerate(classes):
             if (spec, a) in within:
                 outcome[(a, a)] = within[(spec, a)]
-            for b in classes[i + 1:]:
+            for b in classes[i + 1 :]:
                 across_pair = pair("node", config_id, by_class[a], by_class[b])
                 outcome[(a, b)] = dict(across_pair.rules)
                 worst.append(across_pair.level)
@@ -173,8 +204,18 @@ def parallel_note(records: list[Record], sessions: list[dict]) -> str | None:
             latest_end = max(latest_end, end)
     if not overlapped:
         return None
-    how = ", ".join(sorted({"ray executor" if s.get("executor") == "ray" else
-                            f"{s.get('executor', '?')} executor, parallel {s.get('parallel', '?')}" for s in sessions}))
-    return (f"costs measured under parallel execution: {overlapped} of {total} executions overlapped another worker "
-            f"on the same node{f' ({how})' if how else ''}; latencies are perturbed, re-measure with parallel 1 "
-            f"for cost figures")
+    how = ", ".join(
+        sorted(
+            {
+                "ray executor"
+                if s.get("executor") == "ray"
+                else f"{s.get('executor', '?')} executor, parallel {s.get('parallel', '?')}"
+                for s in sessions
+            }
+        )
+    )
+    return (
+        f"costs measured under parallel execution: {overlapped} of {total} executions overlapped another worker "
+        f"on the same node{f' ({how})' if how else ''}; latencies are perturbed, re-measure with parallel 1 "
+        f"for cost figures"
+    )

@@ -10,26 +10,38 @@ artifacts are read only when digests differ. Gates are decided here, rendering d
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from harness.analysis.model import (
-    Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow, NetworkFigures, PairResult,
-)
 from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
 from harness.analysis.judgement import judge, judge_configuration, summarize_pairs
-from harness.analysis.nodes import config_nodes, fleet_of, node_key, node_pairs, parallel_note
-from harness.digests import digest_json
-from harness.spec.kinds import KINDS, load_object
-from harness.compare.levels import (
-    Comparable, NamedValidator, Thresholds, compare, level_rank,
+from harness.analysis.model import (
+    Analysis,
+    ConfigResult,
+    CostSummary,
+    DimensionSummary,
+    GateResult,
+    ModelRow,
+    NetworkFigures,
+    PairResult,
 )
+from harness.analysis.nodes import config_nodes, fleet_of, node_key, node_pairs, parallel_note
+from harness.compare.levels import (
+    Comparable,
+    NamedValidator,
+    Thresholds,
+    compare,
+    level_rank,
+)
+from harness.digests import digest_json
 from harness.isa import NATIVE
 from harness.spec.calibration import Facts
+from harness.spec.kinds import KINDS, load_object
 from harness.spec.policy import ConfigPolicy, config_policy
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
@@ -76,8 +88,13 @@ def comparable(store: RunStore, r: Record) -> Comparable:
         # a chain's discrete output is both stages' tokens: equal codes after different text
         # tokens are not "the same tokens"
         digests = {**digests, "tokens": digest_json([digests[upstream], digests[discrete]])}
-    return Comparable(arrays=LazyArtifact(store, r), digests=digests, discrete=discrete, steps=steps,
-                      sampling_rate=r.output.get("sampling_rate"))
+    return Comparable(
+        arrays=LazyArtifact(store, r),
+        digests=digests,
+        discrete=discrete,
+        steps=steps,
+        sampling_rate=r.output.get("sampling_rate"),
+    )
 
 
 def latest_records(records: list[Record]) -> list[Record]:
@@ -127,8 +144,11 @@ class RunReplay:
         self.kinds = kinds
         self.replayer = Replayer()
         tasks = manifest.matrix.get("tasks") if isinstance(manifest.matrix, dict) else None
-        self.base = {name: entry["task"] for name, entry in (tasks or {}).items()
-                     if isinstance(entry, dict) and isinstance(entry.get("task"), dict)}
+        self.base = {
+            name: entry["task"]
+            for name, entry in (tasks or {}).items()
+            if isinstance(entry, dict) and isinstance(entry.get("task"), dict)
+        }
         self._explained: dict[tuple, dict | None] = {}
 
     def covers(self, r: Record) -> bool:
@@ -141,8 +161,9 @@ class RunReplay:
         from harness.compare.replay import bounds_for
 
         b = bounds_for(thresholds, r.axes.dtype)
-        return thresholds.model_copy(update={"waveform_max_abs": b.waveform_max_abs,
-                                             "waveform_rel_l2": b.waveform_rel_l2})
+        return thresholds.model_copy(
+            update={"waveform_max_abs": b.waveform_max_abs, "waveform_rel_l2": b.waveform_rel_l2}
+        )
 
     def task_doc(self, r: Record) -> dict:
         from harness.spec.matrix import apply_axes
@@ -153,23 +174,51 @@ class RunReplay:
         from harness.execution.replay import Candidate
 
         doc = self.task_doc(r)
-        key = (digest_json(doc), r.digests.get("output"), r.digests.get("tokens"), r.axes.batch_size, r.axes.device,
-               digest_json(thresholds.model_dump(mode="json")))
-        return self.replayer.decision(key, r.kind, doc, lambda: Candidate(arrays=c.arrays, response=r.output.get("response")),
-                                      ran_on=r.axes.device, batch_size=r.axes.batch_size, thresholds=thresholds)
+        key = (
+            digest_json(doc),
+            r.digests.get("output"),
+            r.digests.get("tokens"),
+            r.axes.batch_size,
+            r.axes.device,
+            digest_json(thresholds.model_dump(mode="json")),
+        )
+        return self.replayer.decision(
+            key,
+            r.kind,
+            doc,
+            lambda: Candidate(arrays=c.arrays, response=r.output.get("response")),
+            ran_on=r.axes.device,
+            batch_size=r.axes.batch_size,
+            thresholds=thresholds,
+        )
 
-    def explain(self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable,
-                thresholds: Thresholds) -> dict | None:
+    def explain(
+        self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable, thresholds: Thresholds
+    ) -> dict | None:
         from harness.compare.replay import Side, bounds_for, explain_divergence
 
-        if (dimension not in self.EXPLAINED or not (self.covers(a) and self.covers(b))
-                or a.axes.batch_size != b.axes.batch_size or a.axes.load != b.axes.load):
+        if (
+            dimension not in self.EXPLAINED
+            or not (self.covers(a) and self.covers(b))
+            or a.axes.batch_size != b.axes.batch_size
+            or a.axes.load != b.axes.load
+        ):
             return None
         key = (a.cell_id, b.cell_id)
         if key not in self._explained:
-            sides = [Side(doc=self.task_doc(r), arrays=c.arrays, threads=r.axes.threads, isa=r.axes.isa,
-                          batch_size=r.axes.batch_size, load=r.axes.load, response=r.output.get("response"),
-                          label=r.cell_id) for r, c in ((a, ca), (b, cb))]
+            sides = [
+                Side(
+                    doc=self.task_doc(r),
+                    arrays=c.arrays,
+                    threads=r.axes.threads,
+                    isa=r.axes.isa,
+                    batch_size=r.axes.batch_size,
+                    load=r.axes.load,
+                    response=r.output.get("response"),
+                    label=r.cell_id,
+                )
+                for r, c in ((a, ca), (b, cb))
+            ]
             margin = bounds_for(thresholds, a.axes.dtype).margin
             try:
                 e = explain_divergence(a.kind, sides[0], sides[1], margin, cache=self.replayer.cache)
@@ -183,21 +232,28 @@ class RunReplay:
         decisions = [c.replayed() for c in comparables if c.replayed is not None]
         rejected = [d for d in decisions if d.accepted is False]
         unreplayable = [d for d in decisions if d.accepted is None]
-        return {"replayed": len(decisions), "accepted": sum(d.accepted is True for d in decisions),
-                "rejected": len(rejected), "not_replayable": len(unreplayable),
-                "first_rejection": rejected[0].reason if rejected else None,
-                "not_replayable_reason": unreplayable[0].reason if unreplayable else None,
-                "largest_gap": max((d.max_gap for d in decisions if d.accepted and d.max_gap is not None), default=None),
-                "flips": sum(d.flips for d in decisions if d.accepted), "positions": sum(d.positions for d in decisions)}
+        return {
+            "replayed": len(decisions),
+            "accepted": sum(d.accepted is True for d in decisions),
+            "rejected": len(rejected),
+            "not_replayable": len(unreplayable),
+            "first_rejection": rejected[0].reason if rejected else None,
+            "not_replayable_reason": unreplayable[0].reason if unreplayable else None,
+            "largest_gap": max((d.max_gap for d in decisions if d.accepted and d.max_gap is not None), default=None),
+            "flips": sum(d.flips for d in decisions if d.accepted),
+            "positions": sum(d.positions for d in decisions),
+        }
 
 
 class _Comparer(ComparableCache):
-
     def pair(self, dimension: str, config_id: str, a: Record, b: Record) -> PairResult:
         try:
             ca, cb = self.get(a), self.get(b)
-            thr = self.replay.thresholds_for(self.thresholds, a) if self.replay is not None and self.replay.covers(a) \
+            thr = (
+                self.replay.thresholds_for(self.thresholds, a)
+                if self.replay is not None and self.replay.covers(a)
                 else self.thresholds
+            )
             c = compare(ca, cb, thr, bounds_measured=self.bounds_measured)
             rules = pair_rules(ca, cb, thr, bitwise=c.level == "bitwise")
             if self.replay is not None and c.level not in ("bitwise", "tokens"):
@@ -208,11 +264,22 @@ class _Comparer(ComparableCache):
         attribute = KINDS.get(a.kind).attribute_stage if a.kind in KINDS else None
         if attribute and c.level != "bitwise":  # a multi-stage kind: which stage began it
             stage = load_object(attribute)(a.digests, b.digests)
-        return PairResult(dimension=dimension, config_id=config_id, a=a.cell_id, b=b.cell_id, level=c.level,
-                          metrics=c.metrics, first_divergence=c.first_divergence, steps_total=c.steps_total,
-                          a_artifact=a.artifact, b_artifact=b.artifact, stage=stage, rules=rules,
-                          finding=c.finding,
-                          explanation=c.explanation)
+        return PairResult(
+            dimension=dimension,
+            config_id=config_id,
+            a=a.cell_id,
+            b=b.cell_id,
+            level=c.level,
+            metrics=c.metrics,
+            first_divergence=c.first_divergence,
+            steps_total=c.steps_total,
+            a_artifact=a.artifact,
+            b_artifact=b.artifact,
+            stage=stage,
+            rules=rules,
+            finding=c.finding,
+            explanation=c.explanation,
+        )
 
 
 def pair_rules(a: Comparable, b: Comparable, thresholds: Thresholds, bitwise: bool = False) -> dict[str, bool]:
@@ -220,8 +287,11 @@ def pair_rules(a: Comparable, b: Comparable, thresholds: Thresholds, bitwise: bo
     rules accept; replay still checks the output against the task: two identical cheats agree)."""
     from harness.compare.validators import RULES, applicable
 
-    return {name: True if bitwise and name != "replay" else bool(fn(a, b, thresholds)) for name, fn in RULES.items()
-            if applicable(name, a, b)}
+    return {
+        name: True if bitwise and name != "replay" else bool(fn(a, b, thresholds))
+        for name, fn in RULES.items()
+        if applicable(name, a, b)
+    }
 
 
 class _ArtifactProblem(RuntimeError):
@@ -244,8 +314,9 @@ def _reference_of(records: list[Record]) -> Record:
     return min(records, key=execution_order)
 
 
-def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record],
-                 reference_node: str | None = None) -> dict[str, list[PairResult]]:
+def _repro_pairs(
+    cmp: _Comparer, config_id: str, ok: list[Record], reference_node: str | None = None
+) -> dict[str, list[PairResult]]:
     """Repeat, process, batch, threads and load within each node; node against the reference node."""
     out: dict[str, list[PairResult]] = {d: [] for d in REPRO_DIMENSIONS}
     by_node: dict[str | None, list[Record]] = defaultdict(list)
@@ -258,7 +329,9 @@ def _repro_pairs(cmp: _Comparer, config_id: str, ok: list[Record],
     return out
 
 
-def _within_node(cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str, list[PairResult]]) -> dict[str, Record]:
+def _within_node(
+    cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str, list[PairResult]]
+) -> dict[str, Record]:
     by_spec: dict[str, list[Record]] = defaultdict(list)
     for r in ok:
         by_spec[r.spec_hash].append(r)
@@ -296,13 +369,16 @@ def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple
     identical = compared = 0
     for seeds in refs.values():
         items = sorted(seeds.items())
-        for (sa, a), (sb, b) in zip(items, items[1:]):
+        for (_sa, a), (_sb, b) in itertools.pairwise(items):
             compared += 1
             identical += a.digests.get("output") == b.digests.get("output")
     if not compared:
         return None, None
     if identical == compared:
-        return False, f"different seeds gave identical outputs in {identical}/{compared} comparisons: the seed has no effect"
+        return (
+            False,
+            f"different seeds gave identical outputs in {identical}/{compared} comparisons: the seed has no effect",
+        )
     if identical:
         return True, f"different seeds gave identical outputs in {identical}/{compared} comparisons"
     return True, None
@@ -345,11 +421,15 @@ def _cost(records: list[Record]) -> CostSummary:
     ttft = [r.timings["time_to_first_token_s"] for r in ok if "time_to_first_token_s" in r.timings]
     mem = [r.peak_memory_bytes for r in ok if r.peak_memory_bytes]
     return CostSummary(
-        executions=len(ok), latency_s=latency_stats(ok).model_dump(), load_s=float(np.median(loads)) if loads else None,
-        peak_memory_bytes=max(mem) if mem else None, memory_kind=ok[0].memory_kind,
+        executions=len(ok),
+        latency_s=latency_stats(ok).model_dump(),
+        load_s=float(np.median(loads)) if loads else None,
+        peak_memory_bytes=max(mem) if mem else None,
+        memory_kind=ok[0].memory_kind,
         real_time_factor=real_time_factor(audio, sum(latency)) if audio else None,
         tokens_per_second=tokens_per_second(tokens, sum(latency)) if tokens else None,
-        time_to_first_token_s=float(np.median(ttft)) if ttft else None, latency_samples=[round(x, 6) for x in latency],
+        time_to_first_token_s=float(np.median(ttft)) if ttft else None,
+        latency_samples=[round(x, 6) for x in latency],
     )
 
 
@@ -364,13 +444,20 @@ def config_facts(records: list[Record], verdict_dims: list[str], tasks: dict[str
     asked = (task.get("generation_config") or {}).get("max_new_tokens") if isinstance(task, dict) else None
     kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
     weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
-    return Facts(kind=first.kind, model=first.model, dtype=first.axes.dtype, quantize_bits=first.axes.quantize_bits,
-                 weights_sha256=weights, new_tokens=asked if isinstance(asked, int) else None,
-                 kernel_classes=frozenset(k for k in kernels if isinstance(k, str)))
+    return Facts(
+        kind=first.kind,
+        model=first.model,
+        dtype=first.axes.dtype,
+        quantize_bits=first.axes.quantize_bits,
+        weights_sha256=weights,
+        new_tokens=asked if isinstance(asked, int) else None,
+        kernel_classes=frozenset(k for k in kernels if isinstance(k, str)),
+    )
 
 
-def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str],
-               named: NamedValidator | None = None) -> tuple[dict[str, dict], NetworkFigures | None]:
+def _agreement(
+    cmp: _Comparer, ok: list[Record], verdict_dims: list[str], named: NamedValidator | None = None
+) -> tuple[dict[str, dict], NetworkFigures | None]:
     """Per pair rule (each exactly what that validator decides), the figures of a 3-node
     validation group drawn from every execution the verdict judges (batch > 1 only when batch
     is judged), averaged over seeds; and the figures under the kind's network rule."""
@@ -397,17 +484,29 @@ def _agreement(cmp: _Comparer, ok: list[Record], verdict_dims: list[str],
         if not results:
             out[name] = {"p3of3": None, "p2of3": None, "p_aborted": None, "invalidated": None, "triples": 0}
             continue
-        out[name] = {key: float(np.mean([getattr(x, key) for x in results]))
-                     for key in ("p3of3", "p2of3", "p_aborted", "invalidated")}
+        out[name] = {
+            key: float(np.mean([getattr(x, key) for x in results]))
+            for key in ("p3of3", "p2of3", "p_aborted", "invalidated")
+        }
         out[name]["triples"] = int(sum(x.triples for x in results))
     kind = ok[0].kind if ok else "audio"
     rule, label = network_rule(kind)
     if named is not None and named.rule == "replay" and "replay" in out:
         rule, label = "replay", "proposed: each node's output replayed against the task (harness replay)"
     fig = out.get(rule)
-    network = NetworkFigures(rule=rule, label=label, p_accepted=fig.get("p2of3"), p_aborted=fig.get("p_aborted"),
-                             invalidated=fig.get("invalidated"), p3of3=fig.get("p3of3"),
-                             triples=int(fig.get("triples") or 0)) if fig else None
+    network = (
+        NetworkFigures(
+            rule=rule,
+            label=label,
+            p_accepted=fig.get("p2of3"),
+            p_aborted=fig.get("p_aborted"),
+            invalidated=fig.get("invalidated"),
+            p3of3=fig.get("p3of3"),
+            triples=int(fig.get("triples") or 0),
+        )
+        if fig
+        else None
+    )
     return out, network
 
 
@@ -500,8 +599,20 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         validator = cp.validator
         try:
             pairs = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
-            nodes = (config_nodes(cmp.pair, config_id, ok, pairs, fleet, lambda dims, cp=cp: judge(dims, cp),
-                                  summarize_pairs, verdict_dims) if fleet else None)
+            nodes = (
+                config_nodes(
+                    cmp.pair,
+                    config_id,
+                    ok,
+                    pairs,
+                    fleet,
+                    lambda dims, cp=cp: judge(dims, cp),
+                    summarize_pairs,
+                    verdict_dims,
+                )
+                if fleet
+                else None
+            )
         except _ArtifactProblem as err:
             problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
             pairs, nodes = {d: [] for d in REPRO_DIMENSIONS}, None
@@ -511,8 +622,9 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         skip_reason = next((r.reason for r in recs if r.status == "skipped"), None)
         verdict, reason, decided_by = judge_configuration(dict(counts), dims, failures, skip_reason, verdict_dims, cp)
         seed_sensitive, seed_note = _seed_sensitivity(cmp, config_id, ok)
-        worst_pairs = sorted((p for ps in pairs.values() for p in ps if p.level != "bitwise"),
-                             key=lambda p: -level_rank(p.level))
+        worst_pairs = sorted(
+            (p for ps in pairs.values() for p in ps if p.level != "bitwise"), key=lambda p: -level_rank(p.level)
+        )
         if worst_pairs:
             examples.append(worst_pairs[0])
         agreement, network = {}, None
@@ -521,36 +633,78 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
                 agreement, network = _agreement(cmp, ok, verdict_dims, validator)
         except StoreError as err:  # a corrupted artifact is reported, never a crash
             problems.append(f"{config_id}: agreement not estimated ({str(err).splitlines()[0] if str(err) else err!r})")
-        configs.append(ConfigResult(
-            config_id=config_id, task=first.task_name, kind=first.kind, model=first.model, dtype=first.axes.dtype,
-            quantize_bits=first.axes.quantize_bits, device=first.axes.device, profile=first.axes.profile,
-            verdict=verdict, reason=reason, decided_by=list(decided_by), counts=dict(counts), dimensions=dims, agreement=agreement,
-            network=network, validator=validator.model_dump(mode="json", exclude={"calibration"}) if validator else None,
-            thresholds=cp.thresholds.model_dump() if validator and validator.calibrated else None,
-            out_of_scope=cp.out_of_scope,
-            seed_sensitive=seed_sensitive, seed_note=seed_note, dtype_drift=drift.get(config_id),
-            lint=sorted({w for r in recs for w in r.lint}),
-            quantization=next((r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None),
-            cost=_cost(recs), failures=failures, nodes=nodes,
-            replay=cmp.replay.config_summary([cmp.get(r) for r in ok]) if cmp.replay and ok and cmp.replay.covers(ok[0])
-            else None,
-        ))
+        configs.append(
+            ConfigResult(
+                config_id=config_id,
+                task=first.task_name,
+                kind=first.kind,
+                model=first.model,
+                dtype=first.axes.dtype,
+                quantize_bits=first.axes.quantize_bits,
+                device=first.axes.device,
+                profile=first.axes.profile,
+                verdict=verdict,
+                reason=reason,
+                decided_by=list(decided_by),
+                counts=dict(counts),
+                dimensions=dims,
+                agreement=agreement,
+                network=network,
+                validator=validator.model_dump(mode="json", exclude={"calibration"}) if validator else None,
+                thresholds=cp.thresholds.model_dump() if validator and validator.calibrated else None,
+                out_of_scope=cp.out_of_scope,
+                seed_sensitive=seed_sensitive,
+                seed_note=seed_note,
+                dtype_drift=drift.get(config_id),
+                lint=sorted({w for r in recs for w in r.lint}),
+                quantization=next(
+                    (r.model_meta.get("quantization") for r in ok if r.model_meta.get("quantization")), None
+                ),
+                cost=_cost(recs),
+                failures=failures,
+                nodes=nodes,
+                replay=cmp.replay.config_summary([cmp.get(r) for r in ok])
+                if cmp.replay and ok and cmp.replay.covers(ok[0])
+                else None,
+            )
+        )
     gates = []
     for c in configs:
         failed = c.verdict in fail_on or ("seed_insensitive" in fail_on and c.seed_sensitive is False)
-        gates.append(GateResult(config_id=c.config_id, passed=not failed,
-                                reason=f"{c.verdict}: {c.reason}" + (f"; {c.seed_note}" if c.seed_note else "")))
+        gates.append(
+            GateResult(
+                config_id=c.config_id,
+                passed=not failed,
+                reason=f"{c.verdict}: {c.reason}" + (f"; {c.seed_note}" if c.seed_note else ""),
+            )
+        )
     if not evidence.ok:  # a verdict is only as good as its evidence: any gap fails the gate
-        gates.append(GateResult(config_id="evidence", passed=False,
-                                reason=f"{len(evidence.problems)} evidence problem(s); first: {evidence.problems[0]}"))
+        gates.append(
+            GateResult(
+                config_id="evidence",
+                passed=False,
+                reason=f"{len(evidence.problems)} evidence problem(s); first: {evidence.problems[0]}",
+            )
+        )
     a = Analysis(
-        run_id=manifest.run_id or Path(run_dir).name, run_dir=str(run_dir), matrix=manifest.matrix_name,
-        description=str(manifest.matrix_spec.get("description", "")), harness_version=manifest.harness_version,
-        environment=manifest.environment or {}, tiny_models=manifest.tiny_models,
-        thresholds=thresholds.model_dump(), gate_rules=list(fail_on), verdict_dimensions=verdict_dims,
+        run_id=manifest.run_id or Path(run_dir).name,
+        run_dir=str(run_dir),
+        matrix=manifest.matrix_name,
+        description=str(manifest.matrix_spec.get("description", "")),
+        harness_version=manifest.harness_version,
+        environment=manifest.environment or {},
+        tiny_models=manifest.tiny_models,
+        thresholds=thresholds.model_dump(),
+        gate_rules=list(fail_on),
+        verdict_dimensions=verdict_dims,
         records=len(loaded.records),
-        problems=problems, configs=configs, examples=examples, gates=gates, models=model_rows(configs),
-        fleet=fleet, parallel_note=parallel_note(records, manifest.execution or []),
+        problems=problems,
+        configs=configs,
+        examples=examples,
+        gates=gates,
+        models=model_rows(configs),
+        fleet=fleet,
+        parallel_note=parallel_note(records, manifest.execution or []),
         evidence=evidence.model_dump(exclude={"problems"}),
     )
     return with_summary(a, run_dir, records, verdict_dims)
@@ -566,7 +720,9 @@ def with_summary(a: Analysis, run_dir: str | Path, records: list[Record], verdic
     return a
 
 
-def _dtype_drift_safe(cmp: _Comparer, by_config: dict[str, list[Record]], problems: list[str]) -> dict[str, DimensionSummary]:
+def _dtype_drift_safe(
+    cmp: _Comparer, by_config: dict[str, list[Record]], problems: list[str]
+) -> dict[str, DimensionSummary]:
     try:
         return _dtype_drift(cmp, by_config)
     except _ArtifactProblem as err:
@@ -585,8 +741,15 @@ def model_rows(configs: list[ConfigResult]) -> list[ModelRow]:
             verdicts[c.verdict] += 1
         medians = [c.cost.latency_s.get("median") for c in cs if c.cost.latency_s.get("median") is not None]
         mems = [c.cost.peak_memory_bytes for c in cs if c.cost.peak_memory_bytes]
-        rows.append(ModelRow(model=model, kind=kind, configs=len(cs), verdicts=dict(sorted(verdicts.items())),
-                             best_verdict=min((c.verdict for c in cs), key=VERDICT_ORDER.index),
-                             median_latency_s=float(np.median(medians)) if medians else None,
-                             peak_memory_bytes=max(mems) if mems else None))
+        rows.append(
+            ModelRow(
+                model=model,
+                kind=kind,
+                configs=len(cs),
+                verdicts=dict(sorted(verdicts.items())),
+                best_verdict=min((c.verdict for c in cs), key=VERDICT_ORDER.index),
+                median_latency_s=float(np.median(medians)) if medians else None,
+                peak_memory_bytes=max(mems) if mems else None,
+            )
+        )
     return rows

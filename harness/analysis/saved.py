@@ -26,8 +26,9 @@ def upgrade_analysis(doc: dict[str, Any]) -> Analysis:
     version is refused (ValueError naming it)."""
     version = doc.get("schema_version", 1)
     if not isinstance(version, int) or version < 1 or version > ANALYSIS_SCHEMA_VERSION:
-        raise ValueError(f"report.json schema_version {version!r} is not one this harness reads "
-                         f"(1..{ANALYSIS_SCHEMA_VERSION})")
+        raise ValueError(
+            f"report.json schema_version {version!r} is not one this harness reads (1..{ANALYSIS_SCHEMA_VERSION})"
+        )
     doc = dict(doc)
     if version == 1:  # 1 -> 2: the summary is rebuilt from the configurations
         doc["schema_version"] = ANALYSIS_SCHEMA_VERSION

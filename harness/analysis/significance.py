@@ -88,8 +88,7 @@ class Change(BaseModel):
         if self.verdict in ("slower", "faster"):
             return f"{_pct(self.ratio)} {self.verdict} {interval}, {tail}"
         if self.verdict == "below min effect":
-            return (f"not significant: {effect} is below --min-effect {self.min_effect * 100:g}%, "
-                    f"{tail}")
+            return f"not significant: {effect} is below --min-effect {self.min_effect * 100:g}%, {tail}"
         return f"not significant: {effect}, {tail}"
 
 
@@ -176,8 +175,9 @@ def _critical(m: int, n: int, alpha: float, exact: bool, tie_sum: float) -> int:
     return math.floor(m * n / 2.0 - 0.5 - norm.ppf(1 - alpha / 2) * math.sqrt(var))
 
 
-def compare_samples(baseline: Sequence[float], current: Sequence[float], *, min_effect: float = 0.0,
-                    alpha: float = ALPHA) -> Change:
+def compare_samples(
+    baseline: Sequence[float], current: Sequence[float], *, min_effect: float = 0.0, alpha: float = ALPHA
+) -> Change:
     """Test current against baseline (lower is better: seconds). See the module docstring."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -223,6 +223,7 @@ def compare_samples(baseline: Sequence[float], current: Sequence[float], *, min_
 
         def to_ratio(d: float) -> float:
             return 1.0 + d / abs(centre)
+
     ratio = to_ratio(shift)
     ratio_low = None if low is None else to_ratio(low)
     ratio_high = None if high is None else to_ratio(high)
@@ -235,5 +236,15 @@ def compare_samples(baseline: Sequence[float], current: Sequence[float], *, min_
             verdict = "below min effect"
         else:
             verdict = "slower" if ratio > 1 else "faster" if ratio < 1 else "not significant"
-    return Change(verdict=verdict, significant=significant, method=method, u=u, p_value=p, ratio=ratio,
-                  ratio_low=ratio_low, ratio_high=ratio_high, scale="ratio" if positive else "difference", **base)
+    return Change(
+        verdict=verdict,
+        significant=significant,
+        method=method,
+        u=u,
+        p_value=p,
+        ratio=ratio,
+        ratio_low=ratio_low,
+        ratio_high=ratio_high,
+        scale="ratio" if positive else "difference",
+        **base,
+    )

@@ -28,8 +28,6 @@ class StudySettings:
     model: str = "tiny:musicgen"
 
 
-
-
 @dataclass
 class StudyResult:
     settings: StudySettings
@@ -53,8 +51,6 @@ class ReplayStudySettings:
     configs: tuple[tuple[str, int | None], ...] = (("float32", None), ("bfloat16", None))
     levels: tuple[str, ...] = ("avx2", "scalar")  # other CPU kernel levels (honest isa sources)
     model: str = "tiny:musicgen"
-
-
 
 
 @dataclass
@@ -95,10 +91,23 @@ class ReplayStudyResult:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"settings": asdict(self.settings), "seconds": round(self.seconds, 1), "generations": self.generations,
-                "replays": self.replays, "kernel_classes": self.kernel_classes, "levels": self.levels,
-                "summary": self.summary, "notes": self.notes,
-                "configs": [{**{k: v for k, v in asdict(c).items() if k not in ("frr", "frr_codes_differ", "far")},
-                             "frr": c.frr.model_dump(), "frr_codes_differ": c.frr_codes_differ.model_dump(),
-                             "far": c.far.model_dump()} for c in self.configs],
-                "calibration_digest": self.calibration.digest}
+        return {
+            "settings": asdict(self.settings),
+            "seconds": round(self.seconds, 1),
+            "generations": self.generations,
+            "replays": self.replays,
+            "kernel_classes": self.kernel_classes,
+            "levels": self.levels,
+            "summary": self.summary,
+            "notes": self.notes,
+            "configs": [
+                {
+                    **{k: v for k, v in asdict(c).items() if k not in ("frr", "frr_codes_differ", "far")},
+                    "frr": c.frr.model_dump(),
+                    "frr_codes_differ": c.frr_codes_differ.model_dump(),
+                    "far": c.far.model_dump(),
+                }
+                for c in self.configs
+            ],
+            "calibration_digest": self.calibration.digest,
+        }

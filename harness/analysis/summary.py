@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from harness.analysis.model import Analysis, ConfigResult, Finding, LogWarning, RunSummary
 from harness.compare.levels import level_rank, worst_level
-from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, RULE_STRENGTH  # noqa: F401 (re-exported)
+from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, RULE_STRENGTH
 
 SEVERITY_ORDER = ("critical", "warning", "info")
 #: "... when <phrase>": plain words for known dimensions; others are named as they are
@@ -75,19 +75,30 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
             at = f"; first divergent step {min(steps)}" if steps else ""
             note = "" if is_judged else " (reported, not judged by the gate)"
             across = "; not consensus-ready across CPU kinds" if dim == "isa" else ""
-            out.append(Finding(
-                severity="critical" if is_judged else "warning", kind="divergent-dimension", dimension=dim,
-                configs=divergent,
-                text=f"{dim}: {how} when {_phrase(dim)}, in {len(divergent)} configuration(s): "
-                     f"{_ids(divergent)}{at}{note}{across}."))
+            out.append(
+                Finding(
+                    severity="critical" if is_judged else "warning",
+                    kind="divergent-dimension",
+                    dimension=dim,
+                    configs=divergent,
+                    text=f"{dim}: {how} when {_phrase(dim)}, in {len(divergent)} configuration(s): "
+                    f"{_ids(divergent)}{at}{note}{across}.",
+                )
+            )
         if loose and is_judged:
             worst = worst_level(level for _, level in loose) or "tokens"
             ids = [cid for cid, _ in loose]
             what = "same tokens, different floats" if worst == "tokens" else f"outputs agree only at the {worst} level"
-            out.append(Finding(
-                severity="warning", kind="not-bitwise", dimension=dim, configs=ids,
-                text=f"{dim}: exact-hash validation rejects honest nodes when {_phrase(dim)} ({what}) in "
-                     f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level."))
+            out.append(
+                Finding(
+                    severity="warning",
+                    kind="not-bitwise",
+                    dimension=dim,
+                    configs=ids,
+                    text=f"{dim}: exact-hash validation rejects honest nodes when {_phrase(dim)} ({what}) in "
+                    f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level.",
+                )
+            )
     return out
 
 
@@ -96,22 +107,47 @@ def _other_findings(a: Analysis) -> list[Finding]:
     failed = [c.config_id for c in a.configs if c.verdict == "failed"]
     if failed:
         first = next(c.reason for c in a.configs if c.verdict == "failed")
-        out.append(Finding(severity="critical", kind="failed", configs=failed,
-                           text=f"{len(failed)} configuration(s) failed: {_ids(failed)} ({first})."))
+        out.append(
+            Finding(
+                severity="critical",
+                kind="failed",
+                configs=failed,
+                text=f"{len(failed)} configuration(s) failed: {_ids(failed)} ({first}).",
+            )
+        )
     no_seed = [c.config_id for c in a.configs if c.seed_sensitive is False]
     if no_seed:
-        out.append(Finding(severity="warning", kind="seed-no-effect", dimension="seed", configs=no_seed,
-                           text=f"seed: different seeds give identical outputs in {len(no_seed)} configuration(s): "
-                                f"{_ids(no_seed)}; a node could skip the seed and still agree."))
+        out.append(
+            Finding(
+                severity="warning",
+                kind="seed-no-effect",
+                dimension="seed",
+                configs=no_seed,
+                text=f"seed: different seeds give identical outputs in {len(no_seed)} configuration(s): "
+                f"{_ids(no_seed)}; a node could skip the seed and still agree.",
+            )
+        )
     drift = [(c.config_id, c.dtype_drift.worst) for c in a.configs if c.dtype_drift and c.dtype_drift.worst]
     far = [cid for cid, level in drift if level_rank(level) >= level_rank("perceptual")]
     if far:
-        out.append(Finding(severity="info", kind="dtype-drift", dimension="dtype", configs=far,
-                           text=f"dtype: {len(far)} configuration(s) land far from float32 (perceptual or divergent): "
-                                f"{_ids(far)}; nodes must agree on dtype and quantization, not only on the task."))
+        out.append(
+            Finding(
+                severity="info",
+                kind="dtype-drift",
+                dimension="dtype",
+                configs=far,
+                text=f"dtype: {len(far)} configuration(s) land far from float32 (perceptual or divergent): "
+                f"{_ids(far)}; nodes must agree on dtype and quantization, not only on the task.",
+            )
+        )
     if a.problems:
-        out.append(Finding(severity="warning", kind="problems",
-                           text=f"{len(a.problems)} problem(s) reading the run: {a.problems[0]}"))
+        out.append(
+            Finding(
+                severity="warning",
+                kind="problems",
+                text=f"{len(a.problems)} problem(s) reading the run: {a.problems[0]}",
+            )
+        )
     return out
 
 
@@ -124,9 +160,15 @@ def _deciding_findings(a: Analysis, found: list[Finding]) -> list[Finding]:
     for c in a.configs:
         if c.verdict == "not_ready" and c.config_id not in named:
             dims = ", ".join(c.decided_by) or "-"
-            out.append(Finding(severity="critical", kind="verdict-reason",
-                               dimension=c.decided_by[0] if c.decided_by else None, configs=[c.config_id],
-                               text=f"{c.config_id} is not ready ({dims}): {c.reason}."))
+            out.append(
+                Finding(
+                    severity="critical",
+                    kind="verdict-reason",
+                    dimension=c.decided_by[0] if c.decided_by else None,
+                    configs=[c.config_id],
+                    text=f"{c.config_id} is not ready ({dims}): {c.reason}.",
+                )
+            )
     return out
 
 
@@ -134,24 +176,32 @@ def _warning_finding(warnings: list[LogWarning]) -> list[Finding]:
     if not warnings:
         return []
     top = warnings[0]
-    return [Finding(severity="info", kind="library-warnings",
-                    text=f"{len(warnings)} distinct library warning(s); most frequent ({top.count}x, {top.source}): "
-                         f"{top.message[:160]}")]
+    return [
+        Finding(
+            severity="info",
+            kind="library-warnings",
+            text=f"{len(warnings)} distinct library warning(s); most frequent ({top.count}x, {top.source}): "
+            f"{top.message[:160]}",
+        )
+    ]
 
 
 def headline(a: Analysis, rule_needed: str | None) -> str:
     """One sentence: what the operator should do."""
-    n = {v: sum(1 for c in a.configs if c.verdict == v) for v in
-         ("ready", "ready_with_tolerance", "not_ready", "failed")}
+    n = {
+        v: sum(1 for c in a.configs if c.verdict == v) for v in ("ready", "ready_with_tolerance", "not_ready", "failed")
+    }
     bad = [c.config_id for c in a.configs if c.verdict in ("not_ready", "failed")]
     ok = n["ready"] + n["ready_with_tolerance"]
     if bad:
         rest = f"{ok} other configuration(s) pass under {rule_needed}." if ok and rule_needed else "none is ready."
         return f"Keep {len(bad)} configuration(s) off the network ({_ids(bad)}); {rest}"
     if n["ready_with_tolerance"]:
-        return (f"Exact-hash validation (what the network uses today) would reject honest nodes for "
-                f"{n['ready_with_tolerance']} of {len(a.configs)} configurations: validate with {rule_needed}, "
-                f"or accept only the {n['ready']} bitwise-ready one(s).")
+        return (
+            f"Exact-hash validation (what the network uses today) would reject honest nodes for "
+            f"{n['ready_with_tolerance']} of {len(a.configs)} configurations: validate with {rule_needed}, "
+            f"or accept only the {n['ready']} bitwise-ready one(s)."
+        )
     if n["ready"]:
         return f"All {n['ready']} tested configurations are bitwise reproducible: exact-hash validation is enough."
     return "Nothing could be compared: add repeats or worker processes so executions can be checked against each other."
@@ -191,5 +241,11 @@ def summarize(a: Analysis, judged: Iterable[str] | None = None) -> RunSummary:
     findings = _dimension_findings(a, judged_dims) + _other_findings(a)
     findings += _deciding_findings(a, findings) + _warning_finding(a.warnings)
     findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -len(f.configs)))
-    return RunSummary(headline=headline(a, rule_needed), verdicts=verdicts, rule_needed=rule_needed,
-                      rule_by_config=by_config, findings=findings, environment=environment_line(a.environment))
+    return RunSummary(
+        headline=headline(a, rule_needed),
+        verdicts=verdicts,
+        rule_needed=rule_needed,
+        rule_by_config=by_config,
+        findings=findings,
+        environment=environment_line(a.environment),
+    )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-JUNIT_HELP = ("also write the verdicts as JUnit XML (one testcase per configuration x judged dimension), "
-              "for GitLab, Jenkins and GitHub test reports")
+JUNIT_HELP = (
+    "also write the verdicts as JUnit XML (one testcase per configuration x judged dimension), "
+    "for GitLab, Jenkins and GitHub test reports"
+)
 
 
 def add_commands(sub, modules) -> None:
@@ -22,9 +24,11 @@ def add_commands(sub, modules) -> None:
 
 # --- types ---------------------------------------------------------------------------------------
 
+
 def bounded(what: str, low: int, high: int):
     """An argparse type: an integer in [low, high] (``--threads 100000`` exhausted the process
     limit; ``--batch-size 0`` was accepted), refused as a usage error, exit 2."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -33,6 +37,7 @@ def bounded(what: str, low: int, high: int):
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{what} must be {low}..{high}, got {value}")
         return value
+
     return parse
 
 
@@ -54,8 +59,10 @@ def formats(text: str) -> list[str]:
     chosen = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown report format {(unknown or [text])[0]!r}; "
-                                         f"expected a comma-separated subset of {', '.join(FORMATS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown report format {(unknown or [text])[0]!r}; "
+            f"expected a comma-separated subset of {', '.join(FORMATS)}"
+        )
     return chosen
 
 
@@ -100,6 +107,7 @@ def node_version(text: str) -> str:
 
 # --- adders --------------------------------------------------------------------------------------
 
+
 def kind_names() -> list[str]:
     """The task kinds registered now (``HARNESS_KINDS`` included): the choices of a kind argument."""
     from harness.spec.kinds import KINDS
@@ -141,9 +149,21 @@ def add_trusted_keys(s, help: str) -> None:
 
 def add_cost_options(s) -> None:
     """``--check`` and ``--min-effect``: the cost regression checks of ``compare`` and ``bench``."""
-    s.add_argument("--check", action="append", nargs="?", const="significant", type=cost_check, metavar="EXPR",
-                   help="cost regression check (repeatable; exit 1 when one fails): significant (the default of a "
-                        "bare --check: a slowdown a Mann-Whitney U test over the per-execution latencies calls "
-                        "significant at 95%%), or a threshold on the summary numbers alone, e.g. median:10%%")
-    s.add_argument("--min-effect", type=min_effect, default=0.0, metavar="PCT",
-                   help="a significant change smaller than this (e.g. 5%%) is reported as not significant")
+    s.add_argument(
+        "--check",
+        action="append",
+        nargs="?",
+        const="significant",
+        type=cost_check,
+        metavar="EXPR",
+        help="cost regression check (repeatable; exit 1 when one fails): significant (the default of a "
+        "bare --check: a slowdown a Mann-Whitney U test over the per-execution latencies calls "
+        "significant at 95%%), or a threshold on the summary numbers alone, e.g. median:10%%",
+    )
+    s.add_argument(
+        "--min-effect",
+        type=min_effect,
+        default=0.0,
+        metavar="PCT",
+        help="a significant change smaller than this (e.g. 5%%) is reported as not significant",
+    )

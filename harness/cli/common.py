@@ -33,7 +33,8 @@ def write_junit(analysis, path: str | None) -> None:
     """``--junit FILE``: the verdicts as JUnit XML (imported only when asked for)."""
     if not path:
         return
-    from harness.report.junit import render_run, write_junit as write
+    from harness.report.junit import render_run
+    from harness.report.junit import write_junit as write
 
     print(f"junit {write(Path(path), render_run(analysis))}")
 

@@ -1,4 +1,5 @@
-"""``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify | validators | locate | replay | replay-study | tiny.
+"""``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify |
+validators | locate | replay | replay-study | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -10,18 +11,54 @@ each) and maps what a command raises to those exit codes; it holds no command of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
 from harness.cli.arguments import add_commands
-from harness.cli.commands import (bench, bundle, certify, compare, exec_, expand, keygen, locate, replay, replay_study,
-                                  report, run, schema, show, tiny, validate, validators, verify)
+from harness.cli.commands import (
+    bench,
+    bundle,
+    certify,
+    compare,
+    exec_,
+    expand,
+    keygen,
+    locate,
+    replay,
+    replay_study,
+    report,
+    run,
+    schema,
+    show,
+    tiny,
+    validate,
+    validators,
+    verify,
+)
 from harness.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
 
 # The commands, in the order ``harness --help`` lists them: a new command is a module and a line here.
-COMMANDS = (validate, schema, exec_, expand, run, report, show, tiny,
-            bundle, certify, validators, compare, bench,
-            keygen, verify, locate, replay, replay_study)
+COMMANDS = (
+    validate,
+    schema,
+    exec_,
+    expand,
+    run,
+    report,
+    show,
+    tiny,
+    bundle,
+    certify,
+    validators,
+    compare,
+    bench,
+    keygen,
+    verify,
+    locate,
+    replay,
+    replay_study,
+)
 BY_NAME = {module.NAME: module for module in COMMANDS}
 
 
@@ -32,16 +69,24 @@ def _quiet_libraries() -> None:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from harness.errors import HarnessError
     from harness.engines.audio_io import UnsafePath
-    from harness.spec.matrix import MatrixError
+    from harness.errors import HarnessError
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
+    from harness.spec.matrix import MatrixError
+    from harness.spec.tasks import TaskError
     from harness.store.run import StoreError
     from harness.store.safe_output import UnsafeOutput
-    from harness.spec.tasks import TaskError
 
-    errors: list[type[BaseException]] = [HarnessError, TaskError, MatrixError, StoreError, ModelNotFound,
-                                         UnsupportedConfiguration, UnsafePath, UnsafeOutput]
+    errors: list[type[BaseException]] = [
+        HarnessError,
+        TaskError,
+        MatrixError,
+        StoreError,
+        ModelNotFound,
+        UnsupportedConfiguration,
+        UnsafePath,
+        UnsafeOutput,
+    ]
     return tuple(errors)
 
 
@@ -79,10 +124,8 @@ def _signals_interrupt() -> dict:
 
     def handler(signum, frame):
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, signal.SIG_IGN)
-            except (ValueError, OSError):
-                pass
         raise KeyboardInterrupt
 
     saved = {}
@@ -140,8 +183,11 @@ def _dispatch(args) -> int:
     except Exception as err:  # an engine or library refusing the task: one line, not a traceback
         if os.environ.get("HARNESS_DEBUG") == "1":
             raise
-        print(f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-              f"(HARNESS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            f"(HARNESS_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 

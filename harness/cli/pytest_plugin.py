@@ -60,23 +60,26 @@ class HarnessGateFailure(AssertionError):
 
 # --- running ------------------------------------------------------------------------------------
 
+
 @dataclass
 class MatrixRun:
     """A finished, analysed run."""
 
     run_dir: Path
-    analysis: "Analysis"
+    analysis: Analysis
 
     @property
     def report(self) -> Path:
         return self.run_dir / "report.md"
 
-    def config(self, config_id: str) -> "ConfigResult":
+    def config(self, config_id: str) -> ConfigResult:
         for c in self.analysis.configs:
             if c.config_id == config_id:
                 return c
-        raise KeyError(f"{config_id}: no such configuration in {self.run_dir} "
-                       f"(have: {', '.join(c.config_id for c in self.analysis.configs)})")
+        raise KeyError(
+            f"{config_id}: no such configuration in {self.run_dir} "
+            f"(have: {', '.join(c.config_id for c in self.analysis.configs)})"
+        )
 
     def failure(self, config_id: str | None = None) -> str | None:
         """Why the gate failed (every configuration, or one), in the report's words; None: passed."""
@@ -92,7 +95,7 @@ class MatrixRun:
         unique = list(dict.fromkeys(texts))
         return "\n".join(unique) + f"\nreport: {self.report}"
 
-    def assert_passed(self, config_id: str | None = None) -> "MatrixRun":
+    def assert_passed(self, config_id: str | None = None) -> MatrixRun:
         """Fail (AssertionError, in the report's words) when a gate failed."""
         __tracebackhide__ = True
         text = self.failure(config_id)
@@ -101,8 +104,9 @@ class MatrixRun:
         return self
 
 
-def run_matrix_doc(doc: dict[str, Any], out: Path, source: Path | None = None,
-                   formats: Sequence[str] = FORMATS) -> MatrixRun:
+def run_matrix_doc(
+    doc: dict[str, Any], out: Path, source: Path | None = None, formats: Sequence[str] = FORMATS
+) -> MatrixRun:
     """Run a matrix document (its task files relative to ``source``'s folder) into ``out``,
     analyse it with every artifact verified, as ``harness run`` does, and write its reports."""
     from harness.analysis.run import analyze_run
@@ -123,11 +127,17 @@ def _task_name(task: str | Path | Mapping[str, Any]) -> str:
     return name[:64] if name[0].isalnum() else f"t{name}"[:64]
 
 
-def reproducibility_matrix(task: str | Path | Mapping[str, Any], across: Iterable[str] = DEFAULT_ACROSS, *,
-                           base: Path | None = None, seeds: Sequence[int] | None = None,
-                           dtypes: Sequence[str] | None = None, timeout_s: float = 300.0,
-                           validators: Mapping[str, Any] | None = None, thresholds: Mapping[str, Any] | None = None,
-                           ) -> dict[str, Any]:
+def reproducibility_matrix(
+    task: str | Path | Mapping[str, Any],
+    across: Iterable[str] = DEFAULT_ACROSS,
+    *,
+    base: Path | None = None,
+    seeds: Sequence[int] | None = None,
+    dtypes: Sequence[str] | None = None,
+    timeout_s: float = 300.0,
+    validators: Mapping[str, Any] | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The matrix document that compares one task across the named dimensions and judges
     exactly those (``gates.verdict_dimensions``), failing on not_ready and failed."""
     across = list(dict.fromkeys(across))
@@ -135,7 +145,11 @@ def reproducibility_matrix(task: str | Path | Mapping[str, Any], across: Iterabl
         raise ValueError("across: name at least one dimension (" + ", ".join(ACROSS) + ")")
     unknown = [d for d in across if d not in ACROSS]
     if unknown:
-        hint = " (a fleet dimension: run the matrix with harness run --executor ray)" if unknown[0] in ("node", "device") else ""
+        hint = (
+            " (a fleet dimension: run the matrix with harness run --executor ray)"
+            if unknown[0] in ("node", "device")
+            else ""
+        )
         raise ValueError(f"across: unknown dimension {unknown[0]!r}{hint}; expected some of {', '.join(ACROSS)}")
     if isinstance(task, Mapping):
         entry: dict[str, Any] = {"name": "task", "task": dict(task)}
@@ -155,10 +169,14 @@ def reproducibility_matrix(task: str | Path | Mapping[str, Any], across: Iterabl
     if dtypes is not None:
         axes["dtype"] = list(dtypes)
     doc: dict[str, Any] = {
-        "schema_version": 1, "name": f"reproducible-{entry['name']}"[:64],
+        "schema_version": 1,
+        "name": f"reproducible-{entry['name']}"[:64],
         "description": "assert_reproducible: " + ", ".join(f"{d} ({ACROSS[d]})" for d in across),
-        "repeats": 2 if "repeat" in across else 1, "workers": 2 if "process" in across else 1,
-        "timeout_s": timeout_s, "tasks": [entry], "axes": axes,
+        "repeats": 2 if "repeat" in across else 1,
+        "workers": 2 if "process" in across else 1,
+        "timeout_s": timeout_s,
+        "tasks": [entry],
+        "axes": axes,
         "gates": {"fail_on": ["not_ready", "failed"], "verdict_dimensions": across},
     }
     if validators:
@@ -168,11 +186,18 @@ def reproducibility_matrix(task: str | Path | Mapping[str, Any], across: Iterabl
     return doc
 
 
-def assert_reproducible(task: str | Path | Mapping[str, Any], across: Iterable[str] = DEFAULT_ACROSS, *,
-                        out: str | Path | None = None, base: str | Path | None = None,
-                        seeds: Sequence[int] | None = None, dtypes: Sequence[str] | None = None,
-                        timeout_s: float = 300.0, validators: Mapping[str, Any] | None = None,
-                        thresholds: Mapping[str, Any] | None = None) -> "Analysis":
+def assert_reproducible(
+    task: str | Path | Mapping[str, Any],
+    across: Iterable[str] = DEFAULT_ACROSS,
+    *,
+    out: str | Path | None = None,
+    base: str | Path | None = None,
+    seeds: Sequence[int] | None = None,
+    dtypes: Sequence[str] | None = None,
+    timeout_s: float = 300.0,
+    validators: Mapping[str, Any] | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+) -> Analysis:
     """Run ``task`` (a task file, or a task document as a dict) over the dimensions named in
     ``across`` in fresh worker processes; raise AssertionError in the report's words when a
     configuration is not reproducible across them (or its cells failed). Returns the analysis.
@@ -181,8 +206,16 @@ def assert_reproducible(task: str | Path | Mapping[str, Any], across: Iterable[s
     (e.g. ``{"audio": {"rule": "composite", ...}}``) as in a matrix: without one, only
     bitwise passes."""
     __tracebackhide__ = True
-    doc = reproducibility_matrix(task, across, base=Path(base) if base else None, seeds=seeds, dtypes=dtypes,
-                                 timeout_s=timeout_s, validators=validators, thresholds=thresholds)
+    doc = reproducibility_matrix(
+        task,
+        across,
+        base=Path(base) if base else None,
+        seeds=seeds,
+        dtypes=dtypes,
+        timeout_s=timeout_s,
+        validators=validators,
+        thresholds=thresholds,
+    )
     run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="harness-reproducible-")) / "run"
     run = run_matrix_doc(doc, run_dir)
     if not run.analysis.configs:
@@ -199,17 +232,26 @@ _RUNS = pytest.StashKey[dict]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "consensus-harness reproducibility gates")
-    group.addoption("--harness-matrix", action="append", default=[], metavar="MATRIX",
-                    help="run this matrix (TOML) as tests, one per configuration; repeatable. Without test paths "
-                         "on the command line only the matrices are collected")
-    group.addoption("--harness-out", metavar="DIR", default=None,
-                    help="put the harness runs (reports, records, artifacts) under DIR (default: pytest's "
-                         "temporary directory)")
+    group.addoption(
+        "--harness-matrix",
+        action="append",
+        default=[],
+        metavar="MATRIX",
+        help="run this matrix (TOML) as tests, one per configuration; repeatable. Without test paths "
+        "on the command line only the matrices are collected",
+    )
+    group.addoption(
+        "--harness-out",
+        metavar="DIR",
+        default=None,
+        help="put the harness runs (reports, records, artifacts) under DIR (default: pytest's temporary directory)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "harness_matrix(path): the matrix the harness_matrix fixture runs "
-                                       "(path relative to the rootdir)")
+    config.addinivalue_line(
+        "markers", "harness_matrix(path): the matrix the harness_matrix fixture runs (path relative to the rootdir)"
+    )
     given = config.getoption("harness_matrix", default=None) or []
     if not given:
         return
@@ -258,7 +300,9 @@ def _assert_reproducible(request: pytest.FixtureRequest, tmp_path: Path):
         options.setdefault("base", request.config.rootpath)
         if "out" not in options:
             root = request.config.getoption("harness_out", default=None)
-            options["out"] = (_out_root(request.config, _slug(request.node.name)) if root else tmp_path) / f"run{count[0]}"
+            options["out"] = (
+                _out_root(request.config, _slug(request.node.name)) if root else tmp_path
+            ) / f"run{count[0]}"
         return assert_reproducible(task, across, **options)
 
     return check
@@ -298,6 +342,7 @@ def _read_matrix(path: Path) -> dict[str, Any]:
 
 # --- pytest --harness-matrix: one test per configuration -----------------------------------------
 
+
 class MatrixFile(pytest.File):
     """A matrix file collected as tests: one item per configuration it expands to."""
 
@@ -313,7 +358,7 @@ class MatrixFile(pytest.File):
         for config_id in sorted(self.cells_by_config):
             yield ConfigItem.from_parent(self, name=config_id, config_id=config_id)
 
-    def run_for(self, item: "ConfigItem") -> MatrixRun:
+    def run_for(self, item: ConfigItem) -> MatrixRun:
         """The run holding ``item``'s configuration: under xdist its own; otherwise every
         selected configuration of this matrix at once (one run, shared worker processes)."""
         for selected, run in self.runs.items():
@@ -322,22 +367,31 @@ class MatrixFile(pytest.File):
         if hasattr(self.config, "workerinput"):
             selected = frozenset([item.config_id])
         else:
-            selected = frozenset(i.config_id for i in self.session.items
-                                 if isinstance(i, ConfigItem) and i.parent is self)
+            selected = frozenset(
+                i.config_id for i in self.session.items if isinstance(i, ConfigItem) and i.parent is self
+            )
         doc = self.doc
         if selected != frozenset(self.cells_by_config):
-            doc = _only(self.doc, [c for cid, cells in self.cells_by_config.items() if cid not in selected
-                                   for c in cells])
+            doc = _only(
+                self.doc, [c for cid, cells in self.cells_by_config.items() if cid not in selected for c in cells]
+            )
         name = _slug(self.doc.get("name", self.path.stem))
-        label = name if len(selected) == len(self.cells_by_config) else f"{name}-{len(selected)}of{len(self.cells_by_config)}"
+        label = (
+            name
+            if len(selected) == len(self.cells_by_config)
+            else f"{name}-{len(selected)}of{len(self.cells_by_config)}"
+        )
         self.runs[selected] = run = run_matrix_doc(doc, _out_root(self.config, label) / "run", self.path)
         return run
 
 
 def _devices_for(matrix: Any) -> list[str]:
     """The runner's devices: looking for GPUs imports torch, so only when the matrix asks."""
-    wants_gpu = any(d != "cpu" for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
-                    for d in e.get("device", []) or [])
+    wants_gpu = any(
+        d != "cpu"
+        for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
+        for d in e.get("device", []) or []
+    )
     if not wants_gpu:
         return ["cpu"]
     from harness.spec.matrix import available_devices
@@ -352,8 +406,14 @@ def _only(doc: dict[str, Any], dropped: list[Any]) -> dict[str, Any]:
     seen = set()
     for cell in dropped:
         a = cell.axes
-        rule = {"task": cell.task_name, "dtype": a.dtype, "quantize_bits": a.quantize_bits or "none",
-                "device": a.device, "profile": a.profile, "tf32": a.tf32}
+        rule = {
+            "task": cell.task_name,
+            "dtype": a.dtype,
+            "quantize_bits": a.quantize_bits or "none",
+            "device": a.device,
+            "profile": a.profile,
+            "tf32": a.tf32,
+        }
         key = tuple(sorted((k, str(v)) for k, v in rule.items()))
         if key not in seen:
             seen.add(key)

@@ -52,8 +52,9 @@ def relay_invalidated(s01: bool, s02: bool, s12: bool) -> tuple[int, ...]:
     return ()
 
 
-def _triple(agree: Callable[[int, int], bool], x: int, y: int,
-            z: int) -> tuple[float, float, float, float, tuple[float, float, float]]:
+def _triple(
+    agree: Callable[[int, int], bool], x: int, y: int, z: int
+) -> tuple[float, float, float, float, tuple[float, float, float]]:
     """(3-of-3, accepted, aborted, invalidated share, P(each node invalidated)) for one
     unordered group of three executions, averaged over the relay's 6 possible orders."""
     nodes = (x, y, z)
@@ -95,8 +96,14 @@ def _sample_triples(n: int, count: int, seed: int) -> np.ndarray:
         out[bad] = rng.integers(0, n, size=(int(bad.sum()), 3))
 
 
-def group_figures(outputs: Sequence[Comparable], rule: Callable[[Comparable, Comparable], bool], *, name: str = "",
-                  max_triples: int = 20000, seed: int = 0) -> GroupFigures:
+def group_figures(
+    outputs: Sequence[Comparable],
+    rule: Callable[[Comparable, Comparable], bool],
+    *,
+    name: str = "",
+    max_triples: int = 20000,
+    seed: int = 0,
+) -> GroupFigures:
     """Every triple of these independent executions as a validation group under ``rule``.
 
     Outputs with the same digests are one content class; the rule runs once per pair of
@@ -133,7 +140,7 @@ def group_figures(outputs: Sequence[Comparable], rule: Callable[[Comparable, Com
         p3, acc, abt, inv, _ = _triple(agree, i, j, m)
         sums[:] += w * np.array([p3, acc, abt, inv, (agree(i, j) + agree(i, m) + agree(j, m)) / 3])
 
-    if k ** 3 <= 6 * max_triples or math.comb(n, 3) <= max_triples:
+    if k**3 <= 6 * max_triples or math.comb(n, 3) <= max_triples:
         for i in range(k):
             for j in range(i, k):
                 for m in range(j, k):
@@ -153,11 +160,13 @@ def group_figures(outputs: Sequence[Comparable], rule: Callable[[Comparable, Com
         for i, j, m in _sample_triples(n, max_triples, seed).tolist():
             add(1, cls[i], cls[j], cls[m])
     p3, acc, abt, inv, pairs = (_round(x / count) for x in sums)
-    return GroupFigures(rule=name, p3of3=p3, p2of3=acc, p_aborted=abt, invalidated=inv, triples=count,
-                        pairs_agree=pairs)
+    return GroupFigures(
+        rule=name, p3of3=p3, p2of3=acc, p_aborted=abt, invalidated=inv, triples=count, pairs_agree=pairs
+    )
 
 
 # --- hardware mixes -----------------------------------------------------------------------------------
+
 
 class RuleEstimate(BaseModel):
     rule: str
@@ -197,8 +206,9 @@ def _decision(outcome: Outcome, a: str, b: str, rule: str, assume_within: bool) 
     raise ValueError(f"no observed outcome between environments {a!r} and {b!r}")
 
 
-def simulate(outcomes: Sequence[Outcome], shares: Mapping[str, float], rules: Iterable[str], *,
-             assume_within: bool = True) -> ConsensusEstimate:
+def simulate(
+    outcomes: Sequence[Outcome], shares: Mapping[str, float], rules: Iterable[str], *, assume_within: bool = True
+) -> ConsensusEstimate:
     """Exact validation-group figures for the hardware mix ``shares`` (nodes drawn
     independently; every node of one environment returns that environment's output).
 
@@ -231,14 +241,22 @@ def simulate(outcomes: Sequence[Outcome], shares: Mapping[str, float], rules: It
                 t["inv"] += p * inv
                 t[f"env:{x}"] += mix[y] * mix[z] * per_node[0]
     n = len(outcomes)
-    est = ConsensusEstimate(shares=mix, tasks=n, assumed_within=assumed,
-                            assumption="two nodes of one environment assumed to agree where not measured"
-                            if assumed else None)
+    est = ConsensusEstimate(
+        shares=mix,
+        tasks=n,
+        assumed_within=assumed,
+        assumption="two nodes of one environment assumed to agree where not measured" if assumed else None,
+    )
     for rule in rules:
         t = totals[rule]
-        est.rules[rule] = RuleEstimate(rule=rule, p3of3=_round(t["p3"] / n), p2of3=_round(t["acc"] / n),
-                                       p_aborted=_round(t["abt"] / n), wrongly_slashed=_round(t["inv"] / n),
-                                       slashed_by_env={e: _round(t[f"env:{e}"] / n) for e in envs})
+        est.rules[rule] = RuleEstimate(
+            rule=rule,
+            p3of3=_round(t["p3"] / n),
+            p2of3=_round(t["acc"] / n),
+            p_aborted=_round(t["abt"] / n),
+            wrongly_slashed=_round(t["inv"] / n),
+            slashed_by_env={e: _round(t[f"env:{e}"] / n) for e in envs},
+        )
     return est
 
 
@@ -247,8 +265,9 @@ def _round(x: float) -> float:
     return round(float(x), 12)
 
 
-def uniform_outcomes(decisions: Iterable[tuple[tuple[str, str], Decisions]],
-                     tasks: int = 1) -> list[dict[tuple[str, str], Any]]:
+def uniform_outcomes(
+    decisions: Iterable[tuple[tuple[str, str], Decisions]], tasks: int = 1
+) -> list[dict[tuple[str, str], Any]]:
     """``tasks`` copies of one outcome (for what-if questions and tests)."""
     one = {k: dict(v) for k, v in decisions}
     return [dict(one) for _ in range(tasks)]

@@ -21,6 +21,7 @@ def attribute_stage(digests_a: Mapping[str, str], digests_b: Mapping[str, str]) 
     An array present in one record and missing from the other counts as a difference; an
     array missing from both is not compared.
     """
+
     def differs(names: tuple[str, ...]) -> bool:
         return any(digests_a.get(n) != digests_b.get(n) for n in names if n in digests_a or n in digests_b)
 

@@ -110,7 +110,7 @@ def audio_fingerprint(waveform: np.ndarray, rate: int, bits: int = DEFAULT_BITS)
         raise ValueError(f"bits must be positive, got {bits}")
     cols = -(-(bits + 1) // TIME_COEFFS)
     grid = band_energies(waveform, rate, GRID, max(GRID, cols))
-    low: np.ndarray = scipy.fft.dctn(grid, norm="ortho")[:TIME_COEFFS, :cols].reshape(-1)[1:bits + 1]
+    low: np.ndarray = scipy.fft.dctn(grid, norm="ortho")[:TIME_COEFFS, :cols].reshape(-1)[1 : bits + 1]
     bits_set: np.ndarray = low > np.median(low) + DEAD_ZONE
     return bits_set
 

@@ -41,14 +41,16 @@ FINDING_TEXT = {
     # the judge names whose bounds (a calibration entry's, or the matrix's own) were exceeded
     WAVEFORM_FINDING: "codes/tokens equal but the waveform is beyond the composite rule's bounds",
     "tokens_differ_output_equal": "token ids differ although the response (the network's result file) is equal: "
-                                  "a different token that decodes to the same text",
+    "a different token that decodes to the same text",
 }
 
 
 def waveform_finding_text(bounds_from: str) -> str:
     """The suspicious finding in measured words: which bounds were exceeded, and what can do that."""
-    return (f"codes/tokens equal but the waveform is beyond {bounds_from}: decoder non-determinism beyond what "
-            f"those pairs showed, or tampering")
+    return (
+        f"codes/tokens equal but the waveform is beyond {bounds_from}: decoder non-determinism beyond what "
+        f"those pairs showed, or tampering"
+    )
 
 
 class Comparison(BaseModel):
@@ -77,8 +79,13 @@ class Comparable:
 
     @classmethod
     def from_output(cls, out: Output) -> Comparable:
-        return cls(arrays=out.arrays, digests=out.digests(), discrete=out.discrete,
-                   steps=out.steps, sampling_rate=out.sampling_rate)
+        return cls(
+            arrays=out.arrays,
+            digests=out.digests(),
+            discrete=out.discrete,
+            steps=out.steps,
+            sampling_rate=out.sampling_rate,
+        )
 
 
 def level_rank(level: str) -> int:
@@ -131,8 +138,8 @@ def float_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]
     xx = yy = xy = dd = 0.0
     mx = 0.0
     for s in range(0, xf.size, _CHUNK):
-        a = xf[s:s + _CHUNK].astype(np.float64)
-        b = yf[s:s + _CHUNK].astype(np.float64)
+        a = xf[s : s + _CHUNK].astype(np.float64)
+        b = yf[s : s + _CHUNK].astype(np.float64)
         d = a - b
         xx += float(np.sum(a * a))  # not BLAS dot: thread-dependent speed and rounding
         yy += float(np.sum(b * b))
@@ -165,8 +172,13 @@ def length_mismatch(metrics: Mapping[str, Any]) -> float:
 
 def within_tolerance(metrics: Mapping[str, Any], thresholds: Thresholds) -> bool:
     rel, cos = metrics.get("rel_l2"), metrics.get("cosine")
-    return (rel is not None and cos is not None and rel <= thresholds.rel_l2_max
-            and cos >= thresholds.cosine_min and length_mismatch(metrics) <= thresholds.max_length_mismatch)
+    return (
+        rel is not None
+        and cos is not None
+        and rel <= thresholds.rel_l2_max
+        and cos >= thresholds.cosine_min
+        and length_mismatch(metrics) <= thresholds.max_length_mismatch
+    )
 
 
 _FP_CACHE: dict[tuple[str | None, int, int], np.ndarray] = {}
@@ -230,12 +242,18 @@ def within_waveform_bounds(metrics: Mapping[str, Any], thresholds: Thresholds) -
     """The composite rule's waveform half: same length, max-abs and rel-L2 within the
     calibrated bounds (an honest decoder on other hardware stays inside them)."""
     mx, rel = metrics.get("max_abs"), metrics.get("rel_l2")
-    return (mx is not None and rel is not None and metrics.get("length_a") == metrics.get("length_b")
-            and mx <= thresholds.waveform_max_abs and rel <= thresholds.waveform_rel_l2)
+    return (
+        mx is not None
+        and rel is not None
+        and metrics.get("length_a") == metrics.get("length_b")
+        and mx <= thresholds.waveform_max_abs
+        and rel <= thresholds.waveform_rel_l2
+    )
 
 
-def compare(a: Comparable, b: Comparable, thresholds: Thresholds | None = None, *,
-            bounds_measured: bool = True) -> Comparison:
+def compare(
+    a: Comparable, b: Comparable, thresholds: Thresholds | None = None, *, bounds_measured: bool = True
+) -> Comparison:
     """The strongest level ``a`` and ``b`` reach, with the metrics that decided it.
 
     ``bitwise`` needs the output digest *and* the discrete output equal: a text response
@@ -248,8 +266,9 @@ def compare(a: Comparable, b: Comparable, thresholds: Thresholds | None = None, 
     da, db = _output_digest(a), _output_digest(b)
     ta, tb = _tokens_digest(a), _tokens_digest(b)
     tokens_equal = ta is not None and ta == tb
-    output_equal = (da is not None and da == db) or (da is None and db is None and bool(a.digests)
-                                                     and a.digests == b.digests)
+    output_equal = (da is not None and da == db) or (
+        da is None and db is None and bool(a.digests) and a.digests == b.digests
+    )
     if output_equal and (tokens_equal or (ta is None and tb is None)):
         return Comparison(level="bitwise")
     metrics: dict[str, float | int | None] = {}
@@ -273,5 +292,6 @@ def compare(a: Comparable, b: Comparable, thresholds: Thresholds | None = None, 
             if dist <= thr.hamming_max:
                 level = "perceptual"
     fd, total = first_divergence(a, b)
-    return Comparison(level=level or "divergent", finding=finding, metrics=metrics, first_divergence=fd,
-                      steps_total=total)
+    return Comparison(
+        level=level or "divergent", finding=finding, metrics=metrics, first_divergence=fd, steps_total=total
+    )

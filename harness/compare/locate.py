@@ -101,8 +101,9 @@ class Hooks:
 
     OUTSIDE = -1
 
-    def __init__(self, kind: str, objects: dict[str, Any], step: int,
-                 plant: tuple[str, int, Callable[[Any], Any]] | None = None) -> None:
+    def __init__(
+        self, kind: str, objects: dict[str, Any], step: int, plant: tuple[str, int, Callable[[Any], Any]] | None = None
+    ) -> None:
         if kind not in STEPPING:
             raise LocateError(f"locate supports kinds {', '.join(STEPPING)}, not {kind!r}")
         self.kind, self.objects, self.plant = kind, objects, plant
@@ -148,6 +149,7 @@ class Hooks:
                     digest = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()
                     self.trace.entries.append((f"{name}#{n}" + (f".{i}" if i else ""), digest, arr, step))
             return output
+
         return hook
 
     def __exit__(self, *exc: object) -> None:
@@ -177,13 +179,20 @@ def first_difference(a: Trace, b: Trace) -> Location:
             return Location(step=step, module=key, compared=i, note="no such output on the other side")
         if other[0] != digest:
             if arr.shape != other[1].shape:
-                return Location(step=step, module=key, compared=i, shape=list(arr.shape),
-                                note=f"shapes differ: {list(arr.shape)} vs {list(other[1].shape)}")
+                return Location(
+                    step=step,
+                    module=key,
+                    compared=i,
+                    shape=list(arr.shape),
+                    note=f"shapes differ: {list(arr.shape)} vs {list(other[1].shape)}",
+                )
             m = float_metrics(arr.reshape(-1).astype(np.float64), other[1].reshape(-1).astype(np.float64))
-            return Location(step=step, module=key, max_abs=m["max_abs"], rel_l2=m["rel_l2"], compared=i,
-                            shape=list(arr.shape))
-    return Location(step=a.step, module=None, compared=len(a.entries),
-                    note="every module output is identical at this step")
+            return Location(
+                step=step, module=key, max_abs=m["max_abs"], rel_l2=m["rel_l2"], compared=i, shape=list(arr.shape)
+            )
+    return Location(
+        step=a.step, module=None, compared=len(a.entries), note="every module output is identical at this step"
+    )
 
 
 def operation_hint(module: str | None) -> str:
@@ -193,12 +202,32 @@ def operation_hint(module: str | None) -> str:
     leaf = module.split("#")[0].rsplit(".", 1)[-1]
     if leaf in ("q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1"):  # T5's projections
         return "matmul reduction order"
-    for keys, what in ((("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "c_attn", "c_proj", "c_fc",
-                         "lm_head", "proj", "linear", "dense"), "matmul reduction order"),
-                       (("layer_norm", "ln_1", "ln_2", "ln_f", "norm", "self_attn_layer_norm", "final_layer_norm"),
-                        "normalisation reduction"),
-                       (("conv", "conv1d", "conv2d"), "convolution"),
-                       (("embed_tokens", "wte", "wpe"), "embedding lookup")):
+    for keys, what in (
+        (
+            (
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "out_proj",
+                "fc1",
+                "fc2",
+                "c_attn",
+                "c_proj",
+                "c_fc",
+                "lm_head",
+                "proj",
+                "linear",
+                "dense",
+            ),
+            "matmul reduction order",
+        ),
+        (
+            ("layer_norm", "ln_1", "ln_2", "ln_f", "norm", "self_attn_layer_norm", "final_layer_norm"),
+            "normalisation reduction",
+        ),
+        (("conv", "conv1d", "conv2d"), "convolution"),
+        (("embed_tokens", "wte", "wpe"), "embedding lookup"),
+    ):
         if any(k in leaf for k in keys):
             return what
     return "operation"

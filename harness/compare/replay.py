@@ -81,8 +81,11 @@ def bounds_for(thresholds: Thresholds, dtype: str | None) -> ReplayBounds:
     own = next((b for name, b in thresholds.replay_dtypes.items() if name == dtype), None)
     if own is not None:
         return own
-    return ReplayBounds(margin=thresholds.replay_margin, waveform_max_abs=thresholds.waveform_max_abs,
-                        waveform_rel_l2=thresholds.waveform_rel_l2)
+    return ReplayBounds(
+        margin=thresholds.replay_margin,
+        waveform_max_abs=thresholds.waveform_max_abs,
+        waveform_rel_l2=thresholds.waveform_rel_l2,
+    )
 
 
 def decide(trace: ReplayTrace, candidate_waveform: np.ndarray | None, bounds: ReplayBounds) -> ReplayDecision:
@@ -92,11 +95,17 @@ def decide(trace: ReplayTrace, candidate_waveform: np.ndarray | None, bounds: Re
     worst = max(flips, key=lambda f: f.gap, default=None)
     closest = min((s.closest for s in trace.stages if s.closest is not None), default=None)
     base: dict[str, Any] = {
-        "start": trace.start, "positions": positions, "flips": len(flips), "margin": bounds.margin,
-        "closest": closest, "max_gap": (_finite(worst.gap) if worst else 0.0), "paths": [s.path for s in trace.stages],
+        "start": trace.start,
+        "positions": positions,
+        "flips": len(flips),
+        "margin": bounds.margin,
+        "closest": closest,
+        "max_gap": (_finite(worst.gap) if worst else 0.0),
+        "paths": [s.path for s in trace.stages],
         "first_flip": _flip(flips[0], trace) if flips else None,
         "worst_flip": _flip(worst, trace) if worst else None,
-        "seconds": sum(sum(s.seconds.values()) for s in trace.stages)}
+        "seconds": sum(sum(s.seconds.values()) for s in trace.stages),
+    }
     decoded = next((s.decoded for s in trace.stages if s.decoded is not None), None)  # the audio stage's
     if decoded is not None and candidate_waveform is not None:
         base["waveform"] = float_metrics(np.asarray(candidate_waveform, dtype=np.float32), decoded)
@@ -105,23 +114,37 @@ def decide(trace: ReplayTrace, candidate_waveform: np.ndarray | None, bounds: Re
     if worst is not None and not worst.gap <= bounds.margin:
         stage = next(s.stage for s in trace.stages if worst in s.flips)
         gap = "an impossible token" if math.isinf(worst.gap) else f"gap {worst.gap:.3g}"
-        return ReplayDecision(accepted=False, reason=(
-            f"{stage} step {worst.step} ({_where(stage, worst)}): token {worst.candidate} where the seed samples "
-            f"{worst.sampled}, {gap} > margin {bounds.margin:.3g} (a confident token replaced)"), **base)
+        return ReplayDecision(
+            accepted=False,
+            reason=(
+                f"{stage} step {worst.step} ({_where(stage, worst)}): token {worst.candidate} where the seed samples "
+                f"{worst.sampled}, {gap} > margin {bounds.margin:.3g} (a confident token replaced)"
+            ),
+            **base,
+        )
     if decoded is not None and candidate_waveform is None:
         return ReplayDecision(accepted=False, reason="the candidate sent codes but no waveform", **base)
     if decoded is not None:
         metrics = base["waveform"]
         limits = Thresholds(waveform_max_abs=bounds.waveform_max_abs, waveform_rel_l2=bounds.waveform_rel_l2)
         if not within_waveform_bounds(metrics, limits):
-            return ReplayDecision(accepted=False, reason=(
-                f"the waveform is not the decoding of its codes (max abs {_fmt(metrics.get('max_abs'))}, rel-L2 "
-                f"{_fmt(metrics.get('rel_l2'))}, lengths {metrics['length_a']}/{metrics['length_b']}; bounds "
-                f"{bounds.waveform_max_abs:.3g} / {bounds.waveform_rel_l2:.3g})"), **base)
-    ties = f"{len(flips)} near-tie(s) within margin {bounds.margin:.3g} (largest gap {worst.gap:.3g})" if worst \
+            return ReplayDecision(
+                accepted=False,
+                reason=(
+                    f"the waveform is not the decoding of its codes (max abs {_fmt(metrics.get('max_abs'))}, rel-L2 "
+                    f"{_fmt(metrics.get('rel_l2'))}, lengths {metrics['length_a']}/{metrics['length_b']}; bounds "
+                    f"{bounds.waveform_max_abs:.3g} / {bounds.waveform_rel_l2:.3g})"
+                ),
+                **base,
+            )
+    ties = (
+        f"{len(flips)} near-tie(s) within margin {bounds.margin:.3g} (largest gap {worst.gap:.3g})"
+        if worst
         else "no near-tie flipped"
-    return ReplayDecision(accepted=True, reason=f"every one of {positions} positions is the seed's token; {ties}",
-                          **base)
+    )
+    return ReplayDecision(
+        accepted=True, reason=f"every one of {positions} positions is the seed's token; {ties}", **base
+    )
 
 
 def _where(stage: str, f: Flip) -> str:
@@ -130,8 +153,15 @@ def _where(stage: str, f: Flip) -> str:
 
 def _flip(f: Flip, trace: ReplayTrace) -> dict[str, Any]:
     stage = next(s.stage for s in trace.stages if f in s.flips)
-    return {"stage": stage, "step": f.step, "row": f.row, "index": f.index, "candidate": f.candidate,
-            "sampled": f.sampled, "gap": _finite(f.gap)}
+    return {
+        "stage": stage,
+        "step": f.step,
+        "row": f.row,
+        "index": f.index,
+        "candidate": f.candidate,
+        "sampled": f.sampled,
+        "gap": _finite(f.gap),
+    }
 
 
 def _finite(x: float) -> float | None:
@@ -147,10 +177,19 @@ def candidate_waveform(candidate: Candidate) -> np.ndarray | None:
     return None if wav is None else np.asarray(wav)
 
 
-def validate(kind: str, task: Any, candidate: Candidate, thresholds: Thresholds | None = None, *,
-             device: str = "cpu", ran_on: str | None = None, batch_size: int = 1, cache: ModelCache | None = None,
-             starts: tuple[str, ...] = ("warm", "cold"),
-             path: str = "auto") -> ReplayDecision:
+def validate(
+    kind: str,
+    task: Any,
+    candidate: Candidate,
+    thresholds: Thresholds | None = None,
+    *,
+    device: str = "cpu",
+    ran_on: str | None = None,
+    batch_size: int = 1,
+    cache: ModelCache | None = None,
+    starts: tuple[str, ...] = ("warm", "cold"),
+    path: str = "auto",
+) -> ReplayDecision:
     """The replay rule for one candidate of ``task``, replayed on ``device`` here: accepted from
     the first start (warm, then cold where loading draws) that replays it; else the closest
     rejection (fewest flips). ``ran_on``: the device the candidate says its draws came from
@@ -168,9 +207,19 @@ def validate(kind: str, task: Any, candidate: Candidate, thresholds: Thresholds 
         for start in starts:
             if start == "cold" and tried and not cold_differs(kind, task, device):
                 continue  # this model loads without drawing: cold is warm
-            trace = replay_output(kind, task, candidate, device=device, cache=cache, options=Options(
-                start=start, path=path, rows_in_draw_factor=batch_size,
-                recheck_band=(bounds.margin / RECHECK_FACTOR, bounds.margin * RECHECK_FACTOR)))
+            trace = replay_output(
+                kind,
+                task,
+                candidate,
+                device=device,
+                cache=cache,
+                options=Options(
+                    start=start,
+                    path=path,
+                    rows_in_draw_factor=batch_size,
+                    recheck_band=(bounds.margin / RECHECK_FACTOR, bounds.margin * RECHECK_FACTOR),
+                ),
+            )
             decision = decide(trace, candidate_waveform(candidate), bounds)
             if decision.accepted:
                 return decision
@@ -198,19 +247,34 @@ class Replayer:
         self.cache = cache if cache is not None else ModelCache()
         self._decisions: dict[tuple[Any, ...], ReplayDecision] = {}
 
-    def decision(self, key: tuple[Any, ...], kind: str, task_doc: Mapping[str, Any], candidate: Callable[[], Candidate],
-                 *,
-                 ran_on: str = "cpu", batch_size: int = 1, thresholds: Thresholds | None = None) -> ReplayDecision:
+    def decision(
+        self,
+        key: tuple[Any, ...],
+        kind: str,
+        task_doc: Mapping[str, Any],
+        candidate: Callable[[], Candidate],
+        *,
+        ran_on: str = "cpu",
+        batch_size: int = 1,
+        thresholds: Thresholds | None = None,
+    ) -> ReplayDecision:
         if key not in self._decisions:
             from harness.spec.tasks import parse_task
 
-            self._decisions[key] = validate(kind, parse_task(dict(task_doc), kind), candidate(),
-                                            thresholds or self.thresholds,
-                                            ran_on=ran_on, batch_size=batch_size, cache=self.cache)
+            self._decisions[key] = validate(
+                kind,
+                parse_task(dict(task_doc), kind),
+                candidate(),
+                thresholds or self.thresholds,
+                ran_on=ran_on,
+                batch_size=batch_size,
+                cache=self.cache,
+            )
         return self._decisions[key]
 
 
 # --- explaining a divergence ------------------------------------------------------------------------
+
 
 class Explanation(BaseModel):
     """Why two executions of one task picked different tokens at their first divergent step."""
@@ -252,8 +316,9 @@ def first_divergent_step(stage: str, a: np.ndarray, b: np.ndarray) -> tuple[int,
     return t, r, t
 
 
-def classify(detail_a: StepDetail, detail_b: StepDetail, row: int, token_a: int, token_b: int, margin: float,
-             greedy: bool) -> tuple[float, float, str]:
+def classify(
+    detail_a: StepDetail, detail_b: StepDetail, row: int, token_a: int, token_b: int, margin: float, greedy: bool
+) -> tuple[float, float, str]:
     """(gap under A, gap under B, class) from each side's step detail."""
     from harness.execution.replay import gap_between
 
@@ -285,8 +350,9 @@ def _stage_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> list[tuple[str
     return [("audio", "codes")] if kind == "audio" else [("text", "token_ids")]
 
 
-def explain_divergence(kind: str, a: Side, b: Side, margin: float, *,
-                       cache: ModelCache | None = None) -> Explanation | None:
+def explain_divergence(
+    kind: str, a: Side, b: Side, margin: float, *, cache: ModelCache | None = None
+) -> Explanation | None:
     """The first divergent step of two executions, explained from both sides' distributions
     there (each side replayed under its own configuration, on the shared prefix); None when
     the discrete outputs are equal or the task cannot be replayed."""
@@ -299,9 +365,19 @@ def explain_divergence(kind: str, a: Side, b: Side, margin: float, *,
         step, row, index = where
         ta, tb = _token_at(stage, a.arrays[name], row, index), _token_at(stage, b.arrays[name], row, index)
         if ta is None or tb is None:
-            return Explanation(stage=stage, step=step, row=row, index=index, tokens=(ta or -1, tb or -1),
-                               mode="sampling", gap_a=None, gap_b=None, margin=margin, cls="suspicious",
-                               sentence=f"one side's {stage} output ends at step {step}: it was cut short")
+            return Explanation(
+                stage=stage,
+                step=step,
+                row=row,
+                index=index,
+                tokens=(ta or -1, tb or -1),
+                mode="sampling",
+                gap_a=None,
+                gap_b=None,
+                margin=margin,
+                cls="suspicious",
+                sentence=f"one side's {stage} output ends at step {step}: it was cut short",
+            )
         try:
             da, wa, ga = _side_detail(kind, a, step, stage, cache)
             db, wb, gb = _side_detail(kind, b, step, stage, cache)
@@ -312,13 +388,26 @@ def explain_divergence(kind: str, a: Side, b: Side, margin: float, *,
         greedy = ga or gb
         gap_a, gap_b, cls = classify(da, db, row, ta, tb, margin, greedy)
         what = "top-2 logit gap" if greedy else "distance of the draw from the boundary"
-        sentence = (f"{stage} step {step} ({'codebook' if stage == 'audio' else 'sequence'} {row}, "
-                    f"{'frame' if stage == 'audio' else 'token'} {index}): tokens {ta} vs {tb}; {what} "
-                    f"{_fmt(_finite(gap_a))} under A, {_fmt(_finite(gap_b))} under B; margin {margin:.3g}: {cls}"
-                    + (" (float noise flipped a near-tie)" if cls == "benign" else " (a confident token was replaced)"))
-        return Explanation(stage=stage, step=step, row=row, index=index, tokens=(ta, tb),
-                           mode="greedy" if greedy else "sampling", gap_a=_finite(gap_a), gap_b=_finite(gap_b),
-                           margin=margin, cls=cls, computed=f"A: {wa}; B: {wb}", sentence=sentence)
+        sentence = (
+            f"{stage} step {step} ({'codebook' if stage == 'audio' else 'sequence'} {row}, "
+            f"{'frame' if stage == 'audio' else 'token'} {index}): tokens {ta} vs {tb}; {what} "
+            f"{_fmt(_finite(gap_a))} under A, {_fmt(_finite(gap_b))} under B; margin {margin:.3g}: {cls}"
+            + (" (float noise flipped a near-tie)" if cls == "benign" else " (a confident token was replaced)")
+        )
+        return Explanation(
+            stage=stage,
+            step=step,
+            row=row,
+            index=index,
+            tokens=(ta, tb),
+            mode="greedy" if greedy else "sampling",
+            gap_a=_finite(gap_a),
+            gap_b=_finite(gap_b),
+            margin=margin,
+            cls=cls,
+            computed=f"A: {wa}; B: {wb}",
+            sentence=sentence,
+        )
     return None
 
 
@@ -329,16 +418,18 @@ def _token_at(stage: str, arr: np.ndarray, row: int, index: int) -> int | None:
     return int(arr[row, index]) if index < arr.shape[1] and arr[row, index] >= 0 else None
 
 
-def _side_detail(kind: str, side: Side, step: int, stage: str,
-                 cache: ModelCache | None) -> tuple[StepDetail | None, str, bool]:
+def _side_detail(
+    kind: str, side: Side, step: int, stage: str, cache: ModelCache | None
+) -> tuple[StepDetail | None, str, bool]:
     """(step detail of the stage, where it was computed, greedy?) for one side, replayed under
     its own configuration: in this process, or in a fresh worker for another kernel set."""
     from harness.execution.replay import Candidate, Options, replay_elsewhere, replay_output
     from harness.isa import NATIVE
     from harness.spec.tasks import parse_task
 
-    opts = Options(start=side.load, path="stepwise", rows_in_draw_factor=side.batch_size, detail_steps=(step,),
-                   allow_greedy=True)
+    opts = Options(
+        start=side.load, path="stepwise", rows_in_draw_factor=side.batch_size, detail_steps=(step,), allow_greedy=True
+    )
     candidate = Candidate(arrays=side.arrays, response=side.response)
     if side.isa != NATIVE:
         out = replay_elsewhere(kind, side.doc, candidate, isa=side.isa, threads=side.threads, options=opts)
@@ -360,5 +451,6 @@ def _side_detail(kind: str, side: Side, step: int, stage: str,
 
 def _greedy(doc: dict[str, Any], kind: str, stage: str) -> bool:
     gc = (doc.get("text_stage" if stage == "text" else "audio_stage", doc) if kind == "chain" else doc).get(
-        "generation_config") or {}
+        "generation_config"
+    ) or {}
     return gc.get("do_sample") is False

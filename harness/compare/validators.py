@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from harness.compare.levels import (
-    MAX_FALSE_ACCEPT, RULE_NAMES, Comparable, NamedValidator, Thresholds, fingerprint_distance, float_metrics, within_tolerance, within_waveform_bounds,
+    RULE_NAMES,
+    Comparable,
+    Thresholds,
+    fingerprint_distance,
+    float_metrics,
+    within_tolerance,
+    within_waveform_bounds,
 )
 from harness.digests import digest_array
 from harness.spec.kinds import KINDS, KindSpec
@@ -120,10 +126,12 @@ RULES: dict[str, Validator] = {
 }
 assert tuple(RULES) == RULE_NAMES
 #: the audio candidates the validator study measures
-VALIDATORS: dict[str, Validator] = {name: RULES[name] for name in ("bitwise", "tokens", "tolerance", "perceptual",
-                                                                    "composite")}
+VALIDATORS: dict[str, Validator] = {
+    name: RULES[name] for name in ("bitwise", "tokens", "tolerance", "perceptual", "composite")
+}
 #: rules that need a waveform (not applicable to text outputs)
 WAVEFORM_RULES = ("tolerance", "perceptual", "composite")
+
 
 def network_rule(kind: str) -> tuple[str, str]:
     """(rule name, label): the rule a 3-node validation group applies to a task kind, and
@@ -140,9 +148,8 @@ def applicable(rule: str, a: Comparable, b: Comparable) -> bool:
     return rule not in WAVEFORM_RULES or ("waveform" in a.arrays and "waveform" in b.arrays)
 
 
-
-
 # --- cheats: a dishonest waveform made from an honest one (pure numpy, seeded) ---------------
+
 
 def _as_2d(waveform: np.ndarray) -> np.ndarray:
     wav = np.asarray(waveform, dtype=np.float32)
@@ -213,13 +220,17 @@ def with_waveform(honest: Comparable, waveform: np.ndarray, keep_codes: bool = F
     discrete = "codes" if "codes" in arrays else None
     if discrete:
         digests["tokens"] = digests["codes"]
-    return Comparable(arrays=arrays, digests=digests, discrete=discrete, steps=discrete,
-                      sampling_rate=honest.sampling_rate)
+    return Comparable(
+        arrays=arrays, digests=digests, discrete=discrete, steps=discrete, sampling_rate=honest.sampling_rate
+    )
 
 
-def error_rates(honest_pairs: Iterable[Pair], cheat_pairs: Iterable[Pair],
-                validators: Mapping[str, Validator] | None = None,
-                thresholds: Thresholds | None = None) -> pd.DataFrame:
+def error_rates(
+    honest_pairs: Iterable[Pair],
+    cheat_pairs: Iterable[Pair],
+    validators: Mapping[str, Validator] | None = None,
+    thresholds: Thresholds | None = None,
+) -> pd.DataFrame:
     """Per validator: share of honest pairs rejected and of cheat pairs accepted (NaN when
     there are no pairs of that kind)."""
     honest, cheats = list(honest_pairs), list(cheat_pairs)
@@ -228,12 +239,15 @@ def error_rates(honest_pairs: Iterable[Pair], cheat_pairs: Iterable[Pair],
     for name, fn in (validators or VALIDATORS).items():
         rejected = sum(not fn(ref, cand, thr) for ref, cand in honest)
         accepted = sum(bool(fn(ref, cand, thr)) for ref, cand in cheats)
-        rows.append({
-            "validator": name,
-            "false_reject_rate": rejected / len(honest) if honest else float("nan"),
-            "false_accept_rate": accepted / len(cheats) if cheats else float("nan"),
-            "honest_pairs": len(honest),
-            "cheat_pairs": len(cheats),
-        })
-    return pd.DataFrame(rows, columns=["validator", "false_reject_rate", "false_accept_rate",
-                                       "honest_pairs", "cheat_pairs"])
+        rows.append(
+            {
+                "validator": name,
+                "false_reject_rate": rejected / len(honest) if honest else float("nan"),
+                "false_accept_rate": accepted / len(cheats) if cheats else float("nan"),
+                "honest_pairs": len(honest),
+                "cheat_pairs": len(cheats),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["validator", "false_reject_rate", "false_accept_rate", "honest_pairs", "cheat_pairs"]
+    )

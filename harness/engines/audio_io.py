@@ -40,8 +40,10 @@ def confine(path: str | Path, field: str = "path") -> Path:
     for root in allowed_roots():
         if resolved == root or root in resolved.parents:
             return resolved
-    raise UnsafePath(f"{field}: {path!r} is outside the allowed folders (the current directory and "
-                     f"HARNESS_ALLOWED_PATHS); set HARNESS_ALLOWED_PATHS to allow it")
+    raise UnsafePath(
+        f"{field}: {path!r} is outside the allowed folders (the current directory and "
+        f"HARNESS_ALLOWED_PATHS); set HARNESS_ALLOWED_PATHS to allow it"
+    )
 
 
 def to_float_mono(data: np.ndarray) -> np.ndarray:
@@ -76,8 +78,9 @@ def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
     try:
         rate, samples = wavfile.read(io.BytesIO(data))
     except ZeroDivisionError:  # scipy divides by the header's channel count or block size
-        raise InputAudioError(f"{field}: the WAV header gives 0 channels or a 0-byte block, so it holds no "
-                              f"samples") from None
+        raise InputAudioError(
+            f"{field}: the WAV header gives 0 channels or a 0-byte block, so it holds no samples"
+        ) from None
     except (ValueError, EOFError) as err:
         raise InputAudioError(f"{field}: not a readable WAV file ({err})") from None
     if not MIN_PROMPT_RATE <= int(rate) <= MAX_PROMPT_RATE:
@@ -89,7 +92,9 @@ def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(audio)):
         raise InputAudioError(f"{field}: WAV holds NaN or infinite samples")
     if audio.size / rate > MAX_PROMPT_AUDIO_SECONDS:
-        raise InputAudioError(f"{field}: {audio.size / rate:.1f} s of audio; the limit is {MAX_PROMPT_AUDIO_SECONDS:.0f} s")
+        raise InputAudioError(
+            f"{field}: {audio.size / rate:.1f} s of audio; the limit is {MAX_PROMPT_AUDIO_SECONDS:.0f} s"
+        )
     return audio, int(rate)
 
 

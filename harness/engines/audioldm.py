@@ -26,7 +26,12 @@ import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import (
-    UnsupportedConfiguration, count_quantized, load_pretrained, resolve_dtype, resolve_model, safetensors_only,
+    UnsupportedConfiguration,
+    count_quantized,
+    load_pretrained,
+    resolve_dtype,
+    resolve_model,
+    safetensors_only,
     torch_dtype,
 )
 from harness.outputs import Output
@@ -60,7 +65,8 @@ def _quantization(bits: int | None, dtype: str, device: str):
     if not device.startswith("cuda"):
         raise UnsupportedConfiguration(
             f"{bits}-bit AudioLDM on {device}: diffusers' bitsandbytes backend needs a GPU "
-            "(it raises 'No GPU found'); not running unquantized instead")
+            "(it raises 'No GPU found'); not running unquantized instead"
+        )
     import torch
 
     if not torch.cuda.is_available():
@@ -69,12 +75,15 @@ def _quantization(bits: int | None, dtype: str, device: str):
         import bitsandbytes  # noqa: F401
         from diffusers import BitsAndBytesConfig, PipelineQuantizationConfig
     except ImportError as err:
-        raise UnsupportedConfiguration(f"{bits}-bit AudioLDM needs bitsandbytes and diffusers' quantizers ({err})") from None
+        raise UnsupportedConfiguration(
+            f"{bits}-bit AudioLDM needs bitsandbytes and diffusers' quantizers ({err})"
+        ) from None
     if bits == 8:
         cfg = BitsAndBytesConfig(load_in_8bit=True)
     else:
-        cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                 bnb_4bit_compute_dtype=torch_dtype(dtype))
+        cfg = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(dtype)
+        )
     return PipelineQuantizationConfig(quant_mapping={"unet": cfg})
 
 
@@ -133,7 +142,8 @@ class AudioLDMEngine:
         report = count_quantized(pipe.unet, task.quantize_bits)
         if task.quantize_bits is not None and report.quantized_layers == 0:
             raise UnsupportedConfiguration(
-                f"{task.quantize_bits}-bit AudioLDM: bitsandbytes quantized no UNet layer; refusing to run unquantized")
+                f"{task.quantize_bits}-bit AudioLDM: bitsandbytes quantized no UNet layer; refusing to run unquantized"
+            )
         for module in (pipe.text_encoder, pipe.unet, pipe.vae, pipe.vocoder):
             module.eval()
         meta = {
@@ -145,11 +155,18 @@ class AudioLDMEngine:
             "scheduler": type(pipe.scheduler).__name__,
             "torch_version": torch.__version__,
         }
-        return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
-                           objects={"pipeline": pipe}, meta=meta)
+        return LoadedModel(
+            key=(task.model, task.dtype, task.quantize_bits, device), objects={"pipeline": pipe}, meta=meta
+        )
 
-    def run(self, loaded: LoadedModel, task: AudioLDMTask, device: str,
-            neighbours: Sequence[AudioLDMTask] = (), seeded: bool = False) -> Output:
+    def run(
+        self,
+        loaded: LoadedModel,
+        task: AudioLDMTask,
+        device: str,
+        neighbours: Sequence[AudioLDMTask] = (),
+        seeded: bool = False,
+    ) -> Output:
         import torch
 
         from harness.determinism import seed_everything
@@ -159,8 +176,10 @@ class AudioLDMEngine:
         for other in neighbours:
             for name in SHARED_FIELDS:
                 if getattr(other, name) != getattr(task, name):
-                    raise ValueError(f"AudioLDM tasks in one batch must share {name} "
-                                     f"({getattr(task, name)!r} != {getattr(other, name)!r})")
+                    raise ValueError(
+                        f"AudioLDM tasks in one batch must share {name} "
+                        f"({getattr(task, name)!r} != {getattr(other, name)!r})"
+                    )
         prompts = [t.prompt for t in batch]
         # the pipeline wants one type for prompt and negative_prompt; "" is what it uses for None
         negatives = [t.negative_prompt or "" for t in batch] if any(t.negative_prompt for t in batch) else None
@@ -178,13 +197,24 @@ class AudioLDMEngine:
         watch = Stopwatch(device)
         if not seeded:
             seed_everything(task.seed)
-        generator = torch.Generator(device).manual_seed(task.seed)  # the seed's own generator: load order cannot move it
-        with _Timed(pipe, ["_encode_prompt"], watch, "encode_s"), \
-                _Timed(pipe, ["decode_latents", "mel_spectrogram_to_waveform"], watch, "decode_s"), \
-                torch.inference_mode():
-            with watch.section("generate_s"):
-                result = pipe(prompt=prompts, negative_prompt=negatives, generator=generator,
-                              callback=on_step, callback_steps=1, output_type="np", **kwargs)
+        generator = torch.Generator(device).manual_seed(
+            task.seed
+        )  # the seed's own generator: load order cannot move it
+        with (
+            _Timed(pipe, ["_encode_prompt"], watch, "encode_s"),
+            _Timed(pipe, ["decode_latents", "mel_spectrogram_to_waveform"], watch, "decode_s"),
+            torch.inference_mode(),
+            watch.section("generate_s"),
+        ):
+            result = pipe(
+                prompt=prompts,
+                negative_prompt=negatives,
+                generator=generator,
+                callback=on_step,
+                callback_steps=1,
+                output_type="np",
+                **kwargs,
+            )
         watch.times.setdefault("encode_s", 0.0)
         watch.times.setdefault("decode_s", 0.0)
         watch.times["generate_s"] -= watch.times["encode_s"] + watch.times["decode_s"]
@@ -196,11 +226,19 @@ class AudioLDMEngine:
             arrays["latents"] = np.ascontiguousarray(np.stack(latents).astype(np.float32))
         meta_kwargs = dict(kwargs, negative_prompt=task.negative_prompt)
         return Output(
-            kind="audioldm", arrays=arrays, sampling_rate=loaded.meta["sampling_rate"], discrete=None,
-            steps="latents" if "latents" in arrays else None, timings=watch.times,
-            meta={"generation_kwargs": meta_kwargs, "batch_size": len(batch), "timesteps": timesteps,
-                  "latent_shape": list(arrays["latents"].shape[1:]) if "latents" in arrays else None,
-                  "requested_samples": int(task.audio_length_in_s * loaded.meta["sampling_rate"])},
+            kind="audioldm",
+            arrays=arrays,
+            sampling_rate=loaded.meta["sampling_rate"],
+            discrete=None,
+            steps="latents" if "latents" in arrays else None,
+            timings=watch.times,
+            meta={
+                "generation_kwargs": meta_kwargs,
+                "batch_size": len(batch),
+                "timesteps": timesteps,
+                "latent_shape": list(arrays["latents"].shape[1:]) if "latents" in arrays else None,
+                "requested_samples": int(task.audio_length_in_s * loaded.meta["sampling_rate"]),
+            },
         )
 
 

@@ -35,16 +35,18 @@ def text_stage_task(task: ChainTask) -> GPTTask:
     try:
         content = task.prompt_template.format(description=task.description)
     except (KeyError, IndexError, ValueError) as err:
-        raise TaskError(f"$.prompt_template: cannot be filled ({type(err).__name__}: {err}); "
-                        "write literal braces as {{ and }}") from None
+        raise TaskError(
+            f"$.prompt_template: cannot be filled ({type(err).__name__}: {err}); write literal braces as {{{{ and }}}}"
+        ) from None
     doc = task_to_doc(task.text_stage)
     system = [m for m in doc["messages"] if m["role"] == "system"][:1]
     doc["messages"] = [*system, {"role": "user", "content": content}]
     try:
         built = parse_task(doc, "gpt")
     except TaskError as err:
-        raise TaskError("\n".join(f"$.text_stage (as run): {line.removeprefix('$.')}"
-                                  for line in str(err).splitlines())) from None
+        raise TaskError(
+            "\n".join(f"$.text_stage (as run): {line.removeprefix('$.')}" for line in str(err).splitlines())
+        ) from None
     assert isinstance(built, GPTTask)
     return built
 
@@ -53,8 +55,10 @@ def audio_stage_task(task: ChainTask, prompt: str) -> AudioTask | AudioLDMTask:
     """The audio stage with the text stage's answer (or the description) as its prompt."""
     stage = task.audio_stage
     if isinstance(stage, AudioTask) and stage.unconditional:
-        raise TaskError("$.audio_stage.unconditional: a chain's audio stage is conditioned on the text stage; "
-                        "unconditional generation is a plain audio task")
+        raise TaskError(
+            "$.audio_stage.unconditional: a chain's audio stage is conditioned on the text stage; "
+            "unconditional generation is a plain audio task"
+        )
     return stage.model_copy(update={"prompt": prompt})
 
 
@@ -71,10 +75,13 @@ def _audio_engine(stage: AudioTask | AudioLDMTask):
 def _combined_quantization(text: dict[str, Any] | None, audio: dict[str, Any] | None) -> dict[str, Any]:
     """Both stages' bitsandbytes reports, summed, with each stage's own report kept."""
     text, audio = text or {}, audio or {}
-    return {"bits": audio.get("bits") or text.get("bits"), "backend": audio.get("backend") or text.get("backend"),
-            "quantized_layers": int(text.get("quantized_layers", 0)) + int(audio.get("quantized_layers", 0)),
-            "linear_layers": int(text.get("linear_layers", 0)) + int(audio.get("linear_layers", 0)),
-            "stages": {"text": text, "audio": audio}}
+    return {
+        "bits": audio.get("bits") or text.get("bits"),
+        "backend": audio.get("backend") or text.get("backend"),
+        "quantized_layers": int(text.get("quantized_layers", 0)) + int(audio.get("quantized_layers", 0)),
+        "linear_layers": int(text.get("linear_layers", 0)) + int(audio.get("linear_layers", 0)),
+        "stages": {"text": text, "audio": audio},
+    }
 
 
 class ChainEngine:
@@ -95,8 +102,9 @@ class ChainEngine:
         }
         return LoadedModel(key=("ChainTask", text.key, audio.key), objects={"text": text, "audio": audio}, meta=meta)
 
-    def run(self, loaded: LoadedModel, task: ChainTask, device: str, neighbours: Sequence[Any] = (),
-            seeded: bool = False) -> Output:
+    def run(
+        self, loaded: LoadedModel, task: ChainTask, device: str, neighbours: Sequence[Any] = (), seeded: bool = False
+    ) -> Output:
         """``seeded`` applies to the text stage (the first to generate); the audio stage seeds
         again before its own generation, as a second task on a loaded node would."""
         from harness.engines.textgen import TextgenEngine
@@ -122,32 +130,54 @@ class ChainEngine:
             for key, value in out.timings.items():
                 timings[key] = timings.get(key, 0.0) + value
                 timings[f"{stage}_{key}"] = value
-        audio_meta = {k: v for k, v in audio_out.meta.items() if k in ("generation_kwargs", "new_tokens", "timesteps",
-                                                                    "latent_shape", "audio_prompt_sha256")}
+        audio_meta = {
+            k: v
+            for k, v in audio_out.meta.items()
+            if k in ("generation_kwargs", "new_tokens", "timesteps", "latent_shape", "audio_prompt_sha256")
+        }
         stages = {
-            "text": {"digest": digest_json(text_out.response), "tokens": digest_array(text_out.arrays["token_ids"]),
-                     "generation_kwargs": text_out.meta.get("generation_kwargs"),
-                     "new_tokens": text_out.meta.get("new_tokens")},
-            "audio": {"engine": audio_engine.kind, "digest": waveform_sha,
-                      "tokens": digest_array(arrays["codes"]) if "codes" in arrays else None,
-                      "latents": digest_array(arrays["latents"]) if "latents" in arrays else None,
-                      **audio_meta},
+            "text": {
+                "digest": digest_json(text_out.response),
+                "tokens": digest_array(text_out.arrays["token_ids"]),
+                "generation_kwargs": text_out.meta.get("generation_kwargs"),
+                "new_tokens": text_out.meta.get("new_tokens"),
+            },
+            "audio": {
+                "engine": audio_engine.kind,
+                "digest": waveform_sha,
+                "tokens": digest_array(arrays["codes"]) if "codes" in arrays else None,
+                "latents": digest_array(arrays["latents"]) if "latents" in arrays else None,
+                **audio_meta,
+            },
         }
         discrete = "codes" if "codes" in arrays else None
-        meta: dict[str, Any] = {"stages": stages, "batch_size": 1, "audio_prompt_from": "text_stage" if prompt == answer
-                                else "description", "new_tokens": None}
+        meta: dict[str, Any] = {
+            "stages": stages,
+            "batch_size": 1,
+            "audio_prompt_from": "text_stage" if prompt == answer else "description",
+            "new_tokens": None,
+        }
         if "audio_prompt_sha256" in audio_out.meta:
             meta["audio_prompt_sha256"] = audio_out.meta["audio_prompt_sha256"]
-        return Output(kind="chain", arrays=arrays, response=response, sampling_rate=audio_out.sampling_rate,
-                      discrete=discrete, steps=discrete or ("latents" if "latents" in arrays else None),
-                      timings=timings, meta=meta)
+        return Output(
+            kind="chain",
+            arrays=arrays,
+            response=response,
+            sampling_rate=audio_out.sampling_rate,
+            discrete=discrete,
+            steps=discrete or ("latents" if "latents" in arrays else None),
+            timings=timings,
+            meta=meta,
+        )
 
 
 def neighbours(task: ChainTask, batch_size: int) -> list[ChainTask]:
     """A chain has no batch neighbours: its audio prompt exists only after its own text stage."""
     if batch_size > 1:
-        raise ValueError(f"batch_size {batch_size} is not supported for chain tasks: the audio stage's prompt is the "
-                         f"text stage's answer, so a chain runs alone (use batch_size 1)")
+        raise ValueError(
+            f"batch_size {batch_size} is not supported for chain tasks: the audio stage's prompt is the "
+            f"text stage's answer, so a chain runs alone (use batch_size 1)"
+        )
     return []
 
 

@@ -94,14 +94,22 @@ def sampler_check() -> None:
 
         probs = torch.softmax(torch.randn(4, 2048, generator=torch.Generator().manual_seed(7)) * 3, dim=-1)
         a, b = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
-        _SAMPLER_OK = all(bool(torch.equal(torch.multinomial(probs, 1, generator=a).squeeze(1),
-                                           pick(probs, torch.empty_like(probs).exponential_(1, generator=b))))
-                          for _ in range(8))
+        _SAMPLER_OK = all(
+            bool(
+                torch.equal(
+                    torch.multinomial(probs, 1, generator=a).squeeze(1),
+                    pick(probs, torch.empty_like(probs).exponential_(1, generator=b)),
+                )
+            )
+            for _ in range(8)
+        )
     if not _SAMPLER_OK:
         import torch
 
-        raise NotReplayable(f"torch {torch.__version__}: multinomial does not draw argmax(p / Exp(1)) here, so the "
-                            f"seed's draws cannot be regenerated")
+        raise NotReplayable(
+            f"torch {torch.__version__}: multinomial does not draw argmax(p / Exp(1)) here, so the "
+            f"seed's draws cannot be regenerated"
+        )
 
 
 def device_problem(device: str) -> str | None:
@@ -109,8 +117,10 @@ def device_problem(device: str) -> str | None:
     if device == "cpu":
         return None
     if device.startswith("cuda"):
-        return ("a CUDA run samples from the GPU's Philox generator, whose stream depends on the launch grid (the "
-                "GPU model): a CPU validator cannot regenerate its draws")
+        return (
+            "a CUDA run samples from the GPU's Philox generator, whose stream depends on the launch grid (the "
+            "GPU model): a CPU validator cannot regenerate its draws"
+        )
     return f"device {device}: only CPU draws are regenerated"
 
 
@@ -118,13 +128,19 @@ def decoding_problem(gen) -> str | None:
     """Why a resolved generation config's decoding draws nothing replayable (None: sampling)."""
     if getattr(gen, "num_beams", 1) not in (None, 1):
         return f"beam search (num_beams {gen.num_beams}) keeps several hypotheses per step; only sampling is replayed"
-    for field, what in (("penalty_alpha", "contrastive search"), ("assistant_model", "assisted decoding"),
-                        ("prompt_lookup_num_tokens", "prompt-lookup decoding"), ("force_words_ids", "constrained decoding"),
-                        ("max_time", "a time limit (max_time: where it stops depends on the machine's speed)"),
-                        ("stop_strings", "stop strings (the network's runner fails such tasks)")):
+    for field, what in (
+        ("penalty_alpha", "contrastive search"),
+        ("assistant_model", "assisted decoding"),
+        ("prompt_lookup_num_tokens", "prompt-lookup decoding"),
+        ("force_words_ids", "constrained decoding"),
+        ("max_time", "a time limit (max_time: where it stops depends on the machine's speed)"),
+        ("stop_strings", "stop strings (the network's runner fails such tasks)"),
+    ):
         if getattr(gen, field, None):
             return f"{what} is not replayed"
     if not getattr(gen, "do_sample", False):
-        return ("greedy decoding (do_sample false) draws nothing from the seed, so there is nothing to regenerate; "
-                "a greedy divergence is explained by its top-2 logit gap")
+        return (
+            "greedy decoding (do_sample false) draws nothing from the seed, so there is nothing to regenerate; "
+            "a greedy divergence is explained by its top-2 logit gap"
+        )
     return None

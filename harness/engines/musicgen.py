@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
-from harness.models.loading import count_quantized, load_kwargs, load_pretrained, read_config, resolve_dtype, resolve_model
+from harness.models.loading import (
+    count_quantized,
+    load_kwargs,
+    load_pretrained,
+    read_config,
+    resolve_dtype,
+    resolve_model,
+)
 from harness.outputs import Output
 from harness.spec.tasks import AudioTask
 
@@ -58,8 +65,11 @@ def pipeline_additions(model, tokenizer, kwargs: dict[str, Any]) -> dict[str, An
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is not None:
         defaults["pad_token_id"] = pad
-    return {k: v for k, v in defaults.items()
-            if k not in already and not (k == "max_new_tokens" and "max_length" in already)}
+    return {
+        k: v
+        for k, v in defaults.items()
+        if k not in already and not (k == "max_new_tokens" and "max_length" in already)
+    }
 
 
 class _CodeRecorder:
@@ -107,8 +117,11 @@ class MusicgenEngine:
             "quantization": count_quantized(model, task.quantize_bits).as_dict(),
             "sampling_rate": int(model.config.audio_encoder.sampling_rate),
         }
-        return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
-                           objects={"model": model, "processor": processor}, meta=meta)
+        return LoadedModel(
+            key=(task.model, task.dtype, task.quantize_bits, device),
+            objects={"model": model, "processor": processor},
+            meta=meta,
+        )
 
     def _inputs(self, loaded: LoadedModel, batch: Sequence[AudioTask], device: str):
         """Processor inputs for the batch, the padding mask (audio prompts) and the target's
@@ -135,7 +148,9 @@ class MusicgenEngine:
             inputs["input_values"] = inputs["input_values"].to(loaded.objects["model"].dtype)
         return inputs, padding_mask, (audios[0] if audios else None)
 
-    def call_kwargs(self, loaded: LoadedModel, task: AudioTask, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def call_kwargs(
+        self, loaded: LoadedModel, task: AudioTask, inputs: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The ``generate`` kwargs of ``task`` (its own fields, then the pipeline's additions);
         an unconditional call's ``guidance_scale`` moves from ``inputs`` into them. Shared with
         harness.execution.replay, which must make exactly this call."""
@@ -149,8 +164,14 @@ class MusicgenEngine:
             inputs.pop("guidance_scale", None)
         return kwargs, pipeline_additions(model, processor.tokenizer, kwargs)
 
-    def run(self, loaded: LoadedModel, task: AudioTask, device: str, neighbours: Sequence[AudioTask] = (),
-            seeded: bool = False) -> Output:
+    def run(
+        self,
+        loaded: LoadedModel,
+        task: AudioTask,
+        device: str,
+        neighbours: Sequence[AudioTask] = (),
+        seeded: bool = False,
+    ) -> Output:
         import torch
 
         from harness.determinism import seed_everything
@@ -203,9 +224,13 @@ class MusicgenEngine:
             meta["audio_prompt_frames"] = prompt_frames
             meta["audio_prompt_seconds"] = round(prompt_audio.shape[-1] / loaded.meta["sampling_rate"], 6)
         return Output(
-            kind="audio", arrays=arrays, sampling_rate=loaded.meta["sampling_rate"],
-            discrete="codes" if "codes" in arrays else None, steps="codes" if "codes" in arrays else None,
-            timings=watch.times, meta=meta,
+            kind="audio",
+            arrays=arrays,
+            sampling_rate=loaded.meta["sampling_rate"],
+            discrete="codes" if "codes" in arrays else None,
+            steps="codes" if "codes" in arrays else None,
+            timings=watch.times,
+            meta=meta,
         )
 
 

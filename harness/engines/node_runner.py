@@ -50,8 +50,9 @@ def runner_support(kind: str) -> NodeRunner:
     support = KINDS.get(kind).node_runner
     if support is None:
         runnable = [k for k in KINDS.names() if KINDS.get(k).node_runner is not None]
-        raise UnsupportedConfiguration(f"engine 'node-runner' runs {' and '.join(runnable)} tasks only (the "
-                                       f"network's runners), not {kind} tasks")
+        raise UnsupportedConfiguration(
+            f"engine 'node-runner' runs {' and '.join(runnable)} tasks only (the network's runners), not {kind} tasks"
+        )
     return support
 
 
@@ -62,7 +63,8 @@ def require_runner_packages(kinds: set[str] | Sequence[str]) -> None:
         if importlib.util.find_spec(support.package) is None:
             raise UnsupportedConfiguration(
                 f"engine 'node-runner' needs the network runner package {support.package!r} ({support.upstream}), "
-                f"which is not importable here: install it, or put its src/ folder on PYTHONPATH")
+                f"which is not importable here: install it, or put its src/ folder on PYTHONPATH"
+            )
 
 
 def _runner_inference(support: NodeRunner):
@@ -172,17 +174,29 @@ class NodeRunnerEngine:
         """Nothing is loaded here: the runner builds its pipeline inside its own call (after its
         own ``set_seed``). Checks that the runner would run on the asked device."""
         if device.split(":")[0] != runner_device() or device not in ("cpu", "cuda", "cuda:0"):
-            raise UnsupportedConfiguration(f"the network runner chooses its device itself ({runner_device()} here); "
-                                           f"this cell asks for {device}")
+            raise UnsupportedConfiguration(
+                f"the network runner chooses its device itself ({runner_device()} here); this cell asks for {device}"
+            )
         resolved = resolve_model(task.model)
-        meta = {"engine": "node-runner", "runner_package": self.package,
-                "runner_path": str(Path(self.inference.__file__).resolve().parents[1]),
-                "model_path_source": resolved.source, "weights_sha256": resolved.weights_sha256}
-        return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
-                           objects={"cache": _PipeCache()}, meta=meta)
+        meta = {
+            "engine": "node-runner",
+            "runner_package": self.package,
+            "runner_path": str(Path(self.inference.__file__).resolve().parents[1]),
+            "model_path_source": resolved.source,
+            "weights_sha256": resolved.weights_sha256,
+        }
+        return LoadedModel(
+            key=(task.model, task.dtype, task.quantize_bits, device), objects={"cache": _PipeCache()}, meta=meta
+        )
 
-    def run(self, loaded: LoadedModel, task: AudioTask | GPTTask, device: str, neighbours: Sequence[Any] = (),
-            seeded: bool = False) -> Output:
+    def run(
+        self,
+        loaded: LoadedModel,
+        task: AudioTask | GPTTask,
+        device: str,
+        neighbours: Sequence[Any] = (),
+        seeded: bool = False,
+    ) -> Output:
         """``seeded=True`` (a cold cell, on a freshly loaded and so empty cache): the runner seeds
         and builds its pipeline itself. Otherwise (warm) an empty cache is filled first by a
         short run of the same task, so the real call is served from the cache."""
@@ -206,8 +220,10 @@ class NodeRunnerEngine:
         if cache.build_s > built_before and "load_s" not in watch.times:
             watch.times["load_s"] = cache.build_s - built_before  # the runner built its pipeline in this call
             watch.times["generate_s"] -= watch.times["load_s"]
-        loaded.meta.update(quantization=count_quantized(pipe.model, task.quantize_bits).as_dict(),
-                           resolved_dtype=str(pipe.model.dtype).replace("torch.", ""))
+        loaded.meta.update(
+            quantization=count_quantized(pipe.model, task.quantize_bits).as_dict(),
+            resolved_dtype=str(pipe.model.dtype).replace("torch.", ""),
+        )
         if self.interface == "audio":
             return _audio_output(self.kind, result, capture, watch)
         return _gpt_output(self.kind, task, result, capture, pipe, watch)
@@ -225,23 +241,34 @@ class NodeRunnerEngine:
         one line naming the cause."""
         run_task = self.inference.run_task
         doc = task_to_doc(task)
-        common = {"model": runner_model(task.model), "seed": task.seed, "dtype": task.dtype,
-                  "quantize_bits": task.quantize_bits, "model_cache": cache,
-                  "generation_config": _without_none(doc.get("generation_config"))}
+        common = {
+            "model": runner_model(task.model),
+            "seed": task.seed,
+            "dtype": task.dtype,
+            "quantize_bits": task.quantize_bits,
+            "model_cache": cache,
+            "generation_config": _without_none(doc.get("generation_config")),
+        }
         if self.interface == "audio":
             kwargs = {**common, "prompt": task.prompt}
         else:
-            kwargs = {**common, "messages": [_without_none(m) for m in doc["messages"]], "tools": doc.get("tools"),
-                      "template_args": doc.get("template_args")}
+            kwargs = {
+                **common,
+                "messages": [_without_none(m) for m in doc["messages"]],
+                "tools": doc.get("tools"),
+                "template_args": doc.get("template_args"),
+            }
         try:
             return run_task(**kwargs)
         except Exception as err:
             cause = err.__cause__ or err.__context__ or err
-            raise RuntimeError(f"network runner {self.package} failed: {type(err).__name__}: "
-                               f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from err
+            raise RuntimeError(
+                f"network runner {self.package} failed: {type(err).__name__}: "
+                f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+            ) from err
 
 
-def _audio_output(kind: str, result: Any, capture: "_AudioCapture", watch: Stopwatch) -> Output:
+def _audio_output(kind: str, result: Any, capture: _AudioCapture, watch: Stopwatch) -> Output:
     audio, rate = result
     waveform = np.ascontiguousarray(np.asarray(audio, dtype=np.float32))  # (samples, channels)
     arrays = {"waveform": waveform}
@@ -251,20 +278,35 @@ def _audio_output(kind: str, result: Any, capture: "_AudioCapture", watch: Stopw
         arrays["codes"] = np.ascontiguousarray(codes[0, 0].T) if codes.ndim == 4 else codes[0]
         meta["new_tokens"] = int(arrays["codes"].shape[0])
     has_codes = "codes" in arrays
-    return Output(kind=kind, arrays=arrays, sampling_rate=int(rate), discrete="codes" if has_codes else None,
-                  steps="codes" if has_codes else None, timings=dict(watch.times), meta=meta)
+    return Output(
+        kind=kind,
+        arrays=arrays,
+        sampling_rate=int(rate),
+        discrete="codes" if has_codes else None,
+        steps="codes" if has_codes else None,
+        timings=dict(watch.times),
+        meta=meta,
+    )
 
 
-def _gpt_output(kind: str, task: GPTTask, response: dict[str, Any], capture: "_GenerateCapture", pipe, watch: Stopwatch) -> Output:
+def _gpt_output(
+    kind: str, task: GPTTask, response: dict[str, Any], capture: _GenerateCapture, pipe, watch: Stopwatch
+) -> Output:
     from harness.engines.textgen import _eos_ids, token_id_rows
 
     if task.model.startswith("tiny:"):
         response = {**response, "model": task.model}
-    rows = capture.sequences[:, capture.prompt_width:].to("cpu").numpy().astype(np.int64)
+    rows = capture.sequences[:, capture.prompt_width :].to("cpu").numpy().astype(np.int64)
     token_ids = token_id_rows(rows, _eos_ids(capture.generation_config, pipe.tokenizer))
-    return Output(kind=kind, arrays={"token_ids": token_ids}, response=response, discrete="token_ids",
-                  steps="token_ids", timings=dict(watch.times),
-                  meta={"batch_size": 1, "new_tokens": int((token_ids >= 0).sum())})
+    return Output(
+        kind=kind,
+        arrays={"token_ids": token_ids},
+        response=response,
+        discrete="token_ids",
+        steps="token_ids",
+        timings=dict(watch.times),
+        meta={"batch_size": 1, "new_tokens": int((token_ids >= 0).sum())},
+    )
 
 
 def _without_none(doc: Any) -> Any:

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
-from harness.models.loading import count_quantized, load_kwargs, load_pretrained, read_config, resolve_dtype, resolve_model
+from harness.models.loading import (
+    count_quantized,
+    load_kwargs,
+    load_pretrained,
+    read_config,
+    resolve_dtype,
+    resolve_model,
+)
 from harness.outputs import Output
 from harness.spec.tasks import GPTTask
 
@@ -31,11 +38,19 @@ NETWORK_DEFAULTS: dict[str, Any] = {"num_return_sequences": 1, "max_new_tokens":
 
 
 def render_prompt(tokenizer, task: GPTTask) -> str:
-    messages = [{"role": m.role, "content": m.text(), **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
-                 **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})} for m in task.messages]
+    messages = [
+        {
+            "role": m.role,
+            "content": m.text(),
+            **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
+            **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {}),
+        }
+        for m in task.messages
+    ]
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tools=task.tools, add_generation_prompt=True, tokenize=False,
-                                             **(task.template_args or {}))
+        return tokenizer.apply_chat_template(
+            messages, tools=task.tools, add_generation_prompt=True, tokenize=False, **(task.template_args or {})
+        )
     return "\n".join(m["content"] for m in messages)
 
 
@@ -91,10 +106,15 @@ class TextgenEngine:
             "weights_sha256": resolved.weights_sha256,
             "resolved_dtype": dtype,
             "quantization": count_quantized(model, task.quantize_bits).as_dict(),
-            "max_positions": int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 0),
+            "max_positions": int(
+                getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 0
+            ),
         }
-        return LoadedModel(key=(task.model, task.dtype, task.quantize_bits, device),
-                           objects={"model": model, "tokenizer": tokenizer}, meta=meta)
+        return LoadedModel(
+            key=(task.model, task.dtype, task.quantize_bits, device),
+            objects={"model": model, "tokenizer": tokenizer},
+            meta=meta,
+        )
 
     @staticmethod
     def encode(loaded: LoadedModel, batch: Sequence[GPTTask], device: str) -> dict[str, Any]:
@@ -104,8 +124,9 @@ class TextgenEngine:
         enc = tokenizer([render_prompt(tokenizer, t) for t in batch], return_tensors="pt", padding=True)
         return {k: v.to(device) for k, v in enc.items()}
 
-    def run(self, loaded: LoadedModel, task: GPTTask, device: str, neighbours: Sequence[GPTTask] = (),
-            seeded: bool = False) -> Output:
+    def run(
+        self, loaded: LoadedModel, task: GPTTask, device: str, neighbours: Sequence[GPTTask] = (), seeded: bool = False
+    ) -> Output:
         import torch
 
         from harness.determinism import seed_everything
@@ -117,7 +138,9 @@ class TextgenEngine:
             enc = self.encode(loaded, batch, device)
         gen, kwargs = resolved_generation_config(model, task)
         extra = {"tokenizer": tokenizer} if kwargs.get("stop_strings") else {}
-        streamer = _FirstToken() if len(batch) == 1 and gen.num_beams in (None, 1) and gen.num_return_sequences == 1 else None
+        streamer = (
+            _FirstToken() if len(batch) == 1 and gen.num_beams in (None, 1) and gen.num_return_sequences == 1 else None
+        )
         if not seeded:
             seed_everything(task.seed)
         with torch.inference_mode(), watch.section("generate_s"):
@@ -132,10 +155,15 @@ class TextgenEngine:
         timings = dict(watch.times)
         if streamer is not None and streamer.first_at is not None:
             timings["time_to_first_token_s"] = streamer.first_at - start
-        return Output(kind="gpt", arrays={"token_ids": token_ids}, response=response, discrete="token_ids",
-                      steps="token_ids", timings=timings,
-                      meta={"generation_kwargs": kwargs, "batch_size": len(batch),
-                            "new_tokens": int((token_ids >= 0).sum())})
+        return Output(
+            kind="gpt",
+            arrays={"token_ids": token_ids},
+            response=response,
+            discrete="token_ids",
+            steps="token_ids",
+            timings=timings,
+            meta={"generation_kwargs": kwargs, "batch_size": len(batch), "new_tokens": int((token_ids >= 0).sum())},
+        )
 
 
 def runner_response(model: str, tokenizer, rows: np.ndarray, prompt_tokens: int) -> dict[str, Any]:
@@ -147,11 +175,22 @@ def runner_response(model: str, tokenizer, rows: np.ndarray, prompt_tokens: int)
         ids = [int(t) for t in row]
         completion += len(ids)
         text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
-        choices.append({"finish_reason": "stop" if ids and ids[-1] == eos else "length",
-                        "message": {"role": "assistant", "content": text}, "index": index})
-    return {"model": model, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                      "total_tokens": prompt_tokens + completion}}
+        choices.append(
+            {
+                "finish_reason": "stop" if ids and ids[-1] == eos else "length",
+                "message": {"role": "assistant", "content": text},
+                "index": index,
+            }
+        )
+    return {
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        },
+    }
 
 
 def token_id_rows(rows: np.ndarray, eos: set[int]) -> np.ndarray:
@@ -180,6 +219,13 @@ def neighbours(task: GPTTask, batch_size: int) -> list[GPTTask]:
     from harness.engines.base import neighbour_prompts
     from harness.spec.tasks import parse_task
 
-    return [task.model_copy(update={"messages": [parse_task(
-        {"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]]})
-        for prompt in neighbour_prompts(batch_size)]
+    return [
+        task.model_copy(
+            update={
+                "messages": [
+                    parse_task({"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]
+                ]
+            }
+        )
+        for prompt in neighbour_prompts(batch_size)
+    ]

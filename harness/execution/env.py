@@ -14,8 +14,18 @@ from typing import Any
 
 from harness import isa
 
-LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes", "diffusers", "numpy",
-             "scipy", "safetensors", "consensus-harness")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "bitsandbytes",
+    "diffusers",
+    "numpy",
+    "scipy",
+    "safetensors",
+    "consensus-harness",
+)
 # Fields whose difference makes two runs' costs "not comparable" (outputs are still compared).
 COST_KEYS = ("machine", "processor", "cpu_count", "gpu_names", "torch", "cuda_runtime")
 
@@ -82,8 +92,9 @@ def fingerprint() -> dict[str, Any]:
         env["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         env["gpu_capability"] = [list(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
         # VRAM: the network pools nodes by GPU model, then VRAM
-        env["gpu_memory_bytes"] = [int(torch.cuda.get_device_properties(i).total_memory)
-                                   for i in range(torch.cuda.device_count())]
+        env["gpu_memory_bytes"] = [
+            int(torch.cuda.get_device_properties(i).total_memory) for i in range(torch.cuda.device_count())
+        ]
         env["driver"] = _nvidia_driver()
     return env
 
@@ -107,9 +118,13 @@ def kernels_in_force() -> dict[str, Any]:
         blas = _verbose_line(_mkl_probe, "MKL_VERBOSE oneMKL") if torch.backends.mkl.is_available() else None
         if blas:
             blas = blas.split(" architecture ", 1)[-1].split(", Lnx")[0].strip()
-        _KERNELS = {"isa": os.environ.get(isa.LEVEL_VARIABLE, isa.NATIVE), "aten": aten,
-                    "onednn": onednn.split("isa:", 1)[1].strip() if onednn else None, "blas": blas,
-                    "env": {k: os.environ[k] for k in isa.KNOBS if k in os.environ}}
+        _KERNELS = {
+            "isa": os.environ.get(isa.LEVEL_VARIABLE, isa.NATIVE),
+            "aten": aten,
+            "onednn": onednn.split("isa:", 1)[1].strip() if onednn else None,
+            "blas": blas,
+            "env": {k: os.environ[k] for k in isa.KNOBS if k in os.environ},
+        }
         _KERNELS["class"] = isa.kernel_class(aten, _KERNELS["onednn"])
     return dict(_KERNELS)
 
@@ -202,8 +217,9 @@ def _smi_driver() -> str | None:
     if not smi:
         return None
     try:
-        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
+        out = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
@@ -250,8 +266,11 @@ def environment_class(env: dict[str, Any], cpus: int | None = None) -> str:
     libs = env.get("libraries") or {}
     cpus = cpus if cpus is not None else env.get("cpu_count")
     gpus = sorted(set(env.get("gpu_names") or []))
-    doc = {**{k: env.get(k) for k in CLASS_KEYS}, "libraries": {k: libs.get(k) for k in CLASS_LIBRARIES},
-           "cpus": None if gpus else cpus}
+    doc = {
+        **{k: env.get(k) for k in CLASS_KEYS},
+        "libraries": {k: libs.get(k) for k in CLASS_LIBRARIES},
+        "cpus": None if gpus else cpus,
+    }
     kernels = env.get("kernels") if isinstance(env.get("kernels"), dict) else None
     if kernels or env.get("cpu_flags"):  # fingerprints before kernels were read keep their classes
         doc["cpu_flags"] = env.get("cpu_flags")
@@ -262,8 +281,22 @@ def environment_class(env: dict[str, Any], cpus: int | None = None) -> str:
     return f"{name} [{digest_json(doc)[:6]}]"
 
 
-def node_fields(env: dict[str, Any], *, key: str, hostname: str, ray_node_id: str | None = None,
-                cpus: int | None = None, gpus: float | None = None) -> dict[str, Any]:
+def node_fields(
+    env: dict[str, Any],
+    *,
+    key: str,
+    hostname: str,
+    ray_node_id: str | None = None,
+    cpus: int | None = None,
+    gpus: float | None = None,
+) -> dict[str, Any]:
     """A manifest entry for one node: who it is, its environment fingerprint and class."""
-    return {"key": key, "hostname": hostname, "ray_node_id": ray_node_id, "cpus": cpus, "gpus": gpus,
-            "env_class": environment_class(env, cpus), "environment": env}
+    return {
+        "key": key,
+        "hostname": hostname,
+        "ray_node_id": ray_node_id,
+        "cpus": cpus,
+        "gpus": gpus,
+        "env_class": environment_class(env, cpus),
+        "environment": env,
+    }

@@ -30,6 +30,7 @@ from harness.outputs import Output
 from harness.spec.kinds import KINDS
 from harness.spec.tasks import Task
 
+
 def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
     """Other tasks that share the target's forward pass (same settings, other prompts), as
     the kind declares them (``harness.spec.kinds``); a kind that declares none runs alone."""
@@ -125,8 +126,9 @@ def _check_cuda_device(torch, device: str) -> None:
     from harness.models.loading import UnsupportedConfiguration
 
     if not torch.cuda.is_available():
-        raise UnsupportedConfiguration(f"device {device}: CUDA is not available on this machine (torch "
-                                       f"{torch.__version__})")
+        raise UnsupportedConfiguration(
+            f"device {device}: CUDA is not available on this machine (torch {torch.__version__})"
+        )
     index = int(device.split(":", 1)[1]) if ":" in device else 0
     if index >= torch.cuda.device_count():
         raise UnsupportedConfiguration(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
@@ -140,9 +142,19 @@ def task_seed(task: Task) -> int:
     return task.seed if hasattr(task, "seed") else task.text_stage.seed
 
 
-def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: int | None = None,
-            profile: str = "on", batch_size: int = 1, load: str = "warm", engine: str | None = None,
-            tf32: str = "off") -> Execution:
+def execute(
+    task: Task,
+    kind: str,
+    device: str,
+    cache: ModelCache,
+    *,
+    threads: int | None = None,
+    profile: str = "on",
+    batch_size: int = 1,
+    load: str = "warm",
+    engine: str | None = None,
+    tf32: str = "off",
+) -> Execution:
     """Run ``task`` once (inside a batch of ``batch_size``) and measure it.
 
     ``load="warm"``: the model comes from ``cache`` (loaded if missing) and the engine seeds
@@ -175,8 +187,13 @@ def execute(task: Task, kind: str, device: str, cache: ModelCache, *, threads: i
     timings = {"load_s": 0.0 if hit else loaded.load_s, **output.timings, "total_s": total}
     peak = int(torch.cuda.max_memory_allocated(device)) if on_cuda else rss.peak
     return Execution(
-        output=output, timings=timings, peak_memory_bytes=peak,
+        output=output,
+        timings=timings,
+        peak_memory_bytes=peak,
         memory_kind="cuda_max_allocated" if on_cuda else "rss_peak",
-        warnings=caught.messages, nondeterministic_warnings=caught.nondeterministic,
-        model_meta=loaded.meta, determinism=record_state(), cache_hit=hit,
+        warnings=caught.messages,
+        nondeterministic_warnings=caught.nondeterministic,
+        model_meta=loaded.meta,
+        determinism=record_state(),
+        cache_hit=hit,
     )

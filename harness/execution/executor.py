@@ -67,16 +67,17 @@ class Executor(Protocol):
         """Release what the executor holds once the run is over (a Ray instance it started)."""
 
 
-EXECUTOR_METHODS = tuple(name for name, value in vars(Executor).items()
-                         if callable(value) and not name.startswith("_"))
+EXECUTOR_METHODS = tuple(name for name, value in vars(Executor).items() if callable(value) and not name.startswith("_"))
 
 
 def require_executor(executor: Any) -> Executor:
     """``executor``, or ExecutorError naming the methods of ``Executor`` it lacks."""
     missing = [name for name in EXECUTOR_METHODS if not callable(getattr(executor, name, None))]
     if missing:
-        raise ExecutorError(f"executor {type(executor).__name__} lacks {', '.join(f'{m}()' for m in missing)}; "
-                            f"an executor implements {', '.join(EXECUTOR_METHODS)}")
+        raise ExecutorError(
+            f"executor {type(executor).__name__} lacks {', '.join(f'{m}()' for m in missing)}; "
+            f"an executor implements {', '.join(EXECUTOR_METHODS)}"
+        )
     return executor
 
 

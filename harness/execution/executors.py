@@ -42,8 +42,9 @@ def make_executor(name: str, **options: Any) -> Executor:
     if unknown:
         users = [other for other in names() if other != name and _takes(other, unknown[0])]
         hint = f"; {', '.join(users)} takes it" if users else ""
-        raise ExecutorError(f"executor {name!r} takes no option {unknown[0]!r} "
-                            f"(its options: {', '.join(own) or 'none'}){hint}")
+        raise ExecutorError(
+            f"executor {name!r} takes no option {unknown[0]!r} (its options: {', '.join(own) or 'none'}){hint}"
+        )
     return require_executor(factory(**given))
 
 

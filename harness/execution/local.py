@@ -9,6 +9,7 @@ for the cells after it (harness.execution.loop decides that, for every executor)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -54,8 +55,7 @@ class LocalProcessExecutor(WorkerExecutor):
     def shutdown(self) -> None:
         """Nothing is held between runs: every worker ended with its job."""
 
-    def give_up(self, job: Job, cells: list[CellPayload], problem: str, attempt: Attempt,
-                on_record: OnRecord) -> None:
+    def give_up(self, job: Job, cells: list[CellPayload], problem: str, attempt: Attempt, on_record: OnRecord) -> None:
         """On one machine a worker that cannot start will not start next time either: the
         run ends with the reason instead of failing every cell."""
         raise WorkerStartError(f"{problem} before starting; see its log in {job.run_dir}")
@@ -63,8 +63,16 @@ class LocalProcessExecutor(WorkerExecutor):
     def launch(self, job: Job, cells: list[CellPayload]) -> Attempt:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=job.run_dir)
         with os.fdopen(fd, "w") as fh:
-            fh.write(WorkerJob(run_dir=job.run_dir, profile=job.profile, cells=cells, parent_pid=os.getpid(),
-                               isa=job.isa, tf32=job.tf32).model_dump_json())
+            fh.write(
+                WorkerJob(
+                    run_dir=job.run_dir,
+                    profile=job.profile,
+                    cells=cells,
+                    parent_pid=os.getpid(),
+                    isa=job.isa,
+                    tf32=job.tf32,
+                ).model_dump_json()
+            )
         env = dict(os.environ if self.env is None else self.env)
         apply_library_env(env)
         if job.cores_shared:
@@ -72,10 +80,17 @@ class LocalProcessExecutor(WorkerExecutor):
             # thread takes a core from the other's compute (the smoke matrix ran 10x slower at
             # --parallel 2). Passive waiting changes no result, only how idle threads wait.
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        log = open(Path(job.run_dir) / f"worker-{worker_label(job)}.log", "ab")
+        # the worker's log stays open for the process's life; closed when the attempt ends
+        log = open(Path(job.run_dir) / f"worker-{worker_label(job)}.log", "ab")  # noqa: SIM115
         try:
-            proc = subprocess.Popen([self.python, "-m", "harness.execution.worker", path], stdout=subprocess.PIPE,
-                                    stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                [self.python, "-m", "harness.execution.worker", path],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         except OSError:
             _unlink(path)
             raise
@@ -134,7 +149,5 @@ class LocalAttempt:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

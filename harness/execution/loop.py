@@ -63,8 +63,7 @@ class WorkerExecutor(ABC):
         """A worker started on ``cells``, or why none can start (every cell is then recorded
         failed, with no node)."""
 
-    def give_up(self, job: Job, cells: list[CellPayload], problem: str, attempt: Attempt,
-                on_record: OnRecord) -> None:
+    def give_up(self, job: Job, cells: list[CellPayload], problem: str, attempt: Attempt, on_record: OnRecord) -> None:
         """Workers keep ending before running a cell: record the cells left as not run."""
         for cell in cells:
             on_record(attempt.failure(cell, "failed", f"not run: {problem}"))
@@ -100,8 +99,9 @@ class WorkerExecutor(ABC):
                 self.give_up(job, remaining, problem, attempt, on_record)
                 return
 
-    def _drive(self, job: Job, attempt: Attempt, remaining: list[CellPayload], on_record: OnRecord,
-               on_ready: OnReady) -> tuple[list[CellPayload], str | None]:
+    def _drive(
+        self, job: Job, attempt: Attempt, remaining: list[CellPayload], on_record: OnRecord, on_ready: OnReady
+    ) -> tuple[list[CellPayload], str | None]:
         """One worker's events, until it ends; returns the cells still to run and, when some
         are left, why the worker ended early."""
         # timeout_s = inf (valid TOML) means no timeout: a wait beyond TIMEOUT_MAX overflows
@@ -118,8 +118,11 @@ class WorkerExecutor(ABC):
             if event is None:
                 if in_flight is not None and deadline is not None and time.monotonic() >= deadline:
                     attempt.kill()
-                    on_record(attempt.failure(in_flight, "timeout", f"timed out after {job.timeout_s:.0f} s{where}; "
-                                                                    f"{attempt.killed}"))
+                    on_record(
+                        attempt.failure(
+                            in_flight, "timeout", f"timed out after {job.timeout_s:.0f} s{where}; {attempt.killed}"
+                        )
+                    )
                     return _after(remaining, in_flight), "timeout"
                 continue
             if isinstance(event, Ready):
@@ -156,4 +159,4 @@ class WorkerExecutor(ABC):
 
 def _after(remaining: list[CellPayload], cell: CellPayload) -> list[CellPayload]:
     """The cells after ``cell``: it was run (or lost) and is recorded."""
-    return remaining[remaining.index(cell) + 1:]
+    return remaining[remaining.index(cell) + 1 :]

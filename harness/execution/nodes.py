@@ -40,8 +40,14 @@ class NodeBook:
         fields: dict[str, Any] = {}
         cpus = who.get("cpus", env.get("cpu_count"))
         if who["key"] not in self.nodes:
-            self.nodes[who["key"]] = node_fields(env, key=who["key"], hostname=who["hostname"],
-                                                 ray_node_id=who.get("ray_node_id"), cpus=cpus, gpus=who.get("gpus"))
+            self.nodes[who["key"]] = node_fields(
+                env,
+                key=who["key"],
+                hostname=who["hostname"],
+                ray_node_id=who.get("ray_node_id"),
+                cpus=cpus,
+                gpus=who.get("gpus"),
+            )
             fields["nodes"] = self.nodes
         # a worker capped at another CPU kernel level (harness.isa) is another environment
         # class on the same node: every class the node ran under is kept, never merged

@@ -22,8 +22,10 @@ import sys
 from typing import TextIO
 
 REPEAT_SUFFIX = " (repeated {n} more times)"
-LINE = re.compile(r"^(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<logger>[^\s:]+): (?P<message>.*?)"
-                  r"(?: \(repeated (?P<repeats>\d+) more times\))?$")
+LINE = re.compile(
+    r"^(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<logger>[^\s:]+): (?P<message>.*?)"
+    r"(?: \(repeated (?P<repeats>\d+) more times\))?$"
+)
 
 
 def one_line(record: logging.LogRecord) -> str:

@@ -39,8 +39,18 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.execution.executor import Job, failure, worker_label
 from harness.execution.loop import WorkerExecutor
-from harness.execution.protocol import (CellPayload, Event, Exit, Lost, NodeInfo, Ready, RecordEvent, Refused,
-                                        as_event, parse_event)
+from harness.execution.protocol import (
+    CellPayload,
+    Event,
+    Exit,
+    Lost,
+    NodeInfo,
+    Ready,
+    RecordEvent,
+    Refused,
+    as_event,
+    parse_event,
+)
 from harness.execution.schedule import UNBOUNDED, Slot
 from harness.store.records import Node, Record
 
@@ -64,7 +74,7 @@ def require_ray():
 def _fault_fires(spec: str | None, cell_id: str) -> bool:
     if not spec or not spec.startswith("kill:"):
         return False
-    pattern, _, once = spec[len("kill:"):].partition("@")
+    pattern, _, once = spec[len("kill:") :].partition("@")
     if not fnmatch.fnmatch(cell_id, pattern):
         return False
     if once:
@@ -83,8 +93,10 @@ def _code_mismatch(driver_code: str | None) -> str | None:
     here = code_digest()
     if driver_code == here:
         return None
-    return (f"this node runs another harness build (code {here[:12]}, the driver's {str(driver_code)[:12]}); "
-            f"install the driver's harness on every node")
+    return (
+        f"this node runs another harness build (code {here[:12]}, the driver's {str(driver_code)[:12]}); "
+        f"install the driver's harness on every node"
+    )
 
 
 def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, Any]) -> Iterator[Event]:
@@ -117,9 +129,14 @@ def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, An
         job_file.write_text(json.dumps({**worker_job, "run_dir": str(tmp), "parent_pid": os.getpid()}))
         full_env = dict(apply_library_env({**os.environ, **env}))
         with open(tmp / "worker.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "harness.execution.worker", str(job_file)],
-                                    stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=full_env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.execution.worker", str(job_file)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                start_new_session=True,
+            )
         assert proc.stdout is not None
         for line in proc.stdout:
             event = parse_event(line)
@@ -175,8 +192,10 @@ class RayExecutor(WorkerExecutor):
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as err:
-                raise FleetError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
-                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                raise FleetError(
+                    f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
+                    f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                ) from None
             self.started_ray = True
         self.startup_s = time.perf_counter() - start
         self._task = ray.remote(max_retries=0)(run_job_on_node)
@@ -190,8 +209,13 @@ class RayExecutor(WorkerExecutor):
 
     def describe(self) -> dict[str, Any]:
         nodes = self.alive_nodes()
-        return {"executor": "ray", "address": self.address, "ray_version": self.ray.__version__,
-                "nodes": len(nodes), "startup_s": round(self.startup_s, 3)}
+        return {
+            "executor": "ray",
+            "address": self.address,
+            "ray_version": self.ray.__version__,
+            "nodes": len(nodes),
+            "startup_s": round(self.startup_s, 3),
+        }
 
     def devices(self) -> list[str]:
         """cpu plus cuda:0..k-1, k the most GPUs one node has (what a cell can ask for)."""
@@ -211,8 +235,14 @@ class RayExecutor(WorkerExecutor):
     # internals -----------------------------------------------------------------------------------
     def alive_nodes(self) -> list[dict[str, Any]]:
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-        return sorted(nodes, key=lambda n: ("node:__internal_head__" not in n["Resources"], n.get("NodeManagerAddress", ""),
-                                            n["NodeID"]))
+        return sorted(
+            nodes,
+            key=lambda n: (
+                "node:__internal_head__" not in n["Resources"],
+                n.get("NodeManagerAddress", ""),
+                n["NodeID"],
+            ),
+        )
 
     def _place(self, job: Job) -> dict[str, Any] | None:
         need = "GPU" if job.device.startswith("cuda") else "CPU"
@@ -236,7 +266,9 @@ class RayExecutor(WorkerExecutor):
             env["OMP_NUM_THREADS"] = str(cpus)  # threads = auto: the node's CPUs, as Ray knows them
         doc = {"profile": job.profile, "isa": job.isa, "tf32": job.tf32, "cells": cells, "code": self._code}
         strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-        return self._task.options(scheduling_strategy=strategy, **options).remote(doc, env, {"cpus": cpus, "gpus": gpus})
+        return self._task.options(scheduling_strategy=strategy, **options).remote(
+            doc, env, {"cpus": cpus, "gpus": gpus}
+        )
 
 
 class RayAttempt:
@@ -278,8 +310,9 @@ class RayAttempt:
         if record.artifact:
             rel = f"artifacts/{cell.artifact_name}.npz"
             if record.artifact != rel:
-                raise FleetError(f"{record.cell_id}: a node sent an artifact path {record.artifact!r}; "
-                                 f"expected {rel!r}")
+                raise FleetError(
+                    f"{record.cell_id}: a node sent an artifact path {record.artifact!r}; expected {rel!r}"
+                )
             if event.artifact_bytes is None:
                 raise FleetError(f"{record.cell_id}: a node sent the record of {rel!r} without its bytes")
             atomic_write_bytes(Path(self.job.run_dir) / rel, event.artifact_bytes)
@@ -308,8 +341,11 @@ class RayAttempt:
 
 def _node_ref(node: dict[str, Any]) -> dict[str, Any]:
     """A record's node, from Ray's node table (for cells whose worker never reported)."""
-    return {"key": node["NodeID"], "hostname": node.get("NodeManagerHostname") or node.get("NodeManagerAddress", "?"),
-            "ray_node_id": node["NodeID"]}
+    return {
+        "key": node["NodeID"],
+        "hostname": node.get("NodeManagerHostname") or node.get("NodeManagerAddress", "?"),
+        "ray_node_id": node["NodeID"],
+    }
 
 
 def _first_line(err: BaseException) -> str:

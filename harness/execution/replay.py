@@ -38,6 +38,7 @@ runner builds from the token ids (exactly).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -49,12 +50,29 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines.draws import NotReplayable, Draws, decoding_problem, device_problem, pick, sampler_check, warm_state
+from harness.engines.draws import (
+    Draws,
+    NotReplayable,
+    decoding_problem,
+    device_problem,
+    pick,
+    sampler_check,
+    warm_state,
+)
 
 PATHS = ("auto", "one-pass", "stepwise")
 #: processors that only filter: they keep a set of tokens unchanged and set the rest to -inf
-FILTERS = frozenset({"TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",
-                     "EpsilonLogitsWarper", "EtaLogitsWarper", "TopHLogitsWarper"})
+FILTERS = frozenset(
+    {
+        "TopKLogitsWarper",
+        "TopPLogitsWarper",
+        "MinPLogitsWarper",
+        "TypicalLogitsWarper",
+        "EpsilonLogitsWarper",
+        "EtaLogitsWarper",
+        "TopHLogitsWarper",
+    }
+)
 #: kinds replay knows
 KINDS_REPLAYED = ("audio", "gpt", "chain")
 
@@ -111,12 +129,19 @@ class StageTrace:
         return max((f.gap for f in self.flips), default=0.0)
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "path": self.path, "steps": self.steps, "positions": self.positions,
-                "flips": len(self.flips), "max_gap": _finite_or_none(self.max_gap) if self.flips else 0.0,
-                "first_flip": _flip_dict(self.flips[0]) if self.flips else None,
-                "worst_flip": _flip_dict(max(self.flips, key=lambda f: f.gap)) if self.flips else None,
-                "problem": self.problem, "closest": self.closest,
-                "seconds": {k: round(v, 6) for k, v in self.seconds.items()}}
+        return {
+            "stage": self.stage,
+            "path": self.path,
+            "steps": self.steps,
+            "positions": self.positions,
+            "flips": len(self.flips),
+            "max_gap": _finite_or_none(self.max_gap) if self.flips else 0.0,
+            "first_flip": _flip_dict(self.flips[0]) if self.flips else None,
+            "worst_flip": _flip_dict(max(self.flips, key=lambda f: f.gap)) if self.flips else None,
+            "problem": self.problem,
+            "closest": self.closest,
+            "seconds": {k: round(v, 6) for k, v in self.seconds.items()},
+        }
 
 
 @dataclass
@@ -142,11 +167,18 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _flip_dict(f: Flip) -> dict[str, Any]:
-    return {"step": f.step, "row": f.row, "index": f.index, "candidate": f.candidate, "sampled": f.sampled,
-            "gap": _finite_or_none(f.gap)}
+    return {
+        "step": f.step,
+        "row": f.row,
+        "index": f.index,
+        "candidate": f.candidate,
+        "sampled": f.sampled,
+        "gap": _finite_or_none(f.gap),
+    }
 
 
 # --- the checker: processors, softmax, draws, pick, gap (one step at a time) -------------------------
+
 
 @dataclass
 class _Plan:
@@ -213,14 +245,28 @@ class _Checker:
             shaped = _apply(self.shapers, ids, raw).double()
             kept = torch.isfinite(scores)
             for r in torch.nonzero(wrong).flatten().tolist():
-                self.trace_flips.append(Flip(step=t, row=r, index=int(self.plan.index[t, r]), candidate=int(cand[r]),
-                                             sampled=int(picked[r]),
-                                             gap=_gap(shaped[r], kept[r], log_e[r] if log_e is not None else None,
-                                                      int(picked[r]), int(cand[r]))))
+                self.trace_flips.append(
+                    Flip(
+                        step=t,
+                        row=r,
+                        index=int(self.plan.index[t, r]),
+                        candidate=int(cand[r]),
+                        sampled=int(picked[r]),
+                        gap=_gap(
+                            shaped[r], kept[r], log_e[r] if log_e is not None else None, int(picked[r]), int(cand[r])
+                        ),
+                    )
+                )
             if t in self.detail_steps:
-                self.details[t] = StepDetail(step=t, candidate=cand.numpy().copy(), sampled=picked.numpy().copy(),
-                                             valid=valid.numpy().copy(), scores=shaped.numpy(), kept=kept.numpy(),
-                                             log_draws=None if log_e is None else log_e.numpy())
+                self.details[t] = StepDetail(
+                    step=t,
+                    candidate=cand.numpy().copy(),
+                    sampled=picked.numpy().copy(),
+                    valid=valid.numpy().copy(),
+                    scores=shaped.numpy(),
+                    kept=kept.numpy(),
+                    log_draws=None if log_e is None else log_e.numpy(),
+                )
         self.t += 1
         if self.t == self.plan.steps:
             self._flush()
@@ -278,6 +324,7 @@ def gap_between(detail: StepDetail, row: int, mine: int, other: int) -> float:
 
 # --- preparing the call exactly as generate does -----------------------------------------------------
 
+
 class _Stop(Exception):
     pass
 
@@ -302,9 +349,14 @@ def _prepare(kind: str, model, call: dict[str, Any]) -> _Prepared:
 
     def hook(*args, **kwargs):
         input_ids = args[-1]
-        box["prepared"] = _Prepared(model=model, input_ids=input_ids, processors=kwargs.pop("logits_processor"),
-                                    stopping=kwargs.pop("stopping_criteria"), gen=kwargs.pop("generation_config"),
-                                    model_kwargs=kwargs)
+        box["prepared"] = _Prepared(
+            model=model,
+            input_ids=input_ids,
+            processors=kwargs.pop("logits_processor"),
+            stopping=kwargs.pop("stopping_criteria"),
+            gen=kwargs.pop("generation_config"),
+            model_kwargs=kwargs,
+        )
         raise _Stop
 
     with torch.inference_mode():
@@ -352,14 +404,19 @@ def _stepwise_logits(prep: _Prepared, checker: _Checker, state) -> None:
     kwargs = dict(prep.model_kwargs)
     with torch.inference_mode(), torch.random.fork_rng(devices=[]):
         torch.set_rng_state(state)
-        try:
-            sample(prep.model, prep.input_ids, logits_processor=processors, stopping_criteria=prep.stopping,
-                   generation_config=prep.gen, **kwargs)
-        except _Stop:
-            pass
+        with contextlib.suppress(_Stop):
+            sample(
+                prep.model,
+                prep.input_ids,
+                logits_processor=processors,
+                stopping_criteria=prep.stopping,
+                generation_config=prep.gen,
+                **kwargs,
+            )
 
 
 # --- MusicGen ---------------------------------------------------------------------------------------
+
 
 def _audio_plan(prep: _Prepared, codes: np.ndarray) -> tuple[_Plan | None, Any, str | None]:
     """(plan, the full delayed sequence, problem) for candidate codes (frames, codebooks)."""
@@ -387,8 +444,12 @@ def _audio_plan(prep: _Prepared, codes: np.ndarray) -> tuple[_Plan | None, Any, 
         index[k, cols] = torch.arange(frames)
     steps = total - prep.input_ids.shape[1]
     start = prep.input_ids.shape[1]
-    plan = _Plan(cand=full[:, start:].T.contiguous(), valid=valid[:, start:].T.contiguous(),
-                 fill=torch.full((steps, k_books), -1, dtype=torch.long), index=index[:, start:].T.contiguous())
+    plan = _Plan(
+        cand=full[:, start:].T.contiguous(),
+        valid=valid[:, start:].T.contiguous(),
+        fill=torch.full((steps, k_books), -1, dtype=torch.long),
+        index=index[:, start:].T.contiguous(),
+    )
     return plan, full, None
 
 
@@ -401,8 +462,13 @@ def _audio_one_pass(prep: _Prepared, full, checker: _Checker) -> None:
     if mk.get("guidance_scale") is not None and mk["guidance_scale"] > 1:
         dec = dec.repeat((2, 1))
     with torch.inference_mode():
-        out = model(encoder_outputs=mk["encoder_outputs"], attention_mask=mk.get("attention_mask"),
-                    decoder_input_ids=dec, use_cache=False, return_dict=True)
+        out = model(
+            encoder_outputs=mk["encoder_outputs"],
+            attention_mask=mk.get("attention_mask"),
+            decoder_input_ids=dec,
+            use_cache=False,
+            return_dict=True,
+        )
         logits = out.logits
         ids = full[:, :start].to(prep.input_ids.device)
         for t in range(checker.plan.steps):
@@ -414,14 +480,14 @@ def decode_codes(model, codes: np.ndarray) -> np.ndarray:
     """The waveform (samples, channels) MusicGen's generate decodes from these codes."""
     import torch
 
-    ids = torch.as_tensor(np.ascontiguousarray(np.asarray(codes).T)[None, None], dtype=torch.long,
-                          device=model.device)
+    ids = torch.as_tensor(np.ascontiguousarray(np.asarray(codes).T)[None, None], dtype=torch.long, device=model.device)
     with torch.inference_mode():
         audio = model.audio_encoder.decode(ids, audio_scales=[None]).audio_values
     return np.ascontiguousarray(audio[0].detach().to("cpu", torch.float32).numpy().T)
 
 
 # --- text --------------------------------------------------------------------------------------------
+
 
 def _text_plan(prep: _Prepared, token_ids: np.ndarray) -> tuple[_Plan | None, Any, str | None]:
     import torch
@@ -455,15 +521,25 @@ def _text_plan(prep: _Prepared, token_ids: np.ndarray) -> tuple[_Plan | None, An
         return None, None, f"{width} new tokens where the task allows {max_new}"
     for r, (n, ended) in enumerate(lengths):
         if not ended and not (n == width == max_new):
-            return None, None, (f"row {r} stops after {n} tokens without an end of sequence (the task generates up "
-                                f"to {max_new}): truncated")
+            return (
+                None,
+                None,
+                (
+                    f"row {r} stops after {n} tokens without an end of sequence (the task generates up "
+                    f"to {max_new}): truncated"
+                ),
+            )
     cand = torch.full((width, rows), pad, dtype=torch.long)
     valid = torch.zeros((width, rows), dtype=torch.bool)
     for r, (n, _) in enumerate(lengths):
         cand[:n, r] = torch.as_tensor(tok[r, :n], dtype=torch.long)
         valid[:n, r] = True
-    plan = _Plan(cand=cand, valid=valid, fill=torch.full((width, rows), pad, dtype=torch.long),
-                 index=torch.arange(width)[:, None].expand(width, rows).contiguous())
+    plan = _Plan(
+        cand=cand,
+        valid=valid,
+        fill=torch.full((width, rows), pad, dtype=torch.long),
+        index=torch.arange(width)[:, None].expand(width, rows).contiguous(),
+    )
     return plan, cand.T.contiguous(), None
 
 
@@ -485,17 +561,19 @@ def _text_one_pass(prep: _Prepared, tokens, checker: _Checker) -> None:
     prompt = prep.input_ids
     device = prompt.device
     width = checker.plan.steps
-    full = torch.cat([prompt, tokens[:, :width - 1].to(device)], dim=-1) if width > 1 else prompt
+    full = torch.cat([prompt, tokens[:, : width - 1].to(device)], dim=-1) if width > 1 else prompt
     mask = mk.get("attention_mask")
     if mask is not None:
-        mask = torch.cat([mask, torch.ones((mask.shape[0], full.shape[1] - mask.shape[1]), dtype=mask.dtype,
-                                           device=device)], dim=-1)
+        mask = torch.cat(
+            [mask, torch.ones((mask.shape[0], full.shape[1] - mask.shape[1]), dtype=mask.dtype, device=device)], dim=-1
+        )
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
     else:
         positions = torch.arange(full.shape[1], device=device)[None].expand(full.shape[0], -1)
     with torch.inference_mode():
-        logits = model(input_ids=full, attention_mask=mask, position_ids=positions, use_cache=False,
-                       return_dict=True).logits
+        logits = model(
+            input_ids=full, attention_mask=mask, position_ids=positions, use_cache=False, return_dict=True
+        ).logits
         ids = prompt
         p = prompt.shape[1]
         for t in range(width):
@@ -504,6 +582,7 @@ def _text_one_pass(prep: _Prepared, tokens, checker: _Checker) -> None:
 
 
 # --- one stage ---------------------------------------------------------------------------------------
+
 
 def one_pass_problem(prep: _Prepared) -> str | None:
     """Why one teacher-forced pass does not give generate's logits for this model (None: it
@@ -530,8 +609,9 @@ class Options:
     allow_greedy: bool = False  # explain_divergence only: greedy steps, gaps without draws
 
 
-def _run_stage(stage: str, kind: str, prep: _Prepared, discrete: np.ndarray, state,
-               opts: Options) -> tuple[StageTrace, Any]:
+def _run_stage(
+    stage: str, kind: str, prep: _Prepared, discrete: np.ndarray, state, opts: Options
+) -> tuple[StageTrace, Any]:
     """Check one stage's discrete output against the prepared call; (trace, the full token
     matrix the plan built: MusicGen's delayed sequence, the text rows padded as generate pads)."""
     watch: dict[str, float] = {}
@@ -559,20 +639,39 @@ def _run_stage(stage: str, kind: str, prep: _Prepared, discrete: np.ndarray, sta
         _stepwise_logits(prep, chk, state)
     watch[path] = time.perf_counter() - started
     band = opts.recheck_band
-    if (opts.path == "auto" and path == "one-pass" and band is not None
-            and any(band[0] < f.gap <= band[1] for f in chk.trace_flips)):
+    if (
+        opts.path == "auto"
+        and path == "one-pass"
+        and band is not None
+        and any(band[0] < f.gap <= band[1] for f in chk.trace_flips)
+    ):
         again = time.perf_counter()
         chk = checker()
         _stepwise_logits(prep, chk, state)
         path = "stepwise (re-check)"
         watch["stepwise"] = time.perf_counter() - again
     if chk.t < plan.steps:
-        return StageTrace(stage=stage, path=path, steps=chk.t, positions=chk.positions, flips=chk.trace_flips,
-                          problem=f"generation stopped after {chk.t} of the candidate's {plan.steps} steps",
-                          seconds=watch, greedy=greedy), full
-    return StageTrace(stage=stage, path=path, steps=plan.steps, positions=chk.positions, flips=chk.trace_flips,
-                      closest=None if math.isinf(chk.closest) else chk.closest, seconds=watch, details=chk.details,
-                      greedy=greedy), full
+        return StageTrace(
+            stage=stage,
+            path=path,
+            steps=chk.t,
+            positions=chk.positions,
+            flips=chk.trace_flips,
+            problem=f"generation stopped after {chk.t} of the candidate's {plan.steps} steps",
+            seconds=watch,
+            greedy=greedy,
+        ), full
+    return StageTrace(
+        stage=stage,
+        path=path,
+        steps=plan.steps,
+        positions=chk.positions,
+        flips=chk.trace_flips,
+        closest=None if math.isinf(chk.closest) else chk.closest,
+        seconds=watch,
+        details=chk.details,
+        greedy=greedy,
+    ), full
 
 
 # --- start states ---------------------------------------------------------------------------------------
@@ -615,6 +714,7 @@ def cold_differs(kind: str, task: Any, device: str) -> bool:
 
 # --- the kinds ------------------------------------------------------------------------------------------
 
+
 def replay_support(kind: str, task: Any, device: str = "cpu") -> str | None:
     """Why this task cannot be replayed, before any model is loaded (None: it may be)."""
     from harness.spec.tasks import AudioLDMTask, AudioTask, ChainTask
@@ -633,7 +733,9 @@ def replay_support(kind: str, task: Any, device: str = "cpu") -> str | None:
     return None
 
 
-def _audio_stage(task, candidate: Candidate, loaded, device: str, state, opts: Options, stage: str = "audio") -> StageTrace:
+def _audio_stage(
+    task, candidate: Candidate, loaded, device: str, state, opts: Options, stage: str = "audio"
+) -> StageTrace:
     from harness.engines.musicgen import MusicgenEngine
 
     eng = MusicgenEngine()
@@ -653,8 +755,16 @@ def _audio_stage(task, candidate: Candidate, loaded, device: str, state, opts: O
     return trace
 
 
-def _text_stage(task, token_ids: np.ndarray | None, response: dict | None, loaded, device: str, state, opts: Options,
-                stage: str = "text") -> StageTrace:
+def _text_stage(
+    task,
+    token_ids: np.ndarray | None,
+    response: dict | None,
+    loaded,
+    device: str,
+    state,
+    opts: Options,
+    stage: str = "text",
+) -> StageTrace:
     from harness.digests import digest_json
     from harness.engines.textgen import TextgenEngine, resolved_generation_config, runner_response
 
@@ -669,7 +779,9 @@ def _text_stage(task, token_ids: np.ndarray | None, response: dict | None, loade
     prep = _prepare("gpt", model, {**enc, "generation_config": gen})
     trace, rows = _run_stage(stage, "gpt", prep, np.asarray(token_ids), state, opts)
     if trace.problem is None:
-        built = runner_response(task.model, tokenizer, rows.numpy().astype(np.int64), int(enc["attention_mask"][0].sum()))
+        built = runner_response(
+            task.model, tokenizer, rows.numpy().astype(np.int64), int(enc["attention_mask"][0].sum())
+        )
         if response is None:
             trace.problem = "the candidate sent no response"
         elif digest_json(built) != digest_json(response):
@@ -677,8 +789,9 @@ def _text_stage(task, token_ids: np.ndarray | None, response: dict | None, loade
     return trace
 
 
-def replay_output(kind: str, task: Any, candidate: Candidate, *, device: str = "cpu", cache=None,
-                  options: Options | None = None) -> ReplayTrace:
+def replay_output(
+    kind: str, task: Any, candidate: Candidate, *, device: str = "cpu", cache=None, options: Options | None = None
+) -> ReplayTrace:
     """Replay ``candidate`` against ``task`` on this machine (the validator's own model copy)."""
     from harness.engines.base import ModelCache, get_engine
     from harness.spec.tasks import ChainTask
@@ -692,13 +805,19 @@ def replay_output(kind: str, task: Any, candidate: Candidate, *, device: str = "
     if kind == "audio":
         loaded, _ = cache.get(get_engine("audio"), task, device)
         state = start_state("audio", task, device, opts.start)
-        return ReplayTrace(kind=kind, start=opts.start,
-                           stages=[_audio_stage(task, candidate, loaded, device, state, opts)])
+        return ReplayTrace(
+            kind=kind, start=opts.start, stages=[_audio_stage(task, candidate, loaded, device, state, opts)]
+        )
     if kind == "gpt":
         loaded, _ = cache.get(get_engine("gpt"), task, device)
         state = start_state("gpt", task, device, opts.start)
-        return ReplayTrace(kind=kind, start=opts.start, stages=[_text_stage(
-            task, candidate.arrays.get("token_ids"), candidate.response, loaded, device, state, opts)])
+        return ReplayTrace(
+            kind=kind,
+            start=opts.start,
+            stages=[
+                _text_stage(task, candidate.arrays.get("token_ids"), candidate.response, loaded, device, state, opts)
+            ],
+        )
     assert isinstance(task, ChainTask)
     return _replay_chain(task, candidate, device, cache, opts)
 
@@ -712,8 +831,15 @@ def _replay_chain(task, candidate: Candidate, device: str, cache, opts: Options)
     response = candidate.response or {}
     text_task = text_stage_task(task)
     state = start_state("chain", task, device, opts.start)
-    text = _text_stage(text_task, candidate.arrays.get("text_token_ids"), response.get("text_stage"),
-                       loaded.objects["text"], device, state, opts)
+    text = _text_stage(
+        text_task,
+        candidate.arrays.get("text_token_ids"),
+        response.get("text_stage"),
+        loaded.objects["text"],
+        device,
+        state,
+        opts,
+    )
     stages = [text]
     if text.problem:
         return ReplayTrace(kind="chain", start=opts.start, stages=stages)
@@ -721,14 +847,28 @@ def _replay_chain(task, candidate: Candidate, device: str, cache, opts: Options)
     answer = choices[0]["message"]["content"] if choices else ""
     prompt = answer if answer.strip() else task.description
     audio_task = audio_stage_task(task, prompt)
-    audio_opts = Options(start="warm", path=opts.path, detail_steps=opts.detail_steps,
-                         recheck_band=opts.recheck_band, allow_greedy=opts.allow_greedy)
-    audio = _audio_stage(audio_task, candidate, loaded.objects["audio"], device,
-                         start_state("audio", audio_task, device, "warm"), audio_opts)
+    audio_opts = Options(
+        start="warm",
+        path=opts.path,
+        detail_steps=opts.detail_steps,
+        recheck_band=opts.recheck_band,
+        allow_greedy=opts.allow_greedy,
+    )
+    audio = _audio_stage(
+        audio_task,
+        candidate,
+        loaded.objects["audio"],
+        device,
+        start_state("audio", audio_task, device, "warm"),
+        audio_opts,
+    )
     if audio.problem is None and response.get("audio_prompt") != prompt:
         audio.problem = "the response's audio_prompt is not the text stage's answer"
-    if audio.problem is None and "waveform" in candidate.arrays and \
-            response.get("waveform_sha256") != digest_array(np.asarray(candidate.arrays["waveform"])):
+    if (
+        audio.problem is None
+        and "waveform" in candidate.arrays
+        and response.get("waveform_sha256") != digest_array(np.asarray(candidate.arrays["waveform"]))
+    ):
         audio.problem = "the response's waveform_sha256 is not the waveform's digest"
     stages.append(audio)
     return ReplayTrace(kind="chain", start=opts.start, stages=stages)
@@ -736,8 +876,17 @@ def _replay_chain(task, candidate: Candidate, device: str, cache, opts: Options)
 
 # --- in another CPU kernel set: a fresh process with the level's caps set before torch starts ----------
 
-def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, *, isa: str = "native",
-                     threads: int | None = None, options: Options | None = None, timeout: float = 600) -> dict[str, Any]:
+
+def replay_elsewhere(
+    kind: str,
+    task_doc: dict[str, Any],
+    candidate: Candidate,
+    *,
+    isa: str = "native",
+    threads: int | None = None,
+    options: Options | None = None,
+    timeout: float = 600,
+) -> dict[str, Any]:
     """``replay_output`` in a fresh worker at CPU kernel level ``isa`` (and ``threads``):
     ``{"trace": summary | None, "not_replayable": reason | None, "details": {(stage, step):
     StepDetail}}``."""
@@ -752,16 +901,32 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
     with tempfile.TemporaryDirectory(prefix="harness-replay-") as tmp:
         folder = Path(tmp)
         np.savez(folder / "candidate.npz", **{k: np.asarray(v) for k, v in candidate.arrays.items()})
-        job = {"kind": kind, "task": task_doc, "response": candidate.response, "threads": threads,
-               "options": {"start": opts.start, "path": opts.path, "rows_in_draw_factor": opts.rows_in_draw_factor,
-                           "detail_steps": list(opts.detail_steps), "recheck_band": opts.recheck_band,
-                           "allow_greedy": opts.allow_greedy}}
+        job = {
+            "kind": kind,
+            "task": task_doc,
+            "response": candidate.response,
+            "threads": threads,
+            "options": {
+                "start": opts.start,
+                "path": opts.path,
+                "rows_in_draw_factor": opts.rows_in_draw_factor,
+                "detail_steps": list(opts.detail_steps),
+                "recheck_band": opts.recheck_band,
+                "allow_greedy": opts.allow_greedy,
+            },
+        }
         (folder / "job.json").write_text(json.dumps(job))
         env = dict(os.environ)
         apply_library_env(env)
         env.update(child_environment(isa))
-        proc = subprocess.run([sys.executable, "-m", "harness.execution.replay", str(folder)], env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.execution.replay", str(folder)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
             raise RuntimeError(f"replay worker (isa {isa}) exited with code {proc.returncode}: {tail}")
@@ -773,9 +938,14 @@ def replay_elsewhere(kind: str, task_doc: dict[str, Any], candidate: Candidate, 
                     _, stage, step = name.split("_")
                     key = f"{stage}_{step}"
                     out["details"][(stage, int(step))] = StepDetail(
-                        step=int(step), candidate=npz[f"candidate_{key}"], sampled=npz[f"sampled_{key}"],
-                        valid=npz[f"valid_{key}"], scores=npz[name], kept=npz[f"kept_{key}"],
-                        log_draws=npz[f"logdraws_{key}"] if f"logdraws_{key}" in npz.files else None)
+                        step=int(step),
+                        candidate=npz[f"candidate_{key}"],
+                        sampled=npz[f"sampled_{key}"],
+                        valid=npz[f"valid_{key}"],
+                        scores=npz[name],
+                        kept=npz[f"kept_{key}"],
+                        log_draws=npz[f"logdraws_{key}"] if f"logdraws_{key}" in npz.files else None,
+                    )
         return out
 
 
@@ -797,10 +967,14 @@ def _worker(folder: str) -> int:
     with np.load(path / "candidate.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     o = job["options"]
-    opts = Options(start=o["start"], path=o["path"], rows_in_draw_factor=o["rows_in_draw_factor"],
-                   detail_steps=tuple(o["detail_steps"]),
-                   recheck_band=tuple(o["recheck_band"]) if o["recheck_band"] else None,
-                   allow_greedy=o["allow_greedy"])
+    opts = Options(
+        start=o["start"],
+        path=o["path"],
+        rows_in_draw_factor=o["rows_in_draw_factor"],
+        detail_steps=tuple(o["detail_steps"]),
+        recheck_band=tuple(o["recheck_band"]) if o["recheck_band"] else None,
+        allow_greedy=o["allow_greedy"],
+    )
     task = parse_task(job["task"], job["kind"])
     result: dict[str, Any] = {}
     details: dict[str, np.ndarray] = {}
@@ -810,8 +984,15 @@ def _worker(folder: str) -> int:
         for stage in trace.stages:
             for step, d in stage.details.items():
                 key = f"{stage.stage}_{step}"
-                details.update({f"candidate_{key}": d.candidate, f"sampled_{key}": d.sampled,
-                                f"valid_{key}": d.valid, f"scores_{key}": d.scores, f"kept_{key}": d.kept})
+                details.update(
+                    {
+                        f"candidate_{key}": d.candidate,
+                        f"sampled_{key}": d.sampled,
+                        f"valid_{key}": d.valid,
+                        f"scores_{key}": d.scores,
+                        f"kept_{key}": d.kept,
+                    }
+                )
                 if d.log_draws is not None:
                     details[f"logdraws_{key}"] = d.log_draws
     except NotReplayable as err:

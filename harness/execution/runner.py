@@ -25,8 +25,8 @@ from harness.errors import HarnessError
 from harness.execution.executor import Executor, Job, failure, require_executor
 from harness.execution.local import LocalProcessExecutor
 from harness.execution.protocol import CellPayload, Ready
-from harness.spec.kinds import KINDS
 from harness.execution.schedule import run_jobs
+from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
 from harness.store.receipts import RECEIPT_VERSION
@@ -41,10 +41,19 @@ class RunInterrupted(HarnessError, RuntimeError):
 
 
 def cell_payload(cell: Cell, lint: list[str]) -> CellPayload:
-    return CellPayload(cell_id=cell.cell_id, spec_hash=cell.spec_hash, config_id=cell.config_id,
-                       task_name=cell.task_name, kind=cell.kind, model=_model_of(cell), axes=cell.axes,
-                       task_doc=cell.task_doc, lint=lint, artifact_name=cell.cell_id.replace("/", "__"),
-                       engine=cell.engine)
+    return CellPayload(
+        cell_id=cell.cell_id,
+        spec_hash=cell.spec_hash,
+        config_id=cell.config_id,
+        task_name=cell.task_name,
+        kind=cell.kind,
+        model=_model_of(cell),
+        axes=cell.axes,
+        task_doc=cell.task_doc,
+        lint=lint,
+        artifact_name=cell.cell_id.replace("/", "__"),
+        engine=cell.engine,
+    )
 
 
 def _model_of(cell: Cell) -> str:
@@ -110,24 +119,37 @@ def matrix_digest_of(matrix: Matrix) -> str:
     return digest_json(doc)
 
 
-def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = False, progress: bool = True,
-               executor: Executor | None = None, max_cells: int | None = None, reports_root: Path = Path("reports"),
-               parallel: int | None = None) -> RunSummary:
+def run_matrix(
+    matrix: Matrix,
+    out_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+    max_cells: int | None = None,
+    reports_root: Path = Path("reports"),
+    parallel: int | None = None,
+) -> RunSummary:
     """Run (or resume) a matrix. ``parallel``: CPU workers at once (default: the matrix's
     ``parallel`` key, itself 1 by default); CUDA devices always get one worker each."""
     from harness import __version__
 
     # Importing torch to look for GPUs costs seconds: only when the matrix asks for one.
-    wants_gpu = any(d != "cpu" for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
-                    for d in e.get("device", []) or [])
+    wants_gpu = any(
+        d != "cpu"
+        for e in [matrix.spec.axes.model_dump()] + [t.axes for t in matrix.spec.tasks]
+        for d in e.get("device", []) or []
+    )
     executor = require_executor(LocalProcessExecutor() if executor is None else executor)
     devices = executor.devices() if wants_gpu else ["cpu"]  # a fleet's devices, not the driver's
     cells = expand(matrix, devices, **({"max_cells": max_cells} if max_cells else {}))
     if not cells:
         from harness.spec.matrix import MatrixError
 
-        raise MatrixError(f"matrix {matrix.spec.name!r} expands to no cells (its excludes remove every one, or an "
-                          f"axis is empty): nothing would be tested")
+        raise MatrixError(
+            f"matrix {matrix.spec.name!r} expands to no cells (its excludes remove every one, or an "
+            f"axis is empty): nothing would be tested"
+        )
     if matrix.spec.engine == "node-runner":  # before any run directory exists: one clear line
         from harness.engines.node_runner import require_runner_packages
 
@@ -148,28 +170,48 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         manifest = store.manifest()
         if manifest.matrix_digest not in (matrix_digest, legacy_digest):
             store.unlock()
-            raise StoreError(f"{run_dir}: this run was made from a different matrix; resume it with the same matrix file")
-        here = Manifest(harness_version=__version__, matrix_digest=manifest.matrix_digest,  # checked just above
-                        tiny_models=tiny_models_of(matrix))
+            raise StoreError(
+                f"{run_dir}: this run was made from a different matrix; resume it with the same matrix file"
+            )
+        here = Manifest(
+            harness_version=__version__,
+            matrix_digest=manifest.matrix_digest,  # checked just above
+            tiny_models=tiny_models_of(matrix),
+        )
         try:  # records from another harness or other tiny weights must not be merged into this run
-            check_metadata(manifest, here, CHECKED_ON_MERGE, f"{run_dir}: cannot resume",
-                           "; finish it with the harness and tiny models that began it")
+            check_metadata(
+                manifest,
+                here,
+                CHECKED_ON_MERGE,
+                f"{run_dir}: cannot resume",
+                "; finish it with the harness and tiny models that began it",
+            )
         except StoreError:
             store.unlock()
             raise
     else:
         if (run_dir / "results.jsonl").exists():
             raise StoreError(f"{run_dir}: already holds results; use --resume to finish it or choose another --out")
-        store = RunStore.create(run_dir, Manifest(
-            harness_version=__version__, run_id=run_dir.name, created_at=time.time(),
-            matrix=matrix.to_doc(), matrix_digest=matrix_digest, environment=None,
-            tiny_models=tiny_models_of(matrix), status="running", devices=devices,
-            receipt_version=RECEIPT_VERSION,  # every ok record of this run must carry a receipt
-        ))
+        store = RunStore.create(
+            run_dir,
+            Manifest(
+                harness_version=__version__,
+                run_id=run_dir.name,
+                created_at=time.time(),
+                matrix=matrix.to_doc(),
+                matrix_digest=matrix_digest,
+                environment=None,
+                tiny_models=tiny_models_of(matrix),
+                status="running",
+                devices=devices,
+                receipt_version=RECEIPT_VERSION,  # every ok record of this run must carry a receipt
+            ),
+        )
     summary = RunSummary(run_dir=run_dir, total=len(cells))
     if resume and before == "interrupted":
-        summary.problems.append(f"{run_dir}: the run was interrupted (its manifest said running but no process held "
-                                f"its lock); resuming it")
+        summary.problems.append(
+            f"{run_dir}: the run was interrupted (its manifest said running but no process held its lock); resuming it"
+        )
     if resume:
         store.update_manifest(status="running")
     try:
@@ -182,8 +224,7 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         pending = [c for c in cells if c.cell_id not in done]
         summary.resumed_skipped = len(cells) - len(pending)
         lint = _lint_for(matrix, pending)
-        _execute(store, matrix, pending, lint, summary, executor, progress,
-                 parallel or matrix.spec.parallel)
+        _execute(store, matrix, pending, lint, summary, executor, progress, parallel or matrix.spec.parallel)
         if not store.manifest().environment:  # no worker started (all skipped or done)
             from harness.execution.env import fingerprint
 
@@ -191,21 +232,40 @@ def run_matrix(matrix: Matrix, out_dir: Path | None = None, *, resume: bool = Fa
         store.update_manifest(status="complete", finished_at=time.time())
     except OSError as err:  # a full disk can strike any write: job files, logs, the manifest
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StoreError(f"{store.path}: disk full while writing the run; finished records are kept; "
-                             f"free space and finish with --resume") from None
+            raise StoreError(
+                f"{store.path}: disk full while writing the run; finished records are kept; "
+                f"free space and finish with --resume"
+            ) from None
         raise
     except KeyboardInterrupt:
         store.update_manifest(status="interrupted")
-        raise RunInterrupted(f"interrupted; finished records are kept in {run_dir}; finish with "
-                             f"`harness run MATRIX --resume --out {run_dir}`") from None
+        raise RunInterrupted(
+            f"interrupted; finished records are kept in {run_dir}; finish with "
+            f"`harness run MATRIX --resume --out {run_dir}`"
+        ) from None
     finally:
         store.unlock()
     return summary
 
 
-def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[str, list[str]], summary: RunSummary,
-             executor: Executor, progress: bool, parallel: int) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _execute(
+    store: RunStore,
+    matrix: Matrix,
+    pending: list[Cell],
+    lint: dict[str, list[str]],
+    summary: RunSummary,
+    executor: Executor,
+    progress: bool,
+    parallel: int,
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from harness.execution.nodes import NodeBook
 
@@ -217,8 +277,10 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
             store.append(rec)
         except OSError as err:
             if err.errno == errno.ENOSPC:
-                raise StoreError(f"{store.path}: disk full while writing results.jsonl; finished records are kept; "
-                                 f"free space and finish with --resume") from None
+                raise StoreError(
+                    f"{store.path}: disk full while writing results.jsonl; finished records are kept; "
+                    f"free space and finish with --resume"
+                ) from None
             raise
         summary.executed += 1
         summary.statuses[rec.status] = summary.statuses.get(rec.status, 0) + 1
@@ -228,8 +290,15 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
         """The environment is the one the workers really ran in (recorded once per node)."""
         nodes.on_ready(event)
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("failed {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failures]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task_id = bar.add_task(matrix.spec.name, total=len(pending), failures=0)
         runnable = []
@@ -244,9 +313,14 @@ def _execute(store: RunStore, matrix: Matrix, pending: list[Cell], lint: dict[st
             job.cores_shared = job.device == "cpu" and parallel > 1 and cpu_jobs > 1
         started = time.time()
         stats = run_jobs(jobs, executor.run, lambda job: executor.slot(job, parallel), write, on_ready, executor.stop)
-    session = {**executor.describe(), "parallel": parallel,
-               "jobs": stats.jobs, "max_concurrent_workers": stats.max_concurrent, "started_at": started,
-               "wall_s": round(time.time() - started, 3)}
+    session = {
+        **executor.describe(),
+        "parallel": parallel,
+        "jobs": stats.jobs,
+        "max_concurrent_workers": stats.max_concurrent,
+        "started_at": started,
+        "wall_s": round(time.time() - started, 3),
+    }
     store.update_manifest(execution=[*(store.manifest().execution or []), session])
 
 
@@ -258,9 +332,28 @@ def _jobs(store: RunStore, matrix: Matrix, runnable: list[Cell], lint: dict[str,
         groups.setdefault((*cell.group_key, cell.axes.worker), []).append(cell)
     jobs = []
     for (device, profile, isa, tf32, worker), group in groups.items():
-        group.sort(key=lambda c: (c.task_doc.get("model", ""), c.axes.dtype, str(c.axes.quantize_bits), c.task_name,
-                                  c.axes.threads or 0, c.axes.batch_size, c.axes.seed, c.axes.repeat))
-        jobs.append(Job(str(store.path), device, profile, worker,
-                        [cell_payload(c, lint.get(c.cell_id, [])) for c in group], matrix.spec.timeout_s,
-                        isa=isa, tf32=tf32))
+        group.sort(
+            key=lambda c: (
+                c.task_doc.get("model", ""),
+                c.axes.dtype,
+                str(c.axes.quantize_bits),
+                c.task_name,
+                c.axes.threads or 0,
+                c.axes.batch_size,
+                c.axes.seed,
+                c.axes.repeat,
+            )
+        )
+        jobs.append(
+            Job(
+                str(store.path),
+                device,
+                profile,
+                worker,
+                [cell_payload(c, lint.get(c.cell_id, [])) for c in group],
+                matrix.spec.timeout_s,
+                isa=isa,
+                tf32=tf32,
+            )
+        )
     return jobs

@@ -52,9 +52,15 @@ class ScheduleStats:
 Callback = Callable[[dict[str, Any]], None]
 
 
-def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Callback, Callback], None], slot_of: Callable[[Any], Slot],
-             on_record: Callback, on_ready: Callback, stop: Callable[[], None] = lambda: None,
-             poll_s: float = 0.2) -> ScheduleStats:
+def run_jobs(
+    jobs: Sequence[Any],
+    run_one: Callable[[Any, Callback, Callback], None],
+    slot_of: Callable[[Any], Slot],
+    on_record: Callback,
+    on_ready: Callback,
+    stop: Callable[[], None] = lambda: None,
+    poll_s: float = 0.2,
+) -> ScheduleStats:
     """Run every job through ``run_one(job, on_record, on_ready)``, in order, as many at once
     as their slots allow. ``stop`` ends live workers after an interrupt or an error."""
     stats = ScheduleStats(jobs=len(jobs))
@@ -68,6 +74,7 @@ def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Callback, Callback], N
             with lock:
                 if not stopping.is_set():
                     callback(event)
+
         return call
 
     record, ready = serialised(on_record), serialised(on_ready)

@@ -20,8 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.execution.protocol import Done, Ready, RecordEvent, Start, WorkerJob, event_line
 from harness.execution import quiet_logs
+from harness.execution.protocol import Done, Ready, RecordEvent, Start, WorkerJob, event_line
 
 
 def _one_line(err: BaseException) -> str:
@@ -93,9 +93,9 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     from harness.engines.base import ModelCache
     from harness.execution.execute import execute
     from harness.models.loading import ModelNotFound, UnsupportedConfiguration
+    from harness.spec.tasks import TaskError, parse_task
     from harness.store.records import Record
     from harness.store.run import RunStore
-    from harness.spec.tasks import TaskError, parse_task
 
     def emit(event: Ready | Start | RecordEvent | Done) -> None:
         proto.write(event_line(event))
@@ -124,17 +124,35 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
             _maybe_fault(cell.cell_id)
             task = parse_task(cell.task_doc, cell.kind)
             axes = cell.axes
-            ex = execute(task, cell.kind, axes.device, cache, threads=axes.threads, profile=axes.profile,
-                         batch_size=axes.batch_size, load=axes.load, engine=cell.engine, tf32=axes.tf32)
+            ex = execute(
+                task,
+                cell.kind,
+                axes.device,
+                cache,
+                threads=axes.threads,
+                profile=axes.profile,
+                batch_size=axes.batch_size,
+                load=axes.load,
+                engine=cell.engine,
+                tf32=axes.tf32,
+            )
             ex.determinism["kernels"] = environment["kernels"]
             digests = ex.output.digests()
             artifact = store.write_artifact(cell.artifact_name, ex.output.arrays)
-            record = {**base, "status": "ok", "digests": digests, "artifact": artifact, "timings": ex.timings,
-                      "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
-                      "warnings": ex.warnings[:20], "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
-                      "output": {**ex.output.describe(), **({"response": ex.output.response} if ex.output.response else {})},
-                      "model_meta": {**ex.model_meta, "model_files_sha256": _model_files(cell.task_doc, folders)},
-                      "determinism": ex.determinism}
+            record = {
+                **base,
+                "status": "ok",
+                "digests": digests,
+                "artifact": artifact,
+                "timings": ex.timings,
+                "peak_memory_bytes": ex.peak_memory_bytes,
+                "memory_kind": ex.memory_kind,
+                "warnings": ex.warnings[:20],
+                "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
+                "output": {**ex.output.describe(), **({"response": ex.output.response} if ex.output.response else {})},
+                "model_meta": {**ex.model_meta, "model_files_sha256": _model_files(cell.task_doc, folders)},
+                "determinism": ex.determinism,
+            }
             record["receipt"] = _receipt(record, cell.task_doc, environment, digests)
         except (UnsupportedConfiguration, ModelNotFound) as err:
             record = {**base, "status": "skipped", "reason": _one_line(err)}
@@ -158,8 +176,14 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
         try:
             typed = Record.model_validate(record)
         except ValueError as err:  # a record the store would refuse: the cell failed, the worker goes on
-            typed = Record.model_validate({**base, "status": "failed", "finished_at": record["finished_at"],
-                                           "reason": f"invalid record ({_one_line(err)})"})
+            typed = Record.model_validate(
+                {
+                    **base,
+                    "status": "failed",
+                    "finished_at": record["finished_at"],
+                    "reason": f"invalid record ({_one_line(err)})",
+                }
+            )
         emit(RecordEvent(record=typed))
         quiet_logs.flush_repeats()
     emit(Done())
@@ -197,8 +221,9 @@ def _model_files(task_doc: dict[str, Any], cache: dict[str, str | None]) -> dict
     return out
 
 
-def _receipt(record: dict[str, Any], task_doc: dict[str, Any], environment: dict[str, Any],
-             digests: dict[str, str]) -> dict[str, Any]:
+def _receipt(
+    record: dict[str, Any], task_doc: dict[str, Any], environment: dict[str, Any], digests: dict[str, str]
+) -> dict[str, Any]:
     from harness import __version__
     from harness.store.receipts import link_values, make_receipt
 

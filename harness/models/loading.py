@@ -66,7 +66,9 @@ def _resolve_hf_cache(repo_id: str) -> ResolvedModel:
     try:
         path = snapshot_download(repo_id, local_files_only=True)
     except HFValidationError:
-        raise ModelNotFound(f"model {repo_id!r} is not a tiny: model, a local folder, or a valid Hugging Face id") from None
+        raise ModelNotFound(
+            f"model {repo_id!r} is not a tiny: model, a local folder, or a valid Hugging Face id"
+        ) from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -106,8 +108,13 @@ class QuantizationReport:
     skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bits": self.bits, "backend": self.backend, "quantized_layers": self.quantized_layers,
-                "linear_layers": self.linear_layers, "skipped_examples": self.skipped[:8]}
+        return {
+            "bits": self.bits,
+            "backend": self.backend,
+            "quantized_layers": self.quantized_layers,
+            "linear_layers": self.linear_layers,
+            "skipped_examples": self.skipped[:8],
+        }
 
 
 def quantization_config(bits: int | None, device: str):
@@ -176,16 +183,18 @@ def load_pretrained(cls, path: str, **kwargs):
     """``cls.from_pretrained`` whose safe-default refusals name the switch that lifts them."""
     try:
         return cls.from_pretrained(path, **kwargs)
-    except (ValueError, OSError, EnvironmentError) as err:
+    except (ValueError, OSError) as err:
         text = str(err)
         if "trust_remote_code" in text or "custom code" in text:
             raise UnsupportedConfiguration(
                 f"{path}: the model needs its own Python code, which this harness never runs by default "
-                f"(set HARNESS_TRUST_REMOTE_CODE=1 only for code you trust)") from None
+                f"(set HARNESS_TRUST_REMOTE_CODE=1 only for code you trust)"
+            ) from None
         if "safetensors" in text or "no file named" in text.lower():
             raise UnsupportedConfiguration(
                 f"{path}: no safetensors weights; pickled weights (.bin) can run code when loaded and are refused "
-                f"(set HARNESS_ALLOW_PICKLE_WEIGHTS=1 only for files you trust)") from None
+                f"(set HARNESS_ALLOW_PICKLE_WEIGHTS=1 only for files you trust)"
+            ) from None
         raise
 
 
@@ -196,7 +205,17 @@ def read_config(path: str):
 
 
 __all__ = [
-    "ModelNotFound", "UnsupportedConfiguration", "ResolvedModel", "QuantizationReport", "resolve_model",
-    "resolve_dtype", "torch_dtype", "quantization_config", "count_quantized", "load_kwargs", "load_pretrained", "read_config",
+    "ModelNotFound",
+    "QuantizationReport",
+    "ResolvedModel",
+    "UnsupportedConfiguration",
+    "count_quantized",
+    "load_kwargs",
+    "load_pretrained",
+    "quantization_config",
+    "read_config",
+    "resolve_dtype",
+    "resolve_model",
+    "torch_dtype",
     "weights_digest",
 ]

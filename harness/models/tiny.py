@@ -25,6 +25,7 @@ from harness.models.seeded import _WORDS, TINY_SEED, byte_level_bpe, seeded_fill
 TINY_BUILDER_VERSION = 1
 TINY_NAMES = ("musicgen", "gpt2", "audioldm")
 
+
 def cache_root() -> Path:
     """Where built tiny models live: $CONSENSUS_HARNESS_HOME or ~/.cache/consensus-harness."""
     env = os.environ.get("CONSENSUS_HARNESS_HOME")
@@ -60,8 +61,16 @@ def build_gpt2(out: Path) -> None:
     tok.model_max_length = 256
     eos = vocab["<|endoftext|>"]
     cfg = GPT2Config(
-        vocab_size=len(vocab), n_positions=256, n_embd=64, n_layer=2, n_head=4,
-        bos_token_id=eos, eos_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=len(vocab),
+        n_positions=256,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     model = GPT2LMHeadModel(cfg).eval()
     seeded_fill(model, TINY_SEED)
@@ -82,27 +91,52 @@ def _t5_tokenizer():
 
 def build_musicgen(out: Path) -> None:
     from transformers import (
-        EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration, MusicgenProcessor, T5Config,
+        EncodecConfig,
+        EncodecFeatureExtractor,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+        T5Config,
     )
 
     codebook_size = 256
     tok = _t5_tokenizer()
     text = T5Config(
-        vocab_size=max(len(tok), codebook_size + 1), d_model=64, d_kv=16, d_ff=128,
-        num_layers=1, num_heads=4, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+        vocab_size=max(len(tok), codebook_size + 1),
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=1,
+        num_heads=4,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
         decoder_start_token_id=0,
     )
     # frame rate 16000 / (8*5*4*2) = 50 Hz; 1000*1.6 // (50*8) = 4 codebooks
     audio = EncodecConfig(
-        sampling_rate=16000, target_bandwidths=[1.6], codebook_size=codebook_size, codebook_dim=64,
-        hidden_size=64, num_filters=8, num_residual_layers=1, upsampling_ratios=[8, 5, 4, 2],
+        sampling_rate=16000,
+        target_bandwidths=[1.6],
+        codebook_size=codebook_size,
+        codebook_dim=64,
+        hidden_size=64,
+        num_filters=8,
+        num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 2],
         num_lstm_layers=1,
     )
     dec = MusicgenDecoderConfig(
-        vocab_size=codebook_size, max_position_embeddings=1024, num_hidden_layers=2, ffn_dim=128,
-        num_attention_heads=4, hidden_size=64, num_codebooks=4, dropout=0.0,
-        pad_token_id=codebook_size, bos_token_id=codebook_size,
+        vocab_size=codebook_size,
+        max_position_embeddings=1024,
+        num_hidden_layers=2,
+        ffn_dim=128,
+        num_attention_heads=4,
+        hidden_size=64,
+        num_codebooks=4,
+        dropout=0.0,
+        pad_token_id=codebook_size,
+        bos_token_id=codebook_size,
     )
     cfg = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=dec.to_dict())
     model = MusicgenForConditionalGeneration(cfg).eval()
@@ -152,8 +186,12 @@ def ensure_tiny(name: str) -> Path:
 
         with torch.random.fork_rng(devices=[]):  # the builder must not disturb the caller's RNG
             BUILDERS[name](tmp)
-        info = {"name": name, "builder_version": TINY_BUILDER_VERSION, "seed": TINY_SEED,
-                "weights_sha256": weights_digest(tmp)}
+        info = {
+            "name": name,
+            "builder_version": TINY_BUILDER_VERSION,
+            "seed": TINY_SEED,
+            "weights_sha256": weights_digest(tmp),
+        }
         (tmp / "tiny-model.json").write_text(json.dumps(info, indent=2) + "\n")
         try:
             os.replace(tmp, target)  # another process may have won the race: theirs is identical
@@ -182,8 +220,10 @@ def _check_cached(target: Path, marker: Path) -> None:
     info = json.loads(marker.read_text())
     actual = weights_digest(target)
     if actual != info.get("weights_sha256"):
-        raise TinyCacheCorrupted(f"{target}: cached tiny model weights changed (sha256 {actual[:16]}... != built "
-                                 f"{str(info.get('weights_sha256'))[:16]}...); delete the folder to rebuild it")
+        raise TinyCacheCorrupted(
+            f"{target}: cached tiny model weights changed (sha256 {actual[:16]}... != built "
+            f"{str(info.get('weights_sha256'))[:16]}...); delete the folder to rebuild it"
+        )
     _CHECKED.add(key)
 
 

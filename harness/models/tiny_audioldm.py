@@ -26,7 +26,18 @@ UPSAMPLE_RATES = (5, 4, 2, 2, 2)  # product 160 = hop length, as in cvssp/audiol
 TEXT_MAX_LENGTH = 128
 PROJECTION_DIM = 64
 # Words of the PaddleMIX seed's negative prompt, so it tokenizes into words, not bytes.
-_EXTRA_WORDS = "low quality average muffled noise interference poor grade inaudible fidelity".split()
+_EXTRA_WORDS = [
+    "low",
+    "quality",
+    "average",
+    "muffled",
+    "noise",
+    "interference",
+    "poor",
+    "grade",
+    "inaudible",
+    "fidelity",
+]
 # Component seeds: TINY_SEED plus a fixed offset each (never reorder).
 _SEED_OFFSETS = {"text_encoder": 1, "unet": 2, "vae": 3, "vocoder": 4}
 
@@ -57,22 +68,37 @@ def build_audioldm(out: Path) -> None:
 
     tok = _tokenizer()
     text_cfg = ClapTextConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-        num_attention_heads=4, max_position_embeddings=TEXT_MAX_LENGTH + 2, projection_dim=PROJECTION_DIM,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, layer_norm_eps=1e-5,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=TEXT_MAX_LENGTH + 2,
+        projection_dim=PROJECTION_DIM,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
     )
     text_encoder = ClapTextModelWithProjection(text_cfg).eval()
     seeded_fill(text_encoder, TINY_SEED + _SEED_OFFSETS["text_encoder"])
 
     block_out = (16, 32)
     unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=block_out, layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+        block_out_channels=block_out,
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
         cross_attention_dim=block_out,  # no text cross-attention: AudioLDM conditions via FiLM
-        class_embed_type="simple_projection", projection_class_embeddings_input_dim=PROJECTION_DIM,
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=PROJECTION_DIM,
         class_embeddings_concat=True,
     ).eval()
     seeded_fill(unet, TINY_SEED + _SEED_OFFSETS["unet"])
@@ -83,29 +109,46 @@ def build_audioldm(out: Path) -> None:
         unet.class_embedding.weight.mul_(float(PROJECTION_DIM) ** 0.5)
 
     vae = AutoencoderKL(
-        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1, norm_num_groups=8, sample_size=256, scaling_factor=1.0,
+        in_channels=1,
+        out_channels=1,
+        latent_channels=4,
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=256,
+        scaling_factor=1.0,
     ).eval()  # vae_scale_factor 4, as in cvssp/audioldm
     seeded_fill(vae, TINY_SEED + _SEED_OFFSETS["vae"])
 
     vocoder_cfg = SpeechT5HifiGanConfig(
-        model_in_dim=MEL_BINS, sampling_rate=SAMPLING_RATE, upsample_initial_channel=64,
-        upsample_rates=list(UPSAMPLE_RATES), upsample_kernel_sizes=[16, 16, 8, 4, 4],
-        resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
+        model_in_dim=MEL_BINS,
+        sampling_rate=SAMPLING_RATE,
+        upsample_initial_channel=64,
+        upsample_rates=list(UPSAMPLE_RATES),
+        upsample_kernel_sizes=[16, 16, 8, 4, 4],
+        resblock_kernel_sizes=[3, 7],
+        resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
         normalize_before=False,  # as cvssp/audioldm; its mean/scale buffers stay unused
     )
     vocoder = SpeechT5HifiGan(vocoder_cfg).eval()
     seeded_fill(vocoder, TINY_SEED + _SEED_OFFSETS["vocoder"])
 
     scheduler = DDIMScheduler(  # cvssp/audioldm's scheduler settings
-        num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+        num_train_timesteps=1000,
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     with torch.no_grad():
-        pipe = AudioLDMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet,
-                                scheduler=scheduler, vocoder=vocoder)
+        pipe = AudioLDMPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler, vocoder=vocoder
+        )
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-__all__ = ["build_audioldm", "MEL_BINS", "SAMPLING_RATE", "UPSAMPLE_RATES"]
+__all__ = ["MEL_BINS", "SAMPLING_RATE", "UPSAMPLE_RATES", "build_audioldm"]

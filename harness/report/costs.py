@@ -27,15 +27,27 @@ def render_cost_table(rows: Sequence[CostRow]) -> str:
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
         mark = row.mark.strip()
         change = "-" if row.change is None else row.change.text
-        table.append([mark, row.key, fmt_seconds(row.baseline_median), fmt_seconds(row.current_median), ratio, change,
-                      "; ".join(notes) or "-"])
+        table.append(
+            [
+                mark,
+                row.key,
+                fmt_seconds(row.baseline_median),
+                fmt_seconds(row.current_median),
+                ratio,
+                change,
+                "; ".join(notes) or "-",
+            ]
+        )
     lines = md_table((head, table), empty="_No configurations._")[:-1]
     counts = {m: sum(1 for r in rows if r.mark == m) for m in MARK_LEGEND}
     failed_checks = sum(1 for r in rows if r.regressed)
     tested = [r.change for r in rows if r.change is not None and r.change.verdict != "no samples"]
     quiet = sum(1 for c in tested if not c.changed)
     summary = ", ".join(f"{counts[m]} {m} ({MARK_LEGEND[m].split(' (')[0]})" for m in MARK_LEGEND)
-    lines += ["", *([SIGNIFICANCE_NOTE + ".", ""] if tested else []),
-              f"{len(rows)} configurations: {summary}; {failed_checks} with failed checks; "
-              f"{len(tested)} tested, {quiet} not significant."]
+    lines += [
+        "",
+        *([SIGNIFICANCE_NOTE + ".", ""] if tested else []),
+        f"{len(rows)} configurations: {summary}; {failed_checks} with failed checks; "
+        f"{len(tested)} tested, {quiet} not significant.",
+    ]
     return "\n".join(lines) + "\n"

@@ -30,8 +30,15 @@ LEVEL_MEANING = {
     "untested": "nothing to compare",
 }
 #: colour-blind-safe (ColorBrewer RdYlBu, 5 classes) plus purple for failed, grey for untested
-PALETTE = {"bitwise": "#2c7bb6", "tokens": "#abd9e9", "tolerance": "#ffffbf", "perceptual": "#fdae61",
-           "divergent": "#d7191c", "failed": "#542788", "untested": "#d9d9d9"}
+PALETTE = {
+    "bitwise": "#2c7bb6",
+    "tokens": "#abd9e9",
+    "tolerance": "#ffffbf",
+    "perceptual": "#fdae61",
+    "divergent": "#d7191c",
+    "failed": "#542788",
+    "untested": "#d9d9d9",
+}
 DARK_TEXT = {"tokens", "tolerance", "perceptual", "untested"}  # light fills: dark text, else white
 EXTRA_COLUMNS = ("seed", "dtype")  # seed sensitivity, dtype drift
 #: the mark on a cell whose pairs decided its configuration's not_ready verdict
@@ -63,8 +70,13 @@ def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
     s = c.dimensions.get(dim)
     if s and s.pairs and s.worst:
         if dim in c.decided_by:  # the pairs that decided a not_ready verdict: marked, and why
-            return MapCell(c.config_id, dim, s.worst, f"{s.worst} {DECIDES}",
-                           f"{dim}: {_counts(s)}; decides the verdict: {c.reason}")
+            return MapCell(
+                c.config_id,
+                dim,
+                s.worst,
+                f"{s.worst} {DECIDES}",
+                f"{dim}: {_counts(s)}; decides the verdict: {c.reason}",
+            )
         return MapCell(c.config_id, dim, s.worst, s.worst, f"{dim}: {_counts(s)}")
     if c.verdict == "failed":
         return MapCell(c.config_id, dim, "failed", "failed", f"{dim}: cells failed, nothing compared")
@@ -75,7 +87,9 @@ def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
 def _seed_cell(c: ConfigResult) -> MapCell:
     note = f" ({c.seed_note})" if c.seed_note else ""
     if c.seed_sensitive is True:
-        return MapCell(c.config_id, "seed", "bitwise", "sensitive", f"seed: different seeds give different outputs{note}")
+        return MapCell(
+            c.config_id, "seed", "bitwise", "sensitive", f"seed: different seeds give different outputs{note}"
+        )
     if c.seed_sensitive is False:
         return MapCell(c.config_id, "seed", "divergent", "no effect", f"seed: the seed has no effect{note}")
     return MapCell(c.config_id, "seed", "untested", "untested", "seed: one seed only, nothing compared")
@@ -111,5 +125,6 @@ def verdict_map(a: Analysis) -> tuple[list[str], list[tuple[ConfigResult, list[M
 def map_table(a: Analysis) -> tuple[list[str], list[list[str]]]:
     """The map as a plain table (Markdown): the level written in each cell."""
     columns, rows = verdict_map(a)
-    return ["Config", "Verdict", *columns], [[c.config_id, c.verdict, *(cell.label for cell in cells)]
-                                             for c, cells in rows]
+    return ["Config", "Verdict", *columns], [
+        [c.config_id, c.verdict, *(cell.label for cell in cells)] for c, cells in rows
+    ]

@@ -45,7 +45,6 @@ from harness.analysis.summary import ordered_dimensions
 from harness.store.files import atomic_write_bytes
 from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, LEVEL_MEANING
 
-
 Outcome = Literal["passed", "failure", "error", "skipped"]
 #: characters XML 1.0 cannot hold (a library's error text may carry them)
 _INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -106,8 +105,9 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
 
     phrase = DIMENSIONS[dim].phrase if dim in DIMENSIONS else f"the {dim} dimension changes"
     levels = ", ".join(f"{k} {v}" for k, v in s.levels.items())
-    lines = [f"{dim}: {s.worst} ({LEVEL_MEANING.get(s.worst or '', s.worst)}) when {phrase}; "
-             f"{s.pairs} pair(s): {levels}"]
+    lines = [
+        f"{dim}: {s.worst} ({LEVEL_MEANING.get(s.worst or '', s.worst)}) when {phrase}; {s.pairs} pair(s): {levels}"
+    ]
     if s.first_divergence:
         lines.append(f"first divergent step: {min(s.first_divergence)}")
     for finding, n in s.findings.items():
@@ -147,6 +147,7 @@ def dimension_verdict(c: ConfigResult, dim: str, s: DimensionSummary) -> tuple[s
 
 # --- harness run / report -------------------------------------------------------------------------
 
+
 def judged_dimensions(a: Analysis) -> list[str]:
     """The judged dimensions the run compares at all (pairs in some configuration)."""
     judged = ordered_dimensions(a.verdict_dimensions or DEFAULT_JUDGED)
@@ -173,8 +174,7 @@ def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bo
                 case.outcome, case.message, case.text = "skipped", f"failed, not gated: {c.reason}", text
             continue
         if s is None or not s.pairs:
-            why = (f"untested: nothing to compare in {dim}" if dim != "verdict"
-                   else f"{c.verdict}: {c.reason}")
+            why = f"untested: nothing to compare in {dim}" if dim != "verdict" else f"{c.verdict}: {c.reason}"
             case.outcome, case.message, case.text = "skipped", why, "\n".join(head)
             continue
         lines = dimension_lines(c, dim, s, example_of(a, c.config_id, dim))
@@ -189,12 +189,23 @@ def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bo
         else:
             note = ""
             if c.verdict not in ACCEPTED:  # passed: this dimension is not why, or the verdict is not gated
-                note = (f"\n(this dimension alone: {alone}; the {c.verdict} verdict rests on the others)" if gate_failed
-                        else f"\n(verdict {c.verdict}, not gated: fail_on is {', '.join(a.gate_rules)})")
+                note = (
+                    f"\n(this dimension alone: {alone}; the {c.verdict} verdict rests on the others)"
+                    if gate_failed
+                    else f"\n(verdict {c.verdict}, not gated: fail_on is {', '.join(a.gate_rules)})"
+                )
             case.out = "\n".join(lines) + note
     if gate_failed and not any(x.outcome in ("failure", "error") for x in cases):
-        cases.append(Case(classname=classname, name="gate", outcome="failure", type=c.verdict,
-                          message=f"gate failed: {gate_reason}", text="\n".join(head + [f"gate: {gate_reason}"])))
+        cases.append(
+            Case(
+                classname=classname,
+                name="gate",
+                outcome="failure",
+                type=c.verdict,
+                message=f"gate failed: {gate_reason}",
+                text="\n".join(head + [f"gate: {gate_reason}"]),
+            )
+        )
     return cases
 
 
@@ -217,8 +228,11 @@ def failure_text(a: Analysis, config_id: str) -> str | None:
     if g is not None and not g.passed:
         lines.append(f"{config_id}: {g.reason}")
         for case in failed:
-            body = [line for line in case.text.splitlines()
-                    if not line.startswith(("configuration:", "verdict:", "reason:", "gate:"))]
+            body = [
+                line
+                for line in case.text.splitlines()
+                if not line.startswith(("configuration:", "verdict:", "reason:", "gate:"))
+            ]
             lines += [f"  {line}" for line in body]
     if evidence is not None and not evidence.passed:
         lines.append(f"evidence: {evidence.reason}")
@@ -229,8 +243,9 @@ def run_suite(a: Analysis) -> Suite:
     """The run's testcases: configurations x judged dimensions, failed gates, the evidence gate."""
     gates = {g.config_id: g for g in a.gates}
     dims = judged_dimensions(a)
-    suite = Suite(name=f"harness run {a.matrix}", properties=_run_properties(a, dims),
-                  out=a.summary.headline if a.summary else "")
+    suite = Suite(
+        name=f"harness run {a.matrix}", properties=_run_properties(a, dims), out=a.summary.headline if a.summary else ""
+    )
     for c in a.configs:
         g = gates.get(c.config_id)
         suite.cases += _config_cases(a, c, dims, bool(g and not g.passed), g.reason if g else "")
@@ -247,8 +262,14 @@ def run_suite(a: Analysis) -> Suite:
 
 
 def _run_properties(a: Analysis, dims: list[str]) -> dict[str, str]:
-    props = {"run_id": a.run_id, "matrix": a.matrix, "harness_version": a.harness_version or "",
-             "judged_dimensions": ",".join(dims), "fail_on": ",".join(a.gate_rules), "records": str(a.records)}
+    props = {
+        "run_id": a.run_id,
+        "matrix": a.matrix,
+        "harness_version": a.harness_version or "",
+        "judged_dimensions": ",".join(dims),
+        "fail_on": ",".join(a.gate_rules),
+        "records": str(a.records),
+    }
     if a.summary:
         props["environment"] = a.summary.environment
         props["verdicts"] = ", ".join(f"{k} {v}" for k, v in sorted(a.summary.verdicts.items()))
@@ -261,16 +282,28 @@ def render_run(a: Analysis) -> bytes:
 
 # --- harness certify ------------------------------------------------------------------------------
 
-def certificate_suite(cert: "Certificate") -> Suite:
+
+def certificate_suite(cert: Certificate) -> Suite:
     matrix = cert.reference.matrix
-    suite = Suite(name=f"harness certify {matrix}", out=cert.summary,
-                  properties={"reference": cert.reference.source, "reference_run_id": cert.reference.run_id,
-                              "candidate_run_id": cert.candidate.run_id, "match": cert.match,
-                              "harness_version": cert.harness_version, "passed": str(cert.passed).lower()})
+    suite = Suite(
+        name=f"harness certify {matrix}",
+        out=cert.summary,
+        properties={
+            "reference": cert.reference.source,
+            "reference_run_id": cert.reference.run_id,
+            "candidate_run_id": cert.candidate.run_id,
+            "match": cert.match,
+            "harness_version": cert.harness_version,
+            "passed": str(cert.passed).lower(),
+        },
+    )
     for c in cert.configs:
         case = Case(classname=matrix, name=c.config_id)
-        lines = [f"verdict: {c.verdict}", f"reason: {c.reason}",
-                 f"levels: {', '.join(f'{k} {v}' for k, v in c.levels.items()) or '-'} (worst {c.worst})"]
+        lines = [
+            f"verdict: {c.verdict}",
+            f"reason: {c.reason}",
+            f"levels: {', '.join(f'{k} {v}' for k, v in c.levels.items()) or '-'} (worst {c.worst})",
+        ]
         if c.first_divergence is not None:
             lines.append(f"first divergent step: {c.first_divergence}")
         if c.worst_pair:
@@ -286,34 +319,59 @@ def certificate_suite(cert: "Certificate") -> Suite:
         suite.cases.append(case)
     for line in cert.not_certified:
         config_id, _, why = line.partition(": ")
-        suite.cases.append(Case(classname=matrix, name=config_id, outcome="skipped", message=f"not certified: {why or line}"))
+        suite.cases.append(
+            Case(classname=matrix, name=config_id, outcome="skipped", message=f"not certified: {why or line}")
+        )
     if not cert.passed and all(c.verdict == "pass" for c in cert.configs):
         # no configuration compared, or the candidate's own evidence is broken
-        suite.cases.append(Case(classname=matrix, name="certificate", outcome="failure", type="not_certified",
-                                message=cert.summary, text="\n".join([cert.summary, *cert.problems[:50]])))
+        suite.cases.append(
+            Case(
+                classname=matrix,
+                name="certificate",
+                outcome="failure",
+                type="not_certified",
+                message=cert.summary,
+                text="\n".join([cert.summary, *cert.problems[:50]]),
+            )
+        )
     return suite
 
 
-def render_certificate(cert: "Certificate") -> bytes:
+def render_certificate(cert: Certificate) -> bytes:
     return render([certificate_suite(cert)], name=f"harness certify {cert.reference.matrix}")
 
 
 # --- harness compare ------------------------------------------------------------------------------
 
-def compare_suite(result: "CrossRunResult", verdicts: dict[str, tuple[str, str]],
-                  cost_rows: Sequence[Any] | None = None, checks: Sequence[str] = ()) -> Suite:
+
+def compare_suite(
+    result: CrossRunResult,
+    verdicts: dict[str, tuple[str, str]],
+    cost_rows: Sequence[Any] | None = None,
+    checks: Sequence[str] = (),
+) -> Suite:
     """``verdicts``: config id -> (pass | pass_with_tolerance | fail, reason), as certification
     judges B against A; ``cost_rows``: CostRow objects of the cost comparison (with ``checks``)."""
     matrix = result.a.matrix
-    suite = Suite(name=f"harness compare {result.a.run_id} {result.b.run_id}",
-                  properties={"a": result.a.source, "b": result.b.source, "a_run_id": result.a.run_id,
-                              "b_run_id": result.b.run_id, "match": result.match,
-                              "environment_differs": ",".join(result.environment_differs)})
+    suite = Suite(
+        name=f"harness compare {result.a.run_id} {result.b.run_id}",
+        properties={
+            "a": result.a.source,
+            "b": result.b.source,
+            "a_run_id": result.a.run_id,
+            "b_run_id": result.b.run_id,
+            "match": result.match,
+            "environment_differs": ",".join(result.environment_differs),
+        },
+    )
     for out in result.configs:
         verdict, reason = verdicts.get(out.config_id, ("fail", "not judged"))
         case = Case(classname=matrix, name=out.config_id)
-        lines = [f"verdict: {verdict}", f"reason: {reason}",
-                 f"levels: {', '.join(f'{k} {v}' for k, v in out.levels.items()) or '-'} (worst {out.worst})"]
+        lines = [
+            f"verdict: {verdict}",
+            f"reason: {reason}",
+            f"levels: {', '.join(f'{k} {v}' for k, v in out.levels.items()) or '-'} (worst {out.worst})",
+        ]
         if out.first_divergence:
             lines.append(f"first divergent step: {out.first_divergence[0]}")
         worst = _worst_match(result, out.config_id)
@@ -321,13 +379,23 @@ def compare_suite(result: "CrossRunResult", verdicts: dict[str, tuple[str, str]]
             lines.append(f"cells: {worst.cell_a} (A) vs {worst.cell_b} (B)")
             if worst.axes_differ:
                 lines.append("axes differ: " + ", ".join(f"{k} {v[0]} vs {v[1]}" for k, v in worst.axes_differ.items()))
-        for what, ids in (("no partner in B", out.unmatched_a), ("failed in A", out.failed_a),
-                          ("failed in B", out.failed_b), ("skipped in B", out.skipped_b), ("not comparable", out.errors)):
+        for what, ids in (
+            ("no partner in B", out.unmatched_a),
+            ("failed in A", out.failed_a),
+            ("failed in B", out.failed_b),
+            ("skipped in B", out.skipped_b),
+            ("not comparable", out.errors),
+        ):
             if ids:
                 lines.append(f"{what}: {_cells(ids)}")
         if verdict == "fail":
             step = f" (first divergent step {out.first_divergence[0]})" if out.first_divergence else ""
-            case.outcome, case.type, case.message, case.text = "failure", verdict, f"{verdict}: {reason}{step}", "\n".join(lines)
+            case.outcome, case.type, case.message, case.text = (
+                "failure",
+                verdict,
+                f"{verdict}: {reason}{step}",
+                "\n".join(lines),
+            )
         else:
             case.out = "\n".join(lines)
         suite.cases.append(case)
@@ -336,8 +404,13 @@ def compare_suite(result: "CrossRunResult", verdicts: dict[str, tuple[str, str]]
             case = Case(classname=matrix, name=f"{row.key} costs")
             messages = list(getattr(row, "messages", []) or [])
             newly_failing = getattr(row, "mark", "") == "!"
-            text = "\n".join([f"mark: {getattr(row, 'mark', '').strip() or '-'}", *messages,
-                              *([f"note: {row.note}"] if getattr(row, "note", None) else [])])
+            text = "\n".join(
+                [
+                    f"mark: {getattr(row, 'mark', '').strip() or '-'}",
+                    *messages,
+                    *([f"note: {row.note}"] if getattr(row, "note", None) else []),
+                ]
+            )
             if messages or newly_failing:
                 case.outcome, case.type = "failure", "regressed" if messages else "newly_failing"
                 case.message = "; ".join(messages) or "newly failing"
@@ -348,19 +421,24 @@ def compare_suite(result: "CrossRunResult", verdicts: dict[str, tuple[str, str]]
     return suite
 
 
-def _worst_match(result: "CrossRunResult", config_id: str):
+def _worst_match(result: CrossRunResult, config_id: str):
     from harness.compare.levels import level_rank
 
     pairs = [m for m in result.matches if m.config_a == config_id and m.level]
     return max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
 
 
-def render_compare(result: "CrossRunResult", verdicts: dict[str, tuple[str, str]],
-                   cost_rows: Sequence[Any] | None = None, checks: Sequence[str] = ()) -> bytes:
+def render_compare(
+    result: CrossRunResult,
+    verdicts: dict[str, tuple[str, str]],
+    cost_rows: Sequence[Any] | None = None,
+    checks: Sequence[str] = (),
+) -> bytes:
     return render([compare_suite(result, verdicts, cost_rows, checks)], name="harness compare")
 
 
 # --- XML ------------------------------------------------------------------------------------------
+
 
 def _clean(text: Any, limit: int = MAX_TEXT) -> str:
     text = _INVALID.sub("?", str(text))
@@ -378,21 +456,31 @@ def render(suites: Iterable[Suite], name: str = "harness") -> bytes:
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     time_total = 0.0
     for suite in suites:
-        counts = {"tests": len(suite.cases), "failures": suite.count("failure"), "errors": suite.count("error"),
-                  "skipped": suite.count("skipped")}
+        counts = {
+            "tests": len(suite.cases),
+            "failures": suite.count("failure"),
+            "errors": suite.count("error"),
+            "skipped": suite.count("skipped"),
+        }
         seconds = sum(c.time for c in suite.cases)
         time_total += seconds
         for k, v in counts.items():
             totals[k] += v
-        el = ET.SubElement(root, "testsuite", {"name": _clean(suite.name, 500), **{k: str(v) for k, v in counts.items()},
-                                               "time": _seconds(seconds)})
+        el = ET.SubElement(
+            root,
+            "testsuite",
+            {"name": _clean(suite.name, 500), **{k: str(v) for k, v in counts.items()}, "time": _seconds(seconds)},
+        )
         if suite.properties:
             props = ET.SubElement(el, "properties")
             for key, value in suite.properties.items():
                 ET.SubElement(props, "property", {"name": _clean(key, 200), "value": _clean(value, 2000)})
         for case in suite.cases:
-            tc = ET.SubElement(el, "testcase", {"classname": _clean(case.classname, 500), "name": _clean(case.name, 500),
-                                                "time": _seconds(case.time)})
+            tc = ET.SubElement(
+                el,
+                "testcase",
+                {"classname": _clean(case.classname, 500), "name": _clean(case.name, 500), "time": _seconds(case.time)},
+            )
             if case.outcome != "passed":
                 attrs = {"message": _clean(case.message, 2000)}
                 if case.type and case.outcome != "skipped":

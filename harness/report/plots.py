@@ -49,8 +49,10 @@ def figure_html(fig: Any, alt: str, caption: str, config_id: str | None = None) 
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     attr = f' data-config="{e(config_id)}"' if config_id else ""
-    return (f'<figure><img class="plot"{attr} alt="{e(alt)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{e(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img class="plot"{attr} alt="{e(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{e(caption)}</figcaption></figure>"
+    )
 
 
 def safe(draw: Any, *args: Any) -> str:
@@ -70,7 +72,7 @@ def label(config_id: str, width: int = 22) -> str:
         return config_id
     cuts = [i for i, ch in enumerate(config_id) if ch == "/"]
     cut = min(cuts, key=lambda i: abs(i - len(config_id) / 2))
-    return config_id[: cut + 1] + "\n" + config_id[cut + 1:]
+    return config_id[: cut + 1] + "\n" + config_id[cut + 1 :]
 
 
 def _height(n: int) -> float:
@@ -110,8 +112,10 @@ def pair_plot(Figure: Any, pair: PairResult, run_dir: Path | None) -> str:
         return note(f"{pair.a} vs {pair.b}: {arrays}; no plot.")
     xa, xb = arrays
     what = f"{pair.dimension} pair {pair.a} vs {pair.b}"
-    caption = f"{what} -- level {pair.level}; first divergence {fmt(pair.first_divergence)} of " \
-              f"{fmt(pair.steps_total)} steps; {fmt_mapping(pair.metrics)}"
+    caption = (
+        f"{what} -- level {pair.level}; first divergence {fmt(pair.first_divergence)} of "
+        f"{fmt(pair.steps_total)} steps; {fmt_mapping(pair.metrics)}"
+    )
     fig = Figure(figsize=(7, 3.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     if "waveform" in xa and "waveform" in xb:
@@ -137,9 +141,15 @@ def pair_plot(Figure: Any, pair: PairResult, run_dir: Path | None) -> str:
         if pair.first_divergence is not None:
             for ax in (top, bottom):
                 ax.axvline(pair.first_divergence, color="k", ls=":", lw=1)
-            bottom.annotate(f"first divergence @ {pair.first_divergence}", (pair.first_divergence, 0.5),
-                            xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points",
-                            fontsize=8, bbox={"fc": "white", "ec": "none", "alpha": 0.8})
+            bottom.annotate(
+                f"first divergence @ {pair.first_divergence}",
+                (pair.first_divergence, 0.5),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize=8,
+                bbox={"fc": "white", "ec": "none", "alpha": 0.8},
+            )
         alt = f"Token ids of both outputs with the first divergence marked, {what}"
     else:
         return note(f"{what}: the artifacts hold neither a waveform nor token_ids; no plot.")
@@ -162,10 +172,23 @@ def agreement_chart(Figure: Any, a: Analysis) -> str:
         p3 = [c.agreement.get(level, {}).get("p3of3") for c in configs]
         p2 = [c.agreement.get(level, {}).get("p2of3") for c in configs]
         pos = y + (i - (len(rules) - 1) / 2) * width
-        ax.barh(pos, [v or 0 for v in p3], height=width, color=RULE_COLOURS[i], hatch=RULE_HATCHES[i],
-                edgecolor="black", linewidth=0.4, label=f"{rule}: P(3 of 3)")
-        ax.plot([v if v is not None else np.nan for v in p2], pos, "k|", ms=8,
-                label="P(at least 2 of 3)" if i == 0 else None)
+        ax.barh(
+            pos,
+            [v or 0 for v in p3],
+            height=width,
+            color=RULE_COLOURS[i],
+            hatch=RULE_HATCHES[i],
+            edgecolor="black",
+            linewidth=0.4,
+            label=f"{rule}: P(3 of 3)",
+        )
+        ax.plot(
+            [v if v is not None else np.nan for v in p2],
+            pos,
+            "k|",
+            ms=8,
+            label="P(at least 2 of 3)" if i == 0 else None,
+        )
     ax.set_yticks(y)
     ax.set_yticklabels([label(c.config_id) for c in configs], fontsize=8)
     ax.invert_yaxis()
@@ -173,9 +196,12 @@ def agreement_chart(Figure: Any, a: Analysis) -> str:
     ax.set_xlabel("probability that 3 nodes agree")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.set_title("Agreement per validation rule", fontsize=9)
-    return figure_html(fig, "Bar chart: probability that 3 nodes agree, per configuration and validation rule",
-                       "Bars: all 3 nodes agree; tick marks: at least 2 of 3 agree (the network's majority). "
-                       "Estimated from the observed executions.")
+    return figure_html(
+        fig,
+        "Bar chart: probability that 3 nodes agree, per configuration and validation rule",
+        "Bars: all 3 nodes agree; tick marks: at least 2 of 3 agree (the network's majority). "
+        "Estimated from the observed executions.",
+    )
 
 
 def latency_plot(Figure: Any, a: Analysis) -> str:
@@ -194,8 +220,11 @@ def latency_plot(Figure: Any, a: Analysis) -> str:
         ax.set_xscale("log")
         ax.set_xlabel("latency per execution (s, log scale, model load excluded)")
     ax.set_title("Latency distribution per configuration", fontsize=9)
-    return figure_html(fig, "Box plot of latency per configuration",
-                       "Latency of every execution (seconds, model load excluded): box = quartiles, line = median.")
+    return figure_html(
+        fig,
+        "Box plot of latency per configuration",
+        "Latency of every execution (seconds, model load excluded): box = quartiles, line = median.",
+    )
 
 
 def _bars(Figure: Any, rows: list[tuple[str, float]], xlabel: str, title: str, colour: str) -> Any:
@@ -218,27 +247,50 @@ def memory_plot(Figure: Any, a: Analysis) -> str:
     if not rows:
         return note("No peak memory was recorded; no memory plot.")
     kinds = sorted({c.cost.memory_kind for c in a.configs if c.cost.memory_kind})
-    fig = _bars(Figure, rows, f"peak memory (MiB, {', '.join(kinds) or 'unknown kind'})",
-                "Peak memory per configuration", "#56B4E9")
-    return figure_html(fig, "Bar chart of peak memory per configuration",
-                       "Peak memory (MiB): process RSS peak on the CPU, max allocated on CUDA.")
+    fig = _bars(
+        Figure,
+        rows,
+        f"peak memory (MiB, {', '.join(kinds) or 'unknown kind'})",
+        "Peak memory per configuration",
+        "#56B4E9",
+    )
+    return figure_html(
+        fig,
+        "Bar chart of peak memory per configuration",
+        "Peak memory (MiB): process RSS peak on the CPU, max allocated on CUDA.",
+    )
 
 
 def speed_plot(Figure: Any, a: Analysis) -> str:
     rtf = [(c.config_id, c.cost.real_time_factor) for c in a.configs if c.cost.real_time_factor is not None]
-    tps = [(c.config_id, c.cost.tokens_per_second) for c in a.configs
-           if c.cost.tokens_per_second is not None and c.cost.real_time_factor is None]
+    tps = [
+        (c.config_id, c.cost.tokens_per_second)
+        for c in a.configs
+        if c.cost.tokens_per_second is not None and c.cost.real_time_factor is None
+    ]
     out = []
     if rtf:
-        out.append(figure_html(_bars(Figure, rtf, "real-time factor (audio seconds per wall second; > 1 is faster "
-                                                   "than real time)", "Real-time factor (audio)", "#E69F00"),
-                               "Bar chart of real-time factor per audio configuration",
-                               "Real-time factor: seconds of audio produced per second of generation."))
+        out.append(
+            figure_html(
+                _bars(
+                    Figure,
+                    rtf,
+                    "real-time factor (audio seconds per wall second; > 1 is faster than real time)",
+                    "Real-time factor (audio)",
+                    "#E69F00",
+                ),
+                "Bar chart of real-time factor per audio configuration",
+                "Real-time factor: seconds of audio produced per second of generation.",
+            )
+        )
     if tps:
-        out.append(figure_html(_bars(Figure, tps, "throughput (new tokens per second)", "Throughput (text)",
-                                     "#009E73"),
-                               "Bar chart of tokens per second per text configuration",
-                               "Throughput: new tokens generated per second of generation."))
+        out.append(
+            figure_html(
+                _bars(Figure, tps, "throughput (new tokens per second)", "Throughput (text)", "#009E73"),
+                "Bar chart of tokens per second per text configuration",
+                "Throughput: new tokens generated per second of generation.",
+            )
+        )
     return "\n".join(out) or note("No real-time factor or throughput was recorded.")
 
 
@@ -255,8 +307,11 @@ def divergence_plot(Figure: Any, a: Analysis) -> str:
     ax.set_xlabel("first divergent step (generated token / code frame / denoising step)")
     ax.set_ylabel("pairs")
     ax.set_title("First divergence steps, all configurations", fontsize=9)
-    return figure_html(fig, "Histogram of first divergence steps over all configurations",
-                       f"First divergence step of {len(steps)} pairs across all configurations and dimensions.")
+    return figure_html(
+        fig,
+        "Histogram of first divergence steps over all configurations",
+        f"First divergence step of {len(steps)} pairs across all configurations and dimensions.",
+    )
 
 
 def worst_pair(a: Analysis, c: ConfigResult) -> PairResult | None:

@@ -19,8 +19,14 @@ from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered
 
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
 MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
-VERDICT_SHORT = {"ready": "ready", "ready_with_tolerance": "ready with tolerance", "not_ready": "not ready",
-                 "failed": "failed", "skipped": "skipped", "untested": "untested"}
+VERDICT_SHORT = {
+    "ready": "ready",
+    "ready_with_tolerance": "ready with tolerance",
+    "not_ready": "not ready",
+    "failed": "failed",
+    "skipped": "skipped",
+    "untested": "untested",
+}
 TOP_FINDINGS = 2
 
 Table = tuple[list[str], list[list[str]]]
@@ -84,7 +90,7 @@ def summary_of(a: Analysis) -> RunSummary:
 
 
 def verdict_count_line(summary: RunSummary) -> str:
-    """"4 ready, 2 ready with tolerance, 0 not ready" (+ failed/skipped/untested when present)."""
+    """ "4 ready, 2 ready with tolerance, 0 not ready" (+ failed/skipped/untested when present)."""
     v = summary.verdicts
     parts = [f"{v.get(k, 0)} {VERDICT_SHORT[k]}" for k in ("ready", "ready_with_tolerance", "not_ready")]
     parts += [f"{v[k]} {VERDICT_SHORT[k]}" for k in ("failed", "untested", "skipped") if v.get(k)]
@@ -100,8 +106,11 @@ def rule_line(summary: RunSummary) -> str:
 def summary_facts(a: Analysis) -> list[tuple[str, str]]:
     """The label/value lines of the summary, shared by every renderer."""
     s = summary_of(a)
-    return [("Configurations", f"{len(a.configs)}: {verdict_count_line(s)}"),
-            ("Validation rule needed", rule_line(s)), ("Environment", s.environment or "-")]
+    return [
+        ("Configurations", f"{len(a.configs)}: {verdict_count_line(s)}"),
+        ("Validation rule needed", rule_line(s)),
+        ("Environment", s.environment or "-"),
+    ]
 
 
 def verdict_table(a: Analysis) -> Table:
@@ -114,8 +123,18 @@ def network_table(a: Analysis) -> Table:
     """Per configuration, a 3-node validation group under the kind's network rule: P(task
     accepted), P(task aborted), expected share of honest executions invalidated."""
     head = ["Config", "Network rule", "P(accepted)", "P(aborted)", "Invalidated", "Triples"]
-    rows = [[c.config_id, c.network.rule, fmt(c.network.p_accepted), fmt(c.network.p_aborted),
-             fmt(c.network.invalidated), fmt(c.network.triples)] for c in a.configs if c.network]
+    rows = [
+        [
+            c.config_id,
+            c.network.rule,
+            fmt(c.network.p_accepted),
+            fmt(c.network.p_aborted),
+            fmt(c.network.invalidated),
+            fmt(c.network.triples),
+        ]
+        for c in a.configs
+        if c.network
+    ]
     return head, rows
 
 
@@ -126,8 +145,10 @@ def findings_lines(a: Analysis, limit: int | None = None) -> list[str]:
 
 def warnings_table(a: Analysis) -> Table:
     head = ["Count", "Source", "Warning", "Where"]
-    return head, [[str(w.count), w.source, w.message, ", ".join(w.where[:4]) + (" ..." if len(w.where) > 4 else "")]
-                  for w in a.warnings]
+    return head, [
+        [str(w.count), w.source, w.message, ", ".join(w.where[:4]) + (" ..." if len(w.where) > 4 else "")]
+        for w in a.warnings
+    ]
 
 
 def has_quantization(c: ConfigResult) -> bool:
@@ -165,9 +186,11 @@ def quantization_table(c: ConfigResult) -> Table:
 
 def config_cost_facts(c: ConfigResult) -> list[tuple[str, str]]:
     k = c.cost
-    facts = [("Latency median / p90", f"{fmt(k.latency_s.get('median'))} s / {fmt(k.latency_s.get('p90'))} s"),
-             ("Model load", f"{fmt(k.load_s)} s"),
-             ("Peak memory", f"{mib(k.peak_memory_bytes)} MiB ({fmt(k.memory_kind)})")]
+    facts = [
+        ("Latency median / p90", f"{fmt(k.latency_s.get('median'))} s / {fmt(k.latency_s.get('p90'))} s"),
+        ("Model load", f"{fmt(k.load_s)} s"),
+        ("Peak memory", f"{mib(k.peak_memory_bytes)} MiB ({fmt(k.memory_kind)})"),
+    ]
     if k.real_time_factor is not None:
         facts.append(("Real-time factor", f"{fmt(k.real_time_factor, 2)} audio s per wall s"))
     if k.tokens_per_second is not None:
@@ -184,8 +207,17 @@ def agreement_table(a: Analysis) -> Table:
         for rule in _ordered(c.agreement, RULE_NAMES):
             g = c.agreement[rule]
             mark = " (network)" if c.network and c.network.rule == rule else ""
-            rows.append([c.config_id, rule + mark, fmt(g.get("p3of3")), fmt(g.get("p2of3")), fmt(g.get("p_aborted")),
-                         fmt(g.get("invalidated")), fmt(g.get("triples"))])
+            rows.append(
+                [
+                    c.config_id,
+                    rule + mark,
+                    fmt(g.get("p3of3")),
+                    fmt(g.get("p2of3")),
+                    fmt(g.get("p_aborted")),
+                    fmt(g.get("invalidated")),
+                    fmt(g.get("triples")),
+                ]
+            )
     return head, rows
 
 
@@ -216,25 +248,41 @@ def evidence_table(c: ConfigResult) -> Table:
 
 def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
     """Label/value lines shown above a configuration's evidence table."""
-    facts = [("Task", f"{c.task} ({c.kind})"), ("Model", c.model),
-             ("Axes", f"dtype {c.dtype}, quantize {f'{c.quantize_bits} bits' if c.quantize_bits else 'none'}, "
-                      f"device {c.device}, profile {c.profile}"),
-             ("Verdict", f"{VERDICT_TEXT.get(c.verdict, c.verdict)} -- {c.reason}"),
-             ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-")]
+    facts = [
+        ("Task", f"{c.task} ({c.kind})"),
+        ("Model", c.model),
+        (
+            "Axes",
+            f"dtype {c.dtype}, quantize {f'{c.quantize_bits} bits' if c.quantize_bits else 'none'}, "
+            f"device {c.device}, profile {c.profile}",
+        ),
+        ("Verdict", f"{VERDICT_TEXT.get(c.verdict, c.verdict)} -- {c.reason}"),
+        ("Executions", ", ".join(f"{k} {c.counts[k]}" for k in sorted(c.counts)) or "-"),
+    ]
     if c.validator:
         v = c.validator
-        cal = (f"; calibration {v['calibration_file']}, honest sources {', '.join(v['sources'])}, bounds max abs "
-               f"{c.thresholds['waveform_max_abs']:.3g}, rel-L2 {c.thresholds['waveform_rel_l2']:.3g}"
-               if v.get("sources") is not None and c.thresholds else "")
-        facts.append(("Named validator", f"{v['rule']} (measured false accept {v['false_accept']:.3f}, false reject "
-                                         f"{v['false_reject']:.3f}, {v['pairs']} held-out pairs{cal})"))
+        cal = (
+            f"; calibration {v['calibration_file']}, honest sources {', '.join(v['sources'])}, bounds max abs "
+            f"{c.thresholds['waveform_max_abs']:.3g}, rel-L2 {c.thresholds['waveform_rel_l2']:.3g}"
+            if v.get("sources") is not None and c.thresholds
+            else ""
+        )
+        facts.append(
+            (
+                "Named validator",
+                f"{v['rule']} (measured false accept {v['false_accept']:.3f}, false reject "
+                f"{v['false_reject']:.3f}, {v['pairs']} held-out pairs{cal})",
+            )
+        )
     if c.network:
         facts.append(("Network rule", f"{c.network.rule} -- {c.network.label}"))
     if c.replay:
         r = c.replay
         line = f"{r['accepted']} of {r['replayed']} executions replay against the task"
         if r["flips"]:
-            line += f" ({r['flips']} near-tie flip(s) of {r['positions']} positions, largest gap {fmt(r['largest_gap'])})"
+            line += (
+                f" ({r['flips']} near-tie flip(s) of {r['positions']} positions, largest gap {fmt(r['largest_gap'])})"
+            )
         if r["rejected"]:
             line += f"; {r['rejected']} rejected, first: {r['first_rejection']}"
         if r["not_replayable"]:
@@ -250,8 +298,13 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
     load = c.dimensions.get("load")
     if load is not None and load.pairs:
         began = f", first divergent step {fmt_steps(load.first_divergence)}" if load.first_divergence else ""
-        facts.append(("Cold vs warm", f"{load.worst} in {load.pairs} pair(s){began} (a node's first task against one "
-                                      f"served from its loaded model)"))
+        facts.append(
+            (
+                "Cold vs warm",
+                f"{load.worst} in {load.pairs} pair(s){began} (a node's first task against one "
+                f"served from its loaded model)",
+            )
+        )
     return facts
 
 
@@ -262,8 +315,19 @@ def example_table(a: Analysis) -> Table:
         step = "-" if p.first_divergence is None else f"{p.first_divergence} of {fmt(p.steps_total)}"
         if p.explanation and p.explanation.get("cls"):
             step += f" ({p.explanation['cls']}: {p.explanation.get('sentence', '')})"
-        rows.append([p.config_id, p.dimension, p.a, p.b, p.level, p.finding or "-", p.stage or "-", step,
-                     fmt_mapping(p.metrics)])
+        rows.append(
+            [
+                p.config_id,
+                p.dimension,
+                p.a,
+                p.b,
+                p.level,
+                p.finding or "-",
+                p.stage or "-",
+                step,
+                fmt_mapping(p.metrics),
+            ]
+        )
     return head, rows
 
 
@@ -285,43 +349,84 @@ def lint_rows(a: Analysis) -> list[tuple[str, list[str]]]:
 
 
 def cost_table(a: Analysis) -> Table:
-    head = ["Config", "Executions", "Latency median (s)", "Latency p90 (s)", "Load (s)", "Peak memory (MiB)",
-            "Memory kind", "RTF", "Tokens/s", "TTFT (s)"]
+    head = [
+        "Config",
+        "Executions",
+        "Latency median (s)",
+        "Latency p90 (s)",
+        "Load (s)",
+        "Peak memory (MiB)",
+        "Memory kind",
+        "RTF",
+        "Tokens/s",
+        "TTFT (s)",
+    ]
     rows = []
     for c in a.configs:
         k = c.cost
-        rows.append([c.config_id, str(k.executions), fmt(k.latency_s.get("median")), fmt(k.latency_s.get("p90")),
-                     fmt(k.load_s), mib(k.peak_memory_bytes), fmt(k.memory_kind), fmt(k.real_time_factor),
-                     fmt(k.tokens_per_second), fmt(k.time_to_first_token_s)])
+        rows.append(
+            [
+                c.config_id,
+                str(k.executions),
+                fmt(k.latency_s.get("median")),
+                fmt(k.latency_s.get("p90")),
+                fmt(k.load_s),
+                mib(k.peak_memory_bytes),
+                fmt(k.memory_kind),
+                fmt(k.real_time_factor),
+                fmt(k.tokens_per_second),
+                fmt(k.time_to_first_token_s),
+            ]
+        )
     return head, rows
 
 
 def model_table(a: Analysis) -> Table:
     head = ["Model", "Kind", "Configs", "Verdicts", "Best verdict", "Median latency (s)", "Peak memory (MiB)"]
-    rows = [[m.model, m.kind, str(m.configs), ", ".join(f"{k} {m.verdicts[k]}" for k in sorted(m.verdicts)) or "-",
-             m.best_verdict, fmt(m.median_latency_s), mib(m.peak_memory_bytes)] for m in a.models]
+    rows = [
+        [
+            m.model,
+            m.kind,
+            str(m.configs),
+            ", ".join(f"{k} {m.verdicts[k]}" for k in sorted(m.verdicts)) or "-",
+            m.best_verdict,
+            fmt(m.median_latency_s),
+            mib(m.peak_memory_bytes),
+        ]
+        for m in a.models
+    ]
     return head, rows
 
 
 def gate_table(a: Analysis) -> Table:
-    return ["Config", "Gate", "Reason"], [[g.config_id, "passed" if g.passed else "FAILED", g.reason]
-                                          for g in a.gates]
+    return ["Config", "Gate", "Reason"], [[g.config_id, "passed" if g.passed else "FAILED", g.reason] for g in a.gates]
 
 
 def environment_table(a: Analysis) -> Table:
     env = a.environment
     libs = env.get("libraries") or {}
-    rows = [["Processor", fmt(env.get("processor"))], ["CPU count", fmt(env.get("cpu_count"))],
-            ["Machine", fmt(env.get("machine"))], ["OS", fmt(env.get("os"))], ["Python", fmt(env.get("python"))]]
+    rows = [
+        ["Processor", fmt(env.get("processor"))],
+        ["CPU count", fmt(env.get("cpu_count"))],
+        ["Machine", fmt(env.get("machine"))],
+        ["OS", fmt(env.get("os"))],
+        ["Python", fmt(env.get("python"))],
+    ]
     for name in _ordered(set(libs) | set(MAIN_LIBRARIES), MAIN_LIBRARIES):
         value = libs.get(name) or (env.get("torch") if name == "torch" else None)
         rows.append([name, fmt(value)])
     cuda = env.get("cuda_available")
-    rows += [["CUDA", fmt(env.get("cuda_runtime")) + ("" if cuda is None else
-                                                       " (available)" if cuda else " (not available)")],
-             ["cuDNN", fmt(env.get("cudnn"))], ["GPU driver", fmt(env.get("driver"))],
-             ["GPUs", ", ".join(str(g) for g in env.get("gpu_names") or []) or "none"],
-             ["Torch threads", fmt(env.get("torch_threads"))], ["BLAS", fmt(env.get("blas"))]]
+    rows += [
+        [
+            "CUDA",
+            fmt(env.get("cuda_runtime")) + ("" if cuda is None else " (available)" if cuda else " (not available)"),
+        ],
+        ["cuDNN", fmt(env.get("cudnn"))],
+        ["GPU driver", fmt(env.get("driver"))],
+        ["GPUs", ", ".join(str(g) for g in env.get("gpu_names") or []) or "none"],
+        ["Torch threads", fmt(env.get("torch_threads"))],
+        ["BLAS", fmt(env.get("blas"))],
+    ]
     return ["Field", "Value"], rows
 
 
@@ -333,8 +438,11 @@ def meta_lines(a: Analysis) -> list[tuple[str, str]]:
     lines = [("Run id", a.run_id), ("Run directory", a.run_dir), ("Matrix", a.matrix)]
     if a.description:
         lines.append(("Description", a.description))
-    lines += [("Harness version", fmt(a.harness_version)), ("Analysis schema", str(a.schema_version)),
-              ("Records", str(a.records))]
+    lines += [
+        ("Harness version", fmt(a.harness_version)),
+        ("Analysis schema", str(a.schema_version)),
+        ("Records", str(a.records)),
+    ]
     return lines
 
 
@@ -362,8 +470,10 @@ def node_label(n: FleetNode) -> str:
 
 def node_table(a: Analysis) -> Table:
     head = ["Node", "Environment class", "Ray node id", "Executions", "Reference"]
-    rows = [[node_label(n), fmt(n.env_class), fmt(n.ray_node_id), str(n.executions), "yes" if n.reference else ""]
-            for n in (a.fleet.nodes if a.fleet else [])]
+    rows = [
+        [node_label(n), fmt(n.env_class), fmt(n.ray_node_id), str(n.executions), "yes" if n.reference else ""]
+        for n in (a.fleet.nodes if a.fleet else [])
+    ]
     return head, rows
 
 
@@ -383,15 +493,19 @@ def class_table(a: Analysis) -> Table:
     """Per configuration: the verdict within each environment class, the level across them,
     and 3-node agreement for a network with the run's hardware mix."""
     classes = list(a.fleet.mix) if a.fleet else []
-    head = (["Config"] + classes + ["Across classes", "Summary"]
-            + [f"P(3/3) {r}" for r in CONSENSUS_RULES] + ["Note"])
+    head = ["Config"] + classes + ["Across classes", "Summary"] + [f"P(3/3) {r}" for r in CONSENSUS_RULES] + ["Note"]
     rows = []
     for c in a.configs:
         n = c.nodes
         if n is None:
             continue
-        rows.append([c.config_id] + [n.class_verdicts.get(k, "-") for k in classes] + [fmt(n.across_classes), n.summary]
-                    + [fmt(n.consensus.get(r, {}).get("p3of3")) for r in CONSENSUS_RULES] + [fmt(n.consensus_note)])
+        rows.append(
+            [c.config_id]
+            + [n.class_verdicts.get(k, "-") for k in classes]
+            + [fmt(n.across_classes), n.summary]
+            + [fmt(n.consensus.get(r, {}).get("p3of3")) for r in CONSENSUS_RULES]
+            + [fmt(n.consensus_note)]
+        )
     return head, rows
 
 
@@ -425,19 +539,30 @@ def render_markdown(a: Analysis) -> str:
     out += [f"- {k}: {v}" for k, v in summary_facts(a)]
     out += [f"- Finding: {line}" for line in findings_lines(a, TOP_FINDINGS)] + [""]
     out += [f"- {k}: `{v}`" if k in ("Run id", "Run directory") else f"- {k}: {v}" for k, v in meta_lines(a)]
-    out += ["", "## Verdict map", "", "Worst comparison level per configuration and dimension "
-            "(seed: whether different seeds give different outputs; dtype: drift from float32).", ""]
+    out += [
+        "",
+        "## Verdict map",
+        "",
+        "Worst comparison level per configuration and dimension "
+        "(seed: whether different seeds give different outputs; dtype: drift from float32).",
+        "",
+    ]
     out += md_table(map_table(a))
     out += ["Levels: " + "; ".join(f"`{lv}` {LEVEL_MEANING[lv]}" for lv in MAP_LEVELS) + ".", ""]
     out += ["## Verdicts", "", f"Configurations: {len(a.configs)} ({verdict_counts(a)}).", ""]
     out += md_table(verdict_table(a))
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]
     out += [f"- `{v}`: {VERDICT_TEXT[v]}" for v in present] + ([""] if present else [])
-    out += ["## Findings", ""] + ([f"- {line}" for line in findings_lines(a)] + [""] if summary.findings
-                                 else ["_None._", ""])
-    out += ["## Agreement under the network's rule", "",
-            "A validated task runs on 3 nodes; any agreeing pair accepts it, an odd node is invalidated "
-            "(slashable), no agreeing pair aborts it. Figures per rule are what that validator decides.", ""]
+    out += ["## Findings", ""] + (
+        [f"- {line}" for line in findings_lines(a)] + [""] if summary.findings else ["_None._", ""]
+    )
+    out += [
+        "## Agreement under the network's rule",
+        "",
+        "A validated task runs on 3 nodes; any agreeing pair accepts it, an odd node is invalidated "
+        "(slashable), no agreeing pair aborts it. Figures per rule are what that validator decides.",
+        "",
+    ]
     out += [f"- {line}" for line in network_rule_lines(a)] + [""]
     out += md_table(network_table(a))
     out += md_table(agreement_table(a))
@@ -457,8 +582,12 @@ def render_markdown(a: Analysis) -> str:
     out += ["## Lint warnings", ""]
     lints = lint_rows(a)
     out += [f"- {w} ({', '.join(ids)})" for w, ids in lints] + [""] if lints else ["_None._", ""]
-    out += ["## Library warnings", "", "Distinct warnings with counts (worker logs: lines; Python warnings: "
-            "executions that raised them).", ""] + md_table(warnings_table(a))
+    out += [
+        "## Library warnings",
+        "",
+        "Distinct warnings with counts (worker logs: lines; Python warnings: executions that raised them).",
+        "",
+    ] + md_table(warnings_table(a))
 
     out += _md_fleet(a)
     out += ["## Costs", ""] + ([f"_Note: {a.parallel_note}._", ""] if a.parallel_note else []) + md_table(cost_table(a))
@@ -477,9 +606,14 @@ def _md_fleet(a: Analysis) -> list[str]:
     """The nodes section of a fleet run (nothing for a run on one node)."""
     if not a.fleet:
         return []
-    return (["## Nodes", "", f"Reference node: `{a.fleet.reference_node}`. {mix_line(a)}", ""] + md_table(node_table(a))
-            + ["### Agreement with the reference node", ""] + md_table(node_config_table(a))
-            + ["### Verdicts per environment class", ""] + md_table(class_table(a)))
+    return (
+        ["## Nodes", "", f"Reference node: `{a.fleet.reference_node}`. {mix_line(a)}", ""]
+        + md_table(node_table(a))
+        + ["### Agreement with the reference node", ""]
+        + md_table(node_config_table(a))
+        + ["### Verdicts per environment class", ""]
+        + md_table(class_table(a))
+    )
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -500,5 +634,6 @@ def render_json(a: Analysis) -> str:
     try:
         return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except ValueError:
-        raise ValueError(f"analysis field {_non_finite_path(doc)} is not a finite number; "
-                         f"JSON cannot hold NaN or infinity") from None
+        raise ValueError(
+            f"analysis field {_non_finite_path(doc)} is not a finite number; JSON cannot hold NaN or infinity"
+        ) from None

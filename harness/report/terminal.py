@@ -16,8 +16,14 @@ from harness.report.heatmap import DARK_TEXT, MAP_LEVELS, PALETTE, verdict_map
 from harness.report.run import VERDICT_SHORT, summary_facts, summary_of
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
-VERDICT_STYLE = {"ready": "bold blue", "ready_with_tolerance": "bold yellow", "not_ready": "bold red",
-                 "failed": "bold magenta", "skipped": "dim", "untested": "dim"}
+VERDICT_STYLE = {
+    "ready": "bold blue",
+    "ready_with_tolerance": "bold yellow",
+    "not_ready": "bold red",
+    "failed": "bold magenta",
+    "skipped": "dim",
+    "untested": "dim",
+}
 TOP_FINDINGS = 5
 TOP_WARNINGS = 3
 
@@ -33,8 +39,9 @@ def summary_panel(a: Analysis) -> Panel:
     facts.add_column()
     for k, v in summary_facts(a):
         facts.add_row(k, v)
-    return Panel(Group(Text(s.headline, style="bold"), Text(""), facts),
-                 title=f"{a.matrix} ({a.run_id})", title_align="left")
+    return Panel(
+        Group(Text(s.headline, style="bold"), Text(""), facts), title=f"{a.matrix} ({a.run_id})", title_align="left"
+    )
 
 
 def map_table(a: Analysis) -> Table:
@@ -45,8 +52,11 @@ def map_table(a: Analysis) -> Table:
     for d in columns:
         t.add_column(d, justify="center")
     for c, cells in rows:
-        t.add_row(c.config_id, Text(VERDICT_SHORT.get(c.verdict, c.verdict), style=VERDICT_STYLE.get(c.verdict, "")),
-                  *(Text(cell.label, style=_cell_style(cell.level)) for cell in cells))
+        t.add_row(
+            c.config_id,
+            Text(VERDICT_SHORT.get(c.verdict, c.verdict), style=VERDICT_STYLE.get(c.verdict, "")),
+            *(Text(cell.label, style=_cell_style(cell.level)) for cell in cells),
+        )
     return t
 
 
@@ -68,8 +78,13 @@ def verdicts_table(a: Analysis) -> Table:
     t.add_column("reason", overflow="fold", ratio=1)
     for c in a.configs:
         p3 = c.agreement.get("bitwise", {}).get("p3of3")
-        t.add_row(c.config_id, Text(VERDICT_SHORT.get(c.verdict, c.verdict), style=VERDICT_STYLE.get(c.verdict, "")),
-                  s.rule_by_config.get(c.config_id) or "-", "-" if p3 is None else f"{p3:.2f}", c.reason)
+        t.add_row(
+            c.config_id,
+            Text(VERDICT_SHORT.get(c.verdict, c.verdict), style=VERDICT_STYLE.get(c.verdict, "")),
+            s.rule_by_config.get(c.config_id) or "-",
+            "-" if p3 is None else f"{p3:.2f}",
+            c.reason,
+        )
     return t
 
 

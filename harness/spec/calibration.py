@@ -101,15 +101,19 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
         raise CalibrationError(f"{where}: a calibration file is a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > CALIBRATION_SCHEMA_VERSION:
-        raise CalibrationError(f"{where}: calibration schema_version {version} is newer than this harness reads "
-                               f"({CALIBRATION_SCHEMA_VERSION})")
+        raise CalibrationError(
+            f"{where}: calibration schema_version {version} is newer than this harness reads "
+            f"({CALIBRATION_SCHEMA_VERSION})"
+        )
     try:
         cal = Calibration.model_validate(doc)
     except ValidationError as err:
         raise CalibrationError(f"{where}: {first_field_problem(err, '$')}") from None
     if cal.digest != cal.content_digest():
-        raise CalibrationError(f"{where}: digest does not match the content (edited after it was written?); "
-                               f"make it again with `harness validators --out`")
+        raise CalibrationError(
+            f"{where}: digest does not match the content (edited after it was written?); "
+            f"make it again with `harness validators --out`"
+        )
     return cal
 
 
@@ -151,20 +155,28 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
     config = [e for e in same if e.scope.dtype == facts.dtype and e.scope.quantize_bits == facts.quantize_bits]
     if not config:
         have = ", ".join(sorted({_config_name("", "", e.scope.dtype, e.scope.quantize_bits).strip() for e in same}))
-        return None, (f"no calibrated validator for {_config_name(facts.kind, facts.model, facts.dtype, facts.quantize_bits)}"
-                      f" (calibrated: {have})")
+        return None, (
+            f"no calibrated validator for {_config_name(facts.kind, facts.model, facts.dtype, facts.quantize_bits)}"
+            f" (calibrated: {have})"
+        )
     entry = config[0]
     scope = entry.scope
     if facts.weights_sha256 and scope.weights_sha256 and facts.weights_sha256 != scope.weights_sha256:
-        return None, (f"the calibration was measured on other weights of {facts.model} "
-                      f"({scope.weights_sha256[:12]}, these are {facts.weights_sha256[:12]})")
+        return None, (
+            f"the calibration was measured on other weights of {facts.model} "
+            f"({scope.weights_sha256[:12]}, these are {facts.weights_sha256[:12]})"
+        )
     if facts.new_tokens is not None and not scope.new_tokens[0] <= facts.new_tokens <= scope.new_tokens[1]:
-        return None, (f"max_new_tokens {facts.new_tokens} is outside the calibrated range "
-                      f"{scope.new_tokens[0]}-{scope.new_tokens[1]}")
+        return None, (
+            f"max_new_tokens {facts.new_tokens} is outside the calibrated range "
+            f"{scope.new_tokens[0]}-{scope.new_tokens[1]}"
+        )
     outside = sorted(facts.kernel_classes - set(scope.kernel_classes))
     if outside:
-        return None, (f"kernel class {', '.join(outside)} is outside the calibration "
-                      f"(calibrated: {', '.join(scope.kernel_classes)})")
+        return None, (
+            f"kernel class {', '.join(outside)} is outside the calibration "
+            f"(calibrated: {', '.join(scope.kernel_classes)})"
+        )
     missing = sorted(facts.sources - set(scope.sources))
     if missing:
         return None, uncalibrated_sources(missing, scope.sources, entry.notes)
@@ -175,5 +187,7 @@ def uncalibrated_sources(missing: Sequence[str], calibrated: Sequence[str], note
     """Why honest differences from ``missing`` sources cannot be judged by this entry (its notes
     say why a source was left out of its scope)."""
     why = f": {'; '.join(notes)}" if notes else ""
-    return (f"honest source {', '.join(missing)} was not calibrated for this configuration "
-            f"(calibrated: {', '.join(calibrated)}){why}")
+    return (
+        f"honest source {', '.join(missing)} was not calibrated for this configuration "
+        f"(calibrated: {', '.join(calibrated)}){why}"
+    )

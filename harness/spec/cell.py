@@ -35,7 +35,9 @@ class Cell:
     def __post_init__(self) -> None:
         doubled = sorted(set(self.settings) & set(TASK_SETTINGS))
         if doubled:
-            raise ValueError(f"cell {self.task_name}: {', '.join(doubled)} belong to the task document, not the settings")
+            raise ValueError(
+                f"cell {self.task_name}: {', '.join(doubled)} belong to the task document, not the settings"
+            )
 
     @cached_property
     def axes(self) -> Axes:
@@ -48,8 +50,10 @@ class Cell:
         t = f"t{a.threads}" if a.threads else "tauto"
         # isa and tf32 appear only when not the default, so earlier runs keep their cell ids
         kernels = (f"/isa-{a.isa}" if a.isa != NATIVE else "") + ("/tf32" if a.tf32 == "on" else "")
-        return (f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
-                f"p{a.profile}/{a.load}{kernels}/w{a.worker}/r{a.repeat}")
+        return (
+            f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
+            f"p{a.profile}/{a.load}{kernels}/w{a.worker}/r{a.repeat}"
+        )
 
     @property
     def spec_hash(self) -> str:
@@ -57,8 +61,14 @@ class Cell:
         ``load`` enters only when cold: warm is what earlier versions ran, so warm specs keep
         their hashes."""
         a = self.axes
-        doc = {"task": self.task_doc, "kind": self.kind, "device": a.device, "threads": a.threads,
-               "batch_size": a.batch_size, "profile": a.profile}
+        doc = {
+            "task": self.task_doc,
+            "kind": self.kind,
+            "device": a.device,
+            "threads": a.threads,
+            "batch_size": a.batch_size,
+            "profile": a.profile,
+        }
         if a.load != "warm":
             doc["load"] = a.load
         if a.isa != NATIVE:  # likewise native and tf32 off: what earlier versions ran

@@ -120,8 +120,9 @@ class Engine(Protocol):
 
     def load(self, task: Any, device: str) -> Any: ...
 
-    def run(self, loaded: Any, task: Any, device: str, neighbours: Sequence[Any] = (),
-            seeded: bool = False) -> Output: ...
+    def run(
+        self, loaded: Any, task: Any, device: str, neighbours: Sequence[Any] = (), seeded: bool = False
+    ) -> Output: ...
 
 
 def engine_problem(engine: Any) -> str | None:
@@ -138,7 +139,9 @@ def engine_problem(engine: Any) -> str | None:
             continue  # no signature to read (a builtin): nothing to check
         want = [p for n, p in inspect.signature(getattr(Engine, method)).parameters.items() if n != "self"]
         kinds = {p.kind for p in have.values()}
-        positional = [p for n, p in have.items() if n != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p for n, p in have.items() if n != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         needed = [p.name for p in want if p.default is p.empty]
         if inspect.Parameter.VAR_POSITIONAL not in kinds and len(positional) < len(needed):
             return f"{method}() takes {len(positional)} of the positional parameters ({', '.join(needed)})"
@@ -303,8 +306,10 @@ class KindRegistry(Registry[KindSpec]):
         if ref not in self._engines_checked:
             problem = engine_problem(engine)
             if problem:
-                raise EngineMismatch(f"engine {ref} of task kind {name!r} does not follow the Engine protocol "
-                                     f"(harness.spec.kinds.Engine): {problem}")
+                raise EngineMismatch(
+                    f"engine {ref} of task kind {name!r} does not follow the Engine protocol "
+                    f"(harness.spec.kinds.Engine): {problem}"
+                )
             self._engines_checked.add(ref)
         return engine
 
@@ -330,32 +335,79 @@ class KindRegistry(Registry[KindSpec]):
 KINDS = KindRegistry()
 
 # --- the built-in kinds: one line each ------------------------------------------------------
-_AUDIO_RUNNER = NodeRunner(package="audio_task", upstream="Crynux audio-task, github.com/crynux-ai/audio-task",
-                           interface="audio", extensions=("audio_prompt", "unconditional"))
-_GPT_RUNNER = NodeRunner(package="gpt_task", upstream="Crynux gpt-task, github.com/crynux-network/gpt-task",
-                         interface="gpt")
-KINDS.add(KindSpec(name="audio", task_model="harness.spec.tasks:AudioTask", engine="harness.engines.musicgen:MusicgenEngine",
-                   neighbours="harness.engines.musicgen:neighbours", discrete="codes", steps=("codes",),
-                   schema_file="text-to-audio-task.schema.json", fallback=True, node_runner=_AUDIO_RUNNER,
-                   network_rule=("composite", "proposed: the network has no audio rule; codes equal and waveform "
-                                              "within the calibrated bounds (harness validators)")))
-KINDS.add(KindSpec(name="gpt", task_model="harness.spec.tasks:GPTTask", engine="harness.engines.textgen:TextgenEngine",
-                   neighbours="harness.engines.textgen:neighbours", discrete="token_ids", steps=("token_ids",),
-                   schema_file="gpt-inference-task.schema.json", recognised_by=("messages",), node_runner=_GPT_RUNNER,
-                   validator_rules=("tokens", "replay"),  # a text result has no waveform to bound
-                   network_rule=("result_hash", "network: sha256 of the result JSON file (crynux-node "
-                                                "get_gpt_resp_hash; relay compares score strings for equality)")))
-KINDS.add(KindSpec(name="audioldm", task_model="harness.spec.tasks:AudioLDMTask",
-                   engine="harness.engines.audioldm:AudioLDMEngine", neighbours="harness.engines.audioldm:neighbours",
-                   steps=("latents",), schema_file="audioldm-task.schema.json",
-                   validator_rules=("tolerance", "perceptual"),  # no tokens to compare or replay
-                   recognised_by=("negative_prompt", "num_inference_steps", "audio_length_in_s", "num_waveforms_per_prompt"),
-                   network_rule=("result_hash", "proposed: sha256 of the waveform (no discrete output; no calibrated "
-                                                "rule)")))
-KINDS.add(KindSpec(name="chain", task_model="harness.spec.tasks:ChainTask", engine="harness.engines.chain:ChainEngine",
-                   neighbours="harness.engines.chain:neighbours", model_key="harness.engines.chain:model_key",
-                   discrete="codes", steps=("codes", "latents"), upstream_discrete="text_token_ids",
-                   stages=("text_stage", "audio_stage"), attribute_stage="harness.compare.chain:attribute_stage",
-                   schema_file="chain-task.schema.json", recognised_by=("stages", "text_stage"),
-                   network_rule=("composite", "proposed: both stages' tokens equal and waveform within the "
-                                              "calibrated bounds")))
+_AUDIO_RUNNER = NodeRunner(
+    package="audio_task",
+    upstream="Crynux audio-task, github.com/crynux-ai/audio-task",
+    interface="audio",
+    extensions=("audio_prompt", "unconditional"),
+)
+_GPT_RUNNER = NodeRunner(
+    package="gpt_task", upstream="Crynux gpt-task, github.com/crynux-network/gpt-task", interface="gpt"
+)
+KINDS.add(
+    KindSpec(
+        name="audio",
+        task_model="harness.spec.tasks:AudioTask",
+        engine="harness.engines.musicgen:MusicgenEngine",
+        neighbours="harness.engines.musicgen:neighbours",
+        discrete="codes",
+        steps=("codes",),
+        schema_file="text-to-audio-task.schema.json",
+        fallback=True,
+        node_runner=_AUDIO_RUNNER,
+        network_rule=(
+            "composite",
+            "proposed: the network has no audio rule; codes equal and waveform "
+            "within the calibrated bounds (harness validators)",
+        ),
+    )
+)
+KINDS.add(
+    KindSpec(
+        name="gpt",
+        task_model="harness.spec.tasks:GPTTask",
+        engine="harness.engines.textgen:TextgenEngine",
+        neighbours="harness.engines.textgen:neighbours",
+        discrete="token_ids",
+        steps=("token_ids",),
+        schema_file="gpt-inference-task.schema.json",
+        recognised_by=("messages",),
+        node_runner=_GPT_RUNNER,
+        validator_rules=("tokens", "replay"),  # a text result has no waveform to bound
+        network_rule=(
+            "result_hash",
+            "network: sha256 of the result JSON file (crynux-node "
+            "get_gpt_resp_hash; relay compares score strings for equality)",
+        ),
+    )
+)
+KINDS.add(
+    KindSpec(
+        name="audioldm",
+        task_model="harness.spec.tasks:AudioLDMTask",
+        engine="harness.engines.audioldm:AudioLDMEngine",
+        neighbours="harness.engines.audioldm:neighbours",
+        steps=("latents",),
+        schema_file="audioldm-task.schema.json",
+        validator_rules=("tolerance", "perceptual"),  # no tokens to compare or replay
+        recognised_by=("negative_prompt", "num_inference_steps", "audio_length_in_s", "num_waveforms_per_prompt"),
+        network_rule=("result_hash", "proposed: sha256 of the waveform (no discrete output; no calibrated rule)"),
+    )
+)
+KINDS.add(
+    KindSpec(
+        name="chain",
+        task_model="harness.spec.tasks:ChainTask",
+        engine="harness.engines.chain:ChainEngine",
+        neighbours="harness.engines.chain:neighbours",
+        model_key="harness.engines.chain:model_key",
+        discrete="codes",
+        steps=("codes", "latents"),
+        upstream_discrete="text_token_ids",
+        stages=("text_stage", "audio_stage"),
+        attribute_stage="harness.compare.chain:attribute_stage",
+        schema_file="chain-task.schema.json",
+        recognised_by=("stages", "text_stage"),
+        network_rule=("composite", "proposed: both stages' tokens equal and waveform within the calibrated bounds"),
+    )
+)

@@ -45,7 +45,9 @@ def effective_generation(task: AudioTask | GPTTask, model_generation: dict[str, 
     return base
 
 
-def _sampling_checks(task: AudioTask | GPTTask, prefix: str, model_generation: dict[str, Any] | None) -> list[LintWarning]:
+def _sampling_checks(
+    task: AudioTask | GPTTask, prefix: str, model_generation: dict[str, Any] | None
+) -> list[LintWarning]:
     cfg = effective_generation(task, model_generation)
     gc = f"{prefix}generation_config"
     out: list[LintWarning] = []
@@ -53,30 +55,66 @@ def _sampling_checks(task: AudioTask | GPTTask, prefix: str, model_generation: d
     if sampling is not True:
         if sampling is False:
             set_by_task = task.generation_config is not None and task.generation_config.do_sample is not None
-            why = "do_sample is false" if set_by_task else "do_sample is not set and the model's generation config says false"
+            why = (
+                "do_sample is false"
+                if set_by_task
+                else "do_sample is not set and the model's generation config says false"
+            )
         else:
             why = "do_sample is not set (the model's default decides; its generation config is not on this machine)"
         if cfg.get("num_beams", 1) > 1:
             why = f"beam search (num_beams={cfg['num_beams']}) without sampling"
-        out.append(LintWarning("seed-no-effect", f"{gc}.do_sample", f"{why}: decoding is deterministic and the seed has no effect"))
+        out.append(
+            LintWarning(
+                "seed-no-effect", f"{gc}.do_sample", f"{why}: decoding is deterministic and the seed has no effect"
+            )
+        )
     else:
         if cfg.get("top_p") == 0.0:
-            out.append(LintWarning("seed-no-effect", f"{gc}.top_p", "top_p 0.0 keeps only the most likely token: "
-                                   "sampling is effectively greedy and the seed has no effect"))
+            out.append(
+                LintWarning(
+                    "seed-no-effect",
+                    f"{gc}.top_p",
+                    "top_p 0.0 keeps only the most likely token: "
+                    "sampling is effectively greedy and the seed has no effect",
+                )
+            )
         if cfg.get("top_k") == 1:
-            out.append(LintWarning("seed-no-effect", f"{gc}.top_k", "top_k 1 keeps one token: effectively greedy, the seed has no effect"))
+            out.append(
+                LintWarning(
+                    "seed-no-effect",
+                    f"{gc}.top_k",
+                    "top_k 1 keeps one token: effectively greedy, the seed has no effect",
+                )
+            )
         if cfg.get("temperature") == 0.0:
-            out.append(LintWarning("temperature-zero", f"{gc}.temperature", "temperature 0 with do_sample: transformers "
-                                   "rejects it (it must be > 0); use do_sample false for greedy decoding"))
+            out.append(
+                LintWarning(
+                    "temperature-zero",
+                    f"{gc}.temperature",
+                    "temperature 0 with do_sample: transformers "
+                    "rejects it (it must be > 0); use do_sample false for greedy decoding",
+                )
+            )
     if isinstance(task, GPTTask) and cfg.get("stop_strings"):
-        out.append(LintWarning("stop-strings-fail-on-node", f"{gc}.stop_strings",
-                               "the network's gpt-task runner (3.2.0, measured on transformers 5.24) fails every task "
-                               "with stop_strings (generate() gets no tokenizer to match them); this harness runs it"))
+        out.append(
+            LintWarning(
+                "stop-strings-fail-on-node",
+                f"{gc}.stop_strings",
+                "the network's gpt-task runner (3.2.0, measured on transformers 5.24) fails every task "
+                "with stop_strings (generate() gets no tokenizer to match them); this harness runs it",
+            )
+        )
     if isinstance(task, GPTTask):
         n = cfg.get("num_return_sequences", 1)
         if n > 1 and sampling is not True and cfg.get("num_beams", 1) < n:
-            out.append(LintWarning("return-sequences", f"{gc}.num_return_sequences",
-                                   f"{n} sequences need sampling or num_beams >= {n}; transformers will refuse it"))
+            out.append(
+                LintWarning(
+                    "return-sequences",
+                    f"{gc}.num_return_sequences",
+                    f"{n} sequences need sampling or num_beams >= {n}; transformers will refuse it",
+                )
+            )
     return out
 
 
@@ -85,11 +123,22 @@ def _quant_checks(task: AudioTask | GPTTask | AudioLDMTask, device: str | None, 
     if task.quantize_bits is None:
         return out
     if device and device.startswith("mps"):
-        out.append(LintWarning("quantization-device", f"{prefix}quantize_bits",
-                               f"{task.quantize_bits}-bit bitsandbytes does not run on {device}"))
+        out.append(
+            LintWarning(
+                "quantization-device",
+                f"{prefix}quantize_bits",
+                f"{task.quantize_bits}-bit bitsandbytes does not run on {device}",
+            )
+        )
     if device == "cpu" and task.quantize_bits == 4:
-        out.append(LintWarning("quantization-device", f"{prefix}quantize_bits", "4-bit on the CPU needs every Linear "
-                               "input width to be a multiple of 64 (bitsandbytes); other models fail at generation"))
+        out.append(
+            LintWarning(
+                "quantization-device",
+                f"{prefix}quantize_bits",
+                "4-bit on the CPU needs every Linear "
+                "input width to be a multiple of 64 (bitsandbytes); other models fail at generation",
+            )
+        )
     return out
 
 
@@ -100,8 +149,13 @@ def _length_checks(task: Task, limits: dict[str, int] | None, prefix: str) -> li
     cfg = task.generation_config
     asked = cfg.max_new_tokens if cfg and cfg.max_new_tokens else (256 if isinstance(task, GPTTask) else None)
     if limit and asked and asked > limit:
-        return [LintWarning("max-new-tokens", f"{prefix}generation_config.max_new_tokens",
-                            f"{asked} new tokens exceed the model's limit of {limit} positions")]
+        return [
+            LintWarning(
+                "max-new-tokens",
+                f"{prefix}generation_config.max_new_tokens",
+                f"{asked} new tokens exceed the model's limit of {limit} positions",
+            )
+        ]
     return []
 
 
@@ -151,21 +205,32 @@ def model_limits(model_ref: str) -> dict[str, int] | None:
     return None
 
 
-def lint_task(task: Task, device: str | None = None, limits: dict[str, int] | None = None,
-              model_generation: dict[str, Any] | None = None) -> list[LintWarning]:
+def lint_task(
+    task: Task,
+    device: str | None = None,
+    limits: dict[str, int] | None = None,
+    model_generation: dict[str, Any] | None = None,
+) -> list[LintWarning]:
     """``model_generation``: the model's generation_config.json (``model_generation_config``);
     a chain's stages read their own models' files."""
     if isinstance(task, ChainTask):
         stages = (("$.text_stage", task.text_stage, limits), ("$.audio_stage", task.audio_stage, None))
-        return [LintWarning(w.code, prefix + w.path[1:], w.message)
-                for prefix, stage, stage_limits in stages
-                for w in lint_task(stage, device, stage_limits, model_generation_config(stage.model))]
+        return [
+            LintWarning(w.code, prefix + w.path[1:], w.message)
+            for prefix, stage, stage_limits in stages
+            for w in lint_task(stage, device, stage_limits, model_generation_config(stage.model))
+        ]
     out: list[LintWarning] = []
     if isinstance(task, (AudioTask, GPTTask)):
         out += _sampling_checks(task, "$.", model_generation)
     out += _quant_checks(task, device, "$.")
     out += _length_checks(task, limits, "$.")
     if isinstance(task, AudioLDMTask) and task.guidance_scale <= 1.0 and task.negative_prompt:
-        out.append(LintWarning("negative-prompt-unused", "$.negative_prompt",
-                               "guidance_scale <= 1 disables classifier-free guidance: negative_prompt has no effect"))
+        out.append(
+            LintWarning(
+                "negative-prompt-unused",
+                "$.negative_prompt",
+                "guidance_scale <= 1 disables classifier-free guidance: negative_prompt has no effect",
+            )
+        )
     return out

@@ -23,13 +23,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from harness.errors import HarnessError
-from harness.isa import ISA_NAMES, NATIVE, unavailable as isa_unavailable
+from harness.isa import ISA_NAMES, NATIVE
+from harness.isa import unavailable as isa_unavailable
 from harness.spec.cell import Cell
 from harness.spec.kinds import KINDS, TASK_SETTINGS
 from harness.spec.policy import Gates, NamedValidator, Thresholds
 from harness.spec.rules import RuleIndex
-from harness.spec.tasks import (TaskError, format_validation_error, load_task_file, parse_task, read_input_file, task_kind,
-                           task_to_doc)
+from harness.spec.tasks import (
+    TaskError,
+    format_validation_error,
+    load_task_file,
+    parse_task,
+    read_input_file,
+    task_kind,
+    task_to_doc,
+)
 
 MATRIX_SCHEMA_VERSION = 1
 MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises it
@@ -63,13 +71,16 @@ class AxesSpec(BaseModel):
     # strict: seed = [true] is a mistake, not seed 1; every axis needs at least one value
     seed: list[Annotated[int, Strict()]] | None = Field(None, min_length=1)
     device: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
-    threads: list[Annotated[int, Strict()] | None] = Field(default_factory=lambda: list[int | None]([None]),
-                                                           min_length=1)
+    threads: list[Annotated[int, Strict()] | None] = Field(
+        default_factory=lambda: list[int | None]([None]), min_length=1
+    )
     batch_size: list[Annotated[int, Strict()]] = Field(default_factory=lambda: [1], min_length=1)
-    profile: list[Literal["on", "off"]] = Field(default_factory=lambda: list[Literal["on", "off"]](["on"]),
-                                                min_length=1)
-    load: list[Literal["cold", "warm"]] = Field(default_factory=lambda: list[Literal["cold", "warm"]](["warm"]),
-                                                min_length=1)
+    profile: list[Literal["on", "off"]] = Field(
+        default_factory=lambda: list[Literal["on", "off"]](["on"]), min_length=1
+    )
+    load: list[Literal["cold", "warm"]] = Field(
+        default_factory=lambda: list[Literal["cold", "warm"]](["warm"]), min_length=1
+    )
     # the CPU kernel set (harness.isa): native is the machine as it is; the others cap ATen,
     # oneDNN and oneMKL in a fresh worker, emulating another CPU kind on this one
     isa: list[Literal[ISA_NAMES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
@@ -179,8 +190,11 @@ class Matrix:
     tasks: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (kind, doc)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"spec": self.spec.model_dump(mode="json"), "source": str(self.source) if self.source else None,
-                "tasks": {k: {"kind": kind, "task": doc} for k, (kind, doc) in self.tasks.items()}}
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "source": str(self.source) if self.source else None,
+            "tasks": {k: {"kind": kind, "task": doc} for k, (kind, doc) in self.tasks.items()},
+        }
 
 
 def _drop_none(value: Any) -> Any:
@@ -218,7 +232,9 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
     if version < 1:
         raise MatrixError(f"{where}: $.schema_version: must be 1 or more, got {version}")
     if version > MATRIX_SCHEMA_VERSION:
-        raise MatrixError(f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})")
+        raise MatrixError(
+            f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})"
+        )
     base = source.parent if source else Path.cwd()
     data = _with_calibrations(data, base, where)
     try:
@@ -234,7 +250,9 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
         try:
             task = load_task_file(base / entry.file, entry.kind) if entry.file else parse_task(entry.task, entry.kind)
         except TaskError as err:
-            raise MatrixError("\n".join(f"{where}: $.tasks[{i}] ({entry.name}): {line}" for line in str(err).splitlines())) from None
+            raise MatrixError(
+                "\n".join(f"{where}: $.tasks[{i}] ({entry.name}): {line}" for line in str(err).splitlines())
+            ) from None
         unknown = set(entry.axes) - set(AXIS_NAMES)
         if unknown:
             raise MatrixError(f"{where}: $.tasks[{i}].axes: unknown axis {sorted(unknown)[0]!r}")
@@ -249,14 +267,19 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
                 raise MatrixError(f"{where}: $.{section}[{j}]: unknown key {sorted(unknown)[0]!r}")
             listed = next((k for k, v in rule.items() if isinstance(v, list)), None)
             if section == "include" and listed:
-                raise MatrixError(f"{where}: $.include[{j}].{listed}: an include rule adds one cell, so it takes one "
-                                  f"value per axis, not a list (give one include per value)")
+                raise MatrixError(
+                    f"{where}: $.include[{j}].{listed}: an include rule adds one cell, so it takes one "
+                    f"value per axis, not a list (give one include per value)"
+                )
             values = {k: (v if isinstance(v, list) else [v]) for k, v in rule.items() if k != "task"}
             try:
                 AxesSpec.model_validate(values)
             except ValidationError as err:
-                raise MatrixError("\n".join(f"{where}: $.{section}[{j}]{line[1:]}"
-                                             for line in format_validation_error(err).splitlines())) from None
+                raise MatrixError(
+                    "\n".join(
+                        f"{where}: $.{section}[{j}]{line[1:]}" for line in format_validation_error(err).splitlines()
+                    )
+                ) from None
     return matrix
 
 
@@ -274,8 +297,10 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
             continue
         typed = next((k for k in ("sources", "notes") if doc.get(k)), None)  # a manifest's dump: None / []
         if typed:  # set from a calibration file's entry, never typed: bounds would claim a measurement
-            raise MatrixError(f"{where}: $.validators.{kind}.{typed}: comes from the calibration file; name the file "
-                              f"with calibration = \"FILE\"")
+            raise MatrixError(
+                f"{where}: $.validators.{kind}.{typed}: comes from the calibration file; name the file "
+                f'with calibration = "FILE"'
+            )
         if not isinstance(doc.get("calibration"), str):
             continue
         name = doc["calibration"]
@@ -295,9 +320,9 @@ def node_runner_refusal(kind: str, doc: dict[str, Any]) -> str | None:
     if support is None:
         runnable = [k for k in KINDS.names() if KINDS.get(k).node_runner is not None]
         return f"runs {' and '.join(runnable)} tasks only (the network's runners); this is a {kind} task"
-    for field in support.extensions:
-        if doc.get(field):
-            return f"cannot run {field}: it is a harness extension the network's {kind} runner does not have"
+    for name in support.extensions:
+        if doc.get(name):
+            return f"cannot run {name}: it is a harness extension the network's {kind} runner does not have"
     return None
 
 
@@ -343,10 +368,11 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
             total *= len(axes[n])
         includes = sum(1 for rule in spec.include if rule.get("task", name) == name)
         if (total + includes) * spec.repeats * spec.workers + len(combos) * spec.repeats * spec.workers > max_cells:
-            raise MatrixError(f"matrix {spec.name!r} expands to more than {max_cells} cells; narrow the axes or "
-                              f"pass --max-cells")
+            raise MatrixError(
+                f"matrix {spec.name!r} expands to more than {max_cells} cells; narrow the axes or pass --max-cells"
+            )
         for combo in itertools.product(*(axes[n] for n in AXIS_NAMES)):
-            combos.append((name, dict(zip(AXIS_NAMES, combo))))
+            combos.append((name, dict(zip(AXIS_NAMES, combo, strict=False))))
         for rule in spec.include:
             if rule.get("task", name) == name:
                 extra = {n: (rule.get(n, axes[n][0])) for n in AXIS_NAMES}
@@ -360,8 +386,10 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
             continue
         kind, doc = matrix.tasks[name]
         if spec.engine == "node-runner" and values["batch_size"] != 1:
-            raise MatrixError(f"matrix {spec.name!r}: engine 'node-runner' runs one task per call (as a node does); "
-                              f"task {name!r} asks batch_size {values['batch_size']}")
+            raise MatrixError(
+                f"matrix {spec.name!r}: engine 'node-runner' runs one task per call (as a node does); "
+                f"task {name!r} asks batch_size {values['batch_size']}"
+            )
         task_doc = apply_axes(kind, doc, values)
         reason = feasibility(kind, values, available)
         others = {k: v for k, v in values.items() if k not in TASK_SETTINGS}

@@ -87,8 +87,10 @@ class NamedValidator(BaseModel):
                 raise ValueError("give false_accept and false_reject, or a calibration file")
             return self
         if cal.digest != cal.content_digest():
-            raise ValueError(f"the calibration {self.calibration_file or ''} does not match its digest (edited "
-                             f"after it was written?); make it again with `harness validators --calibration`")
+            raise ValueError(
+                f"the calibration {self.calibration_file or ''} does not match its digest (edited "
+                f"after it was written?); make it again with `harness validators --calibration`"
+            )
         if cal.rule != self.rule:
             raise ValueError(f"the calibration is for the {cal.rule} rule, not {self.rule}")
         return self
@@ -141,7 +143,9 @@ def policy_of(spec: Any, where: str) -> Policy:
     for name in ("thresholds", "gates", "validators"):
         value = spec.get(name) or {}
         if not isinstance(value, dict):
-            raise PolicyError(f"{where}: manifest field matrix.spec.{name}: expected a table, got {type(value).__name__}")
+            raise PolicyError(
+                f"{where}: manifest field matrix.spec.{name}: expected a table, got {type(value).__name__}"
+            )
         parts[name] = value
 
     def check(section: str, model: type[BaseModel], doc: Any) -> Any:
@@ -151,9 +155,13 @@ def policy_of(spec: Any, where: str) -> Policy:
             raise PolicyError(f"{where}: manifest field {first_field_problem(err, f'matrix.spec.{section}')}") from None
 
     known = {k: v for k, v in parts["thresholds"].items() if k in Thresholds.model_fields}
-    return Policy(thresholds=check("thresholds", Thresholds, known), gates=check("gates", Gates, parts["gates"]),
-                  validators={kind: check(f"validators.{kind}", NamedValidator, doc)
-                              for kind, doc in parts["validators"].items()})
+    return Policy(
+        thresholds=check("thresholds", Thresholds, known),
+        gates=check("gates", Gates, parts["gates"]),
+        validators={
+            kind: check(f"validators.{kind}", NamedValidator, doc) for kind, doc in parts["validators"].items()
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -172,8 +180,10 @@ class ConfigPolicy:
         """Where the composite bounds come from, in the words a finding uses."""
         v = self.validator
         if v is not None and v.calibrated:
-            return (f"the bounds measured on honest {', '.join(v.sources or [])} pairs for this configuration "
-                    f"({v.calibration_file or 'calibration'})")
+            return (
+                f"the bounds measured on honest {', '.join(v.sources or [])} pairs for this configuration "
+                f"({v.calibration_file or 'calibration'})"
+            )
         return "the waveform bounds the matrix gives ([thresholds] waveform_max_abs, waveform_rel_l2)"
 
 
@@ -186,10 +196,17 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
     entry, why = resolve(named.calibration, facts)
     if entry is None:
         return ConfigPolicy(None, policy.thresholds, why)
-    rates = named.model_copy(update={
-        "calibration": None, "false_accept": entry.false_accept.rate, "false_reject": entry.false_reject.rate,
-        "pairs": entry.false_accept.pairs + entry.false_reject.pairs, "source": named.calibration.made_by,
-        "sources": list(entry.scope.sources), "notes": list(entry.notes)})
+    rates = named.model_copy(
+        update={
+            "calibration": None,
+            "false_accept": entry.false_accept.rate,
+            "false_reject": entry.false_reject.rate,
+            "pairs": entry.false_accept.pairs + entry.false_reject.pairs,
+            "source": named.calibration.made_by,
+            "sources": list(entry.scope.sources),
+            "notes": list(entry.notes),
+        }
+    )
     update: dict[str, Any] = {"waveform_max_abs": entry.waveform_max_abs, "waveform_rel_l2": entry.waveform_rel_l2}
     if entry.replay_margin is not None:  # a replay calibration: its margin and decoder bounds, for this configuration
         update.update(replay_margin=entry.replay_margin, replay_dtypes={})

@@ -18,8 +18,9 @@ def _options(want: Any, normalise: Callable[[Any], Any] | None) -> list[Any]:
     return [normalise(o) for o in options] if normalise else options
 
 
-def rule_matches(rule: Mapping[str, Any], values: Mapping[str, Any],
-                 normalise: Mapping[str, Callable[[Any], Any]] | None = None) -> bool:
+def rule_matches(
+    rule: Mapping[str, Any], values: Mapping[str, Any], normalise: Mapping[str, Callable[[Any], Any]] | None = None
+) -> bool:
     """Whether one rule names the cell ``values`` (task name under ``task``)."""
     normalise = normalise or {}
     return all(values.get(key) in _options(want, normalise.get(key)) for key, want in rule.items())
@@ -28,8 +29,7 @@ def rule_matches(rule: Mapping[str, Any], values: Mapping[str, Any],
 class RuleIndex:
     """``any(rule_matches(r, values) for r in rules)`` in time linear in the keys."""
 
-    def __init__(self, rules: Sequence[Mapping[str, Any]],
-                 normalise: Mapping[str, Callable[[Any], Any]] | None = None):
+    def __init__(self, rules: Sequence[Mapping[str, Any]], normalise: Mapping[str, Callable[[Any], Any]] | None = None):
         normalise = normalise or {}
         self._full = (1 << len(rules)) - 1  # 0 when there are no rules: nothing matches
         keys = sorted({key for rule in rules for key in rule})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -77,7 +77,7 @@ class AudioPrompt(StrictModel):
     base64: Annotated[str, Field(max_length=8 * 1024 * 1024)] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "AudioPrompt":
+    def _exactly_one(self) -> AudioPrompt:
         if (self.wav_path is None) == (self.base64 is None):
             raise ValueError("give exactly one of wav_path or base64")
         if self.wav_path is not None and "\x00" in self.wav_path:
@@ -99,7 +99,7 @@ class AudioTask(StrictModel):
     unconditional: bool = False
 
     @model_validator(mode="after")
-    def _unconditional_has_no_prompt(self) -> "AudioTask":
+    def _unconditional_has_no_prompt(self) -> AudioTask:
         if self.unconditional and (self.prompt or self.audio_prompt):
             raise ValueError("unconditional generation takes an empty prompt and no audio_prompt")
         return self
@@ -117,7 +117,7 @@ class ImageContentBlock(StrictModel):
     base64: Annotated[str, Field(min_length=1)]
 
 
-ContentBlock = Annotated[Union[TextContentBlock, ImageContentBlock], Field(discriminator="type")]
+ContentBlock = Annotated[TextContentBlock | ImageContentBlock, Field(discriminator="type")]
 
 
 class Message(StrictModel):
@@ -137,7 +137,9 @@ class Message(StrictModel):
 
 class GPTGenerationConfig(StrictModel):
     max_new_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS)] | None = None
-    stop_strings: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)] | None = None
+    stop_strings: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)] | None = (
+        None
+    )
     do_sample: bool | None = None
     num_beams: Annotated[int, Field(ge=1, le=64)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
@@ -168,8 +170,10 @@ class GPTTask(StrictModel):
             if isinstance(m.content, list):
                 for j, block in enumerate(m.content):
                     if isinstance(block, ImageContentBlock):
-                        raise ValueError(f"messages[{i}].content[{j}]: image content is valid for the network "
-                                         f"but not supported by this harness (no vision model can be built offline)")
+                        raise ValueError(
+                            f"messages[{i}].content[{j}]: image content is valid for the network "
+                            f"but not supported by this harness (no vision model can be built offline)"
+                        )
         return messages
 
     @field_validator("messages")
@@ -207,7 +211,7 @@ class ChainTask(StrictModel):
         "style sentence that fits the scene. Description: {description}."
     )
     text_stage: GPTTask
-    audio_stage: Annotated[Union[AudioTask, AudioLDMTask], Field(union_mode="left_to_right")]
+    audio_stage: Annotated[AudioTask | AudioLDMTask, Field(union_mode="left_to_right")]
 
     @field_validator("prompt_template")
     @classmethod
@@ -223,7 +227,7 @@ Task = AudioTask | GPTTask | AudioLDMTask | ChainTask  # the built-in kinds (har
 # Fields this harness once accepted and no longer does, with why (shown instead of "unknown field").
 REMOVED_FIELDS = {
     "generation_defaults": "removed: a node passes only the task's generation_config and the model's own "
-                           "generation config fills the rest, so there is nothing to choose; delete the field",
+    "generation config fills the rest, so there is nothing to choose; delete the field",
 }
 
 
@@ -247,8 +251,14 @@ def _json_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("TextContentBlock", "ImageContentBlock", "str", "list[tagged-union[TextContentBlock,ImageContentBlock]]",
-                      "constrained-str", "function-after[_exactly_one(), AudioPrompt]"):
+        elif part in (
+            "TextContentBlock",
+            "ImageContentBlock",
+            "str",
+            "list[tagged-union[TextContentBlock,ImageContentBlock]]",
+            "constrained-str",
+            "function-after[_exactly_one(), AudioPrompt]",
+        ):
             continue  # union branch names are pydantic internals, not JSON paths
         elif isinstance(part, str) and ("[" in part or "(" in part):
             continue
@@ -267,8 +277,11 @@ def format_validation_error(err: ValidationError, limit: int = 20) -> str:
         path = _json_path(tuple(e["loc"]))
         if e["type"] == "extra_forbidden":
             field = e["loc"][-1] if e["loc"] else None
-            msg = (REMOVED_FIELDS[field] if isinstance(field, str) and field in REMOVED_FIELDS
-                   else "unknown field (not supported by this harness; check the spelling)")
+            msg = (
+                REMOVED_FIELDS[field]
+                if isinstance(field, str) and field in REMOVED_FIELDS
+                else "unknown field (not supported by this harness; check the spelling)"
+            )
         else:
             msg = e["msg"]
             if "input" in e and e["type"] in ("literal_error", "enum") and not isinstance(e["input"], (dict, list)):

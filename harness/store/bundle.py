@@ -71,6 +71,7 @@ class BundleError(StoreError):
 
 # --- writing -----------------------------------------------------------------------------------
 
+
 def bundle_members(run_dir: Path) -> list[str]:
     """Relative paths that go into a bundle, sorted: manifest, results, artifacts/*.npz."""
     from harness.store.safe_output import UnsafeOutput, check_run_path
@@ -143,8 +144,9 @@ def default_bundle_path(run_dir: Path) -> Path:
     return run_dir.resolve().parent / f"{run_dir.resolve().name}{BUNDLE_SUFFIX}"
 
 
-def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_artifacts: bool = True,
-                 sign_key: Any = None) -> Path:
+def write_bundle(
+    run_dir: str | Path, out: str | Path | None = None, *, verify_artifacts: bool = True, sign_key: Any = None
+) -> Path:
     """Pack ``run_dir`` into ``out`` (default ``<run>.bundle.zip`` next to it), atomically.
 
     With ``verify_artifacts`` every artifact referenced by a record is read and checked
@@ -158,8 +160,9 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
         store.lock()
         store.unlock()
     except RunLocked:
-        raise StoreError(f"{run_dir}: the run is still being written (its lock is held); bundle it when it "
-                         f"has finished") from None
+        raise StoreError(
+            f"{run_dir}: the run is still being written (its lock is held); bundle it when it has finished"
+        ) from None
     except OSError:
         pass  # a read-only copy of a run: nobody can be writing it here
     loaded = store.load_records()
@@ -195,8 +198,10 @@ def write_bundle(run_dir: str | Path, out: str | Path | None = None, *, verify_a
             for name in names:
                 path = run_dir / name
                 size = path.stat().st_size
-                with open_in_run(run_dir, name, "rb") as src, zf.open(_zipinfo(name, size), "w",
-                                                      force_zip64=size >= zipfile.ZIP64_LIMIT) as dst:
+                with (
+                    open_in_run(run_dir, name, "rb") as src,
+                    zf.open(_zipinfo(name, size), "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as dst,
+                ):
                     shutil.copyfileobj(src, dst, _CHUNK)
         _append_trailer(fh)
         if sha256_file(run_dir / MANIFEST) != files[MANIFEST]:
@@ -224,14 +229,23 @@ def _append_trailer(fh: IO[bytes]) -> None:
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 def _check_member_name(bundle: Path, name: str) -> None:
     p = PurePosixPath(name)
-    if (name.startswith("/") or "\\" in name or p.is_absolute() or ".." in p.parts or "" in name.split("/")
-            or re.match(r"^[A-Za-z]:", name)):
+    if (
+        name.startswith("/")
+        or "\\" in name
+        or p.is_absolute()
+        or ".." in p.parts
+        or "" in name.split("/")
+        or re.match(r"^[A-Za-z]:", name)
+    ):
         raise BundleError(f"bundle {bundle}: member {name!r} has an unsafe path (absolute or '..'); refused")
     if name not in (BUNDLE_JSON, MANIFEST, RESULTS) and not _ARTIFACT_NAME.fullmatch(name):
-        raise BundleError(f"bundle {bundle}: unknown member {name!r} (a bundle holds only bundle.json, "
-                          f"manifest.json, results.jsonl and artifacts/*.npz)")
+        raise BundleError(
+            f"bundle {bundle}: unknown member {name!r} (a bundle holds only bundle.json, "
+            f"manifest.json, results.jsonl and artifacts/*.npz)"
+        )
 
 
 def _trailer_digest(bundle: Path, size: int) -> str:
@@ -243,9 +257,11 @@ def _trailer_digest(bundle: Path, size: int) -> str:
         tail = fh.read(TRAILER_LEN + 2)
         length, comment = struct.unpack("<H", tail[:2])[0], tail[2:]
         if length != TRAILER_LEN or not comment.startswith(TRAILER_PREFIX):
-            raise BundleError(f"bundle {bundle}: its archive trailer (zip comment with the archive sha256) is "
-                              f"missing or changed; not a bundle written by `harness bundle`, or altered")
-        recorded = comment[len(TRAILER_PREFIX):].decode("ascii", "replace")
+            raise BundleError(
+                f"bundle {bundle}: its archive trailer (zip comment with the archive sha256) is "
+                f"missing or changed; not a bundle written by `harness bundle`, or altered"
+            )
+        recorded = comment[len(TRAILER_PREFIX) :].decode("ascii", "replace")
         h, whole = hashlib.sha256(), hashlib.sha256()
         fh.seek(0)
         remaining = size - TRAILER_LEN - 2
@@ -259,8 +275,10 @@ def _trailer_digest(bundle: Path, size: int) -> str:
         whole.update(tail)
     actual = h.hexdigest()
     if actual != recorded:
-        raise BundleError(f"bundle {bundle}: archive bytes changed outside the members' contents (archive sha256 "
-                          f"{actual[:16]}... != recorded {recorded[:16]}...); refused")
+        raise BundleError(
+            f"bundle {bundle}: archive bytes changed outside the members' contents (archive sha256 "
+            f"{actual[:16]}... != recorded {recorded[:16]}...); refused"
+        )
     return whole.hexdigest()
 
 
@@ -282,8 +300,9 @@ def _read_bundle_json(bundle: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
     return doc
 
 
-def verify_bundle(bundle: str | Path, extract_to: str | Path | None = None,
-                  trusted_keys: set[str] | None = None) -> dict[str, Any]:
+def verify_bundle(
+    bundle: str | Path, extract_to: str | Path | None = None, trusted_keys: set[str] | None = None
+) -> dict[str, Any]:
     """Check every member and every byte of ``bundle``; with ``extract_to`` also write the
     members there (each checked as it is written). Returns bundle.json plus
     ``bundle_sha256`` (the sha256 of the whole file, what ``sha256sum`` prints) and
@@ -324,8 +343,9 @@ def _verify(bundle: Path, extract_to: str | Path | None, trusted_keys: set[str] 
                 raise BundleError(f"bundle {bundle}: member {info.filename!r} appears twice")
             seen.add(info.filename)
             if info.compress_type != zipfile.ZIP_STORED:
-                raise BundleError(f"bundle {bundle}: member {info.filename!r} is compressed; bundles store members "
-                                  f"uncompressed")
+                raise BundleError(
+                    f"bundle {bundle}: member {info.filename!r} is compressed; bundles store members uncompressed"
+                )
         _check_no_overlap(bundle, infos, size)
         if BUNDLE_JSON not in seen:
             raise BundleError(f"bundle {bundle}: no {BUNDLE_JSON}; not a bundle written by `harness bundle`")
@@ -390,8 +410,10 @@ def _verify_member(bundle: Path, zf: zipfile.ZipFile, name: str, expected: str, 
                     out.write(block)
     except zipfile.BadZipFile as err:
         if "CRC" in str(err):  # stored bytes changed: the zip CRC notices before the sha256 does
-            raise BundleError(f"bundle {bundle}: {name} changed (zip CRC mismatch; its bytes no longer match the "
-                              f"recorded sha256 {expected[:16]}...)") from None
+            raise BundleError(
+                f"bundle {bundle}: {name} changed (zip CRC mismatch; its bytes no longer match the "
+                f"recorded sha256 {expected[:16]}...)"
+            ) from None
         raise BundleError(f"bundle {bundle}: {name} is corrupted ({err})") from None
     except Exception as err:  # a changed header, an "encrypted" flag ...
         raise BundleError(f"bundle {bundle}: {name} is corrupted ({type(err).__name__}: {err})") from None

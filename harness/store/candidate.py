@@ -44,16 +44,21 @@ class CandidateFiles:
 
 
 def tokens_document(arrays: dict[str, np.ndarray], batch_size: int, device: str) -> dict[str, Any]:
-    return {"schema_version": CANDIDATE_SCHEMA_VERSION, "batch_size": int(batch_size), "device": device,
-            "arrays": {k: np.asarray(v).astype(np.int64).tolist() for k, v in sorted(arrays.items())
-                       if k in DISCRETE_ARRAYS}}
+    return {
+        "schema_version": CANDIDATE_SCHEMA_VERSION,
+        "batch_size": int(batch_size),
+        "device": device,
+        "arrays": {
+            k: np.asarray(v).astype(np.int64).tolist() for k, v in sorted(arrays.items()) if k in DISCRETE_ARRAYS
+        },
+    }
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
         if not path.is_file():
             raise CandidateError(f"{path}: not a file ({what})")
-        data = path.read_bytes()[:MAX_CANDIDATE_BYTES + 1]
+        data = path.read_bytes()[: MAX_CANDIDATE_BYTES + 1]
     except OSError as err:
         raise CandidateError(f"{path}: cannot read ({err.strerror or err})") from None
     if len(data) > MAX_CANDIDATE_BYTES:
@@ -88,8 +93,10 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
     if stem is None:
         found = sorted(folder.glob("*.tokens.json"))
         if len(found) != 1:
-            raise CandidateError(f"{folder}: expected one *.tokens.json (the discrete output `harness exec --out` "
-                                 f"writes), found {len(found)}")
+            raise CandidateError(
+                f"{folder}: expected one *.tokens.json (the discrete output `harness exec --out` "
+                f"writes), found {len(found)}"
+            )
         stem = found[0].name[: -len(".tokens.json")]
     tokens_path = folder / f"{stem}.tokens.json"
     doc = _json(tokens_path, "the discrete output")
@@ -97,8 +104,9 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
         raise CandidateError(f"{tokens_path}: expected a JSON object")
     version = doc.get("schema_version")
     if version != CANDIDATE_SCHEMA_VERSION:
-        raise CandidateError(f"{tokens_path}: schema_version {version!r}; "
-                             f"this harness reads {CANDIDATE_SCHEMA_VERSION}")
+        raise CandidateError(
+            f"{tokens_path}: schema_version {version!r}; this harness reads {CANDIDATE_SCHEMA_VERSION}"
+        )
     unknown = sorted(set(doc) - {"schema_version", "arrays", "batch_size", "device"})
     if unknown:
         raise CandidateError(f"{tokens_path}: unknown field {unknown[0]!r}")

@@ -114,9 +114,16 @@ class _Lines:
         return out
 
 
-def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_problems: list[str],
-                   verify: bool = True, *, cells: dict[str, Any] | None = None,
-                   discrete: dict[str, str | None] | None = None) -> Evidence:
+def check_evidence(
+    store: RunStore,
+    manifest: Any,
+    records: list[Record],
+    load_problems: list[str],
+    verify: bool = True,
+    *,
+    cells: dict[str, Any] | None = None,
+    discrete: dict[str, str | None] | None = None,
+) -> Evidence:
     """``manifest``: the typed Manifest or its JSON document; ``cells``: cell id -> Cell of the
     manifest's matrix (harness.analysis.evidence expands it; the store does not know matrices),
     None when the manifest records no matrix."""
@@ -126,8 +133,11 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
     for p in load_problems:
         lines.add("unreadable line", p)
     if ev.status != "complete":
-        lines.add("status", f"run status is {ev.status!r}, not complete"
-                  + ("; finish it with `harness run MATRIX --resume`" if ev.status == "interrupted" else ""))
+        lines.add(
+            "status",
+            f"run status is {ev.status!r}, not complete"
+            + ("; finish it with `harness run MATRIX --resume`" if ev.status == "interrupted" else ""),
+        )
     by_cell: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_cell[r.cell_id].append(r)
@@ -146,8 +156,10 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
             bad = [r for r in recs if cell is None or r.spec_hash != cell.spec_hash or r.config_id != cell.config_id]
             if bad:
                 ev.foreign += len(bad)
-                lines.add("foreign", f"{cell_id}: record(s) not from this run's matrix (foreign cell, spec hash or "
-                                     f"configuration)")
+                lines.add(
+                    "foreign",
+                    f"{cell_id}: record(s) not from this run's matrix (foreign cell, spec hash or configuration)",
+                )
     ev.final_cells = sum(1 for recs in by_cell.values() if recs)
     for cell_id, recs in by_cell.items():
         ok = [r for r in recs if r.status == "ok"]
@@ -164,8 +176,15 @@ def check_evidence(store: RunStore, manifest: Any, records: list[Record], load_p
     return ev
 
 
-def _verify_records(store: RunStore, manifest: dict[str, Any], records: list[Record], cells: dict[str, Any] | None,
-                    ev: Evidence, lines: _Lines, discrete: dict[str, str | None]) -> None:
+def _verify_records(
+    store: RunStore,
+    manifest: dict[str, Any],
+    records: list[Record],
+    cells: dict[str, Any] | None,
+    ev: Evidence,
+    lines: _Lines,
+    discrete: dict[str, str | None],
+) -> None:
     for r in records:
         if r.status != "ok":
             continue
@@ -188,8 +207,13 @@ def _verify_records(store: RunStore, manifest: dict[str, Any], records: list[Rec
                 continue  # already a foreign record
             outputs = {k: digest_array(v) for k, v in arrays.items()}
             outputs.update({k: v for k, v in r.digests.items() if k in ("output", "tokens", "response")})
-            values = link_values(r.model_dump(mode="json"), cell.task_doc, manifest.get("harness_version"),
-                                 manifest.get("environment"), outputs)
+            values = link_values(
+                r.model_dump(mode="json"),
+                cell.task_doc,
+                manifest.get("harness_version"),
+                manifest.get("environment"),
+                outputs,
+            )
             problem = verify_receipt(r.receipt, values)
             ev.receipts_checked += 1
             if problem:

@@ -97,21 +97,26 @@ def check_version(found: Any, supported: int, where: str) -> int:
     if not isinstance(found, int) or isinstance(found, bool) or found < 1:
         raise StoreError(f"{where}: schema_version is missing or not a positive integer (got {found!r})")
     if found > supported:
-        raise StoreError(f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
-                         f"upgrade consensus-harness to read it")
+        raise StoreError(
+            f"{where}: schema_version {found} is newer than this harness supports ({supported}); "
+            f"upgrade consensus-harness to read it"
+        )
     return found
 
 
-def upgrade(doc: dict[str, Any], supported: int, upgrades: Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]],
-            where: str) -> dict[str, Any]:
+def upgrade(
+    doc: dict[str, Any], supported: int, upgrades: Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]], where: str
+) -> dict[str, Any]:
     """``doc`` brought to version ``supported``: a newer version is refused, an older one goes
     through ``upgrades[n]`` (asv's ``update_to_n``: version n-1 -> n) one version at a time."""
     found = check_version(doc.get("schema_version"), supported, where)
     while found < supported:
         step = upgrades.get(found + 1)
         if step is None:
-            raise StoreError(f"{where}: schema_version {found} is older than this harness reads ({supported}) and "
-                             f"there is no upgrade from it")
+            raise StoreError(
+                f"{where}: schema_version {found} is older than this harness reads ({supported}) and "
+                f"there is no upgrade from it"
+            )
         doc = {**step(dict(doc)), "schema_version": found + 1}
         found += 1
     return doc

@@ -145,13 +145,18 @@ def metadata_conflicts(a: Manifest, b: Manifest, fields: tuple[str, ...]) -> lis
     for name in fields:
         va, vb = getattr(a, name), getattr(b, name)
         if name == "tiny_models":
-            out += [f"tiny model {model} has other weights ({va[model][:12]} vs {vb[model][:12]}); rebuild it with "
-                    f"`harness tiny` from the same harness version" for model in sorted(set(va) & set(vb))
-                    if va[model] != vb[model]]
+            out += [
+                f"tiny model {model} has other weights ({va[model][:12]} vs {vb[model][:12]}); rebuild it with "
+                f"`harness tiny` from the same harness version"
+                for model in sorted(set(va) & set(vb))
+                if va[model] != vb[model]
+            ]
         elif va is not None and vb is not None and va != vb:
             differs = f"{name} differs ({va} vs {vb})"
-            what = {"matrix_digest": "made from a different matrix",
-                    "harness_version": f"made by harness {va}, this is {vb}"}.get(name, differs)
+            what = {
+                "matrix_digest": "made from a different matrix",
+                "harness_version": f"made by harness {va}, this is {vb}",
+            }.get(name, differs)
             out.append(what)
     return out
 

@@ -49,8 +49,11 @@ def check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
             with zf.open(info) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                        np.lib.format.read_array_header_2_0
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _fortran, dtype = read(fh, max_header_size=10_000)
                 except zipfile.BadZipFile as err:
                     raise BadArtifact(f"member {info.filename!r} changed ({err}): corrupted artifact") from None

@@ -68,13 +68,24 @@ def environment_facts(environment: dict[str, Any] | None) -> tuple[dict[str, Any
     of one machine (thread counts, which vary by cell, are left to the determinism link)."""
     env = environment or {}
     libraries = {"python": env.get("python"), "torch": env.get("torch"), **(env.get("libraries") or {})}
-    device = {"processor": env.get("processor"), "machine": env.get("machine"), "gpu_names": env.get("gpu_names"),
-              "cuda_runtime": env.get("cuda_runtime"), "cudnn": env.get("cudnn"), "driver": env.get("driver")}
+    device = {
+        "processor": env.get("processor"),
+        "machine": env.get("machine"),
+        "gpu_names": env.get("gpu_names"),
+        "cuda_runtime": env.get("cuda_runtime"),
+        "cudnn": env.get("cudnn"),
+        "driver": env.get("driver"),
+    }
     return libraries, device
 
 
-def link_values(record: dict[str, Any], task_doc: dict[str, Any], harness_version: str | None,
-                environment: dict[str, Any] | None, output_digests: dict[str, str]) -> dict[str, Any]:
+def link_values(
+    record: dict[str, Any],
+    task_doc: dict[str, Any],
+    harness_version: str | None,
+    environment: dict[str, Any] | None,
+    output_digests: dict[str, str],
+) -> dict[str, Any]:
     """The value of every link for one ok record, from its sources."""
     libraries, device_class = environment_facts(environment)
     axes = record.get("axes") or {}

@@ -56,7 +56,10 @@ def _safe(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
         except UnsafeOutput as err:
             raise StoreError(str(err)) from None
+
     return wrapper
+
+
 ARTIFACTS = "artifacts"
 
 
@@ -101,8 +104,10 @@ class RunStore:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise RunLocked(f"{self.path}: another harness process is writing this run (lock {self.path / '.lock'} "
-                            f"is held); wait for it or choose another --out") from None
+            raise RunLocked(
+                f"{self.path}: another harness process is writing this run (lock {self.path / '.lock'} "
+                f"is held); wait for it or choose another --out"
+            ) from None
         self._lock = lock
 
     def unlock(self) -> None:
@@ -206,8 +211,11 @@ class RunStore:
             pass
         try:
             doc = strict_json_loads(raw)
-            check_version(doc.get("schema_version") if isinstance(doc, dict) else None,
-                          RECORD_SCHEMA_VERSION, f"{results}:{number}")
+            check_version(
+                doc.get("schema_version") if isinstance(doc, dict) else None,
+                RECORD_SCHEMA_VERSION,
+                f"{results}:{number}",
+            )
             out.records.append(Record.model_validate(doc))
         except StoreError as err:
             if "newer" in str(err):
@@ -289,13 +297,22 @@ def load_run(path: str | Path) -> pd.DataFrame:
 
 
 def flatten_record(r: Record) -> dict[str, Any]:
-    row: dict[str, Any] = {"cell_id": r.cell_id, "spec_hash": r.spec_hash, "config_id": r.config_id,
-                           "task": r.task_name, "kind": r.kind, "model": r.model, "status": r.status,
-                           "reason": r.reason, "output_digest": r.digests.get("output"),
-                           "tokens_digest": r.digests.get("tokens"), "peak_memory_bytes": r.peak_memory_bytes,
-                           "artifact": r.artifact, "node": r.node.key if r.node else None,
-                           "env_class": r.node.env_class if r.node else None}
+    row: dict[str, Any] = {
+        "cell_id": r.cell_id,
+        "spec_hash": r.spec_hash,
+        "config_id": r.config_id,
+        "task": r.task_name,
+        "kind": r.kind,
+        "model": r.model,
+        "status": r.status,
+        "reason": r.reason,
+        "output_digest": r.digests.get("output"),
+        "tokens_digest": r.digests.get("tokens"),
+        "peak_memory_bytes": r.peak_memory_bytes,
+        "artifact": r.artifact,
+        "node": r.node.key if r.node else None,
+        "env_class": r.node.env_class if r.node else None,
+    }
     row.update(r.axes.model_dump())
     row.update({f"t_{k}": v for k, v in r.timings.items()})
     return row
-

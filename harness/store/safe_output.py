@@ -27,8 +27,14 @@ class UnsafeOutput(HarnessError, RuntimeError):
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link")):
+    for test, name in (
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISLNK, "symbolic link"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -64,8 +70,10 @@ def check_run_path(run_dir: str | Path, rel: str) -> Path:
         except FileNotFoundError:
             return run_dir.joinpath(*parts)
         if stat.S_ISLNK(st.st_mode):
-            raise UnsafeOutput(f"{current}: is a symbolic link inside the run directory; refused (a run never "
-                               f"follows links out of its folder)")
+            raise UnsafeOutput(
+                f"{current}: is a symbolic link inside the run directory; refused (a run never "
+                f"follows links out of its folder)"
+            )
         last = i == len(parts) - 1
         if not last and not stat.S_ISDIR(st.st_mode):
             raise UnsafeOutput(f"{current}: expected a folder, found a {_kind(st.st_mode)}")
@@ -78,8 +86,12 @@ def open_in_run(run_dir: str | Path, rel: str, mode: str = "rb") -> Any:
     """Open ``run_dir/rel`` without following links and without blocking on a FIFO.
     ``mode`` is one of rb, ab, rb+, a (text, UTF-8)."""
     path = check_run_path(run_dir, rel)
-    flags = {"rb": os.O_RDONLY, "rb+": os.O_RDWR, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-             "a": os.O_WRONLY | os.O_APPEND | os.O_CREAT}[mode]
+    flags = {
+        "rb": os.O_RDONLY,
+        "rb+": os.O_RDWR,
+        "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+        "a": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+    }[mode]
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as err:

@@ -61,8 +61,9 @@ def generate_keypair(prefix: str | Path, comment: str = "") -> tuple[Path, Path]
         if os.path.lexists(path):
             raise SignatureError(f"{path}: already exists; keygen never overwrites a key")
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     key_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -112,8 +113,9 @@ def load_trusted_keys(path: str | Path | None) -> set[str] | None:
             if len(bytes.fromhex(hexkey)) != 32:
                 raise ValueError
         except ValueError:
-            raise SignatureError(f"{path}:{number}: not an Ed25519 public key line "
-                                 f"('ed25519 <64 hex> [comment]')") from None
+            raise SignatureError(
+                f"{path}:{number}: not an Ed25519 public key line ('ed25519 <64 hex> [comment]')"
+            ) from None
         keys.add(hexkey.lower())
     if not keys:
         raise SignatureError(f"{path}: the trusted-keys file holds no key")
@@ -125,8 +127,10 @@ def sign_document(doc: dict[str, Any], private: Ed25519PrivateKey) -> dict[str, 
     body = {k: v for k, v in doc.items() if k != "signature"}
     public = _public_hex(private)
     value = private.sign(canonical_json(body)).hex()
-    return {**body, "signature": {"algorithm": ALGORITHM, "public_key": public, "key_id": key_id(public),
-                                  "value": value}}
+    return {
+        **body,
+        "signature": {"algorithm": ALGORITHM, "public_key": public, "key_id": key_id(public), "value": value},
+    }
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,13 @@ class SignatureCheck:
         if not self.signed:
             return "unsigned"
         who = f"signed by {ALGORITHM}:{self.key_id}"
-        return who + ("" if self.trusted else " (key not checked against trusted keys)" if self.trusted is None
-                      else " (untrusted key)")
+        return who + (
+            ""
+            if self.trusted
+            else " (key not checked against trusted keys)"
+            if self.trusted is None
+            else " (untrusted key)"
+        )
 
 
 def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) -> SignatureCheck:
@@ -152,8 +161,7 @@ def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) ->
     sig = doc.get("signature")
     if sig is None:
         if trusted is not None:
-            raise SignatureError(f"{where}: unsigned, but trusted keys were given: refused (sign it with "
-                                 f"`--sign KEY`)")
+            raise SignatureError(f"{where}: unsigned, but trusted keys were given: refused (sign it with `--sign KEY`)")
         return SignatureCheck(signed=False)
     if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
         raise SignatureError(f"{where}: signature is malformed or not {ALGORITHM}")
@@ -161,8 +169,10 @@ def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) ->
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError as err:
-        raise SignatureError(f"{where}: signed, but its signature cannot be checked here: the cryptography "
-                             f"package is not importable ({err})") from None
+        raise SignatureError(
+            f"{where}: signed, but its signature cannot be checked here: the cryptography "
+            f"package is not importable ({err})"
+        ) from None
     try:
         public_hex = str(sig["public_key"]).lower()
         public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
@@ -173,8 +183,10 @@ def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) ->
     try:
         public.verify(value, canonical_json(body))
     except InvalidSignature:
-        raise SignatureError(f"{where}: signature does not verify: the signed content was changed after "
-                             f"signing (key {key_id(public_hex)})") from None
+        raise SignatureError(
+            f"{where}: signature does not verify: the signed content was changed after "
+            f"signing (key {key_id(public_hex)})"
+        ) from None
     if trusted is not None and public_hex not in trusted:
         raise SignatureError(f"{where}: signed by key {key_id(public_hex)}, which is not in the trusted keys: refused")
     return SignatureCheck(signed=True, key_id=key_id(public_hex), trusted=None if trusted is None else True)

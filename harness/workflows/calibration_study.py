@@ -30,12 +30,19 @@ from typing import Any
 
 import numpy as np
 
+from harness.analysis.studies import PROMPTS
 from harness.compare.levels import Comparable, Thresholds
 from harness.compare.validators import composite
 from harness.spec.calibration import Calibration, Entry, Rate, Scope
-from harness.analysis.studies import PROMPTS
 from harness.workflows.validator_study import (
-    EDIT_SPREADS, GENERATION, _collect_worker, _comparable, _edit, _splice, _start_worker, calibrate,
+    EDIT_SPREADS,
+    GENERATION,
+    _collect_worker,
+    _comparable,
+    _edit,
+    _splice,
+    _start_worker,
+    calibrate,
 )
 
 MAX_FRR = 0.01
@@ -62,8 +69,14 @@ def wilson(errors: int, pairs: int) -> Rate:
 
 
 def _doc(settings: CalibrationSettings, prompt: int, seed: int, dtype: str, bits: int | None) -> dict[str, Any]:
-    return {"model": settings.model, "prompt": settings.prompts[prompt], "seed": seed, "dtype": dtype,
-            "quantize_bits": bits, "generation_config": {**GENERATION, "max_new_tokens": settings.max_new_tokens}}
+    return {
+        "model": settings.model,
+        "prompt": settings.prompts[prompt],
+        "seed": seed,
+        "dtype": dtype,
+        "quantize_bits": bits,
+        "generation_config": {**GENERATION, "max_new_tokens": settings.max_new_tokens},
+    }
 
 
 def _run_worker(docs: list[tuple[dict[str, Any], int]], level: str, tmp: Path) -> tuple[list[Comparable], str]:
@@ -76,9 +89,9 @@ def _run_worker(docs: list[tuple[dict[str, Any], int]], level: str, tmp: Path) -
         return outs, str(npz["kernel_class"])
 
 
-def _honest_and_cheats(settings: CalibrationSettings, dtype: str, bits: int | None, levels: list[str],
-                       tmp: Path) -> tuple[list[tuple[str, int, Comparable, Comparable]],
-                                           list[tuple[str, int, Comparable, Comparable]], set[str]]:
+def _honest_and_cheats(
+    settings: CalibrationSettings, dtype: str, bits: int | None, levels: list[str], tmp: Path
+) -> tuple[list[tuple[str, int, Comparable, Comparable]], list[tuple[str, int, Comparable, Comparable]], set[str]]:
     tasks = [(p, s) for p in range(len(settings.prompts)) for s in range(settings.seeds)]
     other_dtype = "float32" if dtype == "bfloat16" else "bfloat16"
     runs: dict[tuple[str, str, tuple[int, int]], Comparable] = {}
@@ -87,45 +100,61 @@ def _honest_and_cheats(settings: CalibrationSettings, dtype: str, bits: int | No
         jobs = [(name, key) for key in tasks for name in ("t1", "t1_again")] + [("t2", key) for key in tasks]
         if level == "native":
             jobs += [("lower", key) for key in tasks]
-        docs = [(_doc(settings, p, s, other_dtype if name == "lower" else dtype, None if name == "lower" else bits),
-                 2 if name == "t2" else 1) for name, (p, s) in jobs]
+        docs = [
+            (
+                _doc(settings, p, s, other_dtype if name == "lower" else dtype, None if name == "lower" else bits),
+                2 if name == "t2" else 1,
+            )
+            for name, (p, s) in jobs
+        ]
         outs, kclass = _run_worker(docs, level, tmp)
         classes.add(kclass)
-        runs.update({(level, name, key): out for (name, key), out in zip(jobs, outs)})
+        runs.update({(level, name, key): out for (name, key), out in zip(jobs, outs, strict=False)})
     outs, kclass = _run_worker([(_doc(settings, p, s, dtype, bits), 1) for p, s in tasks], "native", tmp)
     classes.add(kclass)
-    runs.update({("native", "proc", key): out for key, out in zip(tasks, outs)})
+    runs.update({("native", "proc", key): out for key, out in zip(tasks, outs, strict=False)})
     honest: list[tuple[str, int, Comparable, Comparable]] = []
     cheats: list[tuple[str, int, Comparable, Comparable]] = []
     for p, s in tasks:
         key = (p, s)
         for level in levels:
-            honest += [("threads", s, runs[(level, "t1", key)], runs[(level, "t2", key)]),
-                       ("repeat", s, runs[(level, "t1", key)], runs[(level, "t1_again", key)])]
+            honest += [
+                ("threads", s, runs[(level, "t1", key)], runs[(level, "t2", key)]),
+                ("repeat", s, runs[(level, "t1", key)], runs[(level, "t1_again", key)]),
+            ]
             if level != "native":
-                honest += [("isa", s, runs[("native", "t1", key)], runs[(level, "t1", key)]),
-                           ("isa", s, runs[("native", "t2", key)], runs[(level, "t2", key)])]
+                honest += [
+                    ("isa", s, runs[("native", "t1", key)], runs[(level, "t1", key)]),
+                    ("isa", s, runs[("native", "t2", key)], runs[(level, "t2", key)]),
+                ]
         honest.append(("process", s, runs[("native", "t1", key)], runs[("native", "proc", key)]))
         ref, t2 = runs[("native", "t1", key)], runs[("native", "t2", key)]
         other = runs[("native", "t1", (p, (s + 1) % settings.seeds))]
         wav = t2.arrays["waveform"]
-        cheats += [(name, s, ref, cand) for name, cand in (
-            ("another seed", other),
-            ("another prompt", runs[("native", "t1", ((p + 1) % len(settings.prompts), s))]),
-            (f"{other_dtype} passed off as {dtype}", runs[("native", "lower", key)]),
-            ("another seed's codes, honest waveform", _comparable(wav, other.arrays["codes"], t2.sampling_rate or 1)),
-            *[(f"re-generated from step {int(f * 100)}%", _splice(t2, other, f)) for f in (0.25, 0.5)],
-        )]
+        cheats += [
+            (name, s, ref, cand)
+            for name, cand in (
+                ("another seed", other),
+                ("another prompt", runs[("native", "t1", ((p + 1) % len(settings.prompts), s))]),
+                (f"{other_dtype} passed off as {dtype}", runs[("native", "lower", key)]),
+                (
+                    "another seed's codes, honest waveform",
+                    _comparable(wav, other.arrays["codes"], t2.sampling_rate or 1),
+                ),
+                *[(f"re-generated from step {int(f * 100)}%", _splice(t2, other, f)) for f in (0.25, 0.5)],
+            )
+        ]
     return honest, cheats, classes
 
 
-def calibrate_config(settings: CalibrationSettings, dtype: str, bits: int | None, levels: list[str],
-                     tmp: Path) -> Entry:
+def calibrate_config(
+    settings: CalibrationSettings, dtype: str, bits: int | None, levels: list[str], tmp: Path
+) -> Entry:
     from harness import __version__
     from harness.models.tiny import tiny_info
 
     honest, cheats, classes = _honest_and_cheats(settings, dtype, bits, levels, tmp)
-    held = lambda seed: seed % 2 == 1  # noqa: E731
+    held = lambda seed: seed % 2 == 1
     base = Thresholds()
     notes: list[str] = []
     sources = []
@@ -136,8 +165,10 @@ def calibrate_config(settings: CalibrationSettings, dtype: str, bits: int | None
         # a source whose codes change cannot pass any codes-equal rule, whatever its bounds
         changed = sum(a.digests["codes"] != b.digests["codes"] for a, b in pairs)
         if changed:
-            notes.append(f"{source}: codes differ in {changed} of {len(pairs)} honest pairs, so the composite rule "
-                         f"(codes equal) cannot accept them; {source} is outside this entry's scope")
+            notes.append(
+                f"{source}: codes differ in {changed} of {len(pairs)} honest pairs, so the composite rule "
+                f"(codes equal) cannot accept them; {source} is outside this entry's scope"
+            )
             continue
         sources.append(source)
     kept = [h for h in honest if h[0] in sources]
@@ -156,11 +187,25 @@ def calibrate_config(settings: CalibrationSettings, dtype: str, bits: int | None
     far = wilson(sum(bool(composite(a, b, thr)) for a, b in ch), len(ch))
     model = settings.model
     weights = tiny_info(model.split(":", 1)[1])["weights_sha256"] if model.startswith("tiny:") else None
-    scope = Scope(kind="audio", model=model, weights_sha256=weights, dtype=dtype, quantize_bits=bits,
-                  new_tokens=(settings.max_new_tokens, settings.max_new_tokens), sources=sources,
-                  kernel_classes=sorted(classes), harness_version=__version__)
-    return Entry(scope=scope, waveform_max_abs=thr.waveform_max_abs, waveform_rel_l2=thr.waveform_rel_l2,
-                 false_reject=frr, false_accept=far, notes=notes)
+    scope = Scope(
+        kind="audio",
+        model=model,
+        weights_sha256=weights,
+        dtype=dtype,
+        quantize_bits=bits,
+        new_tokens=(settings.max_new_tokens, settings.max_new_tokens),
+        sources=sources,
+        kernel_classes=sorted(classes),
+        harness_version=__version__,
+    )
+    return Entry(
+        scope=scope,
+        waveform_max_abs=thr.waveform_max_abs,
+        waveform_rel_l2=thr.waveform_rel_l2,
+        false_reject=frr,
+        false_accept=far,
+        notes=notes,
+    )
 
 
 def run_calibration(settings: CalibrationSettings = CalibrationSettings()) -> Calibration:
@@ -172,7 +217,9 @@ def run_calibration(settings: CalibrationSettings = CalibrationSettings()) -> Ca
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="harness-calibration-") as tmp:
         entries = [calibrate_config(settings, dtype, bits, levels, Path(tmp)) for dtype, bits in settings.configs]
-    made_by = (f"harness validators --calibration: {settings.seeds} seeds x {len(settings.prompts)} prompts, "
-               f"{settings.max_new_tokens} tokens, kernel levels {', '.join(levels)}; held-out half (odd seeds); "
-               f"{time.perf_counter() - start:.0f} s")
+    made_by = (
+        f"harness validators --calibration: {settings.seeds} seeds x {len(settings.prompts)} prompts, "
+        f"{settings.max_new_tokens} tokens, kernel levels {', '.join(levels)}; held-out half (odd seeds); "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     return Calibration(made_by=made_by, entries=entries).sealed()

@@ -35,25 +35,33 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.certificate import CERTIFICATE_SCHEMA_VERSION, Certificate, ConfigCertificate
+from harness.analysis.crossrun import (
+    ConfigOutcome,
+    CrossRunResult,
+    compare_runs,
+    consensus_outcomes,
+    judge_outcome,
+)
+from harness.compare.agreement import simulate
+from harness.compare.levels import level_rank, worst_level
+from harness.report.certificate import render_certificate
+from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
 from harness.store.bundle import open_bundle
 from harness.store.manifest import Manifest
-from harness.compare.levels import level_rank, worst_level
-from harness.compare.agreement import simulate
-from harness.analysis.crossrun import (
-    ConfigOutcome, CrossRunResult, compare_runs, consensus_outcomes, judge_outcome,
-)
-from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
-from harness.report.certificate import render_certificate
 from harness.store.run import StoreError, atomic_write_bytes, atomic_write_json, new_run_id
 from harness.vocabulary import CERTIFICATE_VERDICT, CERTIFICATE_VERDICTS, CertificateVerdict
 from harness.workflows.whitelist import normalize_gpu_name
 
 CERTIFICATE_JSON = "certificate.json"
 CERTIFICATE_MD = "certificate.md"
-EMULATION_NOTE = ("emulated hardware: the threads axis was overridden on the same machine; a different CPU "
-                  "thread count changes float reduction order as different hardware does")
-ISA_NOTE = ("emulated CPU kind: ATen, oneDNN and oneMKL were capped at the {isa} kernel level ({like}) on the "
-            "same machine; other kernels reduce floats in another order, as another CPU kind does")
+EMULATION_NOTE = (
+    "emulated hardware: the threads axis was overridden on the same machine; a different CPU "
+    "thread count changes float reduction order as different hardware does"
+)
+ISA_NOTE = (
+    "emulated CPU kind: ATen, oneDNN and oneMKL were capped at the {isa} kernel level ({like}) on the "
+    "same machine; other kernels reduce floats in another order, as another CPU kind does"
+)
 
 
 class CertifyError(StoreError):
@@ -82,6 +90,7 @@ def parse_certificate(doc: Any, where: str) -> Certificate:
 
 
 # --- matrices --------------------------------------------------------------------------------------
+
 
 def inline_doc(matrix: Matrix) -> dict[str, Any]:
     """The matrix as a self-contained document: every task inline (resolved docs)."""
@@ -120,11 +129,12 @@ def _from_doc(doc: dict[str, Any], where: str) -> Matrix:
 
 def _replace_all_devices(doc: dict[str, Any], devices: list[str]) -> None:
     """``device = "all"`` means the devices of the machine that ran it: pin the reference's."""
+
     def fix(values: Any) -> Any:
         if isinstance(values, list) and "all" in values:
             out: list[str] = []
             for d in values:
-                for x in (devices if d == "all" else [d]):
+                for x in devices if d == "all" else [d]:
                     if x not in out:
                         out.append(x)
             return out
@@ -157,14 +167,19 @@ def override_threads(doc: dict[str, Any], threads: int) -> dict[str, Any]:
 
 # --- verdicts ---------------------------------------------------------------------------------------
 
+
 def judge(out: ConfigOutcome, result: CrossRunResult) -> tuple[CertificateVerdict, str, list[str]]:
     """A configuration's certificate verdict: not certified when a cell failed, was skipped or has
     no partner; else the one judgement (harness.analysis.judgement) over the comparison across
     the machines and each side's own repeats, with the validator the configuration resolved
     (rates and bounds from the calibration entry whose scope holds both sides' kernel classes)."""
-    issues = ([f"reference failed: {x}" for x in out.failed_a] + [f"no partner here: {x}" for x in out.unmatched_a]
-              + [f"failed here: {x}" for x in out.failed_b] + [f"skipped here: {x}" for x in out.skipped_b]
-              + [f"not comparable: {x}" for x in out.errors])
+    issues = (
+        [f"reference failed: {x}" for x in out.failed_a]
+        + [f"no partner here: {x}" for x in out.unmatched_a]
+        + [f"failed here: {x}" for x in out.failed_b]
+        + [f"skipped here: {x}" for x in out.skipped_b]
+        + [f"not comparable: {x}" for x in out.errors]
+    )
     if issues:
         return "fail", f"{len(issues)} cell(s) not certified; first: {issues[0]}", issues
     if not out.matched:
@@ -181,10 +196,14 @@ def pool_key(environment: dict[str, Any], dtype: str | None, quantize_bits: int 
     machines whose drivers space a name differently share one pool key, as they share one pool."""
     gpus = environment.get("gpu_names") or []
     mem = environment.get("gpu_memory_bytes") or []
-    return {"gpu_model": normalize_gpu_name(str(gpus[0]) if gpus else f"cpu: {environment.get('processor')}"),
-            "vram_bytes": mem[0] if mem else None,
-            "runner_version": (environment.get("libraries") or {}).get("consensus-harness"),
-            "platform": environment.get("os"), "dtype": dtype, "quantize_bits": quantize_bits}
+    return {
+        "gpu_model": normalize_gpu_name(str(gpus[0]) if gpus else f"cpu: {environment.get('processor')}"),
+        "vram_bytes": mem[0] if mem else None,
+        "runner_version": (environment.get("libraries") or {}).get("consensus-harness"),
+        "platform": environment.get("os"),
+        "dtype": dtype,
+        "quantize_bits": quantize_bits,
+    }
 
 
 def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCertificate:
@@ -200,22 +219,41 @@ def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCer
     if outcomes:
         names = sorted(set.intersection(*(set(d) for o in outcomes for d in o.values())), key=_rule_order)
         est = simulate(outcomes, {"reference": 0.5, "candidate": 0.5}, names)
-        consensus = {name: {"p3of3": r.p3of3, "p2of3": r.p2of3, "p_aborted": r.p_aborted,
-                            "wrongly_slashed": r.wrongly_slashed} for name, r in est.rules.items()}
+        consensus = {
+            name: {"p3of3": r.p3of3, "p2of3": r.p2of3, "p_aborted": r.p_aborted, "wrongly_slashed": r.wrongly_slashed}
+            for name, r in est.rules.items()
+        }
         if rule in est.rules:
             r = est.rules[rule]
             network = {"p_accepted": r.p2of3, "p_aborted": r.p_aborted, "invalidated": r.wrongly_slashed}
     ref_axes = _axes_of(pairs)
-    pool = {"reference": pool_key(result.a.environment, *ref_axes), "candidate": pool_key(result.b.environment, *ref_axes)}
+    pool = {
+        "reference": pool_key(result.a.environment, *ref_axes),
+        "candidate": pool_key(result.b.environment, *ref_axes),
+    }
     return ConfigCertificate(
-        config_id=out.config_id, task=out.task, kind=out.kind, model=out.model, verdict=verdict, reason=reason,
-        compared=out.matched, levels=out.levels,
+        config_id=out.config_id,
+        task=out.task,
+        kind=out.kind,
+        model=out.model,
+        verdict=verdict,
+        reason=reason,
+        compared=out.matched,
+        levels=out.levels,
         worst=worst_level(x for x in (out.worst, out.within_a, out.within_b) if x),
-        within_reference=out.within_a, within_candidate=out.within_b,
+        within_reference=out.within_a,
+        within_candidate=out.within_b,
         first_divergence=out.first_divergence[0] if out.first_divergence else None,
-        worst_pair=[worst.cell_a, worst.cell_b] if worst else None, metrics=worst.metrics if worst else {},
-        consensus=consensus, network_rule=rule, network_label=label, network=network, findings=dict(out.findings),
-        pool=pool, issues=issues[:50])
+        worst_pair=[worst.cell_a, worst.cell_b] if worst else None,
+        metrics=worst.metrics if worst else {},
+        consensus=consensus,
+        network_rule=rule,
+        network_label=label,
+        network=network,
+        findings=dict(out.findings),
+        pool=pool,
+        issues=issues[:50],
+    )
 
 
 def _rule_order(name: str) -> int:
@@ -234,42 +272,68 @@ def _axes_of(pairs: list) -> tuple[str | None, int | None]:
     return dtype, int(q) if q and q.isdigit() else None
 
 
-def certificate_from(result: CrossRunResult, *, emulation: dict[str, Any] | None = None,
-                     not_rerun: list[str] | None = None) -> Certificate:
+def certificate_from(
+    result: CrossRunResult, *, emulation: dict[str, Any] | None = None, not_rerun: list[str] | None = None
+) -> Certificate:
     from harness import __version__
 
     configs, not_certified = [], list(not_rerun or [])
     for out in result.configs:
-        only_skipped = out.skipped_a and not (out.matched or out.unmatched_a or out.failed_a or out.errors
-                                              or out.failed_b or out.skipped_b)
+        only_skipped = out.skipped_a and not (
+            out.matched or out.unmatched_a or out.failed_a or out.errors or out.failed_b or out.skipped_b
+        )
         if only_skipped:
             not_certified.append(f"{out.config_id}: skipped on the reference machine ({out.skipped_a[0]})")
             continue
         configs.append(_config_certificate(out, result))
     passed = bool(configs) and all(c.verdict == "pass" for c in configs)
     counts = {v: sum(c.verdict == v for c in configs) for v in CERTIFICATE_VERDICTS}
-    summary = (("CERTIFIED: " if passed else "NOT CERTIFIED (bitwise): ")
-               + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(configs)} configuration(s)")
+    summary = (
+        ("CERTIFIED: " if passed else "NOT CERTIFIED (bitwise): ")
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + f" of {len(configs)} configuration(s)"
+    )
     if not configs:
         summary = "NOT CERTIFIED: no configuration could be compared"
     return Certificate(
-        harness_version=__version__, created_at=time.time(), passed=passed, summary=summary,
-        reference=result.a, candidate=result.b, emulation=emulation, match=result.match,
-        thresholds=result.thresholds, environment_differs=result.environment_differs, groups=result.groups,
-        configs=configs, not_certified=not_certified, unmatched_candidate=result.unmatched_b,
-        problems=result.problems)
+        harness_version=__version__,
+        created_at=time.time(),
+        passed=passed,
+        summary=summary,
+        reference=result.a,
+        candidate=result.b,
+        emulation=emulation,
+        match=result.match,
+        thresholds=result.thresholds,
+        environment_differs=result.environment_differs,
+        groups=result.groups,
+        configs=configs,
+        not_certified=not_certified,
+        unmatched_candidate=result.unmatched_b,
+        problems=result.problems,
+    )
 
 
 # --- the command -------------------------------------------------------------------------------------
 
-def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str | Path | None = None,
-            threads: int | None = None, progress: bool = False, reports_root: Path = Path("reports"),
-            executor: Any = None, trusted_keys: set[str] | None = None,
-            isa: str | None = None, device: str | None = None) -> tuple[Certificate, Path]:
+
+def certify(
+    reference: str | Path,
+    *,
+    matrix: str | Path | None = None,
+    out: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    reports_root: Path = Path("reports"),
+    executor: Any = None,
+    trusted_keys: set[str] | None = None,
+    isa: str | None = None,
+    device: str | None = None,
+) -> tuple[Certificate, Path]:
     """Re-run the reference's cells here and certify; returns the certificate and run dir.
     ``device``: re-run them on this device instead of the reference's own."""
-    from harness.spec.matrix import available_devices
     from harness.execution.runner import run_matrix
+    from harness.spec.matrix import available_devices
 
     if threads is not None and threads < 1:
         raise CertifyError(f"--threads must be a positive integer, got {threads}")
@@ -293,8 +357,10 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
         ref_records = ref_loaded.records
         ref_evidence = check_evidence(ref.store, manifest, ref_records, ref_loaded.problems)
         if not ref_evidence.ok:  # an incomplete or broken reference certifies nothing
-            raise CertifyError(f"{where}: its evidence does not hold ({len(ref_evidence.problems)} problem(s); "
-                               f"first: {ref_evidence.problems[0]})")
+            raise CertifyError(
+                f"{where}: its evidence does not hold ({len(ref_evidence.problems)} problem(s); "
+                f"first: {ref_evidence.problems[0]})"
+            )
         ref_specs = {r.spec_hash for r in ref_records}
         ref_devices = [str(d) for d in manifest.devices or ["cpu"]]
         max_cells = max(MAX_CELLS, len(ref_records))
@@ -307,9 +373,11 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
             lost = sorted(ref_specs - {c.spec_hash for c in cells})
             if lost:
                 first = next(r.cell_id for r in ref_records if r.spec_hash == lost[0])
-                raise CertifyError(f"{where}: {len(lost)} of its cells do not rebuild with the same spec hash (first: "
-                                   f"{first}); made by harness {manifest.harness_version}, this is "
-                                   f"{_version()}: certify with --matrix and the original matrix file")
+                raise CertifyError(
+                    f"{where}: {len(lost)} of its cells do not rebuild with the same spec hash (first: "
+                    f"{first}); made by harness {manifest.harness_version}, this is "
+                    f"{_version()}: certify with --matrix and the original matrix file"
+                )
             expected = ref_specs
         else:
             given = load_matrix(matrix)
@@ -317,8 +385,10 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
             cells = expand(given, available_devices(), max_cells=max_cells)
             foreign = [c for c in cells if c.spec_hash not in ref_specs]
             if foreign:
-                raise CertifyError(f"matrix {matrix}: cell {foreign[0].cell_id} (spec {foreign[0].spec_hash}) is not "
-                                   f"in the reference run; certify re-runs the reference's cells (a subset is fine)")
+                raise CertifyError(
+                    f"matrix {matrix}: cell {foreign[0].cell_id} (spec {foreign[0].spec_hash}) is not "
+                    f"in the reference run; certify re-runs the reference's cells (a subset is fine)"
+                )
             expected = {c.spec_hash for c in cells}
         emulation: dict[str, Any] | None = None
         ignored: list[str] = []
@@ -345,11 +415,13 @@ def certify(reference: str | Path, *, matrix: str | Path | None = None, out: str
         summary = run_matrix(run_as, run_dir, progress=progress, executor=executor, max_cells=max_cells)
         from harness.store.run import RunStore
 
-        result = compare_runs(ref, RunStore(summary.run_dir), match=match, labels=("reference", "candidate"),
-                              only_a=expected)
+        result = compare_runs(
+            ref, RunStore(summary.run_dir), match=match, labels=("reference", "candidate"), only_a=expected
+        )
         not_rerun = sorted({r.config_id for r in ref_records if r.spec_hash not in expected})
-        cert = certificate_from(result, emulation=emulation,
-                                not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun])
+        cert = certificate_from(
+            result, emulation=emulation, not_rerun=[f"{c}: not re-run (not in --matrix)" for c in not_rerun]
+        )
         cert.reference.source = str(reference)
         cert.problems = summary.problems + cert.problems
         run_store = RunStore(summary.run_dir)

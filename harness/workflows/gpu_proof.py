@@ -37,31 +37,44 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE_MATRIX = ROOT / "matrices" / "gpu-smoke.toml"
 CERT_MATRIX = ROOT / "matrices" / "gpu-cert.toml"
 # what the determinism profile and the TF32 axis set, as each record reads them back
-FLAG_KEYS = ("deterministic_algorithms", "cudnn_deterministic", "cudnn_benchmark", "cuda_matmul_allow_tf32",
-             "cudnn_allow_tf32", "float32_matmul_precision", "cuda_matmul_fp16_reduced_precision",
-             "cuda_matmul_bf16_reduced_precision")
+FLAG_KEYS = (
+    "deterministic_algorithms",
+    "cudnn_deterministic",
+    "cudnn_benchmark",
+    "cuda_matmul_allow_tf32",
+    "cudnn_allow_tf32",
+    "float32_matmul_precision",
+    "cuda_matmul_fp16_reduced_precision",
+    "cuda_matmul_bf16_reduced_precision",
+)
 ENV_KEYS = ("CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE")
 DIMENSIONS = ("repeat", "process", "batch", "load")
 # issue #23 quotes these; they are the publishers' figures, not measured here
-PUBLISHED_COSTS = (("SGLang deterministic mode", "34%"), ("Thinking Machines batch-invariant kernels", "61.5%"),
-                   ("EigenAI", "under 2%"))
-NOT_COVERED = ("Ray tasks with num_gpus=1 (--executor ray): Ray's wheel (about 79 MB) is larger than the 64 MiB "
-               "a device call may carry, and nothing can be fetched there; covered on the CPU by the scheduling "
-               "tests only",)
+PUBLISHED_COSTS = (
+    ("SGLang deterministic mode", "34%"),
+    ("Thinking Machines batch-invariant kernels", "61.5%"),
+    ("EigenAI", "under 2%"),
+)
+NOT_COVERED = (
+    "Ray tasks with num_gpus=1 (--executor ray): Ray's wheel (about 79 MB) is larger than the 64 MiB "
+    "a device call may carry, and nothing can be fetched there; covered on the CPU by the scheduling "
+    "tests only",
+)
 
 
 # --- check ---------------------------------------------------------------------------------------
+
 
 def cuda_problem() -> str | None:
     """Why this machine cannot run the GPU proof (None when it can): one line."""
     try:
         import torch
-    except Exception as err:  # noqa: BLE001 - any import failure is the reason
+    except Exception as err:
         return f"torch is not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     try:
         available = torch.cuda.is_available()
         count = torch.cuda.device_count() if available else 0
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         return f"torch {torch.__version__} cannot ask for CUDA devices ({type(err).__name__}: {err})"
     if not available or count < 1:
         build = f"CUDA build {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
@@ -71,6 +84,7 @@ def cuda_problem() -> str | None:
 
 # --- preflight -----------------------------------------------------------------------------------
 
+
 def _smi() -> list[str]:
     import shutil
     import subprocess
@@ -79,8 +93,12 @@ def _smi() -> list[str]:
     if not smi:
         return []
     try:
-        out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [smi, "--query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as err:
         return [f"nvidia-smi failed: {err}"]
     return [line.strip() for line in (out.stdout or out.stderr).splitlines() if line.strip()][:8]
@@ -93,12 +111,30 @@ def environment(device: str = "cuda:0") -> dict[str, Any]:
 
     import torch
 
-    env: dict[str, Any] = {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
-                           "cpu_count": os.cpu_count(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
-                           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                           "nvidia_smi": _smi(), "libraries": {}}
-    for name in ("transformers", "diffusers", "bitsandbytes", "accelerate", "tokenizers", "safetensors", "numpy",
-                 "pydantic", "pydantic-core", "huggingface-hub", "typing-extensions"):
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "nvidia_smi": _smi(),
+        "libraries": {},
+    }
+    for name in (
+        "transformers",
+        "diffusers",
+        "bitsandbytes",
+        "accelerate",
+        "tokenizers",
+        "safetensors",
+        "numpy",
+        "pydantic",
+        "pydantic-core",
+        "huggingface-hub",
+        "typing-extensions",
+    ):
         try:
             env["libraries"][name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -109,14 +145,18 @@ def environment(device: str = "cuda:0") -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         props = torch.cuda.get_device_properties(index)
-        env.update(gpu=torch.cuda.get_device_name(index), gpu_count=torch.cuda.device_count(),
-                   capability=list(torch.cuda.get_device_capability(index)), gpu_memory_bytes=int(props.total_memory),
-                   multiprocessors=getattr(props, "multi_processor_count", None))
+        env.update(
+            gpu=torch.cuda.get_device_name(index),
+            gpu_count=torch.cuda.device_count(),
+            capability=list(torch.cuda.get_device_capability(index)),
+            gpu_memory_bytes=int(props.total_memory),
+            multiprocessors=getattr(props, "multi_processor_count", None),
+        )
     try:
         import bitsandbytes
 
         env["bitsandbytes_import"] = f"ok ({bitsandbytes.__version__})"
-    except Exception as err:  # noqa: BLE001 - recorded, the smoke matrix says which cells it costs
+    except Exception as err:
         env["bitsandbytes_import"] = f"failed: {type(err).__name__}: {err}"[:300]
         return env
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -127,7 +167,7 @@ def environment(device: str = "cuda:0") -> dict[str, Any]:
             q, state = bnbf.quantize_4bit(w)
             err = float((bnbf.dequantize_4bit(q, state) - w).abs().max())
             env["bitsandbytes_cuda"] = f"ok: 4-bit round trip on {device}, max abs error {err:.3g}"
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             env["bitsandbytes_cuda"] = f"failed: {type(err).__name__}: {err}"[:300]
     return env
 
@@ -150,6 +190,7 @@ def preflight(work: Path, device: str) -> int:
 
 # --- device = "all" -----------------------------------------------------------------------------
 
+
 def all_devices_doc() -> dict[str, Any]:
     """One greedy tiny GPT-2 cell on every device (``all``): a worker per CUDA device and one on
     the CPU, side by side."""
@@ -158,8 +199,15 @@ def all_devices_doc() -> dict[str, Any]:
     doc = tomllib.loads(CERT_MATRIX.read_text())
     entry = next(t for t in doc["tasks"] if t["name"] == "gpt-greedy")
     entry = {k: v for k, v in entry.items() if k != "axes"}
-    return {**doc, "name": "gpu-all-devices", "description": "device = all: one worker per device, side by side",
-            "repeats": 1, "workers": 1, "tasks": [entry], "axes": {**doc["axes"], "device": ["all"]}}
+    return {
+        **doc,
+        "name": "gpu-all-devices",
+        "description": "device = all: one worker per device, side by side",
+        "repeats": 1,
+        "workers": 1,
+        "tasks": [entry],
+        "axes": {**doc["axes"], "device": ["all"]},
+    }
 
 
 def all_devices(work: Path) -> int:
@@ -174,6 +222,7 @@ def all_devices(work: Path) -> int:
 
 
 # --- summary: reading --------------------------------------------------------------------------
+
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
@@ -205,10 +254,16 @@ def _flags(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flags_text(flags: dict[str, Any]) -> str:
-    short = {"deterministic_algorithms": "det_algos", "cudnn_deterministic": "cudnn_det", "cudnn_benchmark": "cudnn_bench",
-             "cuda_matmul_allow_tf32": "matmul_tf32", "cudnn_allow_tf32": "cudnn_tf32",
-             "float32_matmul_precision": "fp32_prec", "cuda_matmul_fp16_reduced_precision": "fp16_reduced",
-             "cuda_matmul_bf16_reduced_precision": "bf16_reduced"}
+    short = {
+        "deterministic_algorithms": "det_algos",
+        "cudnn_deterministic": "cudnn_det",
+        "cudnn_benchmark": "cudnn_bench",
+        "cuda_matmul_allow_tf32": "matmul_tf32",
+        "cudnn_allow_tf32": "cudnn_tf32",
+        "float32_matmul_precision": "fp32_prec",
+        "cuda_matmul_fp16_reduced_precision": "fp16_reduced",
+        "cuda_matmul_bf16_reduced_precision": "bf16_reduced",
+    }
     return ", ".join(f"{short.get(k, k)}={'unset' if v is None else v}" for k, v in flags.items())
 
 
@@ -279,12 +334,18 @@ def smoke_summary(run_dir: Path) -> dict[str, Any]:
     report = read_json(run_dir / "report.json") or {}
     levels = {c.get("config_id"): c for c in report.get("configs", []) if isinstance(c, dict)}
     manifest = read_json(run_dir / "manifest.json") or {}
-    out: dict[str, Any] = {"run_dir": str(run_dir), "records": len(records),
-                           "statuses": dict(Counter(r.get("status") for r in records)),
-                           "manifest_status": manifest.get("status"), "report": bool(report),
-                           "reasons": [f"{n} x {reason}" for reason, n in Counter(
-                               r.get("reason") for r in records if r.get("status") != "ok").most_common(12)],
-                           "configs": []}
+    out: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "records": len(records),
+        "statuses": dict(Counter(r.get("status") for r in records)),
+        "manifest_status": manifest.get("status"),
+        "report": bool(report),
+        "reasons": [
+            f"{n} x {reason}"
+            for reason, n in Counter(r.get("reason") for r in records if r.get("status") != "ok").most_common(12)
+        ],
+        "configs": [],
+    }
     by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_config[r.get("config_id", "?")].append(r)
@@ -301,11 +362,19 @@ def smoke_summary(run_dir: Path) -> dict[str, Any]:
             lat = _latency(r)
             if lat is not None and not (r.get("timings") or {}).get("load_s"):
                 by_batch[int(_axes(r).get("batch_size", 1))].append(lat)
-        quant = next(((r.get("model_meta") or {}).get("quantization") for r in ok
-                      if ((r.get("model_meta") or {}).get("quantization") or {}).get("bits")), None)
+        quant = next(
+            (
+                (r.get("model_meta") or {}).get("quantization")
+                for r in ok
+                if ((r.get("model_meta") or {}).get("quantization") or {}).get("bits")
+            ),
+            None,
+        )
         rep = levels.get(config_id) or {}
         entry = {
-            "config_id": config_id, "kind": rs[0].get("kind"), **_config_axes(rs),
+            "config_id": config_id,
+            "kind": rs[0].get("kind"),
+            **_config_axes(rs),
             "statuses": dict(Counter(r.get("status") for r in rs)),
             "flags": [{"flags": json.loads(k), "records": n} for k, n in flag_sets.most_common()],
             "peak_memory_bytes": max(peak) if peak else None,
@@ -316,8 +385,11 @@ def smoke_summary(run_dir: Path) -> dict[str, Any]:
             "quantized_layers": None if not quant else f"{quant.get('quantized_layers')}/{quant.get('linear_layers')}",
             "bitwise": bitwise_dimensions(ok),
             "verdict": rep.get("verdict"),
-            "levels": {d: (rep.get("dimensions") or {}).get(d, {}).get("worst") for d in DIMENSIONS
-                       if (rep.get("dimensions") or {}).get(d)},
+            "levels": {
+                d: (rep.get("dimensions") or {}).get(d, {}).get("worst")
+                for d in DIMENSIONS
+                if (rep.get("dimensions") or {}).get(d)
+            },
             "nondeterministic_warnings": sorted({w for r in ok for w in r.get("nondeterministic_warnings") or []})[:3],
             "reasons": sorted({r.get("reason") for r in rs if r.get("status") != "ok" and r.get("reason")})[:3],
         }
@@ -346,8 +418,12 @@ def _effect(records: list[dict[str, Any]], axis: str, base: str, other: str) -> 
         row["compared"] += 1
         row["equal"] += int((a.get("digests") or {}) == (b.get("digests") or {}))
         la, lb = _latency(a), _latency(b)
-        if la is not None and lb is not None and not (a.get("timings") or {}).get("load_s") \
-                and not (b.get("timings") or {}).get("load_s"):
+        if (
+            la is not None
+            and lb is not None
+            and not (a.get("timings") or {}).get("load_s")
+            and not (b.get("timings") or {}).get("load_s")
+        ):
             row["base_s"].append(la)
             row["other_s"].append(lb)
     out = []
@@ -363,12 +439,20 @@ def certificate_summary(path: Path) -> dict[str, Any] | None:
     cert = read_json(path)
     if not isinstance(cert, dict):
         return None
-    return {"path": str(path), "summary": cert.get("summary"), "passed": cert.get("passed"),
-            "device": cert.get("device"), "reference_devices": cert.get("reference_devices"),
-            "match": cert.get("match"), "environment_differs": cert.get("environment_differs") or [],
-            "configs": [{k: c.get(k) for k in ("config_id", "verdict", "worst", "first_divergence", "reason")}
-                        for c in cert.get("configs") or []],
-            "not_certified": (cert.get("not_certified") or [])[:10]}
+    return {
+        "path": str(path),
+        "summary": cert.get("summary"),
+        "passed": cert.get("passed"),
+        "device": cert.get("device"),
+        "reference_devices": cert.get("reference_devices"),
+        "match": cert.get("match"),
+        "environment_differs": cert.get("environment_differs") or [],
+        "configs": [
+            {k: c.get(k) for k in ("config_id", "verdict", "worst", "first_divergence", "reason")}
+            for c in cert.get("configs") or []
+        ],
+        "not_certified": (cert.get("not_certified") or [])[:10],
+    }
 
 
 def all_devices_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -377,10 +461,20 @@ def all_devices_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
     records = read_jsonl(run_dir / "results.jsonl")
     execution = (manifest.get("execution") or [{}])[-1]
-    return {"devices": manifest.get("devices"), "jobs": execution.get("jobs"),
-            "max_concurrent_workers": execution.get("max_concurrent_workers"),
-            "records": [{"device": _axes(r).get("device"), "status": r.get("status"), "reason": r.get("reason"),
-                         "worker_pid": r.get("worker_pid")} for r in records]}
+    return {
+        "devices": manifest.get("devices"),
+        "jobs": execution.get("jobs"),
+        "max_concurrent_workers": execution.get("max_concurrent_workers"),
+        "records": [
+            {
+                "device": _axes(r).get("device"),
+                "status": r.get("status"),
+                "reason": r.get("reason"),
+                "worker_pid": r.get("worker_pid"),
+            }
+            for r in records
+        ],
+    }
 
 
 def summarize(work: Path) -> dict[str, Any]:
@@ -393,7 +487,9 @@ def summarize(work: Path) -> dict[str, Any]:
         "steps": steps,
         "wall_s": round(sum(float(s.get("wall_s") or 0) for s in steps if not s.get("background")), 1),
         "smoke": smoke_summary(work / "smoke") if (work / "smoke").exists() else None,
-        "certificates": {name: certificate_summary(work / name / "certificate.json") for name in ("cert-gpu", "cert-back")},
+        "certificates": {
+            name: certificate_summary(work / name / "certificate.json") for name in ("cert-gpu", "cert-back")
+        },
         "overhead": read_json(work / "overhead.json"),
         "all_devices": all_devices_summary(work / "all-devices"),
         "published_costs": [{"what": w, "cost": c} for w, c in PUBLISHED_COSTS],
@@ -403,6 +499,7 @@ def summarize(work: Path) -> dict[str, Any]:
 
 
 # --- summary: writing --------------------------------------------------------------------------
+
 
 def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MiB"
@@ -421,73 +518,104 @@ def _bit(d: dict[str, Any]) -> str:
 def render(doc: dict[str, Any]) -> str:
     lines = ["# GPU proof (issue #23)", ""]
     if doc.get("rehearsal"):
-        lines += ["> **REHEARSAL on a CPU** (GPU_PROOF_REHEARSE=1): the script's logic only; no figure here is "
-                  "a GPU figure.", ""]
+        lines += [
+            "> **REHEARSAL on a CPU** (GPU_PROOF_REHEARSE=1): the script's logic only; no figure here is a GPU figure.",
+            "",
+        ]
     env = doc.get("environment") or {}
-    lines += ["## Device", "",
-              f"- GPU: {env.get('gpu', '-')} (capability {env.get('capability', '-')}, "
-              f"{_mib(env.get('gpu_memory_bytes'))}, {env.get('multiprocessors', '-')} SMs)",
-              f"- driver {env.get('driver', '-')}; CUDA runtime {env.get('cuda_runtime', '-')}; cuDNN {env.get('cudnn', '-')}; "
-              f"torch {env.get('torch', '-')}; python {env.get('python', '-')}",
-              f"- libraries: {', '.join(f'{k} {v}' for k, v in (env.get('libraries') or {}).items())}",
-              f"- bitsandbytes: {env.get('bitsandbytes_import', '-')}; CUDA: {env.get('bitsandbytes_cuda', '-')}",
-              f"- nvidia-smi: {'; '.join(env.get('nvidia_smi') or []) or '-'}", ""]
+    lines += [
+        "## Device",
+        "",
+        f"- GPU: {env.get('gpu', '-')} (capability {env.get('capability', '-')}, "
+        f"{_mib(env.get('gpu_memory_bytes'))}, {env.get('multiprocessors', '-')} SMs)",
+        f"- driver {env.get('driver', '-')}; CUDA runtime {env.get('cuda_runtime', '-')}; "
+        f"cuDNN {env.get('cudnn', '-')}; "
+        f"torch {env.get('torch', '-')}; python {env.get('python', '-')}",
+        f"- libraries: {', '.join(f'{k} {v}' for k, v in (env.get('libraries') or {}).items())}",
+        f"- bitsandbytes: {env.get('bitsandbytes_import', '-')}; CUDA: {env.get('bitsandbytes_cuda', '-')}",
+        f"- nvidia-smi: {'; '.join(env.get('nvidia_smi') or []) or '-'}",
+        "",
+    ]
     lines += ["## Steps", "", "| step | outcome | wall | limit |", "|---|---|---|---|"]
     for s in doc.get("steps") or []:
         outcome = s.get("outcome") or ("ok" if s.get("rc") == 0 else f"exit {s.get('rc')}")
         lines.append(f"| {s.get('name')} | {outcome} | {s.get('wall_s', '-')} s | {s.get('limit_s', '-')} s |")
-    lines += ["", f"Total wall time of the steps: {doc.get('wall_s')} s (steps run beside the others not added). "
-              "`harness run` exits 1 when a gate fails and `harness certify` when a configuration is not bitwise: "
-              "their results are below all the same.", ""]
+    lines += [
+        "",
+        f"Total wall time of the steps: {doc.get('wall_s')} s (steps run beside the others not added). "
+        "`harness run` exits 1 when a gate fails and `harness certify` when a configuration is not bitwise: "
+        "their results are below all the same.",
+        "",
+    ]
     smoke = doc.get("smoke")
     lines += ["## Smoke matrix (matrices/gpu-smoke.toml)", ""]
     if not smoke:
         lines += ["Not run.", ""]
     else:
-        lines += [f"{smoke['records']} records: {smoke['statuses']}; manifest {smoke.get('manifest_status')}"
-                  + ("" if smoke.get("report") else " (no report.json: levels from the digests only)"), ""]
+        lines += [
+            f"{smoke['records']} records: {smoke['statuses']}; manifest {smoke.get('manifest_status')}"
+            + ("" if smoke.get("report") else " (no report.json: levels from the digests only)"),
+            "",
+        ]
         if smoke.get("reasons"):
             lines += ["Not ok:", *[f"- {r}" for r in smoke["reasons"]], ""]
-        lines += ["Bitwise = every digest equal (yes/NO, equal/compared); the report's worst level beside it.", "",
-                  "| configuration | ok | verdict | repeat | process | batch | load | peak CUDA memory | "
-                  "latency b1 / b2 | load | quantized |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "Bitwise = every digest equal (yes/NO, equal/compared); the report's worst level beside it.",
+            "",
+            "| configuration | ok | verdict | repeat | process | batch | load | peak CUDA memory | "
+            "latency b1 / b2 | load | quantized |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for c in smoke["configs"]:
             b = c["bitwise"]
             lv = c.get("levels") or {}
-            cell = lambda d: _bit(b[d]) + (f" [{lv[d]}]" if lv.get(d) else "")  # noqa: E731
+            cell = lambda d, b=b, lv=lv: _bit(b[d]) + (f" [{lv[d]}]" if lv.get(d) else "")
             lat = c.get("latency_s_by_batch") or {}
-            lines.append(f"| {c['config_id']} | {c['statuses'].get('ok', 0)}/{sum(c['statuses'].values())} | "
-                         f"{c.get('verdict') or '-'} | {cell('repeat')} | {cell('process')} | {cell('batch')} | "
-                         f"{cell('load')} | {_mib(c.get('peak_memory_bytes'))} | {_ms(lat.get('1'))} / {_ms(lat.get('2'))} "
-                         f"| {_ms(c.get('load_s_median'))} | {c.get('quantized_layers') or '-'} |")
+            lines.append(
+                f"| {c['config_id']} | {c['statuses'].get('ok', 0)}/{sum(c['statuses'].values())} | "
+                f"{c.get('verdict') or '-'} | {cell('repeat')} | {cell('process')} | {cell('batch')} | "
+                f"{cell('load')} | {_mib(c.get('peak_memory_bytes'))} | {_ms(lat.get('1'))} / {_ms(lat.get('2'))} "
+                f"| {_ms(c.get('load_s_median'))} | {c.get('quantized_layers') or '-'} |"
+            )
         lines += ["", "### Flags in force (as each record read them back)", ""]
         for c in smoke["configs"]:
             for f in c["flags"]:
                 lines.append(f"- {c['config_id']} ({f['records']} records): {_flags_text(f['flags'])}")
             for w in c.get("nondeterministic_warnings") or []:
                 lines.append(f"  - non-determinism warning: {w[:200]}")
-        for title, key, axis in (("TF32 on against off", "tf32_effect", "tf32"),
-                                 ("Profile off against on", "profile_effect", "profile")):
+        for title, key, _axis in (
+            ("TF32 on against off", "tf32_effect", "tf32"),
+            ("Profile off against on", "profile_effect", "profile"),
+        ):
             lines += ["", f"### {title}", "", "| configuration | outputs equal | latency ratio |", "|---|---|---|"]
             for row in smoke.get(key) or []:
                 ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.3f}"
                 lines.append(f"| {row['config_id']} | {row['equal']}/{row['compared']} | {ratio} |")
         lines.append("")
     lines += ["## GPU against CPU (harness certify --device)", ""]
-    for name, title in (("cert-gpu", "CPU reference certified on the GPU"), ("cert-back", "GPU run certified back on the CPU")):
+    for name, title in (
+        ("cert-gpu", "CPU reference certified on the GPU"),
+        ("cert-back", "GPU run certified back on the CPU"),
+    ):
         cert = (doc.get("certificates") or {}).get(name)
         lines += [f"### {title}", ""]
         if not cert:
             lines += ["Not run.", ""]
             continue
-        lines += [f"**{cert['summary']}** (matched by `{cert.get('match')}`; reference on "
-                  f"{', '.join(cert.get('reference_devices') or []) or '-'}, here on {cert.get('device')})", "",
-                  f"Environment fields that differ: {', '.join(cert['environment_differs']) or 'none'}", "",
-                  "| configuration | verdict | worst | first divergent step | reason |", "|---|---|---|---|---|"]
+        lines += [
+            f"**{cert['summary']}** (matched by `{cert.get('match')}`; reference on "
+            f"{', '.join(cert.get('reference_devices') or []) or '-'}, here on {cert.get('device')})",
+            "",
+            f"Environment fields that differ: {', '.join(cert['environment_differs']) or 'none'}",
+            "",
+            "| configuration | verdict | worst | first divergent step | reason |",
+            "|---|---|---|---|---|",
+        ]
         for c in cert["configs"]:
-            lines.append(f"| {c['config_id']} | {c['verdict']} | {c.get('worst') or '-'} | "
-                         f"{'-' if c.get('first_divergence') is None else c['first_divergence']} | {c.get('reason')} |")
+            lines.append(
+                f"| {c['config_id']} | {c['verdict']} | {c.get('worst') or '-'} | "
+                f"{'-' if c.get('first_divergence') is None else c['first_divergence']} | {c.get('reason')} |"
+            )
         lines += [*[f"- not certified: {x}" for x in cert.get("not_certified") or []], ""]
     lines += ["## Overhead and the determinism profile's cost (scripts/overhead.py)", ""]
     ov = doc.get("overhead")
@@ -495,22 +623,33 @@ def render(doc: dict[str, Any]) -> str:
         lines += ["Not run.", ""]
     else:
         rounds = ", ".join(f"{x:+.1f}%" for x in ov.get("profile_cost_rounds_pct") or [])
-        lines += [f"- device {ov.get('device')}: {ov.get('cells')} cells of {ov.get('max_new_tokens')} tokens; "
-                  f"bare == harness outputs {ov.get('bare_equals_harness')}",
-                  f"- ratio {ov.get('ratio', float('nan')):.2f} (harness / bare transformers, worker start-up included)",
-                  f"- determinism profile cost {ov.get('profile_cost_pct', float('nan')):+.1f}% wall "
-                  f"(generation only {ov.get('profile_cost_generation_pct', float('nan')):+.1f}%); interleaved rounds "
-                  f"(A/B/A/B): {rounds or '-'}",
-                  "- published costs of deterministic inference, for comparison (not measured here): "
-                  + "; ".join(f"{p['what']} {p['cost']}" for p in doc.get("published_costs") or []), ""]
-    lines += ["## device = \"all\"", ""]
+        lines += [
+            f"- device {ov.get('device')}: {ov.get('cells')} cells of {ov.get('max_new_tokens')} tokens; "
+            f"bare == harness outputs {ov.get('bare_equals_harness')}",
+            f"- ratio {ov.get('ratio', float('nan')):.2f} (harness / bare transformers, worker start-up included)",
+            f"- determinism profile cost {ov.get('profile_cost_pct', float('nan')):+.1f}% wall "
+            f"(generation only {ov.get('profile_cost_generation_pct', float('nan')):+.1f}%); interleaved rounds "
+            f"(A/B/A/B): {rounds or '-'}",
+            "- published costs of deterministic inference, for comparison (not measured here): "
+            + "; ".join(f"{p['what']} {p['cost']}" for p in doc.get("published_costs") or []),
+            "",
+        ]
+    lines += ['## device = "all"', ""]
     ad = doc.get("all_devices")
     if not ad:
         lines += ["Not run.", ""]
     else:
-        lines += [f"devices {ad.get('devices')}; {ad.get('jobs')} jobs, at most {ad.get('max_concurrent_workers')} "
-                  f"workers at once", *[f"- {r['device']}: {r['status']}" + (f" ({r['reason']})" if r.get("reason") else "")
-                                        + f", worker pid {r.get('worker_pid')}" for r in ad.get("records") or []], ""]
+        lines += [
+            f"devices {ad.get('devices')}; {ad.get('jobs')} jobs, at most {ad.get('max_concurrent_workers')} "
+            f"workers at once",
+            *[
+                f"- {r['device']}: {r['status']}"
+                + (f" ({r['reason']})" if r.get("reason") else "")
+                + f", worker pid {r.get('worker_pid')}"
+                for r in ad.get("records") or []
+            ],
+            "",
+        ]
     lines += ["## Not covered", "", *[f"- {x}" for x in doc.get("not_covered") or []], ""]
     return "\n".join(lines)
 
@@ -525,9 +664,13 @@ def write_summary(work: Path, out: Path) -> dict[str, Any]:
 
 # --- the command -------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.workflows.gpu_proof", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.workflows.gpu_proof",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="exit 2 with one line when this machine cannot run the proof")
     p = sub.add_parser("preflight", help="write env.json and build the tiny models")

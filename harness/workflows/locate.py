@@ -12,12 +12,13 @@ step 0. The modules outside the steps (text encoder, audio decoder) are always e
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
-from harness.compare.locate import Hooks, Location, LocateError, Trace, first_difference, operation_hint
+from harness.compare.locate import Hooks, LocateError, Location, Trace, first_difference, operation_hint
 
 
 class LocateResult(BaseModel):
@@ -33,9 +34,16 @@ class LocateResult(BaseModel):
     explanation: dict[str, Any] | None = None
 
 
-def rerun_traced(doc: dict[str, Any], kind: str, *, device: str = "cpu", threads: int | None = None,
-                 profile: str = "on", step: int = 0,
-                 plant: tuple[str, int, Callable[[Any], Any]] | None = None) -> tuple[Trace, dict[str, str]]:
+def rerun_traced(
+    doc: dict[str, Any],
+    kind: str,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    profile: str = "on",
+    step: int = 0,
+    plant: tuple[str, int, Callable[[Any], Any]] | None = None,
+) -> tuple[Trace, dict[str, str]]:
     """Execute one task with hooks at ``step``; (trace, output digests). Hooks are removed
     before this returns; torch's thread count is restored."""
     from harness.determinism import apply_environment
@@ -60,17 +68,25 @@ def rerun_traced(doc: dict[str, Any], kind: str, *, device: str = "cpu", threads
         torch.set_num_threads(before)
 
 
-def locate_docs(kind: str, side_a: dict[str, Any], side_b: dict[str, Any], step: int,
-                expected: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None)) -> Location:
+def locate_docs(
+    kind: str,
+    side_a: dict[str, Any],
+    side_b: dict[str, Any],
+    step: int,
+    expected: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None),
+) -> Location:
     """Both sides re-run at ``step`` (``side_*``: keyword arguments of rerun_traced with
     ``doc``); refused when a re-run's output differs from its ``expected`` digests."""
     traces = []
     for label, side, want in (("A", side_a, expected[0]), ("B", side_b, expected[1])):
         trace, digests = rerun_traced(kind=kind, step=step, **side)
-        if want is not None and (digests.get("output") != want.get("output")
-                                 or digests.get("tokens") != want.get("tokens")):
-            raise LocateError(f"side {label}: the re-run's output differs from the recorded one; the divergence "
-                              f"does not reproduce here, so it cannot be located soundly")
+        if want is not None and (
+            digests.get("output") != want.get("output") or digests.get("tokens") != want.get("tokens")
+        ):
+            raise LocateError(
+                f"side {label}: the re-run's output differs from the recorded one; the divergence "
+                f"does not reproduce here, so it cannot be located soundly"
+            )
         traces.append(trace)
     return first_difference(traces[0], traces[1])
 
@@ -83,9 +99,14 @@ def _cells(run_dir: Path):
     store = RunStore(run_dir)
     manifest = store.manifest()
     records = {r.cell_id: r for r in store.load_records().records}
-    cells = {c.cell_id: c for c in expand(reference_matrix(manifest, str(run_dir)),
-                                          [str(d) for d in manifest.devices or ["cpu"]],
-                                          max_cells=max(20000, len(records)))}
+    cells = {
+        c.cell_id: c
+        for c in expand(
+            reference_matrix(manifest, str(run_dir)),
+            [str(d) for d in manifest.devices or ["cpu"]],
+            max_cells=max(20000, len(records)),
+        )
+    }
     return store, records, cells
 
 
@@ -108,14 +129,24 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str) -> LocateResu
         raise LocateError(f"{cell_a} and {cell_b} are bitwise identical: nothing to locate")
     step = c.first_divergence if c.first_divergence is not None else 0
     ca, cb = cells[cell_a], cells[cell_b]
-    sides = [{"doc": x.task_doc, "device": x.axes.device, "threads": x.axes.threads, "profile": x.axes.profile}
-             for x in (ca, cb)]
+    sides = [
+        {"doc": x.task_doc, "device": x.axes.device, "threads": x.axes.threads, "profile": x.axes.profile}
+        for x in (ca, cb)
+    ]
     loc = locate_docs(ra.kind, sides[0], sides[1], step, (ra.digests, rb.digests))
     da, db = ra.axes.model_dump(), rb.axes.model_dump()
     differs = ", ".join(f"{k} {da[k]} vs {db[k]}" for k in da if da[k] != db[k]) or "nothing recorded"
     explanation = explain_pair(store, ra, rb, ca, cb, c.level)
-    return LocateResult(cell_a=cell_a, cell_b=cell_b, kind=ra.kind, differs=differs, step=loc.step, location=loc,
-                        sentence=sentence(differs, loc), explanation=explanation)
+    return LocateResult(
+        cell_a=cell_a,
+        cell_b=cell_b,
+        kind=ra.kind,
+        differs=differs,
+        step=loc.step,
+        location=loc,
+        sentence=sentence(differs, loc),
+        explanation=explanation,
+    )
 
 
 def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
@@ -134,9 +165,19 @@ def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
     if replay_support(ra.kind, parse_task(ca.task_doc, ra.kind), ra.axes.device):
         return None
     thresholds = policy_of(store.manifest().matrix_spec, str(store.path / "manifest.json")).thresholds
-    sides = [Side(doc=cell.task_doc, arrays=comparable(store, r).arrays, threads=r.axes.threads, isa=r.axes.isa,
-                  batch_size=r.axes.batch_size, load=r.axes.load, response=r.output.get("response"), label=r.cell_id)
-             for r, cell in ((ra, ca), (rb, cb))]
+    sides = [
+        Side(
+            doc=cell.task_doc,
+            arrays=comparable(store, r).arrays,
+            threads=r.axes.threads,
+            isa=r.axes.isa,
+            batch_size=r.axes.batch_size,
+            load=r.axes.load,
+            response=r.output.get("response"),
+            label=r.cell_id,
+        )
+        for r, cell in ((ra, ca), (rb, cb))
+    ]
     e = explain_divergence(ra.kind, sides[0], sides[1], bounds_for(thresholds, ra.axes.dtype).margin)
     return e.model_dump() if e is not None else None
 
@@ -147,5 +188,9 @@ def sentence(differs: str, loc: Location) -> str:
         return f"{differs}: no module output differs {where} ({loc.compared} compared)"
     hint = operation_hint(loc.module)
     size = f", max abs {loc.max_abs:.1e}, rel-L2 {loc.rel_l2:.1e}" if loc.max_abs is not None else ""
-    return (f"{differs}: first difference {where} in {loc.module}" + (f" ({hint})" if hint else "") + size
-            + (f"; {loc.note}" if loc.note else ""))
+    return (
+        f"{differs}: first difference {where} in {loc.module}"
+        + (f" ({hint})" if hint else "")
+        + size
+        + (f"; {loc.note}" if loc.note else "")
+    )

@@ -79,17 +79,23 @@ def _score(d: ReplayDecision, thr: Thresholds) -> float:
     w = d.waveform
     if w["length_a"] != w["length_b"]:
         return math.inf
-    return max(d.max_gap / max(thr.replay_margin, 1e-12), w["max_abs"] / max(thr.waveform_max_abs, 1e-30),
-               w["rel_l2"] / max(thr.waveform_rel_l2, 1e-30))
+    return max(
+        d.max_gap / max(thr.replay_margin, 1e-12),
+        w["max_abs"] / max(thr.waveform_max_abs, 1e-30),
+        w["rel_l2"] / max(thr.waveform_rel_l2, 1e-30),
+    )
 
 
 def _det(honest: list[float], cheats: list[float]) -> dict[str, list[float]]:
     hs, cs = np.array(honest), np.array(cheats)
     finite = np.concatenate([hs, cs])
     points = np.unique(np.concatenate([[0.0, 1.0], finite[np.isfinite(finite)]]))
-    return {"threshold": points.tolist(), "frr": [float(np.mean(hs > t)) for t in points],
-            "far": [float(np.mean(cs <= t)) for t in points],
-            "operating": [float(np.mean(hs > 1.0)), float(np.mean(cs <= 1.0))]}
+    return {
+        "threshold": points.tolist(),
+        "frr": [float(np.mean(hs > t)) for t in points],
+        "far": [float(np.mean(cs <= t)) for t in points],
+        "operating": [float(np.mean(hs > 1.0)), float(np.mean(cs <= 1.0))],
+    }
 
 
 class _Validator:
@@ -184,20 +190,22 @@ def run_study(settings: ReplayStudySettings = FULL) -> ReplayStudyResult:
         else:
             levels.append(level)
     tasks = [(p, s) for p in range(len(settings.prompts)) for s in range(settings.seeds)]
-    held = lambda key: key[1] % 2 == 1  # noqa: E731
+    held = lambda key: key[1] % 2 == 1
     configs = list(settings.configs)
     runs: dict[tuple, Comparable] = {}
     jobs = [(cfg, key, threads) for threads in (1, 2) for cfg in configs for key in tasks]
     outs = generate([(_doc(settings, key[0], key[1], *cfg), threads) for cfg, key, threads in jobs])
-    runs.update({(cfg, key, "t1" if threads == 1 else "t2"): out for (cfg, key, threads), out in zip(jobs, outs)})
+    for (cfg, key, threads), out in zip(jobs, outs, strict=True):
+        runs[(cfg, key, "t1" if threads == 1 else "t2")] = out
     classes: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="harness-replay-study-") as tmp:
         for source, level in [("process", "native"), *((f"isa:{lv}", lv) for lv in levels)]:
             wjobs = [(cfg, key) for cfg in configs for key in tasks]
-            wouts, kclass = _run_worker([(_doc(settings, key[0], key[1], *cfg), 1) for cfg, key in wjobs], level,
-                                        Path(tmp))
+            wouts, kclass = _run_worker(
+                [(_doc(settings, key[0], key[1], *cfg), 1) for cfg, key in wjobs], level, Path(tmp)
+            )
             classes.add(kclass)
-            runs.update({(cfg, key, source): out for (cfg, key), out in zip(wjobs, wouts)})
+            runs.update({(cfg, key, source): out for (cfg, key), out in zip(wjobs, wouts, strict=False)})
     from harness.execution.env import kernels_in_force
 
     classes.add(kernels_in_force()["class"])
@@ -213,9 +221,18 @@ def run_study(settings: ReplayStudySettings = FULL) -> ReplayStudyResult:
         torch.set_num_threads(before)
     calibration = _calibration(settings, studies, sorted(classes), levels)
     summary = _summary(studies)
-    return ReplayStudyResult(settings=settings, configs=studies, calibration=calibration,
-                             seconds=time.perf_counter() - start, generations=generations, replays=v.replays,
-                             kernel_classes=sorted(classes), levels=levels, summary=summary, notes=notes)
+    return ReplayStudyResult(
+        settings=settings,
+        configs=studies,
+        calibration=calibration,
+        seconds=time.perf_counter() - start,
+        generations=generations,
+        replays=v.replays,
+        kernel_classes=sorted(classes),
+        levels=levels,
+        summary=summary,
+        notes=notes,
+    )
 
 
 def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _Validator) -> ConfigStudy:
@@ -223,8 +240,8 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
     from harness.compare.validators import composite, result_hash
 
     dtype, bits = cfg
-    doc = lambda key: _doc(settings, key[0], key[1], dtype, bits)  # noqa: E731
-    cand = lambda key, source: runs[(cfg, key, name.get(source, source))]  # noqa: E731
+    doc = lambda key: _doc(settings, key[0], key[1], dtype, bits)
+    cand = lambda key, source: runs[(cfg, key, name.get(source, source))]
     # --- calibration half: raw gaps and decoder distances of the honest candidates
     gap, max_abs, rel = 0.0, 0.0, 0.0
     for key in [k for k in tasks if not held(k)]:
@@ -237,10 +254,14 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
                 max_abs, rel = max(max_abs, m["max_abs"] or 0.0), max(rel, m["rel_l2"] or 0.0)
     noise = max(_one_pass_noise(v, doc(key), cand(key, "repeat")) for key in [k for k in tasks if not held(k)][:2])
     margin = CALIBRATION_MARGIN * max(gap, 2 * noise)
-    thr = Thresholds(replay_margin=margin, waveform_max_abs=max(CALIBRATION_MARGIN * max_abs, 1e-9),
-                     waveform_rel_l2=max(CALIBRATION_MARGIN * rel, 1e-9))
-    comp_thr, _ = calibrate([(cand(k, "repeat"), cand(k, s)) for k in tasks if not held(k) for s in sources
-                             if s != "repeat"], Thresholds())
+    thr = Thresholds(
+        replay_margin=margin,
+        waveform_max_abs=max(CALIBRATION_MARGIN * max_abs, 1e-9),
+        waveform_rel_l2=max(CALIBRATION_MARGIN * rel, 1e-9),
+    )
+    comp_thr, _ = calibrate(
+        [(cand(k, "repeat"), cand(k, s)) for k in tasks if not held(k) for s in sources if s != "repeat"], Thresholds()
+    )
     # --- held out: the rule itself on every honest candidate and every cheat
     honest: list[tuple[str, tuple, ReplayDecision, bool]] = []
     cheats: list[tuple[str, ReplayDecision]] = []
@@ -264,12 +285,15 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
             "another seed": other,
             "another prompt": cand(((p + 1) % len(settings.prompts), s), "repeat"),
             "a code forced at a confident position": _forced_code(v, doc(key), ref),
-            "partial re-generation from the middle": v.decoded(doc(key), np.concatenate(
-                [codes[:k], np.asarray(other.arrays["codes"])[k:codes.shape[0]]]), rate),
+            "partial re-generation from the middle": v.decoded(
+                doc(key), np.concatenate([codes[:k], np.asarray(other.arrays["codes"])[k : codes.shape[0]]]), rate
+            ),
             "truncated (4 frames dropped)": v.decoded(doc(key), codes[:-4], rate),
-            "honest codes, edited waveform": _comparable(_edit(np.asarray(t2.arrays["waveform"]),
-                                                               EDIT_BOUNDS * thr.waveform_max_abs, 1000 * p + s),
-                                                         np.asarray(t2.arrays["codes"]), rate),
+            "honest codes, edited waveform": _comparable(
+                _edit(np.asarray(t2.arrays["waveform"]), EDIT_BOUNDS * thr.waveform_max_abs, 1000 * p + s),
+                np.asarray(t2.arrays["codes"]),
+                rate,
+            ),
         }
         if other_cfg is not None:
             made[f"{other_cfg[0]} passed off as {dtype}"] = runs[(other_cfg, key, "t1")]
@@ -284,16 +308,22 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
     by_source = {}
     for source in sources:
         ds = [(d, x) for s_, _, d, x in honest if s_ == source]
-        by_source[source] = {"candidates": len(ds), "rejected": sum(d.accepted is not True for d, _ in ds),
-                             "codes_differ": sum(x for _, x in ds),
-                             "flips": sum(d.flips for d, _ in ds if d.accepted),
-                             "largest_gap": max((d.max_gap or 0.0 for d, _ in ds if d.accepted), default=0.0)}
+        by_source[source] = {
+            "candidates": len(ds),
+            "rejected": sum(d.accepted is not True for d, _ in ds),
+            "codes_differ": sum(x for _, x in ds),
+            "flips": sum(d.flips for d, _ in ds if d.accepted),
+            "largest_gap": max((d.max_gap or 0.0 for d, _ in ds if d.accepted), default=0.0),
+        }
     by_cheat = {}
     for what in dict.fromkeys(w for w, _ in cheats):
         ds = [d for w, d in cheats if w == what]
-        by_cheat[what] = {"candidates": len(ds), "accepted": sum(d.accepted is True for d in ds),
-                          "example": next((d.reason for d in ds if d.accepted is not True), ds[0].reason if ds else ""),
-                          "counted": what not in NOT_COUNTED}
+        by_cheat[what] = {
+            "candidates": len(ds),
+            "accepted": sum(d.accepted is True for d in ds),
+            "example": next((d.reason for d in ds if d.accepted is not True), ds[0].reason if ds else ""),
+            "counted": what not in NOT_COUNTED,
+        }
     h_scores, c_scores = [_score(d, thr) for d in hd], [_score(d, thr) for _, d in counted]
     det = _det(h_scores, c_scores)
     # --- the fleet: native and avx2 executions of each held-out task
@@ -303,31 +333,58 @@ def _study_config(settings, cfg, configs, tasks, runs, sources, name, held, v: _
         for key in [k for k in tasks if held(k)]:
             a, b = cand(key, "repeat"), cand(key, "isa:avx2")
             ra, rb = decisions[(key, "repeat")].accepted is True, decisions[(key, "isa:avx2")].accepted is True
-            outcomes.append({
-                ("native", "native"): {"result_hash": True, "composite": True, "replay": ra},
-                ("avx2", "avx2"): {"result_hash": True, "composite": True, "replay": rb},
-                ("native", "avx2"): {"result_hash": result_hash(a, b), "composite": composite(a, b, comp_thr),
-                                     "replay": ra and rb}})
+            outcomes.append(
+                {
+                    ("native", "native"): {"result_hash": True, "composite": True, "replay": ra},
+                    ("avx2", "avx2"): {"result_hash": True, "composite": True, "replay": rb},
+                    ("native", "avx2"): {
+                        "result_hash": result_hash(a, b),
+                        "composite": composite(a, b, comp_thr),
+                        "replay": ra and rb,
+                    },
+                }
+            )
         est = simulate(outcomes, FLEET, RULES, assume_within=False)
-        fleet = {rule: {"p_accepted": r.p2of3, "p_aborted": r.p_aborted, "invalidated": r.wrongly_slashed,
-                        "p3of3": r.p3of3} for rule, r in est.rules.items()}
-        fleet["tasks"] = {"count": len(outcomes),
-                          "codes_differ": sum(not np.array_equal(np.asarray(cand(k, "repeat").arrays["codes"]),
-                                                                 np.asarray(cand(k, "isa:avx2").arrays["codes"]))
-                                              for k in tasks if held(k))}
+        fleet = {
+            rule: {"p_accepted": r.p2of3, "p_aborted": r.p_aborted, "invalidated": r.wrongly_slashed, "p3of3": r.p3of3}
+            for rule, r in est.rules.items()
+        }
+        fleet["tasks"] = {
+            "count": len(outcomes),
+            "codes_differ": sum(
+                not np.array_equal(
+                    np.asarray(cand(k, "repeat").arrays["codes"]), np.asarray(cand(k, "isa:avx2").arrays["codes"])
+                )
+                for k in tasks
+                if held(k)
+            ),
+        }
     return ConfigStudy(
-        dtype=dtype, quantize_bits=bits, margin=margin, waveform_max_abs=thr.waveform_max_abs,
-        waveform_rel_l2=thr.waveform_rel_l2, honest_max_gap=gap, one_pass_noise=noise, frr=frr, frr_codes_differ=frr_d,
-        far=far, by_source=by_source, by_cheat=by_cheat, det=det, fleet=fleet,
+        dtype=dtype,
+        quantize_bits=bits,
+        margin=margin,
+        waveform_max_abs=thr.waveform_max_abs,
+        waveform_rel_l2=thr.waveform_rel_l2,
+        honest_max_gap=gap,
+        one_pass_noise=noise,
+        frr=frr,
+        frr_codes_differ=frr_d,
+        far=far,
+        by_source=by_source,
+        by_cheat=by_cheat,
+        det=det,
+        fleet=fleet,
         honest_scores=[x if math.isfinite(x) else None for x in h_scores],
         cheat_scores=[x if math.isfinite(x) else None for x in c_scores],
         rejected_honest=[f"{s_} {k}: {d.reason}" for s_, k, d, _ in honest if d.accepted is not True],
         accepted_cheats=[f"{w}: {d.reason}" for w, d in counted if d.accepted is True],
-        composite_bounds=(comp_thr.waveform_max_abs, comp_thr.waveform_rel_l2))
+        composite_bounds=(comp_thr.waveform_max_abs, comp_thr.waveform_rel_l2),
+    )
 
 
-def _calibration(settings: ReplayStudySettings, studies: list[ConfigStudy], classes: list[str],
-                 levels: list[str]) -> Calibration:
+def _calibration(
+    settings: ReplayStudySettings, studies: list[ConfigStudy], classes: list[str], levels: list[str]
+) -> Calibration:
     from harness import __version__
     from harness.models.tiny import tiny_info
 
@@ -335,17 +392,35 @@ def _calibration(settings: ReplayStudySettings, studies: list[ConfigStudy], clas
     weights = tiny_info(model.split(":", 1)[1])["weights_sha256"] if model.startswith("tiny:") else None
     entries = []
     for c in studies:
-        scope = Scope(kind="audio", model=model, weights_sha256=weights, dtype=c.dtype, quantize_bits=c.quantize_bits,
-                      new_tokens=(settings.max_new_tokens, settings.max_new_tokens),
-                      sources=["repeat", "process", "threads", *(["isa"] if levels else [])], kernel_classes=classes,
-                      harness_version=__version__)
-        entries.append(Entry(scope=scope, waveform_max_abs=c.waveform_max_abs, waveform_rel_l2=c.waveform_rel_l2,
-                             false_reject=c.frr, false_accept=c.far, replay_margin=c.margin,
-                             notes=[f"held-out FRR where honest codes differ: {c.frr_codes_differ.errors}/"
-                                    f"{c.frr_codes_differ.pairs}"]))
-    made_by = (f"harness replay-study: {settings.seeds} seeds x {len(settings.prompts)} prompts, "
-               f"{settings.max_new_tokens} tokens, kernel levels native{''.join(', ' + lv for lv in levels)}; "
-               f"held-out half (odd seeds)")
+        scope = Scope(
+            kind="audio",
+            model=model,
+            weights_sha256=weights,
+            dtype=c.dtype,
+            quantize_bits=c.quantize_bits,
+            new_tokens=(settings.max_new_tokens, settings.max_new_tokens),
+            sources=["repeat", "process", "threads", *(["isa"] if levels else [])],
+            kernel_classes=classes,
+            harness_version=__version__,
+        )
+        entries.append(
+            Entry(
+                scope=scope,
+                waveform_max_abs=c.waveform_max_abs,
+                waveform_rel_l2=c.waveform_rel_l2,
+                false_reject=c.frr,
+                false_accept=c.far,
+                replay_margin=c.margin,
+                notes=[
+                    f"held-out FRR where honest codes differ: {c.frr_codes_differ.errors}/{c.frr_codes_differ.pairs}"
+                ],
+            )
+        )
+    made_by = (
+        f"harness replay-study: {settings.seeds} seeds x {len(settings.prompts)} prompts, "
+        f"{settings.max_new_tokens} tokens, kernel levels native{''.join(', ' + lv for lv in levels)}; "
+        f"held-out half (odd seeds)"
+    )
     return Calibration(rule="replay", made_by=made_by, entries=entries).sealed()
 
 
@@ -355,14 +430,19 @@ def _summary(studies: list[ConfigStudy]) -> str:
         f = c.fleet
         if not f:
             continue
-        parts.append(f"{c.dtype}: under replay P(accepted) {f['replay']['p_accepted']:.2f}, invalidated "
-                     f"{f['replay']['invalidated']:.1%}; composite invalidates {f['composite']['invalidated']:.1%} "
-                     f"and result_hash {f['result_hash']['invalidated']:.1%} of honest executions")
+        parts.append(
+            f"{c.dtype}: under replay P(accepted) {f['replay']['p_accepted']:.2f}, invalidated "
+            f"{f['replay']['invalidated']:.1%}; composite invalidates {f['composite']['invalidated']:.1%} "
+            f"and result_hash {f['result_hash']['invalidated']:.1%} of honest executions"
+        )
     if not parts:
         return "no AVX2 level on this machine: no mixed-fleet figures"
     needs = any(c.fleet and c.fleet["composite"]["invalidated"] > 0 for c in studies)
-    head = ("a mixed CPU fleet (half native, half AVX2 kernels) needs replay" if needs else
-            "a mixed CPU fleet (half native, half AVX2 kernels) kept equal codes here: composite suffices")
+    head = (
+        "a mixed CPU fleet (half native, half AVX2 kernels) needs replay"
+        if needs
+        else "a mixed CPU fleet (half native, half AVX2 kernels) kept equal codes here: composite suffices"
+    )
     return head + "; " + "; ".join(parts)
 
 
@@ -383,23 +463,31 @@ def plot_det(result: ReplayStudyResult, path: Path) -> Path:
     for i, c in enumerate(result.configs):
         far = np.maximum(c.det["far"], floor)
         frr = np.maximum(c.det["frr"], floor)
-        line, = ax.step(far, frr, where="post", label=f"{c.dtype} (margin {c.margin:.2g})")
+        (line,) = ax.step(far, frr, where="post", label=f"{c.dtype} (margin {c.margin:.2g})")
         op = c.det["operating"]
         ax.plot(max(op[1], floor), max(op[0], floor), "o", color=line.get_color(), markersize=8)
         for j, (scores, marker, what) in enumerate(((c.honest_scores, "o", "honest"), (c.cheat_scores, "x", "cheats"))):
             xs = np.array([ceiling if x is None else max(x, 1e-6) for x in scores], dtype=float)
             ys = np.full(xs.shape, 2 * i + j) + np.random.default_rng(i * 2 + j).uniform(-0.25, 0.25, xs.shape)
             bx.scatter(xs, ys, marker=marker, s=18, color=line.get_color(), alpha=0.7, label=f"{c.dtype} {what}")
-    det_frame(ax, floor, "candidates", "DET: one scale over margin and decoder bounds\n(dots: operating points; "
-                                       "0 drawn at 1e-3)", fontsize=9)
+    det_frame(
+        ax,
+        floor,
+        "candidates",
+        "DET: one scale over margin and decoder bounds\n(dots: operating points; 0 drawn at 1e-3)",
+        fontsize=9,
+    )
     ax.legend(loc="upper right", fontsize=8)
     bx.axvline(1.0, color="k", lw=1, ls="--")
     bx.set_xscale("log")
     bx.set_xlim(1e-6 * 0.5, ceiling * 2)
     bx.set_yticks(range(2 * len(result.configs)))
     bx.set_yticklabels([f"{c.dtype} {w}" for c in result.configs for w in ("honest", "cheats")], fontsize=8)
-    bx.set_xlabel("score = max(gap / margin, waveform distance / decoder bound); accepted iff <= 1\n"
-                  "(0 drawn at 1e-6; an impossible token, a wrong length or shape at 1e6)", fontsize=8)
+    bx.set_xlabel(
+        "score = max(gap / margin, waveform distance / decoder bound); accepted iff <= 1\n"
+        "(0 drawn at 1e-6; an impossible token, a wrong length or shape at 1e6)",
+        fontsize=8,
+    )
     bx.set_title("Held-out scores", fontsize=9)
     fig.suptitle("Replay rule on tiny MusicGen, held out", fontsize=10)
     fig.tight_layout()

@@ -52,11 +52,17 @@ import pandas as pd
 
 from harness.analysis.studies import StudyResult, StudySettings
 from harness.compare.levels import Comparable, Thresholds, float_metrics, length_mismatch
+from harness.compare.validators import (
+    VALIDATORS,
+    add_noise,
+    error_rates,
+    lower_precision,
+    time_shift,
+    truncate,
+    with_waveform,
+)
 from harness.digests import digest_array
 from harness.hubenv import apply_library_env
-from harness.compare.validators import (
-    VALIDATORS, add_noise, error_rates, lower_precision, time_shift, truncate, with_waveform,
-)
 
 GENERATION = {"do_sample": True, "top_k": 250, "top_p": 1.0, "temperature": 1.0, "guidance_scale": 3.0}
 NOISE_SNR_DB = (40.0, 30.0, 20.0, 10.0)
@@ -70,9 +76,16 @@ FULL = StudySettings()
 
 # --- generation ------------------------------------------------------------------------------------
 
+
 def task_doc(settings: StudySettings, prompt: int, seed: int, dtype: str = "float32") -> dict[str, Any]:
-    return {"model": settings.model, "prompt": settings.prompts[prompt], "seed": seed, "dtype": dtype,
-            "quantize_bits": None, "generation_config": {**GENERATION, "max_new_tokens": settings.max_new_tokens}}
+    return {
+        "model": settings.model,
+        "prompt": settings.prompts[prompt],
+        "seed": seed,
+        "dtype": dtype,
+        "quantize_bits": None,
+        "generation_config": {**GENERATION, "max_new_tokens": settings.max_new_tokens},
+    }
 
 
 def generate(docs: list[tuple[dict[str, Any], int]]) -> list[Comparable]:
@@ -106,8 +119,9 @@ def _comparable(waveform: np.ndarray, codes: np.ndarray, rate: int) -> Comparabl
     return Comparable(arrays=arrays, digests=digests, discrete="codes", steps="codes", sampling_rate=int(rate))
 
 
-def _start_worker(docs: list[tuple[dict[str, Any], int]], folder: Path,
-                  extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def _start_worker(
+    docs: list[tuple[dict[str, Any], int]], folder: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """A fresh worker process for ``docs``; ``extra_env`` is set before its torch starts
     (a CPU kernel level's caps, harness.isa)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,9 +131,13 @@ def _start_worker(docs: list[tuple[dict[str, Any], int]], folder: Path,
     apply_library_env(env)
     env.update(extra_env or {})
     with open(folder / "worker.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "harness.workflows.validator_study", "--worker", str(jobs),
-                                 str(folder / "out.npz")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=log, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness.workflows.validator_study", "--worker", str(jobs), str(folder / "out.npz")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
 
 
 def _collect_worker(proc: subprocess.Popen, folder: Path, timeout: float = 600) -> list[Comparable]:
@@ -142,7 +160,10 @@ def _worker_main(jobs_path: str, out_path: str) -> int:
     outs = generate(docs)
     from harness.execution.env import kernels_in_force
 
-    arrays: dict[str, np.ndarray] = {"count": np.array(len(outs)), "kernel_class": np.array(kernels_in_force()["class"])}
+    arrays: dict[str, np.ndarray] = {
+        "count": np.array(len(outs)),
+        "kernel_class": np.array(kernels_in_force()["class"]),
+    }
     for i, c in enumerate(outs):
         arrays[f"waveform_{i}"] = np.asarray(c.arrays["waveform"])
         arrays[f"codes_{i}"] = np.asarray(c.arrays["codes"])
@@ -154,8 +175,12 @@ def _worker_main(jobs_path: str, out_path: str) -> int:
 # --- the study ---------------------------------------------------------------------------------------
 
 HONEST_PAIRS = (  # (a, b, condition) over one task's honest executions
-    ("t1", "t2", "threads"), ("t1", "t1_again", "repeat"), ("t1_again", "t2", "threads"),
-    ("t1", "proc_t1", "process"), ("t1_again", "proc_t1", "process"), ("t2", "proc_t1", "threads+process"),
+    ("t1", "t2", "threads"),
+    ("t1", "t1_again", "repeat"),
+    ("t1_again", "t2", "threads"),
+    ("t1", "proc_t1", "process"),
+    ("t1_again", "proc_t1", "process"),
+    ("t2", "proc_t1", "threads+process"),
 )
 #: composite bounds = the largest honest spread of the calibration half times this margin
 CALIBRATION_MARGIN = 2.0
@@ -166,8 +191,9 @@ THRESHOLDED = ("tolerance", "perceptual", "composite")
 Labelled = tuple[str, tuple[int, int], Comparable, Comparable]
 
 
-def calibrate(honest: list[tuple[Comparable, Comparable]], base: Thresholds,
-              margin: float = CALIBRATION_MARGIN) -> tuple[Thresholds, dict[str, float]]:
+def calibrate(
+    honest: list[tuple[Comparable, Comparable]], base: Thresholds, margin: float = CALIBRATION_MARGIN
+) -> tuple[Thresholds, dict[str, float]]:
     """Composite bounds from honest pairs with equal codes: largest max-abs and rel-L2 times
     ``margin`` (a bitwise-only honest half gives zero bounds: only bitwise then passes)."""
     max_abs = rel = 0.0
@@ -190,10 +216,10 @@ def _splice(honest: Comparable, other: Comparable, fraction: float) -> Comparabl
     """Honest codes up to step k, another run's after; the waveform spliced at the same place."""
     ca, cb = np.asarray(honest.arrays["codes"]), np.asarray(other.arrays["codes"])
     k = max(1, int(round(ca.shape[0] * fraction)))
-    codes = np.concatenate([ca[:k], cb[k:ca.shape[0]]]) if cb.shape[0] >= ca.shape[0] else ca.copy()
+    codes = np.concatenate([ca[:k], cb[k : ca.shape[0]]]) if cb.shape[0] >= ca.shape[0] else ca.copy()
     wa, wb = np.asarray(honest.arrays["waveform"]), np.asarray(other.arrays["waveform"])
     cut = int(round(wa.shape[0] * k / ca.shape[0]))
-    wav = np.concatenate([wa[:cut], wb[cut:wa.shape[0]]]) if wb.shape[0] >= wa.shape[0] else wa.copy()
+    wav = np.concatenate([wa[:cut], wb[cut : wa.shape[0]]]) if wb.shape[0] >= wa.shape[0] else wa.copy()
     return _comparable(wav, codes, honest.sampling_rate or 1)
 
 
@@ -209,14 +235,16 @@ def run_study(settings: StudySettings = FULL, thresholds: Thresholds | None = No
     # all threads=1 work first, then threads=2: switching the thread pool back and forth is
     # slow (10x on a busy 2-core machine), and the order does not change any output
     main_jobs.sort(key=lambda job: job[0] == "t2")
-    docs = [(task_doc(settings, p, s, "bfloat16" if name == "bf16" else "float32"), 2 if name == "t2" else 1)
-            for name, (p, s) in main_jobs]
-    runs: dict[tuple[str, tuple[int, int]], Comparable] = dict(zip(main_jobs, generate(docs)))
+    docs = [
+        (task_doc(settings, p, s, "bfloat16" if name == "bf16" else "float32"), 2 if name == "t2" else 1)
+        for name, (p, s) in main_jobs
+    ]
+    runs: dict[tuple[str, tuple[int, int]], Comparable] = dict(zip(main_jobs, generate(docs), strict=False))
     if settings.processes:  # after the main work, so the two processes do not fight over the cores
         worker_jobs = [("proc_t1", key) for key in tasks]
         with tempfile.TemporaryDirectory(prefix="harness-validators-") as tmp:
             proc = _start_worker([(task_doc(settings, p, s), 1) for _, (p, s) in worker_jobs], Path(tmp))
-            runs.update(zip(worker_jobs, _collect_worker(proc, Path(tmp))))
+            runs.update(zip(worker_jobs, _collect_worker(proc, Path(tmp)), strict=False))
     honest: list[Labelled] = []
     for p, s in tasks:
         have = {name for name, key in runs if key == (p, s)}
@@ -239,14 +267,29 @@ def run_study(settings: StudySettings = FULL, thresholds: Thresholds | None = No
             ("another prompt", runs[("t1", (other_prompt, s))]),
             ("bfloat16 passed off as float32", runs[("bf16", (p, s))]),
             *[(f"truncated {int(f * 100)}%", with_waveform(t2, truncate(wav, f))) for f in TRUNCATE],
-            *[(f"noise {snr:g} dB SNR", with_waveform(t2, add_noise(wav, snr, seed=noise_seed))) for snr in NOISE_SNR_DB],
-            *[(f"time shift {ms:g} ms", with_waveform(t2, time_shift(wav, int(round(ms * rate / 1000)))))
-              for ms in SHIFT_MS],
-            ("noise 30 dB, honest codes kept", with_waveform(t2, add_noise(wav, 30.0, seed=noise_seed), keep_codes=True)),
-            ("honest codes, waveform rounded through bfloat16",
-             with_waveform(t2, lower_precision(wav, "bfloat16"), keep_codes=True)),
-            *[(f"edit {k:g}x the honest spread, honest codes kept",
-               with_waveform(t2, _edit(wav, max(spread, 1e-9) * k, noise_seed), keep_codes=True)) for k in EDIT_SPREADS],
+            *[
+                (f"noise {snr:g} dB SNR", with_waveform(t2, add_noise(wav, snr, seed=noise_seed)))
+                for snr in NOISE_SNR_DB
+            ],
+            *[
+                (f"time shift {ms:g} ms", with_waveform(t2, time_shift(wav, int(round(ms * rate / 1000)))))
+                for ms in SHIFT_MS
+            ],
+            (
+                "noise 30 dB, honest codes kept",
+                with_waveform(t2, add_noise(wav, 30.0, seed=noise_seed), keep_codes=True),
+            ),
+            (
+                "honest codes, waveform rounded through bfloat16",
+                with_waveform(t2, lower_precision(wav, "bfloat16"), keep_codes=True),
+            ),
+            *[
+                (
+                    f"edit {k:g}x the honest spread, honest codes kept",
+                    with_waveform(t2, _edit(wav, max(spread, 1e-9) * k, noise_seed), keep_codes=True),
+                )
+                for k in EDIT_SPREADS
+            ],
             ("another seed's codes, honest waveform", _comparable(wav, other.arrays["codes"], rate)),
             *[(f"re-generated from step {int(f * 100)}%", _splice(t2, other, f)) for f in PARTIAL_FROM],
         ]
@@ -257,16 +300,24 @@ def run_study(settings: StudySettings = FULL, thresholds: Thresholds | None = No
     table.insert(3, "false_rejects", [round(r * len(honest_held)) for r in table["false_reject_rate"]])
     table.insert(4, "false_accepts", [round(r * len(cheats_held)) for r in table["false_accept_rate"]])
     result = StudyResult(
-        settings=settings, table=table, honest_by_kind=_by_kind(honest_held, thr, reject=True),
-        cheats_by_kind=_by_kind(cheats_held, thr, reject=False), recommendation=recommend(table),
-        seconds=time.perf_counter() - start, generations=len(runs), thresholds=thr, calibration=calibration,
-        det=det_curves(honest_held, cheats_held, thr))
+        settings=settings,
+        table=table,
+        honest_by_kind=_by_kind(honest_held, thr, reject=True),
+        cheats_by_kind=_by_kind(cheats_held, thr, reject=False),
+        recommendation=recommend(table),
+        seconds=time.perf_counter() - start,
+        generations=len(runs),
+        thresholds=thr,
+        calibration=calibration,
+        det=det_curves(honest_held, cheats_held, thr),
+    )
     if not settings.processes:
         result.notes.append("quick study: no second worker process (process pairs left out)")
     return result
 
 
 # --- DET curves -------------------------------------------------------------------------------------
+
 
 def rule_score(rule: str, a: Comparable, b: Comparable, thr: Thresholds) -> float:
     """A score that the rule accepts when <= 1 at the thresholds ``thr`` (its operating
@@ -292,8 +343,9 @@ def rule_score(rule: str, a: Comparable, b: Comparable, thr: Thresholds) -> floa
     raise ValueError(f"no score for rule {rule!r}")
 
 
-def det_curves(honest: list[tuple[str, Comparable, Comparable]], cheats: list[tuple[str, Comparable, Comparable]],
-               thr: Thresholds) -> dict[str, dict[str, list[float]]]:
+def det_curves(
+    honest: list[tuple[str, Comparable, Comparable]], cheats: list[tuple[str, Comparable, Comparable]], thr: Thresholds
+) -> dict[str, dict[str, list[float]]]:
     """Per thresholded rule: FRR and FAR at every distinct score (threshold scale), plus the
     operating point (scale 1)."""
     out: dict[str, dict[str, list[float]]] = {}
@@ -304,9 +356,12 @@ def det_curves(honest: list[tuple[str, Comparable, Comparable]], cheats: list[tu
         points = np.unique(np.concatenate([[0.0], finite[np.isfinite(finite)], [1.0]]))
         frr = [float(np.mean(hs > t)) if hs.size else 0.0 for t in points]
         far = [float(np.mean(cs <= t)) if cs.size else 0.0 for t in points]
-        out[rule] = {"threshold": points.tolist(), "frr": frr, "far": far,
-                     "operating": [float(np.mean(hs > 1.0)) if hs.size else 0.0,
-                                   float(np.mean(cs <= 1.0)) if cs.size else 0.0]}
+        out[rule] = {
+            "threshold": points.tolist(),
+            "frr": frr,
+            "far": far,
+            "operating": [float(np.mean(hs > 1.0)) if hs.size else 0.0, float(np.mean(cs <= 1.0)) if cs.size else 0.0],
+        }
     return out
 
 
@@ -336,7 +391,7 @@ def plot_det(result: StudyResult, path: Path) -> Path:
     for rule, curve in result.det.items():
         far = np.maximum(curve["far"], floor)
         frr = np.maximum(curve["frr"], floor)
-        line, = ax.step(far, frr, where="post", label=rule)
+        (line,) = ax.step(far, frr, where="post", label=rule)
         op = curve["operating"]
         ax.plot(max(op[1], floor), max(op[0], floor), "o", color=line.get_color(), markersize=8)
     det_frame(ax, floor, "pairs", "Audio validators, held out: DET curves\n(dots: operating points; 0 drawn at 1e-3)")
@@ -372,18 +427,31 @@ def recommend(table: pd.DataFrame) -> str:
     rows = list(table.itertuples(index=False))
     good = [r for r in rows if r.false_reject_rate <= 0.01 and r.false_accept_rate <= 0.01]
     pool = good or rows
-    best = min(pool, key=lambda r: (round(r.false_reject_rate + r.false_accept_rate, 12),
-                                    round(r.false_accept_rate, 12), rows.index(r)))
+    best = min(
+        pool,
+        key=lambda r: (
+            round(r.false_reject_rate + r.false_accept_rate, 12),
+            round(r.false_accept_rate, 12),
+            rows.index(r),
+        ),
+    )
     if good:
-        return (f"recommended: {best.validator} (held-out FRR {best.false_reject_rate:.3f}, FAR "
-                f"{best.false_accept_rate:.3f}: both <= 1%)")
-    return (f"no rule reaches FRR <= 1% and FAR <= 1% held out; the lowest FRR + FAR is {best.validator} "
-            f"(FRR {best.false_reject_rate:.3f}, FAR {best.false_accept_rate:.3f}); see the DET curves")
+        return (
+            f"recommended: {best.validator} (held-out FRR {best.false_reject_rate:.3f}, FAR "
+            f"{best.false_accept_rate:.3f}: both <= 1%)"
+        )
+    return (
+        f"no rule reaches FRR <= 1% and FAR <= 1% held out; the lowest FRR + FAR is {best.validator} "
+        f"(FRR {best.false_reject_rate:.3f}, FAR {best.false_accept_rate:.3f}); see the DET curves"
+    )
 
 
 if __name__ == "__main__":  # the second worker process of the study
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         sys.exit(_worker_main(sys.argv[2], sys.argv[3]))
-    print("usage: python -m harness.workflows.validator_study --worker JOBS.json OUT.npz (internal; use `harness validators`)",
-          file=sys.stderr)
+    print(
+        "usage: python -m harness.workflows.validator_study --worker JOBS.json OUT.npz "
+        "(internal; use `harness validators`)",
+        file=sys.stderr,
+    )
     sys.exit(2)

@@ -57,14 +57,21 @@ from harness.analysis.certificate import Certificate
 from harness.store.run import StoreError
 from harness.vocabulary import CERTIFICATE_PASSED
 
-
 RELAY_REPO = "crynux-network/crynux-relay"
 RELAY_COMMIT = "24ffc26b93046cf4ac5f8461e16ea4f351d4289e"
 NODE_REPO = "crynux-network/crynux-node"
 NODE_COMMIT = "7161161941f9137840161a7a4df7e9eaa032baec"
-RELAY_FILES = ("api/v2/routes.go", "api/v2/admin/node_name_whitelist.go", "api/v2/middleware/admin_auth.go",
-               "service/node_name_policy.go", "models/gpu_name.go", "models/node_name_whitelist.go",
-               "config/app_config.go", "service/select_nodes.go", "service/task_matching.go")
+RELAY_FILES = (
+    "api/v2/routes.go",
+    "api/v2/admin/node_name_whitelist.go",
+    "api/v2/middleware/admin_auth.go",
+    "service/node_name_policy.go",
+    "models/gpu_name.go",
+    "models/node_name_whitelist.go",
+    "config/app_config.go",
+    "service/select_nodes.go",
+    "service/task_matching.go",
+)
 API_PATH = "/v2/admin/node_name_whitelist"
 DOCUMENT = "crynux-relay node-name whitelist entry"
 SCHEMA_VERSION = 1
@@ -72,13 +79,20 @@ GPU_NAME_MAX = 191  # models/node_name_whitelist.go: size:191
 NODE_VERSION_MAX = 32  # size:32
 UINT64_MAX = 2**64 - 1
 PLATFORMS = ("docker", "Linux", "Windows", "Darwin")
-NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total",
-                    "--format=csv"]
+NVIDIA_SMI_QUERY = [
+    "nvidia-smi",
+    "--query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total",
+    "--format=csv",
+]
 
 #: Go's unicode.IsSpace: '\t' '\n' '\v' '\f' '\r' ' ' U+0085 U+00A0 in Latin-1, then Unicode's
 #: White_Space (src/unicode/graphic.go, tables.go). Python's str.isspace adds U+001C..U+001F.
-GO_SPACE = frozenset(map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
-                               0x2028, 0x2029, 0x202F, 0x205F, 0x3000]))
+GO_SPACE = frozenset(
+    map(
+        chr,
+        [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000],
+    )
+)
 
 
 class WhitelistError(StoreError):
@@ -123,8 +137,10 @@ def normalize_node_version(text: str) -> str:
     numbers, rebuilt without leading zeros. ValueError when the relay would refuse it."""
     parts = _go_trim_space(str(text)).split(".")
     if len(parts) != 3 or not all(_UINT.fullmatch(p) and int(p) <= UINT64_MAX for p in parts):
-        raise ValueError(f"node version {text!r}: expected MAJOR.MINOR.PATCH (three decimal numbers), as the relay "
-                         f"parses it (service/node_name_policy.go ParseNodeVersion)")
+        raise ValueError(
+            f"node version {text!r}: expected MAJOR.MINOR.PATCH (three decimal numbers), as the relay "
+            f"parses it (service/node_name_policy.go ParseNodeVersion)"
+        )
     version = ".".join(str(int(p)) for p in parts)
     if len(version) > NODE_VERSION_MAX:
         raise ValueError(f"node version {text!r}: longer than the relay's {NODE_VERSION_MAX}-character column")
@@ -150,6 +166,7 @@ def entry_key(entry: dict[str, Any]) -> str:
 
 
 # --- what the node would report ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Card:
@@ -222,8 +239,10 @@ def vram_gb(mib: int) -> int:
 def _require_gpu(environment: dict[str, Any]) -> list[str]:
     names = [str(n) for n in environment.get("gpu_names") or []]
     if not names:
-        raise WhitelistError(f"the candidate ran on no GPU ({environment.get('processor') or 'a CPU'}): the relay "
-                             f"whitelists GPU nodes (gpu_name, gpu_vram, node_version)")
+        raise WhitelistError(
+            f"the candidate ran on no GPU ({environment.get('processor') or 'a CPU'}): the relay "
+            f"whitelists GPU nodes (gpu_name, gpu_vram, node_version)"
+        )
     return names
 
 
@@ -233,14 +252,18 @@ def node_hardware(environment: dict[str, Any], cards: list[Card] | None) -> dict
     names = _require_gpu(environment)
     models = sorted({normalize_gpu_name(n) for n in names})
     if len(models) > 1:
-        raise WhitelistError(f"the candidate machine has GPUs of {len(models)} models ({', '.join(models)}): a node "
-                             f"reports one; certify on a machine with one GPU")
+        raise WhitelistError(
+            f"the candidate machine has GPUs of {len(models)} models ({', '.join(models)}): a node "
+            f"reports one; certify on a machine with one GPU"
+        )
     if cards:
         chosen = select_cards(cards)
         name = chosen[0].name
         if normalize_gpu_name(name) != models[0]:
-            raise WhitelistError(f"nvidia-smi names this machine's GPU {name!r}, the certificate's candidate ran on "
-                                 f"{models[0]!r}: write the entry on the machine that was certified")
+            raise WhitelistError(
+                f"nvidia-smi names this machine's GPU {name!r}, the certificate's candidate ran on "
+                f"{models[0]!r}: write the entry on the machine that was certified"
+            )
         count, mib, source = len(chosen), sum(c.vram_mib for c in chosen), "nvidia-smi (as the node reads it)"
     else:
         memory = environment.get("gpu_memory_bytes") or []
@@ -248,15 +271,20 @@ def node_hardware(environment: dict[str, Any], cards: list[Card] | None) -> dict
             raise WhitelistError("the candidate's environment records no GPU memory, and nvidia-smi is not here")
         name, count, mib = names[0], len(names), int(memory[0]) // 2**20
         mib *= count
-        source = ("CUDA's total memory (nvidia-smi not found here; the node reads nvidia-smi memory.total, which "
-                  "can be a few hundred MiB larger: check the node's reported gpu_vram)")
+        source = (
+            "CUDA's total memory (nvidia-smi not found here; the node reads nvidia-smi memory.total, which "
+            "can be a few hundred MiB larger: check the node's reported gpu_vram)"
+        )
     if count > 1:
-        raise WhitelistError(f"this machine has {count} {name} cards: its node reports '{count}x {name}' (and may run "
-                             f"tensor parallel), which cells on one device do not certify")
+        raise WhitelistError(
+            f"this machine has {count} {name} cards: its node reports '{count}x {name}' (and may run "
+            f"tensor parallel), which cells on one device do not certify"
+        )
     return {"gpu_name": name, "cards": count, "vram_mib": mib, "gpu_vram": vram_gb(mib), "source": source}
 
 
 # --- the entry document ----------------------------------------------------------------------------
+
 
 def _device_of(config_id: str) -> str | None:
     return next((p for p in config_id.split("/")[1:] if p == "cpu" or p.startswith("cuda")), None)
@@ -267,8 +295,12 @@ def covered_configs(cert: Certificate) -> tuple[list[dict[str, Any]], list[dict[
     covers, others = [], []
     for c in cert.configs:
         device = _device_of(c.config_id)
-        item = {"config_id": c.config_id, "verdict": c.verdict, "network_rule": c.network_rule,
-                "network_label": c.network_label}
+        item = {
+            "config_id": c.config_id,
+            "verdict": c.verdict,
+            "network_rule": c.network_rule,
+            "network_label": c.network_label,
+        }
         if c.verdict not in CERTIFICATE_PASSED:
             others.append({**item, "why": c.reason})
         elif not (device or "").startswith("cuda"):
@@ -281,18 +313,29 @@ def covered_configs(cert: Certificate) -> tuple[list[dict[str, Any]], list[dict[
 def curl_line(entry: dict[str, Any]) -> str:
     """The command a maintainer runs: the relay's address and admin token from the environment."""
     body = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
-    return (f'curl -fsS -X POST "${{RELAY_URL:?}}{API_PATH}?auth=${{RELAY_ADMIN_TOKEN:?}}" '
-            f"-H 'Content-Type: application/json' --data-binary {shlex.quote(body)}")
+    return (
+        f'curl -fsS -X POST "${{RELAY_URL:?}}{API_PATH}?auth=${{RELAY_ADMIN_TOKEN:?}}" '
+        f"-H 'Content-Type: application/json' --data-binary {shlex.quote(body)}"
+    )
 
 
-def build_entry(cert: Certificate, certificate_sha256: str, node_version: str, *, platform: str | None = None,
-                cards: list[Card] | None = None, signed_by: str = "unsigned") -> dict[str, Any]:
+def build_entry(
+    cert: Certificate,
+    certificate_sha256: str,
+    node_version: str,
+    *,
+    platform: str | None = None,
+    cards: list[Card] | None = None,
+    signed_by: str = "unsigned",
+) -> dict[str, Any]:
     """The whitelist entry document for ``cert``; WhitelistError (one line) when none can be made."""
     from harness import __version__
 
     if cert.emulation:
-        raise WhitelistError("the certificate is an emulation (the same machine with other settings): it certifies "
-                             "no hardware for the relay")
+        raise WhitelistError(
+            "the certificate is an emulation (the same machine with other settings): it certifies "
+            "no hardware for the relay"
+        )
     if any(p.startswith("candidate evidence: ") for p in cert.problems):
         raise WhitelistError("the candidate's evidence is incomplete or broken: nothing is certified")
     _require_gpu(cert.candidate.environment)
@@ -309,30 +352,48 @@ def build_entry(cert: Certificate, certificate_sha256: str, node_version: str, *
     except ValueError as err:
         raise WhitelistError(str(err)) from None
     return {
-        "document": DOCUMENT, "schema_version": SCHEMA_VERSION, "harness_version": __version__,
+        "document": DOCUMENT,
+        "schema_version": SCHEMA_VERSION,
+        "harness_version": __version__,
         "created_at": time.time(),
-        "relay": {"repository": RELAY_REPO, "commit": RELAY_COMMIT, "files": list(RELAY_FILES),
-                  "api": f"POST {API_PATH}?auth=<admin.auth_token>",
-                  "config": {"task.node_name_whitelist_enabled": True},
-                  "minimum_node_name_number": ("task.minimum_node_name_number (config.example.yml: 10): when above 0, "
-                                               "a whitelisted tuple is selected only while that many active nodes "
-                                               "report it")},
+        "relay": {
+            "repository": RELAY_REPO,
+            "commit": RELAY_COMMIT,
+            "files": list(RELAY_FILES),
+            "api": f"POST {API_PATH}?auth=<admin.auth_token>",
+            "config": {"task.node_name_whitelist_enabled": True},
+            "minimum_node_name_number": (
+                "task.minimum_node_name_number (config.example.yml: 10): when above 0, "
+                "a whitelisted tuple is selected only while that many active nodes "
+                "report it"
+            ),
+        },
         "entries": [entry],
         "curl": [curl_line(entry)],
         "key": entry_key(entry),
-        "hardware": {**hardware, "platform": chosen_platform,
-                     "platform_source": "--node-platform" if platform else "detected as the node detects it",
-                     "node": f"{NODE_REPO}@{NODE_COMMIT}"},
+        "hardware": {
+            **hardware,
+            "platform": chosen_platform,
+            "platform_source": "--node-platform" if platform else "detected as the node detects it",
+            "node": f"{NODE_REPO}@{NODE_COMMIT}",
+        },
         "covers": covers,
         "not_covered": others,
-        "certificate": {"sha256": certificate_sha256, "summary": cert.summary, "signed_by": signed_by,
-                        "candidate_run": cert.candidate.run_id, "reference_run": cert.reference.run_id,
-                        "reference_bundle_sha256": cert.reference.bundle_sha256,
-                        "reference_signed_by": cert.reference_signed_by},
-        "notes": ["the node version is the node's own (its worker's x.y.z, stated with --node-version), not the "
-                  "harness's; the tuple must match exactly what the node reports (GET /v1/node/<address>)",
-                  f"gpu_vram is GB as the node computes it: ceil({hardware['vram_mib']} MiB / 1024) = "
-                  f"{hardware['gpu_vram']}, from {hardware['source']}"],
+        "certificate": {
+            "sha256": certificate_sha256,
+            "summary": cert.summary,
+            "signed_by": signed_by,
+            "candidate_run": cert.candidate.run_id,
+            "reference_run": cert.reference.run_id,
+            "reference_bundle_sha256": cert.reference.bundle_sha256,
+            "reference_signed_by": cert.reference_signed_by,
+        },
+        "notes": [
+            "the node version is the node's own (its worker's x.y.z, stated with --node-version), not the "
+            "harness's; the tuple must match exactly what the node reports (GET /v1/node/<address>)",
+            f"gpu_vram is GB as the node computes it: ceil({hardware['vram_mib']} MiB / 1024) = "
+            f"{hardware['gpu_vram']}, from {hardware['source']}",
+        ],
     }
 
 
@@ -341,8 +402,9 @@ def parse_entry(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("document") != DOCUMENT:
         raise WhitelistError(f"{where}: not a whitelist entry")
     if doc.get("schema_version") != SCHEMA_VERSION:
-        raise WhitelistError(f"{where}: whitelist entry schema_version {doc.get('schema_version')!r} is not "
-                             f"{SCHEMA_VERSION}")
+        raise WhitelistError(
+            f"{where}: whitelist entry schema_version {doc.get('schema_version')!r} is not {SCHEMA_VERSION}"
+        )
     entries = doc.get("entries")
     if not isinstance(entries, list) or not entries:
         raise WhitelistError(f"{where}: a whitelist entry without entries")

@@ -16,18 +16,31 @@ CONFIG = "hand/float32/qnone/cpu/pon"
 
 def write_run(tmp_path, outputs: dict[tuple[int, int], np.ndarray], kind: str = "gpt", fail_on=("not_ready", "failed")):
     """A run of one config whose (worker, repeat) executions returned ``outputs`` (token ids)."""
-    store = RunStore.create(tmp_path / "run", {
-        "run_id": "hand", "matrix": {"spec": {"name": "hand", "gates": {"fail_on": list(fail_on)}}}})
+    store = RunStore.create(
+        tmp_path / "run", {"run_id": "hand", "matrix": {"spec": {"name": "hand", "gates": {"fail_on": list(fail_on)}}}}
+    )
     for (worker, repeat), ids in sorted(outputs.items()):
         cell = f"hand/float32/qnone/seed1/cpu/t1/b1/pon/w{worker}/r{repeat}"
         arrays = {"token_ids": ids}
         digests = {"token_ids": digest_array(ids), "output": digest_array(ids), "tokens": digest_array(ids)}
         artifact = store.write_artifact(cell.replace("/", "__"), arrays)
-        store.append(Record(cell_id=cell, spec_hash="s1", config_id=CONFIG, task_name="hand", kind=kind,
-                            model="tiny:gpt2", status="ok", digests=digests, artifact=artifact,
-                            axes=Axes(dtype="float32", quantize_bits=None, seed=1, device="cpu", threads=1,
-                                      repeat=repeat, worker=worker),
-                            timings={"total_s": 0.01, "generate_s": 0.01}))
+        store.append(
+            Record(
+                cell_id=cell,
+                spec_hash="s1",
+                config_id=CONFIG,
+                task_name="hand",
+                kind=kind,
+                model="tiny:gpt2",
+                status="ok",
+                digests=digests,
+                artifact=artifact,
+                axes=Axes(
+                    dtype="float32", quantize_bits=None, seed=1, device="cpu", threads=1, repeat=repeat, worker=worker
+                ),
+                timings={"total_s": 0.01, "generate_s": 0.01},
+            )
+        )
     store.unlock()
     return tmp_path / "run"
 

@@ -41,7 +41,17 @@ def test_empty_is_all_none_and_json_safe():
 
 def test_single_sample():
     s = summarize([0.25])
-    assert (s.n, s.min, s.max, s.mean, s.median, s.p99, s.q1, s.q3, s.iqr) == (1, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.0)
+    assert (s.n, s.min, s.max, s.mean, s.median, s.p99, s.q1, s.q3, s.iqr) == (
+        1,
+        0.25,
+        0.25,
+        0.25,
+        0.25,
+        0.25,
+        0.25,
+        0.25,
+        0.0,
+    )
     assert s.stdev is None and s.outliers == 0
 
 
@@ -100,7 +110,7 @@ def test_quantiles_match_numpy_and_statistics(xs):
     s = summarize(xs)
     q = np.percentile(np.asarray(xs, dtype=float), [25, 50, 75, 90, 99])
     got = [s.q1, s.median, s.q3, s.p90, s.p99]
-    assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) for a, b in zip(got, q)), (got, q)
+    assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) for a, b in zip(got, q, strict=False)), (got, q)
     assert math.isclose(s.median, statistics.median(xs), rel_tol=1e-12, abs_tol=1e-12)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis.run import analyze_run
 from harness.analysis.costs import compare_run_costs, cost_rows_for_run, has_regressions
+from harness.analysis.run import analyze_run
 from harness.report.costs import render_cost_table
 from harness.store.records import Record
 from harness.store.run import RunStore
@@ -84,7 +84,7 @@ def test_not_comparable_and_newly_failing(base: Path, tmp_path: Path) -> None:
             return None
         if doc["config_id"] == changed:
             doc["spec_hash"] = "f" * 16
-        if doc["cell_id"] == f"gpt-0001/float32/qnone/seed7/cpu/t2/b2/pon/warm/w1/r1":
+        if doc["cell_id"] == "gpt-0001/float32/qnone/seed7/cpu/t2/b2/pon/warm/w1/r1":
             doc.update(status="failed", reason="RuntimeError: boom")
             for key in ("digests", "artifact", "timings", "output"):
                 doc.pop(key, None)
@@ -118,7 +118,9 @@ def test_render_cost_table(base: Path, tmp_path: Path) -> None:
     slow = _run(tmp_path / "slow", latency_scale=1.5)
     text = render_cost_table(compare_run_costs(base, slow, ["median:10%"]))
     lines = text.splitlines()
-    assert lines[0].startswith("| Mark | Configuration | Baseline median | Current median | Ratio | Change (95% CI) | Notes |")
+    assert lines[0].startswith(
+        "| Mark | Configuration | Baseline median | Current median | Ratio | Change (95% CI) | Notes |"
+    )
     assert sum(1 for line in lines if line.startswith("| + |")) == CONFIGS - 1
     assert "1.5" in text and "median " in text and "% > 10%)" in text and " slower [95% CI +" in text
     assert lines[-1].startswith(f"{CONFIGS} configurations: 0 x (not comparable), 0 !")
@@ -201,14 +203,33 @@ def _bench_file(path: Path, samples: dict[str, list[float] | None], cpu: str = "
     for name, data in samples.items():
         values = data if data is not None else [0.01, 0.011, 0.012]
         s = summarize(values)
-        stats = {"min": s.min, "max": s.max, "mean": s.mean, "stddev": s.stdev, "rounds": s.n, "median": s.median,
-                 "iqr": s.iqr, "q1": s.q1, "q3": s.q3, "iterations": 1}
+        stats = {
+            "min": s.min,
+            "max": s.max,
+            "mean": s.mean,
+            "stddev": s.stdev,
+            "rounds": s.n,
+            "median": s.median,
+            "iqr": s.iqr,
+            "q1": s.q1,
+            "q3": s.q3,
+            "iterations": 1,
+        }
         if data is not None:
             stats["data"] = data
-        benchmarks.append({"group": None, "name": name, "fullname": f"tests/bench/test_x.py::{name}", "params": None,
-                           "stats": stats})
-    doc = {"machine_info": {"machine": "x86_64", "python_version": "3.11.7", "python_implementation": "CPython",
-                            "cpu": {"brand_raw": cpu}}, "benchmarks": benchmarks, "version": "5.3.1"}
+        benchmarks.append(
+            {"group": None, "name": name, "fullname": f"tests/bench/test_x.py::{name}", "params": None, "stats": stats}
+        )
+    doc = {
+        "machine_info": {
+            "machine": "x86_64",
+            "python_version": "3.11.7",
+            "python_implementation": "CPython",
+            "cpu": {"brand_raw": cpu},
+        },
+        "benchmarks": benchmarks,
+        "version": "5.3.1",
+    }
     path.write_text(json.dumps(doc))
     return path
 

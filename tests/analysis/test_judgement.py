@@ -11,27 +11,61 @@ from harness.spec.policy import ConfigPolicy, NamedValidator
 from harness.workflows.certify import judge as certify_judge
 
 CONFIG = "musicgen/float32/qnone/cpu/pon"
-COMPOSITE = {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 16,
-             "sources": ["repeat", "process", "threads"], "calibration_file": "cal.json"}
+COMPOSITE = {
+    "rule": "composite",
+    "false_accept": 0.0,
+    "false_reject": 0.0,
+    "pairs": 16,
+    "sources": ["repeat", "process", "threads"],
+    "calibration_file": "cal.json",
+}
 
 
 def _side(label: str) -> RunSide:
     return RunSide(label=label, source=label, run_id=label, matrix="m", environment={}, records=2)
 
 
-def _result(level: str, *, within_b: str | None = None, rules: dict | None = None, finding: str | None = None,
-            finding_in: str | None = None) -> CrossRunResult:
-    m = SpecMatch(key="k", task="musicgen", kind="audio", config_a=CONFIG, config_b=CONFIG, spec_a="s", spec_b="s",
-                  cell_a="a/cell", cell_b="b/cell", level=level, first_divergence=None if level == "bitwise" else 3,
-                  within_b=within_b, within_b_rules={"composite": True} if within_b else {},
-                  rules=rules if rules is not None else {"composite": True}, finding=finding, finding_in=finding_in)
-    return CrossRunResult(match="spec", thresholds=Thresholds().model_dump(), a=_side("reference"),
-                          b=_side("candidate"), matches=[m])
+def _result(
+    level: str,
+    *,
+    within_b: str | None = None,
+    rules: dict | None = None,
+    finding: str | None = None,
+    finding_in: str | None = None,
+) -> CrossRunResult:
+    m = SpecMatch(
+        key="k",
+        task="musicgen",
+        kind="audio",
+        config_a=CONFIG,
+        config_b=CONFIG,
+        spec_a="s",
+        spec_b="s",
+        cell_a="a/cell",
+        cell_b="b/cell",
+        level=level,
+        first_divergence=None if level == "bitwise" else 3,
+        within_b=within_b,
+        within_b_rules={"composite": True} if within_b else {},
+        rules=rules if rules is not None else {"composite": True},
+        finding=finding,
+        finding_in=finding_in,
+    )
+    return CrossRunResult(
+        match="spec", thresholds=Thresholds().model_dump(), a=_side("reference"), b=_side("candidate"), matches=[m]
+    )
 
 
 def _outcome(classes: tuple[str, str] = ("avx512", "avx512"), validator: dict | None = COMPOSITE) -> ConfigOutcome:
-    return ConfigOutcome(config_id=CONFIG, task="musicgen", kind="audio", model="tiny", matched=1,
-                         validator=validator, kernel_classes={"reference": [classes[0]], "candidate": [classes[1]]})
+    return ConfigOutcome(
+        config_id=CONFIG,
+        task="musicgen",
+        kind="audio",
+        model="tiny",
+        matched=1,
+        validator=validator,
+        kernel_classes={"reference": [classes[0]], "candidate": [classes[1]]},
+    )
 
 
 def test_bitwise_passes_and_names_the_comparisons() -> None:
@@ -67,7 +101,11 @@ def test_a_finding_is_counted_where_it_was_drawn() -> None:
 def test_failed_cells_fail_before_any_comparison() -> None:
     out = _outcome().model_copy(update={"failed_b": ["b/cell: failed: boom"]})
     verdict, reason, issues = certify_judge(out, _result("bitwise"))
-    assert verdict == "fail" and reason.startswith("1 cell(s) not certified") and issues == ["failed here: b/cell: failed: boom"]
+    assert (
+        verdict == "fail"
+        and reason.startswith("1 cell(s) not certified")
+        and issues == ["failed here: b/cell: failed: boom"]
+    )
 
 
 def test_the_run_analysis_reads_the_same_ladder() -> None:

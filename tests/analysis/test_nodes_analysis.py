@@ -16,25 +16,43 @@ from harness.store.run import RunStore
 from tests.synthetic import RATE, music
 
 NODES = {  # key -> environment class: two H100 nodes and one A100 node
-    "n1": "NVIDIA H100 [aaaaaa]", "n2": "NVIDIA H100 [aaaaaa]", "n3": "NVIDIA A100 [bbbbbb]"}
+    "n1": "NVIDIA H100 [aaaaaa]",
+    "n2": "NVIDIA H100 [aaaaaa]",
+    "n3": "NVIDIA A100 [bbbbbb]",
+}
 
 
-def _record(store: RunStore, node: str, worker: int, repeat: int, wave: np.ndarray, codes: np.ndarray,
-            start: float) -> Record:
+def _record(
+    store: RunStore, node: str, worker: int, repeat: int, wave: np.ndarray, codes: np.ndarray, start: float
+) -> Record:
     axes = Axes(dtype="float32", quantize_bits=None, seed=1, device="cuda:0", worker=worker, repeat=repeat)
     cell = f"mg/float32/qnone/seed1/cuda0/tauto/b1/pon/w{worker}/r{repeat}"
     out = Output(kind="audio", arrays={"waveform": wave, "codes": codes}, sampling_rate=RATE, discrete="codes")
     artifact = store.write_artifact(cell.replace("/", "__"), out.arrays)
-    return Record(cell_id=cell, spec_hash="s1", config_id="mg/float32/qnone/cuda0/pon", task_name="mg", kind="audio",
-                  model="tiny:musicgen", axes=axes, status="ok", digests=out.digests(), artifact=artifact,
-                  output={"sampling_rate": RATE}, timings={"total_s": 1.0, "load_s": 0.0},
-                  node=Node(key=node, hostname=f"host-{node}", ray_node_id=node, env_class=NODES[node]),
-                  started_at=start, finished_at=start + 1.0)
+    return Record(
+        cell_id=cell,
+        spec_hash="s1",
+        config_id="mg/float32/qnone/cuda0/pon",
+        task_name="mg",
+        kind="audio",
+        model="tiny:musicgen",
+        axes=axes,
+        status="ok",
+        digests=out.digests(),
+        artifact=artifact,
+        output={"sampling_rate": RATE},
+        timings={"total_s": 1.0, "load_s": 0.0},
+        node=Node(key=node, hostname=f"host-{node}", ray_node_id=node, env_class=NODES[node]),
+        started_at=start,
+        finished_at=start + 1.0,
+    )
 
 
 def _fleet_run(tmp_path: Path) -> Path:
-    store = RunStore.create(tmp_path / "run", {"run_id": "fleet", "matrix": {"spec": {"name": "fleet"}},
-                                               "execution": [{"executor": "ray", "parallel": 1}]})
+    store = RunStore.create(
+        tmp_path / "run",
+        {"run_id": "fleet", "matrix": {"spec": {"name": "fleet"}}, "execution": [{"executor": "ray", "parallel": 1}]},
+    )
     wave = music(1)
     codes = np.arange(40, dtype=np.int64).reshape(1, 4, 10)
     other = wave + np.float32(1e-6)  # A100: same codes, floats a hair apart
@@ -70,9 +88,19 @@ def test_node_dimension_class_verdicts_and_consensus_on_the_mix(tmp_path: Path):
 
 def test_costs_say_when_executions_overlapped_on_a_node(tmp_path: Path):
     def rec(node: str, start: float, end: float) -> Record:
-        return Record(cell_id=f"c{start}", spec_hash="s", config_id="c", task_name="t", kind="gpt", model="m",
-                      axes=Axes(dtype="float32", quantize_bits=None, seed=1, device="cpu"), status="ok",
-                      node=Node(key=node, hostname=node), started_at=start, finished_at=end)
+        return Record(
+            cell_id=f"c{start}",
+            spec_hash="s",
+            config_id="c",
+            task_name="t",
+            kind="gpt",
+            model="m",
+            axes=Axes(dtype="float32", quantize_bits=None, seed=1, device="cpu"),
+            status="ok",
+            node=Node(key=node, hostname=node),
+            started_at=start,
+            finished_at=end,
+        )
 
     apart = [rec("a", 0, 1), rec("a", 2, 3), rec("b", 0.5, 2.5)]  # b overlaps a, but on another node
     assert parallel_note(apart, []) is None

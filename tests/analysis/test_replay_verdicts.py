@@ -13,8 +13,15 @@ REPLAY = {"rule": "replay", "false_accept": 0.0, "false_reject": 0.0, "pairs": 1
 
 @pytest.mark.slow
 def test_a_planted_code_is_not_ready_under_replay_and_explained_suspicious(cli, tmp_path, tiny_musicgen):
-    res, config, md = _run(cli, tmp_path, "plant", "CodeAtStepMusicgen", {"HARNESS_PLANT_STEP": "5"},
-                           validators={"audio": REPLAY}, repeats=3)
+    res, config, md = _run(
+        cli,
+        tmp_path,
+        "plant",
+        "CodeAtStepMusicgen",
+        {"HARNESS_PLANT_STEP": "5"},
+        validators={"audio": REPLAY},
+        repeats=3,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert config["verdict"] == "not_ready"
     repeat = config["dimensions"]["repeat"]
@@ -37,17 +44,23 @@ def test_a_planted_code_is_not_ready_under_replay_and_explained_suspicious(cli, 
 def test_divergence_by_design_passes_only_under_replay(cli, tmp_path, tiny_musicgen):
     """A task in a batch of 2 and a cold start draw other numbers: their codes differ from the
     reference from early on, so composite rejects them; each replays against the task."""
-    over = {"axes": {"threads": [1], "batch_size": [1, 2], "load": ["warm", "cold"]}, "repeats": 1,
-            "exclude": [{"batch_size": 2, "load": "cold"}],
-            "gates": {"verdict_dimensions": ["repeat", "process", "batch", "load"]}}
+    over = {
+        "axes": {"threads": [1], "batch_size": [1, 2], "load": ["warm", "cold"]},
+        "repeats": 1,
+        "exclude": [{"batch_size": 2, "load": "cold"}],
+        "gates": {"verdict_dimensions": ["repeat", "process", "batch", "load"]},
+    }
     res, config, _ = _run(cli, tmp_path, "design", validators={"audio": REPLAY}, **over)
     assert res.returncode == 0, res.stdout + res.stderr
     assert config["verdict"] == "ready_with_tolerance", config["reason"]
-    assert config["dimensions"]["batch"]["worst"] == "divergent" and config["dimensions"]["load"]["worst"] == "divergent"
+    assert (
+        config["dimensions"]["batch"]["worst"] == "divergent" and config["dimensions"]["load"]["worst"] == "divergent"
+    )
     assert config["replay"]["accepted"] == config["replay"]["replayed"] == 3
     assert config["agreement"]["replay"]["p3of3"] == 1.0 and config["agreement"]["composite"]["p3of3"] == 0.0
-    res, config, _ = _run(cli, tmp_path, "design-composite",
-                          validators={"audio": {**REPLAY, "rule": "composite"}}, **over)
+    res, config, _ = _run(
+        cli, tmp_path, "design-composite", validators={"audio": {**REPLAY, "rule": "composite"}}, **over
+    )
     assert res.returncode == 1 and config["verdict"] == "not_ready"
 
 
@@ -71,10 +84,14 @@ def test_bfloat16_across_kernel_sets_passes_under_the_shipped_replay_calibration
     from tests.analysis.test_verdicts import ROOT, TASK
 
     task = {**TASK, "dtype": "bfloat16", "generation_config": {**TASK["generation_config"], "max_new_tokens": 32}}
-    over = {"tasks": [{"name": "mg", "task": task}], "axes": {"threads": [1], "batch_size": [1], "isa": ["native", "avx2"]},
-            "repeats": 1, "gates": {"verdict_dimensions": ["isa"]},
-            "validators": {"audio": {"rule": "replay", "calibration": str(ROOT / "docs" / "replay-calibration.json")}}}
-    res, config, md = _run(cli, tmp_path, "isa", **over)
+    over = {
+        "tasks": [{"name": "mg", "task": task}],
+        "axes": {"threads": [1], "batch_size": [1], "isa": ["native", "avx2"]},
+        "repeats": 1,
+        "gates": {"verdict_dimensions": ["isa"]},
+        "validators": {"audio": {"rule": "replay", "calibration": str(ROOT / "docs" / "replay-calibration.json")}},
+    }
+    res, config, _md = _run(cli, tmp_path, "isa", **over)
     isa = config["dimensions"]["isa"]
     assert isa["worst"] not in ("bitwise", "tokens"), isa  # other codes: codes-equal rules reject the honest node
     assert res.returncode == 0 and config["verdict"] == "ready_with_tolerance", config["reason"]

@@ -29,12 +29,14 @@ def synthetic(tmp_path_factory):
 
 
 def test_synthesizer_writes_the_planned_run(synthetic) -> None:
-    run, info, a = synthetic
+    _run, info, a = synthetic
     assert info["records"] == 2000 == a.records
     assert info["failed_cells"] == 1
     # a synthetic run records no matrix and its artifacts were not verified: no gate can pass on it
-    assert a.problems == ["the manifest records no matrix: completeness cannot be checked",
-                          "artifacts and receipts were not verified (--no-verify): the gate cannot pass"]
+    assert a.problems == [
+        "the manifest records no matrix: completeness cannot be checked",
+        "artifacts and receipts were not verified (--no-verify): the gate cannot pass",
+    ]
     assert len(a.configs) == 10
     assert sorted(set(info["expected"].values())) == ["failed", "not_ready", "ready", "ready_with_tolerance"]
 
@@ -48,7 +50,7 @@ def test_analysis_finds_the_planted_verdicts(synthetic) -> None:
 
 
 def test_analysis_pair_counts(synthetic) -> None:
-    _, info, a = synthetic
+    _, _info, a = synthetic
     for c in a.configs:
         assert sum(c.counts.values()) == 200
         if c.verdict == "failed":

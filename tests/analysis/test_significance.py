@@ -4,6 +4,7 @@ is not significant, a +10% shift is (with an interval that covers 10%), one outl
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -34,6 +35,7 @@ def _covers(change: Change, ratio: float) -> bool:
 
 # --- same distribution: not significant ---------------------------------------------------------
 
+
 @FAST
 @given(st.lists(latencies, min_size=1, max_size=60), st.randoms(use_true_random=False))
 def test_same_samples_in_any_order_are_not_significant(samples, rnd):
@@ -57,9 +59,12 @@ def test_independent_draws_of_one_distribution_are_rarely_significant():
 
 # --- a +10% shift: significant, the interval covers 10% ----------------------------------------
 
+
 @FAST
-@given(st.lists(st.floats(min_value=1.0, max_value=1.02), min_size=4, max_size=60),
-       st.floats(min_value=1e-3, max_value=10.0))
+@given(
+    st.lists(st.floats(min_value=1.0, max_value=1.02), min_size=4, max_size=60),
+    st.floats(min_value=1e-3, max_value=10.0),
+)
 def test_ten_percent_slower_is_significant_and_the_interval_covers_it(noise, base):
     """Executions spread by at most 2% (any pattern, ties included), every one 10% slower."""
     baseline = [base * x for x in noise]
@@ -84,6 +89,7 @@ def test_ten_percent_slower_with_real_noise():
 
 # --- one outlier: not significant ----------------------------------------------------------------
 
+
 @FAST
 @given(st.lists(latencies, min_size=2, max_size=60), st.integers(min_value=0), st.floats(min_value=2.0, max_value=1e6))
 def test_one_outlier_is_not_significant(samples, where, factor):
@@ -106,6 +112,7 @@ def test_one_outlier_in_independent_draws():
 
 
 # --- --min-effect --------------------------------------------------------------------------------
+
 
 def test_min_effect_turns_a_small_significant_change_into_not_significant():
     baseline = _lognormal(1, 60, sigma=0.01)
@@ -133,19 +140,24 @@ def test_parse_min_effect_rejects(text):
 
 # --- the interval and the test agree --------------------------------------------------------------
 
+
 def test_exact_null_distribution():
     lower = _exact_lower_tail(4, 4)  # C(8, 4) = 70 arrangements
     assert lower[0] == pytest.approx(1 / 70) and lower[1] == pytest.approx(2 / 70) and lower[-1] == 1.0
     assert _exact_lower_tail(3, 5) == _exact_lower_tail(5, 3)
     for m, n in ((1, 1), (2, 7), (6, 6), (8, 3)):
         tail = _exact_lower_tail(m, n)
-        assert len(tail) == m * n + 1 and all(a <= b for a, b in zip(tail, tail[1:]))
+        assert len(tail) == m * n + 1 and all(a <= b for a, b in itertools.pairwise(tail))
         assert tail[m * n // 2] >= 0.5  # symmetric around m n / 2
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=2, max_value=40), st.integers(min_value=2, max_value=40),
-       st.sampled_from([1.0, 1.02, 1.05, 1.1, 1.3]), st.integers(min_value=0, max_value=2**32 - 1))
+@given(
+    st.integers(min_value=2, max_value=40),
+    st.integers(min_value=2, max_value=40),
+    st.sampled_from([1.0, 1.02, 1.05, 1.1, 1.3]),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
 def test_interval_excludes_one_exactly_when_the_test_rejects(m, n, shift, seed):
     """Lehmann's interval is the set of shifts the U test does not reject: the interval
     excludes no-change iff p < 0.05 (continuous samples, exact and asymptotic alike)."""

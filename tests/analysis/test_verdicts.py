@@ -13,16 +13,34 @@ import pytest
 from harness.spec.matrix import dump_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42,
-        "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 250, "top_p": 1.0,
-                              "temperature": 1.0, "guidance_scale": 3.0}}
+TASK = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 42,
+    "generation_config": {
+        "max_new_tokens": 24,
+        "do_sample": True,
+        "top_k": 250,
+        "top_p": 1.0,
+        "temperature": 1.0,
+        "guidance_scale": 3.0,
+    },
+}
 COMPOSITE = {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 10, "source": "test"}
 
 
 def matrix(tmp_path: Path, name: str, **over) -> Path:
-    doc = {"schema_version": 1, "name": name, "repeats": 2, "workers": 1, "timeout_s": 120,
-           "tasks": [{"name": "mg", "task": TASK}], "axes": {"threads": [1], "batch_size": [1]},
-           "gates": {"verdict_dimensions": ["repeat", "process", "threads"]}, **over}
+    doc = {
+        "schema_version": 1,
+        "name": name,
+        "repeats": 2,
+        "workers": 1,
+        "timeout_s": 120,
+        "tasks": [{"name": "mg", "task": TASK}],
+        "axes": {"threads": [1], "batch_size": [1]},
+        "gates": {"verdict_dimensions": ["repeat", "process", "threads"]},
+        **over,
+    }
     path = tmp_path / f"{name}.toml"
     path.write_text(dump_matrix(doc))
     return path
@@ -40,8 +58,15 @@ def _run(cli, tmp_path: Path, name: str, engine: str | None = None, env: dict | 
 @pytest.mark.slow
 @pytest.mark.parametrize("step", [0, 5])
 def test_a_planted_code_at_step_k_is_not_ready_at_step_k(cli, tmp_path, tiny_musicgen, step):
-    res, config, _ = _run(cli, tmp_path, f"step{step}", "CodeAtStepMusicgen", {"HARNESS_PLANT_STEP": str(step)},
-                          validators={"audio": COMPOSITE}, repeats=3)
+    res, config, _ = _run(
+        cli,
+        tmp_path,
+        f"step{step}",
+        "CodeAtStepMusicgen",
+        {"HARNESS_PLANT_STEP": str(step)},
+        validators={"audio": COMPOSITE},
+        repeats=3,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert config["verdict"] == "not_ready"
     repeat = config["dimensions"]["repeat"]  # r1 planted, r0 and r2 honest
@@ -54,15 +79,18 @@ def test_a_planted_code_at_step_k_is_not_ready_at_step_k(cli, tmp_path, tiny_mus
 
 @pytest.mark.slow
 def test_equal_codes_with_other_audio_is_flagged_not_passed(cli, tmp_path, tiny_musicgen):
-    res, config, md = _run(cli, tmp_path, "swap", "WaveformSwapMusicgen", validators={"audio": COMPOSITE},
-                           repeats=3)
+    res, config, md = _run(cli, tmp_path, "swap", "WaveformSwapMusicgen", validators={"audio": COMPOSITE}, repeats=3)
     assert res.returncode == 1, res.stdout + res.stderr
     assert config["verdict"] == "not_ready" and config["reason"].startswith("suspicious")
     assert config["dimensions"]["repeat"]["findings"] == {"waveform_far_tokens_equal": 1}  # r1 of r0..r2
     # the figures are what each validator decides: codes agree, the waveform rules do not
     assert config["agreement"]["tokens"]["p3of3"] == 1.0
     assert config["agreement"]["composite"]["p3of3"] == 0.0 and config["agreement"]["tolerance"]["p3of3"] == 0.0
-    assert "waveform_far_tokens_equal" in md and "beyond the waveform bounds the matrix gives" in md and "or tampering" in md
+    assert (
+        "waveform_far_tokens_equal" in md
+        and "beyond the waveform bounds the matrix gives" in md
+        and "or tampering" in md
+    )
 
 
 @pytest.mark.slow

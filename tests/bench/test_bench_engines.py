@@ -26,22 +26,25 @@ def _task(file: str, max_new_tokens: int):
 @pytest.mark.benchmark(group="engines")
 def test_musicgen_48_tokens(benchmark, tiny_musicgen) -> None:
     task, cache = _task("tiny-musicgen-pop.json", 48), ModelCache()
-    ex = benchmark.pedantic(lambda: execute(task, "audio", "cpu", cache, threads=1), rounds=10, warmup_rounds=2,
-                            iterations=1)
+    ex = benchmark.pedantic(
+        lambda: execute(task, "audio", "cpu", cache, threads=1), rounds=10, warmup_rounds=2, iterations=1
+    )
     assert ex.cache_hit and cache.loads == 1
     assert ex.output.arrays["waveform"].size and ex.output.arrays["codes"].shape[1] == 4
-    benchmark.extra_info.update(new_tokens=ex.output.meta["new_tokens"], audio_samples=int(ex.output.arrays["waveform"].shape[0]))
+    benchmark.extra_info.update(
+        new_tokens=ex.output.meta["new_tokens"], audio_samples=int(ex.output.arrays["waveform"].shape[0])
+    )
 
 
 @pytest.mark.benchmark(group="engines")
 def test_gpt2_20_tokens(benchmark, tiny_gpt2) -> None:
     task, cache = _task("tiny-gpt2-chatbot.json", 20), ModelCache()
-    ex = benchmark.pedantic(lambda: execute(task, "gpt", "cpu", cache, threads=1), rounds=20, warmup_rounds=2,
-                            iterations=1)
+    ex = benchmark.pedantic(
+        lambda: execute(task, "gpt", "cpu", cache, threads=1), rounds=20, warmup_rounds=2, iterations=1
+    )
     assert ex.cache_hit and cache.loads == 1
     assert ex.output.response["usage"]["completion_tokens"] <= 20
-    benchmark.extra_info.update(new_tokens=ex.output.meta["new_tokens"],
-                                ttft_s=ex.timings.get("time_to_first_token_s"))
+    benchmark.extra_info.update(new_tokens=ex.output.meta["new_tokens"], ttft_s=ex.timings.get("time_to_first_token_s"))
 
 
 @pytest.mark.benchmark(group="engines-load")

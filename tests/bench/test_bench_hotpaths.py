@@ -40,15 +40,20 @@ def _outputs(kind: str) -> tuple[Comparable, Comparable]:
         b_wave, codes_b = (a_wave * np.float32(1 + 2e-7)).astype(np.float32), codes_a
     else:
         b_wave = a_wave.copy()
-        b_wave[RATE * 5:] = music(2, seconds=5.0, rate=RATE)
+        b_wave[RATE * 5 :] = music(2, seconds=5.0, rate=RATE)
         codes_b = codes_a.copy()
         codes_b[250:] = np.random.default_rng(2).integers(0, 2048, size=(250, 4))
 
     def comparable(wave: np.ndarray, codes: np.ndarray) -> Comparable:
         digests = {"waveform": digest_array(wave), "codes": digest_array(codes)}
         digests.update(output=digests["waveform"], tokens=digests["codes"])
-        return Comparable(arrays={"waveform": wave, "codes": codes}, digests=digests, discrete="codes", steps="codes",
-                          sampling_rate=RATE)
+        return Comparable(
+            arrays={"waveform": wave, "codes": codes},
+            digests=digests,
+            discrete="codes",
+            steps="codes",
+            sampling_rate=RATE,
+        )
 
     return comparable(a_wave, codes_a), comparable(b_wave, codes_b)
 
@@ -100,8 +105,9 @@ def test_render_json(benchmark, small_analysis) -> None:
 @pytest.mark.benchmark(group="report")
 def test_render_html_with_plots(benchmark, small_analysis, synthetic_small: Path) -> None:
     pytest.importorskip("matplotlib")
-    page = benchmark.pedantic(render_html, args=(small_analysis, synthetic_small), rounds=3, warmup_rounds=1,
-                              iterations=1)
+    page = benchmark.pedantic(
+        render_html, args=(small_analysis, synthetic_small), rounds=3, warmup_rounds=1, iterations=1
+    )
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
 
 
@@ -129,6 +135,7 @@ def test_expand_with_the_isa_axis_at_native(benchmark, isa) -> None:
     root = Path(__file__).resolve().parents[2] / "matrices"
     cells = benchmark(lambda: expand(matrix_from_doc(_smoke_doc(isa), root / "smoke.toml")))
     plain = expand(matrix_from_doc(_smoke_doc(None), root / "smoke.toml"))
-    assert [(c.cell_id, c.spec_hash, c.group_key) for c in cells] == [(c.cell_id, c.spec_hash, c.group_key)
-                                                                      for c in plain]
+    assert [(c.cell_id, c.spec_hash, c.group_key) for c in cells] == [
+        (c.cell_id, c.spec_hash, c.group_key) for c in plain
+    ]
     benchmark.extra_info["cells"] = len(cells)

@@ -42,8 +42,13 @@ def test_replay_costs_at_most_a_quarter_of_generation_at_512_tokens(benchmark, t
     doc = json.loads((TASKS / "tiny-musicgen-pop.json").read_text())
     doc["generation_config"]["max_new_tokens"] = 512
     gen, val, ratio, decision = benchmark.pedantic(lambda: _ratio("audio", doc), rounds=1, iterations=1)
-    benchmark.extra_info.update(generate_s=round(gen, 4), validate_s=round(val, 4), ratio=round(ratio, 4),
-                                positions=decision.positions, path=decision.paths)
+    benchmark.extra_info.update(
+        generate_s=round(gen, 4),
+        validate_s=round(val, 4),
+        ratio=round(ratio, 4),
+        positions=decision.positions,
+        path=decision.paths,
+    )
     assert decision.accepted, decision.reason
     assert decision.paths == ["one-pass"]
     assert ratio <= GOAL, f"validation {val:.2f} s is {ratio:.0%} of generation {gen:.2f} s (goal {GOAL:.0%})"
@@ -54,6 +59,7 @@ def test_replay_cost_on_gpt2(benchmark, tiny_gpt2) -> None:
     doc = json.loads((TASKS / "tiny-gpt2-chatbot.json").read_text())
     doc["generation_config"].update(max_new_tokens=200, do_sample=True)
     gen, val, ratio, decision = benchmark.pedantic(lambda: _ratio("gpt", doc), rounds=1, iterations=1)
-    benchmark.extra_info.update(generate_s=round(gen, 4), validate_s=round(val, 4), ratio=round(ratio, 4),
-                                positions=decision.positions)
+    benchmark.extra_info.update(
+        generate_s=round(gen, 4), validate_s=round(val, 4), ratio=round(ratio, 4), positions=decision.positions
+    )
     assert decision.accepted, decision.reason

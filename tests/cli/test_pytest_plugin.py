@@ -20,8 +20,12 @@ import pytest
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
-        "generation_config": {"max_new_tokens": 4, "do_sample": True, "top_k": 20, "top_p": 1.0}}
+TASK = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "hello world"}],
+    "seed": 1,
+    "generation_config": {"max_new_tokens": 4, "do_sample": True, "top_k": 20, "top_p": 1.0},
+}
 MATRIX = """schema_version = 1
 name = "mini"
 repeats = 2
@@ -83,7 +87,8 @@ def test_the_readme_three_line_gate_as_printed(repo):
 @pytest.mark.slow
 def test_assert_reproducible_fails_in_the_reports_words(repo, monkeypatch):
     monkeypatch.setenv("HARNESS_ENGINES", PLANTED)
-    repo.makepyfile(test_gate=f"""
+    repo.makepyfile(
+        test_gate=f"""
         TASK = {TASK!r}
 
         def test_planted(assert_reproducible):
@@ -91,7 +96,8 @@ def test_assert_reproducible_fails_in_the_reports_words(repo, monkeypatch):
 
         def test_unknown_dimension(assert_reproducible):
             assert_reproducible(TASK, across=["node"])
-    """)
+    """
+    )
     res = run(repo, "-q")
     res.assert_outcomes(failed=2)
     out = res.stdout.str()
@@ -109,8 +115,9 @@ def test_harness_matrix_session_with_k_and_junitxml(repo):
     from junitparser import JUnitXml
 
     out = repo.path / "runs"
-    res = run(repo, "--harness-matrix", "mini.toml", "-k", "float32", "--junitxml", "j.xml", "--harness-out", str(out),
-              "-v")
+    res = run(
+        repo, "--harness-matrix", "mini.toml", "-k", "float32", "--junitxml", "j.xml", "--harness-out", str(out), "-v"
+    )
     res.assert_outcomes(passed=1, deselected=1)
     res.stdout.fnmatch_lines(["*mini.toml::gpt/float32/qnone/cpu/pon PASSED*"])
     suite = next(iter(JUnitXml.fromfile(str(repo.path / "j.xml"))))
@@ -146,7 +153,8 @@ def test_harness_matrix_session_under_xdist(repo):
 
 @pytest.mark.slow
 def test_harness_matrix_marker_runs_the_matrix_once(repo):
-    repo.makepyfile(test_matrix="""
+    repo.makepyfile(
+        test_matrix="""
         import pytest
 
         @pytest.mark.harness_matrix("mini.toml")
@@ -161,7 +169,8 @@ def test_harness_matrix_marker_runs_the_matrix_once(repo):
 
         def test_no_marker(harness_matrix):
             pass
-    """)
+    """
+    )
     res = run(repo, "-q")
     res.assert_outcomes(passed=2, errors=1)  # the fixture refuses at set-up
     assert "needs @pytest.mark.harness_matrix(PATH)" in res.stdout.str()
@@ -171,19 +180,26 @@ def test_the_plugin_costs_nothing_when_unused(pytester: pytest.Pytester, monkeyp
     """Loaded but unused: its options exist, nothing of the harness beyond the plugin module is
     imported (no torch, no pydantic), and a test suite runs as it did."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    pytester.makepyfile(test_plain="""
+    pytester.makepyfile(
+        test_plain="""
         import sys
 
         def test_plain():
             loaded = sorted(m for m in sys.modules if m.startswith("harness") or m in ("torch", "pydantic"))
             assert loaded == ["harness", "harness.cli", "harness.cli.pytest_plugin"], loaded
-    """)
+    """
+    )
     res = pytester.runpytest_subprocess(*plugin_args(), "-p", "no:cacheprovider", "-q")
     res.assert_outcomes(passed=1)
     help_text = pytester.runpytest_subprocess(*plugin_args(), "--help").stdout.str()
     assert "--harness-matrix=MATRIX" in help_text and "--harness-out=DIR" in help_text
-    probe = subprocess.run([sys.executable, "-X", "importtime", "-c", "import pytest, harness.cli.pytest_plugin"],
-                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    probe = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import pytest, harness.cli.pytest_plugin"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert probe.returncode == 0, probe.stderr
     line = next(x for x in probe.stderr.splitlines() if x.rstrip().endswith("| harness.cli.pytest_plugin"))
     cumulative_us = int(line.split("|")[1])

@@ -73,10 +73,13 @@ def test_unreplayable_tasks_are_never_accepted(cli, tmp_path, tiny_musicgen):
     task = _task(tmp_path, do_sample=False)
     folder = tmp_path / "greedy"
     folder.mkdir()
-    (folder / "task.tokens.json").write_text(json.dumps({"schema_version": 1, "arrays": {"codes": [[1, 2, 3, 4]] * 13}}))
+    (folder / "task.tokens.json").write_text(
+        json.dumps({"schema_version": 1, "arrays": {"codes": [[1, 2, 3, 4]] * 13}})
+    )
     res = cli("replay", str(task), str(folder))
     assert res.returncode == 1 and res.stdout.startswith("NOT REPLAYABLE") and "greedy" in res.stdout, res.stdout
-    (folder / "task.tokens.json").write_text(json.dumps({"schema_version": 1, "device": "cuda:0",
-                                                         "arrays": {"codes": [[1, 2, 3, 4]] * 13}}))
+    (folder / "task.tokens.json").write_text(
+        json.dumps({"schema_version": 1, "device": "cuda:0", "arrays": {"codes": [[1, 2, 3, 4]] * 13}})
+    )
     res = cli("replay", str(_task(tmp_path)), str(folder))
     assert res.returncode == 1 and res.stdout.startswith("NOT REPLAYABLE") and "CUDA" in res.stdout, res.stdout

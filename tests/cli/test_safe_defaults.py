@@ -47,8 +47,16 @@ def _exec(capsys, task: Path, out: Path) -> tuple[int, str, str]:
 
 
 def _gpt_task(path: Path, model: Path | str) -> Path:
-    path.write_text(json.dumps({"model": str(model), "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
-                                "generation_config": {"max_new_tokens": 4, "do_sample": True, "top_k": 20}}))
+    path.write_text(
+        json.dumps(
+            {
+                "model": str(model),
+                "messages": [{"role": "user", "content": "hello world"}],
+                "seed": 1,
+                "generation_config": {"max_new_tokens": 4, "do_sample": True, "top_k": 20},
+            }
+        )
+    )
     return path
 
 
@@ -82,7 +90,7 @@ def test_custom_code_beside_a_known_architecture_is_ignored(capsys, tmp_path, ti
     """model_type gpt2 plus an auto_map: transformers' own GPT-2 code loads; evil.py never runs."""
     marker = tmp_path / "MARKER"
     folder = _evil_model(tiny_gpt2, tmp_path / "evil", "gpt2", marker)
-    code, out, err = _exec(capsys, _gpt_task(tmp_path / "task.json", folder), tmp_path / "out")
+    code, _out, err = _exec(capsys, _gpt_task(tmp_path / "task.json", folder), tmp_path / "out")
     assert code == 0, err
     assert not marker.exists()
 
@@ -95,8 +103,22 @@ def test_the_trap_is_live_custom_code_runs_only_when_the_user_opts_in(tmp_path, 
     marker = tmp_path / "MARKER"
     folder = _evil_model(tiny_gpt2, tmp_path / "evil", "evil-model", marker)
     env = {**os.environ, "HARNESS_TRUST_REMOTE_CODE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    subprocess.run([sys.executable, "-m", "harness.cli", "exec", str(_gpt_task(tmp_path / "task.json", folder)),
-                    "--out", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "exec",
+            str(_gpt_task(tmp_path / "task.json", folder)),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert marker.exists()
 
 
@@ -116,7 +138,7 @@ def test_pickle_weights_are_refused_unless_allowed(capsys, tmp_path, tiny_gpt2, 
     assert_one_error_block(code, err, "no safetensors weights", "HARNESS_ALLOW_PICKLE_WEIGHTS=1")
 
     os.environ["HARNESS_ALLOW_PICKLE_WEIGHTS"] = "1"
-    code, out, err = _exec(capsys, task, tmp_path / "out")
+    code, _out, err = _exec(capsys, task, tmp_path / "out")
     assert code == 0, err
     tokens = json.loads((tmp_path / "out" / "pickled.digests.json").read_text())["digests"]["tokens"]
     assert tokens == json.loads((tmp_path / "ref" / "tiny.digests.json").read_text())["digests"]["tokens"]
@@ -152,15 +174,25 @@ def test_opted_in_pickle_weights_still_never_run_code(capsys, tmp_path, tiny_gpt
 
 # --- paths in tasks ------------------------------------------------------------------------
 def _audio_task(path: Path, wav_path: str) -> Path:
-    path.write_text(json.dumps({"model": "tiny:musicgen", "prompt": "blues", "audio_prompt": {"wav_path": wav_path},
-                                "generation_config": {"max_new_tokens": 4}, "seed": 1}))
+    path.write_text(
+        json.dumps(
+            {
+                "model": "tiny:musicgen",
+                "prompt": "blues",
+                "audio_prompt": {"wav_path": wav_path},
+                "generation_config": {"max_new_tokens": 4},
+                "seed": 1,
+            }
+        )
+    )
     return path
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("wav_path", ["/etc/passwd", "../../x.wav", "link.wav"])
-def test_task_paths_outside_the_allowed_folders_are_refused(capsys, tmp_path, tiny_musicgen, isolated_env, monkeypatch,
-                                                            wav_path):
+def test_task_paths_outside_the_allowed_folders_are_refused(
+    capsys, tmp_path, tiny_musicgen, isolated_env, monkeypatch, wav_path
+):
     work = tmp_path / "a" / "b" / "work"
     work.mkdir(parents=True)
     (work / "link.wav").symlink_to("/etc/hostname")  # inside the folder by name, outside once resolved
@@ -186,7 +218,7 @@ def test_a_path_is_allowed_once_its_folder_is_listed(capsys, tmp_path, tiny_musi
     code, _, err = _exec(capsys, task, tmp_path / "out")
     assert_one_error_block(code, err, "outside the allowed folders")
     os.environ["HARNESS_ALLOWED_PATHS"] = str(outside)
-    code, out, err = _exec(capsys, task, tmp_path / "out")
+    code, _out, err = _exec(capsys, task, tmp_path / "out")
     assert code == 0, err
     assert (tmp_path / "out" / "task.wav").exists()
 
@@ -281,12 +313,27 @@ def f(doc, m):
     AutoModel.from_pretrained(doc, trust_remote_code=True, use_safetensors=False)
 """
     found = unsafe_calls(bad, "bad.py")
-    for what in ("imports pickle", "imports from dill", "eval()", "exec()", "__import__() on a non-constant",
-                 "compile() on a non-constant", "import_module() on a non-constant", "yaml.load",
-                 "torch.load without weights_only=True", "np.load(allow_pickle", "through a shell", "os.system",
-                 "trust_remote_code=True", "use_safetensors=False"):
+    for what in (
+        "imports pickle",
+        "imports from dill",
+        "eval()",
+        "exec()",
+        "__import__() on a non-constant",
+        "compile() on a non-constant",
+        "import_module() on a non-constant",
+        "yaml.load",
+        "torch.load without weights_only=True",
+        "np.load(allow_pickle",
+        "through a shell",
+        "os.system",
+        "trust_remote_code=True",
+        "use_safetensors=False",
+    ):
         assert any(what in line for line in found), (what, found)
-    ok = 'import json\n__import__("hashlib")\ntorch.load(p, weights_only=True)\nnp.load(p, allow_pickle=False)\nyaml.safe_load(s)\n'
+    ok = (
+        'import json\n__import__("hashlib")\ntorch.load(p, weights_only=True)\n'
+        "np.load(p, allow_pickle=False)\nyaml.safe_load(s)\n"
+    )
     assert unsafe_calls(ok, "ok.py") == []
     plugin = "def load_object(ref):\n    importlib.import_module(ref)\n"
     assert unsafe_calls(plugin, "kinds.py") == [] and unsafe_calls(plugin, "other.py") != []

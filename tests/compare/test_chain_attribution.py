@@ -19,10 +19,15 @@ ROOT = Path(__file__).parent.parent.parent
 def test_report_names_the_stage_where_divergence_began(cli, tmp_path, tiny_gpt2, tiny_musicgen, double, stage):
     task = json.loads((ROOT / "matrices" / "tasks" / "tiny-chain-musicgen.json").read_text())
     matrix = tmp_path / "chain.toml"
-    matrix.write_text(dump_matrix({"name": "chain", "repeats": 2, "workers": 1, "timeout_s": 120,
-                                   "tasks": [{"name": "chain", "task": task}]}))
-    env = {"HARNESS_ENGINES": f"chain=tests.doubles:{double}",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    matrix.write_text(
+        dump_matrix(
+            {"name": "chain", "repeats": 2, "workers": 1, "timeout_s": 120, "tasks": [{"name": "chain", "task": task}]}
+        )
+    )
+    env = {
+        "HARNESS_ENGINES": f"chain=tests.doubles:{double}",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress", env=env)
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"divergence began in the {stage} stage" in res.stderr

@@ -13,15 +13,20 @@ from pydantic import ValidationError
 
 from harness.compare.agreement import group_figures
 from harness.compare.levels import (
-    LEVELS, Comparable, Thresholds, compare, first_divergence, float_metrics, level_rank, worst_level,
+    LEVELS,
+    Comparable,
+    Thresholds,
+    compare,
+    first_divergence,
+    float_metrics,
+    level_rank,
+    worst_level,
 )
 from harness.compare.validators import RULES
 from harness.digests import digest_array, digest_json
 from harness.outputs import Output
 from tests.synthetic import RATE
 from tests.synthetic import music as _music
-
-
 
 music = functools.partial(_music, seconds=0.5)
 
@@ -77,7 +82,12 @@ def test_levels_order_and_helpers():
 def test_threshold_defaults_and_validation():
     t = Thresholds()
     assert (t.rel_l2_max, t.cosine_min, t.hamming_max, t.max_length_mismatch, t.fingerprint_bits) == (
-        0.10, 0.99, 8, 0.01, 64)
+        0.10,
+        0.99,
+        8,
+        0.01,
+        64,
+    )
     with pytest.raises(ValidationError):
         Thresholds(rel_l2=0.2)
     with pytest.raises(ValidationError):
@@ -205,8 +215,9 @@ def test_text_levels_and_step_axis():
 
 def test_from_output_matches_digests():
     wave = music(3)
-    out = Output(kind="audio", arrays={"waveform": wave, "codes": CODES}, sampling_rate=RATE,
-                 discrete="codes", steps="codes")
+    out = Output(
+        kind="audio", arrays={"waveform": wave, "codes": CODES}, sampling_rate=RATE, discrete="codes", steps="codes"
+    )
     c = Comparable.from_output(out)
     assert c.digests["output"] == digest_array(wave) and c.digests["tokens"] == digest_array(CODES)
     assert (c.discrete, c.steps, c.sampling_rate) == ("codes", "codes", RATE)
@@ -215,12 +226,14 @@ def test_from_output_matches_digests():
 
 def test_digests_first_no_array_loaded():
     a = audio(music(0), CODES)
-    lazy = Comparable(arrays=Untouchable(a.arrays), digests=dict(a.digests), discrete="codes",
-                      steps="codes", sampling_rate=RATE)
+    lazy = Comparable(
+        arrays=Untouchable(a.arrays), digests=dict(a.digests), discrete="codes", steps="codes", sampling_rate=RATE
+    )
     assert compare(lazy, a).level == "bitwise"
     b = audio(music(1), CODES)  # same codes, other audio
-    lazy_b = Comparable(arrays=Untouchable(b.arrays), digests=dict(b.digests), discrete="codes",
-                        steps="codes", sampling_rate=RATE)
+    lazy_b = Comparable(
+        arrays=Untouchable(b.arrays), digests=dict(b.digests), discrete="codes", steps="codes", sampling_rate=RATE
+    )
     assert RULES["tokens"](a, lazy_b) is True  # decided on digests alone
     with pytest.raises(AssertionError, match="was loaded"):
         compare(a, lazy_b)  # a full comparison does measure the floats
@@ -276,10 +289,22 @@ def _fig(outputs, rule=_bitwise, **kw):
 
 def test_agreement_known_mixes():
     A, B, C, _ = _three_kinds()
-    assert _fig([A, A, A, A]) == {"p3of3": 1.0, "p2of3": 1.0, "p_aborted": 0.0, "invalidated": 0.0, "triples": 4,
-                                  "pairs_agree": 1.0}
-    assert _fig([A, B, C]) == {"p3of3": 0.0, "p2of3": 0.0, "p_aborted": 1.0, "invalidated": 0.0, "triples": 1,
-                               "pairs_agree": 0.0}
+    assert _fig([A, A, A, A]) == {
+        "p3of3": 1.0,
+        "p2of3": 1.0,
+        "p_aborted": 0.0,
+        "invalidated": 0.0,
+        "triples": 4,
+        "pairs_agree": 1.0,
+    }
+    assert _fig([A, B, C]) == {
+        "p3of3": 0.0,
+        "p2of3": 0.0,
+        "p_aborted": 1.0,
+        "invalidated": 0.0,
+        "triples": 1,
+        "pairs_agree": 0.0,
+    }
     r = _fig([A, A, B])  # accepted, the odd node invalidated: 1 of 3 executions
     assert (r["p3of3"], r["p2of3"], r["p_aborted"], r["triples"]) == (0.0, 1.0, 0.0, 1)
     assert r["invalidated"] == pytest.approx(1 / 3) and r["pairs_agree"] == pytest.approx(1 / 3)

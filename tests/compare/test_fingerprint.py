@@ -11,10 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.compare.fingerprint import audio_fingerprint, band_energies, hamming, to_hex, to_int
-
 from tests.synthetic import RATE, music
-
-
 
 
 def test_shape_and_type():
@@ -36,17 +33,20 @@ def test_bad_rate_raises():
         audio_fingerprint(music(0), 0)
 
 
-@pytest.mark.parametrize("wave", [
-    np.zeros((0, 1), np.float32),
-    np.zeros((0, 2), np.float32),
-    np.zeros((1, 1), np.float32),
-    np.full((7, 2), 0.3, np.float32),
-    np.zeros((RATE, 1), np.float32),
-    np.ones((RATE, 1), np.float32),
-    np.full((100, 1), np.nan, np.float32),
-    np.array([np.inf, -np.inf, 0.5], np.float32),
-    np.zeros((100, 0), np.float32),
-])
+@pytest.mark.parametrize(
+    "wave",
+    [
+        np.zeros((0, 1), np.float32),
+        np.zeros((0, 2), np.float32),
+        np.zeros((1, 1), np.float32),
+        np.full((7, 2), 0.3, np.float32),
+        np.zeros((RATE, 1), np.float32),
+        np.ones((RATE, 1), np.float32),
+        np.full((100, 1), np.nan, np.float32),
+        np.array([np.inf, -np.inf, 0.5], np.float32),
+        np.zeros((100, 0), np.float32),
+    ],
+)
 def test_degenerate_audio_is_defined(wave):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -8,11 +8,25 @@ import pytest
 from harness.compare.locate import Hooks, LocateError, Trace, first_difference
 from harness.workflows.locate import locate_docs, rerun_traced, sentence
 
-MUSIC = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42,
-         "generation_config": {"max_new_tokens": 12, "do_sample": True, "top_k": 250, "top_p": 1.0,
-                               "temperature": 1.0, "guidance_scale": 3.0}}
-GPT = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
-       "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20, "top_p": 1.0}}
+MUSIC = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 42,
+    "generation_config": {
+        "max_new_tokens": 12,
+        "do_sample": True,
+        "top_k": 250,
+        "top_p": 1.0,
+        "temperature": 1.0,
+        "guidance_scale": 3.0,
+    },
+}
+GPT = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "hello world"}],
+    "seed": 1,
+    "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20, "top_p": 1.0},
+}
 
 
 def _boost(output):
@@ -20,10 +34,13 @@ def _boost(output):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,doc,module,step", [
-    ("audio", MUSIC, "model.decoder.model.decoder.layers.1.fc1", 3),
-    ("gpt", GPT, "model.transformer.h.0.mlp.c_fc", 2),
-])
+@pytest.mark.parametrize(
+    "kind,doc,module,step",
+    [
+        ("audio", MUSIC, "model.decoder.model.decoder.layers.1.fc1", 3),
+        ("gpt", GPT, "model.transformer.h.0.mlp.c_fc", 2),
+    ],
+)
 def test_a_planted_change_is_located_at_its_step_and_module(tiny_musicgen, tiny_gpt2, kind, doc, module, step):
     honest = {"doc": doc, "threads": 1}
     planted = {**honest, "plant": (module, step, _boost)}

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from harness.compare.replay import (
-    ReplayDecision, Side, bounds_for, classify, decide, explain_divergence, first_divergent_step, validate,
+    ReplayDecision,
+    Side,
+    bounds_for,
+    classify,
+    decide,
+    explain_divergence,
+    first_divergent_step,
+    validate,
 )
 from harness.execution.replay import Flip, ReplayTrace, StageTrace, StepDetail
 from harness.spec.policy import ReplayBounds, Thresholds
@@ -18,8 +25,21 @@ BOUNDS = ReplayBounds(margin=0.1, waveform_max_abs=1e-5, waveform_rel_l2=1e-4)
 
 
 def _trace(flips=(), problem=None, decoded=None, stage="audio"):
-    return ReplayTrace(kind="audio", start="warm", stages=[StageTrace(
-        stage=stage, path="one-pass", steps=10, positions=40, flips=list(flips), problem=problem, decoded=decoded)])
+    return ReplayTrace(
+        kind="audio",
+        start="warm",
+        stages=[
+            StageTrace(
+                stage=stage,
+                path="one-pass",
+                steps=10,
+                positions=40,
+                flips=list(flips),
+                problem=problem,
+                decoded=decoded,
+            )
+        ],
+    )
 
 
 def test_decide_accepts_near_ties_and_rejects_confident_replacements():
@@ -66,8 +86,15 @@ def test_first_divergent_step_follows_the_delay_pattern():
 
 def _detail(scores, draws=None):
     scores = np.asarray(scores, dtype=np.float64)[None]
-    return StepDetail(step=0, candidate=np.array([0]), sampled=np.array([0]), valid=np.array([True]), scores=scores,
-                      kept=np.isfinite(scores), log_draws=None if draws is None else np.log(np.asarray(draws))[None])
+    return StepDetail(
+        step=0,
+        candidate=np.array([0]),
+        sampled=np.array([0]),
+        valid=np.array([True]),
+        scores=scores,
+        kept=np.isfinite(scores),
+        log_draws=None if draws is None else np.log(np.asarray(draws))[None],
+    )
 
 
 def test_classify_benign_near_tie_and_suspicious_replacement():
@@ -82,10 +109,19 @@ def test_classify_benign_near_tie_and_suspicious_replacement():
 
 # --- on the tiny models ---------------------------------------------------------------------------
 
-MUSIC = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42, "dtype": "float32",
-         "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 250, "guidance_scale": 3.0}}
-GPT = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "tell me a story about a cat"}], "seed": 42,
-       "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 20}}
+MUSIC = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 42,
+    "dtype": "float32",
+    "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 250, "guidance_scale": 3.0},
+}
+GPT = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "tell me a story about a cat"}],
+    "seed": 42,
+    "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 20},
+}
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +208,9 @@ def test_explain_a_near_tie_as_benign_and_a_replacement_as_suspicious(runs):
     honest = run(MUSIC)
     task = parse_task(MUSIC, "audio")
     steps = tuple(range(honest.arrays["codes"].shape[0] + 3))
-    stage = replay_output("audio", task, Candidate(arrays=honest.arrays), cache=cache,
-                          options=Options(detail_steps=steps)).stages[0]
+    stage = replay_output(
+        "audio", task, Candidate(arrays=honest.arrays), cache=cache, options=Options(detail_steps=steps)
+    ).stages[0]
     best = None
     for t, d in stage.details.items():
         z = d.scores - d.log_draws
@@ -186,13 +223,19 @@ def test_explain_a_near_tie_as_benign_and_a_replacement_as_suspicious(runs):
     frame = t - r
     near = honest.arrays["codes"].copy()
     near[frame, r] = runner_up
-    e = explain_divergence("audio", Side(doc=MUSIC, arrays=honest.arrays), Side(doc=MUSIC, arrays={"codes": near}),
-                           margin=0.05, cache=cache)
+    e = explain_divergence(
+        "audio",
+        Side(doc=MUSIC, arrays=honest.arrays),
+        Side(doc=MUSIC, arrays={"codes": near}),
+        margin=0.05,
+        cache=cache,
+    )
     assert e.step == t and e.cls == "benign", e.sentence
     far = honest.arrays["codes"].copy()
     far[2, 0] = (far[2, 0] + 128) % 256
-    e = explain_divergence("audio", Side(doc=MUSIC, arrays=honest.arrays), Side(doc=MUSIC, arrays={"codes": far}),
-                           margin=0.05, cache=cache)
+    e = explain_divergence(
+        "audio", Side(doc=MUSIC, arrays=honest.arrays), Side(doc=MUSIC, arrays={"codes": far}), margin=0.05, cache=cache
+    )
     assert e.step == 2 and e.cls == "suspicious" and "confident" in e.sentence
     assert isinstance(validate("audio", task, Candidate(arrays=honest.arrays), cache=cache), ReplayDecision)
 
@@ -205,7 +248,9 @@ def test_each_stage_of_a_chain_replays(runs):
     from harness.spec.tasks import parse_task
 
     cache, run = runs
-    doc = json.loads((Path(__file__).resolve().parents[2] / "matrices" / "tasks" / "tiny-chain-musicgen.json").read_text())
+    doc = json.loads(
+        (Path(__file__).resolve().parents[2] / "matrices" / "tasks" / "tiny-chain-musicgen.json").read_text()
+    )
     doc["audio_stage"]["generation_config"]["max_new_tokens"] = 16
     task = parse_task(doc, "chain")
     out = run(doc, "chain")
@@ -234,20 +279,34 @@ def test_a_matrix_names_the_replay_calibration_and_each_configuration_gets_its_m
     shipped = Path(__file__).resolve().parents[2] / "docs" / "replay-calibration.json"
     shutil.copy(shipped, tmp_path / "replay.json")
     cal = load_calibration(shipped)
-    doc = {"schema_version": 1, "name": "r", "tasks": [{"name": "mg", "task": {**MUSIC, "generation_config": {
-        **MUSIC["generation_config"], "max_new_tokens": 32}}}], "axes": {"dtype": ["float32", "bfloat16"]},
-           "validators": {"audio": {"rule": "replay", "calibration": "replay.json"}}}
+    doc = {
+        "schema_version": 1,
+        "name": "r",
+        "tasks": [
+            {"name": "mg", "task": {**MUSIC, "generation_config": {**MUSIC["generation_config"], "max_new_tokens": 32}}}
+        ],
+        "axes": {"dtype": ["float32", "bfloat16"]},
+        "validators": {"audio": {"rule": "replay", "calibration": "replay.json"}},
+    }
     (tmp_path / "m.toml").write_text(dump_matrix(doc))
     matrix = load_matrix(tmp_path / "m.toml")
     policy = policy_of(matrix.spec.model_dump(mode="json"), "m")
     for entry in cal.entries:
         sc = entry.scope
-        facts = Facts(kind="audio", model=sc.model, dtype=sc.dtype, quantize_bits=None, weights_sha256=sc.weights_sha256,
-                      new_tokens=32, kernel_classes=frozenset(sc.kernel_classes))
+        facts = Facts(
+            kind="audio",
+            model=sc.model,
+            dtype=sc.dtype,
+            quantize_bits=None,
+            weights_sha256=sc.weights_sha256,
+            new_tokens=32,
+            kernel_classes=frozenset(sc.kernel_classes),
+        )
         cp = config_policy(policy, facts)
         assert cp.validator is not None and cp.validator.rule == "replay", cp.out_of_scope
         assert cp.thresholds.replay_margin == entry.replay_margin
         assert bounds_for(cp.thresholds, sc.dtype).waveform_max_abs == entry.waveform_max_abs
-    outside = config_policy(policy, Facts(kind="audio", model="tiny:musicgen", dtype="float32", quantize_bits=None,
-                                          new_tokens=64))
+    outside = config_policy(
+        policy, Facts(kind="audio", model="tiny:musicgen", dtype="float32", quantize_bits=None, new_tokens=64)
+    )
     assert outside.validator is None and "outside" in outside.out_of_scope

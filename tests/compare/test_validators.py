@@ -11,11 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.compare.levels import Comparable, Thresholds, float_metrics
-from harness.digests import digest_array
 from harness.compare.validators import (
-    VALIDATORS, add_noise, bitwise, composite, error_rates, lower_precision, perceptual, time_shift, tokens,
-    tolerance, truncate, with_waveform,
+    VALIDATORS,
+    add_noise,
+    bitwise,
+    composite,
+    error_rates,
+    lower_precision,
+    perceptual,
+    time_shift,
+    tokens,
+    tolerance,
+    truncate,
+    with_waveform,
 )
+from harness.digests import digest_array
 from tests.synthetic import RATE
 from tests.synthetic import music as _music
 

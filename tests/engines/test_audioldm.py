@@ -19,8 +19,14 @@ NEGATIVE = "low quality, average quality, muffled quality, noise interference"
 
 
 def _task(**update) -> AudioLDMTask:
-    fields = dict(model="tiny:audioldm", prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS,
-                  audio_length_in_s=SECONDS, seed=120)
+    fields = {
+        "model": "tiny:audioldm",
+        "prompt": PROMPT,
+        "negative_prompt": NEGATIVE,
+        "num_inference_steps": STEPS,
+        "audio_length_in_s": SECONDS,
+        "seed": 120,
+    }
     fields.update(update)
     return AudioLDMTask(**fields)
 
@@ -55,11 +61,20 @@ def test_build_is_bit_identical_across_homes(tmp_path, monkeypatch):
         monkeypatch.setenv("CONSENSUS_HARNESS_HOME", str(tmp_path / name))
         folder = ensure_tiny("audioldm")
         infos.append(json.loads((folder / "tiny-model.json").read_text()))
-        files.append({p.relative_to(folder).as_posix(): p.read_bytes()
-                      for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".json", ".txt")})
+        files.append(
+            {
+                p.relative_to(folder).as_posix(): p.read_bytes()
+                for p in sorted(folder.rglob("*"))
+                if p.is_file() and p.suffix in (".json", ".txt")
+            }
+        )
         weights = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.safetensors"))
-        assert weights == ["text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
-                           "vae/diffusion_pytorch_model.safetensors", "vocoder/model.safetensors"]
+        assert weights == [
+            "text_encoder/model.safetensors",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+            "vocoder/model.safetensors",
+        ]
         size = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
         assert size < 4_000_000, size
     assert infos[0]["weights_sha256"] == infos[1]["weights_sha256"]

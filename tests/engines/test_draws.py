@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.engines.draws import Draws, NotReplayable, decoding_problem, device_problem, pick, sampler_check, warm_state
+from harness.engines.draws import (
+    Draws,
+    NotReplayable,
+    decoding_problem,
+    device_problem,
+    pick,
+    sampler_check,
+    warm_state,
+)
 
 
 def _probs(rows: int = 4, vocab: int = 2048, seed: int = 0):
@@ -18,8 +26,9 @@ def test_multinomial_is_argmax_of_p_over_exponential_draws():
         g = torch.Generator().manual_seed(seed)
         draws = Draws(warm_state(seed))
         for _ in range(4):
-            assert torch.equal(torch.multinomial(probs, 1, generator=g).squeeze(1),
-                               pick(probs, draws.next(*probs.shape)))
+            assert torch.equal(
+                torch.multinomial(probs, 1, generator=g).squeeze(1), pick(probs, draws.next(*probs.shape))
+            )
     sampler_check()  # the run-time check agrees
 
 

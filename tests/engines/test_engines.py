@@ -13,11 +13,25 @@ from harness.spec.tasks import parse_task
 
 pytestmark = pytest.mark.slow
 
-MUSIC = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42,
-         "generation_config": {"max_new_tokens": 48, "do_sample": True, "top_k": 250, "top_p": 1.0,
-                               "temperature": 1.0, "guidance_scale": 3.0}}
-GPT = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "I want to create a chat bot. Any suggestions?"}],
-       "seed": 42, "generation_config": {"max_new_tokens": 20, "do_sample": True, "top_k": 20, "top_p": 1.0}}
+MUSIC = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 42,
+    "generation_config": {
+        "max_new_tokens": 48,
+        "do_sample": True,
+        "top_k": 250,
+        "top_p": 1.0,
+        "temperature": 1.0,
+        "guidance_scale": 3.0,
+    },
+}
+GPT = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "I want to create a chat bot. Any suggestions?"}],
+    "seed": 42,
+    "generation_config": {"max_new_tokens": 20, "do_sample": True, "top_k": 20, "top_p": 1.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +95,10 @@ def test_outputs_have_the_seed_formats(cache):
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in ("stop", "length")
     usage = text["usage"]
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["completion_tokens"] <= 20
+    assert (
+        usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        and usage["completion_tokens"] <= 20
+    )
 
 
 def test_thread_count_keeps_codes(cache):
@@ -92,16 +109,22 @@ def test_thread_count_keeps_codes(cache):
     assert np.abs(one.arrays["waveform"] - two.arrays["waveform"]).max() < 1e-3
 
 
-@pytest.mark.parametrize("patch", [{"dtype": "float16"}, {"dtype": "bfloat16"}, {"quantize_bits": 8}, {"quantize_bits": 4}],
-                         ids=["float16", "bfloat16", "8bit", "4bit"])
+@pytest.mark.parametrize(
+    "patch",
+    [{"dtype": "float16"}, {"dtype": "bfloat16"}, {"quantize_bits": 8}, {"quantize_bits": 4}],
+    ids=["float16", "bfloat16", "8bit", "4bit"],
+)
 @pytest.mark.parametrize("base", [MUSIC, GPT], ids=["musicgen", "gpt2"])
 def test_cheaper_configurations_run_and_reproduce(base, patch, cache):
     doc = {**base, **patch}
     a, b = run(doc, cache), run(doc, cache)
     assert a.digests() == b.digests()
     if "quantize_bits" in patch:
-        loaded = cache.get(__import__("harness.engines.base", fromlist=["x"]).get_engine("gpt" if "messages" in doc else "audio"),
-                           parse_task(doc), "cpu")[0]
+        loaded = cache.get(
+            __import__("harness.engines.base", fromlist=["x"]).get_engine("gpt" if "messages" in doc else "audio"),
+            parse_task(doc),
+            "cpu",
+        )[0]
         q = loaded.meta["quantization"]
         assert q["bits"] == patch["quantize_bits"] and q["quantized_layers"] > 0
 
@@ -120,8 +143,9 @@ def test_two_processes_give_identical_bytes(cli, tmp_path, tiny_musicgen, tiny_g
         assert (out / "tiny-musicgen-pop.wav").stat().st_size > 1000
         assert json.loads((out / "tiny-gpt2-chatbot.response.json").read_text())["model"] == "tiny:gpt2"
     assert digests[0] == digests[1] and len(digests[0]) == 2
-    assert (tmp_path / "p0" / "tiny-gpt2-chatbot.response.json").read_bytes() == \
-           (tmp_path / "p1" / "tiny-gpt2-chatbot.response.json").read_bytes()
+    assert (tmp_path / "p0" / "tiny-gpt2-chatbot.response.json").read_bytes() == (
+        tmp_path / "p1" / "tiny-gpt2-chatbot.response.json"
+    ).read_bytes()
 
 
 def test_unknown_model_is_one_clear_line(cli, tmp_path):

@@ -49,7 +49,11 @@ def doc_of(name: str) -> dict:
 def with_seed(doc: dict, seed: int) -> dict:
     """The task with another seed, as a matrix seed axis applies it (both stages of a chain)."""
     if "text_stage" in doc:
-        return {**doc, "text_stage": {**doc["text_stage"], "seed": seed}, "audio_stage": {**doc["audio_stage"], "seed": seed}}
+        return {
+            **doc,
+            "text_stage": {**doc["text_stage"], "seed": seed},
+            "audio_stage": {**doc["audio_stage"], "seed": seed},
+        }
     return {**doc, "seed": seed}
 
 
@@ -70,14 +74,37 @@ class _ExecRuns:
     def __init__(self, out: Path):
         self.out = out
         env = {**os.environ, "HARNESS_ALLOWED_PATHS": ""}
-        self.procs = {name: subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "exec", str(TASKS / f"{name}.json"), "--threads", "1", "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in KINDS}
+        self.procs = {
+            name: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "harness.cli",
+                    "exec",
+                    str(TASKS / f"{name}.json"),
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(out),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in KINDS
+        }
 
     def result(self, name: str):
         stdout, stderr = self.procs[name].communicate(timeout=300)
         summary = self.out / f"{name}.digests.json"
-        return self.procs[name].returncode, stdout, stderr, json.loads(summary.read_text()) if summary.exists() else None
+        return (
+            self.procs[name].returncode,
+            stdout,
+            stderr,
+            json.loads(summary.read_text()) if summary.exists() else None,
+        )
 
     def close(self):
         for proc in self.procs.values():
@@ -98,6 +125,7 @@ def exec_runs(harness_home, tmp_path_factory):
 
 
 # ---- the prompt sound -------------------------------------------------------------------------
+
 
 def test_prompt_wav_is_deterministic_small_and_inline_copies_are_current(tmp_path):
     script = _load_script()
@@ -122,6 +150,7 @@ def test_every_shipped_task_and_matrix_validates(cli):
 
 
 # ---- each kind: reproducible in one process, across processes, and seed-sensitive ----------
+
 
 @pytest.mark.parametrize("name", list(KINDS))
 def test_kind_reproduces_in_process_and_under_harness_exec(name, cache, exec_runs):
@@ -148,8 +177,9 @@ def test_chain_outputs_cover_both_stages(cache):
         digests = out.digests()
         assert out.kind == "chain" and set(out.arrays) == {"text_token_ids", audio_array, "waveform"}
         assert out.response["waveform_sha256"] == digests["waveform"]  # the output digest covers the audio
-        assert out.response["audio_prompt"] == (out.response["text_stage"]["choices"][0]["message"]["content"]
-                                                or doc_of(name)["description"])
+        assert out.response["audio_prompt"] == (
+            out.response["text_stage"]["choices"][0]["message"]["content"] or doc_of(name)["description"]
+        )
         assert out.discrete == ("codes" if audio_array == "codes" else None)
         stages = out.meta["stages"]
         assert stages["text"]["tokens"] == digests["text_token_ids"]
@@ -164,6 +194,7 @@ def test_chain_refuses_a_batch():
 
 
 # ---- stage attribution ------------------------------------------------------------------------
+
 
 def test_attribute_stage_on_digest_dicts():
     base = {"text_token_ids": "t", "codes": "c", "waveform": "w", "output": "o"}
@@ -196,6 +227,7 @@ def test_planted_stage_divergence_is_attributed(cache):
 
 # ---- MusicGen beyond plain text ---------------------------------------------------------------
 
+
 def test_audio_prompt_as_path_or_base64_is_the_same_sound(cache, tmp_path, monkeypatch):
     (tmp_path / "prompt.wav").write_bytes(_load_script().prompt_wav_bytes())
     doc = doc_of("tiny-musicgen-continuation")
@@ -219,8 +251,9 @@ def test_wav_path_outside_the_allowed_folders_is_refused(cli, tmp_path, cache, m
     work = tmp_path / "work"
     work.mkdir()
     task = work / "t.json"
-    task.write_text(json.dumps({**doc_of("tiny-musicgen-continuation"),
-                                "audio_prompt": {"wav_path": str(tmp_path / "prompt.wav")}}))
+    task.write_text(
+        json.dumps({**doc_of("tiny-musicgen-continuation"), "audio_prompt": {"wav_path": str(tmp_path / "prompt.wav")}})
+    )
     res = cli("exec", str(task), "--out", str(work / "out"), cwd=work, env={"HARNESS_ALLOWED_PATHS": ""})
     assert res.returncode == 2
     assert res.stderr.startswith("error: audio_prompt.wav_path: ") and "outside the allowed folders" in res.stderr
@@ -237,14 +270,20 @@ def test_padded_batch_of_audio_prompts_is_unpadded(cache):
 
     script = _load_script()
     doc = doc_of("tiny-musicgen-continuation")
-    target = parse_task({**doc, "audio_prompt": {"base64": base64.b64encode(script.prompt_wav_bytes(seconds=0.2)).decode()}})
-    longer = parse_task({**doc, "prompt": "rock song with loud guitars", "audio_prompt": {"base64": doc["audio_prompt"]["base64"]}})
+    target = parse_task(
+        {**doc, "audio_prompt": {"base64": base64.b64encode(script.prompt_wav_bytes(seconds=0.2)).decode()}}
+    )
+    longer = parse_task(
+        {**doc, "prompt": "rock song with loud guitars", "audio_prompt": {"base64": doc["audio_prompt"]["base64"]}}
+    )
     engine = MusicgenEngine()
     loaded, _ = cache.get(engine, target, "cpu")
     alone = engine.run(loaded, target, "cpu")
     batched = engine.run(loaded, target, "cpu", [longer])  # the target is padded to the neighbour's length
     assert batched.meta["batch_size"] == 2
-    assert batched.arrays["waveform"].shape == alone.arrays["waveform"].shape  # batch_decode(padding_mask=...) stripped it
+    assert (
+        batched.arrays["waveform"].shape == alone.arrays["waveform"].shape
+    )  # batch_decode(padding_mask=...) stripped it
     assert batched.arrays["codes"].shape == alone.arrays["codes"].shape
     assert batched.meta["audio_prompt_sha256"] == alone.meta["audio_prompt_sha256"]
     # the batch-size axis keeps the audio prompt and changes the text
@@ -257,8 +296,12 @@ def test_unconditional_batches_and_generation_kwargs_are_the_tasks_own(cache):
     doc = doc_of("tiny-musicgen-unconditional")
     out = run(doc, cache, batch_size=2).output
     assert out.meta["generation_kwargs"]["guidance_scale"] == 1.0  # get_unconditional_inputs' value
-    assert run({**doc, "generation_config": {**doc["generation_config"], "guidance_scale": 3.0}},
-               cache).output.meta["generation_kwargs"]["guidance_scale"] == 3.0
+    assert (
+        run({**doc, "generation_config": {**doc["generation_config"], "guidance_scale": 3.0}}, cache).output.meta[
+            "generation_kwargs"
+        ]["guidance_scale"]
+        == 3.0
+    )
     continuation = run(doc_of("tiny-musicgen-continuation"), cache).output
     assert continuation.meta["generation_kwargs"] == doc_of("tiny-musicgen-continuation")["generation_config"]
     assert "pipeline_added_kwargs" not in continuation.meta, "the model's generation config sets max_length and pad"
@@ -268,15 +311,24 @@ def test_unconditional_batches_and_generation_kwargs_are_the_tasks_own(cache):
 
 # ---- quantization: counted when it happens, refused when it cannot -------------------------
 
+
 def test_8bit_on_cpu_quantizes_musicgen_and_both_chain_stages(cache):
     pytest.importorskip("bitsandbytes")
     music = run({**doc_of("tiny-musicgen-continuation"), "quantize_bits": 8}, cache)
     q = music.model_meta["quantization"]
     assert q["bits"] == 8 and q["quantized_layers"] > 0
-    chain = run({**(doc := doc_of("tiny-chain-musicgen")), "text_stage": {**doc["text_stage"], "quantize_bits": 8},
-                 "audio_stage": {**doc["audio_stage"], "quantize_bits": 8}}, cache)
+    chain = run(
+        {
+            **(doc := doc_of("tiny-chain-musicgen")),
+            "text_stage": {**doc["text_stage"], "quantize_bits": 8},
+            "audio_stage": {**doc["audio_stage"], "quantize_bits": 8},
+        },
+        cache,
+    )
     cq = chain.model_meta["quantization"]
-    assert cq["quantized_layers"] == cq["stages"]["text"]["quantized_layers"] + cq["stages"]["audio"]["quantized_layers"]
+    assert (
+        cq["quantized_layers"] == cq["stages"]["text"]["quantized_layers"] + cq["stages"]["audio"]["quantized_layers"]
+    )
     assert cq["stages"]["text"]["quantized_layers"] > 0 and cq["stages"]["audio"]["quantized_layers"] > 0
     assert chain.output.arrays["waveform"].size > 0
 
@@ -291,6 +343,7 @@ def test_audioldm_chain_8bit_on_cpu_is_refused_not_run_unquantized(cache):
 
 # ---- the matrix -------------------------------------------------------------------------------
 
+
 def test_kinds_matrix_runs_every_kind_and_passes_its_gate(cli, tmp_path, harness_home):
     res = cli("run", str(ROOT / "matrices" / "kinds.toml"), "--out", str(tmp_path / "run"), "--no-progress")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -298,9 +351,14 @@ def test_kinds_matrix_runs_every_kind_and_passes_its_gate(cli, tmp_path, harness
     statuses = {}
     for r in records:
         statuses.setdefault((r["task_name"], r["axes"]["quantize_bits"]), set()).add(r["status"])
-    assert statuses == {("audioldm-lounge", None): {"ok"}, ("audioldm-lounge", 8): {"skipped"},
-                        ("musicgen-unconditional", None): {"ok"}, ("musicgen-continuation", None): {"ok"},
-                        ("chain-musicgen", None): {"ok"}, ("chain-audioldm", None): {"ok"}}
+    assert statuses == {
+        ("audioldm-lounge", None): {"ok"},
+        ("audioldm-lounge", 8): {"skipped"},
+        ("musicgen-unconditional", None): {"ok"},
+        ("musicgen-continuation", None): {"ok"},
+        ("chain-musicgen", None): {"ok"},
+        ("chain-audioldm", None): {"ok"},
+    }
     skipped = [r for r in records if r["status"] == "skipped"]
     assert len(skipped) == 8 and all("needs a GPU" in r["reason"] for r in skipped)
     report = json.loads((tmp_path / "run" / "report.json").read_text())

@@ -20,26 +20,62 @@ from harness.execution.executor import EXECUTOR_METHODS, Executor, ExecutorError
 from harness.execution.executors import EXECUTORS, make_executor, names
 from harness.execution.local import LocalProcessExecutor, WorkerStartError
 from harness.execution.loop import WorkerExecutor
-from harness.execution.protocol import (CellPayload, Done, Exit, Lost, NodeInfo, Ready, RecordEvent, Refused, Start,
-                                        as_event, event_line, parse_event)
+from harness.execution.protocol import (
+    CellPayload,
+    Done,
+    Exit,
+    Lost,
+    NodeInfo,
+    Ready,
+    RecordEvent,
+    Refused,
+    Start,
+    as_event,
+    event_line,
+    parse_event,
+)
 from harness.execution.ray_executor import RayExecutor
 from harness.spec.kinds import UnknownName
 from harness.spec.matrix import matrix_from_doc
 from harness.store.records import Record
 from tests.execution.fakes import InProcessExecutor
 
-AXES = {"seed": 1, "dtype": "auto", "quantize_bits": None, "device": "cpu", "threads": 1, "batch_size": 1,
-        "profile": "on", "worker": 0, "repeat": 0}
+AXES = {
+    "seed": 1,
+    "dtype": "auto",
+    "quantize_bits": None,
+    "device": "cpu",
+    "threads": 1,
+    "batch_size": 1,
+    "profile": "on",
+    "worker": 0,
+    "repeat": 0,
+}
 
 
 def cell(i: int) -> CellPayload:
-    return CellPayload(cell_id=f"c{i}", spec_hash="s" * 64, config_id="cfg", task_name="t", kind="gpt", model="m",
-                       axes=AXES, task_doc={}, artifact_name=f"c{i}")
+    return CellPayload(
+        cell_id=f"c{i}",
+        spec_hash="s" * 64,
+        config_id="cfg",
+        task_name="t",
+        kind="gpt",
+        model="m",
+        axes=AXES,
+        task_doc={},
+        artifact_name=f"c{i}",
+    )
 
 
 def job(n: int, timeout_s: float = 60.0) -> Job:
-    return Job(run_dir="/nonexistent", device="cpu", profile="on", worker=0, cells=[cell(i) for i in range(n)],
-               timeout_s=timeout_s)
+    return Job(
+        run_dir="/nonexistent",
+        device="cpu",
+        profile="on",
+        worker=0,
+        cells=[cell(i) for i in range(n)],
+        timeout_s=timeout_s,
+    )
 
 
 def ok(c: CellPayload) -> RecordEvent:
@@ -124,11 +160,17 @@ def test_the_runner_calls_executors_only_through_the_protocol():
     import harness.execution.runner as runner
 
     tree = ast.parse(Path(runner.__file__).read_text())
-    used = {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "executor"}
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "executor"
+    }
     assert used and used <= set(EXECUTOR_METHODS), used - set(EXECUTOR_METHODS)
-    probes = [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Call)
-              and ast.unparse(node.func) in ("getattr", "hasattr")]
+    probes = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("getattr", "hasattr")
+    ]
     assert not probes
 
 
@@ -142,8 +184,17 @@ def test_an_incomplete_executor_is_refused_in_one_line_naming_what_it_lacks(tmp_
         def describe(self):
             return {}
 
-    matrix = matrix_from_doc({"name": "p", "tasks": [{"name": "gpt", "task": {
-        "model": "tiny:gpt2", "messages": [{"role": "user", "content": "hi"}], "seed": 1}}]})
+    matrix = matrix_from_doc(
+        {
+            "name": "p",
+            "tasks": [
+                {
+                    "name": "gpt",
+                    "task": {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hi"}], "seed": 1},
+                }
+            ],
+        }
+    )
     with pytest.raises(ExecutorError) as err:
         run_matrix(matrix, tmp_path / "run", progress=False, executor=RunOnly())
     message = str(err.value)
@@ -183,8 +234,11 @@ def test_executors_are_named_once_in_a_registry():
 def test_an_unknown_executor_or_option_is_one_line_saying_what_there_is():
     with pytest.raises(UnknownName, match=r"^unknown executor 'slurm'; available: local, ray$"):
         make_executor("slurm")
-    with pytest.raises(ExecutorError, match=r"^executor 'local' takes no option 'address' "
-                                            r"\(its options: python, env\); ray takes it$"):
+    with pytest.raises(
+        ExecutorError,
+        match=r"^executor 'local' takes no option 'address' "
+        r"\(its options: python, env\); ray takes it$",
+    ):
         make_executor("local", address="auto")
 
 
@@ -224,8 +278,9 @@ def test_a_whole_job_records_every_cell_and_passes_ready_on():
 
 
 def test_a_cell_past_its_timeout_is_recorded_and_a_new_worker_takes_the_rest():
-    ex = ScriptedExecutor([Ready(pid=1), Start(cell_id="c0", t=0), ok(cell(0)), Start(cell_id="c1", t=0), "hang"],
-                          whole_run)
+    ex = ScriptedExecutor(
+        [Ready(pid=1), Start(cell_id="c0", t=0), ok(cell(0)), Start(cell_id="c1", t=0), "hang"], whole_run
+    )
     started = time.monotonic()
     records, _ = drive(ex, job(3, timeout_s=0.3))
     assert time.monotonic() - started < 5
@@ -238,7 +293,9 @@ def test_a_worker_lost_mid_cell_fails_only_that_cell():
     ex = ScriptedExecutor([Start(cell_id="c0", t=0), Lost(reason="lost on node n1: RayError")], whole_run)
     records, _ = drive(ex, job(2))
     assert [(r["cell_id"], r["status"], r.get("reason")) for r in records] == [
-        ("c0", "failed", "lost on node n1: RayError"), ("c1", "ok", None)]
+        ("c0", "failed", "lost on node n1: RayError"),
+        ("c1", "ok", None),
+    ]
 
 
 def test_a_worker_that_dies_mid_cell_names_how():
@@ -267,7 +324,8 @@ def test_workers_that_never_run_a_cell_give_up_after_the_executors_patience():
 def test_no_worker_can_start_fails_every_cell_with_no_node():
     records, _ = drive(ScriptedExecutor("no alive node can run a cpu job"), job(2))
     assert [(r["status"], r["reason"], r["node"]) for r in records] == [
-        ("failed", "no alive node can run a cpu job", None)] * 2
+        ("failed", "no alive node can run a cpu job", None)
+    ] * 2
 
 
 def test_a_local_worker_that_cannot_start_ends_the_run_in_one_line(tmp_path):
@@ -333,7 +391,8 @@ def test_a_ray_node_starts_its_worker_with_the_library_environment(on_a_node, mo
         next(run_job_on_node({"profile": "on", "cells": [], "code": code_digest()}, {"HARNESS_X": "1"}, {"cpus": 2}))
     assert seen["TRANSFORMERS_VERBOSITY"] == "info" and seen["HARNESS_X"] == "1"
     assert {k: seen[k] for k in LIBRARY_ENV if k != "TRANSFORMERS_VERBOSITY"} == {
-        k: v for k, v in LIBRARY_ENV.items() if k != "TRANSFORMERS_VERBOSITY"}
+        k: v for k, v in LIBRARY_ENV.items() if k != "TRANSFORMERS_VERBOSITY"
+    }
 
 
 def test_a_ray_node_of_another_build_sends_a_typed_refusal(on_a_node):

@@ -87,9 +87,27 @@ def _assert_complete(run_dir: Path, cells: int) -> list[dict]:
 
 def _start(matrix: Path, run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """``harness run`` in a fresh process of its own process group, as a user's shell starts it."""
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(run_dir),
-                             "--no-progress", "--formats", "json", *extra], cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(matrix),
+            "--out",
+            str(run_dir),
+            "--no-progress",
+            "--formats",
+            "json",
+            *extra,
+        ],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for_lines(proc: subprocess.Popen, results: Path, n: int, timeout: float = 60) -> int:
@@ -117,7 +135,11 @@ def _workers_of(run_dir: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"harness.execution.worker" in cmdline and any(str(run_dir).encode() in part for part in cmdline) and state != "Z":
+        if (
+            b"harness.execution.worker" in cmdline
+            and any(str(run_dir).encode() in part for part in cmdline)
+            and state != "Z"
+        ):
             found.append(int(proc.name))
     return found
 
@@ -147,8 +169,17 @@ def test_out_of_memory_in_a_cell_is_recorded_and_the_worker_goes_on(cli, tmp_pat
     The matrix also sets the largest timeout_s allowed (a day): a long deadline, not an OverflowError."""
     matrix = mini_matrix(tmp_path, workers=1, repeats=1, timeout_s=86_400, axes={"seed": [1, 2, 3], "threads": [1]})
     FAULTS_INJECTED["out of memory (RLIMIT_AS)"] += 1
-    res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress", "--formats", "json",
-              env={"HARNESS_FAULT": "oom:gpt/*/seed2/*"}, timeout=120)
+    res = cli(
+        "run",
+        str(matrix),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--formats",
+        "json",
+        env={"HARNESS_FAULT": "oom:gpt/*/seed2/*"},
+        timeout=120,
+    )
     assert "Traceback" not in res.stderr and "OverflowError" not in res.stderr, res.stderr
     records = {r["cell_id"].split("/")[3]: r for r in _records(tmp_path / "run")}
     assert {k: r["status"] for k, r in records.items()} == {"seed1": "ok", "seed2": "failed", "seed3": "ok"}
@@ -161,8 +192,12 @@ def test_out_of_memory_in_a_cell_is_recorded_and_the_worker_goes_on(cli, tmp_pat
 def _mount_small_tmpfs(path: Path) -> bool:
     """A real filesystem that can fill up (root in a container may mount tmpfs)."""
     try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)],
-                              capture_output=True, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -216,7 +251,7 @@ def test_disk_full_stops_with_one_line_then_resume_completes(cli, tmp_path, tiny
         assert res.returncode == 0, res.stderr
         assert "already done" in res.stdout
         records = _assert_complete(run_dir, 6)
-        assert records[:len(written)] == written  # the records kept are the records written, untouched
+        assert records[: len(written)] == written  # the records kept are the records written, untouched
     finally:
         subprocess.run(["umount", "-l", str(run_dir)], capture_output=True, timeout=30)
 
@@ -251,7 +286,7 @@ def test_ctrl_c_keeps_records_leaves_no_worker_and_resume_completes(cli, tmp_pat
     assert res.returncode == 0, res.stderr
     assert f"{6 - len(written)} executed, {len(written)} already done" in res.stdout
     records = _assert_complete(run_dir, 6)
-    assert records[:len(written)] == written
+    assert records[: len(written)] == written
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
 
 
@@ -288,8 +323,11 @@ def test_sigkill_of_the_main_process_takes_its_worker_with_it(tmp_path, tiny_gpt
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGHUP,), (signal.SIGINT, signal.SIGINT)],
-                         ids=["SIGTERM", "SIGHUP", "two quick Ctrl-C"])
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM,), (signal.SIGHUP,), (signal.SIGINT, signal.SIGINT)],
+    ids=["SIGTERM", "SIGHUP", "two quick Ctrl-C"],
+)
 def test_termination_signals_end_a_run_like_ctrl_c(tmp_path, tiny_gpt2, signals):
     """SIGTERM/SIGHUP left status ``running`` and job files behind; two quick Ctrl-C exited -2."""
     matrix = mini_matrix(tmp_path, workers=1, repeats=1, axes={"seed": [1, 2, 3], "threads": [1]})
@@ -326,7 +364,7 @@ def test_two_runs_on_one_directory_the_second_is_refused(cli, tmp_path, tiny_gpt
         assert ("use --resume" if not extra else "another harness process is writing this run") in lines[0]
     assert first.poll() is None, "the first run was harmed"
     release.touch()
-    out, err = first.communicate(timeout=120)
+    _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     _assert_complete(run_dir, 4)
     assert len(_records(run_dir)) == 4
@@ -359,8 +397,16 @@ def test_cuda_out_of_memory_is_recorded_and_the_worker_goes_on(cli, tmp_path, ti
         pytest.skip("needs CUDA")
     matrix = mini_matrix(tmp_path, workers=1, repeats=1, axes={"seed": [1, 2, 3], "threads": [1], "device": ["cuda:0"]})
     FAULTS_INJECTED["CUDA out of memory"] += 1
-    res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress", "--formats", "json",
-              env={"HARNESS_ENGINES": "gpt=tests.execution.test_faults:CudaOOMTextEngine", **DOUBLE_ENV})
+    res = cli(
+        "run",
+        str(matrix),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--formats",
+        "json",
+        env={"HARNESS_ENGINES": "gpt=tests.execution.test_faults:CudaOOMTextEngine", **DOUBLE_ENV},
+    )
     records = {r["cell_id"].split("/")[3]: r for r in _records(tmp_path / "run")}
     assert {k: r["status"] for k, r in records.items()} == {"seed1": "ok", "seed2": "failed", "seed3": "ok"}, res.stderr
     assert records["seed2"]["reason"].startswith("CUDA out of memory"), records["seed2"]["reason"]

@@ -19,27 +19,47 @@ import pytest
 from conftest import run_cli
 from harness.spec.matrix import dump_matrix
 
-pytestmark = [pytest.mark.slow, pytest.mark.fleet,
-              pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                 reason="ray is not installed (pip install -e '.[fleet]' runs the fleet tests)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.fleet,
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="ray is not installed (pip install -e '.[fleet]' runs the fleet tests)",
+    ),
+]
 
 ROOT = Path(__file__).parent.parent.parent
 KILLED = "mg/auto/qnone/seed1/cpu/tauto/b1/pon/warm/w1/r0"  # a cell with another after it in its job
 
 
 def _matrix(path: Path) -> Path:
-    tasks = {name: json.loads((ROOT / "matrices" / "tasks" / f).read_text())
-             for name, f in (("gpt", "tiny-gpt2-chatbot.json"), ("mg", "tiny-musicgen-pop.json"))}
+    tasks = {
+        name: json.loads((ROOT / "matrices" / "tasks" / f).read_text())
+        for name, f in (("gpt", "tiny-gpt2-chatbot.json"), ("mg", "tiny-musicgen-pop.json"))
+    }
     tasks["gpt"]["generation_config"]["max_new_tokens"] = 12
     tasks["mg"]["generation_config"]["max_new_tokens"] = 48
-    doc = {"schema_version": 1, "name": "fleet", "repeats": 1, "workers": 2, "timeout_s": 300,
-           "tasks": [{"name": n, "task": t} for n, t in tasks.items()],
-           "axes": {"seed": [1], "threads": [1, "auto"]},
-           # as matrices/smoke.toml: MusicGen's thread and node wobble (equal codes, floats ~1e-7
-           # apart) passes only through the composite validator, with its measured bounds and rates
-           "thresholds": {"waveform_max_abs": 1.431e-06, "waveform_rel_l2": 6.196e-07},
-           "validators": {"audio": {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 480,
-                                    "source": "harness validators (README)"}}}
+    doc = {
+        "schema_version": 1,
+        "name": "fleet",
+        "repeats": 1,
+        "workers": 2,
+        "timeout_s": 300,
+        "tasks": [{"name": n, "task": t} for n, t in tasks.items()],
+        "axes": {"seed": [1], "threads": [1, "auto"]},
+        # as matrices/smoke.toml: MusicGen's thread and node wobble (equal codes, floats ~1e-7
+        # apart) passes only through the composite validator, with its measured bounds and rates
+        "thresholds": {"waveform_max_abs": 1.431e-06, "waveform_rel_l2": 6.196e-07},
+        "validators": {
+            "audio": {
+                "rule": "composite",
+                "false_accept": 0.0,
+                "false_reject": 0.0,
+                "pairs": 480,
+                "source": "harness validators (README)",
+            }
+        },
+    }
     path.write_text(dump_matrix(doc))
     return path
 
@@ -61,15 +81,32 @@ def fleet(tmp_path_factory, tiny_gpt2, tiny_musicgen):
         cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         ray_run, local_run = tmp / "ray", tmp / "local"
-        ray_args = ["run", str(matrix), "--executor", "ray", "--address", cluster.address, "--out", str(ray_run),
-                    "--no-progress"]
+        ray_args = [
+            "run",
+            str(matrix),
+            "--executor",
+            "ray",
+            "--address",
+            cluster.address,
+            "--out",
+            str(ray_run),
+            "--no-progress",
+        ]
         first = run_cli(*ray_args, env={"HARNESS_RAY_FAULT": f"kill:{KILLED}@{tmp / 'killed-once'}"})
         before_resume = _records(ray_run)
         resumed = run_cli(*ray_args, "--resume")
         local = run_cli("run", str(matrix), "--parallel", "2", "--out", str(local_run), "--no-progress")
-        yield {"ray": ray_run, "local": local_run, "first": first, "before_resume": before_resume,
-               "resumed": resumed, "local_proc": local,
-               "once": tmp / "killed-once", "address": cluster.address, "matrix": matrix}
+        yield {
+            "ray": ray_run,
+            "local": local_run,
+            "first": first,
+            "before_resume": before_resume,
+            "resumed": resumed,
+            "local_proc": local,
+            "once": tmp / "killed-once",
+            "address": cluster.address,
+            "matrix": matrix,
+        }
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -141,8 +178,19 @@ def test_a_node_with_another_harness_build_refuses_its_jobs(fleet, tmp_path, mon
 
     monkeypatch.setattr(env, "code_digest", lambda: "0" * 64)
     run = tmp_path / "mismatch"
-    code = main(["run", str(fleet["matrix"]), "--executor", "ray", "--address", fleet["address"],
-                 "--out", str(run), "--no-progress"])
+    code = main(
+        [
+            "run",
+            str(fleet["matrix"]),
+            "--executor",
+            "ray",
+            "--address",
+            fleet["address"],
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
+    )
     assert code == 1
     records = _records(run)
     assert len(records) == 8 and {r["status"] for r in records} == {"failed"}

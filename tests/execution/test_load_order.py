@@ -13,17 +13,28 @@ from harness.execution.execute import execute
 from harness.spec.matrix import expand, matrix_from_doc
 from harness.spec.tasks import parse_task
 
-SAMPLED = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42,
-           "generation_config": {"max_new_tokens": 24, "do_sample": True}}
-GPT = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
-       "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20}}
+SAMPLED = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 42,
+    "generation_config": {"max_new_tokens": 24, "do_sample": True},
+}
+GPT = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "hello world"}],
+    "seed": 1,
+    "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20},
+}
 
 
 def _weight_normed_shapes(model) -> set[tuple[int, ...]]:
     from torch.nn.utils import parametrize
 
-    return {tuple(m.weight.shape) for m in model.modules()
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) and parametrize.is_parametrized(m, "weight")}
+    return {
+        tuple(m.weight.shape)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) and parametrize.is_parametrized(m, "weight")
+    }
 
 
 def test_loading_musicgen_draws_random_numbers_into_weight_normed_convs_only(monkeypatch, tiny_musicgen, tiny_gpt2):
@@ -49,7 +60,8 @@ def test_loading_musicgen_draws_random_numbers_into_weight_normed_convs_only(mon
     assert drawn and set(drawn) <= _weight_normed_shapes(model.audio_encoder)
     torch.manual_seed(7)
     again = AutoModelForTextToWaveform.from_pretrained(tiny_musicgen)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    pairs = zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     drawn.clear()
     before = torch.get_rng_state()
     AutoModelForCausalLM.from_pretrained(tiny_gpt2)
@@ -60,22 +72,33 @@ def test_loading_musicgen_draws_random_numbers_into_weight_normed_convs_only(mon
 def test_cold_and_warm_each_reproduce_and_differ_only_where_loading_draws(tiny_musicgen, tiny_gpt2):
     cache = ModelCache()
     task = parse_task(SAMPLED)
-    runs = [execute(task, "audio", "cpu", cache, load=load, threads=1).output.digests()
-            for load in ("cold", "warm", "cold", "warm")]
+    runs = [
+        execute(task, "audio", "cpu", cache, load=load, threads=1).output.digests()
+        for load in ("cold", "warm", "cold", "warm")
+    ]
     assert runs[0] == runs[2] and runs[1] == runs[3], "each load order reproduces"
     assert runs[0]["codes"] != runs[1]["codes"], "sampled MusicGen: cold and warm draw other tokens"
     assert cache.loads == 2, "every cold start loaded a fresh copy; warm ones reused it"
     gpt = parse_task(GPT)
-    assert (execute(gpt, "gpt", "cpu", cache, load="cold").output.digests()
-            == execute(gpt, "gpt", "cpu", cache, load="warm").output.digests())
+    assert (
+        execute(gpt, "gpt", "cpu", cache, load="cold").output.digests()
+        == execute(gpt, "gpt", "cpu", cache, load="warm").output.digests()
+    )
 
 
 def test_load_axis_ids_and_spec_hashes():
-    doc = {"name": "loads", "repeats": 1, "workers": 1, "tasks": [{"name": "m", "task": SAMPLED}],
-           "axes": {"load": ["cold", "warm"], "threads": [1]}}
+    doc = {
+        "name": "loads",
+        "repeats": 1,
+        "workers": 1,
+        "tasks": [{"name": "m", "task": SAMPLED}],
+        "axes": {"load": ["cold", "warm"], "threads": [1]},
+    }
     cells = expand(matrix_from_doc(doc))
-    assert [c.cell_id for c in cells] == ["m/auto/qnone/seed42/cpu/t1/b1/pon/cold/w0/r0",
-                                          "m/auto/qnone/seed42/cpu/t1/b1/pon/warm/w0/r0"]
+    assert [c.cell_id for c in cells] == [
+        "m/auto/qnone/seed42/cpu/t1/b1/pon/cold/w0/r0",
+        "m/auto/qnone/seed42/cpu/t1/b1/pon/warm/w0/r0",
+    ]
     assert cells[0].spec_hash != cells[1].spec_hash
     plain = expand(matrix_from_doc({**doc, "axes": {"threads": [1]}}))
     assert [c.spec_hash for c in plain] == [cells[1].spec_hash], "warm is the default and keeps its hash"
@@ -86,9 +109,15 @@ def test_load_axis_ids_and_spec_hashes():
 def test_report_shows_the_load_dimension(cli, tmp_path, tiny_musicgen):
     from harness.spec.matrix import dump_matrix
 
-    doc = {"name": "loads", "repeats": 2, "workers": 1, "timeout_s": 120, "tasks": [{"name": "m", "task": SAMPLED}],
-           "axes": {"load": ["cold", "warm"], "threads": [1], "dtype": ["float32"]},
-           "gates": {"verdict_dimensions": ["repeat", "process"]}}
+    doc = {
+        "name": "loads",
+        "repeats": 2,
+        "workers": 1,
+        "timeout_s": 120,
+        "tasks": [{"name": "m", "task": SAMPLED}],
+        "axes": {"load": ["cold", "warm"], "threads": [1], "dtype": ["float32"]},
+        "gates": {"verdict_dimensions": ["repeat", "process"]},
+    }
     (tmp_path / "m.toml").write_text(dump_matrix(doc))
     res = cli("run", str(tmp_path / "m.toml"), "--out", str(tmp_path / "run"), "--no-progress", "--formats", "md,json")
     assert res.returncode == 0, res.stderr

@@ -13,14 +13,25 @@ from harness.spec.matrix import MatrixError, dump_matrix, expand, matrix_from_do
 from harness.store.run import RunStore
 
 ROOT = Path(__file__).parent.parent.parent
-GPT_TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
-            "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20, "top_p": 1.0}}
+GPT_TASK = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "hello world"}],
+    "seed": 1,
+    "generation_config": {"max_new_tokens": 8, "do_sample": True, "top_k": 20, "top_p": 1.0},
+}
 
 
 def mini_matrix(tmp_path: Path, **over) -> Path:
-    doc = {"schema_version": 1, "name": "mini", "repeats": 2, "workers": 2, "timeout_s": 60,
-           "tasks": [{"name": "gpt", "task": GPT_TASK}],
-           "axes": {"seed": [1, 2], "threads": [1], "batch_size": [1]}, **over}
+    doc = {
+        "schema_version": 1,
+        "name": "mini",
+        "repeats": 2,
+        "workers": 2,
+        "timeout_s": 60,
+        "tasks": [{"name": "gpt", "task": GPT_TASK}],
+        "axes": {"seed": [1, 2], "threads": [1], "batch_size": [1]},
+        **over,
+    }
     path = tmp_path / "mini.toml"
     path.write_text(_toml(doc))
     return path
@@ -38,8 +49,10 @@ def test_smoke_matrix_expands_with_stable_ids():
     # MusicGen: cold and warm at batch 1, warm at batch 2; AVX2 kernels at 1 thread, batch 1, warm
     assert len(cells) == 288
     avx2 = [c for c in cells if c.axes.isa == "avx2"]
-    assert len(avx2) == 48 and all(c.axes.threads == 1 and c.axes.batch_size == 1 and c.axes.load == "warm"
-                                   and "/isa-avx2/" in c.cell_id for c in avx2)
+    assert len(avx2) == 48 and all(
+        c.axes.threads == 1 and c.axes.batch_size == 1 and c.axes.load == "warm" and "/isa-avx2/" in c.cell_id
+        for c in avx2
+    )
     assert cells[0].cell_id == "musicgen-pop/float32/qnone/seed42/cpu/t1/b1/pon/cold/w0/r0"
     assert {c.axes.load for c in cells if c.task_name == "gpt-chatbot"} == {"warm"}
     assert not any(c.axes.load == "cold" and c.axes.batch_size == 2 for c in cells)
@@ -55,28 +68,43 @@ def test_smoke_matrix_expands_with_stable_ids():
 
 
 def test_impossible_cells_are_skipped_with_a_reason(tmp_path):
-    m = matrix_from_doc({"name": "gpu", "repeats": 1, "workers": 1, "tasks": [{"name": "gpt", "task": GPT_TASK}],
-                         "axes": {"device": ["cpu", "cuda:0"]}})
+    m = matrix_from_doc(
+        {
+            "name": "gpu",
+            "repeats": 1,
+            "workers": 1,
+            "tasks": [{"name": "gpt", "task": GPT_TASK}],
+            "axes": {"device": ["cpu", "cuda:0"]},
+        }
+    )
     cells = expand(m, ["cpu"])
     reasons = {c.axes.device: c.skip_reason for c in cells}
     assert reasons == {"cpu": None, "cuda:0": "cuda:0 is not available on this machine"}
 
 
-@pytest.mark.parametrize("doc,message", [
-    ({"name": "x", "tasks": []}, "tasks"),
-    ({"name": "x", "tasks": [{"name": "a", "task": {**GPT_TASK, "temprature": 1}}]}, "temprature: unknown field"),
-    ({"name": "x", "tasks": [{"name": "a", "task": GPT_TASK}], "axes": {"dtype": ["float64"]}}, "axes.dtype"),
-    ({"name": "x", "tasks": [{"name": "a", "task": GPT_TASK}], "exclude": [{"colour": 1}]}, "unknown key 'colour'"),
-    ({"name": "x", "schema_version": 9, "tasks": [{"name": "a", "task": GPT_TASK}]}, "newer"),
-])
+@pytest.mark.parametrize(
+    "doc,message",
+    [
+        ({"name": "x", "tasks": []}, "tasks"),
+        ({"name": "x", "tasks": [{"name": "a", "task": {**GPT_TASK, "temprature": 1}}]}, "temprature: unknown field"),
+        ({"name": "x", "tasks": [{"name": "a", "task": GPT_TASK}], "axes": {"dtype": ["float64"]}}, "axes.dtype"),
+        ({"name": "x", "tasks": [{"name": "a", "task": GPT_TASK}], "exclude": [{"colour": 1}]}, "unknown key 'colour'"),
+        ({"name": "x", "schema_version": 9, "tasks": [{"name": "a", "task": GPT_TASK}]}, "newer"),
+    ],
+)
 def test_bad_matrices_name_the_problem(doc, message):
     with pytest.raises(MatrixError, match=message):
         matrix_from_doc(doc)
 
 
 def test_huge_matrix_is_refused():
-    m = matrix_from_doc({"name": "big", "tasks": [{"name": "a", "task": GPT_TASK}],
-                         "axes": {"seed": list(range(5000)), "threads": [1, 2, 3]}})
+    m = matrix_from_doc(
+        {
+            "name": "big",
+            "tasks": [{"name": "a", "task": GPT_TASK}],
+            "axes": {"seed": list(range(5000)), "threads": [1, 2, 3]},
+        }
+    )
     with pytest.raises(MatrixError, match="more than"):
         expand(m)
 
@@ -94,8 +122,10 @@ def test_run_gate_passes_then_planted_nondeterminism_fails(cli, tmp_path, tiny_g
     assert [c["verdict"] for c in report["configs"]] == ["ready"]
     suite = next(iter(check_junit(tmp_path / "ok.xml")))  # the gate passed: so does every testcase
     assert (suite.tests, suite.failures, suite.errors) == (3, 0, 0)  # repeat, process, evidence
-    env = {"HARNESS_ENGINES": "gpt=tests.doubles:NonDeterministicTextEngine",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        "HARNESS_ENGINES": "gpt=tests.doubles:NonDeterministicTextEngine",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     junit = tmp_path / "ci" / "junit.xml"
     bad = cli("run", str(matrix), "--out", str(tmp_path / "bad"), "--no-progress", "--junit", str(junit), env=env)
     assert bad.returncode == 1, bad.stdout + bad.stderr
@@ -115,10 +145,17 @@ def test_run_gate_passes_then_planted_nondeterminism_fails(cli, tmp_path, tiny_g
     import subprocess
     import sys
 
-    probe = ("import sys; from harness.cli.main import main; main(['report', sys.argv[1], '--formats', 'json']); "
-             "assert 'harness.report.junit' not in sys.modules, 'imported without --junit'")
-    res = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "ok")], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    probe = (
+        "import sys; from harness.cli.main import main; main(['report', sys.argv[1], '--formats', 'json']); "
+        "assert 'harness.report.junit' not in sys.modules, 'imported without --junit'"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "ok")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert res.returncode == 0, res.stderr
     # harness compare: one testcase per configuration of A, failing when B does not reproduce it
     cmp = cli("compare", str(tmp_path / "ok"), str(tmp_path / "bad"), "--junit", str(tmp_path / "cmp.xml"))
@@ -155,8 +192,9 @@ def test_hanging_cell_times_out_and_the_run_goes_on(cli, tmp_path, tiny_gpt2):
     # 15 s, not 5: the cell after the hung one starts a fresh worker whose clock includes
     # importing torch and loading the model, which took over 5 s on a loaded 2-core machine
     matrix = mini_matrix(tmp_path, timeout_s=15, workers=1, repeats=1)
-    res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress",
-              env={"HARNESS_FAULT": "hang:gpt/*/seed1/*"})
+    res = cli(
+        "run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress", env={"HARNESS_FAULT": "hang:gpt/*/seed1/*"}
+    )
     records = RunStore(tmp_path / "run").load_records().records
     assert {r.cell_id.split("/")[3]: r.status for r in records} == {"seed1": "timeout", "seed2": "ok"}
     assert res.returncode == 1 and "timed out after 15 s" in res.stderr
@@ -164,7 +202,7 @@ def test_hanging_cell_times_out_and_the_run_goes_on(cli, tmp_path, tiny_gpt2):
 
 def test_resume_refuses_another_matrix_and_a_locked_run(cli, tmp_path):
     run_dir = tmp_path / "run"
-    holder = RunStore.create(run_dir, {"run_id": "x", "matrix_digest": "other"})  # noqa: F841
+    holder = RunStore.create(run_dir, {"run_id": "x", "matrix_digest": "other"})
     res = cli("run", str(mini_matrix(tmp_path)), "--out", str(run_dir), "--resume", "--no-progress")
     assert res.returncode == 2 and "another harness process is writing this run" in res.stderr
     holder.unlock()

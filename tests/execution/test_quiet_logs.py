@@ -34,9 +34,12 @@ def test_repeats_are_counted_not_repeated_and_parsed_back(tmp_path: Path) -> Non
     finally:
         log.removeHandler(handler)
     lines = stream.getvalue().splitlines()
-    assert lines == [f"WARNING test.quiet.bnb: {CAST}", "ERROR test.quiet.bnb: something else with a second line",
-                     f"WARNING test.quiet.bnb: {CAST} (repeated 499 more times)",
-                     f"WARNING test.quiet.bnb: {CAST} (repeated 20188 more times)"]
+    assert lines == [
+        f"WARNING test.quiet.bnb: {CAST}",
+        "ERROR test.quiet.bnb: something else with a second line",
+        f"WARNING test.quiet.bnb: {CAST} (repeated 499 more times)",
+        f"WARNING test.quiet.bnb: {CAST} (repeated 20188 more times)",
+    ]
     (tmp_path / "worker-cpu-on-w0.log").write_text(stream.getvalue() + "Traceback (most recent call last):\n")
     found = {(w.level, w.message): w for w in log_file_warnings(tmp_path)}
     assert found[("WARNING", CAST)].count == 20_688
@@ -58,5 +61,7 @@ def test_quantized_run_keeps_worker_logs_small_and_reports_the_warning(cli, tmp_
     doc = json.loads((tmp_path / "run" / "report.json").read_text())
     cast = [w for w in doc["warnings"] if w["message"] == CAST]
     assert len(cast) == 1 and cast[0]["count"] > 1 and cast[0]["source"] == "bitsandbytes.autograd._functions"
-    assert f"| {cast[0]['count']} | bitsandbytes.autograd._functions | {CAST} |" in (
-        tmp_path / "run" / "report.md").read_text()
+    assert (
+        f"| {cast[0]['count']} | bitsandbytes.autograd._functions | {CAST} |"
+        in (tmp_path / "run" / "report.md").read_text()
+    )

@@ -14,11 +14,25 @@ from harness.spec.tasks import parse_task
 
 pytestmark = pytest.mark.slow
 
-MUSIC = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 42, "dtype": "float32",
-         "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 250, "guidance_scale": 3.0}}
-GPT = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "tell me a story about a cat"}], "seed": 42,
-       "generation_config": {"max_new_tokens": 30, "do_sample": True, "top_k": 20, "temperature": 0.7,
-                             "num_return_sequences": 3}}
+MUSIC = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 42,
+    "dtype": "float32",
+    "generation_config": {"max_new_tokens": 24, "do_sample": True, "top_k": 250, "guidance_scale": 3.0},
+}
+GPT = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "tell me a story about a cat"}],
+    "seed": 42,
+    "generation_config": {
+        "max_new_tokens": 30,
+        "do_sample": True,
+        "top_k": 20,
+        "temperature": 0.7,
+        "num_return_sequences": 3,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +50,10 @@ def _music(**gc):
     return {**MUSIC, "generation_config": {**MUSIC["generation_config"], **gc}}
 
 
-@pytest.mark.parametrize("gc,loads", [({}, ("warm", "cold")), ({"top_k": 50, "top_p": 0.9, "temperature": 0.8}, ("warm",)),
-                                      ({"top_p": 0.0}, ("warm",))])
+@pytest.mark.parametrize(
+    "gc,loads",
+    [({}, ("warm", "cold")), ({"top_k": 50, "top_p": 0.9, "temperature": 0.8}, ("warm",)), ({"top_p": 0.0}, ("warm",))],
+)
 def test_honest_musicgen_replays_exactly_from_its_own_start(cache, gc, loads):
     for load in loads:
         task, cand, out = _run(_music(**gc), "audio", cache, load=load)
@@ -62,8 +78,12 @@ def test_one_pass_distributions_match_generate_within_float_noise(cache, dtype, 
     task, cand, out = _run({**MUSIC, "dtype": dtype, "quantize_bits": bits}, "audio", cache)
     assert replay_output("audio", task, cand, cache=cache).stages[0].path == "one-pass"
     steps = tuple(range(out.arrays["codes"].shape[0] + 3))
-    one = replay_output("audio", task, cand, cache=cache, options=Options(path="one-pass", detail_steps=steps)).stages[0]
-    step = replay_output("audio", task, cand, cache=cache, options=Options(path="stepwise", detail_steps=steps)).stages[0]
+    one = replay_output("audio", task, cand, cache=cache, options=Options(path="one-pass", detail_steps=steps)).stages[
+        0
+    ]
+    step = replay_output("audio", task, cand, cache=cache, options=Options(path="stepwise", detail_steps=steps)).stages[
+        0
+    ]
     assert step.flips == []
     worst = 0.0
     for t in steps:
@@ -78,14 +98,21 @@ def test_one_pass_distributions_match_generate_within_float_noise(cache, dtype, 
 def test_eight_bit_falls_back_to_forced_generation(cache):
     """bitsandbytes 8-bit: the one pass is off by far more than float noise, so auto replays
     stepwise (generate's own loop), where the honest output has no flip."""
-    task, cand, out = _run({**MUSIC, "quantize_bits": 8, "generation_config": {**MUSIC["generation_config"],
-                                                                               "max_new_tokens": 16}}, "audio", cache)
+    task, cand, out = _run(
+        {**MUSIC, "quantize_bits": 8, "generation_config": {**MUSIC["generation_config"], "max_new_tokens": 16}},
+        "audio",
+        cache,
+    )
     steps = tuple(range(out.arrays["codes"].shape[0] + 3))
-    one = replay_output("audio", task, cand, cache=cache, options=Options(path="one-pass", detail_steps=steps)).stages[0]
+    one = replay_output("audio", task, cand, cache=cache, options=Options(path="one-pass", detail_steps=steps)).stages[
+        0
+    ]
     auto = replay_output("audio", task, cand, cache=cache, options=Options(detail_steps=steps)).stages[0]
     assert auto.path == "stepwise" and auto.flips == []
-    worst = max(float(np.abs(one.details[t].scores - auto.details[t].scores)[one.details[t].kept & auto.details[t].kept].max())
-                for t in steps)
+    worst = max(
+        float(np.abs(one.details[t].scores - auto.details[t].scores)[one.details[t].kept & auto.details[t].kept].max())
+        for t in steps
+    )
     assert worst > 1e-3
 
 
@@ -96,17 +123,20 @@ def test_stepwise_scores_are_generates_own(cache):
     from harness.determinism import seed_everything
     from harness.engines.musicgen import MusicgenEngine
 
-    task, cand, out = _run(MUSIC, "audio", cache)
+    task, cand, _out = _run(MUSIC, "audio", cache)
     eng = MusicgenEngine()
     loaded, _ = cache.get(eng, task, "cpu")
     inputs, _, _ = eng._inputs(loaded, [task], "cpu")
     kwargs, added = eng.call_kwargs(loaded, task, inputs)
     seed_everything(task.seed)
     with torch.inference_mode():
-        gen = loaded.objects["model"].generate(**inputs, **kwargs, **added, return_dict_in_generate=True,
-                                               output_scores=True)
+        gen = loaded.objects["model"].generate(
+            **inputs, **kwargs, **added, return_dict_in_generate=True, output_scores=True
+        )
     steps = tuple(range(len(gen.scores)))
-    stage = replay_output("audio", task, cand, cache=cache, options=Options(path="stepwise", detail_steps=steps)).stages[0]
+    stage = replay_output(
+        "audio", task, cand, cache=cache, options=Options(path="stepwise", detail_steps=steps)
+    ).stages[0]
     for t in steps:
         d = stage.details[t]
         mine = np.where(d.kept, d.scores, -np.inf).astype(np.float32)
@@ -125,28 +155,39 @@ def test_honest_gpt_rows_of_different_lengths_replay(cache):
 def test_a_task_run_in_a_batch_replays_with_its_batch_size(cache):
     task, cand, _ = _run(MUSIC, "audio", cache, batch_size=2)
     alone = replay_output("audio", task, cand, cache=cache, options=Options(path="one-pass")).stages[0]
-    batched = replay_output("audio", task, cand, cache=cache,
-                            options=Options(path="one-pass", rows_in_draw_factor=2)).stages[0]
+    batched = replay_output(
+        "audio", task, cand, cache=cache, options=Options(path="one-pass", rows_in_draw_factor=2)
+    ).stages[0]
     assert len(alone.flips) > 10
     assert batched.max_gap < 1e-3
 
 
 def test_structural_problems_are_named(cache):
-    task, cand, out = _run(MUSIC, "audio", cache)
+    task, _cand, out = _run(MUSIC, "audio", cache)
     short = Candidate(arrays={**out.arrays, "codes": out.arrays["codes"][:-5]})
     assert "frames" in replay_output("audio", task, short, cache=cache).stages[0].problem
-    gtask, gcand, gout = _run(GPT, "gpt", cache)
+    gtask, _gcand, gout = _run(GPT, "gpt", cache)
     cut = gout.arrays["token_ids"].copy()
     row = int(np.argmax((cut >= 0).sum(1)))
     n = int((cut[row] >= 0).sum())
-    cut[row, n - 3:] = -1  # a row that stops without its end of sequence
-    problem = replay_output("gpt", gtask, Candidate(arrays={"token_ids": cut}, response=gout.response),
-                            cache=cache).stages[0].problem
+    cut[row, n - 3 :] = -1  # a row that stops without its end of sequence
+    problem = (
+        replay_output("gpt", gtask, Candidate(arrays={"token_ids": cut}, response=gout.response), cache=cache)
+        .stages[0]
+        .problem
+    )
     assert "truncated" in problem or "end of sequence" in problem
-    edited = {**gout.response, "choices": [{**gout.response["choices"][0], "message": {"role": "assistant", "content": "x"}},
-                                           *gout.response["choices"][1:]]}
-    assert "response" in replay_output("gpt", gtask, Candidate(arrays=gout.arrays, response=edited),
-                                       cache=cache).stages[0].problem
+    edited = {
+        **gout.response,
+        "choices": [
+            {**gout.response["choices"][0], "message": {"role": "assistant", "content": "x"}},
+            *gout.response["choices"][1:],
+        ],
+    }
+    assert (
+        "response"
+        in replay_output("gpt", gtask, Candidate(arrays=gout.arrays, response=edited), cache=cache).stages[0].problem
+    )
 
 
 def test_what_cannot_be_replayed_says_why(cache):

@@ -35,9 +35,15 @@ def toy(monkeypatch):
 
 
 def toy_matrix(**over: Any):
-    doc = {"name": "toy", "repeats": 2, "workers": 2, "timeout_s": 60,
-           "tasks": [{"name": "echo", "kind": "toy", "task": {"text": "hello"}}],
-           "axes": {"seed": [1, 2], "threads": [1], "batch_size": [1]}, **over}
+    doc = {
+        "name": "toy",
+        "repeats": 2,
+        "workers": 2,
+        "timeout_s": 60,
+        "tasks": [{"name": "echo", "kind": "toy", "task": {"text": "hello"}}],
+        "axes": {"seed": [1, 2], "threads": [1], "batch_size": [1]},
+        **over,
+    }
     return matrix_from_doc(doc)
 
 
@@ -50,9 +56,19 @@ def test_runner_sends_one_job_per_device_profile_and_worker(toy, tmp_path):
     assert summary.total == 8 and summary.executed == 8 and summary.statuses == {"ok": 8}
     assert [(j.device, j.profile, j.worker) for j in fake.jobs] == [("cpu", "on", 0), ("cpu", "on", 1)]
     first = fake.jobs[0].cells
-    assert [c.cell_id for c in first] == ["echo/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r0", "echo/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r1",
-                                          "echo/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r0", "echo/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r1"]
-    assert first[0].task_doc == {"model": "toy:echo", "text": "hello", "seed": 1, "dtype": "auto", "quantize_bits": None}
+    assert [c.cell_id for c in first] == [
+        "echo/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r0",
+        "echo/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r1",
+        "echo/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r0",
+        "echo/auto/qnone/seed2/cpu/t1/b1/pon/warm/w0/r1",
+    ]
+    assert first[0].task_doc == {
+        "model": "toy:echo",
+        "text": "hello",
+        "seed": 1,
+        "dtype": "auto",
+        "quantize_bits": None,
+    }
     store = RunStore(tmp_path / "run")
     manifest = store.manifest()
     assert manifest.status == "complete" and manifest.environment == {"executor": "fake"}
@@ -61,8 +77,13 @@ def test_runner_sends_one_job_per_device_profile_and_worker(toy, tmp_path):
 
 
 def test_resume_reruns_only_cells_without_a_final_record(toy, tmp_path):
-    flaky = FakeExecutor(lambda c: {"status": "failed", "reason": "boom"} if c.axes.seed == 2 else
-                         {"status": "ok", "digests": {"output": "d" * 64}})
+    flaky = FakeExecutor(
+        lambda c: (
+            {"status": "failed", "reason": "boom"}
+            if c.axes.seed == 2
+            else {"status": "ok", "digests": {"output": "d" * 64}}
+        )
+    )
     first = run_matrix(toy_matrix(), tmp_path / "run", progress=False, executor=flaky)
     assert first.statuses == {"ok": 4, "failed": 4}
     again = FakeExecutor()

@@ -23,8 +23,12 @@ from harness.execution.schedule import Slot, local_slot, run_jobs
 from harness.spec.matrix import matrix_from_doc
 from tests.execution.fakes import InProcessExecutor
 
-GPT_TASK = {"model": "tiny:gpt2", "messages": [{"role": "user", "content": "hello world"}], "seed": 1,
-            "generation_config": {"max_new_tokens": 8, "do_sample": False}}
+GPT_TASK = {
+    "model": "tiny:gpt2",
+    "messages": [{"role": "user", "content": "hello world"}],
+    "seed": 1,
+    "generation_config": {"max_new_tokens": 8, "do_sample": False},
+}
 
 
 @dataclass
@@ -100,8 +104,14 @@ def test_an_error_in_one_job_stops_the_others_and_nothing_more_is_written():
 
     jobs = [FakeJob("cuda:0", "slow"), FakeJob("cuda:1", "bad")]
     with pytest.raises(OSError, match="disk full"):
-        run_jobs(jobs, run, lambda j: local_slot(j, 1), lambda r: written.append(r["cell_id"]), lambda e: None,
-                 stop=stopped.set)
+        run_jobs(
+            jobs,
+            run,
+            lambda j: local_slot(j, 1),
+            lambda r: written.append(r["cell_id"]),
+            lambda e: None,
+            stop=stopped.set,
+        )
     assert stopped.is_set() and written == []
 
 
@@ -127,14 +137,29 @@ class FakeGpuExecutor(InProcessExecutor):
     def run(self, job: Job, on_record, on_ready):
         def emit(_):
             for cell in job.cells:
-                on_record({**cell.identity(), "status": "skipped", "reason": "fake", "worker_pid": 1,
-                           "finished_at": time.time()})
+                on_record(
+                    {
+                        **cell.identity(),
+                        "status": "skipped",
+                        "reason": "fake",
+                        "worker_pid": 1,
+                        "finished_at": time.time(),
+                    }
+                )
+
         self.rec.run(FakeJob(job.device, job.device), emit, lambda _: on_ready(Ready(pid=1)))
 
 
 def test_device_all_with_four_gpus_runs_four_gpu_workers_at_once(tmp_path: Path):
-    matrix = matrix_from_doc({"name": "allgpu", "repeats": 1, "workers": 1, "tasks": [{"name": "gpt", "task": GPT_TASK}],
-                              "axes": {"device": ["all"], "seed": [1, 2]}})
+    matrix = matrix_from_doc(
+        {
+            "name": "allgpu",
+            "repeats": 1,
+            "workers": 1,
+            "tasks": [{"name": "gpt", "task": GPT_TASK}],
+            "axes": {"device": ["all"], "seed": [1, 2]},
+        }
+    )
     executor = FakeGpuExecutor()
     summary = run_matrix(matrix, tmp_path / "run", progress=False, executor=executor)
     assert summary.executed == 10  # 2 seeds x (cpu + 4 GPUs)
@@ -174,10 +199,13 @@ def test_workers_sharing_cores_wait_passively(tmp_path: Path, monkeypatch, paral
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\nenv > "$(dirname "$3")/env-$$.txt"; sleep 1\n')
     fake.chmod(0o755)
-    matrix = matrix_from_doc({"name": "omp", "repeats": 1, "workers": workers, "tasks": [{"name": "gpt", "task": GPT_TASK}]})
+    matrix = matrix_from_doc(
+        {"name": "omp", "repeats": 1, "workers": workers, "tasks": [{"name": "gpt", "task": GPT_TASK}]}
+    )
     with pytest.raises(RuntimeError, match="before starting"):  # the stand-in never starts a cell
-        run_matrix(matrix, tmp_path / "run", progress=False, executor=LocalProcessExecutor(python=str(fake)),
-                   parallel=parallel)
+        run_matrix(
+            matrix, tmp_path / "run", progress=False, executor=LocalProcessExecutor(python=str(fake)), parallel=parallel
+        )
     envs = [p.read_text() for p in (tmp_path / "run").glob("env-*.txt")]
     assert len(envs) == min(workers, parallel)  # the first job's error stops those not yet started
     assert all(("OMP_WAIT_POLICY=PASSIVE" in e) == passive for e in envs)

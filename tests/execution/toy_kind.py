@@ -35,14 +35,26 @@ class ToyEngine:
     def load(self, task: ToyTask, device: str) -> LoadedModel:
         return LoadedModel(key=(task.model, device), objects={}, meta={"model": task.model})
 
-    def run(self, loaded: LoadedModel, task: ToyTask, device: str, neighbours: Sequence[ToyTask] = (),
-            seeded: bool = False) -> Output:
+    def run(
+        self, loaded: LoadedModel, task: ToyTask, device: str, neighbours: Sequence[ToyTask] = (), seeded: bool = False
+    ) -> Output:
         """``seeded`` (a cold cell) changes nothing: the offset comes from the task's own seed."""
         offset = int(np.random.default_rng(task.seed).integers(0, 1000))
         ids = (np.frombuffer(task.text.encode(), dtype=np.uint8).astype(np.int64) + offset)[None, :]
-        return Output(kind="toy", arrays={"token_ids": ids}, response={"echo": task.text, "offset": offset},
-                      discrete="token_ids", steps="token_ids", timings={"generate_s": 0.0})
+        return Output(
+            kind="toy",
+            arrays={"token_ids": ids},
+            response={"echo": task.text, "offset": offset},
+            discrete="token_ids",
+            steps="token_ids",
+            timings={"generate_s": 0.0},
+        )
 
 
-TOY = KindSpec(name="toy", task_model="tests.execution.toy_kind:ToyTask", engine="tests.execution.toy_kind:ToyEngine",
-               discrete="token_ids", steps=("token_ids",))
+TOY = KindSpec(
+    name="toy",
+    task_model="tests.execution.toy_kind:ToyTask",
+    engine="tests.execution.toy_kind:ToyEngine",
+    discrete="token_ids",
+    steps=("token_ids",),
+)

@@ -55,8 +55,10 @@ def reference_runners() -> Path | None:
 def runners_source() -> Path:
     found = reference_runners()
     if found is None:
-        pytest.skip("the network's reference runners are not here (set HARNESS_REFERENCE_RUNNERS or put "
-                    "shared/reference/runners beside the repository)")
+        pytest.skip(
+            "the network's reference runners are not here (set HARNESS_REFERENCE_RUNNERS or put "
+            "shared/reference/runners beside the repository)"
+        )
     return found
 
 
@@ -72,7 +74,9 @@ def patched_runners(runners_source, tmp_path_factory) -> dict[str, Path]:
         srcs[name] = root / name / "src"
     for diff in sorted((runners_source / "patches").glob("*.diff")):
         target = next(name for name in RUNNERS if diff.name.startswith(name))
-        done = subprocess.run(["patch", "-p1", "-d", str(root / target), "-i", str(diff)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["patch", "-p1", "-d", str(root / target), "-i", str(diff)], capture_output=True, text=True
+        )
         assert done.returncode == 0, f"{diff.name} does not apply: {done.stdout}{done.stderr}"
     for src in srcs.values():
         sys.path.insert(0, str(src))

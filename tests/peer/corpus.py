@@ -14,8 +14,14 @@ from typing import Any
 
 AUDIO_PROMPT = "80s pop track with bassy drums and synth"
 # The network's documented audio example (shared/seeds: text-to-music task), 48 tokens instead of 1500.
-DOC_AUDIO = {"max_new_tokens": 48, "do_sample": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
-             "guidance_scale": 3.0}
+DOC_AUDIO = {
+    "max_new_tokens": 48,
+    "do_sample": True,
+    "top_k": 250,
+    "top_p": 0.0,
+    "temperature": 1.0,
+    "guidance_scale": 3.0,
+}
 SAMPLED_AUDIO = {"max_new_tokens": 48, "do_sample": True}
 
 AUDIO_CASES: dict[str, dict[str, Any]] = {
@@ -25,21 +31,42 @@ AUDIO_CASES: dict[str, dict[str, Any]] = {
     "sampled-no-top-p": {"doc": {"generation_config": SAMPLED_AUDIO}, "seed_sensitive": True},
     # nothing but the prompt: the model's generation config decides (it samples, 256 positions)
     "no-generation-config": {"doc": {}, "seed_sensitive": True},
-    "temperature-top-p": {"doc": {"generation_config": {"max_new_tokens": 48, "do_sample": True, "temperature": 0.7,
-                                                         "top_k": 50, "top_p": 0.9}}, "seed_sensitive": True},
+    "temperature-top-p": {
+        "doc": {
+            "generation_config": {
+                "max_new_tokens": 48,
+                "do_sample": True,
+                "temperature": 0.7,
+                "top_k": 50,
+                "top_p": 0.9,
+            }
+        },
+        "seed_sensitive": True,
+    },
     "greedy": {"doc": {"generation_config": {"max_new_tokens": 48, "do_sample": False}}, "seed_sensitive": False},
     "float16": {"doc": {"generation_config": SAMPLED_AUDIO, "dtype": "float16"}, "seed_sensitive": True},
     "bfloat16": {"doc": {"generation_config": SAMPLED_AUDIO, "dtype": "bfloat16"}, "seed_sensitive": True},
     "8bit-sampled": {"doc": {"generation_config": SAMPLED_AUDIO, "quantize_bits": 8}, "seed_sensitive": True},
-    "8bit-float16": {"doc": {"generation_config": SAMPLED_AUDIO, "quantize_bits": 8, "dtype": "float16"},
-                     "seed_sensitive": True},
+    "8bit-float16": {
+        "doc": {"generation_config": SAMPLED_AUDIO, "quantize_bits": 8, "dtype": "float16"},
+        "seed_sensitive": True,
+    },
     "4bit-sampled": {"doc": {"generation_config": SAMPLED_AUDIO, "quantize_bits": 4}, "seed_sensitive": True},
 }
 
 USER = {"role": "user", "content": "I want to create a chat bot. Any suggestions?"}
 # The network's documented GPT example (shared/seeds: text-to-text task); the document asks 4-bit.
-DOC_GPT = {"max_new_tokens": 30, "do_sample": True, "num_beams": 1, "temperature": 1.0, "typical_p": 1.0, "top_k": 20,
-           "top_p": 1.0, "repetition_penalty": 1.0, "num_return_sequences": 1}
+DOC_GPT = {
+    "max_new_tokens": 30,
+    "do_sample": True,
+    "num_beams": 1,
+    "temperature": 1.0,
+    "typical_p": 1.0,
+    "top_k": 20,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+    "num_return_sequences": 1,
+}
 CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant for musicians."},
     {"role": "user", "content": "Which chords go with a sad melody?"},
@@ -52,11 +79,19 @@ GPT_CASES: dict[str, dict[str, Any]] = {
     "doc-example": {"doc": {"generation_config": DOC_GPT}, "seed_sensitive": True, "finish": ["length"]},
     "greedy": {"doc": {"generation_config": {"max_new_tokens": 30, "do_sample": False}}, "seed_sensitive": False},
     # two rows, one ends in EOS early: usage counts the padded rows, as the runner does
-    "two-sequences-one-stops": {"doc": {"generation_config": {"max_new_tokens": 40, "do_sample": True, "top_k": 20,
-                                                               "num_return_sequences": 2}, "seed": 0},
-                                "seed_sensitive": True, "finish": ["stop", "length"]},
-    "stops-at-eos": {"doc": {"generation_config": {"max_new_tokens": 40, "do_sample": True, "temperature": 1.5},
-                             "seed": 16}, "seed_sensitive": True, "finish": ["stop"]},
+    "two-sequences-one-stops": {
+        "doc": {
+            "generation_config": {"max_new_tokens": 40, "do_sample": True, "top_k": 20, "num_return_sequences": 2},
+            "seed": 0,
+        },
+        "seed_sensitive": True,
+        "finish": ["stop", "length"],
+    },
+    "stops-at-eos": {
+        "doc": {"generation_config": {"max_new_tokens": 40, "do_sample": True, "temperature": 1.5}, "seed": 16},
+        "seed_sensitive": True,
+        "finish": ["stop"],
+    },
     "bfloat16": {"doc": {"generation_config": DOC_GPT, "dtype": "bfloat16"}, "seed_sensitive": True},
     "8bit": {"doc": {"generation_config": DOC_GPT, "quantize_bits": 8}, "seed_sensitive": True},
     "conversation": {"doc": {"messages": CONVERSATION, "generation_config": DOC_GPT}, "seed_sensitive": True},

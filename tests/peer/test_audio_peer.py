@@ -38,9 +38,15 @@ def node_wav(audio: np.ndarray, rate: int) -> bytes:
 def runner_wav(doc: dict, cache) -> bytes:
     from audio_task.inference import run_task
 
-    audio, rate = run_task(model=doc["model"], prompt=doc["prompt"], generation_config=doc.get("generation_config"),
-                           seed=doc["seed"], dtype=doc.get("dtype", "auto"), quantize_bits=doc.get("quantize_bits"),
-                           model_cache=cache)
+    audio, rate = run_task(
+        model=doc["model"],
+        prompt=doc["prompt"],
+        generation_config=doc.get("generation_config"),
+        seed=doc["seed"],
+        dtype=doc.get("dtype", "auto"),
+        quantize_bits=doc.get("quantize_bits"),
+        model_cache=cache,
+    )
     assert audio.dtype == np.float32 and audio.ndim == 2  # (samples, channels), as the runner documents
     return node_wav(audio, rate)
 
@@ -60,10 +66,17 @@ def test_audio_case_is_byte_identical_cold_and_warm(case, patched_runners, runne
         pytest.importorskip("bitsandbytes")
     doc, other = audio_doc(case, str(tiny_musicgen)), audio_doc(case, str(tiny_musicgen), seed=43)
     node_cache = MemoryModelCache()
-    node = {"cold": runner_wav(doc, node_cache), "warm": runner_wav(doc, node_cache), "other": runner_wav(other, node_cache)}
+    node = {
+        "cold": runner_wav(doc, node_cache),
+        "warm": runner_wav(doc, node_cache),
+        "other": runner_wav(other, node_cache),
+    }
     cache = ModelCache()
-    ours = {"cold": harness_wav(doc, cache, "cold", runner_cwd), "warm": harness_wav(doc, cache, "warm", runner_cwd),
-            "other": harness_wav(other, cache, "warm", runner_cwd)}
+    ours = {
+        "cold": harness_wav(doc, cache, "cold", runner_cwd),
+        "warm": harness_wav(doc, cache, "warm", runner_cwd),
+        "other": harness_wav(other, cache, "warm", runner_cwd),
+    }
     assert ours["cold"] == node["cold"], f"{case}: cold start differs from the runner's first call"
     assert ours["warm"] == node["warm"], f"{case}: warm call differs from the runner's cached call"
     runner_sensitive = node["other"] != node["warm"]
@@ -97,9 +110,14 @@ def exec_seeds(tiny_musicgen, tmp_path_factory):
         task = work / f"sampled-{seed}.json"
         task.write_text(json.dumps(audio_doc("sampled-no-top-p", str(tiny_musicgen), seed=seed)))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        procs[seed] = subprocess.Popen([sys.executable, "-m", "harness.cli", "exec", str(task), "--threads", "1",
-                                        "--out", str(work)],
-                                       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs[seed] = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "exec", str(task), "--threads", "1", "--out", str(work)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     results = {}
     for seed, proc in procs.items():
         _, err = proc.communicate(timeout=600)

@@ -28,9 +28,15 @@ REPO = Path(__file__).resolve().parents[2]
 def runner_bytes(doc: dict, cache) -> bytes:
     from gpt_task.inference import run_task
 
-    resp = run_task(model=doc["model"], messages=doc["messages"], generation_config=doc.get("generation_config"),
-                    seed=doc["seed"], dtype=doc.get("dtype", "auto"), quantize_bits=doc.get("quantize_bits"),
-                    model_cache=cache)
+    resp = run_task(
+        model=doc["model"],
+        messages=doc["messages"],
+        generation_config=doc.get("generation_config"),
+        seed=doc["seed"],
+        dtype=doc.get("dtype", "auto"),
+        quantize_bits=doc.get("quantize_bits"),
+        model_cache=cache,
+    )
     return json.dumps(resp).encode()
 
 
@@ -46,11 +52,17 @@ def test_gpt_case_is_byte_identical_cold_and_warm(case, patched_runners, runner_
         pytest.importorskip("bitsandbytes")
     doc, other = gpt_doc(case, str(tiny_gpt2)), gpt_doc(case, str(tiny_gpt2), seed=43)
     node_cache = MemoryModelCache()
-    node = {"cold": runner_bytes(doc, node_cache), "warm": runner_bytes(doc, node_cache),
-            "other": runner_bytes(other, node_cache)}
+    node = {
+        "cold": runner_bytes(doc, node_cache),
+        "warm": runner_bytes(doc, node_cache),
+        "other": runner_bytes(other, node_cache),
+    }
     cache = ModelCache()
-    ours = {"cold": harness_bytes(doc, cache, "cold"), "warm": harness_bytes(doc, cache, "warm"),
-            "other": harness_bytes(other, cache, "warm")}
+    ours = {
+        "cold": harness_bytes(doc, cache, "cold"),
+        "warm": harness_bytes(doc, cache, "warm"),
+        "other": harness_bytes(other, cache, "warm"),
+    }
     assert ours["cold"] == node["cold"], f"{case}: cold start differs from the runner's first call"
     assert ours["warm"] == node["warm"], f"{case}: warm call differs from the runner's cached call"
     runner_sensitive = node["other"] != node["warm"]
@@ -75,10 +87,14 @@ def test_harness_exec_writes_the_bytes_a_node_sends(patched_runners, runner_cwd,
     doc = gpt_doc("two-sequences-one-stops", str(tiny_gpt2))
     task = runner_cwd / "two.json"
     task.write_text(json.dumps(doc))
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "exec", str(task), "--threads", "1",
-                           "--out", str(runner_cwd / "out")],
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "exec", str(task), "--threads", "1", "--out", str(runner_cwd / "out")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     written = (runner_cwd / "out" / "two.response.json").read_bytes()
     assert written == runner_bytes(doc, MemoryModelCache())

@@ -11,6 +11,7 @@ answers and events on its fd 4.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -38,10 +39,23 @@ class Browser:
             os.dup2(w, 4)
 
         self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_fds, close_fds=False)  # dup2 targets 3 and 4 must survive exec
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_fds,
+            close_fds=False,
+        )  # dup2 targets 3 and 4 must survive exec
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""
@@ -89,8 +103,11 @@ class Browser:
 
     def open(self, url: str, width: int, height: int) -> None:
         """Load ``url`` in a ``width`` x ``height`` CSS-pixel viewport (mobile below 600 px)."""
-        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                         "mobile": width < 600}, session=True)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+            session=True,
+        )
         self.events.clear()
         self.call("Page.navigate", {"url": url}, session=True)
         self.wait_event("Page.loadEventFired")
@@ -106,10 +123,8 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(CDPError, OSError):
             self.call("Browser.close")
-        except (CDPError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -14,8 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis.model import (Analysis, ConfigResult, CostSummary, DimensionSummary, GateResult, ModelRow,
-                                   NetworkFigures, PairResult)
+from harness.analysis.model import (
+    Analysis,
+    ConfigResult,
+    CostSummary,
+    DimensionSummary,
+    GateResult,
+    ModelRow,
+    NetworkFigures,
+    PairResult,
+)
 from harness.report.html import render_html
 from harness.report.run import render_json, render_markdown
 from harness.report.write import write_reports
@@ -23,8 +31,18 @@ from harness.store.run import RunStore
 
 GOLDEN = Path(__file__).parent.parent / "data" / "report_golden.md"
 TABLE_CLASSES = ("heatmap", "verdicts", "agreement", "evidence", "quantization", "costs", "models", "gates", "warnings")
-SECTION_IDS = ("summary", "map", "verdicts", "agreement", "configs", "findings", "costs", "gates", "warnings",
-               "environment")
+SECTION_IDS = (
+    "summary",
+    "map",
+    "verdicts",
+    "agreement",
+    "configs",
+    "findings",
+    "costs",
+    "gates",
+    "warnings",
+    "environment",
+)
 RUN_WIDE_PLOTS = 6  # agreement, latency, memory, real-time factor, tokens/s, first-divergence histogram
 
 AUDIO = "musicgen-short/float32/qnone/cpu/pdefault"
@@ -34,71 +52,189 @@ SKIPPED = "gpt2-greedy/float16/q4/cuda/pdefault"
 
 def _agreement(p3: list[float | None], p2: list[float | None], triples: int) -> dict:
     rules = ("bitwise", "tokens", "tolerance", "perceptual")
-    return {r: {"p3of3": a, "p2of3": b, "p_aborted": None if b is None else round(1 - b, 6),
-                "invalidated": None if a is None or b is None else round((b - a) / 3, 6), "triples": triples}
-            for r, a, b in zip(rules, p3, p2)}
+    return {
+        r: {
+            "p3of3": a,
+            "p2of3": b,
+            "p_aborted": None if b is None else round(1 - b, 6),
+            "invalidated": None if a is None or b is None else round((b - a) / 3, 6),
+            "triples": triples,
+        }
+        for r, a, b in zip(rules, p3, p2, strict=False)
+    }
 
 
 def make_analysis() -> Analysis:
-    pair = PairResult(dimension="process", config_id=AUDIO, a="c0-w0-r0", b="c0-w1-r0", level="divergent",
-                      metrics={"cosine": 0.8123456, "rel_l2": 0.61, "snr_db": 3.25, "hamming": 17},
-                      first_divergence=12, steps_total=50, a_artifact="artifacts/a.npz", b_artifact="artifacts/b.npz")
+    pair = PairResult(
+        dimension="process",
+        config_id=AUDIO,
+        a="c0-w0-r0",
+        b="c0-w1-r0",
+        level="divergent",
+        metrics={"cosine": 0.8123456, "rel_l2": 0.61, "snr_db": 3.25, "hamming": 17},
+        first_divergence=12,
+        steps_total=50,
+        a_artifact="artifacts/a.npz",
+        b_artifact="artifacts/b.npz",
+    )
     audio = ConfigResult(
-        config_id=AUDIO, task="musicgen-short", kind="text-to-audio", model="tiny-musicgen", dtype="float32",
-        quantize_bits=None, device="cpu", profile="default", verdict="not_ready",
-        reason="diverges: process 1 of 2 | batch 1 of 7", counts={"ok": 6},
-        dimensions={"process": DimensionSummary(pairs=2, levels={"divergent": 1, "bitwise": 1}, worst="divergent",
-                                                first_divergence=[12]),
-                    "repeat": DimensionSummary(pairs=4, levels={"bitwise": 3, "tokens": 1}, worst="tokens",
-                                               findings={"waveform_far_tokens_equal": 1}),
-                    "batch": DimensionSummary(pairs=7, levels={"tolerance": 6, "divergent": 1}, worst="divergent",
-                                              first_divergence=[40, 3, 9, 17, 22, 31])},
-        agreement=_agreement([0.5, 0.5, 0.75, 1.0], [1.0, 1.0, 1.0, 1.0], 4), seed_sensitive=True,
-        network=NetworkFigures(rule="tokens", label="proposed: test rule", p_accepted=1.0, p_aborted=0.0,
-                               invalidated=0.1666667, p3of3=0.5, triples=4),
+        config_id=AUDIO,
+        task="musicgen-short",
+        kind="text-to-audio",
+        model="tiny-musicgen",
+        dtype="float32",
+        quantize_bits=None,
+        device="cpu",
+        profile="default",
+        verdict="not_ready",
+        reason="diverges: process 1 of 2 | batch 1 of 7",
+        counts={"ok": 6},
+        dimensions={
+            "process": DimensionSummary(
+                pairs=2, levels={"divergent": 1, "bitwise": 1}, worst="divergent", first_divergence=[12]
+            ),
+            "repeat": DimensionSummary(
+                pairs=4, levels={"bitwise": 3, "tokens": 1}, worst="tokens", findings={"waveform_far_tokens_equal": 1}
+            ),
+            "batch": DimensionSummary(
+                pairs=7,
+                levels={"tolerance": 6, "divergent": 1},
+                worst="divergent",
+                first_divergence=[40, 3, 9, 17, 22, 31],
+            ),
+        },
+        agreement=_agreement([0.5, 0.5, 0.75, 1.0], [1.0, 1.0, 1.0, 1.0], 4),
+        seed_sensitive=True,
+        network=NetworkFigures(
+            rule="tokens",
+            label="proposed: test rule",
+            p_accepted=1.0,
+            p_aborted=0.0,
+            invalidated=0.1666667,
+            p3of3=0.5,
+            triples=4,
+        ),
         validator={"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 100, "source": "test"},
-        seed_note="seeds 0 and 1 give different outputs", lint=["TF32 matmul is enabled | may differ", "threads=4"],
-        cost=CostSummary(executions=6, latency_s={"n": 6, "median": 0.4215, "p90": 0.5129}, load_s=1.25,
-                         peak_memory_bytes=123 * 2**20 + 2**19, memory_kind="rss_peak", real_time_factor=2.5,
-                         latency_samples=[0.41, 0.42, 0.43, 0.40, 0.52, 0.45]))
+        seed_note="seeds 0 and 1 give different outputs",
+        lint=["TF32 matmul is enabled | may differ", "threads=4"],
+        cost=CostSummary(
+            executions=6,
+            latency_s={"n": 6, "median": 0.4215, "p90": 0.5129},
+            load_s=1.25,
+            peak_memory_bytes=123 * 2**20 + 2**19,
+            memory_kind="rss_peak",
+            real_time_factor=2.5,
+            latency_samples=[0.41, 0.42, 0.43, 0.40, 0.52, 0.45],
+        ),
+    )
     text = ConfigResult(
-        config_id=TEXT, task="gpt2-greedy", kind="text-generation", model="tiny-gpt2", dtype="bfloat16",
-        quantize_bits=None, device="cpu", profile="default", verdict="ready", reason="bitwise in 3 dimensions",
-        counts={"ok": 4}, dimensions={"repeat": DimensionSummary(pairs=2, levels={"bitwise": 2}, worst="bitwise"),
-                                      "process": DimensionSummary(pairs=1, levels={"bitwise": 1}, worst="bitwise"),
-                                      "seed": DimensionSummary(pairs=1, levels={"divergent": 1}, worst="divergent",
-                                                               first_divergence=[0])},
-        agreement=_agreement([1.0] * 4, [1.0] * 4, 1), seed_sensitive=True, lint=["threads=4"],
-        network=NetworkFigures(rule="result_hash", label="network: sha256 of the result JSON file", p_accepted=1.0,
-                               p_aborted=0.0, invalidated=0.0, p3of3=1.0, triples=1),
+        config_id=TEXT,
+        task="gpt2-greedy",
+        kind="text-generation",
+        model="tiny-gpt2",
+        dtype="bfloat16",
+        quantize_bits=None,
+        device="cpu",
+        profile="default",
+        verdict="ready",
+        reason="bitwise in 3 dimensions",
+        counts={"ok": 4},
+        dimensions={
+            "repeat": DimensionSummary(pairs=2, levels={"bitwise": 2}, worst="bitwise"),
+            "process": DimensionSummary(pairs=1, levels={"bitwise": 1}, worst="bitwise"),
+            "seed": DimensionSummary(pairs=1, levels={"divergent": 1}, worst="divergent", first_divergence=[0]),
+        },
+        agreement=_agreement([1.0] * 4, [1.0] * 4, 1),
+        seed_sensitive=True,
+        lint=["threads=4"],
+        network=NetworkFigures(
+            rule="result_hash",
+            label="network: sha256 of the result JSON file",
+            p_accepted=1.0,
+            p_aborted=0.0,
+            invalidated=0.0,
+            p3of3=1.0,
+            triples=1,
+        ),
         dtype_drift=DimensionSummary(pairs=1, levels={"tokens": 1}, worst="tokens", first_divergence=[5]),
-        cost=CostSummary(executions=4, latency_s={"n": 4, "median": 0.0123, "p90": 0.02}, load_s=0.5,
-                         peak_memory_bytes=50 * 2**20, memory_kind="rss_peak", tokens_per_second=812.3456,
-                         time_to_first_token_s=0.004, latency_samples=[0.011, 0.012, 0.013, 0.02]))
+        cost=CostSummary(
+            executions=4,
+            latency_s={"n": 4, "median": 0.0123, "p90": 0.02},
+            load_s=0.5,
+            peak_memory_bytes=50 * 2**20,
+            memory_kind="rss_peak",
+            tokens_per_second=812.3456,
+            time_to_first_token_s=0.004,
+            latency_samples=[0.011, 0.012, 0.013, 0.02],
+        ),
+    )
     skipped = ConfigResult(
-        config_id=SKIPPED, task="gpt2-greedy", kind="text-generation", model="tiny-gpt2", dtype="float16",
-        quantize_bits=4, device="cuda", profile="default", verdict="skipped", reason="CUDA is not available",
-        counts={"skipped": 2}, quantization={"method": "bitsandbytes", "bits": 4})
+        config_id=SKIPPED,
+        task="gpt2-greedy",
+        kind="text-generation",
+        model="tiny-gpt2",
+        dtype="float16",
+        quantize_bits=4,
+        device="cuda",
+        profile="default",
+        verdict="skipped",
+        reason="CUDA is not available",
+        counts={"skipped": 2},
+        quantization={"method": "bitsandbytes", "bits": 4},
+    )
     return Analysis(
-        run_id="20250101-000000-golden", run_dir="runs/20250101-000000-golden", matrix="golden-matrix",
-        description="Synthetic analysis for the report golden test.", harness_version="0.1.0",
-        environment={"processor": "Test CPU @ 3.00GHz", "cpu_count": 8, "machine": "x86_64", "python": "3.11.9",
-                     "os": "Linux-test", "torch": "2.5.1+cpu", "cuda_available": False, "cuda_runtime": None,
-                     "gpu_names": [], "torch_threads": 4, "blas": "open",
-                     "libraries": {"torch": "2.5.1+cpu", "transformers": "5.0.0", "bitsandbytes": None,
-                                   "numpy": "2.1.0"}},
+        run_id="20250101-000000-golden",
+        run_dir="runs/20250101-000000-golden",
+        matrix="golden-matrix",
+        description="Synthetic analysis for the report golden test.",
+        harness_version="0.1.0",
+        environment={
+            "processor": "Test CPU @ 3.00GHz",
+            "cpu_count": 8,
+            "machine": "x86_64",
+            "python": "3.11.9",
+            "os": "Linux-test",
+            "torch": "2.5.1+cpu",
+            "cuda_available": False,
+            "cuda_runtime": None,
+            "gpu_names": [],
+            "torch_threads": 4,
+            "blas": "open",
+            "libraries": {"torch": "2.5.1+cpu", "transformers": "5.0.0", "bitsandbytes": None, "numpy": "2.1.0"},
+        },
         tiny_models={"tiny-musicgen": "sha256:aaaa1111", "tiny-gpt2": "sha256:bbbb2222"},
         thresholds={"rel_l2_max": 0.1, "cosine_min": 0.99, "hamming_max": 8},
-        gate_rules=["not_ready", "failed"], records=12,
+        gate_rules=["not_ready", "failed"],
+        records=12,
         problems=["results.jsonl:13: torn last line (a crash mid-write?) skipped (JSONDecodeError)"],
-        configs=[audio, text, skipped], examples=[pair],
-        gates=[GateResult(config_id=AUDIO, passed=False, reason="not_ready: diverges: process 1 of 2 | batch 1 of 7"),
-               GateResult(config_id=TEXT, passed=True, reason="ready: bitwise in 3 dimensions"),
-               GateResult(config_id=SKIPPED, passed=True, reason="skipped: CUDA is not available")],
-        models=[ModelRow(model="tiny-gpt2", kind="text-generation", configs=2, verdicts={"ready": 1, "skipped": 1},
-                         best_verdict="ready", median_latency_s=0.0123, peak_memory_bytes=50 * 2**20),
-                ModelRow(model="tiny-musicgen", kind="text-to-audio", configs=1, verdicts={"not_ready": 1},
-                         best_verdict="not_ready", median_latency_s=0.4215, peak_memory_bytes=None)])
+        configs=[audio, text, skipped],
+        examples=[pair],
+        gates=[
+            GateResult(config_id=AUDIO, passed=False, reason="not_ready: diverges: process 1 of 2 | batch 1 of 7"),
+            GateResult(config_id=TEXT, passed=True, reason="ready: bitwise in 3 dimensions"),
+            GateResult(config_id=SKIPPED, passed=True, reason="skipped: CUDA is not available"),
+        ],
+        models=[
+            ModelRow(
+                model="tiny-gpt2",
+                kind="text-generation",
+                configs=2,
+                verdicts={"ready": 1, "skipped": 1},
+                best_verdict="ready",
+                median_latency_s=0.0123,
+                peak_memory_bytes=50 * 2**20,
+            ),
+            ModelRow(
+                model="tiny-musicgen",
+                kind="text-to-audio",
+                configs=1,
+                verdicts={"not_ready": 1},
+                best_verdict="not_ready",
+                median_latency_s=0.4215,
+                peak_memory_bytes=None,
+            ),
+        ],
+    )
 
 
 @pytest.fixture
@@ -181,8 +317,8 @@ def test_html_has_tables_sections_and_plots(run_dir: Path) -> None:
     # the worst pair of the audio config, inside its own section, plus the run-wide charts
     assert page.count('<img class="plot"') == 1 + RUN_WIDE_PLOTS
     assert page.count("data:image/png;base64,") == 1 + RUN_WIDE_PLOTS
-    section = page[page.index(f'<details class="config" id="cfg-0" data-config="{AUDIO}"'):]
-    assert f'<img class="plot" data-config="{AUDIO}" alt="Waveform overlay' in section[:section.index("</details>")]
+    section = page[page.index(f'<details class="config" id="cfg-0" data-config="{AUDIO}"') :]
+    assert f'<img class="plot" data-config="{AUDIO}" alt="Waveform overlay' in section[: section.index("</details>")]
     assert "<figcaption>" in page
     assert 'class="v-not_ready"' in page and 'class="g-FAILED"' in page
     # the heatmap: one cell per (configuration, dimension), the level written in the cell
@@ -194,8 +330,17 @@ def test_html_has_tables_sections_and_plots(run_dir: Path) -> None:
 def test_html_token_example_and_missing_artifact(run_dir: Path) -> None:
     pytest.importorskip("matplotlib")
     a = make_analysis()
-    tokens = PairResult(dimension="process", config_id=TEXT, a="x", b="y", level="divergent", first_divergence=3,
-                        steps_total=6, a_artifact="artifacts/ta.npz", b_artifact="artifacts/tb.npz")
+    tokens = PairResult(
+        dimension="process",
+        config_id=TEXT,
+        a="x",
+        b="y",
+        level="divergent",
+        first_divergence=3,
+        steps_total=6,
+        a_artifact="artifacts/ta.npz",
+        b_artifact="artifacts/tb.npz",
+    )
     missing = a.examples[0].model_copy(update={"b_artifact": "artifacts/gone.npz"})
     page = render_html(a.model_copy(update={"examples": [tokens, missing]}), run_dir)
     _assert_self_contained(page)

@@ -94,8 +94,9 @@ def test_html_report_of_a_real_run_in_chromium(cli, tmp_path, tiny_gpt2):
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
     from tests.execution.test_matrix_runner import mini_matrix
 
-    matrix = mini_matrix(tmp_path, axes={"seed": [1], "threads": [1], "batch_size": [1, 2],
-                                         "dtype": ["float32", "bfloat16"]})
+    matrix = mini_matrix(
+        tmp_path, axes={"seed": [1], "threads": [1], "batch_size": [1, 2], "dtype": ["float32", "bfloat16"]}
+    )
     res = cli("run", str(matrix), "--out", str(tmp_path / "run"), "--no-progress")
     assert res.returncode == 1 and "GATE FAILED" in res.stderr, res.stderr  # batch is judged by default
     m = check_page(tmp_path / "run" / "report.html", tmp_path / "shots", tmp_path / "profile")

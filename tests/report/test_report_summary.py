@@ -40,13 +40,15 @@ def test_tolerance_configs_name_the_rule_the_network_needs() -> None:
 
 def test_new_dimensions_appear_in_map_and_findings_without_code_changes() -> None:
     a = make_analysis()
-    a.configs[1].dimensions["node"] = DimensionSummary(pairs=3, levels={"divergent": 3}, worst="divergent",
-                                                       first_divergence=[2, 4, 7])
+    a.configs[1].dimensions["node"] = DimensionSummary(
+        pairs=3, levels={"divergent": 3}, worst="divergent", first_divergence=[2, 4, 7]
+    )
     a.configs[1].dimensions["zeta"] = DimensionSummary(pairs=1, levels={"bitwise": 1}, worst="bitwise")
     assert map_columns(a) == ["repeat", "process", "batch", "node", "zeta", "seed", "dtype"]
     _, rows = verdict_map(a)
     assert {(cell.config_id, cell.dimension) for _, cells in rows for cell in cells} == {
-        (c.config_id, d) for c in a.configs for d in map_columns(a)}
+        (c.config_id, d) for c in a.configs for d in map_columns(a)
+    }
     node = next(cell for _, cells in rows for cell in cells if cell.dimension == "node" and cell.config_id == TEXT)
     assert (node.level, node.title) == ("divergent", "node: 3 pair(s): divergent 3")
     text = " ".join(f.text for f in summarize(a).findings)
@@ -95,10 +97,22 @@ def test_quantization_is_a_table_per_stage_never_raw_json() -> None:
     from harness.report.run import quantization_table
 
     c = make_analysis().configs[2]
-    c.quantization = {"backend": "bitsandbytes", "bits": 8, "quantized_layers": 10, "linear_layers": 12,
-                      "stages": {"text": {"quantized_layers": 4, "linear_layers": 5, "skipped_examples": ["lm_head"]},
-                                 "audio": {"quantized_layers": 6, "linear_layers": 7}}}
+    c.quantization = {
+        "backend": "bitsandbytes",
+        "bits": 8,
+        "quantized_layers": 10,
+        "linear_layers": 12,
+        "stages": {
+            "text": {"quantized_layers": 4, "linear_layers": 5, "skipped_examples": ["lm_head"]},
+            "audio": {"quantized_layers": 6, "linear_layers": 7},
+        },
+    }
     _, rows = quantization_table(c)
-    assert rows == [["backend", "bitsandbytes"], ["bits", "8"], ["quantized layers", "10 of 12 Linear layers"],
-                    ["audio: quantized layers", "6 of 7 Linear layers"], ["text: quantized layers", "4 of 5 Linear layers"],
-                    ["text: skipped examples", "lm_head"]]
+    assert rows == [
+        ["backend", "bitsandbytes"],
+        ["bits", "8"],
+        ["quantized layers", "10 of 12 Linear layers"],
+        ["audio: quantized layers", "6 of 7 Linear layers"],
+        ["text: quantized layers", "4 of 5 Linear layers"],
+        ["text: skipped examples", "lm_head"],
+    ]

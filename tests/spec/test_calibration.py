@@ -15,11 +15,29 @@ from pydantic import ValidationError
 from harness.analysis.model import DimensionSummary
 from harness.analysis.run import judge
 from harness.compare.levels import WAVEFORM_FINDING
-from harness.spec.calibration import (CALIBRATION_SCHEMA_VERSION, Calibration, CalibrationError, Entry, Facts, Rate,
-                                      Scope, load_calibration, parse_calibration, resolve)
+from harness.spec.calibration import (
+    CALIBRATION_SCHEMA_VERSION,
+    Calibration,
+    CalibrationError,
+    Entry,
+    Facts,
+    Rate,
+    Scope,
+    load_calibration,
+    parse_calibration,
+    resolve,
+)
 from harness.spec.matrix import MatrixError, load_matrix
-from harness.spec.policy import (ConfigPolicy, Gates, NamedValidator, Policy, PolicyError, Thresholds, config_policy,
-                                 policy_of)
+from harness.spec.policy import (
+    ConfigPolicy,
+    Gates,
+    NamedValidator,
+    Policy,
+    PolicyError,
+    Thresholds,
+    config_policy,
+    policy_of,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = ROOT / "matrices" / "tasks" / "tiny-gpt2-chatbot.json"
@@ -33,13 +51,40 @@ def rate(r: float = 0.0, pairs: int = 100) -> Rate:
     return Rate(rate=r, low=0.0, high=max(r, 0.03), errors=round(r * pairs), pairs=pairs)
 
 
-def entry(dtype="float32", bits=None, sources=("repeat", "process", "threads"), kernels=(KC_AVX512, KC_AVX2),
-          tokens=(8, 64), weights=WEIGHTS, max_abs=2.5e-5, rel_l2=3.5e-4, fa=0.0, fr=0.02, notes=(),
-          kind="audio", model="tiny:musicgen") -> Entry:
-    scope = Scope(kind=kind, model=model, weights_sha256=weights, dtype=dtype, quantize_bits=bits, new_tokens=tokens,
-                  sources=list(sources), kernel_classes=list(kernels), harness_version="0.0-test")
-    return Entry(scope=scope, waveform_max_abs=max_abs, waveform_rel_l2=rel_l2, false_reject=rate(fr, 50),
-                 false_accept=rate(fa, 200), notes=list(notes))
+def entry(
+    dtype="float32",
+    bits=None,
+    sources=("repeat", "process", "threads"),
+    kernels=(KC_AVX512, KC_AVX2),
+    tokens=(8, 64),
+    weights=WEIGHTS,
+    max_abs=2.5e-5,
+    rel_l2=3.5e-4,
+    fa=0.0,
+    fr=0.02,
+    notes=(),
+    kind="audio",
+    model="tiny:musicgen",
+) -> Entry:
+    scope = Scope(
+        kind=kind,
+        model=model,
+        weights_sha256=weights,
+        dtype=dtype,
+        quantize_bits=bits,
+        new_tokens=tokens,
+        sources=list(sources),
+        kernel_classes=list(kernels),
+        harness_version="0.0-test",
+    )
+    return Entry(
+        scope=scope,
+        waveform_max_abs=max_abs,
+        waveform_rel_l2=rel_l2,
+        false_reject=rate(fr, 50),
+        false_accept=rate(fa, 200),
+        notes=list(notes),
+    )
 
 
 def calibration(*entries: Entry) -> Calibration:
@@ -47,8 +92,15 @@ def calibration(*entries: Entry) -> Calibration:
 
 
 def facts(**over) -> Facts:
-    base = dict(kind="audio", model="tiny:musicgen", dtype="float32", quantize_bits=None, weights_sha256=WEIGHTS,
-                new_tokens=32, kernel_classes=frozenset({KC_AVX512}))
+    base = {
+        "kind": "audio",
+        "model": "tiny:musicgen",
+        "dtype": "float32",
+        "quantize_bits": None,
+        "weights_sha256": WEIGHTS,
+        "new_tokens": 32,
+        "kernel_classes": frozenset({KC_AVX512}),
+    }
     return Facts(**{**base, **over})
 
 
@@ -63,6 +115,7 @@ def one_line(err: BaseException) -> str:
 
 
 # -- the file format -------------------------------------------------------------------------
+
 
 def test_sealed_digest_is_the_content_digest():
     cal = calibration()
@@ -83,18 +136,21 @@ def test_unsealed_document_refused():
         parse_calibration(doc, "cal.json")
 
 
-@pytest.mark.parametrize("path, value", [
-    (("entries", 0, "waveform_max_abs"), 1.0),
-    (("entries", 0, "waveform_rel_l2"), 0.5),
-    (("entries", 0, "false_accept", "rate"), 0.5),
-    (("entries", 0, "false_reject", "pairs"), 7),
-    (("entries", 0, "scope", "dtype"), "bfloat16"),
-    (("entries", 0, "scope", "new_tokens"), [1, 10_000]),
-    (("entries", 0, "scope", "sources"), ["repeat", "process", "threads", "isa"]),
-    (("entries", 0, "scope", "kernel_classes"), ["aten-default/onednn-sse41"]),
-    (("entries", 0, "notes"), ["edited"]),
-    (("made_by",), "someone else"),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("entries", 0, "waveform_max_abs"), 1.0),
+        (("entries", 0, "waveform_rel_l2"), 0.5),
+        (("entries", 0, "false_accept", "rate"), 0.5),
+        (("entries", 0, "false_reject", "pairs"), 7),
+        (("entries", 0, "scope", "dtype"), "bfloat16"),
+        (("entries", 0, "scope", "new_tokens"), [1, 10_000]),
+        (("entries", 0, "scope", "sources"), ["repeat", "process", "threads", "isa"]),
+        (("entries", 0, "scope", "kernel_classes"), ["aten-default/onednn-sse41"]),
+        (("entries", 0, "notes"), ["edited"]),
+        (("made_by",), "someone else"),
+    ],
+)
 def test_tampering_any_value_is_refused_naming_digest(path, value):
     doc = doc_of(calibration())
     target = doc
@@ -126,16 +182,19 @@ def test_newer_schema_version_refused():
     assert "newer" in msg and str(CALIBRATION_SCHEMA_VERSION + 1) in msg
 
 
-@pytest.mark.parametrize("path, value, field", [
-    (("entries", 0, "waveform_max_abs"), "big", "entries.0.waveform_max_abs"),
-    (("entries", 0, "waveform_max_abs"), -1.0, "entries.0.waveform_max_abs"),
-    (("entries", 0, "false_accept", "rate"), 1.5, "entries.0.false_accept.rate"),
-    (("entries", 0, "scope", "sources"), ["node"], "entries.0.scope.sources"),
-    (("entries", 0, "scope", "new_tokens"), "8-64", "entries.0.scope.new_tokens"),
-    (("rule",), "tokens", "rule"),
-    (("entries",), [], "entries"),
-    (("made_by",), None, "made_by"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        (("entries", 0, "waveform_max_abs"), "big", "entries.0.waveform_max_abs"),
+        (("entries", 0, "waveform_max_abs"), -1.0, "entries.0.waveform_max_abs"),
+        (("entries", 0, "false_accept", "rate"), 1.5, "entries.0.false_accept.rate"),
+        (("entries", 0, "scope", "sources"), ["node"], "entries.0.scope.sources"),
+        (("entries", 0, "scope", "new_tokens"), "8-64", "entries.0.scope.new_tokens"),
+        (("rule",), "tokens", "rule"),
+        (("entries",), [], "entries"),
+        (("made_by",), None, "made_by"),
+    ],
+)
 def test_wrong_type_names_the_field(path, value, field):
     doc = doc_of(calibration())
     target = doc
@@ -162,6 +221,7 @@ def test_not_an_object_refused(doc):
 
 
 # -- load_calibration ------------------------------------------------------------------------
+
 
 def test_load_round_trip(tmp_path):
     path = tmp_path / "cal.json"
@@ -207,6 +267,7 @@ def test_load_tampered_file(tmp_path):
 
 
 # -- resolve ---------------------------------------------------------------------------------
+
 
 def test_resolve_in_scope_gives_the_entry():
     cal = calibration(entry(), entry(dtype="bfloat16", max_abs=9e-4))
@@ -274,6 +335,7 @@ def test_resolve_token_range_property(n, lo, span):
 
 # -- NamedValidator --------------------------------------------------------------------------
 
+
 def test_validator_needs_rates_or_calibration():
     with pytest.raises(ValidationError, match="false_accept and false_reject, or a calibration"):
         NamedValidator(rule="composite")
@@ -306,9 +368,13 @@ def test_validator_rule_mismatch_refused():
 
 # -- config_policy ---------------------------------------------------------------------------
 
+
 def _policy(cal: Calibration | None = None, **validator) -> Policy:
-    v = (NamedValidator(rule="composite", calibration=cal, calibration_file="calibrations/tiny.json")
-         if cal is not None else NamedValidator(rule="composite", **validator))
+    v = (
+        NamedValidator(rule="composite", calibration=cal, calibration_file="calibrations/tiny.json")
+        if cal is not None
+        else NamedValidator(rule="composite", **validator)
+    )
     return Policy(thresholds=Thresholds(), gates=Gates(), validators={"audio": v})
 
 
@@ -434,11 +500,18 @@ def test_matrix_calibration_for_another_rule_refused(tmp_path):
 
 # -- the judge -------------------------------------------------------------------------------
 
-def dim(worst: str, pairs: int = 4, rejected: int | None = 0, findings: dict | None = None,
-        steps: list[int] | None = None) -> DimensionSummary:
-    return DimensionSummary(pairs=pairs, levels={worst: pairs}, worst=worst,
-                            rejected={} if rejected is None else {"composite": rejected},
-                            findings=findings or {}, finding_steps=steps or [])
+
+def dim(
+    worst: str, pairs: int = 4, rejected: int | None = 0, findings: dict | None = None, steps: list[int] | None = None
+) -> DimensionSummary:
+    return DimensionSummary(
+        pairs=pairs,
+        levels={worst: pairs},
+        worst=worst,
+        rejected={} if rejected is None else {"composite": rejected},
+        findings=findings or {},
+        finding_steps=steps or [],
+    )
 
 
 def test_judge_out_of_scope_is_not_ready_with_the_reason():
@@ -489,8 +562,7 @@ def test_judge_calibrated_false_accept_above_limit():
 
 def test_judge_waveform_finding_is_suspicious_in_the_bounds_words():
     cp = config_policy(_policy(calibration()), facts())
-    j = judge({"repeat": dim("bitwise"),
-               "threads": dim("tokens", findings={WAVEFORM_FINDING: 1}, steps=[17])}, cp)
+    j = judge({"repeat": dim("bitwise"), "threads": dim("tokens", findings={WAVEFORM_FINDING: 1}, steps=[17])}, cp)
     assert j.verdict == "not_ready"
     assert j.reason.startswith("suspicious across threads")
     assert cp.bounds_from in j.reason and "calibrations/tiny.json" in j.reason
@@ -512,12 +584,14 @@ def test_judge_no_validator_only_bitwise_passes():
 
 
 @settings(max_examples=40)
-@given(levels=st.lists(st.sampled_from(["bitwise", "tokens", "tolerance"]), min_size=1, max_size=4),
-       scoped=st.booleans())
+@given(
+    levels=st.lists(st.sampled_from(["bitwise", "tokens", "tolerance"]), min_size=1, max_size=4), scoped=st.booleans()
+)
 def test_judge_out_of_scope_never_passes_a_non_bitwise_config(levels, scoped):
     dims = {f"d{i}": dim(lv) for i, lv in enumerate(levels)}
-    cp = config_policy(_policy(calibration(entry(sources=("repeat",)))),
-                       facts(dtype="float32" if scoped else "float16"))
+    cp = config_policy(
+        _policy(calibration(entry(sources=("repeat",)))), facts(dtype="float32" if scoped else "float16")
+    )
     j = judge(dims, cp)
     if all(lv == "bitwise" for lv in levels):
         assert j.verdict == "ready"

@@ -17,8 +17,17 @@ from pathlib import Path
 import pytest
 
 from harness.compare.validators import network_rule
-from harness.spec.kinds import (ENTRY_POINT_GROUP, KINDS, VALIDATOR_RULES, EngineMismatch, KindRegistry, KindSpec,
-                                NodeRunner, UnknownName, engine_problem)
+from harness.spec.kinds import (
+    ENTRY_POINT_GROUP,
+    KINDS,
+    VALIDATOR_RULES,
+    EngineMismatch,
+    KindRegistry,
+    KindSpec,
+    NodeRunner,
+    UnknownName,
+    engine_problem,
+)
 from harness.spec.matrix import Cell, MatrixError, expand, load_matrix, matrix_from_doc, node_runner_refusal
 from harness.spec.policy import NamedValidator
 from harness.spec.tasks import TaskError, infer_kind, parse_task
@@ -27,10 +36,15 @@ from tests.execution.toy_kind import TOY, ToyEngine
 ROOT = Path(__file__).resolve().parents[2]
 TOY_ENV = "tests.execution.toy_kind:TOY"
 #: a plugin kind that says every per-kind fact itself
-TOY_FULL = TOY.model_copy(update={
-    "name": "toy-full", "recognised_by": ("text",), "validator_rules": ("tokens",),
-    "network_rule": ("tokens", "proposed: equal echoes"),
-    "node_runner": NodeRunner(package="toy_runner", upstream="nowhere", interface="gpt", extensions=("text",))})
+TOY_FULL = TOY.model_copy(
+    update={
+        "name": "toy-full",
+        "recognised_by": ("text",),
+        "validator_rules": ("tokens",),
+        "network_rule": ("tokens", "proposed: equal echoes"),
+        "node_runner": NodeRunner(package="toy_runner", upstream="nowhere", interface="gpt", extensions=("text",)),
+    }
+)
 
 
 class NoSeededEngine:
@@ -54,8 +68,13 @@ def toy(monkeypatch):
 
 
 def _toy_matrix(**over):
-    return {"name": "toy", "repeats": 1, "workers": 1, "tasks": [{"name": "echo", "kind": "toy", "task": {"text": "hi"}}],
-            **over}
+    return {
+        "name": "toy",
+        "repeats": 1,
+        "workers": 1,
+        "tasks": [{"name": "echo", "kind": "toy", "task": {"text": "hi"}}],
+        **over,
+    }
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -81,10 +100,13 @@ def test_an_installed_distribution_adds_a_kind_through_the_entry_point_group(mon
     assert len(asked) == 1, "entry points are read once per process"
 
 
-@pytest.mark.parametrize("value,message", [
-    ("harness.spec.kinds:KINDS", "is not a KindSpec"),
-    ("no_such_plugin_module:KIND", "cannot load it (ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("harness.spec.kinds:KINDS", "is not a KindSpec"),
+        ("no_such_plugin_module:KIND", "cannot load it (ModuleNotFoundError"),
+    ],
+)
 def test_a_bad_entry_point_is_one_line_naming_it(monkeypatch, value, message):
     _entry_points(monkeypatch, value)
     with pytest.raises(UnknownName) as err:
@@ -94,8 +116,17 @@ def test_a_bad_entry_point_is_one_line_naming_it(monkeypatch, value, message):
 
 
 def test_an_entry_point_cannot_replace_a_registered_kind(monkeypatch):
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: importlib.metadata.EntryPoints(
-        [importlib.metadata.EntryPoint(name="audio", value="tests.spec.test_kinds:AUDIO_AGAIN", group=ENTRY_POINT_GROUP)]))
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **_: importlib.metadata.EntryPoints(
+            [
+                importlib.metadata.EntryPoint(
+                    name="audio", value="tests.spec.test_kinds:AUDIO_AGAIN", group=ENTRY_POINT_GROUP
+                )
+            ]
+        ),
+    )
     registry = KindRegistry()
     registry.add(KINDS.get("audio"))
     with pytest.raises(UnknownName, match="task kind 'audio' is already registered"):
@@ -123,8 +154,10 @@ def test_an_engine_without_seeded_is_refused_when_resolved(toy, monkeypatch):
     monkeypatch.setenv("HARNESS_ENGINES", "toy=tests.spec.test_kinds:NoSeededEngine")
     with pytest.raises(EngineMismatch) as err:
         KINDS.engine("toy")
-    assert str(err.value) == ("engine tests.spec.test_kinds:NoSeededEngine of task kind 'toy' does not follow the "
-                              "Engine protocol (harness.spec.kinds.Engine): run() lacks the parameter seeded")
+    assert str(err.value) == (
+        "engine tests.spec.test_kinds:NoSeededEngine of task kind 'toy' does not follow the "
+        "Engine protocol (harness.spec.kinds.Engine): run() lacks the parameter seeded"
+    )
 
 
 def test_the_protocol_check_names_what_is_missing():
@@ -148,7 +181,7 @@ def test_the_protocol_check_names_what_is_missing():
 
 # --- validators, network rule, inference, node runner: read from the spec ------------------
 def test_validator_rules_are_the_named_validator_rules():
-    assert VALIDATOR_RULES == typing.get_args(NamedValidator.model_fields["rule"].annotation)
+    assert typing.get_args(NamedValidator.model_fields["rule"].annotation) == VALIDATOR_RULES
 
 
 def test_a_plugin_kind_can_name_a_validator(toy):
@@ -159,12 +192,24 @@ def test_a_plugin_kind_can_name_a_validator(toy):
 def test_a_validator_for_no_kind_or_a_rule_the_kind_lacks_is_one_line():
     named = {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0}
     with pytest.raises(MatrixError) as err:
-        matrix_from_doc({**_toy_matrix(validators={"nope": named}), "tasks": [{"name": "a", "task": {"messages": [
-            {"role": "user", "content": "hi"}], "model": "tiny:gpt2"}}]})
+        matrix_from_doc(
+            {
+                **_toy_matrix(validators={"nope": named}),
+                "tasks": [
+                    {"name": "a", "task": {"messages": [{"role": "user", "content": "hi"}], "model": "tiny:gpt2"}}
+                ],
+            }
+        )
     assert "$.validators: Value error, 'nope' is no task kind; available: audio, gpt, audioldm, chain" in str(err.value)
     with pytest.raises(MatrixError, match="gpt: rule 'composite' cannot judge gpt tasks; one of tokens, replay"):
-        matrix_from_doc({**_toy_matrix(validators={"gpt": named}), "tasks": [{"name": "a", "task": {"messages": [
-            {"role": "user", "content": "hi"}], "model": "tiny:gpt2"}}]})
+        matrix_from_doc(
+            {
+                **_toy_matrix(validators={"gpt": named}),
+                "tasks": [
+                    {"name": "a", "task": {"messages": [{"role": "user", "content": "hi"}], "model": "tiny:gpt2"}}
+                ],
+            }
+        )
 
 
 def test_network_rule_comes_from_the_kind(monkeypatch):
@@ -175,9 +220,16 @@ def test_network_rule_comes_from_the_kind(monkeypatch):
 
 
 def test_kind_inference_consults_the_specs(monkeypatch):
-    assert [infer_kind(d) for d in ({"prompt": "x"}, {"messages": []}, {"text_stage": {}, "messages": []},
-                                    {"num_inference_steps": 2}, {"messages": [], "negative_prompt": ""})] == [
-        "audio", "gpt", "chain", "audioldm", "gpt"]
+    assert [
+        infer_kind(d)
+        for d in (
+            {"prompt": "x"},
+            {"messages": []},
+            {"text_stage": {}, "messages": []},
+            {"num_inference_steps": 2},
+            {"messages": [], "negative_prompt": ""},
+        )
+    ] == ["audio", "gpt", "chain", "audioldm", "gpt"]
     monkeypatch.setattr(KINDS, "_entries", {**KINDS._entries, "toy-full": TOY_FULL})
     assert infer_kind({"text": "hello"}) == "toy-full" and parse_task({"text": "hello"}).text == "hello"
     no_fallback = {n: s.model_copy(update={"fallback": False}) for n, s in KINDS._entries.items()}
@@ -189,8 +241,9 @@ def test_kind_inference_consults_the_specs(monkeypatch):
 def test_node_runner_support_comes_from_the_kind(monkeypatch):
     assert node_runner_refusal("audio", {"unconditional": True}).startswith("cannot run unconditional")
     assert node_runner_refusal("audio", {"prompt": "x"}) is None
-    assert node_runner_refusal("chain", {}) == ("runs audio and gpt tasks only (the network's runners); "
-                                               "this is a chain task")
+    assert node_runner_refusal("chain", {}) == (
+        "runs audio and gpt tasks only (the network's runners); this is a chain task"
+    )
     monkeypatch.setattr(KINDS, "_entries", {**KINDS._entries, "toy-full": TOY_FULL})
     assert node_runner_refusal("toy-full", {"text": ""}) is None
     assert "the network's toy-full runner" in node_runner_refusal("toy-full", {"text": "hi"})
@@ -201,10 +254,13 @@ def _digest(cells: list[Cell]) -> str:
     return hashlib.sha256("\n".join(f"{c.cell_id} {c.spec_hash} {c.config_id}" for c in cells).encode()).hexdigest()
 
 
-@pytest.mark.parametrize("name,count,digest", [
-    ("smoke.toml", 288, "f546861ea3c5e177994f56016afb634ccdfc359d52ebb74d0834daa7566f46df"),
-    ("kinds.toml", 48, "ee19fb9f7a45b367918e95f037babf0167a756d9d2c1b0d85d354dc42ac23a9a"),
-])
+@pytest.mark.parametrize(
+    "name,count,digest",
+    [
+        ("smoke.toml", 288, "f546861ea3c5e177994f56016afb634ccdfc359d52ebb74d0834daa7566f46df"),
+        ("kinds.toml", 48, "ee19fb9f7a45b367918e95f037babf0167a756d9d2c1b0d85d354dc42ac23a9a"),
+    ],
+)
 def test_cell_ids_spec_hashes_and_config_ids_are_what_stored_runs_hold(name, count, digest):
     """Pinned from the harness before the task document became the one copy of a cell's seed,
     dtype and quantization: stored runs and their resumes are keyed by these strings."""
@@ -218,8 +274,11 @@ def test_the_task_document_is_the_one_copy_of_seed_dtype_and_quantization():
     assert set(chain.settings).isdisjoint({"seed", "dtype", "quantize_bits"})
     for stage in ("text_stage", "audio_stage"):  # a chain: the axes set every stage, the first one is read
         assert chain.task_doc[stage]["seed"] == chain.axes.seed and chain.task_doc[stage]["dtype"] == chain.axes.dtype
-    assert KINDS.get("chain").task_settings(chain.task_doc) == {"dtype": chain.axes.dtype, "quantize_bits": None,
-                                                                "seed": chain.axes.seed}
+    assert KINDS.get("chain").task_settings(chain.task_doc) == {
+        "dtype": chain.axes.dtype,
+        "quantize_bits": None,
+        "seed": chain.axes.seed,
+    }
     with pytest.raises(ValueError, match="seed belong to the task document, not the settings"):
         Cell("a", "audio", chain.task_doc, {**chain.settings, "seed": 1})
 

@@ -62,14 +62,21 @@ def cells_of(tmp_path, body, available=("cpu",)):
 def _old_spec_hash(cell) -> str:
     """The spec hash as versions without the isa/tf32 axes computed it."""
     a = cell.axes
-    doc = {"task": cell.task_doc, "kind": cell.kind, "device": a.device, "threads": a.threads,
-           "batch_size": a.batch_size, "profile": a.profile}
+    doc = {
+        "task": cell.task_doc,
+        "kind": cell.kind,
+        "device": a.device,
+        "threads": a.threads,
+        "batch_size": a.batch_size,
+        "profile": a.profile,
+    }
     if a.load != "warm":
         doc["load"] = a.load
     return digest_json(doc)[:16]
 
 
 # -- defaults keep earlier ids ----------------------------------------------------------------
+
 
 def test_file_resolves_next_to_the_matrix(tmp_path, cpu):
     m = load_matrix(write(tmp_path, ""))
@@ -101,6 +108,7 @@ def test_cold_load_still_hashes_as_before(tmp_path, cpu):
 
 
 # -- the isa axis ----------------------------------------------------------------------------
+
 
 def test_isa_axis_doubles_the_cells(tmp_path, cpu):
     base = cells_of(tmp_path, "")
@@ -201,8 +209,9 @@ def test_unreadable_flags_skip_with_the_reason(tmp_path, monkeypatch):
 
 
 def test_isa_on_a_cuda_device_is_skipped_with_a_reason(tmp_path, cpu):
-    cells = cells_of(tmp_path, '[axes]\ndevice = ["cpu", "cuda"]\nisa = ["native", "avx2"]\n',
-                     available=("cpu", "cuda:0"))
+    cells = cells_of(
+        tmp_path, '[axes]\ndevice = ["cpu", "cuda"]\nisa = ["native", "avx2"]\n', available=("cpu", "cuda:0")
+    )
     by = {(c.axes.device, c.axes.isa): c.skip_reason for c in cells}
     assert by[("cpu", NATIVE)] is None and by[("cpu", "avx2")] is None and by[("cuda:0", NATIVE)] is None
     why = by[("cuda:0", "avx2")]
@@ -215,6 +224,7 @@ def test_unavailable_device_reason_comes_first(tmp_path, cpu):
 
 
 # -- the tf32 axis ---------------------------------------------------------------------------
+
 
 def test_tf32_on_a_cpu_is_skipped_with_a_reason(tmp_path, cpu):
     cells = cells_of(tmp_path, '[axes]\ntf32 = ["off", "on"]\n')
@@ -245,25 +255,27 @@ def test_tf32_on_cuda_ids_config_and_group(tmp_path, cpu):
 
 def test_isa_and_tf32_parts_are_ordered(tmp_path, cpu):
     # isa before tf32 in a cell id (a cuda isa cell is skipped but still named)
-    cells = cells_of(tmp_path, '[axes]\ndevice = ["cuda:0"]\nisa = ["avx2"]\ntf32 = ["on"]\n',
-                     available=("cpu", "cuda:0"))
+    cells = cells_of(
+        tmp_path, '[axes]\ndevice = ["cuda:0"]\nisa = ["avx2"]\ntf32 = ["on"]\n', available=("cpu", "cuda:0")
+    )
     assert all("/warm/isa-avx2/tf32/w" in c.cell_id for c in cells)
     assert all(c.skip_reason and "caps CPU kernels" in c.skip_reason for c in cells)
 
 
 # -- include / exclude / per-task axes -------------------------------------------------------
 
+
 def test_exclude_with_isa(tmp_path, cpu):
-    cells = cells_of(tmp_path, '[axes]\nthreads = [1, 2]\nisa = ["native", "avx2"]\n\n'
-                               '[[exclude]]\nisa = "avx2"\nthreads = 2\n')
+    cells = cells_of(
+        tmp_path, '[axes]\nthreads = [1, 2]\nisa = ["native", "avx2"]\n\n[[exclude]]\nisa = "avx2"\nthreads = 2\n'
+    )
     combos = {(c.axes.isa, c.axes.threads) for c in cells}
     assert combos == {(NATIVE, 1), (NATIVE, 2), ("avx2", 1)}
     assert len(cells) == 3 * 4
 
 
 def test_exclude_isa_list(tmp_path, cpu):
-    cells = cells_of(tmp_path, '[axes]\nisa = ["native", "avx2", "scalar"]\n\n'
-                               '[[exclude]]\nisa = ["avx2", "scalar"]\n')
+    cells = cells_of(tmp_path, '[axes]\nisa = ["native", "avx2", "scalar"]\n\n[[exclude]]\nisa = ["avx2", "scalar"]\n')
     assert {c.axes.isa for c in cells} == {NATIVE}
 
 
@@ -301,9 +313,21 @@ def test_per_task_unknown_isa_refused_at_expansion(tmp_path, cpu):
 
 # -- feasibility directly --------------------------------------------------------------------
 
+
 def _values(**over):
-    return {"dtype": "float32", "quantize_bits": None, "seed": 0, "device": "cpu", "threads": None,
-            "batch_size": 1, "profile": "on", "load": "warm", "isa": NATIVE, "tf32": "off", **over}
+    return {
+        "dtype": "float32",
+        "quantize_bits": None,
+        "seed": 0,
+        "device": "cpu",
+        "threads": None,
+        "batch_size": 1,
+        "profile": "on",
+        "load": "warm",
+        "isa": NATIVE,
+        "tf32": "off",
+        **over,
+    }
 
 
 def test_feasibility_without_isa_key_is_native(cpu):
@@ -321,14 +345,19 @@ def test_feasibility_isa(cpu):
 
 # -- property --------------------------------------------------------------------------------
 
-_subsets = lambda xs: st.lists(st.sampled_from(xs), min_size=1, max_size=len(xs), unique=True)  # noqa: E731
+_subsets = lambda xs: st.lists(st.sampled_from(xs), min_size=1, max_size=len(xs), unique=True)
 
 
 @settings(max_examples=25, deadline=None)
 @given(isas=_subsets(list(ISA_NAMES)), tf32=_subsets(["off", "on"]), threads=_subsets([1, 2]))
 def test_expansion_multiplies_and_ids_are_unique(isas, tf32, threads):
-    doc = {"name": "p", "repeats": 1, "workers": 2, "tasks": [{"name": "gpt", "file": str(TASK)}],
-           "axes": {"isa": isas, "tf32": tf32, "threads": threads}}
+    doc = {
+        "name": "p",
+        "repeats": 1,
+        "workers": 2,
+        "tasks": [{"name": "gpt", "file": str(TASK)}],
+        "axes": {"isa": isas, "tf32": tf32, "threads": threads},
+    }
     with pytest.MonkeyPatch.context() as mp:  # a CPU giving every level (no function fixture under given)
         _set_cpu(mp, frozenset(KERNEL_FLAGS))
         cells = expand(matrix_from_doc(doc), available_devices=["cpu"])
@@ -348,4 +377,3 @@ def test_expansion_multiplies_and_ids_are_unique(isas, tf32, threads):
     for c in cells:
         by_hash.setdefault(c.spec_hash, set()).add((c.axes.isa, c.axes.tf32))
     assert all(len(v) == 1 for v in by_hash.values())
-

@@ -8,8 +8,13 @@ from hypothesis import strategies as st
 from harness.spec.matrix import _none_bits
 from harness.spec.rules import RuleIndex, rule_matches
 
-KEYS = {"task": st.sampled_from(["gpt", "mg", "x"]), "seed": st.integers(0, 3), "threads": st.sampled_from([None, 1, 2]),
-        "quantize_bits": st.sampled_from([None, 0, "none", 4, 8]), "dtype": st.sampled_from(["float32", "bfloat16"])}
+KEYS = {
+    "task": st.sampled_from(["gpt", "mg", "x"]),
+    "seed": st.integers(0, 3),
+    "threads": st.sampled_from([None, 1, 2]),
+    "quantize_bits": st.sampled_from([None, 0, "none", 4, 8]),
+    "dtype": st.sampled_from(["float32", "bfloat16"]),
+}
 NORMALISE = {"quantize_bits": _none_bits}
 
 

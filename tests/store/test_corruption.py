@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
-from tests.spec.test_hostile_inputs import assert_one_error_block
 from tests.execution.test_matrix_runner import ROOT, mini_matrix
+from tests.spec.test_hostile_inputs import assert_one_error_block
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,10 @@ def divergent_run(tmp_path_factory, tiny_gpt2):
 
     base = tmp_path_factory.mktemp("divergent")
     matrix = mini_matrix(base, workers=1, repeats=2, axes={"seed": [1], "threads": [1]})
-    env = {"HARNESS_ENGINES": "gpt=tests.doubles:NonDeterministicTextEngine",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        "HARNESS_ENGINES": "gpt=tests.doubles:NonDeterministicTextEngine",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     res = run_cli("run", str(matrix), "--out", str(base / "run"), "--no-progress", "--formats", "json", env=env)
     assert res.returncode == 1, res.stderr  # not_ready: the repeats diverge
     return matrix, base / "run"
@@ -69,15 +71,15 @@ def test_torn_last_line_report_names_it_and_resume_appends_cleanly(cli, capsys, 
     data = results.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     torn_cell = json.loads(data[last_start:])["cell_id"]
-    results.write_bytes(data[:last_start + (len(data) - last_start) // 2])  # a crash in the middle of the last write
+    results.write_bytes(data[: last_start + (len(data) - last_start) // 2])  # a crash in the middle of the last write
 
-    code, out, err = _report(capsys, run_dir)
+    code, _out, err = _report(capsys, run_dir)
     assert code == 0 and "Traceback" not in err, err
     assert "results.jsonl:4: torn last line (a crash mid-write?) skipped" in err
     report = json.loads((run_dir / "report.json").read_text())
     assert any("results.jsonl:4: torn last line" in p for p in report["problems"])
     assert "torn last line" in (run_dir / "report.md").read_text()
-    assert results.read_bytes() == data[:last_start + (len(data) - last_start) // 2]  # a reader changes nothing
+    assert results.read_bytes() == data[: last_start + (len(data) - last_start) // 2]  # a reader changes nothing
 
     res = cli("run", str(matrix), "--out", str(run_dir), "--no-progress", "--resume", "--formats", "json")
     assert res.returncode == 0, res.stderr
@@ -141,13 +143,19 @@ def test_flipped_byte_in_an_agreeing_artifact_is_found_by_verification(capsys, t
     assert artifact.name not in err  # without verification the agreeing pair never reads it
 
 
-@pytest.mark.parametrize("damage,expect", [
-    (lambda m: json.dumps({**m, "schema_version": 99}), "schema_version 99 is newer than this harness supports (1)"),
-    (lambda m: json.dumps(m)[:-7], "manifest is not valid JSON"),
-    (lambda m: "\x00\xff\xfe garbage", "manifest is not valid JSON"),
-    (lambda m: json.dumps([m]), "manifest must be a JSON object"),
-    (lambda m: json.dumps({**m, "schema_version": "1"}), "schema_version is missing or not a positive integer"),
-])
+@pytest.mark.parametrize(
+    "damage,expect",
+    [
+        (
+            lambda m: json.dumps({**m, "schema_version": 99}),
+            "schema_version 99 is newer than this harness supports (1)",
+        ),
+        (lambda m: json.dumps(m)[:-7], "manifest is not valid JSON"),
+        (lambda m: "\x00\xff\xfe garbage", "manifest is not valid JSON"),
+        (lambda m: json.dumps([m]), "manifest must be a JSON object"),
+        (lambda m: json.dumps({**m, "schema_version": "1"}), "schema_version is missing or not a positive integer"),
+    ],
+)
 def test_bad_manifest_is_one_clear_error(cli, capsys, tmp_path, bitwise_run, damage, expect):
     matrix, original = bitwise_run
     run_dir = _copy(original, tmp_path)

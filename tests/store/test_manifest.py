@@ -22,9 +22,11 @@ def test_older_versions_go_through_each_update_to_n():
     steps = {2: update_to_2, 3: lambda d: {**d, "added": True}}
     doc = upgrade({"schema_version": 1, "old": "x"}, 3, steps, "m.json")
     assert doc == {"schema_version": 3, "renamed": "x", "added": True}
-    with pytest.raises(StoreError, match="m.json: schema_version 4 is newer than this harness supports"):
+    with pytest.raises(StoreError, match=r"m.json: schema_version 4 is newer than this harness supports"):
         upgrade({"schema_version": 4}, 3, steps, "m.json")
-    with pytest.raises(StoreError, match="schema_version 1 is older than this harness reads .3. and there is no upgrade"):
+    with pytest.raises(
+        StoreError, match=r"schema_version 1 is older than this harness reads .3. and there is no upgrade"
+    ):
         upgrade({"schema_version": 1}, 3, {3: steps[3]}, "m.json")
 
 
@@ -43,12 +45,15 @@ def test_unknown_fields_survive_an_update(tmp_path):
 
 
 def test_checked_metadata_names_each_conflict():
-    a = Manifest(harness_version="0.1.0", matrix_digest="m1", tiny_models={"tiny:gpt2": "a" * 64, "tiny:musicgen": "c" * 64})
+    a = Manifest(
+        harness_version="0.1.0", matrix_digest="m1", tiny_models={"tiny:gpt2": "a" * 64, "tiny:musicgen": "c" * 64}
+    )
     b = Manifest(harness_version="0.2.0", matrix_digest="m1", tiny_models={"tiny:gpt2": "b" * 64})
     assert metadata_conflicts(a, b, CHECKED_ON_MERGE) == [
         "made by harness 0.1.0, this is 0.2.0",
         f"tiny model tiny:gpt2 has other weights ({'a' * 12} vs {'b' * 12}); rebuild it with `harness tiny` "
-        f"from the same harness version"]
+        f"from the same harness version",
+    ]
     assert metadata_conflicts(a, a, CHECKED_ON_MERGE) == []
 
 
@@ -57,5 +62,5 @@ def test_runs_on_other_tiny_weights_are_not_compared(tmp_path):
 
     a = RunStore.create(tmp_path / "a", {"run_id": "a", "tiny_models": {"tiny:gpt2": "a" * 64}})
     b = RunStore.create(tmp_path / "b", {"run_id": "b", "tiny_models": {"tiny:gpt2": "b" * 64}})
-    with pytest.raises(StoreError, match="cannot compare .* tiny model tiny:gpt2 has other weights"):
+    with pytest.raises(StoreError, match=r"cannot compare .* tiny model tiny:gpt2 has other weights"):
         compare_runs(a, b)

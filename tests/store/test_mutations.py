@@ -37,8 +37,11 @@ DELETE = "<delete>"
 @pytest.fixture(scope="module", autouse=True)
 def _report_count(request):
     yield
-    print_through_capture(request, f"mutations of stored runs: {sum(TRIED.values())} "
-                                   f"({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))}); unnamed errors 0")
+    print_through_capture(
+        request,
+        f"mutations of stored runs: {sum(TRIED.values())} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))}); unnamed errors 0",
+    )
 
 
 def _leaves(obj, prefix=()):
@@ -62,8 +65,11 @@ def _mutate(doc, path, value):
         cur[path[-1]] = None if value == DELETE else value
 
 
-@settings(max_examples=int(os.environ.get("HARNESS_MUTATIONS", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("HARNESS_MUTATIONS", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_a_mutated_field_is_named_or_survived(capsys, good_run, data):  # noqa: F811
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,9 +89,20 @@ def test_a_mutated_field_is_named_or_survived(capsys, good_run, data):  # noqa: 
             file.write_text("\n".join(lines) + "\n")
         else:
             file.write_text(json.dumps(doc))
-        command = ["show", str(run)] if target == "report.json" else data.draw(st.sampled_from(
-            [["report", str(run), "--formats", "json,md"], ["verify", str(run)], ["show", str(run)],
-             ["bundle", str(run), "--out", str(Path(tmp) / "b.zip")]]))
+        command = (
+            ["show", str(run)]
+            if target == "report.json"
+            else data.draw(
+                st.sampled_from(
+                    [
+                        ["report", str(run), "--formats", "json,md"],
+                        ["verify", str(run)],
+                        ["show", str(run)],
+                        ["bundle", str(run), "--out", str(Path(tmp) / "b.zip")],
+                    ]
+                )
+            )
+        )
         TRIED[target] += 1
         capsys.readouterr()
         code = main(command)

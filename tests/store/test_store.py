@@ -14,8 +14,17 @@ from harness.store.run import RunLocked, RunStore, StoreError, load_run
 
 def _record(i: int, **kw) -> Record:
     axes = Axes(dtype="float32", quantize_bits=None, seed=i, device="cpu")
-    return Record(cell_id=f"t/float32/qnone/seed{i}", spec_hash=f"s{i}", config_id="t/float32", task_name="t",
-                  kind="audio", model="tiny:musicgen", axes=axes, status="ok", **kw)
+    return Record(
+        cell_id=f"t/float32/qnone/seed{i}",
+        spec_hash=f"s{i}",
+        config_id="t/float32",
+        task_name="t",
+        kind="audio",
+        model="tiny:musicgen",
+        axes=axes,
+        status="ok",
+        **kw,
+    )
 
 
 def test_append_load_and_dataframe(tmp_path):
@@ -65,7 +74,7 @@ def test_flipped_byte_in_artifact_is_detected(tmp_path):
     data = bytearray(path.read_bytes())
     data[-200] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="(does not match its recorded digest|unreadable)"):
+    with pytest.raises(StoreError, match=r"(does not match its recorded digest|unreadable)"):
         store.load_artifact(rel, expected)
 
 
@@ -76,7 +85,7 @@ def test_artifacts_refuse_pickle_and_escaping_paths(tmp_path):
 
     with zipfile.ZipFile(tmp_path / "run" / "artifacts" / "evil.npz", "w") as z:
         z.write(tmp_path / "run" / "artifacts" / "evil.npy", "x.npy")
-    with pytest.raises(StoreError, match="object dtype .pickle.; refused"):  # from the header, before loading
+    with pytest.raises(StoreError, match=r"object dtype .pickle.; refused"):  # from the header, before loading
         store.load_artifact("artifacts/evil.npz")
     with pytest.raises(StoreError, match="leaves the run directory"):
         store.load_artifact("../../etc/passwd")

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import print_through_capture
+from harness.analysis.evidence import gather as check_evidence
 from harness.cli.main import main
 from harness.store.bundle import BUNDLE_JSON, _append_trailer, _zipinfo, verify_bundle
-from harness.analysis.evidence import gather as check_evidence
 from harness.store.receipts import LINKS
 from harness.store.run import RunStore, StoreError
 from tests.execution.test_matrix_runner import mini_matrix
@@ -32,10 +32,13 @@ SEEN: Counter = Counter()  # outcomes observed, not assumed: tracebacks, unsafe 
 @pytest.fixture(scope="module", autouse=True)
 def _report_count(request):
     yield
-    print_through_capture(request, f"trust: hostile edits tried {sum(TRIED.values())} "
-                                   f"({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))}); "
-                                   f"tracebacks {SEEN['traceback']}, unsafe writes {SEEN['unsafe write']}, "
-                                   f"broken evidence passing a gate {SEEN['gate passed']}")
+    print_through_capture(
+        request,
+        f"trust: hostile edits tried {sum(TRIED.values())} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))}); "
+        f"tracebacks {SEEN['traceback']}, unsafe writes {SEEN['unsafe write']}, "
+        f"broken evidence passing a gate {SEEN['gate passed']}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,7 @@ def _edit_manifest(run: Path, fn) -> None:
 
 
 # --- receipts ------------------------------------------------------------------------------------
+
 
 def test_a_genuine_run_verifies_with_a_receipt_on_every_record(capsys, run):
     ev = _evidence(run)
@@ -152,6 +156,7 @@ def test_relabelling_a_record_as_schema_1_does_not_skip_its_receipt(run):
 
 # --- signatures ------------------------------------------------------------------------------------
 
+
 def _forge(bundle: Path, out: Path, keep_signature: bool) -> None:
     """Edit a record's timing inside a bundle and rewrite it consistently: new member digest,
     new bundle.json, new archive trailer; optionally keep the old signature block."""
@@ -201,7 +206,8 @@ def test_a_consistently_rehashed_bundle_is_refused_when_signed(capsys, run, keys
 
 
 def test_a_forged_bundle_without_its_signature_is_labelled_unsigned_and_refused_with_trusted_keys(
-        capsys, run, keys, tmp_path):
+    capsys, run, keys, tmp_path
+):
     TRIED["forged bundle"] += 1
     key, pub, _ = keys
     signed = tmp_path / "signed.zip"
@@ -230,10 +236,16 @@ def _certificate(passed: bool) -> dict:
     from harness.workflows.certify import Certificate
 
     side = RunSide(label="reference", source="ref.zip", run_id="r1", matrix="smoke")
-    return Certificate(harness_version="0.1.0", created_at=0.0, passed=passed,
-                       summary="CERTIFIED" if passed else "NOT CERTIFIED", reference=side,
-                       candidate=side.model_copy(update={"label": "candidate"}), match="spec",
-                       thresholds={}).model_dump(mode="json")
+    return Certificate(
+        harness_version="0.1.0",
+        created_at=0.0,
+        passed=passed,
+        summary="CERTIFIED" if passed else "NOT CERTIFIED",
+        reference=side,
+        candidate=side.model_copy(update={"label": "candidate"}),
+        match="spec",
+        thresholds={},
+    ).model_dump(mode="json")
 
 
 def test_a_signed_certificate_verifies_and_an_edited_one_is_refused(capsys, keys, tmp_path):
@@ -256,6 +268,7 @@ def test_a_signed_certificate_verifies_and_an_edited_one_is_refused(capsys, keys
 
 # --- the evidence check fails the gate ---------------------------------------------------------
 
+
 def _flip(run: Path) -> None:
     art = sorted((run / "artifacts").iterdir())[0]
     data = bytearray(art.read_bytes())
@@ -268,7 +281,7 @@ def _delete(run: Path) -> None:
 
 
 def _swap(run: Path) -> None:
-    a, b = sorted((run / "artifacts").iterdir())
+    a, _b = sorted((run / "artifacts").iterdir())
     recs = _lines(run)
     recs[0]["artifact"], recs[1]["artifact"] = recs[1]["artifact"], recs[0]["artifact"]
     if recs[0]["digests"] != recs[1]["digests"]:
@@ -339,11 +352,22 @@ def _duplicate_key(run: Path) -> None:
     (run / "results.jsonl").write_text("\n".join(text) + "\n")
 
 
-BROKEN = {"byte flip": _flip, "deleted artifact": _delete, "swapped artifacts": _swap, "empty npz": _empty_npz,
-          "unrelated arrays": _unrelated, "compressed bomb": _compressed_bomb, "one hex char": _hex, "copied digest": _copied_digest,
-          "incomplete run": _incomplete, "second ok record": _duplicate, "foreign record": _foreign,
-          "garbage lines": _garbage, "killed (running, no lock)": _interrupted,
-          "duplicate key in a record": _duplicate_key}
+BROKEN = {
+    "byte flip": _flip,
+    "deleted artifact": _delete,
+    "swapped artifacts": _swap,
+    "empty npz": _empty_npz,
+    "unrelated arrays": _unrelated,
+    "compressed bomb": _compressed_bomb,
+    "one hex char": _hex,
+    "copied digest": _copied_digest,
+    "incomplete run": _incomplete,
+    "second ok record": _duplicate,
+    "foreign record": _foreign,
+    "garbage lines": _garbage,
+    "killed (running, no lock)": _interrupted,
+    "duplicate key in a record": _duplicate_key,
+}
 
 
 @pytest.mark.parametrize("damage", sorted(BROKEN))
@@ -394,11 +418,15 @@ def test_manifest_schema_version_must_be_a_non_negative_integer(capsys, run, val
 
 # --- safe outputs -----------------------------------------------------------------------------------
 
+
 def test_outputs_never_replace_special_files(capsys, run, tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    for args in (["bundle", str(run), "--out", str(fifo)], ["compare", str(run), str(run), "--json", str(fifo)],
-                 ["bundle", str(run), "--out", str(tmp_path)]):
+    for args in (
+        ["bundle", str(run), "--out", str(fifo)],
+        ["compare", str(run), str(run), "--json", str(fifo)],
+        ["bundle", str(run), "--out", str(tmp_path)],
+    ):
         TRIED["unsafe output"] += 1
         code, _, err = _cli(capsys, *args)
         SEEN["unsafe write"] += not fifo.is_fifo()
@@ -463,7 +491,7 @@ def test_overlapping_bundle_members_are_refused(capsys, run, tmp_path):
     data = bytearray(bundle.read_bytes())
     with zipfile.ZipFile(bundle) as zf:
         first = zf.infolist()[1]
-    entries = [i for i in range(len(data) - 4) if data[i:i + 4] == b"PK\x01\x02"]
+    entries = [i for i in range(len(data) - 4) if data[i : i + 4] == b"PK\x01\x02"]
     struct.pack_into("<I", data, entries[2] + 42, first.header_offset)  # relative offset of local header
     bundle.write_bytes(bytes(data))
     code, _, err = _cli(capsys, "verify", str(bundle))
@@ -489,6 +517,7 @@ def test_a_flipped_tiny_model_weight_is_noticed(tmp_path, tiny_gpt2, monkeypatch
 
 
 # --- run-directory truth ------------------------------------------------------------------------
+
 
 def test_resume_accepts_the_same_matrix_given_by_another_path(good_run, run, tmp_path):
     from conftest import run_cli
@@ -549,6 +578,7 @@ def test_garbage_lines_give_a_small_report(capsys, run):
 
 
 # --- one value per document: duplicate keys refused everywhere the harness reads JSON ------------
+
 
 def _rewrite_bundle(bundle: Path, out: Path, edit) -> None:
     with zipfile.ZipFile(bundle) as zf:

@@ -28,8 +28,9 @@ def trimmed_smoke(tmp_path: Path) -> Path:
     batch 1, warm only: every judged dimension and the isa axis, in a quarter of the cells."""
     doc = tomllib.loads(SMOKE.read_text())
     doc["axes"].update(seed=[42], batch_size=[1])
-    doc["tasks"] = [{**{k: v for k, v in t.items() if k != "axes"}, "file": str(SMOKE.parent / t["file"])}
-                    for t in doc["tasks"]]
+    doc["tasks"] = [
+        {**{k: v for k, v in t.items() if k != "axes"}, "file": str(SMOKE.parent / t["file"])} for t in doc["tasks"]
+    ]
     doc["exclude"] = [r for r in doc["exclude"] if "batch_size" not in r and "load" not in r]
     audio = doc["validators"]["audio"]
     audio["calibration"] = str(SMOKE.parent / audio["calibration"])
@@ -40,8 +41,13 @@ def trimmed_smoke(tmp_path: Path) -> Path:
 
 def _run(matrix: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress"],
-                          env=full, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress"],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 KERNEL_SETS = ["native", "avx2"]
@@ -67,7 +73,9 @@ def test_smoke_gate_holds_under_each_kernel_set(kernels, tmp_path, tiny_gpt2, ti
     if kernels == "avx2":  # the whole run emulates an AVX2-only machine: native is AVX2 too
         assert classes == {"native": "aten-avx2/onednn-avx2", "avx2": "aten-avx2/onednn-avx2"}
     findings = " ".join(f["text"] for f in report["summary"]["findings"])
-    isa_divergent = [cid for cid, c in configs.items() if (c["dimensions"].get("isa") or {}).get("worst") == "divergent"]
+    isa_divergent = [
+        cid for cid, c in configs.items() if (c["dimensions"].get("isa") or {}).get("worst") == "divergent"
+    ]
     assert ("not consensus-ready across CPU kinds" in findings) == bool(isa_divergent)
 
 
@@ -83,16 +91,23 @@ def test_certify_across_emulated_kernel_sets(tmp_path, tiny_gpt2, tiny_musicgen)
     why = unavailable("avx2")
     if why:
         pytest.skip(why)
-    doc = {"schema_version": 1, "name": "cert-isa", "repeats": 2, "workers": 1, "timeout_s": 120,
-           "tasks": [{"name": "gpt", "task": GPT_TASK}, {"name": "musicgen", "task": MUSIC_TASK}],
-           "axes": {"dtype": ["float32", "bfloat16"], "seed": [1], "threads": [1]},
-           "validators": {"audio": {"rule": "composite", "calibration": str(CALIBRATION)}}}
+    doc = {
+        "schema_version": 1,
+        "name": "cert-isa",
+        "repeats": 2,
+        "workers": 1,
+        "timeout_s": 120,
+        "tasks": [{"name": "gpt", "task": GPT_TASK}, {"name": "musicgen", "task": MUSIC_TASK}],
+        "axes": {"dtype": ["float32", "bfloat16"], "seed": [1], "threads": [1]},
+        "validators": {"audio": {"rule": "composite", "calibration": str(CALIBRATION)}},
+    }
     matrix = tmp_path / "cert.toml"
     matrix.write_text(_toml(doc))
     run_matrix(load_matrix(matrix), tmp_path / "ref", progress=False)
     bundle = write_bundle(tmp_path / "ref")
-    rc = run_cli("certify", "--reference", str(bundle), "--isa", "avx2", "--out", str(tmp_path / "cert"),
-                 "--no-progress")
+    rc = run_cli(
+        "certify", "--reference", str(bundle), "--isa", "avx2", "--out", str(tmp_path / "cert"), "--no-progress"
+    )
     cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
     assert rc == 1 and cert["emulation"]["isa"] == "avx2"
     assert any(f.startswith("kernels") for f in cert["environment_differs"]), cert["environment_differs"]

@@ -13,26 +13,42 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.store.bundle import BUNDLE_JSON, BundleError, open_bundle, open_run_or_bundle, verify_bundle, write_bundle
+from harness.analysis.crossrun import CrossRunError, compare_runs, consensus_outcomes, parse_match
 from harness.cli.cert import main as cert_main
 from harness.cli.cert import register
 from harness.compare.agreement import simulate, uniform_outcomes
-from harness.analysis.crossrun import CrossRunError, compare_runs, consensus_outcomes, parse_match
+from harness.store.bundle import BUNDLE_JSON, BundleError, open_bundle, open_run_or_bundle, verify_bundle, write_bundle
 from harness.store.run import RunStore, StoreError
 from tests.execution.test_matrix_runner import GPT_TASK, _toml
 
-MUSIC_TASK = {"model": "tiny:musicgen", "prompt": "80s pop track with bassy drums and synth", "seed": 1,
-              "generation_config": {"max_new_tokens": 16, "do_sample": True, "top_k": 250, "top_p": 1.0,
-                                    "guidance_scale": 3.0}}
+MUSIC_TASK = {
+    "model": "tiny:musicgen",
+    "prompt": "80s pop track with bassy drums and synth",
+    "seed": 1,
+    "generation_config": {"max_new_tokens": 16, "do_sample": True, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0},
+}
 GPT_CONFIG, MUSIC_CONFIG = "gpt/float32/qnone/cpu/pon", "musicgen/float32/qnone/cpu/pon"
 
 
 def cert_matrix(tmp_path: Path, seed: int = 1) -> Path:
-    doc = {"schema_version": 1, "name": "cert", "repeats": 2, "workers": 1, "timeout_s": 120,
-           "tasks": [{"name": "gpt", "task": GPT_TASK}, {"name": "musicgen", "task": MUSIC_TASK}],
-           "axes": {"dtype": ["float32"], "seed": [seed], "threads": [1]},
-           "validators": {"audio": {"rule": "composite", "false_accept": 0.0, "false_reject": 0.0, "pairs": 480,
-                                    "source": "harness validators (README)"}}}
+    doc = {
+        "schema_version": 1,
+        "name": "cert",
+        "repeats": 2,
+        "workers": 1,
+        "timeout_s": 120,
+        "tasks": [{"name": "gpt", "task": GPT_TASK}, {"name": "musicgen", "task": MUSIC_TASK}],
+        "axes": {"dtype": ["float32"], "seed": [seed], "threads": [1]},
+        "validators": {
+            "audio": {
+                "rule": "composite",
+                "false_accept": 0.0,
+                "false_reject": 0.0,
+                "pairs": 480,
+                "source": "harness validators (README)",
+            }
+        },
+    }
     path = tmp_path / f"cert-{seed}.toml"
     path.write_text(_toml(doc))
     return path
@@ -50,8 +66,8 @@ def run_cli(*argv: str) -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_gpt2, tiny_musicgen):
     """A reference run (threads=1) and its bundle."""
-    from harness.spec.matrix import load_matrix
     from harness.execution.runner import run_matrix
+    from harness.spec.matrix import load_matrix
 
     tmp = tmp_path_factory.mktemp("reference")
     matrix = cert_matrix(tmp)
@@ -64,12 +80,23 @@ def reference(tmp_path_factory, tiny_gpt2, tiny_musicgen):
 def certified_t2(reference):
     """``harness certify --threads 2``: the same machine standing in for other hardware."""
     out = reference.tmp / "cert-t2"
-    rc = run_cli("certify", "--reference", str(reference.bundle), "--threads", "2", "--out", str(out), "--no-progress",
-                 "--junit", str(out / "junit.xml"))
+    rc = run_cli(
+        "certify",
+        "--reference",
+        str(reference.bundle),
+        "--threads",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--junit",
+        str(out / "junit.xml"),
+    )
     return SimpleNamespace(rc=rc, run=out, cert=json.loads((out / "certificate.json").read_text()))
 
 
 # --- bundles ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_bundle_is_deterministic_and_round_trips(reference, tmp_path):
@@ -134,17 +161,26 @@ def _craft(path: Path, members: dict[str, bytes], files: dict[str, str] | None =
     return path
 
 
-@pytest.mark.parametrize("members,files,message", [
-    ({"manifest.json": b"{}", "../evil.npz": b"x"}, None, "unsafe path"),
-    ({"manifest.json": b"{}", "/etc/evil": b"x"}, None, "unsafe path"),
-    ({"manifest.json": b"{}", "artifacts/../../evil.npz": b"x"}, None, "unsafe path"),
-    ({"manifest.json": b"{}", "notes.txt": b"x"}, None, "unknown member 'notes.txt'"),
-    ({"manifest.json": b"{}"}, {"manifest.json": hashlib.sha256(b"{}").hexdigest(), "artifacts/a.npz": "0" * 64},
-     "artifacts/a.npz is listed in bundle.json but missing"),
-    ({"manifest.json": b"{}", "artifacts/b.npz": b"x"}, {"manifest.json": hashlib.sha256(b"{}").hexdigest()},
-     "artifacts/b.npz is in the archive but not listed"),
-    ({"manifest.json": b"{}"}, {"manifest.json": "0" * 64}, r"manifest.json changed \(sha256"),
-])
+@pytest.mark.parametrize(
+    "members,files,message",
+    [
+        ({"manifest.json": b"{}", "../evil.npz": b"x"}, None, "unsafe path"),
+        ({"manifest.json": b"{}", "/etc/evil": b"x"}, None, "unsafe path"),
+        ({"manifest.json": b"{}", "artifacts/../../evil.npz": b"x"}, None, "unsafe path"),
+        ({"manifest.json": b"{}", "notes.txt": b"x"}, None, "unknown member 'notes.txt'"),
+        (
+            {"manifest.json": b"{}"},
+            {"manifest.json": hashlib.sha256(b"{}").hexdigest(), "artifacts/a.npz": "0" * 64},
+            "artifacts/a.npz is listed in bundle.json but missing",
+        ),
+        (
+            {"manifest.json": b"{}", "artifacts/b.npz": b"x"},
+            {"manifest.json": hashlib.sha256(b"{}").hexdigest()},
+            "artifacts/b.npz is in the archive but not listed",
+        ),
+        ({"manifest.json": b"{}"}, {"manifest.json": "0" * 64}, r"manifest.json changed \(sha256"),
+    ],
+)
 def test_bundle_refuses_unsafe_unknown_missing_extra_members(tmp_path, members, files, message):
     bundle = _craft(tmp_path / "crafted.bundle.zip", members, files)
     with pytest.raises(BundleError, match=message):
@@ -166,6 +202,7 @@ def test_bundle_refuses_newer_versions_and_non_bundles(tmp_path):
 
 # --- cross-run comparison ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_runs_compare_cell_by_cell_across_thread_counts(reference, certified_t2, tmp_path, capsys):
     with open_bundle(reference.bundle) as ref:
@@ -182,14 +219,29 @@ def test_runs_compare_cell_by_cell_across_thread_counts(reference, certified_t2,
     assert not exact.matches and len(exact.unmatched_b) == 2
     assert sorted(len(c.unmatched_a) for c in exact.configs) == [1, 1]
     # the comparison feeds the consensus simulation: half the network on each thread count
-    est = simulate(consensus_outcomes(across.model_copy(update={"matches": [music]})), {"A": 0.5, "B": 0.5},
-                   ["bitwise", "tokens", "composite"])
+    est = simulate(
+        consensus_outcomes(across.model_copy(update={"matches": [music]})),
+        {"A": 0.5, "B": 0.5},
+        ["bitwise", "tokens", "composite"],
+    )
     assert est.rules["bitwise"].p3of3 == 0.25 and est.rules["tokens"].p3of3 == 1.0
     assert est.rules["composite"].p3of3 == 1.0 and est.rules["bitwise"].p_aborted == 0.0
     # the command: a bundle against a run directory, JSON written, costs after outputs
     out = tmp_path / "compare.json"
-    assert run_cli("compare", str(reference.bundle), str(certified_t2.run), "--match", "ignore:threads",
-                   "--json", str(out), "--junit", str(tmp_path / "compare.xml")) == 0
+    assert (
+        run_cli(
+            "compare",
+            str(reference.bundle),
+            str(certified_t2.run),
+            "--match",
+            "ignore:threads",
+            "--json",
+            str(out),
+            "--junit",
+            str(tmp_path / "compare.xml"),
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| musicgen/float32/qnone/cpu/pon | 1 | tokens 1 | tokens |" in text and "# Costs" in text
     assert json.loads(out.read_text())["configs"][1]["worst"] == "tokens"
@@ -213,19 +265,25 @@ def test_match_modes_are_checked():
 
 # --- certify ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_certify_with_other_threads_passes_with_tolerance_only(reference, certified_t2):
     cert = certified_t2.cert
     assert certified_t2.rc == 1  # not every configuration is bitwise
     assert cert["schema_version"] == 2 and cert["passed"] is False
-    assert {c["config_id"]: c["verdict"] for c in cert["configs"]} == {GPT_CONFIG: "pass",
-                                                                        MUSIC_CONFIG: "pass_with_tolerance"}
+    assert {c["config_id"]: c["verdict"] for c in cert["configs"]} == {
+        GPT_CONFIG: "pass",
+        MUSIC_CONFIG: "pass_with_tolerance",
+    }
     music = next(c for c in cert["configs"] if c["config_id"] == MUSIC_CONFIG)
     assert music["worst"] == "tokens" and "passes the named composite validator" in music["reason"]
     assert music["consensus"]["bitwise"]["p3of3"] == 0.25 and music["consensus"]["composite"]["p3of3"] == 1.0
     # in the network's terms: half the nodes per thread count, the proposed composite rule
-    assert music["network_rule"] == "composite" and music["network"] == {"p_accepted": 1.0, "p_aborted": 0.0,
-                                                                          "invalidated": 0.0}
+    assert music["network_rule"] == "composite" and music["network"] == {
+        "p_accepted": 1.0,
+        "p_aborted": 0.0,
+        "invalidated": 0.0,
+    }
     gpt = next(c for c in cert["configs"] if c["config_id"] == GPT_CONFIG)
     assert gpt["network_rule"] == "result_hash" and gpt["network"]["p_accepted"] == 1.0
     pool = music["pool"]["candidate"]
@@ -264,8 +322,19 @@ def test_certify_fails_divergent_and_failed_cells(reference, monkeypatch):
     monkeypatch.setenv("HARNESS_FAULT", "raise:musicgen/*/r0")
     monkeypatch.setenv("PYTHONPATH", f"{root}:{__import__('os').environ.get('PYTHONPATH', '')}")
     out = reference.tmp / "cert-bad"
-    assert run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress",
-                   "--junit", str(out / "junit.xml")) == 1
+    assert (
+        run_cli(
+            "certify",
+            "--reference",
+            str(reference.bundle),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--junit",
+            str(out / "junit.xml"),
+        )
+        == 1
+    )
     from tests.report.test_junit import check_junit, outcomes
 
     got = outcomes(check_junit(out / "junit.xml"))
@@ -297,20 +366,38 @@ def test_certify_refuses_a_tampered_bundle(reference, tmp_path, capsys):
 @pytest.mark.slow
 def test_certify_matrix_must_be_the_references_cells(reference, tmp_path):
     with pytest.raises(StoreError, match=r"cell gpt/float32/qnone/seed2/.* is not in the reference run"):
-        run_cli("certify", "--reference", str(reference.bundle), "--matrix", str(cert_matrix(tmp_path, seed=2)),
-                "--out", str(tmp_path / "never"))
+        run_cli(
+            "certify",
+            "--reference",
+            str(reference.bundle),
+            "--matrix",
+            str(cert_matrix(tmp_path, seed=2)),
+            "--out",
+            str(tmp_path / "never"),
+        )
     assert not (tmp_path / "never").exists()
 
 
 # --- the relay's whitelist entry ------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_certify_whitelist_entry_on_a_cpu_is_refused_in_one_line(reference, capsys):
     """Tiny models on this CPU: everything passes, but the relay whitelists GPU nodes: no entry,
     one line saying why, and the certificate and its exit code as without the option."""
     out, entry = reference.tmp / "cert-wl-cpu", reference.tmp / "entry-cpu.json"
-    rc = run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress",
-                 "--whitelist-entry", str(entry), "--node-version", "2.6.0")
+    rc = run_cli(
+        "certify",
+        "--reference",
+        str(reference.bundle),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--whitelist-entry",
+        str(entry),
+        "--node-version",
+        "2.6.0",
+    )
     captured = capsys.readouterr()
     assert rc == 0 and json.loads((out / "certificate.json").read_text())["passed"]
     lines = [line for line in captured.err.splitlines() if line.startswith("whitelist entry")]
@@ -319,12 +406,15 @@ def test_certify_whitelist_entry_on_a_cpu_is_refused_in_one_line(reference, caps
     with pytest.raises(StoreError, match="--whitelist-entry needs --node-version"):
         run_cli("certify", "--reference", str(reference.bundle), "--whitelist-entry", str(entry))
     with pytest.raises(SystemExit):  # the relay's version rule, checked before anything runs
-        run_cli("certify", "--reference", str(reference.bundle), "--whitelist-entry", str(entry),
-                "--node-version", "2.6")
+        run_cli(
+            "certify", "--reference", str(reference.bundle), "--whitelist-entry", str(entry), "--node-version", "2.6"
+        )
 
 
-SMI_4090 = ("index, uuid, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB]\n"
-            "0, GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, NVIDIA GeForce RTX 4090, 7 %, 1024 MiB, 24564 MiB")
+SMI_4090 = (
+    "index, uuid, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB]\n"
+    "0, GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, NVIDIA GeForce RTX 4090, 7 %, 1024 MiB, 24564 MiB"
+)
 
 
 @pytest.mark.slow
@@ -354,15 +444,30 @@ def test_certify_writes_a_signed_whitelist_entry(reference, monkeypatch, tmp_pat
     monkeypatch.setattr(whitelist, "nvidia_smi_cards", lambda: whitelist.parse_nvidia_smi(SMI_4090))
     key, pub = generate_keypair(tmp_path / "op")
     out, entry = reference.tmp / "cert-wl-gpu", tmp_path / "entry.json"
-    rc = run_cli("certify", "--reference", str(reference.bundle), "--out", str(out), "--no-progress",
-                 "--sign", str(key), "--whitelist-entry", str(entry), "--node-version", "02.6.0",
-                 "--node-platform", "docker")
+    rc = run_cli(
+        "certify",
+        "--reference",
+        str(reference.bundle),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--sign",
+        str(key),
+        "--whitelist-entry",
+        str(entry),
+        "--node-version",
+        "02.6.0",
+        "--node-platform",
+        "docker",
+    )
     stdout = capsys.readouterr().out
     assert rc == 0
     doc = json.loads(entry.read_text())
     assert doc["entries"] == [{"gpu_name": "NVIDIA GeForce RTX 4090+docker", "gpu_vram": 24, "node_version": "2.6.0"}]
-    assert {c["config_id"]: c["verdict"] for c in doc["covers"]} == {"gpt/float32/qnone/cuda0/pon": "pass",
-                                                                      "musicgen/float32/qnone/cuda0/pon": "pass"}
+    assert {c["config_id"]: c["verdict"] for c in doc["covers"]} == {
+        "gpt/float32/qnone/cuda0/pon": "pass",
+        "musicgen/float32/qnone/cuda0/pon": "pass",
+    }
     assert doc["hardware"]["source"].startswith("nvidia-smi") and not doc["not_covered"]
     cert_doc = json.loads((out / "certificate.json").read_text())
     assert doc["certificate"]["sha256"] == hashlib.sha256((out / "certificate.json").read_bytes()).hexdigest()
@@ -396,18 +501,30 @@ def test_certify_on_another_device_matches_ignoring_the_device(reference, tmp_pa
     assert "> Device: the reference's cells (run on cpu) ran here on cpu" in (out / "certificate.md").read_text()
 
 
-@pytest.mark.parametrize("device, message", [
-    ("cuda:7", "--device cuda:7: not available on this machine"),
-    ("all", "--device: device 'all' must be cpu, cuda or cuda:N"),
-    ("tpu", "--device: device 'tpu' must be cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("cuda:7", "--device cuda:7: not available on this machine"),
+        ("all", "--device: device 'all' must be cpu, cuda or cuda:N"),
+        ("tpu", "--device: device 'tpu' must be cpu, cuda or cuda:N"),
+    ],
+)
 def test_certify_refuses_a_device_this_machine_lacks_in_one_line(tmp_path, capsys, device, message):
     import torch
 
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
-    rc = cert_main(["certify", "--reference", str(tmp_path / "none.bundle.zip"), "--device", device,
-                    "--out", str(tmp_path / "never")])
+    rc = cert_main(
+        [
+            "certify",
+            "--reference",
+            str(tmp_path / "none.bundle.zip"),
+            "--device",
+            device,
+            "--out",
+            str(tmp_path / "never"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "never").exists()  # refused before the reference is even opened
@@ -431,8 +548,9 @@ SAME, WOBBLE, DIFFERENT = _d(True, True, True), _d(False, True, True), _d(False,
 
 
 def test_consensus_all_bitwise_always_agrees():
-    est = simulate(uniform_outcomes([(("a", "a"), SAME), (("b", "b"), SAME), (("a", "b"), SAME)]),
-                   {"a": 0.3, "b": 0.7}, ALL)
+    est = simulate(
+        uniform_outcomes([(("a", "a"), SAME), (("b", "b"), SAME), (("a", "b"), SAME)]), {"a": 0.3, "b": 0.7}, ALL
+    )
     for rule in est.rules.values():
         assert (rule.p3of3, rule.p2of3, rule.p_aborted, rule.wrongly_slashed) == (1.0, 1.0, 0.0, 0.0)
 
@@ -469,14 +587,18 @@ def test_consensus_uneven_mix_and_nondeterministic_hardware():
 
 # --- the validator study ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_validator_study_quick(tiny_musicgen, tmp_path, capsys):
     out = tmp_path / "validators.md"
     assert run_cli("validators", "--quick", "--out", str(out)) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out.split(f"wrote {out}")[0]
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in text.splitlines() if line.startswith("| ") and "|" in line[2:]}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ") and "|" in line[2:]
+    }
     exact, composite = rows["bitwise"], rows["composite"]
     assert float(exact[0]) > 0 and float(exact[2]) == 0  # rejects honest thread pairs, accepts no cheat
     assert float(composite[0]) == 0 and float(composite[2]) == 0  # held out: no honest reject, no cheat

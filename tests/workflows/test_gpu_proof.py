@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from harness.workflows import gpu_proof
 from harness.spec.matrix import expand, load_matrix
+from harness.workflows import gpu_proof
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_proof.sh"
@@ -31,6 +30,7 @@ def _has_cuda() -> bool:
 
 # --- the script refuses without CUDA ---------------------------------------------------------------
 
+
 def _script(tmp_path: Path, python: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_PROOF_")}
     env.update(PYTHON=python, OUT=str(tmp_path / "out"), GPU_PROOF_WORK=str(tmp_path / "work"))
@@ -42,15 +42,20 @@ def test_script_refuses_without_cuda_in_one_line(tmp_path):
         pytest.skip("this machine has CUDA")
     proc = _script(tmp_path, sys.executable)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gpu_proof: refusing to start: no CUDA device: torch ")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
+        "gpu_proof: refusing to start: no CUDA device: torch "
+    )
     assert "torch.cuda.is_available() is False" in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()  # nothing installed or written
 
 
-@pytest.mark.parametrize("python, reason", [
-    ("/nonexistent/python3", "/nonexistent/python3 cannot run"),
-    ("NO_SITE", "torch is not importable (ModuleNotFoundError: No module named 'torch')"),
-])
+@pytest.mark.parametrize(
+    "python, reason",
+    [
+        ("/nonexistent/python3", "/nonexistent/python3 cannot run"),
+        ("NO_SITE", "torch is not importable (ModuleNotFoundError: No module named 'torch')"),
+    ],
+)
 def test_script_refuses_without_torch_in_one_line(tmp_path, python, reason):
     if python == "NO_SITE":  # a python that has no torch: site-packages switched off
         python = str(tmp_path / "python-no-site")
@@ -62,15 +67,19 @@ def test_script_refuses_without_torch_in_one_line(tmp_path, python, reason):
 
 
 def _fake_torch(monkeypatch, available: bool, count: int = 1, cuda: str | None = "13.0"):
-    fake = SimpleNamespace(__version__="9.9.9", version=SimpleNamespace(cuda=cuda),
-                           cuda=SimpleNamespace(is_available=lambda: available, device_count=lambda: count))
+    fake = SimpleNamespace(
+        __version__="9.9.9",
+        version=SimpleNamespace(cuda=cuda),
+        cuda=SimpleNamespace(is_available=lambda: available, device_count=lambda: count),
+    )
     monkeypatch.setitem(sys.modules, "torch", fake)
 
 
 def test_check_says_why_or_nothing(monkeypatch, capsys):
     _fake_torch(monkeypatch, available=False, cuda=None)
-    assert gpu_proof.cuda_problem() == ("no CUDA device: torch 9.9.9 (a CPU-only build) says "
-                                        "torch.cuda.is_available() is False")
+    assert gpu_proof.cuda_problem() == (
+        "no CUDA device: torch 9.9.9 (a CPU-only build) says torch.cuda.is_available() is False"
+    )
     assert gpu_proof.main(["check"]) == 2 and capsys.readouterr().out.count("\n") == 1
     _fake_torch(monkeypatch, available=False, cuda="13.0")
     assert "(CUDA build 13.0)" in gpu_proof.cuda_problem()
@@ -81,6 +90,7 @@ def test_check_says_why_or_nothing(monkeypatch, capsys):
 
 # --- the smoke matrix -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smoke():
     return load_matrix(gpu_proof.SMOKE_MATRIX)
@@ -89,7 +99,7 @@ def smoke():
 def test_smoke_matrix_expands_to_every_asked_axis_value_sized_to_fit(smoke):
     cells = expand(smoke, ["cpu", "cuda:0"])
     assert {c.skip_reason for c in cells} <= {None, "bitsandbytes is not installed"}
-    axes = lambda name: {getattr(c.axes, name) for c in cells}  # noqa: E731
+    axes = lambda name: {getattr(c.axes, name) for c in cells}
     assert axes("device") == {"cuda:0"}
     assert axes("dtype") == {"float32", "float16", "bfloat16"} and axes("quantize_bits") == {None, 8, 4}
     assert axes("tf32") == {"off", "on"} and axes("profile") == {"on", "off"}
@@ -114,7 +124,10 @@ def test_smoke_matrix_validates_and_lints_for_cuda(smoke):
     for kind, doc in smoke.tasks.values():
         warnings = [str(w) for w in lint_task(parse_task(doc, kind), "cuda:0")]
         assert not any("quantization-device" in w for w in warnings), warnings
-    assert cli_main(["validate", str(ROOT / "matrices" / "tasks" / "tiny-audioldm-lounge.json"), "--device", "cuda:0"]) == 0
+    assert (
+        cli_main(["validate", str(ROOT / "matrices" / "tasks" / "tiny-audioldm-lounge.json"), "--device", "cuda:0"])
+        == 0
+    )
     for path in (gpu_proof.SMOKE_MATRIX, gpu_proof.CERT_MATRIX):
         assert cli_main(["expand", str(path), "--json"]) == 0
 
@@ -152,28 +165,76 @@ def test_cert_matrix_expands_on_the_cpu_and_all_devices_asks_for_every_device():
 
 # --- the summary writer ----------------------------------------------------------------------------
 
-FLAGS_ON = {"deterministic_algorithms": True, "deterministic_warn_only": True, "cudnn_deterministic": True,
-            "cudnn_benchmark": False, "cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
-            "float32_matmul_precision": "highest", "cuda_matmul_fp16_reduced_precision": True,
-            "cuda_matmul_bf16_reduced_precision": True, "num_threads": 4,
-            "env": {"CUBLAS_WORKSPACE_CONFIG": ":16:8", "NVIDIA_TF32_OVERRIDE": "0"}}
+FLAGS_ON = {
+    "deterministic_algorithms": True,
+    "deterministic_warn_only": True,
+    "cudnn_deterministic": True,
+    "cudnn_benchmark": False,
+    "cuda_matmul_allow_tf32": False,
+    "cudnn_allow_tf32": False,
+    "float32_matmul_precision": "highest",
+    "cuda_matmul_fp16_reduced_precision": True,
+    "cuda_matmul_bf16_reduced_precision": True,
+    "num_threads": 4,
+    "env": {"CUBLAS_WORKSPACE_CONFIG": ":16:8", "NVIDIA_TF32_OVERRIDE": "0"},
+}
 
 
-def _record(task="gpt", dtype="float32", bits=None, batch=1, profile="on", load="warm", tf32="off", worker=0,
-            repeat=0, digest="a", status="ok", latency=0.010, load_s=0.0, peak=100 * 2**20, flags=None):
+def _record(
+    task="gpt",
+    dtype="float32",
+    bits=None,
+    batch=1,
+    profile="on",
+    load="warm",
+    tf32="off",
+    worker=0,
+    repeat=0,
+    digest="a",
+    status="ok",
+    latency=0.010,
+    load_s=0.0,
+    peak=100 * 2**20,
+    flags=None,
+):
     q = f"q{bits}" if bits else "qnone"
     config = f"{task}/{dtype}/{q}/cuda0/p{profile}" + ("/tf32" if tf32 == "on" else "")
-    axes = {"dtype": dtype, "quantize_bits": bits, "seed": 42, "device": "cuda:0", "threads": None, "batch_size": batch,
-            "profile": profile, "load": load, "isa": "native", "tf32": tf32, "repeat": repeat, "worker": worker}
+    axes = {
+        "dtype": dtype,
+        "quantize_bits": bits,
+        "seed": 42,
+        "device": "cuda:0",
+        "threads": None,
+        "batch_size": batch,
+        "profile": profile,
+        "load": load,
+        "isa": "native",
+        "tf32": tf32,
+        "repeat": repeat,
+        "worker": worker,
+    }
     spec = f"{task}-{dtype}-{q}-{batch}-{profile}-{load}-{tf32}"
-    rec = {"cell_id": f"{config}/b{batch}/{load}/w{worker}/r{repeat}", "spec_hash": spec, "config_id": config,
-           "task_name": task, "kind": "gpt", "model": "tiny:gpt2", "axes": axes, "status": status}
+    rec = {
+        "cell_id": f"{config}/b{batch}/{load}/w{worker}/r{repeat}",
+        "spec_hash": spec,
+        "config_id": config,
+        "task_name": task,
+        "kind": "gpt",
+        "model": "tiny:gpt2",
+        "axes": axes,
+        "status": status,
+    }
     if status != "ok":
         return {**rec, "reason": "cuda:0 is not available on this machine"}
-    return {**rec, "digests": {"output": digest, "tokens": digest}, "memory_kind": "cuda_max_allocated",
-            "timings": {"load_s": load_s, "total_s": load_s + latency}, "peak_memory_bytes": peak,
-            "determinism": flags or FLAGS_ON,
-            "model_meta": {"quantization": {"bits": bits, "quantized_layers": 4 if bits else 0, "linear_layers": 5}}}
+    return {
+        **rec,
+        "digests": {"output": digest, "tokens": digest},
+        "memory_kind": "cuda_max_allocated",
+        "timings": {"load_s": load_s, "total_s": load_s + latency},
+        "peak_memory_bytes": peak,
+        "determinism": flags or FLAGS_ON,
+        "model_meta": {"quantization": {"bits": bits, "quantized_layers": 4 if bits else 0, "linear_layers": 5}},
+    }
 
 
 def _synthetic_work(tmp_path: Path) -> Path:
@@ -186,35 +247,107 @@ def _synthetic_work(tmp_path: Path) -> Path:
             recs.append(_record(worker=w, repeat=r, load_s=first))
             recs.append(_record(worker=w, repeat=r, batch=2, digest="b", latency=0.012))  # batch 2 differs
             recs.append(_record(worker=w, repeat=r, load="cold", load_s=0.4))  # cold == warm
-            recs.append(_record(worker=w, repeat=r, tf32="on", digest="t" if r == 0 else "t2", latency=0.008,
-                                flags={**FLAGS_ON, "cuda_matmul_allow_tf32": True, "cudnn_allow_tf32": True,
-                                       "float32_matmul_precision": "high", "env": {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}}))
-            recs.append(_record(worker=w, repeat=r, profile="off", latency=0.009, peak=90 * 2**20,
-                                flags={**FLAGS_ON, "deterministic_algorithms": False, "cudnn_deterministic": False,
-                                       "env": {}}))
+            recs.append(
+                _record(
+                    worker=w,
+                    repeat=r,
+                    tf32="on",
+                    digest="t" if r == 0 else "t2",
+                    latency=0.008,
+                    flags={
+                        **FLAGS_ON,
+                        "cuda_matmul_allow_tf32": True,
+                        "cudnn_allow_tf32": True,
+                        "float32_matmul_precision": "high",
+                        "env": {"CUBLAS_WORKSPACE_CONFIG": ":16:8"},
+                    },
+                )
+            )
+            recs.append(
+                _record(
+                    worker=w,
+                    repeat=r,
+                    profile="off",
+                    latency=0.009,
+                    peak=90 * 2**20,
+                    flags={**FLAGS_ON, "deterministic_algorithms": False, "cudnn_deterministic": False, "env": {}},
+                )
+            )
             recs.append(_record(bits=4, worker=w, repeat=r, digest=f"q{w}", peak=60 * 2**20))  # differs across workers
     recs.append(_record(task="audioldm", bits=8, status="skipped"))
     (work / "smoke" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"torn": ')
-    (work / "steps.jsonl").write_text(json.dumps({"name": "smoke", "outcome": "ok", "rc": 0, "wall_s": 100.0,
-                                                  "limit_s": 270, "background": False}) + "\n"
-                                      + json.dumps({"name": "overhead", "outcome": "timed out", "rc": 124,
-                                                    "wall_s": 150.0, "limit_s": 150, "background": False}) + "\n")
-    (work / "env.json").write_text(json.dumps({"gpu": "NVIDIA H200", "driver": "580.1", "cuda_runtime": "13.0",
-                                               "torch": "2.11.0+cu130", "capability": [9, 0],
-                                               "gpu_memory_bytes": 143 * 2**30, "libraries": {"bitsandbytes": "0.50.2"}}))
+    (work / "steps.jsonl").write_text(
+        json.dumps({"name": "smoke", "outcome": "ok", "rc": 0, "wall_s": 100.0, "limit_s": 270, "background": False})
+        + "\n"
+        + json.dumps(
+            {
+                "name": "overhead",
+                "outcome": "timed out",
+                "rc": 124,
+                "wall_s": 150.0,
+                "limit_s": 150,
+                "background": False,
+            }
+        )
+        + "\n"
+    )
+    (work / "env.json").write_text(
+        json.dumps(
+            {
+                "gpu": "NVIDIA H200",
+                "driver": "580.1",
+                "cuda_runtime": "13.0",
+                "torch": "2.11.0+cu130",
+                "capability": [9, 0],
+                "gpu_memory_bytes": 143 * 2**30,
+                "libraries": {"bitsandbytes": "0.50.2"},
+            }
+        )
+    )
     (work / "cert-gpu").mkdir()
-    (work / "cert-gpu" / "certificate.json").write_text(json.dumps({
-        "summary": "NOT CERTIFIED (bitwise): pass 1, pass_with_tolerance 0, fail 1 of 2 configuration(s)",
-        "passed": False, "device": "cuda:0", "reference_devices": ["cpu"], "match": "ignore:device",
-        "environment_differs": ["gpu_names"], "not_certified": [],
-        "configs": [{"config_id": "gpt-greedy/float32/qnone/cpu/pon", "verdict": "pass", "worst": "bitwise",
-                     "first_divergence": None, "reason": "bitwise identical in 2 cell(s)"},
-                    {"config_id": "gpt-chatbot/float32/qnone/cpu/pon", "verdict": "fail", "worst": "divergent",
-                     "first_divergence": 0, "reason": "divergent from the reference"}]}))
-    (work / "overhead.json").write_text(json.dumps({"device": "cuda:0", "cells": 8, "max_new_tokens": 256,
-                                                    "bare_equals_harness": "8/8", "ratio": 1.2, "profile_cost_pct": 3.0,
-                                                    "profile_cost_generation_pct": 1.0,
-                                                    "profile_cost_rounds_pct": [2.0, 4.0]}))
+    (work / "cert-gpu" / "certificate.json").write_text(
+        json.dumps(
+            {
+                "summary": "NOT CERTIFIED (bitwise): pass 1, pass_with_tolerance 0, fail 1 of 2 configuration(s)",
+                "passed": False,
+                "device": "cuda:0",
+                "reference_devices": ["cpu"],
+                "match": "ignore:device",
+                "environment_differs": ["gpu_names"],
+                "not_certified": [],
+                "configs": [
+                    {
+                        "config_id": "gpt-greedy/float32/qnone/cpu/pon",
+                        "verdict": "pass",
+                        "worst": "bitwise",
+                        "first_divergence": None,
+                        "reason": "bitwise identical in 2 cell(s)",
+                    },
+                    {
+                        "config_id": "gpt-chatbot/float32/qnone/cpu/pon",
+                        "verdict": "fail",
+                        "worst": "divergent",
+                        "first_divergence": 0,
+                        "reason": "divergent from the reference",
+                    },
+                ],
+            }
+        )
+    )
+    (work / "overhead.json").write_text(
+        json.dumps(
+            {
+                "device": "cuda:0",
+                "cells": 8,
+                "max_new_tokens": 256,
+                "bare_equals_harness": "8/8",
+                "ratio": 1.2,
+                "profile_cost_pct": 3.0,
+                "profile_cost_generation_pct": 1.0,
+                "profile_cost_rounds_pct": [2.0, 4.0],
+            }
+        )
+    )
     return work
 
 
@@ -232,8 +365,13 @@ def test_summary_writer_on_synthetic_records(tmp_path):
     assert base["peak_memory_bytes"] == 100 * 2**20 and base["memory_kind"] == "cuda_max_allocated"
     assert base["latency_s_by_batch"] == {"1": pytest.approx(0.010), "2": pytest.approx(0.012)}
     assert base["load_s_median"] == pytest.approx(0.4)  # 2 warm loads of 0.5 s, 4 cold of 0.4 s
-    assert base["flags"] == [{"flags": {k: FLAGS_ON[k] for k in gpu_proof.FLAG_KEYS}
-                              | {"CUBLAS_WORKSPACE_CONFIG": ":16:8", "NVIDIA_TF32_OVERRIDE": "0"}, "records": 12}]
+    assert base["flags"] == [
+        {
+            "flags": {k: FLAGS_ON[k] for k in gpu_proof.FLAG_KEYS}
+            | {"CUBLAS_WORKSPACE_CONFIG": ":16:8", "NVIDIA_TF32_OVERRIDE": "0"},
+            "records": 12,
+        }
+    ]
     tf32 = by["gpt/float32/qnone/cuda0/pon/tf32"]
     assert tf32["bitwise"]["repeat"]["bitwise"] is False and tf32["flags"][0]["flags"]["cuda_matmul_allow_tf32"] is True
     assert tf32["flags"][0]["flags"]["NVIDIA_TF32_OVERRIDE"] is None  # not set: recorded as such
@@ -250,7 +388,10 @@ def test_summary_writer_on_synthetic_records(tmp_path):
     assert doc["wall_s"] == 250.0 and not doc["rehearsal"]
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "NVIDIA H200" in md and "driver 580.1; CUDA runtime 13.0" in md
-    assert "| gpt/float32/qnone/cuda0/pon | 12/12 | - | yes (6/6) | yes (3/3) | NO (0/4) | yes (4/4) | 100.0 MiB | 10.0 ms / 12.0 ms | 400.0 ms | - |" in md
+    assert (
+        "| gpt/float32/qnone/cuda0/pon | 12/12 | - | yes (6/6) | yes (3/3) | NO (0/4) | yes (4/4) | 100.0 MiB "
+        "| 10.0 ms / 12.0 ms | 400.0 ms | - |" in md
+    )
     assert "det_algos=True, cudnn_det=True, cudnn_bench=False, matmul_tf32=True, cudnn_tf32=True, fp32_prec=high" in md
     assert "NVIDIA_TF32_OVERRIDE=unset" in md
     assert "| overhead | timed out | 150.0 s | 150 s |" in md
@@ -269,6 +410,7 @@ def test_summary_of_an_empty_work_folder_says_what_was_not_run(tmp_path):
 
 
 # --- CUDA-path logic testable on a CPU ----------------------------------------------------------------
+
 
 def test_stopwatch_synchronises_the_cells_own_device(monkeypatch):
     import torch

@@ -7,14 +7,18 @@ import math
 
 import pytest
 
-from harness.compare.replay import ReplayDecision
 from harness.compare.levels import Thresholds
+from harness.compare.replay import ReplayDecision
 from harness.workflows.replay_study import ReplayStudySettings, _det, _score
 
 
 def _decision(gap, max_abs=0.0, rel=0.0, accepted=True, lengths=(10, 10)):
-    return ReplayDecision(accepted=accepted, reason="", max_gap=gap, waveform={
-        "max_abs": max_abs, "rel_l2": rel, "length_a": lengths[0], "length_b": lengths[1]})
+    return ReplayDecision(
+        accepted=accepted,
+        reason="",
+        max_gap=gap,
+        waveform={"max_abs": max_abs, "rel_l2": rel, "length_a": lengths[0], "length_b": lengths[1]},
+    )
 
 
 def test_scores_scale_margin_and_decoder_bounds_together():
@@ -34,12 +38,24 @@ def test_a_version_one_calibration_still_reads():
     from harness.digests import digest_json
     from harness.spec.calibration import parse_calibration
 
-    entry = {"scope": {"kind": "audio", "model": "tiny:musicgen", "weights_sha256": None, "dtype": "float32",
-                       "quantize_bits": None, "new_tokens": [64, 64], "sources": ["repeat"], "kernel_classes": ["k"],
-                       "harness_version": "0.1.0"},
-             "waveform_max_abs": 1e-6, "waveform_rel_l2": 1e-6, "notes": [],
-             "false_reject": {"rate": 0.0, "low": 0.0, "high": 0.1, "errors": 0, "pairs": 10},
-             "false_accept": {"rate": 0.0, "low": 0.0, "high": 0.1, "errors": 0, "pairs": 10}}
+    entry = {
+        "scope": {
+            "kind": "audio",
+            "model": "tiny:musicgen",
+            "weights_sha256": None,
+            "dtype": "float32",
+            "quantize_bits": None,
+            "new_tokens": [64, 64],
+            "sources": ["repeat"],
+            "kernel_classes": ["k"],
+            "harness_version": "0.1.0",
+        },
+        "waveform_max_abs": 1e-6,
+        "waveform_rel_l2": 1e-6,
+        "notes": [],
+        "false_reject": {"rate": 0.0, "low": 0.0, "high": 0.1, "errors": 0, "pairs": 10},
+        "false_accept": {"rate": 0.0, "low": 0.0, "high": 0.1, "errors": 0, "pairs": 10},
+    }
     doc = {"schema_version": 1, "rule": "composite", "made_by": "old", "entries": [entry]}
     doc["digest"] = digest_json(doc)
     cal = parse_calibration(doc, "old.json")

@@ -40,28 +40,33 @@ FAST = settings(max_examples=300, deadline=None)
 PYTHON_ONLY_SPACE = "\x1c\x1d\x1e\x1f"
 go_space = st.sampled_from(sorted(GO_SPACE))
 word = st.text(st.characters(codec="utf-8", exclude_characters=GO_SPACE), min_size=1, max_size=12)
-plain_word = st.text(st.characters(codec="utf-8", exclude_characters=GO_SPACE | set(PYTHON_ONLY_SPACE)), min_size=1,
-                     max_size=12)
+plain_word = st.text(
+    st.characters(codec="utf-8", exclude_characters=GO_SPACE | set(PYTHON_ONLY_SPACE)), min_size=1, max_size=12
+)
 
 
 # --- the relay's GPU-name normalisation ---------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, expected", [
-    # crynux-relay models/gpu_name_test.go, TestNormalizeGPUName
-    ("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"),
-    ("  NVIDIA GeForce RTX 4090\t", "NVIDIA GeForce RTX 4090"),
-    (" Apple M4\n      Type+Darwin", "Apple M4 Type+Darwin"),
-    ("A  B\n\nC", "A B C"),
-    (" \n\t ", ""),
-    ("", ""),
-    # Go's unicode.IsSpace beyond ASCII: NEL, NBSP, ogham, en/em spaces, line separator, ideographic space
-    ("NVIDIA\u0085H100\u00a0PCIe", "NVIDIA H100 PCIe"),
-    ("A\u1680B\u2003C\u2028D\u3000E\u202fF\u205fG", "A B C D E F G"),
-    # not whitespace to Go (str.split() would split on every one of these)
-    ("A\x1cB\x1dC\x1eD\x1fE", "A\x1cB\x1dC\x1eD\x1fE"),
-    ("A\u200bB", "A\u200bB"),  # zero-width space: not White_Space
-    ("A\u180eB", "A\u180eB"),  # Mongolian vowel separator: not White_Space since Unicode 6.3
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # crynux-relay models/gpu_name_test.go, TestNormalizeGPUName
+        ("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"),
+        ("  NVIDIA GeForce RTX 4090\t", "NVIDIA GeForce RTX 4090"),
+        (" Apple M4\n      Type+Darwin", "Apple M4 Type+Darwin"),
+        ("A  B\n\nC", "A B C"),
+        (" \n\t ", ""),
+        ("", ""),
+        # Go's unicode.IsSpace beyond ASCII: NEL, NBSP, ogham, en/em spaces, line separator, ideographic space
+        ("NVIDIA\u0085H100\u00a0PCIe", "NVIDIA H100 PCIe"),
+        ("A\u1680B\u2003C\u2028D\u3000E\u202fF\u205fG", "A B C D E F G"),
+        # not whitespace to Go (str.split() would split on every one of these)
+        ("A\x1cB\x1dC\x1eD\x1fE", "A\x1cB\x1dC\x1eD\x1fE"),
+        ("A\u200bB", "A\u200bB"),  # zero-width space: not White_Space
+        ("A\u180eB", "A\u180eB"),  # Mongolian vowel separator: not White_Space since Unicode 6.3
+    ],
+)
 def test_normalize_gpu_name_cases(raw, expected):
     assert normalize_gpu_name(raw) == expected
 
@@ -70,7 +75,7 @@ def test_python_split_differs_from_go_on_exactly_four_characters():
     """Every code point: Go's IsSpace set is Python's isspace set minus U+001C..U+001F."""
     python_space = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
     assert python_space - GO_SPACE == set(PYTHON_ONLY_SPACE) and not GO_SPACE - python_space
-    assert "A\x1cB".split() == ["A", "B"] and go_fields("A\x1cB") == ["A\x1cB"]
+    assert ["A", "B"] == ["A", "B"] and go_fields("A\x1cB") == ["A\x1cB"]
 
 
 @FAST
@@ -83,8 +88,12 @@ def test_normalize_is_idempotent_and_canonical(text):
 
 
 @FAST
-@given(st.lists(word, max_size=6), st.lists(st.lists(go_space, min_size=1, max_size=4), min_size=6, max_size=6),
-       st.lists(go_space, max_size=3), st.lists(go_space, max_size=3))
+@given(
+    st.lists(word, max_size=6),
+    st.lists(st.lists(go_space, min_size=1, max_size=4), min_size=6, max_size=6),
+    st.lists(go_space, max_size=3),
+    st.lists(go_space, max_size=3),
+)
 def test_normalize_matches_go_fields(words, gaps, lead, trail):
     """Words (no Go whitespace inside; Python-only whitespace allowed) separated by runs of any
     Go whitespace, padded by more: they come back joined by one space (strings.Fields)."""
@@ -104,31 +113,53 @@ def test_python_only_whitespace_is_kept(words, sep):
 
 # --- the relay's version rule ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, expected", [
-    ("2.6.0", "2.6.0"), (" 02.06.000\n", "2.6.0"), ("0.0.0", "0.0.0"),
-    ("18446744073709551615.0.1", "18446744073709551615.0.1"),  # uint64 max
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("2.6.0", "2.6.0"),
+        (" 02.06.000\n", "2.6.0"),
+        ("0.0.0", "0.0.0"),
+        ("18446744073709551615.0.1", "18446744073709551615.0.1"),  # uint64 max
+    ],
+)
 def test_node_version(raw, expected):
     assert normalize_node_version(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    "", "2.6", "2.6.0.1", "v2.6.0", "+2.6.0", "2.-6.0", "2.6.0-rc1", "2..0", "2_0.6.0", " 2 .6.0",
-    "\u0662.6.0",  # ARABIC-INDIC DIGIT TWO: str.isdigit() says yes, Go's ParseUint no
-    "18446744073709551616.0.0",  # uint64 max + 1
-    "\x1c2.6.0",  # not trimmed by Go's TrimSpace
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "2.6",
+        "2.6.0.1",
+        "v2.6.0",
+        "+2.6.0",
+        "2.-6.0",
+        "2.6.0-rc1",
+        "2..0",
+        "2_0.6.0",
+        " 2 .6.0",
+        "\u0662.6.0",  # ARABIC-INDIC DIGIT TWO: str.isdigit() says yes, Go's ParseUint no
+        "18446744073709551616.0.0",  # uint64 max + 1
+        "\x1c2.6.0",  # not trimmed by Go's TrimSpace
+    ],
+)
 def test_node_version_refused(raw):
     with pytest.raises(ValueError, match="node version"):
         normalize_node_version(raw)
 
 
 @FAST
-@given(st.tuples(*[st.integers(min_value=0, max_value=2**64 - 1)] * 3), st.tuples(*[st.integers(0, 3)] * 3),
-       st.lists(go_space, max_size=3), st.lists(go_space, max_size=3))
+@given(
+    st.tuples(*[st.integers(min_value=0, max_value=2**64 - 1)] * 3),
+    st.tuples(*[st.integers(0, 3)] * 3),
+    st.lists(go_space, max_size=3),
+    st.lists(go_space, max_size=3),
+)
 def test_node_version_is_major_minor_patch(numbers, zeros, left, right):
-    raw = "".join(left) + ".".join("0" * z + str(n) for z, n in zip(zeros, numbers)) + "".join(right)
-    expected = "%d.%d.%d" % numbers  # the relay's BuildNodeVersion
+    raw = "".join(left) + ".".join("0" * z + str(n) for z, n in zip(zeros, numbers, strict=False)) + "".join(right)
+    expected = "{}.{}.{}".format(*numbers)  # the relay's BuildNodeVersion
     if len(expected) > 32:
         with pytest.raises(ValueError, match="32-character"):
             normalize_node_version(raw)
@@ -140,8 +171,13 @@ def test_normalize_entry():
     entry = normalize_entry("  NVIDIA   H100 80GB HBM3+docker ", 80, "2.6.0")
     assert entry == {"gpu_name": "NVIDIA H100 80GB HBM3+docker", "gpu_vram": 80, "node_version": "2.6.0"}
     assert entry_key(entry) == "NVIDIA H100 80GB HBM3+docker|80|2.6.0"  # service.BuildNodeNameKey
-    for bad, why in (((" \t", 80, "2.6.0"), "empty"), (("A", 0, "2.6.0"), "positive"), (("A", True, "2.6.0"), "positive"),
-                     (("A" * 192, 8, "2.6.0"), "191"), (("A", 8, "2.6"), "node version")):
+    for bad, why in (
+        ((" \t", 80, "2.6.0"), "empty"),
+        (("A", 0, "2.6.0"), "positive"),
+        (("A", True, "2.6.0"), "positive"),
+        (("A" * 192, 8, "2.6.0"), "191"),
+        (("A", 8, "2.6"), "node version"),
+    ):
         with pytest.raises(ValueError, match=why):
             normalize_entry(*bad)
 
@@ -152,12 +188,15 @@ HEADER = "index, uuid, name, utilization.gpu [%], memory.used [MiB], memory.tota
 
 
 def smi(*cards: tuple[str, int]) -> str:
-    return "\n".join([HEADER, *(f"{i}, GPU-{i:08x}, {name}, 5 %, 100 MiB, {mib} MiB" for i, (name, mib) in enumerate(cards))])
+    return "\n".join(
+        [HEADER, *(f"{i}, GPU-{i:08x}, {name}, 5 %, 100 MiB, {mib} MiB" for i, (name, mib) in enumerate(cards))]
+    )
 
 
 def test_nvidia_smi_and_the_nodes_choice_of_cards():
-    cards = parse_nvidia_smi(smi(("NVIDIA GeForce RTX 3060", 12288), ("NVIDIA GeForce RTX 4090", 24564),
-                                 ("NVIDIA GeForce RTX 4090", 24564)))
+    cards = parse_nvidia_smi(
+        smi(("NVIDIA GeForce RTX 3060", 12288), ("NVIDIA GeForce RTX 4090", 24564), ("NVIDIA GeForce RTX 4090", 24564))
+    )
     assert cards[0] == Card(0, "NVIDIA GeForce RTX 3060", 12288) and len(cards) == 3
     assert [c.index for c in select_cards(cards)] == [1, 2]  # the largest group of one name
     tie = parse_nvidia_smi(smi(("NVIDIA GeForce RTX 4090", 24564), ("NVIDIA GeForce RTX 5090", 32607)))
@@ -171,20 +210,49 @@ def test_nvidia_smi_and_the_nodes_choice_of_cards():
 
 # --- the entry document ------------------------------------------------------------------------------
 
-GPU_ENV = {"processor": "Some CPU", "gpu_names": ["NVIDIA  GeForce RTX 4090"], "gpu_memory_bytes": [25_393_692_672],
-           "os": "Linux-6.8-x86_64"}
+GPU_ENV = {
+    "processor": "Some CPU",
+    "gpu_names": ["NVIDIA  GeForce RTX 4090"],
+    "gpu_memory_bytes": [25_393_692_672],
+    "os": "Linux-6.8-x86_64",
+}
 
 
-def certificate(env=None, verdicts=(("gpt/float32/qnone/cuda0/pon", "pass"),
-                                    ("musicgen/float32/qnone/cuda0/pon", "pass_with_tolerance"),
-                                    ("musicgen/bfloat16/qnone/cuda0/pon", "fail")), **kw) -> Certificate:
+def certificate(
+    env=None,
+    verdicts=(
+        ("gpt/float32/qnone/cuda0/pon", "pass"),
+        ("musicgen/float32/qnone/cuda0/pon", "pass_with_tolerance"),
+        ("musicgen/bfloat16/qnone/cuda0/pon", "fail"),
+    ),
+    **kw,
+) -> Certificate:
     side = {"label": "x", "source": "s", "run_id": "r", "matrix": "m"}
-    configs = [ConfigCertificate(config_id=cid, task=cid.split("/")[0], kind="gpt", model="tiny:gpt2", verdict=v,
-                                 reason=f"{v} because", network_rule="result_hash", network_label="the network's")
-               for cid, v in verdicts]
-    return Certificate(harness_version="0", created_at=0.0, passed=False, summary="NOT CERTIFIED (bitwise): ...",
-                       reference=RunSide(**side), candidate=RunSide(**{**side, "environment": env or GPU_ENV}),
-                       match="spec", thresholds={}, configs=configs, **kw)
+    configs = [
+        ConfigCertificate(
+            config_id=cid,
+            task=cid.split("/")[0],
+            kind="gpt",
+            model="tiny:gpt2",
+            verdict=v,
+            reason=f"{v} because",
+            network_rule="result_hash",
+            network_label="the network's",
+        )
+        for cid, v in verdicts
+    ]
+    return Certificate(
+        harness_version="0",
+        created_at=0.0,
+        passed=False,
+        summary="NOT CERTIFIED (bitwise): ...",
+        reference=RunSide(**side),
+        candidate=RunSide(**{**side, "environment": env or GPU_ENV}),
+        match="spec",
+        thresholds={},
+        configs=configs,
+        **kw,
+    )
 
 
 def test_entry_from_nvidia_smi():
@@ -193,9 +261,13 @@ def test_entry_from_nvidia_smi():
     assert doc["document"] == DOCUMENT and doc["relay"]["commit"] == RELAY_COMMIT
     assert doc["entries"] == [{"gpu_name": "NVIDIA GeForce RTX 4090+docker", "gpu_vram": 24, "node_version": "2.6.0"}]
     assert doc["key"] == "NVIDIA GeForce RTX 4090+docker|24|2.6.0"
-    assert [c["config_id"] for c in doc["covers"]] == ["gpt/float32/qnone/cuda0/pon", "musicgen/float32/qnone/cuda0/pon"]
-    assert [(c["config_id"], c["why"]) for c in doc["not_covered"]] == [("musicgen/bfloat16/qnone/cuda0/pon",
-                                                                          "fail because")]
+    assert [c["config_id"] for c in doc["covers"]] == [
+        "gpt/float32/qnone/cuda0/pon",
+        "musicgen/float32/qnone/cuda0/pon",
+    ]
+    assert [(c["config_id"], c["why"]) for c in doc["not_covered"]] == [
+        ("musicgen/bfloat16/qnone/cuda0/pon", "fail because")
+    ]
     assert doc["hardware"]["source"].startswith("nvidia-smi") and doc["hardware"]["vram_mib"] == 24564
     assert doc["certificate"]["sha256"] == "ab" * 32 and doc["certificate"]["signed_by"] == "unsigned"
     # the curl line a maintainer runs posts exactly the entry
@@ -213,18 +285,27 @@ def test_entry_from_cuda_when_there_is_no_nvidia_smi():
     assert "nvidia-smi not found" in doc["hardware"]["source"] and "nvidia-smi not found" in doc["notes"][1]
 
 
-@pytest.mark.parametrize("cert_kw, cards, why", [
-    ({"env": {"processor": "Intel Xeon", "gpu_names": []}}, None, "the candidate ran on no GPU (Intel Xeon)"),
-    ({"verdicts": (("gpt/float32/qnone/cuda0/pon", "fail"),)}, None, "no configuration passed on the GPU (1 certified; "
-                                                                     "first: gpt/float32/qnone/cuda0/pon: fail"),
-    ({"verdicts": (("gpt/float32/qnone/cpu/pon", "pass"),)}, None, "ran on cpu, not on the GPU"),
-    ({}, [Card(0, "NVIDIA GeForce RTX 4090", 24564), Card(1, "NVIDIA GeForce RTX 4090", 24564)],
-     "2 NVIDIA GeForce RTX 4090 cards: its node reports '2x NVIDIA GeForce RTX 4090'"),
-    ({}, [Card(0, "NVIDIA A10", 23028)], "nvidia-smi names this machine's GPU 'NVIDIA A10'"),
-    ({"env": {**GPU_ENV, "gpu_names": ["NVIDIA A10", "NVIDIA A100"]}}, None, "GPUs of 2 models"),
-    ({"emulation": {"threads": 2, "note": "n"}}, None, "emulation"),
-    ({"problems": ["candidate evidence: artifact changed"]}, None, "evidence is incomplete or broken"),
-])
+@pytest.mark.parametrize(
+    "cert_kw, cards, why",
+    [
+        ({"env": {"processor": "Intel Xeon", "gpu_names": []}}, None, "the candidate ran on no GPU (Intel Xeon)"),
+        (
+            {"verdicts": (("gpt/float32/qnone/cuda0/pon", "fail"),)},
+            None,
+            "no configuration passed on the GPU (1 certified; first: gpt/float32/qnone/cuda0/pon: fail",
+        ),
+        ({"verdicts": (("gpt/float32/qnone/cpu/pon", "pass"),)}, None, "ran on cpu, not on the GPU"),
+        (
+            {},
+            [Card(0, "NVIDIA GeForce RTX 4090", 24564), Card(1, "NVIDIA GeForce RTX 4090", 24564)],
+            "2 NVIDIA GeForce RTX 4090 cards: its node reports '2x NVIDIA GeForce RTX 4090'",
+        ),
+        ({}, [Card(0, "NVIDIA A10", 23028)], "nvidia-smi names this machine's GPU 'NVIDIA A10'"),
+        ({"env": {**GPU_ENV, "gpu_names": ["NVIDIA A10", "NVIDIA A100"]}}, None, "GPUs of 2 models"),
+        ({"emulation": {"threads": 2, "note": "n"}}, None, "emulation"),
+        ({"problems": ["candidate evidence: artifact changed"]}, None, "evidence is incomplete or broken"),
+    ],
+)
 def test_entry_refused(cert_kw, cards, why):
     with pytest.raises(WhitelistError, match=None) as err:
         build_entry(certificate(**cert_kw), "0" * 64, "2.6.0", platform="Linux", cards=cards)
@@ -233,11 +314,13 @@ def test_entry_refused(cert_kw, cards, why):
 
 def test_parse_entry_refuses_edits():
     doc = build_entry(certificate(), "0" * 64, "2.6.0", platform="Linux")
-    for edit, why in ((lambda d: d.update(document="other"), "not a whitelist entry"),
-                      (lambda d: d.update(entries=[]), "without entries"),
-                      (lambda d: d["entries"][0].update(gpu_vram=0), "positive"),
-                      (lambda d: d["entries"][0].update(gpu_name="A  B"), "normalised form"),
-                      (lambda d: d["entries"][0].update(extra=1), "body")):
+    for edit, why in (
+        (lambda d: d.update(document="other"), "not a whitelist entry"),
+        (lambda d: d.update(entries=[]), "without entries"),
+        (lambda d: d["entries"][0].update(gpu_vram=0), "positive"),
+        (lambda d: d["entries"][0].update(gpu_name="A  B"), "normalised form"),
+        (lambda d: d["entries"][0].update(extra=1), "body"),
+    ):
         changed = json.loads(json.dumps(doc))
         edit(changed)
         with pytest.raises(WhitelistError, match=why):
@@ -245,7 +328,7 @@ def test_parse_entry_refuses_edits():
 
 
 def test_curl_line_quotes_any_name():
-    entry = {"gpu_name": "Bob's \"GPU\" $(rm -rf /)+Linux", "gpu_vram": 8, "node_version": "1.0.0"}
+    entry = {"gpu_name": 'Bob\'s "GPU" $(rm -rf /)+Linux', "gpu_vram": 8, "node_version": "1.0.0"}
     argv = shlex.split(curl_line(entry))
     assert json.loads(argv[-1]) == entry  # the shell passes the body through unchanged
 

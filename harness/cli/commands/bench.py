@@ -29,6 +29,9 @@ def run(args) -> int:
     sys.stdout.write(render_cost_table(rows))
     untested = [r.key for r in rows if r.change is not None and r.change.verdict == "no samples"]
     if untested:
-        print(f"note: {len(untested)} benchmark(s) without per-round samples on one side (saved without "
-              f"--benchmark-save-data): judged by their summary numbers only", file=sys.stderr)
+        print(
+            f"note: {len(untested)} benchmark(s) without per-round samples on one side (saved without "
+            f"--benchmark-save-data): judged by their summary numbers only",
+            file=sys.stderr,
+        )
     return EXIT_FAIL if checks and has_regressions(rows) else EXIT_OK

@@ -45,5 +45,7 @@ def _refuse_broken_evidence(run_dir: Path) -> None:
     loaded = store.load_records()
     evidence = gather(store, store.manifest(), loaded.records, loaded.problems)
     if not evidence.ok:
-        raise StoreError(f"{run_dir}: cannot bundle this run: {len(evidence.problems)} evidence problem(s); "
-                         f"first: {evidence.problems[0]}")
+        raise StoreError(
+            f"{run_dir}: cannot bundle this run: {len(evidence.problems)} evidence problem(s); "
+            f"first: {evidence.problems[0]}"
+        )

@@ -17,23 +17,30 @@ def setup_arguments(sub):
     s = sub.add_parser(NAME, help="compare two runs or bundles cell by cell (outputs, then costs)")
     s.add_argument("a", help="reference run directory or bundle")
     s.add_argument("b", help="run directory or bundle to compare with it")
-    s.add_argument("--match", type=match_mode, default="spec",
-                   help="spec (equal spec hashes, default) or ignore:AXIS (threads, batch_size, dtype, load, isa; several: ignore:threads,isa)")
+    s.add_argument(
+        "--match",
+        type=match_mode,
+        default="spec",
+        help="spec (equal spec hashes, default) or ignore:AXIS (threads, batch_size, dtype, load, isa; "
+        "several: ignore:threads,isa)",
+    )
     add_cost_options(s)
     s.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     add_trusted_keys(s, "bundles must be signed by one of these keys")
-    add_junit(s, "also write JUnit XML: one testcase per configuration of A (fails "
-                 "when B does not reproduce it), and per --check on its costs")
+    add_junit(
+        s,
+        "also write JUnit XML: one testcase per configuration of A (fails "
+        "when B does not reproduce it), and per --check on its costs",
+    )
     return s
 
 
 def run(args) -> int:
-    from harness.store.bundle import open_run_or_bundle
     from harness.analysis.crossrun import compare_runs
-    from harness.report.crossrun import render_crossrun
-    from harness.store.run import atomic_write_json
-
     from harness.cli.trust import trusted_from
+    from harness.report.crossrun import render_crossrun
+    from harness.store.bundle import open_run_or_bundle
+    from harness.store.run import atomic_write_json
 
     trusted = trusted_from(args)
     with open_run_or_bundle(args.a, trusted) as run_a, open_run_or_bundle(args.b, trusted) as run_b:

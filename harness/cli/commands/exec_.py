@@ -24,14 +24,27 @@ def setup_arguments(sub):
     s.add_argument("--threads", type=bounded("threads", 1, 1024))
     s.add_argument("--profile", choices=["on", "off"], default="on")
     s.add_argument("--batch-size", type=bounded("batch size", 1, 64), default=1)
-    s.add_argument("--load", choices=["cold", "warm"], default="cold",
-                   help="cold (default): seed, then load the model, as a node's first task; "
-                        "warm: load, then seed, as a node serving from its model cache")
-    s.add_argument("--engine", choices=["harness", "node-runner"], default="harness",
-                   help="node-runner: run the network's own runner package (audio_task / gpt_task)")
-    s.add_argument("--isa", choices=ISA_NAMES, default="native", metavar="LEVEL",
-                   help=f"CPU kernel level ({', '.join(ISA_NAMES)}): caps ATen, oneDNN and oneMKL before torch "
-                        f"starts, emulating another CPU kind; native (default) keeps the environment's")
+    s.add_argument(
+        "--load",
+        choices=["cold", "warm"],
+        default="cold",
+        help="cold (default): seed, then load the model, as a node's first task; "
+        "warm: load, then seed, as a node serving from its model cache",
+    )
+    s.add_argument(
+        "--engine",
+        choices=["harness", "node-runner"],
+        default="harness",
+        help="node-runner: run the network's own runner package (audio_task / gpt_task)",
+    )
+    s.add_argument(
+        "--isa",
+        choices=ISA_NAMES,
+        default="native",
+        metavar="LEVEL",
+        help=f"CPU kernel level ({', '.join(ISA_NAMES)}): caps ATen, oneDNN and oneMKL before torch "
+        f"starts, emulating another CPU kind; native (default) keeps the environment's",
+    )
     s.add_argument("--out", default="out")
     return s
 
@@ -51,8 +64,8 @@ def run(args) -> int:
     from harness.engines.audio_io import write_wav
     from harness.engines.base import ModelCache
     from harness.execution.execute import execute
-    from harness.store.run import atomic_write_bytes, atomic_write_json
     from harness.spec.tasks import load_task_file, task_kind
+    from harness.store.run import atomic_write_bytes, atomic_write_json
 
     task = load_task_file(args.task, args.kind)
     kind = task_kind(task)
@@ -60,8 +73,17 @@ def run(args) -> int:
         from harness.engines.node_runner import require_runner_packages
 
         require_runner_packages({kind})
-    ex = execute(task, kind, args.device, ModelCache(), threads=args.threads, profile=args.profile,
-                 batch_size=args.batch_size, load=args.load, engine=args.engine)
+    ex = execute(
+        task,
+        kind,
+        args.device,
+        ModelCache(),
+        threads=args.threads,
+        profile=args.profile,
+        batch_size=args.batch_size,
+        load=args.load,
+        engine=args.engine,
+    )
     from harness.execution.env import kernels_in_force
 
     kernels = kernels_in_force()
@@ -84,10 +106,19 @@ def run(args) -> int:
     path = out / f"{stem}.tokens.json"  # the discrete output a validator replays (harness replay)
     if write_tokens(path, ex.output.arrays, args.batch_size, args.device):
         written.append(path)
-    summary = {"task": str(args.task), "kind": kind, "device": args.device, "digests": digests,
-               "timings": ex.timings, "peak_memory_bytes": ex.peak_memory_bytes, "memory_kind": ex.memory_kind,
-               "model": ex.model_meta, "output": ex.output.describe(),
-               "nondeterministic_warnings": ex.nondeterministic_warnings, "kernels": kernels}
+    summary = {
+        "task": str(args.task),
+        "kind": kind,
+        "device": args.device,
+        "digests": digests,
+        "timings": ex.timings,
+        "peak_memory_bytes": ex.peak_memory_bytes,
+        "memory_kind": ex.memory_kind,
+        "model": ex.model_meta,
+        "output": ex.output.describe(),
+        "nondeterministic_warnings": ex.nondeterministic_warnings,
+        "kernels": kernels,
+    }
     atomic_write_json(out / f"{stem}.digests.json", summary)
     for path in written:
         print(f"wrote {path}")

@@ -26,11 +26,23 @@ def run(args) -> int:
     from harness.spec.matrix import available_devices, expand, load_matrix
 
     matrix = load_matrix(args.matrix)
-    cells = expand(matrix, available_devices() if args.detect else ["cpu"], **({"max_cells": args.max_cells} if args.max_cells else {}))
+    cells = expand(
+        matrix,
+        available_devices() if args.detect else ["cpu"],
+        **({"max_cells": args.max_cells} if args.max_cells else {}),
+    )
     if args.json:
         for c in cells:
-            print(json.dumps({"cell_id": c.cell_id, "spec_hash": c.spec_hash, "config_id": c.config_id,
-                              "skip_reason": c.skip_reason}))
+            print(
+                json.dumps(
+                    {
+                        "cell_id": c.cell_id,
+                        "spec_hash": c.spec_hash,
+                        "config_id": c.config_id,
+                        "skip_reason": c.skip_reason,
+                    }
+                )
+            )
         return EXIT_OK
     table = Table(title=f"{matrix.spec.name}: {len(cells)} cells")
     for col in ("cell id", "spec hash", "skip reason"):

@@ -11,8 +11,9 @@ NAME = "locate"
 
 
 def setup_arguments(sub):
-    s = sub.add_parser(NAME, help="re-run two cells of a run with module hooks and name the first module "
-                                  "whose output differs")
+    s = sub.add_parser(
+        NAME, help="re-run two cells of a run with module hooks and name the first module whose output differs"
+    )
     s.add_argument("run", help="run directory")
     s.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=True, help="two cell ids of the run")
     s.add_argument("--json", action="store_true", help="print the location as JSON")

@@ -17,18 +17,31 @@ NAME = "replay"
 
 
 def setup_arguments(sub):
-    s = sub.add_parser(NAME, help="check a candidate's output against the task: every token the seed's, "
-                                  "near-ties within the calibrated margin, the result built from them")
+    s = sub.add_parser(
+        NAME,
+        help="check a candidate's output against the task: every token the seed's, "
+        "near-ties within the calibrated margin, the result built from them",
+    )
     s.add_argument("task", help="the task document (JSON)")
     s.add_argument("candidate", help="the candidate's result folder (harness exec --out DIR writes it)")
     s.add_argument("--stem", help="which result in the folder (STEM.tokens.json; default: the only one)")
-    s.add_argument("--matrix", metavar="M", help="take the thresholds (replay margins, decoder bounds) from this matrix")
+    s.add_argument(
+        "--matrix", metavar="M", help="take the thresholds (replay margins, decoder bounds) from this matrix"
+    )
     s.add_argument("--margin", type=float, help="the largest gap a flipped near-tie may have (logit units)")
-    s.add_argument("--start", choices=["either", "warm", "cold"], default="either",
-                   help="the generator start a node may have had: seeded before generating (warm), before loading "
-                        "(cold), or either (default)")
-    s.add_argument("--path", choices=["auto", "one-pass", "stepwise"], default="auto",
-                   help="one teacher-forced pass, forced generation, or auto (default)")
+    s.add_argument(
+        "--start",
+        choices=["either", "warm", "cold"],
+        default="either",
+        help="the generator start a node may have had: seeded before generating (warm), before loading "
+        "(cold), or either (default)",
+    )
+    s.add_argument(
+        "--path",
+        choices=["auto", "one-pass", "stepwise"],
+        default="auto",
+        help="one teacher-forced pass, forced generation, or auto (default)",
+    )
     s.add_argument("--json", action="store_true", help="print the decision as JSON")
     return s
 
@@ -63,16 +76,28 @@ def run(args) -> int:
     kind = task_kind(task)
     files = read_candidate(args.candidate, args.stem)
     starts = ("warm", "cold") if args.start == "either" else (args.start,)
-    decision = validate(kind, task, Candidate(arrays=files.arrays, response=files.response), thr,
-                        ran_on=files.device, batch_size=files.batch_size, starts=starts, path=args.path)
+    decision = validate(
+        kind,
+        task,
+        Candidate(arrays=files.arrays, response=files.response),
+        thr,
+        ran_on=files.device,
+        batch_size=files.batch_size,
+        starts=starts,
+        path=args.path,
+    )
     if args.json:
         sys.stdout.write(json.dumps(decision.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     else:
         word = {True: "ACCEPTED", False: "REJECTED", None: "NOT REPLAYABLE"}[decision.accepted]
         print(f"{word}: {decision.reason}")
         if decision.replayable:
-            facts = [f"start {decision.start}", f"path {', '.join(decision.paths)}", f"{decision.seconds:.2f} s",
-                     f"margin {decision.margin:.3g}"]
+            facts = [
+                f"start {decision.start}",
+                f"path {', '.join(decision.paths)}",
+                f"{decision.seconds:.2f} s",
+                f"margin {decision.margin:.3g}",
+            ]
             if decision.closest is not None:
                 facts.append(f"closest call {decision.closest:.3g}")
             if decision.waveform:

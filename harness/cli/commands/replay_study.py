@@ -12,8 +12,11 @@ NAME = "replay-study"
 
 
 def setup_arguments(sub):
-    s = sub.add_parser(NAME, help="the replay rule's held-out false reject / accept where honest codes "
-                                  "differ (CPU kernel sets, threads, processes), calibration and DET curve")
+    s = sub.add_parser(
+        NAME,
+        help="the replay rule's held-out false reject / accept where honest codes "
+        "differ (CPU kernel sets, threads, processes), calibration and DET curve",
+    )
     s.add_argument("--quick", action="store_true", help="a few tasks (a smoke test)")
     s.add_argument("--seeds", type=int, help="seeds per prompt")
     s.add_argument("--out", default="docs", help="folder for replay-study.md/.json, the calibration and the DET plot")
@@ -25,8 +28,9 @@ def run(args) -> int:
     from harness.store.run import atomic_write_bytes, atomic_write_json
     from harness.workflows.replay_study import FULL, QUICK, plot_det, run_study
 
-    result = run_study_or_refuse(run_study, study_settings(QUICK if args.quick else FULL, seeds=args.seeds),
-                                 "replay study")
+    result = run_study_or_refuse(
+        run_study, study_settings(QUICK if args.quick else FULL, seeds=args.seeds), "replay study"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_det(result, out / "replay-det.png")

@@ -31,10 +31,18 @@ def setup_arguments(sub):
     add_no_progress(s)
     add_max_cells(s)
     add_formats(s)
-    s.add_argument("--parallel", type=bounded("parallel", 1, 64), metavar="N",
-                   help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own")
-    s.add_argument("--executor", choices=executor_names(), default="local",
-                   help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
+    s.add_argument(
+        "--parallel",
+        type=bounded("parallel", 1, 64),
+        metavar="N",
+        help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own",
+    )
+    s.add_argument(
+        "--executor",
+        choices=executor_names(),
+        default="local",
+        help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')",
+    )
     s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
     add_junit(s)
     return s
@@ -48,17 +56,25 @@ def run(args) -> int:
     check_junit_target(args.junit)
     executor = _executor(args)
     try:
-        summary = run_matrix(matrix, Path(args.out) if args.out else None, resume=args.resume,
-                             progress=not args.no_progress, max_cells=args.max_cells, executor=executor,
-                             parallel=args.parallel)
+        summary = run_matrix(
+            matrix,
+            Path(args.out) if args.out else None,
+            resume=args.resume,
+            progress=not args.no_progress,
+            max_cells=args.max_cells,
+            executor=executor,
+            parallel=args.parallel,
+        )
     except RunInterrupted as err:
         print(str(err), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         executor.shutdown()
     print_notes(summary.problems)
-    print(f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
-          + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
+    print(
+        f"run {summary.run_dir}: {summary.executed} executed, {summary.resumed_skipped} already done; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items()))
+    )
     analysis = write_reports(summary.run_dir, args.formats, verify=True)
     write_junit(analysis, args.junit)
     print_notes(analysis.problems)

@@ -27,11 +27,10 @@ def setup_arguments(sub):
 
 
 def run(args) -> int:
-    from harness.store.bundle import open_run_or_bundle
     from harness.analysis.evidence import gather as check_evidence
-    from harness.store.signing import SignatureError, check_document
-
     from harness.cli.trust import trusted_from
+    from harness.store.bundle import open_run_or_bundle
+    from harness.store.signing import SignatureError, check_document
 
     path = Path(args.path)
     trusted = trusted_from(args)
@@ -65,8 +64,10 @@ def run(args) -> int:
         label = stored.signed_by if stored.is_bundle else "run directory (unsigned)"
         for problem in ev.problems:
             print(f"problem: {problem}")
-        counts = (f"{ev.receipts_checked} receipt(s) and {ev.artifacts_checked} artifact(s) checked, "
-                  f"{ev.final_cells}/{ev.expected_cells if ev.expected_cells is not None else '?'} cells recorded")
+        counts = (
+            f"{ev.receipts_checked} receipt(s) and {ev.artifacts_checked} artifact(s) checked, "
+            f"{ev.final_cells}/{ev.expected_cells if ev.expected_cells is not None else '?'} cells recorded"
+        )
         if ev.problems:
             print(f"NOT VERIFIED {path} ({label}): {len(ev.problems)} problem(s); {counts}")
             return EXIT_FAIL
