@@ -10,7 +10,7 @@ set of dimensions than the gates did. Every other module imports them from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 #: comparison levels between two outputs, strongest first (DESIGN.md s4)
 LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
@@ -32,6 +32,10 @@ RULE_NAMES = ("result_hash", "bitwise", "tokens", "tolerance", "perceptual", "co
 #: the rules a configuration can pass under, strongest first (replay after composite: it also
 #: passes honest pairs whose codes differ, checking each against the task instead)
 RULE_STRENGTH = ("bitwise", "composite", "replay", "tokens", "tolerance", "perceptual")
+#: the rules a matrix may name as a kind's validator (``[validators.KIND] rule = ...``): every
+#: rule that can pass what is not bitwise
+NamedRule = Literal["tokens", "tolerance", "perceptual", "composite", "replay"]
+NAMED_RULES: tuple[str, ...] = get_args(NamedRule)
 #: the classes of an explained divergence (harness.compare.replay.explain_divergence)
 DIVERGENCE_CLASSES = ("benign", "suspicious")
 

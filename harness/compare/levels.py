@@ -77,6 +77,22 @@ class Comparable:
     #: computed on first call; None where nobody can replay it (then the rule does not apply)
     replayed: Callable[[], Any] | None = None
 
+    def digest(self, name: str) -> str | None:
+        """The digest of array ``name``: recorded, else computed from the array (None: no such array)."""
+        if name in self.digests:
+            return self.digests[name]
+        return digest_array(self.arrays[name]) if name in self.arrays else None
+
+    def output_digest(self) -> str | None:
+        """The whole output's digest (an audio output's is its waveform's)."""
+        return self.digests.get("output") or self.digest("waveform")
+
+    def tokens_digest(self) -> str | None:
+        """The discrete output's digest (codes or token ids); None for a kind that has none."""
+        if not self.discrete:
+            return None
+        return self.digests.get("tokens") or self.digest(self.discrete)
+
     @classmethod
     def from_output(cls, out: Output) -> Comparable:
         return cls(
@@ -104,22 +120,6 @@ def worst_level(levels: Iterable[str]) -> str | None:
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-def _array_digest(c: Comparable, name: str) -> str | None:
-    if name in c.digests:
-        return c.digests[name]
-    return digest_array(c.arrays[name]) if name in c.arrays else None
-
-
-def _output_digest(c: Comparable) -> str | None:
-    return c.digests.get("output") or _array_digest(c, "waveform")
-
-
-def _tokens_digest(c: Comparable) -> str | None:
-    if not c.discrete:
-        return None
-    return c.digests.get("tokens") or _array_digest(c, c.discrete)
 
 
 def float_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]:
@@ -263,8 +263,8 @@ def compare(
     bounds stay ``tokens`` with the finding ``waveform_far_tokens_equal``. A bitwise pair
     loads no array (no metrics, no steps)."""
     thr = thresholds or Thresholds()
-    da, db = _output_digest(a), _output_digest(b)
-    ta, tb = _tokens_digest(a), _tokens_digest(b)
+    da, db = a.output_digest(), b.output_digest()
+    ta, tb = a.tokens_digest(), b.tokens_digest()
     tokens_equal = ta is not None and ta == tb
     output_equal = (da is not None and da == db) or (
         da is None and db is None and bool(a.digests) and a.digests == b.digests

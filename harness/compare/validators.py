@@ -31,40 +31,24 @@ Validator = Callable[[Comparable, Comparable, Thresholds | None], bool]
 Pair = tuple[Comparable, Comparable]
 
 
-def _digest(c: Comparable, name: str) -> str | None:
-    if name in c.digests:
-        return c.digests[name]
-    return digest_array(c.arrays[name]) if name in c.arrays else None
-
-
-def _discrete_digest(c: Comparable) -> str | None:
-    if not c.discrete:
-        return None
-    return c.digests.get("tokens") or _digest(c, c.discrete)
-
-
-def _output_digest(c: Comparable) -> str | None:
-    return c.digests.get("output") or _digest(c, "waveform")
-
-
 def result_hash(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """The network's text rule: sha256 of the whole result (the response JSON, ``usage``
     included; for audio the canonical waveform bytes)."""
-    a = _output_digest(reference)
-    return a is not None and a == _output_digest(candidate)
+    a = reference.output_digest()
+    return a is not None and a == candidate.output_digest()
 
 
 def bitwise(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """Result hash AND discrete output equal: what the ``bitwise`` level means."""
     if not result_hash(reference, candidate):
         return False
-    return _discrete_digest(reference) == _discrete_digest(candidate)
+    return reference.tokens_digest() == candidate.tokens_digest()
 
 
 def tokens(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """Equal discrete output (EnCodec codes / token ids): blind to what the audio is."""
-    a = _discrete_digest(reference)
-    return a is not None and a == _discrete_digest(candidate)
+    a = reference.tokens_digest()
+    return a is not None and a == candidate.tokens_digest()
 
 
 def _waveform_metrics(reference: Comparable, candidate: Comparable) -> dict[str, float | int | None] | None:
@@ -75,7 +59,7 @@ def _waveform_metrics(reference: Comparable, candidate: Comparable) -> dict[str,
 
 def tolerance(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """rel-L2 and cosine on the waveform (common prefix, length mismatch bounded)."""
-    if _digest(reference, "waveform") is not None and _digest(reference, "waveform") == _digest(candidate, "waveform"):
+    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
         return True
     metrics = _waveform_metrics(reference, candidate)
     return metrics is not None and within_tolerance(metrics, thresholds or Thresholds())
@@ -85,7 +69,7 @@ def perceptual(reference: Comparable, candidate: Comparable, thresholds: Thresho
     """Hamming distance of spectral fingerprints, like the network's image pHash rule. Its
     measured false accept is far above 1%: never a verdict's basis unless a calibration says
     otherwise for that model."""
-    if _digest(reference, "waveform") is not None and _digest(reference, "waveform") == _digest(candidate, "waveform"):
+    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
         return True
     thr = thresholds or Thresholds()
     dist = fingerprint_distance(reference, candidate, thr.fingerprint_bits)
@@ -97,7 +81,7 @@ def composite(reference: Comparable, candidate: Comparable, thresholds: Threshol
     float wobble passes, honest codes sent with edited audio do not."""
     if not tokens(reference, candidate):
         return False
-    if _digest(reference, "waveform") is not None and _digest(reference, "waveform") == _digest(candidate, "waveform"):
+    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
         return True
     metrics = _waveform_metrics(reference, candidate)
     return metrics is not None and within_waveform_bounds(metrics, thresholds or Thresholds())

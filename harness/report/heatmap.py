@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary
 from harness.analysis.summary import ordered_dimensions
+from harness.vocabulary import LEVELS
 
-MAP_LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent", "failed", "untested")
+MAP_LEVELS = (*LEVELS, "failed", "untested")
 LEVEL_MEANING = {
     "bitwise": "identical bytes",
     "tokens": "same tokens/codes, floats differ",

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from harness.errors import HarnessError
 from harness.outputs import Output
-from harness.vocabulary import RULE_NAMES
+from harness.vocabulary import NAMED_RULES, RULE_NAMES
 
 T = TypeVar("T")
 ENTRY_POINT_GROUP = "consensus_harness.kinds"
@@ -54,7 +54,7 @@ ENTRY_POINT_GROUP = "consensus_harness.kinds"
 #: (with the value a document without them means)
 TASK_SETTINGS: dict[str, Any] = {"dtype": "auto", "quantize_bits": None, "seed": 0}
 #: the rules a matrix may name as a kind's validator (harness.spec.policy.NamedValidator)
-VALIDATOR_RULES = ("tokens", "tolerance", "perceptual", "composite", "replay")
+VALIDATOR_RULES = NAMED_RULES
 
 
 class UnknownName(HarnessError, ValueError):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from harness.errors import HarnessError
 from harness.spec.calibration import Calibration, Facts, resolve
 from harness.store.manifest import first_field_problem
-from harness.vocabulary import DEFAULT_JUDGED, DimensionName
+from harness.vocabulary import DEFAULT_JUDGED, DimensionName, NamedRule
 
 #: composite-rule defaults: honest cross-thread/cross-process spread on tiny MusicGen times the
 #: study's margin (see harness.workflows.validator_study.CALIBRATION_MARGIN), rounded up
@@ -68,7 +68,7 @@ class NamedValidator(BaseModel):
     digest, so a run's manifest carries the bounds and scope its verdicts rest on."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    rule: Literal["tokens", "tolerance", "perceptual", "composite", "replay"]
+    rule: NamedRule
     false_accept: float | None = Field(None, ge=0, le=1)
     false_reject: float | None = Field(None, ge=0, le=1)
     pairs: int = Field(0, ge=0)  # held-out pairs the rates come from
