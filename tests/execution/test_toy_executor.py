@@ -50,8 +50,15 @@ def test_a_registered_executor_runs_a_matrix_from_the_cli(tmp_path: Path, one_ce
     matrix = tmp_path / "m.toml"
     matrix.write_text(
         dump_matrix(
-            {"schema_version": 1, "name": "toy", "repeats": 3, "workers": 1, "timeout_s": 120,
-             "tasks": [{"name": "gpt", "task": TASK}], "axes": {"threads": [1]}}
+            {
+                "schema_version": 1,
+                "name": "toy",
+                "repeats": 3,
+                "workers": 1,
+                "timeout_s": 120,
+                "tasks": [{"name": "gpt", "task": TASK}],
+                "axes": {"threads": [1]},
+            }
         )
     )
     out = tmp_path / "run"
