@@ -95,6 +95,8 @@ class ConfigOutcome(BaseModel):
     task: str
     kind: str
     model: str
+    dtype: str | None = None  # the configuration's, from its records (never parsed out of config_id)
+    quantize_bits: int | None = None
     matched: int = 0
     levels: dict[str, int] = Field(default_factory=dict)
     worst: str | None = None
@@ -321,7 +323,14 @@ def compare_runs(
     def outcome(spec: _Spec) -> ConfigOutcome:
         r = spec.first
         if r.config_id not in configs:
-            configs[r.config_id] = ConfigOutcome(config_id=r.config_id, task=r.task_name, kind=r.kind, model=r.model)
+            configs[r.config_id] = ConfigOutcome(
+                config_id=r.config_id,
+                task=r.task_name,
+                kind=r.kind,
+                model=r.model,
+                dtype=r.axes.dtype,
+                quantize_bits=r.axes.quantize_bits,
+            )
         return configs[r.config_id]
 
     def judged_by(out: ConfigOutcome, sa: _Spec, sb: _Spec) -> None:

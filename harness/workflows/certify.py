@@ -226,10 +226,9 @@ def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCer
         if rule in est.rules:
             r = est.rules[rule]
             network = {"p_accepted": r.p2of3, "p_aborted": r.p_aborted, "invalidated": r.wrongly_slashed}
-    ref_axes = _axes_of(pairs)
     pool = {
-        "reference": pool_key(result.a.environment, *ref_axes),
-        "candidate": pool_key(result.b.environment, *ref_axes),
+        "reference": pool_key(result.a.environment, out.dtype, out.quantize_bits),
+        "candidate": pool_key(result.b.environment, out.dtype, out.quantize_bits),
     }
     return ConfigCertificate(
         config_id=out.config_id,
@@ -260,16 +259,6 @@ def _rule_order(name: str) -> int:
     from harness.compare.levels import RULE_NAMES
 
     return RULE_NAMES.index(name) if name in RULE_NAMES else len(RULE_NAMES)
-
-
-def _axes_of(pairs: list) -> tuple[str | None, int | None]:
-    """(dtype, quantize_bits) of a configuration, from its config id (task/dtype/qN/...)."""
-    if not pairs:
-        return None, None
-    parts = pairs[0].config_a.split("/")
-    dtype = parts[1] if len(parts) > 1 else None
-    q = parts[2][1:] if len(parts) > 2 and parts[2].startswith("q") else None
-    return dtype, int(q) if q and q.isdigit() else None
 
 
 def certificate_from(
