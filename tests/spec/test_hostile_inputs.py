@@ -56,8 +56,10 @@ GPT_BASE = {**GPT_TASK, "dtype": "auto", "quantize_bits": None}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report_count(request):
-    import torch  # noqa: F401  (imported once up front so no CLI call pays for it inside its time bound)
+def _report_count(request, tiny_gpt2, tiny_musicgen):
+    # torch imported and the tiny models built once up front, so no CLI call pays for them inside
+    # its time bound (a run's manifest records the tiny weights' digests: the first call built them)
+    import torch  # noqa: F401
 
     yield
     total = sum(FUZZED.values())

@@ -69,6 +69,8 @@ def run(args) -> int:
 
     task = load_task_file(args.task, args.kind)
     kind = task_kind(task)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before the task runs: a bad --out must not cost its result
     if args.engine == "node-runner":
         from harness.engines.node_runner import require_runner_packages
 
@@ -87,8 +89,6 @@ def run(args) -> int:
     from harness.execution.env import kernels_in_force
 
     kernels = kernels_in_force()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.task).stem
     digests = ex.output.digests()
     written = []
