@@ -15,6 +15,11 @@
 #      cert-gpu    harness certify --reference <CPU bundle> --device cuda:0, the run bundled
 #      cert-back   harness certify --reference <GPU bundle> --device cpu
 #      all         one cell on device = "all" (a worker per device, side by side)
+#      sampling    can the device's sampling be replayed? multinomial against argmax(p / E) on
+#                  the device's generator, a seeded generation's picks predicted by draws
+#                  regenerated from the seed, two fresh processes compared, and what
+#                  harness replay says of an honest candidate made on the device
+#                  (python -m harness.workflows.gpu_sampling; about 30 s)
 #      overhead    scripts/overhead.py --quick --max-new-tokens 128 --device cuda:0: harness /
 #                  bare, profile on / off interleaved (A/B/A/B), 8 cells a column
 #      summary     summary.md + summary.json (python -m harness.workflows.gpu_proof summary)
@@ -36,7 +41,7 @@ WORK=${GPU_PROOF_WORK:-/tmp/gpu-proof-work}
 WHEELS=${GPU_PROOF_WHEELS:-$ROOT/.gpu/wheels}
 SITE=${GPU_PROOF_SITE:-/tmp/gpu-proof-site}
 BUDGET=${GPU_PROOF_BUDGET_S:-470}
-STEPS=${GPU_PROOF_STEPS:-smoke cert all overhead}
+STEPS=${GPU_PROOF_STEPS:-smoke cert all sampling overhead}
 RESERVE=25  # seconds kept for the summary and the archives
 
 # --- 1. CUDA, or one line and exit 2 ------------------------------------------------------------
@@ -133,6 +138,14 @@ elif wants cert; then
   say "cert: no CPU reference bundle; certify steps not run"
 fi
 wants all && step all 60 "$PY" -m harness.workflows.gpu_proof all-devices --work "$WORK"
+if wants sampling; then
+  step sampling-exec 90 "${H[@]}" exec matrices/tasks/tiny-musicgen-pop.json --device "$GPU" --load warm \
+    --out "$WORK/sampling-candidate"
+  REPLAY_LINE=$(timeout 120 "${H[@]}" replay matrices/tasks/tiny-musicgen-pop.json "$WORK/sampling-candidate" 2>&1 | head -n 1)
+  say "sampling: harness replay of the device's candidate: ${REPLAY_LINE:-no output}"
+  step sampling 150 "$PY" -m harness.workflows.gpu_sampling --device "$GPU" --json "$WORK/sampling.json" \
+    --replay "${REPLAY_LINE:-no output}"
+fi
 wants overhead && step overhead 150 "$PY" scripts/overhead.py --quick --max-new-tokens 128 --device "$GPU" \
   --skip-reference --rounds 2 --threads 4 --json "$WORK/overhead.json"
 

@@ -491,6 +491,7 @@ def summarize(work: Path) -> dict[str, Any]:
             name: certificate_summary(work / name / "certificate.json") for name in ("cert-gpu", "cert-back")
         },
         "overhead": read_json(work / "overhead.json"),
+        "sampling": read_json(work / "sampling.json"),
         "all_devices": all_devices_summary(work / "all-devices"),
         "published_costs": [{"what": w, "cost": c} for w, c in PUBLISHED_COSTS],
         "not_covered": list(NOT_COVERED),
@@ -634,6 +635,14 @@ def render(doc: dict[str, Any]) -> str:
             + "; ".join(f"{p['what']} {p['cost']}" for p in doc.get("published_costs") or []),
             "",
         ]
+    lines += ["## Can the device's sampling be replayed?", ""]
+    sampling = doc.get("sampling")
+    if not sampling:
+        lines += ["Not run.", ""]
+    else:
+        from harness.workflows.gpu_sampling import render as render_sampling
+
+        lines += [*render_sampling(sampling), ""]
     lines += ['## device = "all"', ""]
     ad = doc.get("all_devices")
     if not ad:

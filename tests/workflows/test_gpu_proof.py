@@ -406,7 +406,7 @@ def test_summary_of_an_empty_work_folder_says_what_was_not_run(tmp_path):
     (tmp_path / "work" / "REHEARSAL").touch()
     doc = gpu_proof.write_summary(tmp_path / "work", tmp_path / "out")
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert doc["rehearsal"] and "REHEARSAL on a CPU" in md and md.count("Not run.") == 5
+    assert doc["rehearsal"] and "REHEARSAL on a CPU" in md and md.count("Not run.") == 6
 
 
 # --- CUDA-path logic testable on a CPU ----------------------------------------------------------------
