@@ -19,7 +19,7 @@ PUBLIC = {
     "analyze_run": "harness.api:analyze_run",
     "assert_reproducible": "harness.api:assert_reproducible",
     "certify": "harness.api:certify",
-    "compare": "harness.api:compare",
+    "compare_runs": "harness.api:compare_runs",
     "load_run": "harness.api:load_run",
     "reproducibility_matrix": "harness.api:reproducibility_matrix",
     "run_matrix": "harness.api:run_matrix",

@@ -4,7 +4,8 @@ Why one module: the entry points used to live where each command needed them (th
 analysis, the certify workflow, the pytest plugin), so a script studying a model had to import
 internal modules that move. These functions are the stable names; each is what the command of
 the same purpose does, without printing. Heavy imports (torch, pandas, pydantic) happen inside
-them, so ``import harness`` stays cheap.
+them, so ``import harness`` stays cheap. No name here is a subpackage's (``harness.compare`` is
+the comparison stage, so the function is ``compare_runs``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = [
     "analyze_run",
     "assert_reproducible",
     "certify",
-    "compare",
+    "compare_runs",
     "load_run",
     "reproducibility_matrix",
     "run_matrix",
@@ -98,7 +99,7 @@ def analyze_run(run: str | Path, *, verify: bool = True, formats: Sequence[str] 
     return analysis
 
 
-def compare(
+def compare_runs(
     a: str | Path, b: str | Path, *, match: str = "spec", trusted_keys: set[str] | None = None
 ) -> CrossRunResult:
     """Compare two runs or bundles configuration by configuration, as ``harness compare`` does
@@ -111,11 +112,11 @@ def compare(
             load, isa, device).
         trusted_keys: hex Ed25519 public keys; a bundle not signed by one of them is refused.
     """
-    from harness.analysis.crossrun import compare_runs
+    from harness.analysis.crossrun import compare_runs as compare
     from harness.store.bundle import open_run_or_bundle
 
     with open_run_or_bundle(a, trusted_keys) as run_a, open_run_or_bundle(b, trusted_keys) as run_b:
-        return compare_runs(run_a, run_b, match=match)
+        return compare(run_a, run_b, match=match)
 
 
 def certify(

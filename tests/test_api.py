@@ -16,7 +16,7 @@ NAMES = [
     "analyze_run",
     "assert_reproducible",
     "certify",
-    "compare",
+    "compare_runs",
     "load_run",
     "reproducibility_matrix",
     "run_matrix",
@@ -37,6 +37,14 @@ def test_every_name_is_typed_and_documented() -> None:
         params = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
         assert "return" in hints and all(p.name in hints for p in params), name
         assert fn.__doc__ and len(fn.__doc__.strip()) > 40, name
+
+
+def test_no_public_name_is_a_subpackage() -> None:
+    """A subpackage imported later becomes an attribute of ``harness`` and would hide the function
+    (``harness.compare`` is the comparison stage)."""
+    assert not [
+        name for name in NAMES if (ROOT / "harness" / name).is_dir() or (ROOT / "harness" / f"{name}.py").exists()
+    ]
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

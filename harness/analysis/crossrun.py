@@ -38,6 +38,7 @@ from harness.spec.policy import ConfigPolicy, NamedValidator, config_policy, pol
 from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
+from harness.vocabulary import FAILED_STATUSES
 
 CROSSRUN_SCHEMA_VERSION = 1
 IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device")
@@ -178,7 +179,7 @@ class _Spec:
 
     @property
     def failed(self) -> list[Record]:
-        return [r for r in self.records if r.status in ("failed", "timeout")]
+        return [r for r in self.records if r.status in FAILED_STATUSES]
 
     @property
     def first(self) -> Record:

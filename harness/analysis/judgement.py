@@ -24,6 +24,7 @@ from harness.compare.levels import (
 )
 from harness.spec.calibration import uncalibrated_sources
 from harness.spec.policy import ConfigPolicy
+from harness.vocabulary import MAP_MEANING
 
 
 def summarize_pairs(pairs: list[PairResult]) -> DimensionSummary:
@@ -132,7 +133,7 @@ def judge(
     certificate's "machines" comparison is the ``isa`` source when the sides ran other kernel
     classes; None: no calibrated source is needed for it). By default a dimension is its own."""
     if not compared:
-        return Judgement("untested", "only one execution: nothing to compare")
+        return Judgement("untested", f"only one execution: {MAP_MEANING['untested']}")
     worst = worst_level(s.worst for s in compared.values() if s.worst)
     where = ", ".join(f"{d}: {s.worst}" for d, s in compared.items())
     found = sorted({f for s in compared.values() for f in s.findings})

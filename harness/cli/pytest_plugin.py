@@ -246,18 +246,14 @@ def _devices_for(matrix: Any) -> list[str]:
 def _only(doc: dict[str, Any], dropped: list[Any]) -> dict[str, Any]:
     """``doc`` with the configurations of ``dropped`` cells excluded (a configuration's verdict
     rests on its own cells only, so the others' absence changes none)."""
+    from harness.vocabulary import CONFIG_AXES
+
     rules = []
     seen = set()
     for cell in dropped:
         a = cell.axes
-        rule = {
-            "task": cell.task_name,
-            "dtype": a.dtype,
-            "quantize_bits": a.quantize_bits or "none",
-            "device": a.device,
-            "profile": a.profile,
-            "tf32": a.tf32,
-        }
+        rule = {"task": cell.task_name, **{axis: getattr(a, axis) for axis in CONFIG_AXES}}
+        rule["quantize_bits"] = a.quantize_bits or "none"
         key = tuple(sorted((k, str(v)) for k, v in rule.items()))
         if key not in seen:
             seen.add(key)

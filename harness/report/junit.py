@@ -43,7 +43,7 @@ from harness.analysis.crossrun import CrossRunResult
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary, PairResult
 from harness.analysis.summary import ordered_dimensions
 from harness.store.files import atomic_write_bytes
-from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, LEVEL_MEANING
+from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, LEVEL_DIFFERED, LEVEL_MEANING, MAP_MEANING
 
 Outcome = Literal["passed", "failure", "error", "skipped"]
 #: characters XML 1.0 cannot hold (a library's error text may carry them)
@@ -79,14 +79,6 @@ class Suite:
 
 # --- what a dimension says, in the report's words (shared with the pytest plugin) ---------------
 
-#: what a pair at each level differs in (the levels, harness.compare.levels, read the other way)
-WHAT_DIFFERED = {
-    "tokens": "the decoded floats; the discrete outputs (codes / token ids) are equal",
-    "tolerance": "the discrete outputs; the floats stay within the numeric tolerance",
-    "perceptual": "the discrete outputs and the floats beyond tolerance; the audio fingerprints still match",
-    "divergent": "the discrete outputs (codes / token ids){step}, beyond every tolerance",
-}
-
 
 def _cells(ids: Sequence[str]) -> str:
     shown = list(ids[:MAX_CELLS])
@@ -117,7 +109,7 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
     validator = (c.validator or {}).get("rule")
     if validator and s.rejected.get(validator):
         lines.append(f"the named {validator} validator rejects {s.rejected[validator]} pair(s)")
-    what = WHAT_DIFFERED.get(s.worst or "")
+    what = LEVEL_DIFFERED.get(s.worst or "")
     if what:
         step = f" from step {min(s.first_divergence)}" if s.first_divergence and s.worst == "divergent" else ""
         lines.append(f"what differed: {what.format(step=step)}")
@@ -174,7 +166,7 @@ def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bo
                 case.outcome, case.message, case.text = "skipped", f"failed, not gated: {c.reason}", text
             continue
         if s is None or not s.pairs:
-            why = f"untested: nothing to compare in {dim}" if dim != "verdict" else f"{c.verdict}: {c.reason}"
+            why = f"untested: {MAP_MEANING['untested']} in {dim}" if dim != "verdict" else f"{c.verdict}: {c.reason}"
             case.outcome, case.message, case.text = "skipped", why, "\n".join(head)
             continue
         lines = dimension_lines(c, dim, s, example_of(a, c.config_id, dim))

@@ -15,18 +15,11 @@ from typing import Any
 
 from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, FleetNode, RunSummary
 from harness.compare.levels import FINDING_TEXT, LEVELS, RULE_NAMES  # one vocabulary
-from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered_dimensions
+from harness.report.heatmap import map_table, ordered_dimensions
+from harness.vocabulary import MAP_LEVELS, MAP_MEANING, VERDICT_SHORT
 
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
 MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
-VERDICT_SHORT = {
-    "ready": "ready",
-    "ready_with_tolerance": "ready with tolerance",
-    "not_ready": "not ready",
-    "failed": "failed",
-    "skipped": "skipped",
-    "untested": "untested",
-}
 TOP_FINDINGS = 2
 
 Table = tuple[list[str], list[list[str]]]
@@ -548,7 +541,7 @@ def render_markdown(a: Analysis) -> str:
         "",
     ]
     out += md_table(map_table(a))
-    out += ["Levels: " + "; ".join(f"`{lv}` {LEVEL_MEANING[lv]}" for lv in MAP_LEVELS) + ".", ""]
+    out += ["Levels: " + "; ".join(f"`{lv}` {MAP_MEANING[lv]}" for lv in MAP_LEVELS) + ".", ""]
     out += ["## Verdicts", "", f"Configurations: {len(a.configs)} ({verdict_counts(a)}).", ""]
     out += md_table(verdict_table(a))
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]

@@ -33,6 +33,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness.vocabulary import CONFIG_AXES
+
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_MATRIX = ROOT / "matrices" / "gpu-smoke.toml"
 CERT_MATRIX = ROOT / "matrices" / "gpu-cert.toml"
@@ -322,7 +324,7 @@ def bitwise_dimensions(ok: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _config_axes(records: list[dict[str, Any]]) -> dict[str, Any]:
     a = _axes(records[0])
-    return {k: a.get(k) for k in ("dtype", "quantize_bits", "device", "profile", "tf32")}
+    return {k: a.get(k) for k in CONFIG_AXES}
 
 
 def _median(values: list[float]) -> float | None:

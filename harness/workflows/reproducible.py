@@ -15,18 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.vocabulary import DIMENSIONS
+
 if TYPE_CHECKING:
     from harness.analysis.model import Analysis, ConfigResult
 
 #: what ``across`` may name, and the matrix settings that make each compared
-ACROSS = {
-    "repeat": "repeats 2 in one worker",
-    "process": "2 worker processes",
-    "threads": "threads 1 and 2",
-    "batch": "batch sizes 1 and 2",
-    "load": "cold and warm model loads",
-    "isa": "native and avx2 CPU kernels",
-}
+ACROSS = {d.name: d.reproduced_by for d in DIMENSIONS.values() if d.reproduced_by}
 DEFAULT_ACROSS = ("repeat", "process")
 FORMATS = ("md", "json")  # the HTML page draws plots (matplotlib): a test does not need it
 

@@ -111,7 +111,7 @@ def test_assert_reproducible_fails_in_the_reports_words(repo, monkeypatch):
     out = res.stdout.str()
     # the verdict, the level, the first divergent step, what differed and the cells
     assert "AssertionError: task/auto/qnone/cpu/pon: not_ready: divergent across repeat; first divergent step" in out
-    assert "repeat: divergent (none of the above) when the same worker process runs it again" in out
+    assert "repeat: divergent (outputs diverge) when the same worker process runs it again" in out
     assert "what differed: the discrete outputs (codes / token ids) from step" in out
     assert re.search(r"cells: task/auto/qnone/seed1/cpu/t1/b1/pon/warm/w0/r0 vs \S+/w0/r1", out)
     assert "report: " in out and "report.md" in out
