@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from harness.analysis.crossrun import CrossRunResult
-from harness.report.certificate import fmt_metrics
+from harness.report.certificate import fmt_metrics, what_differed
 from harness.report.run import fmt, md_table
 
 
@@ -46,22 +46,7 @@ def render_crossrun(result: CrossRunResult) -> str:
                 [[m.cell_a, m.cell_b, m.level, fmt(m.first_divergence), fmt_metrics(m.metrics)] for m in worst[:50]],
             )
         )
-    if result.groups:
-        lines += ["## What differed", ""]
-        lines += md_table(
-            (
-                ["differing fields", "pairs", "levels", "worst"],
-                [
-                    [
-                        ", ".join(g.fields) or "(nothing recorded)",
-                        str(g.pairs),
-                        ", ".join(f"{k} {v}" for k, v in g.levels.items()),
-                        fmt(g.worst),
-                    ]
-                    for g in result.groups
-                ],
-            )
-        )
+    lines += what_differed(result.groups)
     notes = [
         f"{what}: {x}"
         for c in result.configs
