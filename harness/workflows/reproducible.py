@@ -55,10 +55,12 @@ class MatrixRun:
 
     def failure(self, config_id: str | None = None) -> str | None:
         """Why the gate failed (every configuration, or one), in the report's words; None: passed."""
+        from harness.analysis.judgement import dimension_verdicts
         from harness.report.junit import failure_text
 
         ids = [config_id] if config_id else [c.config_id for c in self.analysis.configs]
-        texts = [t for t in (failure_text(self.analysis, i) for i in ids) if t]
+        decisions = dimension_verdicts(self.analysis)
+        texts = [t for t in (failure_text(self.analysis, i, decisions) for i in ids) if t]
         if not ids:  # no configuration: only the evidence gate can speak
             evidence = next((g for g in self.analysis.gates if g.config_id == "evidence" and not g.passed), None)
             texts = [f"evidence: {evidence.reason}"] if evidence else []
