@@ -42,7 +42,7 @@ def _option(action: argparse.Action) -> tuple[str, str, str]:
     return name, takes, _cell(said)
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 

@@ -43,7 +43,10 @@ def render_crossrun(result: CrossRunResult) -> str:
         lines += md_table(
             (
                 ["A cell", "B cell", "level", "first divergence", "metrics"],
-                [[m.cell_a, m.cell_b, m.level, fmt(m.first_divergence), fmt_metrics(m.metrics)] for m in worst[:50]],
+                [
+                    [m.cell_a, m.cell_b, m.level or "-", fmt(m.first_divergence), fmt_metrics(m.metrics)]
+                    for m in worst[:50]
+                ],
             )
         )
     lines += what_differed(result.groups)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult
+from harness.analysis.model import Analysis, ConfigResult
 from harness.report import plots
 from harness.report.heatmap import verdict_map
 from harness.report.plots import e, note
@@ -49,7 +49,15 @@ from harness.report.run import (
     verdict_table,
     warnings_table,
 )
-from harness.vocabulary import ABBREVIATION, DARK_TEXT, LEVEL_COLOUR, MAP_LEVELS, MAP_MEANING, VERDICT_SHORT
+from harness.vocabulary import (
+    ABBREVIATION,
+    DARK_TEXT,
+    LEVEL_COLOUR,
+    MAP_LEVELS,
+    MAP_MEANING,
+    VERDICT_SHORT,
+    VERDICT_TEXT,
+)
 
 MAX_PAIR_PLOTS = 24  # a huge run keeps a readable page; the rest are named in a note
 

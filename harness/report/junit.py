@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.analysis.certificate import Certificate
-from harness.analysis.crossrun import CrossRunResult
+from harness.analysis.crossrun import CrossRunResult, SpecMatch
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary, PairResult
 from harness.analysis.summary import ordered_dimensions
 from harness.store.files import atomic_write_bytes
@@ -407,11 +407,11 @@ def compare_suite(
     return suite
 
 
-def _worst_match(result: CrossRunResult, config_id: str):
+def _worst_match(result: CrossRunResult, config_id: str) -> SpecMatch | None:
     from harness.compare.levels import level_rank
 
     pairs = [m for m in result.matches if m.config_a == config_id and m.level]
-    return max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
+    return max(pairs, key=lambda m: (level_rank(m.level or "bitwise"), -(m.first_divergence or 0)), default=None)
 
 
 def render_compare(
@@ -427,8 +427,8 @@ def render_compare(
 
 
 def _clean(text: Any, limit: int = MAX_TEXT) -> str:
-    text = _INVALID.sub("?", str(text))
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+    clean: str = _INVALID.sub("?", str(text))
+    return clean if len(clean) <= limit else clean[:limit] + f"... ({len(clean) - limit} more characters)"
 
 
 def _seconds(value: float) -> str:
@@ -480,7 +480,8 @@ def render(suites: Iterable[Suite], name: str = "harness") -> bytes:
     root.attrib.update({k: str(v) for k, v in totals.items() if k != "skipped"})
     root.set("time", _seconds(time_total))
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml + b"\n"
 
 
 def write_junit(path: str | Path, data: bytes) -> Path:
