@@ -1,4 +1,4 @@
-"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint (ruff, mypy), fleet, gpu.
+"""nox sessions: tests, determinism (the CI gate on the smoke matrix), bench, lint (ruff, mypy), docs, fleet, gpu.
 
 Sessions reuse the current interpreter's environment (``python=False``) because torch and
 transformers are large; install once with scripts/setup.sh.
@@ -113,6 +113,19 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", external=True)
     session.run("python", "-m", "compileall", "-q", "harness", "tests")
     session.run("harness", "validate", *sorted(str(p) for p in Path("matrices/tasks").glob("*.json")), external=True)
+
+
+@nox.session(python=False)
+def docs(session: nox.Session) -> None:
+    """The docs site (mkdocs + mkdocs-material, the ``docs`` extra), built offline in strict mode
+    into site/: a broken link or anchor, a page left out of the nav or a nav entry without a page
+    fails. The command reference is written from the parser at build time (scripts/docs_hooks.py).
+    CI (.ci/run) runs it after lint."""
+    env = {
+        "NO_MKDOCS_2_WARNING": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+    }
+    session.run("python", "-m", "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env=env)
 
 
 @nox.session(python=False)

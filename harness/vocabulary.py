@@ -1,10 +1,13 @@
-"""The one spelling of the harness's concepts: comparison levels, pair rules, verdicts and
-comparison dimensions, with their order, meaning and defaults.
+"""The one spelling of the harness's concepts: comparison levels, pair rules, verdicts, record
+statuses, matrix axes and comparison dimensions, with their order, meaning, colours, short names
+and defaults.
 
 Why one leaf module: these names travel through every stage (matrix policy, comparison,
 analysis, reports, certificates). Spelt in several places, a new one (a dimension such as
 ``isa``) had to be found in each, and the lists drifted: the summary judged a shorter default
-set of dimensions than the gates did. Every other module imports them from here.
+set of dimensions than the gates did. Every other module imports them from here, renderers
+included: tests/test_vocabulary.py fails on a second spelling of a list, a mapping's keys or a
+meaning.
 """
 
 from __future__ import annotations
@@ -12,16 +15,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-#: comparison levels between two outputs, strongest first (DESIGN.md s4)
+#: comparison levels between two outputs, strongest first (docs/deciding.md)
 LEVELS = ("bitwise", "tokens", "tolerance", "perceptual", "divergent")
 Level = Literal["bitwise", "tokens", "tolerance", "perceptual", "divergent"]
+#: the one wording of each level, in every renderer (the verdict map's legend, JUnit, the pytest
+#: plugin's failure); docs/deciding.md explains each at length
 LEVEL_MEANING = {
-    "bitwise": "digests equal",
-    "tokens": "discrete outputs (codes / token ids) equal, decoded floats differ",
-    "tolerance": "numerically close (relative L2, cosine, SNR, max abs within the thresholds)",
-    "perceptual": "audio fingerprints within the Hamming distance",
-    "divergent": "none of the above",
+    "bitwise": "identical bytes",
+    "tokens": "same tokens/codes, floats differ",
+    "tolerance": "within numeric tolerance",
+    "perceptual": "same audio fingerprint only",
+    "divergent": "outputs diverge",
 }
+#: what a pair at each level differs in (the levels read the other way); ``{step}`` is where the
+#: discrete outputs began to differ, when known
+LEVEL_DIFFERED = {
+    "tokens": "the decoded floats; the discrete outputs (codes / token ids) are equal",
+    "tolerance": "the discrete outputs; the floats stay within the numeric tolerance",
+    "perceptual": "the discrete outputs and the floats beyond tolerance; the audio fingerprints still match",
+    "divergent": "the discrete outputs (codes / token ids){step}, beyond every tolerance",
+}
+#: the verdict map's cells: a level, or a state where no pair gives one
+MAP_STATES = ("failed", "untested")
+MAP_LEVELS = (*LEVELS, *MAP_STATES)
+MAP_MEANING = {**LEVEL_MEANING, "failed": "cells failed", "untested": "nothing to compare"}
+#: the verdict map's fills: colour-blind-safe (ColorBrewer RdYlBu, 5 classes) plus purple for
+#: failed and grey for untested; the light fills take dark text (DARK_TEXT), the others white
+LEVEL_COLOUR = {
+    "bitwise": "#2c7bb6",
+    "tokens": "#abd9e9",
+    "tolerance": "#ffffbf",
+    "perceptual": "#fdae61",
+    "divergent": "#d7191c",
+    "failed": "#542788",
+    "untested": "#d9d9d9",
+}
+DARK_TEXT = frozenset({"tokens", "tolerance", "perceptual", "untested"})
 
 #: the pair rules (validators): the levels' own words for the rules that test a level,
 #: ``composite`` (codes equal + calibrated waveform bounds), ``result_hash`` (the network's
@@ -52,6 +81,54 @@ VERDICT_TEXT = {
     "skipped": "skipped",
     "untested": "untested (too few executions to compare)",
 }
+#: a verdict's name in tables and badges, and its style in the terminal (rich)
+VERDICT_SHORT = {
+    "ready": "ready",
+    "ready_with_tolerance": "ready with tolerance",
+    "not_ready": "not ready",
+    "failed": "failed",
+    "skipped": "skipped",
+    "untested": "untested",
+}
+VERDICT_STYLE = {
+    "ready": "bold blue",
+    "ready_with_tolerance": "bold yellow",
+    "not_ready": "bold red",
+    "failed": "bold magenta",
+    "skipped": "dim",
+    "untested": "dim",
+}
+
+#: the verdict map's words abbreviated for a narrow screen (the HTML report shows both)
+ABBREVIATION = {
+    "bitwise": "bit",
+    "tokens": "tok",
+    "tolerance": "tol",
+    "perceptual": "perc",
+    "divergent": "div",
+    "failed": "fail",
+    "untested": "n/a",
+    "skipped": "skip",
+    "sensitive": "sens",
+    "no effect": "none",
+    "reference": "ref",
+    "repeat": "rep",
+    "process": "proc",
+    "threads": "thr",
+    "ready with tolerance": "tol.",
+    "not ready": "NOT",
+}
+
+#: an execution's record status (harness.store.records), and the ones that mean it did not finish
+STATUSES = ("ok", "failed", "timeout", "skipped")
+Status = Literal["ok", "failed", "timeout", "skipped"]
+FAILED_STATUSES = ("failed", "timeout")
+
+#: the axes a matrix may vary (harness.spec.matrix), and the ones that make a configuration: the
+#: cells of one configuration differ only in the others (seed, threads, batch, load, kernels,
+#: worker, repeat), which the comparison dimensions compare
+AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile", "load", "isa", "tf32")
+CONFIG_AXES = ("dtype", "quantize_bits", "device", "profile", "tf32")
 
 #: a certificate's verdict per configuration (harness certify), and the run verdict it comes from
 CERTIFICATE_VERDICTS = ("pass", "pass_with_tolerance", "fail")
@@ -69,18 +146,33 @@ class Dimension:
     axis: str | None
     anchor: Any
     phrase: str  # "... when <phrase>"
+    #: what a one-task matrix sets to compare it (harness.assert_reproducible's ``across``); ""
+    #: for a dimension one machine cannot compare (node, device)
+    reproduced_by: str = ""
 
 
 DIMENSIONS: dict[str, Dimension] = {
     d.name: d
     for d in (
-        Dimension("repeat", None, None, "the same worker process runs it again"),
-        Dimension("process", None, None, "another worker process runs it"),
-        Dimension("batch", "batch_size", 1, "it runs inside a batch instead of alone (batch size > 1 vs 1)"),
-        Dimension("threads", "threads", None, "the CPU thread count changes"),
-        Dimension("isa", "isa", "native", "the CPU kernel set changes (another CPU kind's instruction set)"),
+        Dimension("repeat", None, None, "the same worker process runs it again", "repeats 2 in one worker"),
+        Dimension("process", None, None, "another worker process runs it", "2 worker processes"),
+        Dimension(
+            "batch",
+            "batch_size",
+            1,
+            "it runs inside a batch instead of alone (batch size > 1 vs 1)",
+            "batch sizes 1 and 2",
+        ),
+        Dimension("threads", "threads", None, "the CPU thread count changes", "threads 1 and 2"),
+        Dimension(
+            "isa",
+            "isa",
+            "native",
+            "the CPU kernel set changes (another CPU kind's instruction set)",
+            "native and avx2 CPU kernels",
+        ),
         Dimension("node", None, None, "another node runs it"),
-        Dimension("load", "load", "warm", "the model is loaded cold instead of warm"),
+        Dimension("load", "load", "warm", "the model is loaded cold instead of warm", "cold and warm model loads"),
         Dimension("device", None, None, "another device runs it"),
     )
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU proof of issue #23, in one call on a machine with an NVIDIA GPU (README "On a GPU").
+# The GPU proof of issue #23, in one call on a machine with an NVIDIA GPU (docs/gpu.md).
 #
 #   bash scripts/gpu_proof.sh            # results under $OUT (default out/gpu-proof)
 #

@@ -1,7 +1,7 @@
 """docs/ci: the GitHub Actions workflow and the GitLab CI job others copy, checked by the
 tools' own schemas (check-jsonschema's vendored SchemaStore schemas for GitHub workflows and
-GitLab CI; actionlint too when it is installed), not by eye, and checked to do what the README
-says: run ``nox -s determinism`` with a JUnit file on the tiny models, upload report.html and
+GitLab CI; actionlint too when it is installed), not by eye, and checked to do what the docs
+(docs/ci.md) say: run ``nox -s determinism`` with a JUnit file on the tiny models, upload report.html and
 that file, cache the tiny models and pip's wheels."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The package layout follows the flow: no import circles, no stage importing a later one.
 
-The stages, lowest first (README "Layout"):
+The stages, lowest first (docs/architecture.md):
 
   leaves     errors, digests, outputs, determinism, hubenv, isa: used everywhere, import nothing of ours
   store      files, records, manifest, run directories, bundles: the formats on disk; knows no
@@ -15,8 +15,11 @@ The stages, lowest first (README "Layout"):
   report     Markdown, JSON, HTML
   workflows  certify, validator study
   cli        argument parsing and exit codes
+  api        harness.api: the public Python API (run, analyse, compare, certify, assert)
 
-``harness/__init__.py`` re-exports ``load_run`` from the store, so it sits with the store.
+``harness/__init__.py`` holds the version (a leaf) and names the public API by lazy
+``"harness.api:name"`` strings: it is a registry, so nothing that imports ``harness`` for its
+version imports the API.
 Every import counts, at module level, inside a function (a lazy import is still a
 dependency) or under ``if TYPE_CHECKING:`` (an annotation naming a later stage's type is a
 dependency on it too: the certificate's model used to sit above its renderer that way).
@@ -47,6 +50,7 @@ STAGES = (
     "report",
     "workflows",
     "cli",
+    "api",
 )
 LEAVES = {"errors", "digests", "outputs", "determinism", "hubenv", "isa", "vocabulary"}
 
@@ -59,12 +63,14 @@ def module_name(path: Path) -> str:
 def stage_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
-        return "store"  # the package root re-exports load_run from the store
+        return "leaves"  # the package root holds the version and names the public API lazily (a registry)
     if parts[1] in LEAVES:
         return "leaves"
     if parts[1] in STAGES:
         return parts[1]
-    raise AssertionError(f"{module} belongs to no stage; add it to the layout (tests/test_layout.py, README)")
+    raise AssertionError(
+        f"{module} belongs to no stage; add it to the layout (tests/test_layout.py, docs/architecture.md)"
+    )
 
 
 #: a lazy registry reference: "harness.engines.musicgen:MusicGenEngine"
@@ -72,7 +78,7 @@ REFERENCE = re.compile(r"(harness(?:\.\w+)+):\w+(?:\.\w+)*")
 
 
 #: the modules whose job is to name later stages' objects lazily
-REGISTRIES = {"harness.spec.kinds", "harness.execution.executors"}
+REGISTRIES = {"harness", "harness.spec.kinds", "harness.execution.executors"}
 
 
 def references_of(source: str) -> set[str]:

@@ -28,8 +28,8 @@ from harness.digests import digest_json
 from harness.execution.env import cost_key
 from harness.store.records import Record
 from harness.store.run import RunStore
+from harness.vocabulary import FAILED_STATUSES
 
-FAILED_STATUSES = ("failed", "timeout")
 MARK_LEGEND = {
     "x": "not comparable (spec or environment differs, or only on one side)",
     "!": "newly failing",

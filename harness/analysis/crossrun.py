@@ -32,19 +32,21 @@ from harness.analysis.model import DimensionSummary, PairResult
 from harness.analysis.run import ComparableCache, config_facts, execution_order, latest_records, pair_rules
 from harness.compare.levels import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
+from harness.errors import WorkflowError
 from harness.execution.env import differing_fields
 from harness.spec.policy import ConfigPolicy, NamedValidator, config_policy, policy_of
 from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
+from harness.vocabulary import FAILED_STATUSES
 
 CROSSRUN_SCHEMA_VERSION = 1
 IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device")
 MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))  # several: ignore:threads,isa
 
 
-class CrossRunError(StoreError):
-    pass
+class CrossRunError(WorkflowError):
+    """Two runs that cannot be compared as asked (an unknown match mode, other model weights)."""
 
 
 def parse_match(text: str) -> tuple[str, ...] | None:
@@ -177,7 +179,7 @@ class _Spec:
 
     @property
     def failed(self) -> list[Record]:
-        return [r for r in self.records if r.status in ("failed", "timeout")]
+        return [r for r in self.records if r.status in FAILED_STATUSES]
 
     @property
     def first(self) -> Record:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from harness.analysis.model import DimensionSummary, PairResult
 from harness.compare.levels import (
@@ -24,6 +24,10 @@ from harness.compare.levels import (
 )
 from harness.spec.calibration import uncalibrated_sources
 from harness.spec.policy import ConfigPolicy
+from harness.vocabulary import MAP_MEANING
+
+if TYPE_CHECKING:
+    from harness.analysis.model import Analysis
 
 
 def summarize_pairs(pairs: list[PairResult]) -> DimensionSummary:
@@ -132,7 +136,7 @@ def judge(
     certificate's "machines" comparison is the ``isa`` source when the sides ran other kernel
     classes; None: no calibrated source is needed for it). By default a dimension is its own."""
     if not compared:
-        return Judgement("untested", "only one execution: nothing to compare")
+        return Judgement("untested", f"only one execution: {MAP_MEANING['untested']}")
     worst = worst_level(s.worst for s in compared.values() if s.worst)
     where = ", ".join(f"{d}: {s.worst}" for d, s in compared.items())
     found = sorted({f for s in compared.values() for f in s.findings})
@@ -199,3 +203,21 @@ def judge(
         f"{base}; every judged pair passes the named {validator.rule} "
         f"validator (measured false accept {fa:.3f}, false reject {fr:.3f}){why}",
     )
+
+
+def dimension_verdicts(a: Analysis) -> dict[tuple[str, str], tuple[str, str]]:
+    """(configuration, dimension) -> the verdict and reason that dimension alone would get, by
+    the one judgement: a configuration that is not accepted has at least one dimension that is
+    not either. JUnit names the dimensions to blame from these (a renderer decides nothing)."""
+    from harness.compare.levels import NamedValidator, Thresholds
+
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for c in a.configs:
+        validator = NamedValidator.model_validate(c.validator) if c.validator else None
+        thresholds = Thresholds.model_validate(c.thresholds) if c.thresholds else Thresholds()
+        policy = ConfigPolicy(validator, thresholds, c.out_of_scope)
+        for dim, s in c.dimensions.items():
+            if s.pairs:
+                verdict, reason, _ = judge({dim: s}, policy)
+                out[(c.config_id, dim)] = (verdict, reason)
+    return out

@@ -45,7 +45,7 @@ from harness.spec.kinds import KINDS, load_object
 from harness.spec.policy import ConfigPolicy, config_policy
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
-from harness.vocabulary import AXIS_DIMENSIONS, NODE, REPRO_DIMENSIONS, VERDICTS
+from harness.vocabulary import AXIS_DIMENSIONS, FAILED_STATUSES, NODE, REPRO_DIMENSIONS, VERDICTS
 
 VERDICT_ORDER = VERDICTS
 
@@ -592,7 +592,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         counts: dict[str, int] = defaultdict(int)
         for r in recs:
             counts[r.status] += 1
-        failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in ("failed", "timeout")][:10]
+        failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in FAILED_STATUSES][:10]
         ok = [r for r in recs if r.status == "ok"]
         cp = config_policy(policy, config_facts(ok or recs, verdict_dims, manifest.matrix_tasks))
         cmp.use(cp)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from harness.analysis.model import Analysis, ConfigResult, Finding, LogWarning, RunSummary
 from harness.compare.levels import level_rank, worst_level
-from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, RULE_STRENGTH
+from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, RULE_STRENGTH, VERDICT_SHORT
 
 SEVERITY_ORDER = ("critical", "warning", "info")
 #: "... when <phrase>": plain words for known dimensions; others are named as they are
@@ -166,7 +166,7 @@ def _deciding_findings(a: Analysis, found: list[Finding]) -> list[Finding]:
                     kind="verdict-reason",
                     dimension=c.decided_by[0] if c.decided_by else None,
                     configs=[c.config_id],
-                    text=f"{c.config_id} is not ready ({dims}): {c.reason}.",
+                    text=f"{c.config_id} is {VERDICT_SHORT['not_ready']} ({dims}): {c.reason}.",
                 )
             )
     return out

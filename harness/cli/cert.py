@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds the five (the same modules ``harness.cli.main`` lists) to a parser
 of one's own; ``main(argv)`` is that parser alone (``python -m harness.cli.cert``), printing a
-StoreError (BundleError, CertifyError, CrossRunError) as one ``error: ...`` line, exit code 2.
+HarnessError (BundleError, CertifyError, CrossRunError, ...) as one ``error: ...`` line, exit code 2.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from harness.cli.arguments import add_commands
 from harness.cli.commands import bench, bundle, certify, compare, validators
 from harness.cli.common import EXIT_ERROR
-from harness.store.run import StoreError
+from harness.errors import HarnessError
 
 COMMANDS = (bundle, certify, validators, compare, bench)
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return args.func(args)
-    except StoreError as err:
+    except HarnessError as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_ERROR
 

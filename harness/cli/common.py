@@ -33,10 +33,11 @@ def write_junit(analysis, path: str | None) -> None:
     """``--junit FILE``: the verdicts as JUnit XML (imported only when asked for)."""
     if not path:
         return
+    from harness.analysis.judgement import dimension_verdicts
     from harness.report.junit import render_run
     from harness.report.junit import write_junit as write
 
-    print(f"junit {write(Path(path), render_run(analysis))}")
+    print(f"junit {write(Path(path), render_run(analysis, dimension_verdicts(analysis)))}")
 
 
 def check_junit_target(path: str | None) -> None:

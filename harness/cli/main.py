@@ -1,5 +1,4 @@
-"""``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify |
-validators | locate | replay | replay-study | tiny.
+"""The ``harness`` command line: the parser, built from the command modules, and the exit codes.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -14,6 +13,7 @@ import argparse
 import contextlib
 import os
 import sys
+import textwrap
 
 from harness.cli.arguments import add_commands
 from harness.cli.commands import (
@@ -38,27 +38,20 @@ from harness.cli.commands import (
 )
 from harness.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
 
-# The commands, in the order ``harness --help`` lists them: a new command is a module and a line here.
-COMMANDS = (
-    validate,
-    schema,
-    exec_,
-    expand,
-    run,
-    report,
-    show,
-    tiny,
-    bundle,
-    certify,
-    validators,
-    compare,
-    bench,
-    keygen,
-    verify,
-    locate,
-    replay,
-    replay_study,
+#: what ``harness --help`` says the tool is
+DESCRIPTION = (
+    "Reproducibility verification and benchmarking for decentralized AI inference: run the network's "
+    "task documents across configurations and machines, and say with evidence whether nodes would agree."
 )
+#: the commands by purpose, in the order ``harness --help`` lists them: a new command is a module
+#: and a line here (the docs site's command reference is generated from this table)
+GROUPS = (
+    ("tasks and models", (validate, schema, exec_, tiny)),
+    ("run a matrix and read its report", (expand, run, report, show)),
+    ("compare runs and certify machines", (compare, bench, bundle, certify, keygen, verify)),
+    ("investigate and calibrate", (locate, replay, validators, replay_study)),
+)
+COMMANDS = tuple(module for _, modules in GROUPS for module in modules)
 BY_NAME = {module.NAME: module for module in COMMANDS}
 
 
@@ -137,10 +130,36 @@ def _signals_interrupt() -> dict:
     return saved
 
 
+class _GroupedHelp(argparse.RawDescriptionHelpFormatter):
+    """``harness --help`` lists the commands once, by purpose (the epilog), not again as one flat
+    list under the positional argument."""
+
+    def _iter_indented_subactions(self, action):  # type: ignore[no-untyped-def]
+        if isinstance(action, argparse._SubParsersAction):
+            return iter(())
+        return super()._iter_indented_subactions(action)
+
+
+def _grouped_commands(sub: argparse._SubParsersAction) -> str:
+    said = {choice.dest: choice.help or "" for choice in sub._choices_actions}
+    width = max(len(name) for name in said) + 2
+    lines = []
+    for title, modules in GROUPS:
+        lines.append(f"{title}:")
+        lines += [f"  {module.NAME:<{width}}{said[module.NAME]}" for module in modules]
+        lines.append("")
+    lines.append("exit codes: 0 fine, 1 a gate failed, 2 bad input (one line 'error: ...'), 130 interrupted")
+    lines.append("'harness COMMAND --help' says more; the docs site's command reference lists every option.")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="harness", description=textwrap.fill(DESCRIPTION, 100), formatter_class=_GroupedHelp
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of the commands below")
     add_commands(sub, COMMANDS)
+    p.epilog = _grouped_commands(sub)
     return p
 
 

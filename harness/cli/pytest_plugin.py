@@ -31,197 +31,35 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from harness.analysis.model import Analysis, ConfigResult
+    from harness.workflows.reproducible import MatrixRun
 
-#: what ``across`` may name, and the matrix settings that make each compared
-ACROSS = {
-    "repeat": "repeats 2 in one worker",
-    "process": "2 worker processes",
-    "threads": "threads 1 and 2",
-    "batch": "batch sizes 1 and 2",
-    "load": "cold and warm model loads",
-    "isa": "native and avx2 CPU kernels",
-}
-DEFAULT_ACROSS = ("repeat", "process")
-FORMATS = ("md", "json")  # the HTML page draws plots (matplotlib): a test does not need it
-
-
-class HarnessGateFailure(AssertionError):
-    """A reproducibility gate that failed; its message is the report's explanation."""
+#: the plain functions live in harness.workflows.reproducible (no pytest needed there); they are
+#: importable from here as before (``from harness.cli.pytest_plugin import assert_reproducible``),
+#: loaded on first use so that an unused plugin imports nothing of the harness
+_REPRODUCIBLE = (
+    "ACROSS",
+    "DEFAULT_ACROSS",
+    "HarnessGateFailure",
+    "MatrixRun",
+    "assert_reproducible",
+    "reproducibility_matrix",
+    "run_matrix_doc",
+)
 
 
-# --- running ------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    if name in _REPRODUCIBLE:
+        from harness.workflows import reproducible
 
-
-@dataclass
-class MatrixRun:
-    """A finished, analysed run."""
-
-    run_dir: Path
-    analysis: Analysis
-
-    @property
-    def report(self) -> Path:
-        return self.run_dir / "report.md"
-
-    def config(self, config_id: str) -> ConfigResult:
-        for c in self.analysis.configs:
-            if c.config_id == config_id:
-                return c
-        raise KeyError(
-            f"{config_id}: no such configuration in {self.run_dir} "
-            f"(have: {', '.join(c.config_id for c in self.analysis.configs)})"
-        )
-
-    def failure(self, config_id: str | None = None) -> str | None:
-        """Why the gate failed (every configuration, or one), in the report's words; None: passed."""
-        from harness.report.junit import failure_text
-
-        ids = [config_id] if config_id else [c.config_id for c in self.analysis.configs]
-        texts = [t for t in (failure_text(self.analysis, i) for i in ids) if t]
-        if not ids:  # no configuration: only the evidence gate can speak
-            evidence = next((g for g in self.analysis.gates if g.config_id == "evidence" and not g.passed), None)
-            texts = [f"evidence: {evidence.reason}"] if evidence else []
-        if not texts:
-            return None
-        unique = list(dict.fromkeys(texts))
-        return "\n".join(unique) + f"\nreport: {self.report}"
-
-    def assert_passed(self, config_id: str | None = None) -> MatrixRun:
-        """Fail (AssertionError, in the report's words) when a gate failed."""
-        __tracebackhide__ = True
-        text = self.failure(config_id)
-        if text:
-            raise AssertionError(text)
-        return self
-
-
-def run_matrix_doc(
-    doc: dict[str, Any], out: Path, source: Path | None = None, formats: Sequence[str] = FORMATS
-) -> MatrixRun:
-    """Run a matrix document (its task files relative to ``source``'s folder) into ``out``,
-    analyse it with every artifact verified, as ``harness run`` does, and write its reports."""
-    from harness.analysis.run import analyze_run
-    from harness.execution.runner import run_matrix
-    from harness.report.write import write_reports
-    from harness.spec.matrix import matrix_from_doc
-
-    matrix = matrix_from_doc(doc, source)
-    summary = run_matrix(matrix, Path(out), progress=False)
-    analysis = analyze_run(summary.run_dir, verify_artifacts=True)
-    write_reports(analysis, summary.run_dir, list(formats))
-    return MatrixRun(summary.run_dir, analysis)
-
-
-def _task_name(task: str | Path | Mapping[str, Any]) -> str:
-    stem = Path(task).stem if not isinstance(task, Mapping) else "task"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "task"
-    return name[:64] if name[0].isalnum() else f"t{name}"[:64]
-
-
-def reproducibility_matrix(
-    task: str | Path | Mapping[str, Any],
-    across: Iterable[str] = DEFAULT_ACROSS,
-    *,
-    base: Path | None = None,
-    seeds: Sequence[int] | None = None,
-    dtypes: Sequence[str] | None = None,
-    timeout_s: float = 300.0,
-    validators: Mapping[str, Any] | None = None,
-    thresholds: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The matrix document that compares one task across the named dimensions and judges
-    exactly those (``gates.verdict_dimensions``), failing on not_ready and failed."""
-    across = list(dict.fromkeys(across))
-    if not across:
-        raise ValueError("across: name at least one dimension (" + ", ".join(ACROSS) + ")")
-    unknown = [d for d in across if d not in ACROSS]
-    if unknown:
-        hint = (
-            " (a fleet dimension: run the matrix with harness run --executor ray)"
-            if unknown[0] in ("node", "device")
-            else ""
-        )
-        raise ValueError(f"across: unknown dimension {unknown[0]!r}{hint}; expected some of {', '.join(ACROSS)}")
-    if isinstance(task, Mapping):
-        entry: dict[str, Any] = {"name": "task", "task": dict(task)}
-    else:
-        path = Path(task)
-        if not path.is_absolute():
-            path = (base or Path.cwd()) / path
-        entry = {"name": _task_name(path), "file": str(path)}
-    axes: dict[str, Any] = {
-        "threads": [1, 2] if "threads" in across else [1],
-        "batch_size": [1, 2] if "batch" in across else [1],
-        "load": ["cold", "warm"] if "load" in across else ["warm"],
-        "isa": ["native", "avx2"] if "isa" in across else ["native"],
-    }
-    if seeds is not None:
-        axes["seed"] = list(seeds)
-    if dtypes is not None:
-        axes["dtype"] = list(dtypes)
-    doc: dict[str, Any] = {
-        "schema_version": 1,
-        "name": f"reproducible-{entry['name']}"[:64],
-        "description": "assert_reproducible: " + ", ".join(f"{d} ({ACROSS[d]})" for d in across),
-        "repeats": 2 if "repeat" in across else 1,
-        "workers": 2 if "process" in across else 1,
-        "timeout_s": timeout_s,
-        "tasks": [entry],
-        "axes": axes,
-        "gates": {"fail_on": ["not_ready", "failed"], "verdict_dimensions": across},
-    }
-    if validators:
-        doc["validators"] = dict(validators)
-    if thresholds:
-        doc["thresholds"] = dict(thresholds)
-    return doc
-
-
-def assert_reproducible(
-    task: str | Path | Mapping[str, Any],
-    across: Iterable[str] = DEFAULT_ACROSS,
-    *,
-    out: str | Path | None = None,
-    base: str | Path | None = None,
-    seeds: Sequence[int] | None = None,
-    dtypes: Sequence[str] | None = None,
-    timeout_s: float = 300.0,
-    validators: Mapping[str, Any] | None = None,
-    thresholds: Mapping[str, Any] | None = None,
-) -> Analysis:
-    """Run ``task`` (a task file, or a task document as a dict) over the dimensions named in
-    ``across`` in fresh worker processes; raise AssertionError in the report's words when a
-    configuration is not reproducible across them (or its cells failed). Returns the analysis.
-
-    ``out``: the run directory (default: a new temporary one, kept for reading); ``validators``
-    (e.g. ``{"audio": {"rule": "composite", ...}}``) as in a matrix: without one, only
-    bitwise passes."""
-    __tracebackhide__ = True
-    doc = reproducibility_matrix(
-        task,
-        across,
-        base=Path(base) if base else None,
-        seeds=seeds,
-        dtypes=dtypes,
-        timeout_s=timeout_s,
-        validators=validators,
-        thresholds=thresholds,
-    )
-    run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="harness-reproducible-")) / "run"
-    run = run_matrix_doc(doc, run_dir)
-    if not run.analysis.configs:
-        raise AssertionError(f"{doc['name']}: no configuration ran\nreport: {run.report}")
-    run.assert_passed()
-    return run.analysis
+        return getattr(reproducible, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- pytest: options, marker, fixtures ----------------------------------------------------------
@@ -294,7 +132,7 @@ def _assert_reproducible(request: pytest.FixtureRequest, tmp_path: Path):
     in the report's words when it is not reproducible. Returns the analysis."""
     count = [0]
 
-    def check(task: str | Path | Mapping[str, Any], across: Iterable[str] = DEFAULT_ACROSS, **options: Any):
+    def check(task: str | Path | Mapping[str, Any], across: Iterable[str] | None = None, **options: Any):
         __tracebackhide__ = True
         count[0] += 1
         options.setdefault("base", request.config.rootpath)
@@ -303,7 +141,9 @@ def _assert_reproducible(request: pytest.FixtureRequest, tmp_path: Path):
             options["out"] = (
                 _out_root(request.config, _slug(request.node.name)) if root else tmp_path
             ) / f"run{count[0]}"
-        return assert_reproducible(task, across, **options)
+        from harness.workflows.reproducible import DEFAULT_ACROSS, assert_reproducible
+
+        return assert_reproducible(task, DEFAULT_ACROSS if across is None else across, **options)
 
     return check
 
@@ -321,6 +161,8 @@ def harness_matrix(request: pytest.FixtureRequest) -> MatrixRun:
     key = (path.resolve(), None)
     if key not in runs:
         doc = _read_matrix(path)
+        from harness.workflows.reproducible import run_matrix_doc
+
         runs[key] = run_matrix_doc(doc, _out_root(request.config, _slug(doc.get("name", path.stem))) / "run", path)
     return runs[key]
 
@@ -381,6 +223,8 @@ class MatrixFile(pytest.File):
             if len(selected) == len(self.cells_by_config)
             else f"{name}-{len(selected)}of{len(self.cells_by_config)}"
         )
+        from harness.workflows.reproducible import run_matrix_doc
+
         self.runs[selected] = run = run_matrix_doc(doc, _out_root(self.config, label) / "run", self.path)
         return run
 
@@ -402,18 +246,14 @@ def _devices_for(matrix: Any) -> list[str]:
 def _only(doc: dict[str, Any], dropped: list[Any]) -> dict[str, Any]:
     """``doc`` with the configurations of ``dropped`` cells excluded (a configuration's verdict
     rests on its own cells only, so the others' absence changes none)."""
+    from harness.vocabulary import CONFIG_AXES
+
     rules = []
     seen = set()
     for cell in dropped:
         a = cell.axes
-        rule = {
-            "task": cell.task_name,
-            "dtype": a.dtype,
-            "quantize_bits": a.quantize_bits or "none",
-            "device": a.device,
-            "profile": a.profile,
-            "tf32": a.tf32,
-        }
+        rule = {"task": cell.task_name, **{axis: getattr(a, axis) for axis in CONFIG_AXES}}
+        rule["quantize_bits"] = a.quantize_bits or "none"
         key = tuple(sorted((k, str(v)) for k, v in rule.items()))
         if key not in seen:
             seen.add(key)
@@ -433,6 +273,8 @@ class ConfigItem(pytest.Item):
         c = run.config(self.config_id)
         text = run.failure(self.config_id)
         if text:
+            from harness.workflows.reproducible import HarnessGateFailure
+
             raise HarnessGateFailure(text)
         if c.verdict == "skipped":
             pytest.skip(f"skipped: {c.reason}")
@@ -440,6 +282,8 @@ class ConfigItem(pytest.Item):
             pytest.skip(f"untested: {c.reason}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        from harness.workflows.reproducible import HarnessGateFailure
+
         if isinstance(excinfo.value, HarnessGateFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)

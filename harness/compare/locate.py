@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from harness.store.run import StoreError
+from harness.errors import WorkflowError
 
 #: kind -> (loaded object, dotted attribute of the module whose forward calls are the steps)
 STEPPING = {"audio": ("model", "decoder"), "gpt": ("model", ""), "audioldm": ("pipeline", "unet")}
 
 
-class LocateError(StoreError):
+class LocateError(WorkflowError):
     """A pair that cannot be located (unsound re-run, unsupported kind); one line."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis.certificate import POOL_FIELDS, Certificate
+from harness.analysis.crossrun import DifferenceGroup
 from harness.report.run import fmt, fmt_mapping, md_table
 
 ENV_FIELDS = (
@@ -26,6 +27,23 @@ ENV_FIELDS = (
     "blas",
     "os",
 )
+
+
+def what_differed(groups: list[DifferenceGroup]) -> list[str]:
+    """The "What differed" section of a certificate or a cross-run comparison: the pairs grouped
+    by the fields that differ between their two sides (environment, axes, flags)."""
+    if not groups:
+        return []
+    rows = [
+        [
+            ", ".join(g.fields) or "(nothing recorded)",
+            str(g.pairs),
+            ", ".join(f"{k} {v}" for k, v in g.levels.items()),
+            fmt(g.worst),
+        ]
+        for g in groups
+    ]
+    return ["## What differed", "", *md_table((["differing fields", "pairs", "levels", "worst"], rows))]
 
 
 def _env_value(env: dict[str, Any], dotted: str) -> Any:
@@ -140,22 +158,7 @@ def render_certificate(cert: Certificate) -> str:
     issues = [(c.config_id, i) for c in cert.configs for i in c.issues]
     if issues:
         lines += ["## Cells not certified", ""] + [f"- {cid}: {i}" for cid, i in issues[:200]] + [""]
-    if cert.groups:
-        lines += ["## What differed", ""]
-        lines += md_table(
-            (
-                ["differing fields", "pairs", "levels", "worst"],
-                [
-                    [
-                        ", ".join(g.fields) or "(nothing recorded)",
-                        str(g.pairs),
-                        ", ".join(f"{k} {v}" for k, v in g.levels.items()),
-                        fmt(g.worst),
-                    ]
-                    for g in cert.groups
-                ],
-            )
-        )
+    lines += what_differed(cert.groups)
     for title, items in (
         ("Not certified", cert.not_certified),
         ("Candidate cells without a reference", cert.unmatched_candidate),

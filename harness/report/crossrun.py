@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from harness.analysis.crossrun import CrossRunResult
-from harness.report.certificate import fmt_metrics
+from harness.report.certificate import fmt_metrics, what_differed
 from harness.report.run import fmt, md_table
 
 
@@ -43,25 +43,13 @@ def render_crossrun(result: CrossRunResult) -> str:
         lines += md_table(
             (
                 ["A cell", "B cell", "level", "first divergence", "metrics"],
-                [[m.cell_a, m.cell_b, m.level, fmt(m.first_divergence), fmt_metrics(m.metrics)] for m in worst[:50]],
-            )
-        )
-    if result.groups:
-        lines += ["## What differed", ""]
-        lines += md_table(
-            (
-                ["differing fields", "pairs", "levels", "worst"],
                 [
-                    [
-                        ", ".join(g.fields) or "(nothing recorded)",
-                        str(g.pairs),
-                        ", ".join(f"{k} {v}" for k, v in g.levels.items()),
-                        fmt(g.worst),
-                    ]
-                    for g in result.groups
+                    [m.cell_a, m.cell_b, m.level or "-", fmt(m.first_divergence), fmt_metrics(m.metrics)]
+                    for m in worst[:50]
                 ],
             )
         )
+    lines += what_differed(result.groups)
     notes = [
         f"{what}: {x}"
         for c in result.configs

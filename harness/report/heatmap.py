@@ -18,29 +18,8 @@ from dataclasses import dataclass
 
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary
 from harness.analysis.summary import ordered_dimensions
-from harness.vocabulary import LEVELS
+from harness.vocabulary import MAP_MEANING
 
-MAP_LEVELS = (*LEVELS, "failed", "untested")
-LEVEL_MEANING = {
-    "bitwise": "identical bytes",
-    "tokens": "same tokens/codes, floats differ",
-    "tolerance": "within numeric tolerance",
-    "perceptual": "same audio fingerprint only",
-    "divergent": "outputs diverge",
-    "failed": "cells failed",
-    "untested": "nothing to compare",
-}
-#: colour-blind-safe (ColorBrewer RdYlBu, 5 classes) plus purple for failed, grey for untested
-PALETTE = {
-    "bitwise": "#2c7bb6",
-    "tokens": "#abd9e9",
-    "tolerance": "#ffffbf",
-    "perceptual": "#fdae61",
-    "divergent": "#d7191c",
-    "failed": "#542788",
-    "untested": "#d9d9d9",
-}
-DARK_TEXT = {"tokens", "tolerance", "perceptual", "untested"}  # light fills: dark text, else white
 EXTRA_COLUMNS = ("seed", "dtype")  # seed sensitivity, dtype drift
 #: the mark on a cell whose pairs decided its configuration's not_ready verdict
 DECIDES = "(decides)"
@@ -80,7 +59,7 @@ def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
             )
         return MapCell(c.config_id, dim, s.worst, s.worst, f"{dim}: {_counts(s)}")
     if c.verdict == "failed":
-        return MapCell(c.config_id, dim, "failed", "failed", f"{dim}: cells failed, nothing compared")
+        return MapCell(c.config_id, dim, "failed", "failed", f"{dim}: {MAP_MEANING['failed']}, nothing compared")
     label = "skipped" if c.verdict == "skipped" else "untested"
     return MapCell(c.config_id, dim, "untested", label, f"{dim}: no pair compared ({label})")
 

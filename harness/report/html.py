@@ -15,13 +15,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult
+from harness.analysis.model import Analysis, ConfigResult
 from harness.report import plots
-from harness.report.heatmap import DARK_TEXT, LEVEL_MEANING, MAP_LEVELS, PALETTE, verdict_map
+from harness.report.heatmap import verdict_map
 from harness.report.plots import e, note
 from harness.report.run import (
     TOP_FINDINGS,
-    VERDICT_SHORT,
     Table,
     agreement_table,
     class_table,
@@ -50,11 +49,20 @@ from harness.report.run import (
     verdict_table,
     warnings_table,
 )
+from harness.vocabulary import (
+    ABBREVIATION,
+    DARK_TEXT,
+    LEVEL_COLOUR,
+    MAP_LEVELS,
+    MAP_MEANING,
+    VERDICT_SHORT,
+    VERDICT_TEXT,
+)
 
 MAX_PAIR_PLOTS = 24  # a huge run keeps a readable page; the rest are named in a note
 
 _LEVEL_CSS = "".join(
-    f".l-{lv}{{background:{PALETTE[lv]};color:{'#111' if lv in DARK_TEXT else '#fff'}}}" for lv in MAP_LEVELS
+    f".l-{lv}{{background:{LEVEL_COLOUR[lv]};color:{'#111' if lv in DARK_TEXT else '#fff'}}}" for lv in MAP_LEVELS
 )
 CSS = (
     """
@@ -177,29 +185,9 @@ def summary_html(a: Analysis) -> str:
     )
 
 
-SHORT = {
-    "bitwise": "bit",
-    "tokens": "tok",
-    "tolerance": "tol",
-    "perceptual": "perc",
-    "divergent": "div",
-    "failed": "fail",
-    "untested": "n/a",
-    "skipped": "skip",
-    "sensitive": "sens",
-    "no effect": "none",
-    "reference": "ref",
-    "repeat": "rep",
-    "process": "proc",
-    "threads": "thr",
-    "ready with tolerance": "tol.",
-    "not ready": "NOT",
-}
-
-
 def _both(text: str) -> str:
     """Full text, and an abbreviation shown instead on phone-width screens."""
-    short = SHORT.get(text, text if len(text) <= 5 else text[:4] + ".")
+    short = ABBREVIATION.get(text, text if len(text) <= 5 else text[:4] + ".")
     if short == text:
         return e(text)
     return f'<span class="long">{e(text)}</span><span class="short" aria-hidden="true">{e(short)}</span>'
@@ -224,7 +212,7 @@ def heatmap_html(a: Analysis) -> str:
             f'<td class="v-{e(c.verdict)}">{_both(VERDICT_SHORT.get(c.verdict, c.verdict))}</td>{tds}</tr>'
         )
     legend = "".join(
-        f'<li><span class="swatch l-{lv}">{_both(lv)}</span>{e(LEVEL_MEANING[lv])}</li>' for lv in MAP_LEVELS
+        f'<li><span class="swatch l-{lv}">{_both(lv)}</span>{e(MAP_MEANING[lv])}</li>' for lv in MAP_LEVELS
     )
     return (
         f'<div class="scroll"><table class="heatmap"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'

@@ -33,23 +33,26 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.analysis.certificate import Certificate
-from harness.analysis.crossrun import CrossRunResult
+from harness.analysis.crossrun import CrossRunResult, SpecMatch
 from harness.analysis.model import Analysis, ConfigResult, DimensionSummary, PairResult
 from harness.analysis.summary import ordered_dimensions
 from harness.store.files import atomic_write_bytes
-from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, LEVEL_MEANING
+from harness.vocabulary import ACCEPTED, DEFAULT_JUDGED, DIMENSIONS, LEVEL_DIFFERED, LEVEL_MEANING, MAP_MEANING
 
 Outcome = Literal["passed", "failure", "error", "skipped"]
 #: characters XML 1.0 cannot hold (a library's error text may carry them)
 _INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 MAX_TEXT = 20_000  # per element: the report has the rest
 MAX_CELLS = 10
+
+#: (configuration, dimension) -> (verdict, reason) that dimension alone gets, decided by the analysis
+Decisions = Mapping[tuple[str, str], tuple[str, str]]
 
 
 @dataclass
@@ -78,14 +81,6 @@ class Suite:
 
 
 # --- what a dimension says, in the report's words (shared with the pytest plugin) ---------------
-
-#: what a pair at each level differs in (the levels, harness.compare.levels, read the other way)
-WHAT_DIFFERED = {
-    "tokens": "the decoded floats; the discrete outputs (codes / token ids) are equal",
-    "tolerance": "the discrete outputs; the floats stay within the numeric tolerance",
-    "perceptual": "the discrete outputs and the floats beyond tolerance; the audio fingerprints still match",
-    "divergent": "the discrete outputs (codes / token ids){step}, beyond every tolerance",
-}
 
 
 def _cells(ids: Sequence[str]) -> str:
@@ -117,7 +112,7 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
     validator = (c.validator or {}).get("rule")
     if validator and s.rejected.get(validator):
         lines.append(f"the named {validator} validator rejects {s.rejected[validator]} pair(s)")
-    what = WHAT_DIFFERED.get(s.worst or "")
+    what = LEVEL_DIFFERED.get(s.worst or "")
     if what:
         step = f" from step {min(s.first_divergence)}" if s.first_divergence and s.worst == "divergent" else ""
         lines.append(f"what differed: {what.format(step=step)}")
@@ -132,19 +127,6 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
     return lines
 
 
-def dimension_verdict(c: ConfigResult, dim: str, s: DimensionSummary) -> tuple[str, str]:
-    """The verdict this dimension alone would get (the analysis's own ``judge``): a
-    configuration that is not accepted has at least one dimension that is not either."""
-    from harness.analysis.judgement import judge
-    from harness.compare.levels import NamedValidator, Thresholds
-    from harness.spec.policy import ConfigPolicy
-
-    validator = NamedValidator.model_validate(c.validator) if c.validator else None
-    thresholds = Thresholds.model_validate(c.thresholds) if c.thresholds else Thresholds()
-    verdict, reason, _ = judge({dim: s}, ConfigPolicy(validator, thresholds, c.out_of_scope))
-    return verdict, reason
-
-
 # --- harness run / report -------------------------------------------------------------------------
 
 
@@ -155,7 +137,9 @@ def judged_dimensions(a: Analysis) -> list[str]:
     return [d for d in judged if d in carried]
 
 
-def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bool, gate_reason: str) -> list[Case]:
+def _config_cases(
+    a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bool, gate_reason: str, decisions: Decisions
+) -> list[Case]:
     classname = f"{a.matrix}.{c.config_id}"
     cases: list[Case] = []
     head = [f"configuration: {c.config_id}", f"verdict: {c.verdict}", f"reason: {c.reason}"]
@@ -174,11 +158,11 @@ def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bo
                 case.outcome, case.message, case.text = "skipped", f"failed, not gated: {c.reason}", text
             continue
         if s is None or not s.pairs:
-            why = f"untested: nothing to compare in {dim}" if dim != "verdict" else f"{c.verdict}: {c.reason}"
+            why = f"untested: {MAP_MEANING['untested']} in {dim}" if dim != "verdict" else f"{c.verdict}: {c.reason}"
             case.outcome, case.message, case.text = "skipped", why, "\n".join(head)
             continue
         lines = dimension_lines(c, dim, s, example_of(a, c.config_id, dim))
-        alone, _ = dimension_verdict(c, dim, s)
+        alone, _ = decisions[(c.config_id, dim)]
         to_blame = alone not in ACCEPTED or (c.verdict == "ready_with_tolerance" and alone == "ready_with_tolerance")
         if gate_failed and to_blame:
             step = f" (first divergent step {min(s.first_divergence)})" if s.first_divergence else ""
@@ -209,21 +193,21 @@ def _config_cases(a: Analysis, c: ConfigResult, dims: list[str], gate_failed: bo
     return cases
 
 
-def config_cases(a: Analysis, config_id: str) -> list[Case]:
+def config_cases(a: Analysis, config_id: str, decisions: Decisions) -> list[Case]:
     """One configuration's testcases (its judged dimensions, and ``gate`` when needed)."""
     gates = {g.config_id: g for g in a.gates}
     c = next(x for x in a.configs if x.config_id == config_id)
     g = gates.get(config_id)
-    return _config_cases(a, c, judged_dimensions(a), bool(g and not g.passed), g.reason if g else "")
+    return _config_cases(a, c, judged_dimensions(a), bool(g and not g.passed), g.reason if g else "", decisions)
 
 
-def failure_text(a: Analysis, config_id: str) -> str | None:
+def failure_text(a: Analysis, config_id: str, decisions: Decisions) -> str | None:
     """Why a configuration's gate failed, in the report's words (None when it passed): the
     gate's reason, then level, first divergent step, what differed and the cells of each
     dimension to blame, then the evidence gate when it failed too."""
     gates = {g.config_id: g for g in a.gates}
     g, evidence = gates.get(config_id), gates.get("evidence")
-    failed = [x for x in config_cases(a, config_id) if x.outcome in ("failure", "error")]
+    failed = [x for x in config_cases(a, config_id, decisions) if x.outcome in ("failure", "error")]
     lines: list[str] = []
     if g is not None and not g.passed:
         lines.append(f"{config_id}: {g.reason}")
@@ -239,7 +223,7 @@ def failure_text(a: Analysis, config_id: str) -> str | None:
     return "\n".join(lines) if lines else None
 
 
-def run_suite(a: Analysis) -> Suite:
+def run_suite(a: Analysis, decisions: Decisions) -> Suite:
     """The run's testcases: configurations x judged dimensions, failed gates, the evidence gate."""
     gates = {g.config_id: g for g in a.gates}
     dims = judged_dimensions(a)
@@ -248,7 +232,7 @@ def run_suite(a: Analysis) -> Suite:
     )
     for c in a.configs:
         g = gates.get(c.config_id)
-        suite.cases += _config_cases(a, c, dims, bool(g and not g.passed), g.reason if g else "")
+        suite.cases += _config_cases(a, c, dims, bool(g and not g.passed), g.reason if g else "", decisions)
     evidence = gates.get("evidence")
     case = Case(classname=a.matrix, name="evidence")
     if evidence is not None and not evidence.passed:
@@ -276,8 +260,10 @@ def _run_properties(a: Analysis, dims: list[str]) -> dict[str, str]:
     return props
 
 
-def render_run(a: Analysis) -> bytes:
-    return render([run_suite(a)], name=f"harness {a.matrix}")
+def render_run(a: Analysis, decisions: Decisions) -> bytes:
+    """``decisions``: each judged dimension's verdict alone, from the analysis
+    (harness.analysis.judgement.dimension_verdicts); the writer decides nothing."""
+    return render([run_suite(a, decisions)], name=f"harness {a.matrix}")
 
 
 # --- harness certify ------------------------------------------------------------------------------
@@ -421,11 +407,11 @@ def compare_suite(
     return suite
 
 
-def _worst_match(result: CrossRunResult, config_id: str):
+def _worst_match(result: CrossRunResult, config_id: str) -> SpecMatch | None:
     from harness.compare.levels import level_rank
 
     pairs = [m for m in result.matches if m.config_a == config_id and m.level]
-    return max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
+    return max(pairs, key=lambda m: (level_rank(m.level or "bitwise"), -(m.first_divergence or 0)), default=None)
 
 
 def render_compare(
@@ -441,8 +427,8 @@ def render_compare(
 
 
 def _clean(text: Any, limit: int = MAX_TEXT) -> str:
-    text = _INVALID.sub("?", str(text))
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+    clean: str = _INVALID.sub("?", str(text))
+    return clean if len(clean) <= limit else clean[:limit] + f"... ({len(clean) - limit} more characters)"
 
 
 def _seconds(value: float) -> str:
@@ -494,7 +480,8 @@ def render(suites: Iterable[Suite], name: str = "harness") -> bytes:
     root.attrib.update({k: str(v) for k, v in totals.items() if k != "skipped"})
     root.set("time", _seconds(time_total))
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml + b"\n"
 
 
 def write_junit(path: str | Path, data: bytes) -> Path:

@@ -36,7 +36,7 @@ def note(text: str) -> str:
     return f'<p class="note">{e(text)}</p>'
 
 
-def figure_class():
+def figure_class() -> type[Any] | None:
     try:
         from matplotlib.figure import Figure
     except Exception:  # not installed, or a broken install: notes instead of plots
@@ -60,7 +60,7 @@ def safe(draw: Any, *args: Any) -> str:
     if Figure is None:
         return note(NO_MATPLOTLIB)
     try:
-        return draw(Figure, *args)
+        return str(draw(Figure, *args))
     except Exception as err:  # a plot must never take the report down with it
         return note(f"plot could not be drawn ({type(err).__name__}: {err})")
 
@@ -80,7 +80,7 @@ def _height(n: int) -> float:
 
 
 # --- the worst pair of one configuration ----------------------------------------------------------
-def load_pair(pair: PairResult, run_dir: Path | None) -> tuple[dict, dict] | str:
+def load_pair(pair: PairResult, run_dir: Path | None) -> tuple[dict[str, Any], dict[str, Any]] | str:
     """Both artifacts' arrays, or a note saying why not."""
     if run_dir is None:
         return "no run directory given, so artifacts were not read"

@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from harness.analysis.model import VERDICT_TEXT, Analysis, ConfigResult, DimensionSummary, FleetNode, RunSummary
+from harness.analysis.model import Analysis, ConfigResult, DimensionSummary, FleetNode, RunSummary
+from harness.analysis.summary import ordered_dimensions
 from harness.compare.levels import FINDING_TEXT, LEVELS, RULE_NAMES  # one vocabulary
-from harness.report.heatmap import LEVEL_MEANING, MAP_LEVELS, map_table, ordered_dimensions
+from harness.report.heatmap import map_table
+from harness.vocabulary import MAP_LEVELS, MAP_MEANING, VERDICT_SHORT, VERDICT_TEXT
 
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json"}
 MAIN_LIBRARIES = ("torch", "transformers", "bitsandbytes")
-VERDICT_SHORT = {
-    "ready": "ready",
-    "ready_with_tolerance": "ready with tolerance",
-    "not_ready": "not ready",
-    "failed": "failed",
-    "skipped": "skipped",
-    "untested": "untested",
-}
 TOP_FINDINGS = 2
 
 Table = tuple[list[str], list[list[str]]]
@@ -58,7 +53,7 @@ def _ordered(keys: Any, order: tuple[str, ...]) -> list[str]:
     return [k for k in order if k in keys] + sorted(k for k in keys if k not in order)
 
 
-def fmt_levels(levels: dict[str, int]) -> str:
+def fmt_levels(levels: Mapping[Any, int]) -> str:  # keys: level names (a Literal or str)
     return ", ".join(f"{k} {levels[k]}" for k in _ordered(levels, LEVELS)) or "-"
 
 
@@ -289,8 +284,9 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
             line += f"; {r['not_replayable']} not replayable: {r['not_replayable_reason']}"
         facts.append(("Replay", line))
     for name in ordered_dimensions(list(c.dimensions)):
-        if c.dimensions[name].explanation:
-            facts.append((f"First divergence ({name})", c.dimensions[name].explanation))
+        explanation = c.dimensions[name].explanation
+        if explanation:
+            facts.append((f"First divergence ({name})", explanation))
     for f in sorted({f for d in c.dimensions.values() for f in d.findings}):
         facts.append(("Finding", f"{f}: {FINDING_TEXT.get(f, f)}"))
     if c.seed_note:
@@ -548,7 +544,7 @@ def render_markdown(a: Analysis) -> str:
         "",
     ]
     out += md_table(map_table(a))
-    out += ["Levels: " + "; ".join(f"`{lv}` {LEVEL_MEANING[lv]}" for lv in MAP_LEVELS) + ".", ""]
+    out += ["Levels: " + "; ".join(f"`{lv}` {MAP_MEANING[lv]}" for lv in MAP_LEVELS) + ".", ""]
     out += ["## Verdicts", "", f"Configurations: {len(a.configs)} ({verdict_counts(a)}).", ""]
     out += md_table(verdict_table(a))
     present = [v for v in VERDICT_TEXT if any(c.verdict == v for c in a.configs)]

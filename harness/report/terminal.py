@@ -12,24 +12,17 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.analysis.model import Analysis
-from harness.report.heatmap import DARK_TEXT, MAP_LEVELS, PALETTE, verdict_map
-from harness.report.run import VERDICT_SHORT, summary_facts, summary_of
+from harness.report.heatmap import verdict_map
+from harness.report.run import summary_facts, summary_of
+from harness.vocabulary import DARK_TEXT, LEVEL_COLOUR, MAP_LEVELS, VERDICT_SHORT, VERDICT_STYLE
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
-VERDICT_STYLE = {
-    "ready": "bold blue",
-    "ready_with_tolerance": "bold yellow",
-    "not_ready": "bold red",
-    "failed": "bold magenta",
-    "skipped": "dim",
-    "untested": "dim",
-}
 TOP_FINDINGS = 5
 TOP_WARNINGS = 3
 
 
 def _cell_style(level: str) -> str:
-    return f"{'black' if level in DARK_TEXT else 'white'} on {PALETTE[level]}"
+    return f"{'black' if level in DARK_TEXT else 'white'} on {LEVEL_COLOUR[level]}"
 
 
 def summary_panel(a: Analysis) -> Panel:

@@ -38,13 +38,13 @@ from harness.spec.tasks import (
     task_kind,
     task_to_doc,
 )
+from harness.vocabulary import AXIS_NAMES
 
 MATRIX_SCHEMA_VERSION = 1
 MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises it
 MAX_MATRIX_FILE_BYTES = 4 * 1024 * 1024
 MAX_THREADS = 1024
 MAX_RULES = 2_000  # include / exclude rules per matrix
-AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile", "load", "isa", "tf32")
 
 
 class MatrixError(HarnessError, ValueError):

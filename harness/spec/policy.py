@@ -50,7 +50,7 @@ class Thresholds(BaseModel):
     fingerprint_bits: int = Field(64, gt=0, le=4096)  # bounded: 1e8 bits asked for 8.7 GiB
     max_length_mismatch: float = Field(0.01, ge=0, le=1)
     #: the composite rule's waveform bounds (equal codes AND max-abs/rel-L2 within these); a
-    #: matrix states its model's calibration from `harness validators` (README)
+    #: matrix states its model's calibration from `harness validators` (docs/certification.md)
     waveform_max_abs: float = Field(WAVEFORM_MAX_ABS, ge=0)
     waveform_rel_l2: float = Field(WAVEFORM_REL_L2, ge=0)
     #: the replay rule: the margin of a flipped near-tie, and per-dtype calibrations (margin and

@@ -18,7 +18,7 @@ from harness.digests import StrictJSONError, strict_json_loads
 from harness.errors import HarnessError
 from harness.spec.kinds import KINDS
 
-# Documented limits (README "Limits"). They bound what one task may ask of a worker.
+# Documented limits (docs/tasks.md "Limits"). They bound what one task may ask of a worker.
 MAX_PROMPT_CHARS = 100_000
 MAX_MESSAGES = 256
 MAX_NEW_TOKENS = 65_536

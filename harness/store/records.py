@@ -14,12 +14,13 @@ History:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.vocabulary import Status
+
 RECORD_SCHEMA_VERSION = 3
-Status = Literal["ok", "failed", "timeout", "skipped"]
 
 
 class Axes(BaseModel):

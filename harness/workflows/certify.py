@@ -44,6 +44,7 @@ from harness.analysis.crossrun import (
 )
 from harness.compare.agreement import simulate
 from harness.compare.levels import level_rank, worst_level
+from harness.errors import WorkflowError
 from harness.report.certificate import render_certificate
 from harness.spec.matrix import MAX_CELLS, Matrix, MatrixError, expand, load_matrix, matrix_from_doc
 from harness.store.bundle import open_bundle
@@ -64,7 +65,7 @@ ISA_NOTE = (
 )
 
 
-class CertifyError(StoreError):
+class CertifyError(WorkflowError):
     """The reference or the requested matrix cannot be certified against; one line."""
 
 

@@ -33,6 +33,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness.vocabulary import CONFIG_AXES
+
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_MATRIX = ROOT / "matrices" / "gpu-smoke.toml"
 CERT_MATRIX = ROOT / "matrices" / "gpu-cert.toml"
@@ -322,7 +324,7 @@ def bitwise_dimensions(ok: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _config_axes(records: list[dict[str, Any]]) -> dict[str, Any]:
     a = _axes(records[0])
-    return {k: a.get(k) for k in ("dtype", "quantize_bits", "device", "profile", "tf32")}
+    return {k: a.get(k) for k in CONFIG_AXES}
 
 
 def _median(values: list[float]) -> float | None:
@@ -517,6 +519,8 @@ def _bit(d: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
+    from harness.report.run import md_table  # the one Markdown table (imported when rendering)
+
     lines = ["# GPU proof (issue #23)", ""]
     if doc.get("rehearsal"):
         lines += [
@@ -537,10 +541,16 @@ def render(doc: dict[str, Any]) -> str:
         f"- nvidia-smi: {'; '.join(env.get('nvidia_smi') or []) or '-'}",
         "",
     ]
-    lines += ["## Steps", "", "| step | outcome | wall | limit |", "|---|---|---|---|"]
-    for s in doc.get("steps") or []:
-        outcome = s.get("outcome") or ("ok" if s.get("rc") == 0 else f"exit {s.get('rc')}")
-        lines.append(f"| {s.get('name')} | {outcome} | {s.get('wall_s', '-')} s | {s.get('limit_s', '-')} s |")
+    steps = [
+        [
+            str(s.get("name")),
+            s.get("outcome") or ("ok" if s.get("rc") == 0 else f"exit {s.get('rc')}"),
+            f"{s.get('wall_s', '-')} s",
+            f"{s.get('limit_s', '-')} s",
+        ]
+        for s in doc.get("steps") or []
+    ]
+    lines += ["## Steps", "", *md_table((["step", "outcome", "wall", "limit"], steps), empty="")[:-1]]
     lines += [
         "",
         f"Total wall time of the steps: {doc.get('wall_s')} s (steps run beside the others not added). "
@@ -563,21 +573,28 @@ def render(doc: dict[str, Any]) -> str:
         lines += [
             "Bitwise = every digest equal (yes/NO, equal/compared); the report's worst level beside it.",
             "",
-            "| configuration | ok | verdict | repeat | process | batch | load | peak CUDA memory | "
-            "latency b1 / b2 | load | quantized |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        head = ["configuration", "ok", "verdict", "repeat", "process", "batch", "load", "peak CUDA memory"]
+        head += ["latency b1 / b2", "load", "quantized"]
+        rows = []
         for c in smoke["configs"]:
             b = c["bitwise"]
             lv = c.get("levels") or {}
             cell = lambda d, b=b, lv=lv: _bit(b[d]) + (f" [{lv[d]}]" if lv.get(d) else "")
             lat = c.get("latency_s_by_batch") or {}
-            lines.append(
-                f"| {c['config_id']} | {c['statuses'].get('ok', 0)}/{sum(c['statuses'].values())} | "
-                f"{c.get('verdict') or '-'} | {cell('repeat')} | {cell('process')} | {cell('batch')} | "
-                f"{cell('load')} | {_mib(c.get('peak_memory_bytes'))} | {_ms(lat.get('1'))} / {_ms(lat.get('2'))} "
-                f"| {_ms(c.get('load_s_median'))} | {c.get('quantized_layers') or '-'} |"
+            rows.append(
+                [
+                    c["config_id"],
+                    f"{c['statuses'].get('ok', 0)}/{sum(c['statuses'].values())}",
+                    c.get("verdict") or "-",
+                    *(cell(d) for d in ("repeat", "process", "batch", "load")),
+                    _mib(c.get("peak_memory_bytes")),
+                    f"{_ms(lat.get('1'))} / {_ms(lat.get('2'))}",
+                    _ms(c.get("load_s_median")),
+                    str(c.get("quantized_layers") or "-"),
+                ]
             )
+        lines += md_table((head, rows), empty="")[:-1]
         lines += ["", "### Flags in force (as each record read them back)", ""]
         for c in smoke["configs"]:
             for f in c["flags"]:
@@ -588,10 +605,16 @@ def render(doc: dict[str, Any]) -> str:
             ("TF32 on against off", "tf32_effect", "tf32"),
             ("Profile off against on", "profile_effect", "profile"),
         ):
-            lines += ["", f"### {title}", "", "| configuration | outputs equal | latency ratio |", "|---|---|---|"]
-            for row in smoke.get(key) or []:
-                ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.3f}"
-                lines.append(f"| {row['config_id']} | {row['equal']}/{row['compared']} | {ratio} |")
+            effect = [
+                [
+                    row["config_id"],
+                    f"{row['equal']}/{row['compared']}",
+                    "-" if row.get("ratio") is None else f"{row['ratio']:.3f}",
+                ]
+                for row in smoke.get(key) or []
+            ]
+            lines += ["", f"### {title}", ""]
+            lines += md_table((["configuration", "outputs equal", "latency ratio"], effect), empty="")[:-1]
         lines.append("")
     lines += ["## GPU against CPU (harness certify --device)", ""]
     for name, title in (
@@ -609,14 +632,20 @@ def render(doc: dict[str, Any]) -> str:
             "",
             f"Environment fields that differ: {', '.join(cert['environment_differs']) or 'none'}",
             "",
-            "| configuration | verdict | worst | first divergent step | reason |",
-            "|---|---|---|---|---|",
         ]
-        for c in cert["configs"]:
-            lines.append(
-                f"| {c['config_id']} | {c['verdict']} | {c.get('worst') or '-'} | "
-                f"{'-' if c.get('first_divergence') is None else c['first_divergence']} | {c.get('reason')} |"
-            )
+        rows = [
+            [
+                c["config_id"],
+                c["verdict"],
+                c.get("worst") or "-",
+                "-" if c.get("first_divergence") is None else str(c["first_divergence"]),
+                str(c.get("reason")),
+            ]
+            for c in cert["configs"]
+        ]
+        lines += md_table((["configuration", "verdict", "worst", "first divergent step", "reason"], rows), empty="")[
+            :-1
+        ]
         lines += [*[f"- not certified: {x}" for x in cert.get("not_certified") or []], ""]
     lines += ["## Overhead and the determinism profile's cost (scripts/overhead.py)", ""]
     ov = doc.get("overhead")

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.certificate import Certificate
-from harness.store.run import StoreError
+from harness.errors import WorkflowError
 from harness.vocabulary import CERTIFICATE_PASSED
 
 RELAY_REPO = "crynux-network/crynux-relay"
@@ -95,7 +95,7 @@ GO_SPACE = frozenset(
 )
 
 
-class WhitelistError(StoreError):
+class WhitelistError(WorkflowError):
     """No entry can be written; one line saying why."""
 
 

@@ -1,4 +1,4 @@
-"""A fifth task kind, added the way the README says: this one engine file plus one registry
+"""A fifth task kind, added the way docs/architecture.md says: this one engine file plus one registry
 line (``TOY`` below, registered through ``HARNESS_KINDS`` so the runner and its worker
 processes both know it). Nothing else in the harness changes.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.judgement import dimension_verdicts
 from harness.analysis.model import Analysis, DimensionSummary, GateResult, PairResult
 from harness.report.junit import (
     Case,
@@ -72,7 +73,7 @@ def analysis() -> Analysis:
 
 def test_run_file_validates_and_counts() -> None:
     a = analysis()
-    xml = check_junit(render_run(a))
+    xml = check_junit(render_run(a, dimension_verdicts(a)))
     suites = list(xml)
     assert len(suites) == 1
     suite = suites[0]
@@ -106,12 +107,12 @@ def test_the_file_fails_exactly_when_the_gate_does() -> None:
     a = analysis()
     a.gate_rules = ["failed"]  # not_ready is reported, not gated
     a.gates[0] = GateResult(config_id=AUDIO, passed=True, reason=a.gates[0].reason)
-    xml = check_junit(render_run(a))
+    xml = check_junit(render_run(a, dimension_verdicts(a)))
     suite = next(iter(xml))
     assert (suite.failures, suite.errors) == (0, 0)
     out = next(iter(next(iter(xml))))  # the audio config's repeat case passed, saying why not judged
     assert "not gated" in (out.system_out or "")
-    assert failure_text(a, AUDIO) is None
+    assert failure_text(a, AUDIO, dimension_verdicts(a)) is None
 
 
 def test_failed_cells_are_errors_naming_them_and_the_evidence_gate_is_a_testcase() -> None:
@@ -122,7 +123,7 @@ def test_failed_cells_are_errors_naming_them_and_the_evidence_gate_is_a_testcase
     a.gates[1] = GateResult(config_id=TEXT, passed=False, reason=f"failed: {c.reason}")
     a.gates.append(GateResult(config_id="evidence", passed=False, reason="1 evidence problem(s); first: x missing"))
     a.problems = ["x missing"]
-    xml = check_junit(render_run(a))
+    xml = check_junit(render_run(a, dimension_verdicts(a)))
     got = outcomes(xml)
     kind, message, text = got[(f"golden-matrix.{TEXT}", "repeat")]
     assert kind == "error" and message.startswith("failed: 1 cell(s)") and "gpt2/w0/r1: killed by signal 9" in text
@@ -134,7 +135,7 @@ def test_failed_cells_are_errors_naming_them_and_the_evidence_gate_is_a_testcase
         3,
         3,
     )  # 3 dimensions of the failed configuration are errors
-    assert "evidence: 1 evidence problem(s)" in failure_text(a, TEXT)
+    assert "evidence: 1 evidence problem(s)" in failure_text(a, TEXT, dimension_verdicts(a))
 
 
 def test_a_gate_no_dimension_explains_is_its_own_testcase() -> None:
@@ -143,7 +144,7 @@ def test_a_gate_no_dimension_explains_is_its_own_testcase() -> None:
     a = analysis()
     a.gate_rules = ["not_ready", "failed", "seed_insensitive"]
     a.gates[1] = GateResult(config_id=TEXT, passed=False, reason="ready: bitwise; seeds give identical outputs")
-    got = outcomes(check_junit(render_run(a)))
+    got = outcomes(check_junit(render_run(a, dimension_verdicts(a))))
     assert got[(f"golden-matrix.{TEXT}", "gate")][:2] == (
         "failure",
         "gate failed: ready: bitwise; seeds give identical outputs",
@@ -156,18 +157,21 @@ def test_a_gate_no_dimension_explains_is_its_own_testcase() -> None:
         pairs=2, levels={"tokens": 2}, worst="tokens", rejected={"composite": 0}, worst_pair=["g-r0", "g-r1"]
     )
     b.gates[1] = GateResult(config_id=TEXT, passed=False, reason=f"ready_with_tolerance: {tol.reason}")
-    got = outcomes(check_junit(render_run(b)))
+    got = outcomes(check_junit(render_run(b, dimension_verdicts(b))))
     kind, message, text = got[(f"golden-matrix.{TEXT}", "repeat")]
     assert kind == "failure" and message == "ready_with_tolerance: repeat tokens" and "cells: g-r0 vs g-r1" in text
     assert got[(f"golden-matrix.{TEXT}", "process")][0] == "passed"  # bitwise: not to blame
     # a dimension that passes alone in a configuration failed by another one says so
-    xml = check_junit(render_run(analysis()))
+    xml = check_junit(render_run(analysis(), dimension_verdicts(analysis())))
     audio_batch = next(c for s in xml for c in s if c.classname.endswith(AUDIO) and c.name == "batch")
     assert audio_batch.result  # divergent: to blame
     c = analysis()
     c.configs[0].dimensions["batch"] = DimensionSummary(pairs=1, levels={"bitwise": 1}, worst="bitwise")
     out = {
-        case.name: case.system_out for s in check_junit(render_run(c)) for case in s if case.classname.endswith(AUDIO)
+        case.name: case.system_out
+        for s in check_junit(render_run(c, dimension_verdicts(c)))
+        for case in s
+        if case.classname.endswith(AUDIO)
     }
     assert "the not_ready verdict rests on the others" in out["batch"]
 
@@ -180,7 +184,7 @@ def test_a_run_comparing_nothing_still_has_a_testcase_per_configuration() -> Non
             ("untested", "only one execution: nothing to compare") if c.verdict != "skipped" else (c.verdict, c.reason)
         )
     a.gates = [GateResult(config_id=c.config_id, passed=True, reason=c.reason) for c in a.configs]
-    xml = check_junit(render_run(a))
+    xml = check_junit(render_run(a, dimension_verdicts(a)))
     got = outcomes(xml)
     assert got[(f"golden-matrix.{AUDIO}", "verdict")][:2] == (
         "skipped",
@@ -215,8 +219,8 @@ def test_written_atomically_and_a_folder_target_is_refused(tmp_path: Path) -> No
     from harness.store.run import StoreError
 
     target = tmp_path / "reports" / "junit.xml"
-    write_junit(target, render_run(analysis()))
-    write_junit(target, render_run(analysis()))  # over the old one
+    write_junit(target, render_run(analysis(), dimension_verdicts(analysis())))
+    write_junit(target, render_run(analysis(), dimension_verdicts(analysis())))  # over the old one
     assert sorted(p.name for p in target.parent.iterdir()) == ["junit.xml"]  # no temporary file left
     check_junit(target)
     with pytest.raises(StoreError, match="refusing to write over a"):
@@ -360,7 +364,7 @@ def test_the_schema_refuses_what_ci_tools_refuse() -> None:
 
 def test_run_suite_order_is_stable() -> None:
     a = analysis()
-    names = [(c.classname, c.name) for c in run_suite(a).cases]
-    assert names == [(c.classname, c.name) for c in run_suite(a.model_copy(deep=True)).cases]
+    names = [(c.classname, c.name) for c in run_suite(a, dimension_verdicts(a)).cases]
+    assert names == [(c.classname, c.name) for c in run_suite(a.model_copy(deep=True), dimension_verdicts(a)).cases]
     assert names[-1] == ("golden-matrix", "evidence")
     assert isinstance(a.examples[0], PairResult)

@@ -19,6 +19,7 @@ from harness.cli.cert import register
 from harness.compare.agreement import simulate, uniform_outcomes
 from harness.store.bundle import BUNDLE_JSON, BundleError, open_bundle, open_run_or_bundle, verify_bundle, write_bundle
 from harness.store.run import RunStore, StoreError
+from harness.workflows.certify import CertifyError
 from tests.execution.test_matrix_runner import GPT_TASK, _toml
 
 MUSIC_TASK = {
@@ -365,7 +366,7 @@ def test_certify_refuses_a_tampered_bundle(reference, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_certify_matrix_must_be_the_references_cells(reference, tmp_path):
-    with pytest.raises(StoreError, match=r"cell gpt/float32/qnone/seed2/.* is not in the reference run"):
+    with pytest.raises(CertifyError, match=r"cell gpt/float32/qnone/seed2/.* is not in the reference run"):
         run_cli(
             "certify",
             "--reference",
@@ -403,7 +404,7 @@ def test_certify_whitelist_entry_on_a_cpu_is_refused_in_one_line(reference, caps
     lines = [line for line in captured.err.splitlines() if line.startswith("whitelist entry")]
     assert len(lines) == 1 and lines[0].startswith("whitelist entry not written: the candidate ran on no GPU")
     assert not entry.exists()
-    with pytest.raises(StoreError, match="--whitelist-entry needs --node-version"):
+    with pytest.raises(CertifyError, match="--whitelist-entry needs --node-version"):
         run_cli("certify", "--reference", str(reference.bundle), "--whitelist-entry", str(entry))
     with pytest.raises(SystemExit):  # the relay's version rule, checked before anything runs
         run_cli(

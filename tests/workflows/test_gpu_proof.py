@@ -1,6 +1,6 @@
 """The GPU proof (issue #23) on a CPU: scripts/gpu_proof.sh refuses to start without CUDA in
 one line; the GPU smoke matrix validates, expands as sized and is recorded as skipped here;
-the summary writer turns records into the figures the README section will quote; the CUDA
+the summary writer turns records into the figures docs/gpu.md will quote; the CUDA
 paths' CPU-testable logic (device-specific synchronisation, TF32 override, driver version)."""
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from pathlib import Path
 from harness.cli.arguments import add_junit, add_no_progress, add_sign, add_trusted_keys, node_version, positive_int
 from harness.cli.common import EXIT_FAIL, EXIT_OK, check_junit_target
 from harness.isa import ISA_NAMES
-from harness.store.run import StoreError
 
 NAME = "certify"
 INTERRUPTIBLE = True
@@ -76,17 +75,19 @@ def emulation_text(emulation: dict) -> str:
 
 def run(args) -> int:
     from harness.cli.trust import sign_json_file, signing_key, trusted_from
-    from harness.workflows.certify import certify
+    from harness.workflows.certify import CertifyError, certify
 
     key = signing_key(args.sign)  # a bad key is refused before anything runs
     check_junit_target(args.junit)
     if args.whitelist_entry and not args.node_version:
-        raise StoreError(
+        raise CertifyError(
             "--whitelist-entry needs --node-version MAJOR.MINOR.PATCH: the version the node reports to "
             "the relay (its worker's), which the harness cannot know"
         )
     if (args.node_version or args.node_platform) and not args.whitelist_entry:
-        raise StoreError(f"--{'node-version' if args.node_version else 'node-platform'} is for --whitelist-entry FILE")
+        raise CertifyError(
+            f"--{'node-version' if args.node_version else 'node-platform'} is for --whitelist-entry FILE"
+        )
     cert, run_dir = certify(
         Path(args.reference),
         matrix=Path(args.matrix) if args.matrix else None,
