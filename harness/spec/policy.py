@@ -248,3 +248,12 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
         update.update(replay_margin=entry.replay_margin, replay_dtypes={})
     bounds = policy.thresholds.model_copy(update=update)
     return ConfigPolicy(rates, bounds)
+
+
+def margin_source(cp: ConfigPolicy) -> str:
+    """Where a replay verdict's margin comes from, in the words the output and the report show:
+    a calibration (and who signed it), or ``uncalibrated`` (docs/trust.md: the margin policy)."""
+    v = cp.validator
+    if v is not None and v.calibrated and v.rule == "replay":
+        return f"calibrated: {v.calibration_file or 'calibration'}, {v.signed_by or 'unsigned'}"
+    return "uncalibrated: the matrix's [thresholds] replay_margin (or the default), no calibration file"
