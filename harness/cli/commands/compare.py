@@ -43,6 +43,9 @@ def run(args) -> int:
     from harness.store.bundle import TrustError, open_run_or_bundle
     from harness.store.run import atomic_write_json
 
+    from harness.cli.common import check_junit_target
+
+    check_junit_target(args.junit, [args.a, args.b])
     trusted = trusted_from(args)
     with contextlib.ExitStack() as stack:
         try:  # both sides before anything is compared: trust asked for and not given is exit 1
