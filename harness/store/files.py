@@ -41,9 +41,17 @@ def read_input_file(path: Path, limit: int, error: type[ValueError]) -> bytes:
             raise error(f"{path}: cannot read ({kind})")
         if info.st_size > limit:
             raise error(f"{path}: $: file is too large; the limit is {limit} bytes")
-        with os.fdopen(fd, "rb") as fh:
+        with os.fdopen(fd, "rb", buffering=0) as fh:
             fd = -1
-            raw = fh.read(limit + 1)
+            chunks: list[bytes] = []  # read(limit + 1) allocates the whole limit even for a small file
+            total = 0
+            while total <= limit:
+                chunk = fh.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            raw = b"".join(chunks)
     except OSError as err:
         raise error(f"{path}: cannot read ({err.strerror or err})") from None
     finally:
