@@ -688,3 +688,11 @@ def test_run_refuses_a_junit_target_inside_its_out_before_any_cell(capsys, tmp_p
     code, _, err = _cli(capsys, "run", str(matrix), "--out", str(out), "--junit", str(out / "manifest.json"))
     _one_line(code, err, "argument --junit", "inside")
     assert not out.exists()  # nothing ran
+
+
+def test_a_manifest_matrix_name_with_xml_specials_names_the_field(capsys, run):
+    TRIED["manifest matrix name"] += 1
+    _edit_manifest(run, lambda m: m["matrix"]["spec"].update(name='<a&"b">'))
+    code, out, err = _cli(capsys, "verify", str(run))
+    assert code in (1, 2) and "matrix.spec.name" in out + err, out + err
+    assert "validation error for" not in out + err
