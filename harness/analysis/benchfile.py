@@ -43,7 +43,9 @@ class BenchmarkStats(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> BenchmarkStats:
         if not self.min <= self.median <= self.max or not self.min <= self.mean <= self.max:
-            raise ValueError(f"min {self.min} <= median {self.median}, mean {self.mean} <= max {self.max} does not hold")
+            raise ValueError(
+                f"min {self.min} <= median {self.median}, mean {self.mean} <= max {self.max} does not hold"
+            )
         if self.max == 0 or (self.data and not any(self.data)):
             raise ValueError("every round took 0 s: a time of 0 has no ratio to compare")
         return self

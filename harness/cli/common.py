@@ -61,8 +61,7 @@ def check_junit_target(path: str | None, runs: Sequence[str | Path] = ()) -> Non
         where = Path(run).resolve()
         if target == where or where in target.parents:
             raise UnsafeOutput(
-                f"argument --junit: {path} is inside {run}, which this command reads or writes; "
-                f"give a path outside it"
+                f"argument --junit: {path} is inside {run}, which this command reads or writes; give a path outside it"
             )
     folder = next(f for f in target.parents if f.exists())  # atomic writes create the missing folders
     try:

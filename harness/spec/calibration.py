@@ -197,7 +197,7 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    from harness.spec.tasks import read_input_file  # bounded: a device or FIFO is refused unread
+    from harness.store.files import read_input_file  # bounded: a device or FIFO is refused unread
 
     path = Path(path)
     raw = read_input_file(path, MAX_CALIBRATION_BYTES, CalibrationError)

@@ -226,9 +226,7 @@ def load_matrix(path: str | Path, trusted_keys: str | Path | None = None) -> Mat
     return matrix_from_doc(data, path, trusted_keys)
 
 
-def matrix_from_doc(
-    data: dict[str, Any], source: Path | None = None, trusted_keys: str | Path | None = None
-) -> Matrix:
+def matrix_from_doc(data: dict[str, Any], source: Path | None = None, trusted_keys: str | Path | None = None) -> Matrix:
     where = str(source) if source else "<matrix>"
     version = data.get("schema_version", MATRIX_SCHEMA_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):

@@ -278,7 +278,10 @@ def _first_stats(**change):
     "edit, needle",
     [
         (_first_stats(data=[-0.035, -0.03, -0.04], min=-0.04, median=-0.035, mean=-0.035, max=-0.03), "stats.min"),
-        (_first_stats(data=[0.0, 0.0, 0.0], min=0.0, median=0.0, mean=0.0, max=0.0, q1=0.0, q3=0.0, iqr=0.0), "every round took 0 s"),
+        (
+            _first_stats(data=[0.0, 0.0, 0.0], min=0.0, median=0.0, mean=0.0, max=0.0, q1=0.0, q3=0.0, iqr=0.0),
+            "every round took 0 s",
+        ),
         (_first_stats(median=True), "stats.median"),
         (_first_stats(median="0.011"), "stats.median"),
         (_first_stats(median=[0.011]), "stats.median"),

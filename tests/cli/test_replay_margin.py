@@ -4,7 +4,6 @@ margin when a matrix names one, and every margin labelled with where it came fro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -35,7 +34,12 @@ def _replay_calibration(margin: float) -> dict:
         harness_version=__version__,
     )
     entry = Entry(
-        scope=scope, waveform_max_abs=1e-4, waveform_rel_l2=1e-4, false_reject=rate, false_accept=rate, replay_margin=margin
+        scope=scope,
+        waveform_max_abs=1e-4,
+        waveform_rel_l2=1e-4,
+        false_reject=rate,
+        false_accept=rate,
+        replay_margin=margin,
     )
     return Calibration(rule="replay", made_by="test", entries=[entry]).sealed().model_dump(mode="json")
 
@@ -79,6 +83,10 @@ def test_an_accepted_line_with_flips_does_not_say_every_position_is_the_seeds():
     pytest.importorskip("torch")
     flip = Flip(step=0, index=0, row=0, candidate=1, sampled=2, gap=0.1)
     stage = StageTrace(stage="text", positions=8, flips=[flip], path="one-pass")
-    d = decide(ReplayTrace(kind="gpt", start="warm", stages=[stage]), None, ReplayBounds(margin=0.5, waveform_max_abs=0, waveform_rel_l2=0))
+    d = decide(
+        ReplayTrace(kind="gpt", start="warm", stages=[stage]),
+        None,
+        ReplayBounds(margin=0.5, waveform_max_abs=0, waveform_rel_l2=0),
+    )
     assert d.accepted and d.reason.startswith("7 of 8 positions are the seed's token, 1 near-tie(s)"), d.reason
     assert "every one" not in d.reason

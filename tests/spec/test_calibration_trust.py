@@ -42,10 +42,26 @@ E0 = ("entries", 0)
         (E0 + ("waveform_rel_l2",), 1e300, "$.entries.0.waveform_rel_l2"),
         (E0 + ("replay_margin",), 1e300, "$.entries.0.replay_margin"),
         (E0 + ("replay_margin",), MAX_REPLAY_MARGIN * 1.01, "$.entries.0.replay_margin"),
-        (E0 + ("false_reject",), {"rate": 0.0, "low": 0.0, "high": 0.2, "errors": 16, "pairs": 16}, "not errors / pairs"),
-        (E0 + ("false_reject",), {"rate": 0.0, "low": 0.5, "high": 0.1, "errors": 0, "pairs": 16}, "low 0.5 > high 0.1"),
-        (E0 + ("false_reject",), {"rate": 1.0, "low": 0.8, "high": 1.0, "errors": 17, "pairs": 16}, "errors 17 > pairs 16"),
-        (E0 + ("false_reject",), {"rate": 0.5, "low": 0.0, "high": 0.1, "errors": 8, "pairs": 16}, "outside its interval"),
+        (
+            E0 + ("false_reject",),
+            {"rate": 0.0, "low": 0.0, "high": 0.2, "errors": 16, "pairs": 16},
+            "not errors / pairs",
+        ),
+        (
+            E0 + ("false_reject",),
+            {"rate": 0.0, "low": 0.5, "high": 0.1, "errors": 0, "pairs": 16},
+            "low 0.5 > high 0.1",
+        ),
+        (
+            E0 + ("false_reject",),
+            {"rate": 1.0, "low": 0.8, "high": 1.0, "errors": 17, "pairs": 16},
+            "errors 17 > pairs 16",
+        ),
+        (
+            E0 + ("false_reject",),
+            {"rate": 0.5, "low": 0.0, "high": 0.1, "errors": 8, "pairs": 16},
+            "outside its interval",
+        ),
         (E0 + ("false_reject", "pairs"), "100", "$.entries.0.false_reject.pairs"),
         (E0 + ("false_reject", "rate"), True, "$.entries.0.false_reject.rate"),
         (E0 + ("waveform_max_abs",), "1e-5", "$.entries.0.waveform_max_abs"),
@@ -113,7 +129,9 @@ def test_signed_calibration_verifies_and_a_resealed_edit_does_not(capsys, keys, 
     code, out, _ = _verify(capsys, str(path))
     assert code == 0 and out.strip().endswith("calibration, unsigned"), out
     # re-signed by another key: not trusted
-    path.write_text(json.dumps(sign_calibration(forged_cal := parse_calibration(forged, "x"), mallory).model_dump(mode="json")))
+    path.write_text(
+        json.dumps(sign_calibration(forged_cal := parse_calibration(forged, "x"), mallory).model_dump(mode="json"))
+    )
     assert forged_cal.signature is None
     code, out, _ = _verify(capsys, str(path), "--trusted-keys", str(pub))
     assert code == 1 and "not in the trusted keys" in out, out
@@ -133,7 +151,9 @@ def test_signed_calibration_verifies_and_a_resealed_edit_does_not(capsys, keys, 
 def _signed_matrix(tmp_path: Path, cal_doc: dict, require: bool) -> Path:
     path = _matrix(tmp_path, cal_doc=cal_doc)
     if require:
-        text = path.read_text().replace('calibration = "calibrations/tiny.json"', 'calibration = "calibrations/tiny.json"\nrequire_signed = true')
+        text = path.read_text().replace(
+            'calibration = "calibrations/tiny.json"', 'calibration = "calibrations/tiny.json"\nrequire_signed = true'
+        )
         assert "require_signed" in text
         path.write_text(text)
     return path
@@ -197,7 +217,7 @@ def matrix_gates():
 @pytest.mark.parametrize("value", ["100", "1e300"])
 def test_a_matrix_replay_margin_above_the_ceiling_is_refused(tmp_path, value):
     path = tmp_path / "m.toml"
-    path.write_text(f"[thresholds]\nreplay_margin = {value}\n\n[[tasks]]\nfile = \"t.json\"\n")
+    path.write_text(f'[thresholds]\nreplay_margin = {value}\n\n[[tasks]]\nfile = "t.json"\n')
     with pytest.raises(MatrixError) as info:
         load_matrix(path)
     assert "replay_margin" in str(info.value) and "less than or equal to 1" in str(info.value)

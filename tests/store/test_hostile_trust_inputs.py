@@ -41,7 +41,7 @@ def _no_hang(fn, seconds: float = 20.0):
     def target():
         try:
             box["value"] = fn()
-        except BaseException as err:  # noqa: BLE001 -- handed back to the test
+        except BaseException as err:
             box["error"] = err
 
     thread = threading.Thread(target=target, daemon=True)
@@ -80,7 +80,7 @@ def test_key_files_that_are_fifos_or_devices_are_refused_unread(fifo, monkeypatc
 
 
 def test_a_trusted_keys_file_with_a_bom_reads(tmp_path):
-    key, pub = generate_keypair(tmp_path / "op")
+    _, pub = generate_keypair(tmp_path / "op")
     line = pub.read_text()
     bom = tmp_path / "bom.pub"
     bom.write_bytes(b"\xef\xbb\xbf" + line.encode())
@@ -127,7 +127,10 @@ def _wav(samples: int = 4000) -> bytes:
 @pytest.mark.parametrize(
     "doc, needle",
     [
-        ({"schema_version": 1, "arrays": {"codes": [[2**64]]}}, "arrays.codes: integer 18446744073709551616 out of range"),
+        (
+            {"schema_version": 1, "arrays": {"codes": [[2**64]]}},
+            "arrays.codes: integer 18446744073709551616 out of range",
+        ),
         ({"schema_version": 1, "arrays": {"codes": [[-(2**70)]]}}, "out of range"),
         ({"schema_version": True, "arrays": {"codes": [[1]]}}, "schema_version True"),
     ],

@@ -344,8 +344,10 @@ def test_pool_key_uses_the_relays_normalisation():
 @pytest.mark.parametrize(
     "edit, why",
     [
-        (lambda d: d.update(curl=[curl_line({**d["entries"][0], "gpu_name": "NVIDIA H100+Linux", "gpu_vram": 80})]),
-         "curl: the command does not post the entry"),
+        (
+            lambda d: d.update(curl=[curl_line({**d["entries"][0], "gpu_name": "NVIDIA H100+Linux", "gpu_vram": 80})]),
+            "curl: the command does not post the entry",
+        ),
         (lambda d: d.update(key="NVIDIA H100+Linux|80|2.6.0"), "key 'NVIDIA H100+Linux|80|2.6.0' is not the entry's"),
         (lambda d: d["hardware"].update(gpu_name="NVIDIA H100", gpu_vram=80), "hardware: 'NVIDIA H100+Linux', 80 GB"),
         (lambda d: d.update(schema_version=True), "schema_version True is not"),

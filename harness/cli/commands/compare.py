@@ -38,12 +38,11 @@ def setup_arguments(sub):
 
 def run(args) -> int:
     from harness.analysis.crossrun import compare_runs
+    from harness.cli.common import check_junit_target
     from harness.cli.trust import trusted_from
     from harness.report.crossrun import render_crossrun
     from harness.store.bundle import TrustError, open_run_or_bundle
     from harness.store.run import atomic_write_json
-
-    from harness.cli.common import check_junit_target
 
     check_junit_target(args.junit, [args.a, args.b])
     trusted = trusted_from(args)

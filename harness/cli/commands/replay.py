@@ -80,9 +80,11 @@ def _thresholds(args, task, kind: str):
             from harness.spec.matrix import load_matrix
 
             thr = load_matrix(args.matrix, args.trusted_keys).spec.thresholds
-        return thr.model_copy(update={"replay_margin": args.margin, "replay_dtypes": {}}), (
-            "uncalibrated: --margin"
-        ), None
+        return (
+            thr.model_copy(update={"replay_margin": args.margin, "replay_dtypes": {}}),
+            ("uncalibrated: --margin"),
+            None,
+        )
     if not args.matrix:
         return Thresholds(), "uncalibrated: the default margin, no calibration file", None
     from harness.spec.matrix import load_matrix

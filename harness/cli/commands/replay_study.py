@@ -26,9 +26,9 @@ def setup_arguments(sub):
 
 
 def run(args) -> int:
+    from harness.cli.trust import sign_calibration, signing_key
     from harness.report.replay_study import render_markdown
     from harness.store.run import atomic_write_bytes, atomic_write_json
-    from harness.cli.trust import sign_calibration, signing_key
     from harness.workflows.replay_study import FULL, QUICK, plot_det, run_study
 
     key = signing_key(args.sign)  # before the study: a bad key costs nothing
