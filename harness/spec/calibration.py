@@ -18,13 +18,14 @@ Trust (docs/trust.md): the digest is unkeyed, so anyone can edit and reseal a fi
 may carry an Ed25519 ``signature`` over its digest (``--sign KEY`` where it is written;
 ``harness.store.signing.sign_sealed``); under trusted keys an unsigned or foreign-signed file is
 refused, otherwise it is labelled ``unsigned``. Every value is also checked for plausibility
-before it can judge anything: strict types (no number as a string or bool), rates that agree
+before it can judge anything: strict types in a file (no number as a string or bool), rates that agree
 with their counts and interval, waveform bounds within the signal's range and a replay margin
 at most ``MAX_REPLAY_MARGIN``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ class Rate(BaseModel):
     """A measured rate on held-out pairs, with its Wilson 95% interval. The numbers must agree
     (a rate of 0 with 16 errors in 16 pairs decides as if nothing failed)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rate: float = Field(ge=0, le=1)
     low: float = Field(ge=0, le=1)
     high: float = Field(ge=0, le=1)
@@ -103,7 +104,7 @@ class Scope(BaseModel):
 
 
 class Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     scope: Scope
     waveform_max_abs: float = Field(ge=0, le=MAX_WAVEFORM_BOUND)
     waveform_rel_l2: float = Field(ge=0, le=MAX_WAVEFORM_BOUND)
@@ -114,7 +115,7 @@ class Entry(BaseModel):
 
 
 class Calibration(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     schema_version: int = Field(CALIBRATION_SCHEMA_VERSION, ge=1)
     rule: Literal["composite", "replay"] = "composite"
     made_by: str  # the study and its size
@@ -184,8 +185,8 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
     bad = _first_bad_text(doc)
     if bad:
         raise CalibrationError(f"{where}: {bad}: not valid Unicode (a lone surrogate)")
-    try:
-        cal = Calibration.model_validate(doc)
+    try:  # strict as JSON: a number given as a string or a bool is refused (a list may still be a tuple)
+        cal = Calibration.model_validate_json(json.dumps(doc), strict=True)
     except ValidationError as err:
         raise CalibrationError(f"{where}: {first_field_problem(err, '$')}") from None
     if cal.digest != cal.content_digest():
