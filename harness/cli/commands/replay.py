@@ -121,7 +121,13 @@ def run(args) -> int:
     thr, margin_from, out_of_scope = _thresholds(args, task, kind)
     files = read_candidate(args.candidate, args.stem)
     if out_of_scope:  # a calibration that does not cover the task decides nothing: never an acceptance
-        print(f"NOT REPLAYABLE: {args.matrix}: {out_of_scope}")
+        from harness.compare.replay import ReplayDecision
+
+        refused = ReplayDecision(accepted=None, reason=f"{args.matrix}: {out_of_scope}", margin_from=margin_from)
+        if args.json:
+            sys.stdout.write(json.dumps(refused.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        else:
+            print(f"NOT REPLAYABLE: {refused.reason}")
         return EXIT_FAIL
     starts = ("warm", "cold") if args.start == "either" else (args.start,)
     decision = validate(
