@@ -105,12 +105,12 @@ def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
     ``--benchmark-save-data``; without them (an empty list) a row is compared by its summary
     numbers only.
     Rows of files made on another machine or Python are "not comparable"."""
-    from harness.store.run import StoreError, read_json_file
+    from harness.analysis.benchfile import read_benchmarks
+    from harness.store.run import read_json_file
 
     path = Path(path)
     doc = read_json_file(path, "pytest-benchmark file")
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise StoreError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list)")
+    benchmarks = read_benchmarks(doc, path)
     info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
     cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
     env_key = digest_json(
@@ -122,29 +122,24 @@ def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
         }
     )[:12]
     rows: list[dict[str, Any]] = []
-    for number, bench in enumerate(doc["benchmarks"]):
-        stats = bench.get("stats") if isinstance(bench, dict) else None
-        key = (bench.get("fullname") or bench.get("name")) if isinstance(bench, dict) else None
-        if not isinstance(stats, dict) or not isinstance(key, str):
-            raise StoreError(f"{path}: benchmark {number} has no name or no stats")
+    for bench in benchmarks:
+        stats = bench.stats
         summary = {
-            "n": stats.get("rounds"),
-            "stdev": stats.get("stddev"),
-            **{k: stats.get(k) for k in ("min", "max", "mean", "median", "q1", "q3", "iqr")},
+            "n": stats.rounds,
+            "stdev": stats.stddev,  # None for one round
+            **{k: getattr(stats, k) for k in ("min", "max", "mean", "median", "q1", "q3", "iqr")},
         }
-        row: dict[str, Any] = {
-            "key": key,
-            "spec_hash": None,
-            "env_key": env_key,
-            "ok": True,
-            "stats": summary,
-            "peak_memory_bytes": None,
-        }
-        data = stats.get("data") if isinstance(stats.get("data"), list) else []
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
-            raise StoreError(f"{path}: benchmark {key!r}: stats.data holds a value that is not a number")
-        row["samples"] = [float(x) for x in data]
-        rows.append(row)
+        rows.append(
+            {
+                "key": bench.key,
+                "spec_hash": None,
+                "env_key": env_key,
+                "ok": True,
+                "stats": summary,
+                "peak_memory_bytes": None,
+                "samples": list(stats.data),
+            }
+        )
     return rows
 
 

@@ -22,8 +22,15 @@ def expected_cells(manifest: Any) -> dict[str, Any] | None:
     doc = manifest.get("matrix")
     if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict) or not isinstance(doc.get("tasks"), dict):
         return None
+    from pydantic import ValidationError
+
+    from harness.store.manifest import first_field_problem
+
     try:
         spec = MatrixSpec.model_validate(doc["spec"])
+    except ValidationError as err:  # the field, not pydantic's "1 validation error for MatrixSpec"
+        raise StoreError(f"manifest matrix cannot be expanded ({first_field_problem(err, 'matrix.spec')})") from None
+    try:
         matrix = Matrix(spec=spec, source=None, tasks={k: (v["kind"], v["task"]) for k, v in doc["tasks"].items()})
         devices = manifest.get("devices") or ["cpu"]
         cells = expand(matrix, list(devices), max_cells=10**6)

@@ -42,7 +42,7 @@ from harness.digests import digest_json
 from harness.isa import NATIVE
 from harness.spec.calibration import Facts
 from harness.spec.kinds import KINDS, load_object
-from harness.spec.policy import ConfigPolicy, config_policy
+from harness.spec.policy import ConfigPolicy, config_policy, margin_source
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 from harness.vocabulary import AXIS_DIMENSIONS, FAILED_STATUSES, NODE, REPRO_DIMENSIONS, VERDICTS
@@ -228,7 +228,7 @@ class RunReplay:
                 self._explained[key] = e.model_dump() if e is not None else None
         return self._explained[key]
 
-    def config_summary(self, comparables: list[Comparable]) -> dict:
+    def config_summary(self, comparables: list[Comparable], margin_from: str = "") -> dict:
         decisions = [c.replayed() for c in comparables if c.replayed is not None]
         rejected = [d for d in decisions if d.accepted is False]
         unreplayable = [d for d in decisions if d.accepted is None]
@@ -242,6 +242,8 @@ class RunReplay:
             "largest_gap": max((d.max_gap for d in decisions if d.accepted and d.max_gap is not None), default=None),
             "flips": sum(d.flips for d in decisions if d.accepted),
             "positions": sum(d.positions for d in decisions),
+            "margin": max((d.margin for d in decisions if d.margin is not None), default=None),
+            "margin_from": margin_from,
         }
 
 
@@ -663,7 +665,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
                 cost=_cost(recs),
                 failures=failures,
                 nodes=nodes,
-                replay=cmp.replay.config_summary([cmp.get(r) for r in ok])
+                replay=cmp.replay.config_summary([cmp.get(r) for r in ok], margin_source(cp))
                 if cmp.replay and ok and cmp.replay.covers(ok[0])
                 else None,
             )

@@ -102,6 +102,10 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
     return out
 
 
+def _signed(c: ConfigResult) -> bool:
+    return str((c.validator or {}).get("signed_by") or "unsigned").startswith("signed")
+
+
 def _other_findings(a: Analysis) -> list[Finding]:
     out: list[Finding] = []
     failed = [c.config_id for c in a.configs if c.verdict == "failed"]
@@ -138,6 +142,19 @@ def _other_findings(a: Analysis) -> list[Finding]:
                 configs=far,
                 text=f"dtype: {len(far)} configuration(s) land far from float32 (perceptual or divergent): "
                 f"{_ids(far)}; nodes must agree on dtype and quantization, not only on the task.",
+            )
+        )
+    unsigned = [
+        c.config_id for c in a.configs if c.validator and c.validator.get("sources") is not None and not _signed(c)
+    ]
+    if unsigned:
+        out.append(
+            Finding(
+                severity="warning",
+                kind="unsigned-calibration",
+                configs=unsigned,
+                text=f"calibration: {len(unsigned)} configuration(s) are judged by an unsigned calibration: "
+                f"{_ids(unsigned)}; anyone can edit and reseal it (sign it with --sign KEY; docs/trust.md).",
             )
         )
     if a.problems:

@@ -8,6 +8,8 @@ validator and replay studies apply the user's options and refuse a setting alike
 from __future__ import annotations
 
 import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.store.run import StoreError
@@ -31,7 +33,7 @@ def write_reports(run_dir: Path, formats: list[str], verify: bool = False):
 
 def write_junit(analysis, path: str | None) -> None:
     """``--junit FILE``: the verdicts as JUnit XML (imported only when asked for)."""
-    if not path:
+    if path is None:
         return
     from harness.analysis.judgement import dimension_verdicts
     from harness.report.junit import render_run
@@ -40,12 +42,34 @@ def write_junit(analysis, path: str | None) -> None:
     print(f"junit {write(Path(path), render_run(analysis, dimension_verdicts(analysis)))}")
 
 
-def check_junit_target(path: str | None) -> None:
-    """A ``--junit`` target that cannot be written is refused before any cell runs."""
-    if path:
-        from harness.store.safe_output import check_output_target
+def check_junit_target(path: str | None, runs: Sequence[str | Path] = ()) -> None:
+    """A ``--junit`` target is refused before anything runs when it cannot be written (a special
+    file, a folder that is missing or not writable: probed by creating a file there, which holds
+    for root and read-only file systems too), when it is empty, or when it lies inside (or is)
+    a run directory or bundle the command reads or writes: XML over ``results.jsonl`` or
+    ``manifest.json`` loses the run's records."""
+    if path is None:
+        return
+    from harness.store.safe_output import UnsafeOutput, check_output_target
 
-        check_output_target(Path(path))
+    if not path.strip():
+        raise UnsafeOutput("argument --junit: an empty path; give the XML file to write")
+    try:
+        target = check_output_target(Path(path)).resolve()
+    except UnsafeOutput as err:
+        raise UnsafeOutput(f"argument --junit: {err}") from None
+    for run in runs:
+        where = Path(run).resolve()
+        if target == where or where in target.parents:
+            raise UnsafeOutput(
+                f"argument --junit: {path} is inside {run}, which this command reads or writes; give a path outside it"
+            )
+    folder = next(f for f in target.parents if f.exists())  # atomic writes create the missing folders
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".junit-probe-"):
+            pass
+    except OSError as err:
+        raise UnsafeOutput(f"argument --junit: {path}: cannot write in {folder} ({err.strerror or err})") from None
 
 
 def print_notes(problems: list[str]) -> None:

@@ -190,11 +190,14 @@ class MatrixFile(pytest.File):
 
     def collect(self):
         from harness.spec.matrix import expand, matrix_from_doc
+        from harness.workflows.reproducible import no_max_cells_option
 
         self.doc = _read_matrix(self.path)
         matrix = matrix_from_doc(self.doc, self.path)
         self.cells_by_config: dict[str, list[Any]] = {}
-        for cell in expand(matrix, _devices_for(matrix)):
+        with no_max_cells_option():
+            cells = expand(matrix, _devices_for(matrix))
+        for cell in cells:
             self.cells_by_config.setdefault(cell.config_id, []).append(cell)
         self.runs: dict[frozenset, MatrixRun] = {}
         for config_id in sorted(self.cells_by_config):

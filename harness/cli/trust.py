@@ -38,3 +38,16 @@ def sign_json_file(path: Path, key) -> str:
     signed = sign_document(doc, key)
     atomic_write_json(path, signed)
     return signed["signature"]["key_id"]
+
+
+def sign_calibration(cal, key):
+    """``cal`` (a sealed ``harness.spec.calibration.Calibration``) with an Ed25519 signature over
+    its digest, for ``--sign KEY`` wherever a calibration file is written. ``key``: a private key
+    (``signing_key``) or the path of one; a key that cannot be read is one line (StoreError)."""
+    from harness.spec.calibration import DOCUMENT
+    from harness.store.signing import sign_sealed
+
+    if isinstance(key, (str, Path)):
+        key = signing_key(str(key))
+    sealed = cal.sealed()
+    return sealed.model_copy(update={"signature": sign_sealed(DOCUMENT, sealed.digest, key)})

@@ -63,6 +63,7 @@ class ReplayDecision(BaseModel):
     flips: int = 0  # positions whose token was not the one sampled (near-ties when accepted)
     max_gap: float | None = None  # None: infinite (an impossible token)
     margin: float | None = None
+    margin_from: str = ""  # "calibrated: FILE, signer" or "uncalibrated: ..." (set by the caller that chose it)
     closest: float | None = None  # the smallest slack of a matched position
     waveform: dict[str, float | int | None] | None = None
     first_flip: dict[str, Any] | None = None
@@ -137,14 +138,13 @@ def decide(trace: ReplayTrace, candidate_waveform: np.ndarray | None, bounds: Re
                 ),
                 **base,
             )
-    ties = (
-        f"{len(flips)} near-tie(s) within margin {bounds.margin:.3g} (largest gap {worst.gap:.3g})"
+    reason = (  # a flipped near-tie is not the seed's token: never say "every one" then
+        f"{positions - len(flips)} of {positions} positions are the seed's token, {len(flips)} near-tie(s) "
+        f"within margin {bounds.margin:.3g} (largest gap {worst.gap:.3g})"
         if worst
-        else "no near-tie flipped"
+        else f"every one of {positions} positions is the seed's token; no near-tie flipped"
     )
-    return ReplayDecision(
-        accepted=True, reason=f"every one of {positions} positions is the seed's token; {ties}", **base
-    )
+    return ReplayDecision(accepted=True, reason=reason, **base)
 
 
 def _where(stage: str, f: Flip) -> str:

@@ -257,7 +257,8 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
     if c.validator:
         v = c.validator
         cal = (
-            f"; calibration {v['calibration_file']}, honest sources {', '.join(v['sources'])}, bounds max abs "
+            f"; calibration {v['calibration_file']} ({v.get('signed_by') or 'unsigned'}), honest sources "
+            f"{', '.join(v['sources'])}, bounds max abs "
             f"{c.thresholds['waveform_max_abs']:.3g}, rel-L2 {c.thresholds['waveform_rel_l2']:.3g}"
             if v.get("sources") is not None and c.thresholds
             else ""
@@ -278,6 +279,8 @@ def config_facts(c: ConfigResult) -> list[tuple[str, str]]:
             line += (
                 f" ({r['flips']} near-tie flip(s) of {r['positions']} positions, largest gap {fmt(r['largest_gap'])})"
             )
+        if r.get("margin") is not None:
+            line += f"; margin {fmt(r['margin'])} ({r.get('margin_from') or 'uncalibrated'})"
         if r["rejected"]:
             line += f"; {r['rejected']} rejected, first: {r['first_rejection']}"
         if r["not_replayable"]:

@@ -13,22 +13,43 @@ Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. 2 -- ``rule`` may b
 may have) and their waveform bounds are the decoder bounds (a candidate's waveform against the
 validator's decoding of its codes); a version-1 file reads as it is. The ``digest`` is the
 sha256 of the canonical JSON of everything else; a file whose digest does not match is refused.
+
+Trust (docs/trust.md): the digest is unkeyed, so anyone can edit and reseal a file. A calibration
+may carry an Ed25519 ``signature`` over its digest (``--sign KEY`` where it is written;
+``harness.store.signing.sign_sealed``); under trusted keys an unsigned or foreign-signed file is
+refused, otherwise it is labelled ``unsigned``. Every value is also checked for plausibility
+before it can judge anything: strict types in a file (no number as a string or bool), rates that agree
+with their counts and interval, waveform bounds within the signal's range and a replay margin
+at most ``MAX_REPLAY_MARGIN``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.digests import digest_json, strict_json_loads
 from harness.errors import HarnessError
 
+if TYPE_CHECKING:
+    from harness.store.signing import SignatureCheck
+
 CALIBRATION_SCHEMA_VERSION = 2
 MAX_CALIBRATION_BYTES = 4 * 1024 * 1024
+#: the largest replay margin (logit units) a calibration or a matrix may give: above the largest
+#: margin any study measured (bfloat16 tiny MusicGen, 0.375) and below the smallest gap of a cheat
+#: it rejected (another seed, 3.8); a larger one would accept another seed's tokens
+MAX_REPLAY_MARGIN = 1.0
+#: waveform bounds compare two signals in [-1, 1]: max abs and rel-L2 (over the larger norm) are
+#: at most 2, so a larger bound accepts any waveform at all
+MAX_WAVEFORM_BOUND = 2.0
+#: a rate is errors / pairs, stated to this tolerance (JSON floats round-trip exactly; studies round nothing)
+RATE_TOLERANCE = 1e-9
 #: honest sources a study can pair (the comparison dimensions it stands in for)
 SOURCES = ("repeat", "process", "threads", "isa")
 
@@ -37,8 +58,14 @@ class CalibrationError(HarnessError, ValueError):
     """A calibration file that cannot be used; one line naming the file and the field."""
 
 
+class CalibrationTrustError(CalibrationError):
+    """A calibration whose origin does not hold: its digest does not match its content, its
+    signature does not verify, or it is not signed by a trusted key (``NOT VERIFIED``, exit 1)."""
+
+
 class Rate(BaseModel):
-    """A measured rate on held-out pairs, with its Wilson 95% interval."""
+    """A measured rate on held-out pairs, with its Wilson 95% interval. The numbers must agree
+    (a rate of 0 with 16 errors in 16 pairs decides as if nothing failed)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rate: float = Field(ge=0, le=1)
@@ -46,6 +73,19 @@ class Rate(BaseModel):
     high: float = Field(ge=0, le=1)
     errors: int = Field(ge=0)
     pairs: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rate:
+        if self.errors > self.pairs:
+            raise ValueError(f"errors {self.errors} > pairs {self.pairs}")
+        if not self.low <= self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        measured = self.errors / self.pairs if self.pairs else 0.0
+        if abs(self.rate - measured) > RATE_TOLERANCE:
+            raise ValueError(f"rate {self.rate} is not errors / pairs ({self.errors}/{self.pairs})")
+        if not self.low - RATE_TOLERANCE <= self.rate <= self.high + RATE_TOLERANCE:
+            raise ValueError(f"rate {self.rate} is outside its interval [{self.low}, {self.high}]")
+        return self
 
 
 class Scope(BaseModel):
@@ -66,31 +106,68 @@ class Scope(BaseModel):
 class Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     scope: Scope
-    waveform_max_abs: float = Field(ge=0)
-    waveform_rel_l2: float = Field(ge=0)
+    waveform_max_abs: float = Field(ge=0, le=MAX_WAVEFORM_BOUND)
+    waveform_rel_l2: float = Field(ge=0, le=MAX_WAVEFORM_BOUND)
     false_reject: Rate
     false_accept: Rate
     notes: list[str] = Field(default_factory=list)  # e.g. a source left out of the scope, and why
-    replay_margin: float | None = Field(None, ge=0)  # replay entries only (logit units)
+    replay_margin: float | None = Field(None, ge=0, le=MAX_REPLAY_MARGIN)  # replay entries only (logit units)
 
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    schema_version: int = CALIBRATION_SCHEMA_VERSION
+    schema_version: int = Field(CALIBRATION_SCHEMA_VERSION, ge=1)
     rule: Literal["composite", "replay"] = "composite"
     made_by: str  # the study and its size
     entries: list[Entry] = Field(min_length=1)
     digest: str = ""
+    #: Ed25519 over the digest (harness.store.signing.sign_sealed); None: unsigned
+    signature: dict[str, str] | None = None
 
     def content_digest(self) -> str:
-        doc = self.model_dump(mode="json", exclude={"digest"})
+        doc = self.model_dump(mode="json", exclude={"digest", "signature"})
         for entry in doc["entries"]:  # a version-1 file (no replay_margin) keeps its digest
             if entry.get("replay_margin") is None:
                 entry.pop("replay_margin", None)
         return digest_json(doc)
 
     def sealed(self) -> Calibration:
-        return self.model_copy(update={"digest": self.content_digest()})
+        """The calibration with its digest recomputed; any signature is dropped (it signed the old
+        digest), so a resealed file is unsigned until signed again."""
+        return self.model_copy(update={"digest": self.content_digest(), "signature": None})
+
+    def signer(self, trusted: set[str] | None, where: str) -> SignatureCheck:
+        """Who signed this calibration (``unsigned`` when nobody): the signature must verify
+        over its digest; with ``trusted`` keys it must be one of them (else CalibrationError)."""
+        from harness.store.signing import SignatureError, check_sealed
+
+        try:
+            return check_sealed(DOCUMENT, self.content_digest(), self.signature, trusted, where)
+        except SignatureError as err:
+            raise CalibrationTrustError(str(err)) from None
+
+
+#: what a calibration's signature says it signs (with the digest), so it cannot be replayed onto another document
+DOCUMENT = "harness calibration"
+
+
+def _first_bad_text(doc: Any, path: str = "$") -> str | None:
+    """The path of the first string that is not valid Unicode (a lone surrogate from a JSON
+    ``\\ud800`` escape), which no digest or report can encode."""
+    if isinstance(doc, str):
+        try:
+            doc.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, value in items:
+        step = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+        found = _first_bad_text(key, step) if isinstance(key, str) else None
+        found = found or _first_bad_text(value, step)
+        if found:
+            return found
+    return None
 
 
 def parse_calibration(doc: Any, where: str) -> Calibration:
@@ -105,12 +182,15 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
             f"{where}: calibration schema_version {version} is newer than this harness reads "
             f"({CALIBRATION_SCHEMA_VERSION})"
         )
-    try:
-        cal = Calibration.model_validate(doc)
+    bad = _first_bad_text(doc)
+    if bad:
+        raise CalibrationError(f"{where}: {bad}: not valid Unicode (a lone surrogate)")
+    try:  # strict as JSON: a number given as a string or a bool is refused (a list may still be a tuple)
+        cal = Calibration.model_validate_json(json.dumps(doc), strict=True)
     except ValidationError as err:
         raise CalibrationError(f"{where}: {first_field_problem(err, '$')}") from None
     if cal.digest != cal.content_digest():
-        raise CalibrationError(
+        raise CalibrationTrustError(
             f"{where}: digest does not match the content (edited after it was written?); "
             f"make it again with `harness validators --out`"
         )
@@ -118,7 +198,7 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    from harness.spec.tasks import read_input_file  # bounded: a device or FIFO is refused unread
+    from harness.store.files import read_input_file  # bounded: a device or FIFO is refused unread
 
     path = Path(path)
     raw = read_input_file(path, MAX_CALIBRATION_BYTES, CalibrationError)

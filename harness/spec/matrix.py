@@ -212,7 +212,9 @@ def dump_matrix(doc: dict[str, Any]) -> str:
     return tomli_w.dumps(_drop_none(doc))
 
 
-def load_matrix(path: str | Path) -> Matrix:
+def load_matrix(path: str | Path, trusted_keys: str | Path | None = None) -> Matrix:
+    """The matrix at ``path``; a calibration it names is checked against ``trusted_keys`` (a
+    trusted-keys file; None: ``$HARNESS_TRUSTED_KEYS``, or no check when that is unset)."""
     path = Path(path)
     raw = read_input_file(path, MAX_MATRIX_FILE_BYTES, MatrixError)
     try:
@@ -221,10 +223,10 @@ def load_matrix(path: str | Path) -> Matrix:
         raise MatrixError(f"{path}: not valid TOML ({err})") from None
     except RecursionError:
         raise MatrixError(f"{path}: not valid TOML (nested too deeply)") from None
-    return matrix_from_doc(data, path)
+    return matrix_from_doc(data, path, trusted_keys)
 
 
-def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
+def matrix_from_doc(data: dict[str, Any], source: Path | None = None, trusted_keys: str | Path | None = None) -> Matrix:
     where = str(source) if source else "<matrix>"
     version = data.get("schema_version", MATRIX_SCHEMA_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
@@ -236,7 +238,7 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
             f"{where}: schema_version {version} is newer than this harness supports ({MATRIX_SCHEMA_VERSION})"
         )
     base = source.parent if source else Path.cwd()
-    data = _with_calibrations(data, base, where)
+    data = _with_calibrations(data, base, where, trusted_keys)
     try:
         spec = MatrixSpec.model_validate(data)
     except ValidationError as err:
@@ -283,10 +285,15 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None) -> Matrix:
     return matrix
 
 
-def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
+def _with_calibrations(
+    data: dict[str, Any], base: Path, where: str, trusted_keys: str | Path | None = None
+) -> dict[str, Any]:
     """The matrix with each ``[validators.KIND] calibration = "FILE"`` replaced by the file's
-    checked content (relative to the matrix), so the run's manifest carries what it judged by."""
+    checked content (relative to the matrix), so the run's manifest carries what it judged by.
+    A calibration is policy: under trusted keys it must be signed by one of them, and
+    ``require_signed = true`` refuses to run without trusted keys (docs/trust.md)."""
     from harness.spec.calibration import CalibrationError, load_calibration
+    from harness.store.signing import SignatureError, load_trusted_keys
 
     validators = data.get("validators")
     if not isinstance(validators, dict):
@@ -295,7 +302,7 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
     for kind, doc in validators.items():
         if not isinstance(doc, dict):
             continue
-        typed = next((k for k in ("sources", "notes") if doc.get(k)), None)  # a manifest's dump: None / []
+        typed = next((k for k in ("sources", "notes", "signed_by") if doc.get(k)), None)  # a manifest's dump: None / []
         if typed:  # set from a calibration file's entry, never typed: bounds would claim a measurement
             raise MatrixError(
                 f"{where}: $.validators.{kind}.{typed}: comes from the calibration file; name the file "
@@ -306,7 +313,14 @@ def _with_calibrations(data: dict[str, Any], base: Path, where: str) -> dict[str
         name = doc["calibration"]
         try:
             cal = load_calibration(base / name)
-        except CalibrationError as err:
+            trusted = load_trusted_keys(trusted_keys)
+            if doc.get("require_signed") is True and trusted is None:
+                raise CalibrationError(
+                    f"{base / name}: require_signed, but no trusted keys were given (--trusted-keys FILE "
+                    f"or $HARNESS_TRUSTED_KEYS)"
+                )
+            cal.signer(trusted, str(base / name))
+        except (CalibrationError, SignatureError) as err:
             raise MatrixError(f"{where}: $.validators.{kind}.calibration: {err}") from None
         out[kind] = {**doc, "calibration": cal.model_dump(mode="json"), "calibration_file": name}
     return {**data, "validators": out}

@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness import __version__
 from harness.errors import HarnessError
-from harness.spec.calibration import Calibration, Facts, resolve
+from harness.spec.calibration import MAX_REPLAY_MARGIN, Calibration, CalibrationError, Facts, resolve
 from harness.store.manifest import first_field_problem
 from harness.vocabulary import DEFAULT_JUDGED, DimensionName, NamedRule
 
@@ -35,7 +36,7 @@ class ReplayBounds(BaseModel):
     decoding of its codes)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    margin: float = Field(ge=0)
+    margin: float = Field(ge=0, le=MAX_REPLAY_MARGIN)
     waveform_max_abs: float = Field(ge=0)
     waveform_rel_l2: float = Field(ge=0)
 
@@ -55,7 +56,7 @@ class Thresholds(BaseModel):
     waveform_rel_l2: float = Field(WAVEFORM_REL_L2, ge=0)
     #: the replay rule: the margin of a flipped near-tie, and per-dtype calibrations (margin and
     #: decoder bounds) that replace the global ones for that dtype (`harness replay-study`)
-    replay_margin: float = Field(REPLAY_MARGIN, ge=0)
+    replay_margin: float = Field(REPLAY_MARGIN, ge=0, le=MAX_REPLAY_MARGIN)
     replay_dtypes: dict[Literal["float32", "bfloat16", "float16"], ReplayBounds] = Field(default_factory=dict)
 
 
@@ -75,9 +76,12 @@ class NamedValidator(BaseModel):
     source: str = ""
     calibration: Calibration | None = None  # the named file's content (embedded by the loader)
     calibration_file: str | None = None  # the file as the matrix names it
+    #: refuse to run unless the calibration is signed by a trusted key (docs/trust.md)
+    require_signed: bool = False
     # set per configuration from its calibration entry: the honest sources its bounds cover
     sources: list[str] | None = None
     notes: list[str] = Field(default_factory=list)
+    signed_by: str | None = None  # the calibration's signer label (``unsigned``), set with ``sources``
 
     @model_validator(mode="after")
     def _rates_or_calibration(self) -> NamedValidator:
@@ -93,7 +97,24 @@ class NamedValidator(BaseModel):
             )
         if cal.rule != self.rule:
             raise ValueError(f"the calibration is for the {cal.rule} rule, not {self.rule}")
+        where = f"the calibration {self.calibration_file or ''}".rstrip()
+        try:
+            check = cal.signer(None, where)  # a signature present must hold over the digest
+        except CalibrationError as err:
+            raise ValueError(str(err)) from None
+        if self.require_signed and not check.signed:
+            raise ValueError(f"{where}: require_signed, but the calibration is unsigned")
         return self
+
+    def signer_label(self) -> str:
+        """``unsigned`` or who signed the calibration, and whether the key was checked."""
+        if self.calibration is None:
+            return "unsigned"
+        check = self.calibration.signer(None, self.calibration_file or "calibration")
+        if not check.signed:
+            return check.label
+        how = "a trusted key, required by the matrix" if self.require_signed else "key not checked at load"
+        return f"signed by ed25519:{check.key_id} ({how})"
 
     @property
     def calibrated(self) -> bool:
@@ -164,6 +185,12 @@ def policy_of(spec: Any, where: str) -> Policy:
     )
 
 
+def release(version: str) -> str:
+    """A harness version's release (major.minor): a calibration holds for the release it was
+    measured with; a patch release changes no comparison (the versioning rule, docs/trust.md)."""
+    return ".".join(version.split(".")[:2])
+
+
 @dataclass(frozen=True)
 class ConfigPolicy:
     """What judges one configuration: its validator (rates resolved from the calibration entry
@@ -196,6 +223,14 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
     entry, why = resolve(named.calibration, facts)
     if entry is None:
         return ConfigPolicy(None, policy.thresholds, why)
+    made_with = release(entry.scope.harness_version)
+    if made_with != release(__version__):
+        return ConfigPolicy(
+            None,
+            policy.thresholds,
+            f"the calibration was measured with harness {entry.scope.harness_version}, this is {__version__} "
+            f"(another release may replay and compare differently: run the study again)",
+        )
     rates = named.model_copy(
         update={
             "calibration": None,
@@ -205,6 +240,7 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
             "source": named.calibration.made_by,
             "sources": list(entry.scope.sources),
             "notes": list(entry.notes),
+            "signed_by": named.signer_label(),
         }
     )
     update: dict[str, Any] = {"waveform_max_abs": entry.waveform_max_abs, "waveform_rel_l2": entry.waveform_rel_l2}
@@ -212,3 +248,12 @@ def config_policy(policy: Policy, facts: Facts) -> ConfigPolicy:
         update.update(replay_margin=entry.replay_margin, replay_dtypes={})
     bounds = policy.thresholds.model_copy(update=update)
     return ConfigPolicy(rates, bounds)
+
+
+def margin_source(cp: ConfigPolicy) -> str:
+    """Where a replay verdict's margin comes from, in the words the output and the report show:
+    a calibration (and who signed it), or ``uncalibrated`` (docs/trust.md: the margin policy)."""
+    v = cp.validator
+    if v is not None and v.calibrated and v.rule == "replay":
+        return f"calibrated: {v.calibration_file or 'calibration'}, {v.signed_by or 'unsigned'}"
+    return "uncalibrated: the matrix's [thresholds] replay_margin (or the default), no calibration file"

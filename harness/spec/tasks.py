@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from harness.digests import StrictJSONError, strict_json_loads
 from harness.errors import HarnessError
 from harness.spec.kinds import KINDS
+from harness.store.files import read_input_file  # one bounded reader for every input file (re-exported)
 
 # Documented limits (docs/tasks.md "Limits"). They bound what one task may ask of a worker.
 MAX_PROMPT_CHARS = 100_000
@@ -326,28 +327,6 @@ def loads_task_json(text: str | bytes) -> Any:
         raise TaskError(f"$: not valid JSON ({err})") from None
     except ValueError as err:
         raise TaskError(f"$: not valid JSON ({err})") from None
-
-
-def read_input_file(path: Path, limit: int, error: type[ValueError]) -> bytes:
-    """A regular file's bytes, at most ``limit``: devices (/dev/zero) and FIFOs are refused
-    before they are read, so hostile paths can neither exhaust memory nor block forever."""
-    import os
-    import stat
-
-    if "\0" in str(path):
-        raise error(f"{str(path)!r}: cannot read (a path cannot hold a NUL byte)")
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "Is a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise error(f"{path}: cannot read ({kind})")
-        with open(path, "rb") as fh:
-            raw = fh.read(limit + 1)
-    except OSError as err:
-        raise error(f"{path}: cannot read ({err.strerror or err})") from None
-    if len(raw) > limit:
-        raise error(f"{path}: $: file is too large; the limit is {limit} bytes")
-    return raw
 
 
 def load_task_file(path: str | Path, kind: str | None = None) -> Task:

@@ -69,6 +69,12 @@ class BundleError(StoreError):
     """A bundle that cannot be trusted or read; the message names the file and what differs."""
 
 
+class TrustError(BundleError):
+    """Trust asked for and not given: an unsigned run or bundle, or a signature that does not
+    verify or is not by a trusted key. ``verify`` and ``compare`` print it ``NOT VERIFIED``
+    and exit 1 (a refusal of the evidence, not bad input)."""
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 
@@ -381,7 +387,7 @@ def _check_signature(bundle: Path, doc: dict[str, Any], trusted_keys: set[str] |
         trusted = trusted_keys if trusted_keys is not None else load_trusted_keys(None)
         return check_document(doc, trusted, f"bundle {bundle}").label
     except SignatureError as err:
-        raise BundleError(str(err)) from None
+        raise TrustError(str(err)) from None
 
 
 def _check_no_overlap(bundle: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
@@ -481,6 +487,11 @@ def open_run_or_bundle(path: str | Path, trusted_keys: set[str] | None = None) -
     """A run directory or a bundle file, for reading (use as a context manager)."""
     path = Path(path)
     if path.is_dir():
+        if trusted_keys is not None:  # a directory carries no signature: trust cannot be shown
+            raise TrustError(
+                f"{path}: a run directory is unsigned, but trusted keys were given: refused "
+                f"(make a signed bundle with `harness bundle {path} --sign KEY`)"
+            )
         store = RunStore(path)
         store.manifest()
         return OpenedRun(store=store, source=path)

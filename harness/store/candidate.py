@@ -16,6 +16,7 @@ Format (``CANDIDATE_SCHEMA_VERSION`` 1): ``{"schema_version": 1, "arrays": {"cod
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,20 +56,19 @@ def tokens_document(arrays: dict[str, np.ndarray], batch_size: int, device: str)
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        if not path.is_file():
-            raise CandidateError(f"{path}: not a file ({what})")
-        data = path.read_bytes()[: MAX_CANDIDATE_BYTES + 1]
-    except OSError as err:
-        raise CandidateError(f"{path}: cannot read ({err.strerror or err})") from None
-    if len(data) > MAX_CANDIDATE_BYTES:
-        raise CandidateError(f"{path}: larger than {MAX_CANDIDATE_BYTES} bytes")
-    return data
+    """The file's bytes: its size is checked before a byte is read (a 1 GiB sparse file was read
+    whole before the cap applied), and a device or FIFO is refused unread."""
+    from harness.store.files import read_input_file
+
+    if not path.is_file():
+        raise CandidateError(f"{path}: not a file ({what})")
+    return read_input_file(path, MAX_CANDIDATE_BYTES, CandidateError)
 
 
 def _json(path: Path, what: str) -> Any:
+    raw = _read(path, what)
     try:
-        return strict_json_loads(_read(path, what).decode("utf-8"))
+        return strict_json_loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise CandidateError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
 
@@ -79,10 +79,11 @@ def _int_matrix(value: Any, where: str) -> np.ndarray:
     width = len(value[0])
     if any(len(r) != width for r in value) or not all(type(x) is int for r in value for x in r):
         raise CandidateError(f"{where}: rows must be equally long lists of integers")
-    arr = np.asarray(value, dtype=np.int64)
-    if arr.size and (arr.min() < -1 or arr.max() >= 1 << 31):
-        raise CandidateError(f"{where}: integers out of range")
-    return arr
+    # the range first: 2**64 does not fit the int64 conversion (an OverflowError naming nothing)
+    bad = next((x for r in value for x in r if not -1 <= x < 1 << 31), None)
+    if bad is not None:
+        raise CandidateError(f"{where}: integer {bad} out of range (token ids are -1..2**31-1)")
+    return np.asarray(value, dtype=np.int64)
 
 
 def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFiles:
@@ -103,7 +104,7 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
     if not isinstance(doc, dict):
         raise CandidateError(f"{tokens_path}: expected a JSON object")
     version = doc.get("schema_version")
-    if version != CANDIDATE_SCHEMA_VERSION:
+    if type(version) is not int or version != CANDIDATE_SCHEMA_VERSION:  # ``true`` is not version 1
         raise CandidateError(
             f"{tokens_path}: schema_version {version!r}; this harness reads {CANDIDATE_SCHEMA_VERSION}"
         )
@@ -128,10 +129,12 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
 
         from scipy.io import wavfile
 
+        data = _read(wav, "the waveform")
+        _check_wav_chunks(data, wav)
         try:
-            _, samples = wavfile.read(io.BytesIO(_read(wav, "the waveform")))
-        except ValueError as err:
-            raise CandidateError(f"{wav}: not a WAV file ({err})") from None
+            _, samples = wavfile.read(io.BytesIO(data))
+        except (ValueError, EOFError, struct.error) as err:
+            raise CandidateError(f"{wav}: not a WAV file ({str(err).splitlines()[0] or type(err).__name__})") from None
         samples = np.asarray(samples)
         if samples.dtype != np.float32:
             raise CandidateError(f"{wav}: samples are {samples.dtype}, a node writes float32")
@@ -143,6 +146,26 @@ def read_candidate(folder: str | Path, stem: str | None = None) -> CandidateFile
             raise CandidateError(f"{response}: expected a JSON object")
         out.files.append(response)
     return out
+
+
+def _check_wav_chunks(data: bytes, wav: Path) -> None:
+    """Every RIFF chunk must fit in the file: scipy reads a data chunk that declares 4 GiB in a
+    16 KB file as whatever is there, without a word; a header cut short is said as such."""
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+        raise CandidateError(f"{wav}: not a WAV file ({len(data)} bytes, no RIFF/WAVE header)")
+    order = "<" if data[:4] == b"RIFF" else ">"
+    offset, seen_data = 12, False
+    while offset + 8 <= len(data):
+        name, size = data[offset : offset + 4], struct.unpack(f"{order}I", data[offset + 4 : offset + 8])[0]
+        if offset + 8 + size > len(data):
+            raise CandidateError(
+                f"{wav}: not a WAV file (chunk {name.decode('latin-1')!r} declares {size} bytes, "
+                f"the file holds {len(data) - offset - 8} after its header)"
+            )
+        seen_data = seen_data or name == b"data"
+        offset += 8 + size + (size & 1)
+    if not seen_data:
+        raise CandidateError(f"{wav}: not a WAV file (no data chunk in {len(data)} bytes)")
 
 
 def write_tokens(path: Path, arrays: dict[str, np.ndarray], batch_size: int, device: str) -> bool:

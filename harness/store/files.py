@@ -22,6 +22,46 @@ from harness.digests import strict_json_loads
 from harness.errors import StoreError
 
 
+def read_input_file(path: Path, limit: int, error: type[ValueError]) -> bytes:
+    """A regular file's bytes, at most ``limit``: devices (/dev/zero) and FIFOs are refused
+    before they are read, so hostile paths can neither exhaust memory nor block forever (opened
+    non-blocking, then checked on the open descriptor, so nothing can be swapped in between)."""
+    import stat
+
+    if "\0" in str(path):
+        raise error(f"{str(path)!r}: cannot read (a path cannot hold a NUL byte)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "Is a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise error(f"{path}: cannot read ({kind})")
+        if info.st_size > limit:
+            raise error(f"{path}: $: file is too large; the limit is {limit} bytes")
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            fd = -1
+            chunks: list[bytes] = []  # read(limit + 1) allocates the whole limit even for a small file
+            total = 0
+            while total <= limit:
+                chunk = fh.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            raw = b"".join(chunks)
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror or err})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(raw) > limit:
+        raise error(f"{path}: $: file is too large; the limit is {limit} bytes")
+    return raw
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -14,6 +14,10 @@ Formats (``cryptography``'s Ed25519, RFC 8032):
     ``{"algorithm": "ed25519", "public_key": hex, "key_id": first 16 hex of sha256(key),
     "value": hex}`` over the canonical JSON of the document without its ``signature``.
 Trusted keys come from ``--trusted-keys FILE`` or, when not given, ``$HARNESS_TRUSTED_KEYS``.
+A sealed document (a calibration, whose own ``digest`` covers everything else) is signed over
+``{"document": NAME, "digest": DIGEST}`` (``sign_sealed``): its content format can change
+without invalidating signatures, and the signature holds only while the digest does.
+Key files are read with the store's bounded reader: a FIFO or /dev/zero is refused unread.
 """
 
 from __future__ import annotations
@@ -33,8 +37,24 @@ ALGORITHM = "ed25519"
 TRUSTED_KEYS_ENV = "HARNESS_TRUSTED_KEYS"
 
 
+#: a trusted-keys file or a private key larger than this is not one (a PEM key is ~120 bytes)
+MAX_KEY_FILE_BYTES = 1024 * 1024
+
+
 class SignatureError(ValueError):
     """A key or signature that cannot be used; the message names the file and what failed."""
+
+
+def _key_name_problem(prefix: str, comment: str) -> str | None:
+    """Why ``keygen`` must refuse this name or comment: a control character would put a second
+    line (another key) in the ``.pub`` file; an empty, ``.`` or ``..`` name writes ``..key``."""
+    if Path(prefix).name in ("", ".", "..") or prefix.endswith(("/", os.sep)):
+        return f"{prefix!r}: the key needs a file name (keygen NAME writes NAME.key and NAME.pub)"
+    for what, text in (("name", prefix), ("comment", comment)):
+        bad = next((c for c in text if ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0), None)
+        if bad is not None:
+            return f"{text!r}: the {what} holds a control character ({bad!r}); a .pub file is one line"
+    return None
 
 
 def key_id(public_hex: str) -> str:
@@ -55,6 +75,9 @@ def generate_keypair(prefix: str | Path, comment: str = "") -> tuple[Path, Path]
 
     from harness.store.files import atomic_write_bytes
 
+    problem = _key_name_problem(str(prefix), comment)
+    if problem:
+        raise SignatureError(problem)
     prefix = Path(prefix)
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for path in (key_path, pub_path):
@@ -77,11 +100,10 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from harness.store.files import read_input_file
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise SignatureError(f"{path}: cannot read the signing key ({err.strerror})") from None
+    data = read_input_file(path, MAX_KEY_FILE_BYTES, SignatureError)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as err:
@@ -97,11 +119,14 @@ def load_trusted_keys(path: str | Path | None) -> set[str] | None:
         path = os.environ.get(TRUSTED_KEYS_ENV) or None
         if path is None:
             return None
+    from harness.store.files import read_input_file
+
     path = Path(path)
+    raw = read_input_file(path, MAX_KEY_FILE_BYTES, SignatureError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SignatureError(f"{path}: cannot read the trusted-keys file ({err})") from None
+        text = raw.decode("utf-8-sig")  # a BOM (a Windows editor's) is not part of the first line
+    except UnicodeDecodeError as err:
+        raise SignatureError(f"{path}: cannot read the trusted-keys file (not UTF-8: {err.reason})") from None
     keys: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -190,3 +215,22 @@ def check_document(doc: dict[str, Any], trusted: set[str] | None, where: str) ->
     if trusted is not None and public_hex not in trusted:
         raise SignatureError(f"{where}: signed by key {key_id(public_hex)}, which is not in the trusted keys: refused")
     return SignatureCheck(signed=True, key_id=key_id(public_hex), trusted=None if trusted is None else True)
+
+
+def _sealed_body(document: str, digest: str) -> dict[str, Any]:
+    return {"document": document, "digest": digest}
+
+
+def sign_sealed(document: str, digest: str, private: Ed25519PrivateKey) -> dict[str, str]:
+    """The signature block of a sealed document (``document`` names its format): Ed25519 over
+    ``{"document", "digest"}``, so it holds exactly while the document's digest does."""
+    signed = sign_document(_sealed_body(document, digest), private)
+    return dict(signed["signature"])
+
+
+def check_sealed(
+    document: str, digest: str, signature: dict[str, Any] | None, trusted: set[str] | None, where: str
+) -> SignatureCheck:
+    """``check_document`` for a sealed document's signature block (None: unsigned)."""
+    body = _sealed_body(document, digest)
+    return check_document(body if signature is None else {**body, "signature": signature}, trusted, where)

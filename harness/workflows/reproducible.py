@@ -8,9 +8,10 @@ wraps these for its fixtures, marker and ``--harness-matrix`` sessions.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,10 +90,47 @@ def run_matrix_doc(
     from harness.spec.matrix import matrix_from_doc
 
     matrix = matrix_from_doc(doc, source)
-    summary = run_matrix(matrix, Path(out), progress=False)
+    with no_max_cells_option():
+        summary = run_matrix(matrix, Path(out), progress=False)
     analysis = analyze_run(summary.run_dir, verify_artifacts=True)
     write_reports(analysis, summary.run_dir, list(formats))
     return MatrixRun(summary.run_dir, analysis)
+
+
+@contextlib.contextmanager
+def no_max_cells_option() -> Iterator[None]:
+    """The plugin has no ``--max-cells``: a matrix over the cell limit says what its user can do."""
+    from harness.spec.matrix import MAX_CELLS, MatrixError
+
+    try:
+        yield
+    except MatrixError as err:
+        if "--max-cells" not in str(err):
+            raise
+        text = str(err).replace("; pass --max-cells", "").replace(" or pass --max-cells", "")
+        raise MatrixError(
+            f"{text}; the pytest plugin runs at most {MAX_CELLS} cells: narrow the axes, or run the matrix "
+            f"with `harness run MATRIX --max-cells N`"
+        ) from None
+
+
+def _names(value: Any, what: str) -> list[str]:
+    """A list of names from a list, tuple or set of strings, or from one string (``"repeat"``
+    is ``["repeat"]``, not its characters); anything else is refused naming the argument."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise TypeError(f"{what}: expected a name or a list of names, got {type(value).__name__} {value!r}")
+
+
+def _ints(value: Any, what: str) -> list[int]:
+    """A list of integers from a list or tuple of them, or from one integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return list(value)
+    raise TypeError(f"{what}: expected an integer or a list of integers, got {type(value).__name__} {value!r}")
 
 
 def _task_name(task: str | Path | Mapping[str, Any]) -> str:
@@ -113,8 +151,19 @@ def reproducibility_matrix(
     thresholds: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The matrix document that compares one task across the named dimensions and judges
-    exactly those (``gates.verdict_dimensions``), failing on not_ready and failed."""
-    across = list(dict.fromkeys(across))
+    exactly those (``gates.verdict_dimensions``), failing on not_ready and failed. Arguments are
+    checked first, each refusal naming the argument (issue 29): a single string where a list is
+    meant is that one name."""
+    if not isinstance(task, (str, Path, Mapping)):
+        raise TypeError(f"task: expected a task file path or a task document (dict), got {type(task).__name__}")
+    across = list(dict.fromkeys(_names(across, "across")))
+    seeds = None if seeds is None else _ints(seeds, "seeds")
+    dtypes = None if dtypes is None else _names(dtypes, "dtypes")
+    for what, table in (("validators", validators), ("thresholds", thresholds)):
+        if table is not None and not isinstance(table, Mapping):
+            raise TypeError(f"{what}: expected a table (dict), got {type(table).__name__}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < float("inf"):
+        raise ValueError(f"timeout_s: expected a number of seconds > 0, got {timeout_s!r}")
     if not across:
         raise ValueError("across: name at least one dimension (" + ", ".join(ACROSS) + ")")
     unknown = [d for d in across if d not in ACROSS]

@@ -99,6 +99,11 @@ class WhitelistError(WorkflowError):
     """No entry can be written; one line saying why."""
 
 
+class WhitelistMismatch(WhitelistError):
+    """An entry document whose derived fields (the curl line a maintainer runs, the relay's key,
+    the hardware it was computed from) do not say what its ``entries`` say: ``NOT VERIFIED``."""
+
+
 def go_fields(text: str) -> list[str]:
     """Go's ``strings.Fields``: the runs of characters between runs of ``unicode.IsSpace``."""
     fields, current = [], []
@@ -401,7 +406,8 @@ def parse_entry(doc: Any, where: str) -> dict[str, Any]:
     """A whitelist entry document as ``harness verify`` reads it (its signature aside)."""
     if not isinstance(doc, dict) or doc.get("document") != DOCUMENT:
         raise WhitelistError(f"{where}: not a whitelist entry")
-    if doc.get("schema_version") != SCHEMA_VERSION:
+    version = doc.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:  # ``true`` is not version 1
         raise WhitelistError(
             f"{where}: whitelist entry schema_version {doc.get('schema_version')!r} is not {SCHEMA_VERSION}"
         )
@@ -417,7 +423,30 @@ def parse_entry(doc: Any, where: str) -> dict[str, Any]:
             raise WhitelistError(f"{where}: {err}") from None
         if again != entry:
             raise WhitelistError(f"{where}: entry {entry_key(entry)!r} is not in the relay's normalised form")
+    _check_derived(doc, entries, where)
     return doc
+
+
+def _check_derived(doc: dict[str, Any], entries: list[dict[str, Any]], where: str) -> None:
+    """What a maintainer runs is rebuilt from ``entries`` and must be what the document holds:
+    a signature over an entry whose curl line posts another GPU would otherwise vouch for it."""
+    if len(entries) != 1:
+        raise WhitelistError(f"{where}: a whitelist entry document holds one entry, got {len(entries)}")
+    entry = entries[0]
+    if doc.get("curl") != [curl_line(entry)]:
+        raise WhitelistMismatch(
+            f"{where}: curl: the command does not post the entry {entry_key(entry)!r} (rebuild it from the entries)"
+        )
+    if doc.get("key") != entry_key(entry):
+        raise WhitelistMismatch(f"{where}: key {doc.get('key')!r} is not the entry's {entry_key(entry)!r}")
+    hardware = doc.get("hardware")
+    if isinstance(hardware, dict):
+        claimed = f"{hardware.get('gpu_name')}+{hardware.get('platform')}"
+        if normalize_gpu_name(claimed) != entry["gpu_name"] or hardware.get("gpu_vram") != entry["gpu_vram"]:
+            raise WhitelistMismatch(
+                f"{where}: hardware: {claimed!r}, {hardware.get('gpu_vram')!r} GB is not the entry's "
+                f"{entry['gpu_name']!r}, {entry['gpu_vram']} GB"
+            )
 
 
 def write_entry(path: Path, doc: dict[str, Any], key: Any = None) -> str:

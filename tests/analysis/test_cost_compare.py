@@ -261,3 +261,43 @@ def test_bench_command_on_pytest_benchmark_files(tmp_path: Path, capsys) -> None
     (tmp_path / "bad.json").write_text("{}")
     assert main(["bench", str(a), str(tmp_path / "bad.json")]) == 2
     assert "not a pytest-benchmark file" in capsys.readouterr().err
+
+
+def _edit_bench(path: Path, edit) -> Path:
+    doc = json.loads(path.read_text())
+    edit(doc["benchmarks"])
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _first_stats(**change):
+    return lambda benches: benches[0]["stats"].update(change)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (_first_stats(data=[-0.035, -0.03, -0.04], min=-0.04, median=-0.035, mean=-0.035, max=-0.03), "stats.min"),
+        (
+            _first_stats(data=[0.0, 0.0, 0.0], min=0.0, median=0.0, mean=0.0, max=0.0, q1=0.0, q3=0.0, iqr=0.0),
+            "every round took 0 s",
+        ),
+        (_first_stats(median=True), "stats.median"),
+        (_first_stats(median="0.011"), "stats.median"),
+        (_first_stats(median=[0.011]), "stats.median"),
+        (_first_stats(median=1e300), "stats.median"),
+        (_first_stats(rounds="3"), "stats.rounds"),
+        (_first_stats(median=0.5), "does not hold"),
+        (lambda b: b.append(json.loads(json.dumps(b[0]))), "appears twice"),
+    ],
+)
+def test_bench_refuses_a_hostile_benchmark_file_in_one_line(tmp_path: Path, capsys, edit, needle) -> None:
+    """Issue 29 items 5 and 12: each refused naming the file and the benchmark, exit 2."""
+    from harness.cli.main import main
+
+    a = _bench_file(tmp_path / "a.json", {"test_one": [0.01, 0.011, 0.012]})
+    b = _edit_bench(_bench_file(tmp_path / "b.json", {"test_one": [0.01, 0.011, 0.012]}), edit)
+    assert main(["bench", str(a), str(b)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(b) in err and "tests/bench/test_x.py::test_one" in err and needle in err, err

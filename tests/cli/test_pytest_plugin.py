@@ -228,3 +228,39 @@ def test_assert_reproducible_refuses_bad_dimensions_before_running():
 
     cells = expand(matrix_from_doc(doc))
     assert len(cells) == 4 and {c.axes.threads for c in cells} == {1, 2}
+
+
+def test_assert_reproducible_arguments_are_checked_naming_the_argument():
+    """Issue 29 item 11: one string is one name, never its characters; other types refused."""
+    from harness.cli.pytest_plugin import reproducibility_matrix
+
+    doc = reproducibility_matrix(TASK, "repeat", seeds=42, dtypes="float32")
+    assert doc["gates"]["verdict_dimensions"] == ["repeat"] and doc["repeats"] == 2
+    assert doc["axes"]["seed"] == [42] and doc["axes"]["dtype"] == ["float32"]
+    for kwargs, error, needle in (
+        ({"across": None}, TypeError, "across: expected a name or a list of names, got NoneType"),
+        ({"across": 3}, TypeError, "across: expected a name or a list of names, got int"),
+        ({"across": ["repeat", 1]}, TypeError, "across:"),
+        ({"across": "r"}, ValueError, "unknown dimension 'r'"),
+        ({"seeds": "42"}, TypeError, "seeds: expected an integer or a list of integers, got str '42'"),
+        ({"seeds": [True]}, TypeError, "seeds:"),
+        ({"dtypes": 32}, TypeError, "dtypes:"),
+        ({"validators": ["composite"]}, TypeError, "validators: expected a table"),
+        ({"timeout_s": "300"}, ValueError, "timeout_s"),
+    ):
+        with pytest.raises(error, match=None) as info:
+            reproducibility_matrix(TASK, **{"across": ["repeat"], **kwargs})
+        assert needle in str(info.value), str(info.value)
+    with pytest.raises(TypeError, match="task:"):
+        reproducibility_matrix(None, ["repeat"])  # type: ignore[arg-type]
+
+
+def test_a_matrix_over_the_cell_limit_tells_the_plugin_user_what_to_do(tmp_path):
+    from harness.cli.pytest_plugin import reproducibility_matrix, run_matrix_doc
+    from harness.spec.matrix import MatrixError
+
+    doc = reproducibility_matrix(TASK, ["repeat"], seeds=list(range(20_001)))
+    with pytest.raises(MatrixError) as info:
+        run_matrix_doc(doc, tmp_path / "run")
+    msg = str(info.value)
+    assert "harness run MATRIX --max-cells N" in msg and "pass --max-cells" not in msg, msg

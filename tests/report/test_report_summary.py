@@ -116,3 +116,27 @@ def test_quantization_is_a_table_per_stage_never_raw_json() -> None:
         ["text: quantized layers", "4 of 5 Linear layers"],
         ["text: skipped examples", "lm_head"],
     ]
+
+
+def test_a_calibration_signer_is_in_the_evidence_line_and_unsigned_is_a_finding() -> None:
+    """Issue 29: calibrations are labelled ``unsigned`` in the report's evidence line and the
+    summary; a signed one names its key."""
+    a = make_analysis()
+    c = a.configs[0]
+    c.validator = {
+        "rule": "composite",
+        "false_accept": 0.0,
+        "false_reject": 0.0,
+        "pairs": 80,
+        "calibration_file": "cal.json",
+        "sources": ["repeat", "process"],
+        "signed_by": "unsigned",
+    }
+    c.thresholds = {"waveform_max_abs": 1e-5, "waveform_rel_l2": 1e-4}
+    text = render_markdown(a)
+    assert "calibration cal.json (unsigned), honest sources repeat, process" in text
+    finding = next(f for f in summarize(a).findings if f.kind == "unsigned-calibration")
+    assert finding.configs == [c.config_id] and "sign it with --sign KEY" in finding.text
+    c.validator["signed_by"] = "signed by ed25519:0123456789abcdef (a trusted key, required by the matrix)"
+    assert "calibration cal.json (signed by ed25519:0123456789abcdef" in render_markdown(a)
+    assert not any(f.kind == "unsigned-calibration" for f in summarize(a).findings)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from harness import __version__
 from harness.analysis.model import DimensionSummary
 from harness.analysis.run import judge
 from harness.compare.levels import WAVEFORM_FINDING
@@ -75,7 +76,7 @@ def entry(
         new_tokens=tokens,
         sources=list(sources),
         kernel_classes=list(kernels),
-        harness_version="0.0-test",
+        harness_version=__version__,
     )
     return Entry(
         scope=scope,
@@ -141,8 +142,8 @@ def test_unsealed_document_refused():
     [
         (("entries", 0, "waveform_max_abs"), 1.0),
         (("entries", 0, "waveform_rel_l2"), 0.5),
-        (("entries", 0, "false_accept", "rate"), 0.5),
-        (("entries", 0, "false_reject", "pairs"), 7),
+        (("entries", 0, "false_accept", "high"), 0.5),
+        (("entries", 0, "false_reject", "high"), 0.7),
         (("entries", 0, "scope", "dtype"), "bfloat16"),
         (("entries", 0, "scope", "new_tokens"), [1, 10_000]),
         (("entries", 0, "scope", "sources"), ["repeat", "process", "threads", "isa"]),
@@ -477,7 +478,7 @@ def test_matrix_missing_calibration_file(tmp_path):
 
 def test_matrix_tampered_calibration_file(tmp_path):
     doc = doc_of(calibration())
-    doc["entries"][0]["false_accept"]["rate"] = 0.0001
+    doc["entries"][0]["false_accept"]["high"] = 0.5
     with pytest.raises(MatrixError) as info:
         load_matrix(_matrix(tmp_path, cal_doc=doc))
     msg = one_line(info.value)

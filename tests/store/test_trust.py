@@ -201,8 +201,8 @@ def test_a_consistently_rehashed_bundle_is_refused_when_signed(capsys, run, keys
     _forge(signed, forged, keep_signature=True)
     code, out, _ = _cli(capsys, "verify", str(forged), "--trusted-keys", str(pub))
     assert code == 1 and "signature does not verify" in out
-    code, _, err = _cli(capsys, "compare", str(signed), str(forged), "--trusted-keys", str(pub))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "signature does not verify" in err
+    code, out, _ = _cli(capsys, "compare", str(signed), str(forged), "--trusted-keys", str(pub))
+    assert code == 1 and out.startswith("NOT VERIFIED") and "signature does not verify" in out
 
 
 def test_a_forged_bundle_without_its_signature_is_labelled_unsigned_and_refused_with_trusted_keys(
@@ -627,3 +627,72 @@ def test_duplicate_keys_are_refused_in_every_document_the_harness_reads(capsys, 
     cert.write_text('{"passed": true, ' + cert.read_text().lstrip()[1:])
     code, _, err = _cli(capsys, "verify", str(cert), "--trusted-keys", str(pub))
     assert code == 2 and "certificate is not valid JSON (duplicate key 'passed')" in err
+
+
+# --- issue 29: trust asked for and not given; --junit never over a run's records -----------------
+
+
+def test_an_unsigned_run_directory_is_not_verified_under_trusted_keys(capsys, run, keys):
+    _, pub, _ = keys
+    TRIED["unsigned run under trusted keys"] += 1
+    code, out, _ = _cli(capsys, "verify", str(run), "--trusted-keys", str(pub))
+    assert code == 1 and out.startswith("NOT VERIFIED") and "a run directory is unsigned" in out, out
+    code, out, _ = _cli(capsys, "compare", str(run), str(run), "--trusted-keys", str(pub))
+    assert code == 1 and out.startswith("NOT VERIFIED") and "a run directory is unsigned" in out, out
+    assert _cli(capsys, "verify", str(run))[0] == 0  # without trusted keys: labelled, as before
+
+
+def _one_line(code: int, err: str, *needles: str) -> None:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_junit_is_refused_inside_a_run_the_command_reads_or_writes(capsys, run, tmp_path):
+    records = (run / "results.jsonl").read_bytes()
+    manifest = (run / "manifest.json").read_bytes()
+    for target in (run / "results.jsonl", run / "manifest.json", run / "new" / "j.xml", run):
+        TRIED["junit over a run"] += 1
+        code, _, err = _cli(capsys, "report", str(run), "--junit", str(target))
+        _one_line(code, err, "argument --junit", "inside")
+        code, _, err = _cli(capsys, "compare", str(run), str(run), "--junit", str(target))
+        _one_line(code, err, "argument --junit", "inside")
+    code, _, err = _cli(capsys, "report", str(run), "--junit", "")
+    _one_line(code, err, "argument --junit", "empty path")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = _cli(capsys, "report", str(run), "--junit", str(blocker / "j.xml"))
+    _one_line(code, err, "argument --junit", "cannot write")
+    assert (run / "results.jsonl").read_bytes() == records and (run / "manifest.json").read_bytes() == manifest
+    assert not (run / "new").exists()
+    assert _cli(capsys, "verify", str(run))[0] == 0
+    assert _cli(capsys, "report", str(run), "--junit", str(tmp_path / "ok.xml"))[0] == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_junit_in_a_read_only_folder_is_refused_before_the_report(capsys, run, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        code, _, err = _cli(capsys, "report", str(run), "--junit", str(folder / "j.xml"))
+        _one_line(code, err, "cannot write in")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_run_refuses_a_junit_target_inside_its_out_before_any_cell(capsys, tmp_path):
+    matrix = mini_matrix(tmp_path, repeats=1, workers=1, axes={"seed": [1], "threads": [1], "batch_size": [1]})
+    out = tmp_path / "out"
+    code, _, err = _cli(capsys, "run", str(matrix), "--out", str(out), "--junit", str(out / "manifest.json"))
+    _one_line(code, err, "argument --junit", "inside")
+    assert not out.exists()  # nothing ran
+
+
+def test_a_manifest_matrix_name_with_xml_specials_names_the_field(capsys, run):
+    TRIED["manifest matrix name"] += 1
+    _edit_manifest(run, lambda m: m["matrix"]["spec"].update(name='<a&"b">'))
+    code, out, err = _cli(capsys, "verify", str(run))
+    assert code in (1, 2) and "matrix.spec.name" in out + err, out + err
+    assert "validation error for" not in out + err

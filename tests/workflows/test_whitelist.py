@@ -338,3 +338,41 @@ def test_pool_key_uses_the_relays_normalisation():
     assert key["gpu_model"] == "NVIDIA GeForce RTX 4090" and key["vram_bytes"] == GPU_ENV["gpu_memory_bytes"][0]
     cpu = pool_key({"processor": "Intel(R) Xeon(R) CPU  @ 2.20GHz", "gpu_names": []}, "float32", 8)
     assert cpu["gpu_model"] == "cpu: Intel(R) Xeon(R) CPU @ 2.20GHz" and cpu["quantize_bits"] == 8
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (
+            lambda d: d.update(curl=[curl_line({**d["entries"][0], "gpu_name": "NVIDIA H100+Linux", "gpu_vram": 80})]),
+            "curl: the command does not post the entry",
+        ),
+        (lambda d: d.update(key="NVIDIA H100+Linux|80|2.6.0"), "key 'NVIDIA H100+Linux|80|2.6.0' is not the entry's"),
+        (lambda d: d["hardware"].update(gpu_name="NVIDIA H100", gpu_vram=80), "hardware: 'NVIDIA H100+Linux', 80 GB"),
+        (lambda d: d.update(schema_version=True), "schema_version True is not"),
+    ],
+)
+def test_verify_checks_what_a_maintainer_runs(capsys, tmp_path, edit, why, signed):
+    """Issue 29 item 3: the entries say RTX 4090 / 24, the curl line or key says H100 / 80: NOT
+    VERIFIED, exit 1, signed or not (the signature was made over the edited document)."""
+    from harness.cli.main import main
+    from harness.workflows.whitelist import write_entry
+
+    doc = json.loads(json.dumps(build_entry(certificate(), "0" * 64, "2.6.0", platform="Linux")))
+    edit(doc)
+    key = None
+    if signed:
+        assert main(["keygen", str(tmp_path / "op")]) == 0
+        from harness.store.signing import load_private_key
+
+        key = load_private_key(tmp_path / "op.key")
+    path = tmp_path / "entry.json"
+    write_entry(path, doc, key)
+    capsys.readouterr()
+    code = main(["verify", str(path)])
+    out, err = capsys.readouterr()
+    if why.startswith("schema_version"):  # bad input: one line, exit 2
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+    else:
+        assert code == 1 and out.startswith("NOT VERIFIED") and why in out, out + err

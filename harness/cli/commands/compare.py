@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -37,13 +38,21 @@ def setup_arguments(sub):
 
 def run(args) -> int:
     from harness.analysis.crossrun import compare_runs
+    from harness.cli.common import check_junit_target
     from harness.cli.trust import trusted_from
     from harness.report.crossrun import render_crossrun
-    from harness.store.bundle import open_run_or_bundle
+    from harness.store.bundle import TrustError, open_run_or_bundle
     from harness.store.run import atomic_write_json
 
+    check_junit_target(args.junit, [args.a, args.b])
     trusted = trusted_from(args)
-    with open_run_or_bundle(args.a, trusted) as run_a, open_run_or_bundle(args.b, trusted) as run_b:
+    with contextlib.ExitStack() as stack:
+        try:  # both sides before anything is compared: trust asked for and not given is exit 1
+            run_a = stack.enter_context(open_run_or_bundle(args.a, trusted))
+            run_b = stack.enter_context(open_run_or_bundle(args.b, trusted))
+        except TrustError as err:
+            print(f"NOT VERIFIED {err}")
+            return EXIT_FAIL
         for side in (run_a, run_b):
             if side.is_bundle:
                 print(f"{side.source}: {side.signed_by}")

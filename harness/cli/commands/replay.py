@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from harness.cli.arguments import add_trusted_keys
 from harness.cli.common import EXIT_FAIL, EXIT_OK
 
 NAME = "replay"
@@ -26,9 +27,17 @@ def setup_arguments(sub):
     s.add_argument("candidate", help="the candidate's result folder (harness exec --out DIR writes it)")
     s.add_argument("--stem", help="which result in the folder (STEM.tokens.json; default: the only one)")
     s.add_argument(
-        "--matrix", metavar="M", help="take the thresholds (replay margins, decoder bounds) from this matrix"
+        "--matrix",
+        metavar="M",
+        help="take the thresholds (replay margins, decoder bounds) from this matrix, or from the replay "
+        "calibration it names for this task's configuration",
     )
-    s.add_argument("--margin", type=float, help="the largest gap a flipped near-tie may have (logit units)")
+    s.add_argument(
+        "--margin",
+        type=float,
+        help="the largest gap a flipped near-tie may have (logit units, at most 1.0); labelled uncalibrated",
+    )
+    add_trusted_keys(s, "a calibration the matrix names must be signed by one of these keys")
     s.add_argument(
         "--start",
         choices=["either", "warm", "cold"],
@@ -46,20 +55,56 @@ def setup_arguments(sub):
     return s
 
 
-def _thresholds(args):
+def _thresholds(args, task, kind: str):
+    """The thresholds a replay verdict uses and where its margin comes from: the replay
+    calibration the matrix names for this task's configuration, else the matrix's (or the
+    default) thresholds, else ``--margin``; the last two are labelled uncalibrated. A margin above
+    MAX_REPLAY_MARGIN is refused (docs/trust.md); a calibration without an entry for the task
+    decides nothing (None, the reason)."""
+    import math
+
     from harness.errors import HarnessError
-    from harness.spec.policy import Thresholds
+    from harness.spec.calibration import MAX_REPLAY_MARGIN, Facts
+    from harness.spec.kinds import KINDS
+    from harness.spec.policy import Policy, Thresholds, config_policy, margin_source
+    from harness.spec.tasks import task_to_doc
 
-    thr = Thresholds()
-    if args.matrix:
-        from harness.spec.matrix import load_matrix
-
-        thr = load_matrix(args.matrix).spec.thresholds
     if args.margin is not None:
-        if not args.margin >= 0:
-            raise HarnessError(f"argument --margin: must be >= 0, got {args.margin}")
-        thr = thr.model_copy(update={"replay_margin": args.margin, "replay_dtypes": {}})
-    return thr
+        if not (math.isfinite(args.margin) and 0 <= args.margin <= MAX_REPLAY_MARGIN):
+            raise HarnessError(
+                f"argument --margin: {args.margin} is not a margin: it must be finite, 0..{MAX_REPLAY_MARGIN} "
+                f"logit units (the ceiling: docs/trust.md)"
+            )
+        thr = Thresholds()
+        if args.matrix:
+            from harness.spec.matrix import load_matrix
+
+            thr = load_matrix(args.matrix, args.trusted_keys).spec.thresholds
+        return (
+            thr.model_copy(update={"replay_margin": args.margin, "replay_dtypes": {}}),
+            ("uncalibrated: --margin"),
+            None,
+        )
+    if not args.matrix:
+        return Thresholds(), "uncalibrated: the default margin, no calibration file", None
+    from harness.spec.matrix import load_matrix
+
+    spec = load_matrix(args.matrix, args.trusted_keys).spec
+    doc = task_to_doc(task)
+    settings = KINDS.get(kind).task_settings(doc)
+    model = doc.get("model") or " -> ".join(doc[stage]["model"] for stage in KINDS.get(kind).stages)
+    asked = (doc.get("generation_config") or {}).get("max_new_tokens")
+    facts = Facts(  # what the task says; the candidate's kernels are not known, so not checked
+        kind=kind,
+        model=model,
+        dtype=settings["dtype"],
+        quantize_bits=settings["quantize_bits"],
+        new_tokens=asked if isinstance(asked, int) else None,
+    )
+    cp = config_policy(Policy(spec.thresholds, spec.gates, spec.validators), facts)
+    if cp.out_of_scope:
+        return cp.thresholds, f"out of the calibration's scope: {cp.out_of_scope}", cp.out_of_scope
+    return cp.thresholds, margin_source(cp), None
 
 
 def run(args) -> int:
@@ -71,10 +116,19 @@ def run(args) -> int:
     from harness.spec.tasks import load_task_file, task_kind
     from harness.store.candidate import read_candidate
 
-    thr = _thresholds(args)
     task = load_task_file(args.task)
     kind = task_kind(task)
+    thr, margin_from, out_of_scope = _thresholds(args, task, kind)
     files = read_candidate(args.candidate, args.stem)
+    if out_of_scope:  # a calibration that does not cover the task decides nothing: never an acceptance
+        from harness.compare.replay import ReplayDecision
+
+        refused = ReplayDecision(accepted=None, reason=f"{args.matrix}: {out_of_scope}", margin_from=margin_from)
+        if args.json:
+            sys.stdout.write(json.dumps(refused.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        else:
+            print(f"NOT REPLAYABLE: {refused.reason}")
+        return EXIT_FAIL
     starts = ("warm", "cold") if args.start == "either" else (args.start,)
     decision = validate(
         kind,
@@ -85,7 +139,7 @@ def run(args) -> int:
         batch_size=files.batch_size,
         starts=starts,
         path=args.path,
-    )
+    ).model_copy(update={"margin_from": margin_from})
     if args.json:
         sys.stdout.write(json.dumps(decision.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     else:
@@ -96,7 +150,7 @@ def run(args) -> int:
                 f"start {decision.start}",
                 f"path {', '.join(decision.paths)}",
                 f"{decision.seconds:.2f} s",
-                f"margin {decision.margin:.3g}",
+                f"margin {decision.margin:.3g} ({margin_from})",
             ]
             if decision.closest is not None:
                 facts.append(f"closest call {decision.closest:.3g}")

@@ -6,7 +6,15 @@ import sys
 from pathlib import Path
 
 from harness.cli.arguments import add_formats, add_junit
-from harness.cli.common import EXIT_OK, MAX_NOTES, print_gates, print_notes, write_junit, write_reports
+from harness.cli.common import (
+    EXIT_OK,
+    MAX_NOTES,
+    check_junit_target,
+    print_gates,
+    print_notes,
+    write_junit,
+    write_reports,
+)
 
 NAME = "report"
 
@@ -22,6 +30,7 @@ def setup_arguments(sub):
 
 
 def run(args) -> int:
+    check_junit_target(args.junit, [args.run])  # before the reports are written
     analysis = write_reports(Path(args.run), args.formats, verify=not args.no_verify)
     write_junit(analysis, args.junit)
     print_notes(analysis.problems)  # torn lines, broken evidence: said here, not only in the report

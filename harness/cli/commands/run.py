@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.cli.arguments import add_formats, add_junit, add_max_cells, add_no_progress, bounded
+from harness.cli.arguments import add_formats, add_junit, add_max_cells, add_no_progress, add_trusted_keys, bounded
 from harness.cli.common import (
+    EXIT_ERROR,
     EXIT_INTERRUPTED,
     check_junit_target,
     print_gates,
@@ -17,6 +18,7 @@ from harness.cli.common import (
     write_junit,
     write_reports,
 )
+from harness.errors import HarnessError
 from harness.execution.executors import names as executor_names
 
 NAME = "run"
@@ -45,6 +47,7 @@ def setup_arguments(sub):
     )
     s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
     add_junit(s)
+    add_trusted_keys(s, "calibrations the matrix names must be signed by one of these keys (docs/trust.md)")
     return s
 
 
@@ -52,8 +55,8 @@ def run(args) -> int:
     from harness.execution.runner import RunInterrupted, run_matrix
     from harness.spec.matrix import load_matrix
 
-    matrix = load_matrix(args.matrix)
-    check_junit_target(args.junit)
+    matrix = load_matrix(args.matrix, args.trusted_keys)
+    check_junit_target(args.junit, [args.out] if args.out else [])
     executor = _executor(args)
     try:
         summary = run_matrix(
@@ -76,7 +79,12 @@ def run(args) -> int:
         + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items()))
     )
     analysis = write_reports(summary.run_dir, args.formats, verify=True)
-    write_junit(analysis, args.junit)
+    try:
+        write_junit(analysis, args.junit)
+    except HarnessError as err:  # checked before the cells ran; should it fail now, the gate's code stands
+        print(f"error: junit not written: {err}", file=sys.stderr)
+        print_notes(analysis.problems)
+        return print_gates(analysis) or EXIT_ERROR
     print_notes(analysis.problems)
     return print_gates(analysis)
 

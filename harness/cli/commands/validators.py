@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.cli.arguments import positive_int
+from harness.cli.arguments import add_sign, positive_int
 from harness.cli.common import EXIT_OK, run_study_or_refuse, study_settings
 
 NAME = "validators"
@@ -28,6 +28,7 @@ def setup_arguments(sub):
         "names (default 6 seeds x 2 prompts, 64 tokens)",
     )
     s.add_argument("--tokens", type=positive_int, help="with --calibration: new tokens per generation (default 64)")
+    add_sign(s, "with --calibration: sign the calibration with this Ed25519 private key (harness keygen)")
     return s
 
 
@@ -58,11 +59,15 @@ def run(args) -> int:
 
 
 def write_calibration(args) -> int:
+    from harness.cli.trust import sign_calibration, signing_key
     from harness.store.run import atomic_write_json
     from harness.workflows.calibration_study import CalibrationSettings, run_calibration
 
+    key = signing_key(args.sign)  # before the study: a bad key costs nothing
     settings = study_settings(CalibrationSettings(), seeds=args.seeds, max_new_tokens=args.tokens)
     cal = run_study_or_refuse(run_calibration, settings, "calibration")
+    if key is not None:
+        cal = sign_calibration(cal, key)
     atomic_write_json(Path(args.calibration), cal.model_dump(mode="json"))
     for e in cal.entries:
         sc = e.scope
@@ -75,5 +80,5 @@ def write_calibration(args) -> int:
         for note in e.notes:
             print(f"  note: {note}")
     print(cal.made_by)
-    print(f"wrote {args.calibration}")
+    print(f"wrote {args.calibration} ({cal.signer(None, args.calibration).label})")
     return EXIT_OK

@@ -20,8 +20,10 @@ NAME = "verify"
 
 
 def setup_arguments(sub):
-    s = sub.add_parser(NAME, help="recompute receipts and check the evidence of a run, bundle or certificate")
-    s.add_argument("path", help="run directory, bundle file, certificate.json or a whitelist entry")
+    s = sub.add_parser(
+        NAME, help="recompute receipts and check the evidence of a run, bundle, certificate or calibration"
+    )
+    s.add_argument("path", help="run directory, bundle file, certificate.json, a whitelist entry or a calibration")
     add_trusted_keys(s, "public keys to accept (default $HARNESS_TRUSTED_KEYS); then a signature is required")
     return s
 
@@ -29,29 +31,37 @@ def setup_arguments(sub):
 def run(args) -> int:
     from harness.analysis.evidence import gather as check_evidence
     from harness.cli.trust import trusted_from
-    from harness.store.bundle import open_run_or_bundle
+    from harness.store.bundle import TrustError, open_run_or_bundle
     from harness.store.signing import SignatureError, check_document
 
     path = Path(args.path)
     trusted = trusted_from(args)
     if path.is_file() and path.suffix == ".json":
+        from harness.spec.calibration import CalibrationTrustError, parse_calibration
         from harness.workflows.certify import parse_certificate
-        from harness.workflows.whitelist import DOCUMENT, parse_entry
+        from harness.workflows.whitelist import DOCUMENT, WhitelistMismatch, parse_entry
 
         doc = read_json_file(path, "certificate")
-        if isinstance(doc, dict) and doc.get("document") == DOCUMENT:
-            parse_entry(doc, str(path))  # a relay whitelist entry (harness certify --whitelist-entry)
-        else:
-            parse_certificate(doc, str(path))
         try:
+            if isinstance(doc, dict) and doc.get("document") == DOCUMENT:
+                parse_entry(doc, str(path))  # a relay whitelist entry (harness certify --whitelist-entry)
+            elif isinstance(doc, dict) and "entries" in doc and "made_by" in doc:  # a calibration
+                check = parse_calibration(doc, str(path)).signer(trusted, str(path))
+                print(f"VERIFIED {path}: calibration, {check.label}")
+                return EXIT_OK
+            else:
+                parse_certificate(doc, str(path))
             check = check_document(doc, trusted, str(path))
-        except SignatureError as err:
+        except (SignatureError, CalibrationTrustError, WhitelistMismatch) as err:
             print(f"NOT VERIFIED {err}")
             return EXIT_FAIL
         print(f"VERIFIED {path}: {check.label}")
         return EXIT_OK
     try:
         opened = open_run_or_bundle(path, trusted)
+    except TrustError as err:
+        print(f"NOT VERIFIED {err}")
+        return EXIT_FAIL
     except StoreError as err:
         if "signature" in str(err) or "trusted keys" in str(err):
             print(f"NOT VERIFIED {err}")
