@@ -71,6 +71,9 @@ class Dimension:
     phrase: str  # "... when <phrase>"
 
 
+#: the stack every other is compared with: the interpreter and packages the harness runs in
+CURRENT_STACK = "current"
+
 DIMENSIONS: dict[str, Dimension] = {
     d.name: d
     for d in (
@@ -82,14 +85,16 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension("node", None, None, "another node runs it"),
         Dimension("load", "load", "warm", "the model is loaded cold instead of warm"),
         Dimension("device", None, None, "another device runs it"),
+        Dimension("stack", "stack", CURRENT_STACK, "another software stack runs it (other library versions)"),
     )
 }
-DimensionName = Literal["repeat", "process", "batch", "threads", "isa", "node", "load"]
+DimensionName = Literal["repeat", "process", "batch", "threads", "isa", "node", "load", "stack"]
 #: the dimensions compared within one node's executions of a configuration, in report order
-REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load")
+REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load", "stack")
 #: compared axis by axis: (dimension, cell axis, anchor value)
 AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in REPRO_DIMENSIONS if DIMENSIONS[d].axis)
 #: fleet runs only: each node against the reference node
 NODE = "node"
-#: the dimensions a verdict judges unless the matrix's gates say otherwise
+#: the dimensions a verdict judges unless the matrix's gates say otherwise (``stack`` only when
+#: the gates name it: an upgrade that changes outputs is a finding to report, not always a defect)
 DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")

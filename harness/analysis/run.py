@@ -39,6 +39,7 @@ from harness.compare.levels import (
     level_rank,
 )
 from harness.digests import digest_json
+from harness.execution.env import library_changes
 from harness.isa import NATIVE
 from harness.spec.calibration import Facts
 from harness.spec.kinds import KINDS, load_object
@@ -279,6 +280,7 @@ class _Comparer(ComparableCache):
             rules=rules,
             finding=c.finding,
             explanation=c.explanation,
+            changed=library_changes(a.libraries, b.libraries) if a.libraries != b.libraries else [],
         )
 
 

@@ -59,10 +59,12 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
         divergent, loose = [], []
         all_pairs = True
         steps: list[int] = []
+        changed: set[str] = set()
         for c in a.configs:
             s = c.dimensions.get(dim)
             if not s or not s.pairs or not s.worst:
                 continue
+            changed.update(s.changed)
             if s.worst == "divergent":
                 divergent.append(c.config_id)
                 all_pairs &= s.levels.get("divergent", 0) == s.pairs
@@ -75,6 +77,7 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
             at = f"; first divergent step {min(steps)}" if steps else ""
             note = "" if is_judged else " (reported, not judged by the gate)"
             across = "; not consensus-ready across CPU kinds" if dim == "isa" else ""
+            across += f"; what differed: {', '.join(sorted(changed))}" if changed else ""
             out.append(
                 Finding(
                     severity="critical" if is_judged else "warning",
@@ -96,7 +99,8 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
                     dimension=dim,
                     configs=ids,
                     text=f"{dim}: exact-hash validation rejects honest nodes when {_phrase(dim)} ({what}) in "
-                    f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level.",
+                    f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level"
+                    + (f"; what differed: {', '.join(sorted(changed))}." if changed else "."),
                 )
             )
     return out

@@ -213,6 +213,7 @@ def _verify_records(
                 manifest.get("harness_version"),
                 manifest.get("environment"),
                 outputs,
+                r.libraries,  # a stack's executions ran with their own (record schema 4)
             )
             problem = verify_receipt(r.receipt, values)
             ev.receipts_checked += 1
