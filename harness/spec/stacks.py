@@ -44,7 +44,8 @@ class StackSpec(BaseModel):
             try:
                 req = Requirement(text)
             except InvalidRequirement as err:
-                raise ValueError(f"{text!r} is not a pip requirement ({err})") from None
+                why = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ValueError(f"{text!r} is not a pip requirement ({why})") from None
             if req.url:
                 raise ValueError(f"{text!r}: give a name and version (name==X.Y), not a URL")
             if canonicalize_name(req.name) == HARNESS_DISTRIBUTION:
