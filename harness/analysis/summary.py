@@ -106,6 +106,39 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
     return out
 
 
+def _upgrade_finding(a: Analysis) -> list[Finding]:
+    """The upgrade question answered: which configurations keep their bytes across the
+    stacks, which keep only their tokens, which change (and the versions that differed)."""
+    kept: dict[str, list[str]] = {"bitwise": [], "tokens": [], "changed": []}
+    changed: set[str] = set()
+    for c in a.configs:
+        s = c.dimensions.get("stack")
+        if not s or not s.pairs or not s.worst:
+            continue
+        changed.update(s.changed)
+        kept[s.worst if s.worst in ("bitwise", "tokens") else "changed"].append(c.config_id)
+    if not any(kept.values()):
+        return []
+    parts = [
+        f"{label} in {len(ids)} configuration(s)" + (f": {_ids(ids)}" if ids else "")
+        for label, ids in (
+            ("bytes kept", kept["bitwise"]),
+            ("only tokens kept", kept["tokens"]),
+            ("outputs changed", kept["changed"]),
+        )
+    ]
+    what = f" ({', '.join(sorted(changed))})" if changed else ""
+    return [
+        Finding(
+            severity="info",
+            kind="stack-upgrade",
+            dimension="stack",
+            configs=[cid for ids in kept.values() for cid in ids],
+            text=f"stack: when {_phrase('stack')}{what}: {'; '.join(parts)}.",
+        )
+    ]
+
+
 def _other_findings(a: Analysis) -> list[Finding]:
     out: list[Finding] = []
     failed = [c.config_id for c in a.configs if c.verdict == "failed"]
@@ -242,7 +275,7 @@ def summarize(a: Analysis, judged: Iterable[str] | None = None) -> RunSummary:
     by_config = {c.config_id: rule_for(c, judged_dims) for c in a.configs}
     needed = [r for r in by_config.values() if r]
     rule_needed = max(needed, key=lambda r: RULE_STRENGTH.index(r) if r in RULE_STRENGTH else 0) if needed else None
-    findings = _dimension_findings(a, judged_dims) + _other_findings(a)
+    findings = _dimension_findings(a, judged_dims) + _upgrade_finding(a) + _other_findings(a)
     findings += _deciding_findings(a, findings) + _warning_finding(a.warnings)
     findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -len(f.configs)))
     return RunSummary(

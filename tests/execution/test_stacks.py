@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.execution.env import code_digest, library_changes
+from harness.execution.env import code_digest, described_differences, library_changes
 from harness.execution.stacks import build_pip, prepare, probed
 from harness.spec.matrix import MatrixError, dump_matrix, expand, matrix_from_doc
 from harness.spec.stacks import StackSpec
@@ -130,6 +130,12 @@ def test_library_changes_name_each_version():
     assert library_changes(a, a) == [] and library_changes(None, b) == []
 
 
+def test_compare_and_certify_name_the_versions_that_differ():
+    a = {"torch": "2.13.0+cpu", "libraries": {"transformers": "5.25.0"}, "cpu_flags": ["avx2"], "hostname_hash": "x"}
+    b = {"torch": "2.13.0+cpu", "libraries": {"transformers": "5.24.0"}, "cpu_flags": ["avx2", "avx512f"]}
+    assert described_differences(a, b) == ["cpu_flags", "libraries.transformers 5.25.0 -> 5.24.0"]
+
+
 # --- end to end -------------------------------------------------------------------------------
 def _planted_transformers(root: Path) -> Path:
     """An overlay: transformers as installed, but for one patched module and its version."""
@@ -208,6 +214,9 @@ def test_stacks_end_to_end_bitwise_planted_unbuildable_and_refused(tmp_path, tin
     stack = config["dimensions"]["stack"]
     assert stack["levels"] == {"bitwise": 1, "divergent": 1} and stack["first_divergence"] == [0]
     assert stack["changed"] == [changed]
+    upgrade = next(f for f in report["summary"]["findings"] if f["kind"] == "stack-upgrade")
+    assert f"({changed}): bytes kept in 1 configuration(s): hi/auto/qnone/cpu/pon;" in upgrade["text"]
+    assert "outputs changed in 1 configuration(s): gpt/auto/qnone/cpu/pon." in upgrade["text"]
     assert report["evidence"]["receipts_checked"] == 4  # each stack's receipts hold with its own libraries
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stacks"]["planted"]["libraries"]["transformers"] == f"{version}+planted"
