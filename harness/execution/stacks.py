@@ -188,6 +188,8 @@ def request_key(requirements: list[str]) -> str:
             "python": sys.version,
             "platform": sysconfig.get_platform(),
             "installed": installed(),
+            # pip's own settings (an index, constraints) change what it resolves to
+            "pip": {k: v for k, v in sorted(os.environ.items()) if k.startswith("PIP_")},
         }
     )
 
