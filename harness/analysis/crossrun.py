@@ -39,7 +39,7 @@ from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
 
 CROSSRUN_SCHEMA_VERSION = 1
-IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device")
+IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device", "stack")
 MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))  # several: ignore:threads,isa
 
 

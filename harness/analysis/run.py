@@ -46,7 +46,7 @@ from harness.spec.kinds import KINDS, load_object
 from harness.spec.policy import ConfigPolicy, config_policy
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
-from harness.vocabulary import AXIS_DIMENSIONS, NODE, REPRO_DIMENSIONS, VERDICTS
+from harness.vocabulary import AXIS_DIMENSIONS, CURRENT_STACK, NODE, REPRO_DIMENSIONS, VERDICTS
 
 VERDICT_ORDER = VERDICTS
 
@@ -475,6 +475,8 @@ def _agreement(
         if r.axes.load != anchor_load and "load" not in verdict_dims:
             continue
         if r.axes.isa != NATIVE and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
+            continue
+        if r.axes.stack != CURRENT_STACK and "stack" not in verdict_dims:  # another stack: reported only
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]
