@@ -73,6 +73,18 @@ def test_stack_axis_expands_after_current_with_stable_ids(tmp_path):
     assert expand(plain)[0].spec_hash == current.spec_hash
 
 
+@pytest.mark.parametrize("name", ["upgrade.toml", "upgrade-node-runner.toml"])
+def test_the_shipped_upgrade_matrices_judge_the_previous_release(name):
+    from harness.spec.matrix import load_matrix
+
+    m = load_matrix(ROOT / "matrices" / name)
+    assert m.spec.stacks["previous"].pip == ["transformers==5.24.0"]
+    assert "stack" in m.spec.gates.verdict_dimensions
+    cells = expand(m)
+    assert {c.axes.stack for c in cells} == {"current", "previous"}
+    assert len(cells) == (40 if name == "upgrade.toml" else 24)
+
+
 @pytest.mark.parametrize(
     ("stacks", "over", "says"),
     [
