@@ -260,6 +260,8 @@ def install_overlay(folder: Path, pins: list[str], packages: dict[str, str], key
         if problem:
             return problem
         atomic_write_json(tmp / "stack.json", {"layout": STACKS_LAYOUT, "key": key, "packages": packages})
+        if folder.is_dir() and not (folder / "stack.json").is_file():  # left incomplete by hand: rebuilt
+            shutil.rmtree(folder, ignore_errors=True)
         try:
             os.replace(tmp, folder)
         except OSError:  # another run built it meanwhile: theirs is the same content
