@@ -227,7 +227,7 @@ def test_stacks_end_to_end_bitwise_planted_unbuildable_and_refused(tmp_path, tin
     assert stack["levels"] == {"bitwise": 1, "divergent": 1} and stack["first_divergence"] == [0]
     assert stack["changed"] == [changed]
     upgrade = next(f for f in report["summary"]["findings"] if f["kind"] == "stack-upgrade")
-    assert f"({changed}): bytes kept in 1 configuration(s): hi/auto/qnone/cpu/pon;" in upgrade["text"]
+    assert f"({changed}): bytes kept in 0 configuration(s); only tokens kept in 0" in upgrade["text"]
     assert "outputs changed in 1 configuration(s): gpt/auto/qnone/cpu/pon." in upgrade["text"]
     assert report["evidence"]["receipts_checked"] == 4  # each stack's receipts hold with its own libraries
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
