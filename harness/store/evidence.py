@@ -215,10 +215,12 @@ def _verify_records(
                 manifest.get("environment"),
                 outputs,
                 # another stack's executions ran with their own libraries (record schema 4); the
-                # current stack's are the manifest's environment, so editing either breaks them
+                # current stack's are the manifest's environment, and its records must say the same
                 r.libraries if r.axes.stack != CURRENT_STACK else None,
             )
             problem = verify_receipt(r.receipt, values)
+            if problem is None and r.libraries is not None and r.libraries != values["libraries"]:
+                problem = "its libraries are not the run environment's (edited after the run?)"
             ev.receipts_checked += 1
             if problem:
                 lines.add("receipt", f"{r.cell_id}: {problem}")

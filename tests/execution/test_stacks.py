@@ -233,3 +233,17 @@ def test_stacks_end_to_end_bitwise_planted_unbuildable_and_refused(tmp_path, tin
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stacks"]["planted"]["libraries"]["transformers"] == f"{version}+planted"
     assert manifest["environment"]["libraries"]["transformers"] == version  # the run's own: current's
+    # the versions a record names are evidence: edited, the gate fails naming the record
+    results = tmp_path / "run" / "results.jsonl"
+    lines = results.read_text().splitlines()
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if record["axes"]["stack"] in ("current", "planted") and record["status"] == "ok":
+            record["libraries"]["transformers"] = "5.24.0"
+            lines[i] = json.dumps(record)
+    results.write_text("\n".join(lines) + "\n")
+    gated = cli("report", str(tmp_path / "run"), "--gate", env=env, cwd=tmp_path)
+    assert gated.returncode == 1
+    out = gated.stdout + gated.stderr
+    assert "stack-planted/w0/r0: receipt link 'libraries' does not hold" in out
+    assert "its libraries are not the run environment's" in out
