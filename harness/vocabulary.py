@@ -127,7 +127,19 @@ FAILED_STATUSES = ("failed", "timeout")
 #: the axes a matrix may vary (harness.spec.matrix), and the ones that make a configuration: the
 #: cells of one configuration differ only in the others (seed, threads, batch, load, kernels,
 #: worker, repeat), which the comparison dimensions compare
-AXIS_NAMES = ("dtype", "quantize_bits", "seed", "device", "threads", "batch_size", "profile", "load", "isa", "tf32")
+AXIS_NAMES = (
+    "dtype",
+    "quantize_bits",
+    "seed",
+    "device",
+    "threads",
+    "batch_size",
+    "profile",
+    "load",
+    "isa",
+    "tf32",
+    "stack",
+)
 CONFIG_AXES = ("dtype", "quantize_bits", "device", "profile", "tf32")
 
 #: a certificate's verdict per configuration (harness certify), and the run verdict it comes from
@@ -150,6 +162,9 @@ class Dimension:
     #: for a dimension one machine cannot compare (node, device)
     reproduced_by: str = ""
 
+
+#: the stack every other is compared with: the interpreter and packages the harness runs in
+CURRENT_STACK = "current"
 
 DIMENSIONS: dict[str, Dimension] = {
     d.name: d
@@ -174,14 +189,16 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension("node", None, None, "another node runs it"),
         Dimension("load", "load", "warm", "the model is loaded cold instead of warm", "cold and warm model loads"),
         Dimension("device", None, None, "another device runs it"),
+        Dimension("stack", "stack", CURRENT_STACK, "another software stack runs it (other library versions)"),
     )
 }
-DimensionName = Literal["repeat", "process", "batch", "threads", "isa", "node", "load"]
+DimensionName = Literal["repeat", "process", "batch", "threads", "isa", "node", "load", "stack"]
 #: the dimensions compared within one node's executions of a configuration, in report order
-REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load")
+REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load", "stack")
 #: compared axis by axis: (dimension, cell axis, anchor value)
 AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in REPRO_DIMENSIONS if DIMENSIONS[d].axis)
 #: fleet runs only: each node against the reference node
 NODE = "node"
-#: the dimensions a verdict judges unless the matrix's gates say otherwise
+#: the dimensions a verdict judges unless the matrix's gates say otherwise (``stack`` only when
+#: the gates name it: an upgrade that changes outputs is a finding to report, not always a defect)
 DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")

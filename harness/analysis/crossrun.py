@@ -33,7 +33,7 @@ from harness.analysis.run import ComparableCache, config_facts, execution_order,
 from harness.compare.levels import Thresholds, compare, level_rank, worst_level
 from harness.digests import digest_json
 from harness.errors import WorkflowError
-from harness.execution.env import differing_fields
+from harness.execution.env import described_differences, differing_fields
 from harness.spec.policy import ConfigPolicy, NamedValidator, config_policy, policy_of
 from harness.store.manifest import CHECKED_ON_COMPARE, Manifest, check_metadata
 from harness.store.records import Record
@@ -41,7 +41,7 @@ from harness.store.run import RunStore, StoreError
 from harness.vocabulary import FAILED_STATUSES
 
 CROSSRUN_SCHEMA_VERSION = 1
-IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device")
+IGNORABLE_AXES = ("threads", "batch_size", "dtype", "load", "isa", "device", "stack")
 MATCH_MODES = ("spec", *(f"ignore:{a}" for a in IGNORABLE_AXES))  # several: ignore:threads,isa
 
 
@@ -309,7 +309,7 @@ def compare_runs(
     keys_b, problems_b, n_b = _specs(store_b, man_b, ignore)
     side_a, side_b = _Side(store_a, thr), _Side(store_b, thr)
     env_a, env_b = man_a.environment or {}, man_b.environment or {}
-    env_diff = differing_fields(env_a, env_b)
+    env_diff = described_differences(env_a, env_b)  # library versions named with their values
     result = CrossRunResult(
         match=match,
         thresholds=thr.model_dump(),

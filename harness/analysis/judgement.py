@@ -10,7 +10,7 @@ the calibrated sources). Every caller now hands ``judge`` its comparisons as
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from harness.analysis.model import DimensionSummary, PairResult
@@ -71,6 +71,7 @@ def summarize_pairs(pairs: list[PairResult]) -> DimensionSummary:
         worst_pair=[worst.a, worst.b] if worst else [],
         explained=dict(sorted(explained.items())),
         explanation=worst_explained.get("sentence") if worst_explained else None,
+        changed=sorted({c for p in pairs for c in p.changed})[:20],
     )
 
 
@@ -123,6 +124,12 @@ def judge_configuration(
     return j._replace(reason=j.reason + (f"; {info}" if info else ""))
 
 
+def _changed(compared: Mapping[str, DimensionSummary], dims: Iterable[str]) -> str:
+    """What differed in software between the sides of these dimensions' pairs (a stack's libraries)."""
+    changed = sorted({c for d in dims for c in compared[d].changed})
+    return f"; what differed: {', '.join(changed)}" if changed else ""
+
+
 def judge(
     compared: Mapping[str, DimensionSummary], cp: ConfigPolicy, sources: Mapping[str, str | None] | None = None
 ) -> Judgement:
@@ -158,8 +165,9 @@ def judge(
         at = f"; first divergent step {steps[0]}" if steps else ""
         began = sorted({st for d in bad for st in compared[d].stages})
         at += f"; divergence began in the {' and '.join(began)} stage" if began else ""
+        at += _changed(compared, bad)
         return Judgement("not_ready", f"divergent across {', '.join(bad)}{at} ({where})", tuple(bad))
-    base = f"not bitwise; worst level {worst} ({where})"
+    base = f"not bitwise; worst level {worst} ({where})" + _changed(compared, compared)
     loose = tuple(d for d, s in compared.items() if s.worst != "bitwise")
     if cp.out_of_scope:
         return Judgement("not_ready", f"{base}; {cp.out_of_scope}", loose)

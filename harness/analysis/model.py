@@ -46,6 +46,8 @@ class PairResult(BaseModel):
     #: the first divergent step explained (harness.compare.replay.Explanation dump: class benign |
     #: suspicious, each side's gap, the margin); only where the matrix names the replay validator
     explanation: dict[str, Any] | None = None
+    #: the libraries whose versions differ between the two executions ("transformers 5.25.0 -> 5.24.0")
+    changed: list[str] = Field(default_factory=list)
 
 
 class DimensionSummary(BaseModel):
@@ -62,6 +64,7 @@ class DimensionSummary(BaseModel):
     worst_pair: list[str] = Field(default_factory=list)
     explained: dict[str, int] = Field(default_factory=dict)  # divergence class -> pairs (benign | suspicious)
     explanation: str | None = None  # the sentence of the worst explained pair
+    changed: list[str] = Field(default_factory=list)  # library versions that differ across its pairs
 
 
 class NetworkFigures(BaseModel):

@@ -39,13 +39,14 @@ from harness.compare.levels import (
     level_rank,
 )
 from harness.digests import digest_json
+from harness.execution.env import library_changes
 from harness.isa import NATIVE
 from harness.spec.calibration import Facts
 from harness.spec.kinds import KINDS, load_object
 from harness.spec.policy import ConfigPolicy, config_policy, margin_source
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
-from harness.vocabulary import AXIS_DIMENSIONS, FAILED_STATUSES, NODE, REPRO_DIMENSIONS, VERDICTS
+from harness.vocabulary import AXIS_DIMENSIONS, CURRENT_STACK, FAILED_STATUSES, NODE, REPRO_DIMENSIONS, VERDICTS
 
 VERDICT_ORDER = VERDICTS
 
@@ -281,6 +282,7 @@ class _Comparer(ComparableCache):
             rules=rules,
             finding=c.finding,
             explanation=c.explanation,
+            changed=library_changes(a.libraries, b.libraries) if a.libraries != b.libraries else [],
         )
 
 
@@ -475,6 +477,8 @@ def _agreement(
         if r.axes.load != anchor_load and "load" not in verdict_dims:
             continue
         if r.axes.isa != NATIVE and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
+            continue
+        if r.axes.stack != CURRENT_STACK and "stack" not in verdict_dims:  # another stack: reported only
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]

@@ -59,10 +59,12 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
         divergent, loose = [], []
         all_pairs = True
         steps: list[int] = []
+        changed: set[str] = set()
         for c in a.configs:
             s = c.dimensions.get(dim)
             if not s or not s.pairs or not s.worst:
                 continue
+            changed.update(s.changed)
             if s.worst == "divergent":
                 divergent.append(c.config_id)
                 all_pairs &= s.levels.get("divergent", 0) == s.pairs
@@ -75,6 +77,7 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
             at = f"; first divergent step {min(steps)}" if steps else ""
             note = "" if is_judged else " (reported, not judged by the gate)"
             across = "; not consensus-ready across CPU kinds" if dim == "isa" else ""
+            across += f"; what differed: {', '.join(sorted(changed))}" if changed else ""
             out.append(
                 Finding(
                     severity="critical" if is_judged else "warning",
@@ -96,7 +99,8 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
                     dimension=dim,
                     configs=ids,
                     text=f"{dim}: exact-hash validation rejects honest nodes when {_phrase(dim)} ({what}) in "
-                    f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level.",
+                    f"{len(ids)} configuration(s): {_ids(ids)}; they need a validator for the {worst} level"
+                    + (f"; what differed: {', '.join(sorted(changed))}." if changed else "."),
                 )
             )
     return out
@@ -104,6 +108,39 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
 
 def _signed(c: ConfigResult) -> bool:
     return str((c.validator or {}).get("signed_by") or "unsigned").startswith("signed")
+
+
+def _upgrade_finding(a: Analysis) -> list[Finding]:
+    """The upgrade question answered: which configurations keep their bytes across the
+    stacks, which keep only their tokens, which change (and the versions that differed)."""
+    kept: dict[str, list[str]] = {"bitwise": [], "tokens": [], "changed": []}
+    changed: set[str] = set()
+    for c in a.configs:
+        s = c.dimensions.get("stack")
+        if not s or not s.pairs or not s.worst:
+            continue
+        changed.update(s.changed)
+        kept[s.worst if s.worst in ("bitwise", "tokens") else "changed"].append(c.config_id)
+    if not any(kept.values()):
+        return []
+    parts = [
+        f"{label} in {len(ids)} configuration(s)" + (f": {_ids(ids)}" if ids else "")
+        for label, ids in (
+            ("bytes kept", kept["bitwise"]),
+            ("only tokens kept", kept["tokens"]),
+            ("outputs changed", kept["changed"]),
+        )
+    ]
+    what = f" ({', '.join(sorted(changed))})" if changed else ""
+    return [
+        Finding(
+            severity="info",
+            kind="stack-upgrade",
+            dimension="stack",
+            configs=[cid for ids in kept.values() for cid in ids],
+            text=f"stack: when {_phrase('stack')}{what}: {'; '.join(parts)}.",
+        )
+    ]
 
 
 def _other_findings(a: Analysis) -> list[Finding]:
@@ -255,7 +292,7 @@ def summarize(a: Analysis, judged: Iterable[str] | None = None) -> RunSummary:
     by_config = {c.config_id: rule_for(c, judged_dims) for c in a.configs}
     needed = [r for r in by_config.values() if r]
     rule_needed = max(needed, key=lambda r: RULE_STRENGTH.index(r) if r in RULE_STRENGTH else 0) if needed else None
-    findings = _dimension_findings(a, judged_dims) + _other_findings(a)
+    findings = _dimension_findings(a, judged_dims) + _upgrade_finding(a) + _other_findings(a)
     findings += _deciding_findings(a, findings) + _warning_finding(a.warnings)
     findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -len(f.configs)))
     return RunSummary(

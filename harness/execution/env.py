@@ -47,6 +47,26 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+def code_refusal(driver_code: str | None, here: str | None, who: str = "this node") -> str | None:
+    """Why a worker importing harness code ``here`` must not run the driver's cells (None
+    when the code is the same): a Ray node, or a stack, with another harness build."""
+    if driver_code == here:
+        return None
+    return (
+        f"{who} runs another harness build (code {str(here)[:12]}, the driver's {str(driver_code)[:12]}); "
+        f"install the driver's harness there"
+    )
+
+
+def library_changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """``name A -> B`` for each library whose version differs between two executions' libraries."""
+    if not a or not b:
+        return []
+    return [
+        f"{n} {a.get(n) or 'absent'} -> {b.get(n) or 'absent'}" for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)
+    ]
+
+
 def _version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -244,6 +264,24 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> 
             out += differing_fields(va, vb, f"{prefix}{key}.")
         elif va != vb:
             out.append(f"{prefix}{key}")
+    return out
+
+
+def described_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """``differing_fields`` with both values where they are plain (``libraries.transformers
+    5.25.0 -> 5.24.0``): what a comparison across runs or machines names as what differed."""
+
+    def value(env: dict[str, Any], dotted: str) -> Any:
+        cur: Any = env
+        for part in dotted.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        return cur
+
+    out = []
+    for name in differing_fields(a, b):
+        va, vb = value(a, name), value(b, name)
+        plain = all(v is None or isinstance(v, (str, int, float, bool)) for v in (va, vb))
+        out.append(f"{name} {va} -> {vb}" if plain else name)
     return out
 
 

@@ -37,6 +37,9 @@ class Job:
     cores_shared: bool = False  # other CPU workers may run beside this one (--parallel > 1)
     isa: str = "native"  # the CPU kernel set of every cell of the job (a worker's is fixed at start)
     tf32: str = "off"
+    stack: str = "current"  # the software stack its worker starts under (harness.execution.stacks)
+    python: str | None = None  # that stack's interpreter (None: the executor's own)
+    pythonpath: tuple[str, ...] = ()  # that stack's folders, put in front of PYTHONPATH
 
 
 OnRecord = Callable[[Record | dict[str, Any]], None]
@@ -87,6 +90,7 @@ def failure(cell: CellPayload, status: str, reason: str) -> dict[str, Any]:
 
 
 def worker_label(job: Job) -> str:
-    """``cpu-on-w0``, ``cpu-on-isa-avx2-w1``, ``cuda0-on-tf32-w0``: a job's worker, in log names."""
+    """``cpu-on-w0``, ``cpu-on-isa-avx2-w1``, ``cpu-on-stack-t524-w0``: a job's worker, in log names."""
     kernels = (f"-isa-{job.isa}" if job.isa != "native" else "") + ("-tf32" if job.tf32 == "on" else "")
+    kernels += f"-stack-{job.stack}" if job.stack != "current" else ""
     return f"{job.device.replace(':', '')}-{job.profile}{kernels}-w{job.worker}"

@@ -25,6 +25,7 @@ from harness.execution.executor import Job, OnRecord, failure, worker_label
 from harness.execution.loop import Attempt, WorkerExecutor
 from harness.execution.protocol import CellPayload, Event, Exit, RecordEvent, WorkerJob, parse_event
 from harness.execution.schedule import Slot, local_slot
+from harness.execution.stacks import with_path
 from harness.hubenv import apply_library_env
 from harness.store.records import Record
 
@@ -71,9 +72,10 @@ class LocalProcessExecutor(WorkerExecutor):
                     parent_pid=os.getpid(),
                     isa=job.isa,
                     tf32=job.tf32,
+                    stack=job.stack,
                 ).model_dump_json()
             )
-        env = dict(os.environ if self.env is None else self.env)
+        env = with_path(dict(os.environ if self.env is None else self.env), job.pythonpath)  # a stack's overlay
         apply_library_env(env)
         if job.cores_shared:
             # OpenMP threads spin while they wait; with two workers on two cores each spinning
@@ -84,7 +86,7 @@ class LocalProcessExecutor(WorkerExecutor):
         log = open(Path(job.run_dir) / f"worker-{worker_label(job)}.log", "ab")  # noqa: SIM115
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "harness.execution.worker", path],
+                [job.python or self.python, "-m", "harness.execution.worker", path],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ from harness.execution.env import environment_class, node_fields
 from harness.execution.protocol import Ready
 from harness.store.records import Record
 from harness.store.run import RunStore
+from harness.vocabulary import CURRENT_STACK
 
 
 def local_node() -> dict[str, Any]:
@@ -30,6 +31,8 @@ class NodeBook:
         manifest = store.manifest()
         self.nodes: dict[str, dict[str, Any]] = dict(manifest.nodes or {})  # a resumed run keeps its nodes
         self.has_environment = bool(manifest.environment)
+        # a stack's workers (harness.execution.stacks; local runs only): stack -> environment class
+        self.stack_classes: dict[str, str] = dict(getattr(manifest, "stack_classes", None) or {})
 
     def on_ready(self, event: Ready) -> None:
         """A worker's ``Ready``; ``node`` is set by a fleet executor (None: this machine)."""
@@ -39,6 +42,11 @@ class NodeBook:
         who = event.node.model_dump() if event.node is not None else local_node()
         fields: dict[str, Any] = {}
         cpus = who.get("cpus", env.get("cpu_count"))
+        if event.stack != CURRENT_STACK:  # other libraries: another class, never the node's or the run's environment
+            if event.stack not in self.stack_classes:
+                self.stack_classes[event.stack] = environment_class(env, cpus)
+                self.store.update_manifest(stack_classes=self.stack_classes)
+            return
         if who["key"] not in self.nodes:
             self.nodes[who["key"]] = node_fields(
                 env,
@@ -75,6 +83,9 @@ class NodeBook:
         who = dict(record.get("node") or local_node())
         entry = self.nodes.get(who["key"])
         isa = (record.get("axes") or {}).get("isa", "native")
+        stack = (record.get("axes") or {}).get("stack", CURRENT_STACK)
         by_kernels = (entry or {}).get("kernel_classes") or {}
+        if stack != CURRENT_STACK:
+            by_kernels = {isa: self.stack_classes.get(stack)}
         who.setdefault("env_class", by_kernels.get(isa) or (entry["env_class"] if entry else None))
         return {**record, "node": {k: who.get(k) for k in ("key", "hostname", "ray_node_id", "env_class")}}

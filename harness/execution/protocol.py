@@ -55,6 +55,7 @@ class WorkerJob(BaseModel):
     cells: list[CellPayload]
     isa: str = "native"  # the CPU kernel set, set before torch starts (harness.isa)
     tf32: str = "off"
+    stack: str = "current"  # the software stack it was started under (harness.execution.stacks)
     parent_pid: int | None = None
 
 
@@ -72,6 +73,7 @@ class Ready(BaseModel):
     event: Literal["ready"] = "ready"
     pid: int
     environment: dict[str, Any] = Field(default_factory=dict)
+    stack: str = "current"  # which stack's libraries the environment shows
     node: NodeInfo | None = Field(default=None, exclude=True)  # set by a fleet executor; None: this machine
 
 

@@ -88,15 +88,9 @@ def _fault_fires(spec: str | None, cell_id: str) -> bool:
 
 def _code_mismatch(driver_code: str | None) -> str | None:
     """Why this node must not run the driver's job, or None: another harness build here."""
-    from harness.execution.env import code_digest
+    from harness.execution.env import code_digest, code_refusal
 
-    here = code_digest()
-    if driver_code == here:
-        return None
-    return (
-        f"this node runs another harness build (code {here[:12]}, the driver's {str(driver_code)[:12]}); "
-        f"install the driver's harness on every node"
-    )
+    return code_refusal(driver_code, code_digest())
 
 
 def run_job_on_node(job: dict[str, Any], env: dict[str, str], node: dict[str, Any]) -> Iterator[Event]:
@@ -227,6 +221,8 @@ class RayExecutor(WorkerExecutor):
             self.ray.shutdown()
 
     def launch(self, job: Job, cells: list[CellPayload]) -> RayAttempt | str:
+        if job.stack != "current":  # its overlay or interpreter is on the driver's disk, not the nodes'
+            return f"stack {job.stack} runs on the local executor only (install it on each node and run there)"
         node = self._place(job)
         if node is None:
             return f"no alive Ray node can run a {job.device} job"

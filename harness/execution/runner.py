@@ -26,12 +26,14 @@ from harness.execution.executor import Executor, Job, failure, require_executor
 from harness.execution.local import LocalProcessExecutor
 from harness.execution.protocol import CellPayload, Ready
 from harness.execution.schedule import run_jobs
+from harness.execution.stacks import PreparedStack, prepare_stacks
 from harness.spec.kinds import KINDS
 from harness.spec.matrix import Cell, Matrix, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
 from harness.store.receipts import RECEIPT_VERSION
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError, new_run_id
+from harness.vocabulary import CURRENT_STACK
 
 FINAL = ("ok", "skipped")  # cells with these records are not run again on resume
 
@@ -307,7 +309,18 @@ def _execute(
                 write(failure(cell_payload(cell, lint.get(cell.cell_id, [])), "skipped", cell.skip_reason))
             else:
                 runnable.append(cell)
-        jobs = _jobs(store, matrix, runnable, lint)
+        stacks = _prepare_stacks(store, matrix, runnable)
+        ready = []
+        for cell in runnable:
+            stack = stacks[cell.axes.stack]
+            payload = cell_payload(cell, lint.get(cell.cell_id, []))
+            if stack.problem:  # cannot be built or started: what was not tested, and why
+                write(failure(payload, "skipped", stack.problem))
+            elif stack.refusal:  # another harness build would run it: refused, as a Ray node does
+                write(failure(payload, "failed", f"not run: {stack.refusal}"))
+            else:
+                ready.append(cell)
+        jobs = _jobs(store, matrix, ready, lint, stacks)
         cpu_jobs = sum(job.device == "cpu" for job in jobs)
         for job in jobs:
             job.cores_shared = job.device == "cpu" and parallel > 1 and cpu_jobs > 1
@@ -324,14 +337,32 @@ def _execute(
     store.update_manifest(execution=[*(store.manifest().execution or []), session])
 
 
-def _jobs(store: RunStore, matrix: Matrix, runnable: list[Cell], lint: dict[str, list[str]]) -> list[Job]:
-    """One job per (device, profile, kernel set, TF32, worker): a worker loads each model once
-    for its cells."""
-    groups: dict[tuple[str, str, str, str, int], list[Cell]] = {}
+def _prepare_stacks(store: RunStore, matrix: Matrix, cells: list[Cell]) -> dict[str, PreparedStack]:
+    """The stacks the cells run under, built or taken from the cache, recorded in the manifest."""
+    names = {c.axes.stack for c in cells}
+    base = matrix.source.parent if matrix.source else Path.cwd()
+    stacks = prepare_stacks(matrix.spec.stacks, names, base)
+    if len(stacks) > 1:
+        store.update_manifest(
+            stacks={**(store.manifest().stacks or {}), **{n: s.describe() for n, s in stacks.items()}}
+        )
+    return stacks
+
+
+def _jobs(
+    store: RunStore,
+    matrix: Matrix,
+    runnable: list[Cell],
+    lint: dict[str, list[str]],
+    stacks: dict[str, PreparedStack] | None = None,
+) -> list[Job]:
+    """One job per (device, profile, kernel set, TF32, stack, worker): a worker loads each
+    model once for its cells."""
+    groups: dict[tuple[str, str, str, str, str, int], list[Cell]] = {}
     for cell in runnable:
         groups.setdefault((*cell.group_key, cell.axes.worker), []).append(cell)
     jobs = []
-    for (device, profile, isa, tf32, worker), group in groups.items():
+    for (device, profile, isa, tf32, stack, worker), group in groups.items():
         group.sort(
             key=lambda c: (
                 c.task_doc.get("model", ""),
@@ -354,6 +385,14 @@ def _jobs(store: RunStore, matrix: Matrix, runnable: list[Cell], lint: dict[str,
                 matrix.spec.timeout_s,
                 isa=isa,
                 tf32=tf32,
+                **_stack_fields(stack, (stacks or {}).get(stack)),
             )
         )
     return jobs
+
+
+def _stack_fields(name: str, stack: PreparedStack | None) -> dict[str, Any]:
+    """A job's stack: its name, interpreter and overlay (the executor's own for current)."""
+    if stack is None or name == CURRENT_STACK:
+        return {"stack": name}
+    return {"stack": name, "python": stack.python, "pythonpath": stack.path}

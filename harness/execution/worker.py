@@ -106,7 +106,10 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     from harness.execution.env import fingerprint  # imports torch now, so no cell's timeout pays for it
 
     environment = fingerprint()
-    emit(Ready(pid=os.getpid(), environment=environment))
+    emit(Ready(pid=os.getpid(), environment=environment, stack=job.stack))
+    from harness.store.receipts import environment_facts
+
+    libraries = environment_facts(environment)[0]  # what this stack's executions ran with
     refusal = kernels_refusal(job.isa, environment["kernels"])
     folders: dict[str, str | None] = {}
     for cell in job.cells:  # hash model folders before any cell's timeout clock starts
@@ -117,7 +120,7 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     for cell in job.cells:
         emit(Start(cell_id=cell.cell_id, t=time.time()))
         base = cell.identity()
-        base.update(worker_pid=os.getpid(), started_at=time.time())
+        base.update(worker_pid=os.getpid(), started_at=time.time(), libraries=libraries)
         try:
             if refusal:  # the level asked is not what the libraries run: no cell may claim it
                 raise UnsupportedConfiguration(refusal)

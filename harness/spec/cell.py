@@ -16,6 +16,7 @@ from harness.digests import digest_json
 from harness.isa import NATIVE
 from harness.spec.kinds import KINDS, TASK_SETTINGS
 from harness.store.records import Axes
+from harness.vocabulary import CURRENT_STACK
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Cell:
         t = f"t{a.threads}" if a.threads else "tauto"
         # isa and tf32 appear only when not the default, so earlier runs keep their cell ids
         kernels = (f"/isa-{a.isa}" if a.isa != NATIVE else "") + ("/tf32" if a.tf32 == "on" else "")
+        kernels += f"/stack-{a.stack}" if a.stack != CURRENT_STACK else ""  # likewise: earlier ids kept
         return (
             f"{self.task_name}/{a.dtype}/{q}/seed{a.seed}/{a.device.replace(':', '')}/{t}/b{a.batch_size}/"
             f"p{a.profile}/{a.load}{kernels}/w{a.worker}/r{a.repeat}"
@@ -75,6 +77,8 @@ class Cell:
             doc["isa"] = a.isa
         if a.tf32 != "off":
             doc["tf32"] = a.tf32
+        if a.stack != CURRENT_STACK:  # other library versions may give other outputs: compared, never pooled
+            doc["stack"] = a.stack
         return digest_json(doc)[:16]
 
     @property
@@ -85,7 +89,7 @@ class Cell:
         return f"{self.task_name}/{a.dtype}/{q}/{a.device.replace(':', '')}/p{a.profile}{tf32}"
 
     @property
-    def group_key(self) -> tuple[str, str, str, str]:
-        """Cells sharing a worker: same device, determinism profile, kernel set and TF32 mode
-        (each is set in the environment before torch starts)."""
-        return (self.axes.device, self.axes.profile, self.axes.isa, self.axes.tf32)
+    def group_key(self) -> tuple[str, str, str, str, str]:
+        """Cells sharing a worker: same device, determinism profile, kernel set, TF32 mode and
+        software stack (each is set in the environment before torch starts)."""
+        return (self.axes.device, self.axes.profile, self.axes.isa, self.axes.tf32, self.axes.stack)

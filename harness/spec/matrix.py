@@ -29,6 +29,7 @@ from harness.spec.cell import Cell
 from harness.spec.kinds import KINDS, TASK_SETTINGS
 from harness.spec.policy import Gates, NamedValidator, Thresholds
 from harness.spec.rules import RuleIndex
+from harness.spec.stacks import StackSpec, stack_name_problem
 from harness.spec.tasks import (
     TaskError,
     format_validation_error,
@@ -38,7 +39,7 @@ from harness.spec.tasks import (
     task_kind,
     task_to_doc,
 )
-from harness.vocabulary import AXIS_NAMES
+from harness.vocabulary import AXIS_NAMES, CURRENT_STACK
 
 MATRIX_SCHEMA_VERSION = 1
 MAX_CELLS = 20_000  # beyond this expansion is refused unless --max-cells raises it
@@ -86,6 +87,8 @@ class AxesSpec(BaseModel):
     isa: list[Literal[ISA_NAMES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
     # TF32 matmul on CUDA (on: allowed even under the determinism profile); no meaning on a CPU
     tf32: list[Literal["off", "on"]] = Field(default_factory=lambda: list[Literal["off", "on"]](["off"]), min_length=1)
+    # the software stacks (harness.spec.stacks); unset: current and every stack the matrix names
+    stack: list[str] | None = Field(None, min_length=1)
 
     @field_validator("quantize_bits", mode="before")
     @classmethod
@@ -169,6 +172,17 @@ class MatrixSpec(BaseModel):
     # measured error rates on this model); none named: only bitwise passes
     validators: dict[str, NamedValidator] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
+    # other Python environments the cells also run under, compared with the current one
+    stacks: dict[str, StackSpec] = Field(default_factory=dict)
+
+    @field_validator("stacks")
+    @classmethod
+    def _stack_names(cls, v: dict[str, StackSpec]) -> dict[str, StackSpec]:
+        for name in v:
+            problem = stack_name_problem(name)
+            if problem:
+                raise ValueError(problem)
+        return v
 
     @field_validator("validators")
     @classmethod
@@ -262,6 +276,7 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None, trusted_ke
         why = node_runner_refusal(*matrix.tasks[entry.name]) if spec.engine == "node-runner" else None
         if why:
             raise MatrixError(f"{where}: $.tasks[{i}] ({entry.name}): engine 'node-runner' {why}")
+    _check_stack_values(spec, where)
     for section in ("include", "exclude"):
         for j, rule in enumerate(getattr(spec, section)):
             unknown = set(rule) - set(AXIS_NAMES) - {"task"}
@@ -283,6 +298,23 @@ def matrix_from_doc(data: dict[str, Any], source: Path | None = None, trusted_ke
                     )
                 ) from None
     return matrix
+
+
+def _check_stack_values(spec: MatrixSpec, where: str) -> None:
+    """Every stack an axis or rule names is ``current`` or one the matrix's ``[stacks]`` names."""
+    known = [CURRENT_STACK, *spec.stacks]
+    named = [("$.axes.stack", spec.axes.stack or [])]
+    named += [(f"$.tasks[{i}].axes.stack", _listed(e.axes.get("stack"))) for i, e in enumerate(spec.tasks)]
+    for section in ("include", "exclude"):
+        named += [(f"$.{section}[{j}].stack", _listed(r.get("stack"))) for j, r in enumerate(getattr(spec, section))]
+    for path, values in named:
+        unknown = next((v for v in values if v not in known), None)
+        if unknown is not None:
+            raise MatrixError(f"{where}: {path}: unknown stack {unknown!r}; the matrix names {', '.join(known)}")
+
+
+def _listed(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def _with_calibrations(
@@ -377,6 +409,7 @@ def expand(matrix: Matrix, available_devices: list[str] | None = None, max_cells
         for setting in TASK_SETTINGS:
             axes[setting] = axes[setting] or [own[setting]]
         axes["device"] = _devices(axes["device"], available) or axes["device"]
+        axes["stack"] = axes["stack"] or [CURRENT_STACK, *spec.stacks]
         total = 1
         for n in AXIS_NAMES:
             total *= len(axes[n])

@@ -137,7 +137,7 @@ class Gates(BaseModel):
 
     fail_on: list[FailOn] = Field(default_factory=lambda: list(DEFAULT_FAIL_ON))
     # Comparisons that decide the verdict; the others are still measured and reported.
-    # Every dimension (harness.vocabulary.DIMENSIONS) is judged unless left out.
+    # harness.vocabulary.DEFAULT_JUDGED unless given (``stack`` is judged only when named).
     verdict_dimensions: list[DimensionName] = Field(default_factory=lambda: list(DEFAULT_JUDGED), min_length=1)
 
 

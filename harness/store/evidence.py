@@ -28,6 +28,7 @@ from harness.digests import digest_array, digest_json
 from harness.store.receipts import link_values, verify_receipt
 from harness.store.records import Record
 from harness.store.run import RunLocked, RunStore, StoreError
+from harness.vocabulary import CURRENT_STACK
 
 MAX_LINES = 20  # problem lines kept per family; the rest are counted
 
@@ -213,8 +214,13 @@ def _verify_records(
                 manifest.get("harness_version"),
                 manifest.get("environment"),
                 outputs,
+                # another stack's executions ran with their own libraries (record schema 4); the
+                # current stack's are the manifest's environment, and its records must say the same
+                r.libraries if r.axes.stack != CURRENT_STACK else None,
             )
             problem = verify_receipt(r.receipt, values)
+            if problem is None and r.libraries is not None and r.libraries != values["libraries"]:
+                problem = "its libraries are not the run environment's (edited after the run?)"
             ev.receipts_checked += 1
             if problem:
                 lines.add("receipt", f"{r.cell_id}: {problem}")

@@ -87,6 +87,10 @@ class Manifest(BaseModel):
     devices: list[str] | None = None
     nodes: dict[str, dict[str, Any]] | None = None  # node key -> who, cpus/gpus, env_class, environment (fleets)
     execution: list[dict[str, Any]] | None = None  # one entry per run or resume: executor, parallel, workers at once
+    # the software stacks the cells ran under (harness.execution.stacks): how each was made, what
+    # it installs, the libraries it showed, why it could not run; and each one's environment class
+    stacks: dict[str, dict[str, Any]] | None = None
+    stack_classes: dict[str, str] | None = None
 
     @field_validator("environment")
     @classmethod

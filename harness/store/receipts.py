@@ -85,9 +85,12 @@ def link_values(
     harness_version: str | None,
     environment: dict[str, Any] | None,
     output_digests: dict[str, str],
+    libraries: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The value of every link for one ok record, from its sources."""
-    libraries, device_class = environment_facts(environment)
+    """The value of every link for one ok record, from its sources; ``libraries``: the ones
+    the record says it ran with (a stack's), else the environment's."""
+    own, device_class = environment_facts(environment)
+    libraries = own if libraries is None else libraries
     axes = record.get("axes") or {}
     axes = axes.model_dump() if hasattr(axes, "model_dump") else axes
     return {

@@ -10,6 +10,10 @@ History:
        ``model_files_sha256``. Version 1 records still load (no node, no receipt).
   3 -- ``axes`` gain ``isa`` (the CPU kernel set, harness.isa) and ``tf32``; ``determinism``
        gains ``kernels`` (the kernels in force, read back). Earlier records load as native, tf32 off.
+  4 -- ``axes`` gain ``stack`` (the software stack the worker ran under, harness.execution.stacks);
+       ``libraries``: the versions the execution ran with (python, torch and the fingerprint's
+       libraries: what the receipt's ``libraries`` link binds). Earlier records load as the
+       current stack, with no libraries of their own (the manifest's environment says them).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.vocabulary import Status
 
-RECORD_SCHEMA_VERSION = 3
+RECORD_SCHEMA_VERSION = 4
 
 
 class Axes(BaseModel):
@@ -38,6 +42,7 @@ class Axes(BaseModel):
     load: str = "warm"  # cold: seeded, then the model loaded (a node's first task); warm: loaded, then seeded
     isa: str = "native"  # the CPU kernel set (harness.isa); native: the machine as it is
     tf32: str = "off"  # TF32 matmul on CUDA
+    stack: str = "current"  # the software stack (harness.execution.stacks); current: the harness's own
     repeat: int = 0
     worker: int = 0
 
@@ -133,6 +138,8 @@ class Record(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     receipt: dict[str, Any] | None = None  # harness.store.receipts; ok records from schema 2 on
+    #: the library versions this execution ran with (the receipt's libraries link); schema 4 on
+    libraries: dict[str, str | None] | None = None
 
     @field_validator("model_meta")
     @classmethod

@@ -254,7 +254,7 @@ def test_a_registered_executor_is_built_and_checked(monkeypatch):
 def test_fleet_fields_never_reach_a_workers_pipe():
     node = NodeInfo(key="n1", hostname="h", ray_node_id="n1", cpus=2, gpus=0)
     ready = Ready(pid=1, environment={"a": 1}).model_copy(update={"node": node})
-    assert json.loads(event_line(ready)) == {"event": "ready", "pid": 1, "environment": {"a": 1}}
+    assert json.loads(event_line(ready)) == {"event": "ready", "pid": 1, "environment": {"a": 1}, "stack": "current"}
     record = ok(cell(0)).model_copy(update={"artifact_bytes": b"npz"})
     assert "artifact_bytes" not in json.loads(event_line(record))
     assert parse_event(event_line(Done())) == Done()

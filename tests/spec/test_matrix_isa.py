@@ -93,7 +93,7 @@ def test_default_isa_is_native_and_ids_carry_no_kernel_part(tmp_path, cpu):
         assert c.spec_hash == _old_spec_hash(c)
         assert c.config_id == "gpt/auto/qnone/cpu/pon"
         assert c.skip_reason is None
-        assert c.group_key == ("cpu", "on", NATIVE, "off")
+        assert c.group_key == ("cpu", "on", NATIVE, "off", "current")
 
 
 def test_explicit_defaults_equal_omitted_ones(tmp_path, cpu):
@@ -137,7 +137,7 @@ def test_every_level_has_its_own_id_and_group(tmp_path, cpu, name):
     cells = cells_of(tmp_path, f'[axes]\nisa = ["native", "{name}"]\n')
     other = [c for c in cells if c.axes.isa == name]
     assert other and all(f"/isa-{name}/" in c.cell_id for c in other)
-    assert {c.group_key for c in other} == {("cpu", "on", name, "off")}
+    assert {c.group_key for c in other} == {("cpu", "on", name, "off", "current")}
     assert not {c.group_key for c in other} & {c.group_key for c in cells if c.axes.isa == NATIVE}
 
 
@@ -248,7 +248,7 @@ def test_tf32_on_cuda_ids_config_and_group(tmp_path, cpu):
     for c in on:
         assert "/warm/tf32/" in c.cell_id
         assert c.config_id == "gpt/auto/qnone/cuda0/pon/tf32"  # TF32 is a configuration
-        assert c.group_key == ("cuda:0", "on", NATIVE, "on")
+        assert c.group_key == ("cuda:0", "on", NATIVE, "on", "current")
     off_hashes = {c.spec_hash for c in off}
     assert not off_hashes & {c.spec_hash for c in on}
 
