@@ -69,6 +69,10 @@ class Dimension:
     axis: str | None
     anchor: Any
     phrase: str  # "... when <phrase>"
+    #: a pair is a comparison only when its two sides ran other kernel classes (read back in
+    #: each record's ``determinism.kernels``); a pair of one kernel class is set aside as
+    #: ``SAME_KERNELS``: untested, never agreement
+    other_kernels: bool = False
 
 
 DIMENSIONS: dict[str, Dimension] = {
@@ -78,7 +82,7 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension("process", None, None, "another worker process runs it"),
         Dimension("batch", "batch_size", 1, "it runs inside a batch instead of alone (batch size > 1 vs 1)"),
         Dimension("threads", "threads", None, "the CPU thread count changes"),
-        Dimension("isa", "isa", "native", "the CPU kernel set changes (another CPU kind's instruction set)"),
+        Dimension("isa", "isa", "native", "the CPU kernel set changes (another CPU kind's instruction set)", True),
         Dimension("node", None, None, "another node runs it"),
         Dimension("load", "load", "warm", "the model is loaded cold instead of warm"),
         Dimension("device", None, None, "another device runs it"),
@@ -91,5 +95,8 @@ REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load")
 AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in REPRO_DIMENSIONS if DIMENSIONS[d].axis)
 #: fleet runs only: each node against the reference node
 NODE = "node"
+#: why a pair of a dimension that compares kernel sets is no comparison: both sides ran native's
+#: kernel class (an ``isa`` level that is native's own on this machine, e.g. avx2 on an AVX2-only CPU)
+SAME_KERNELS = "same kernels as native here: not a comparison"
 #: the dimensions a verdict judges unless the matrix's gates say otherwise
 DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")

@@ -62,6 +62,10 @@ class DimensionSummary(BaseModel):
     worst_pair: list[str] = Field(default_factory=list)
     explained: dict[str, int] = Field(default_factory=dict)  # divergence class -> pairs (benign | suspicious)
     explanation: str | None = None  # the sentence of the worst explained pair
+    #: pairs set aside as no comparison (vocabulary.SAME_KERNELS: both sides ran one kernel
+    #: class); counted nowhere else: never agreement, never a level
+    not_compared: int = 0
+    not_compared_reason: str | None = None
 
 
 class NetworkFigures(BaseModel):

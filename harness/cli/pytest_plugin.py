@@ -48,7 +48,7 @@ ACROSS = {
     "threads": "threads 1 and 2",
     "batch": "batch sizes 1 and 2",
     "load": "cold and warm model loads",
-    "isa": "native and avx2 CPU kernels",
+    "isa": "native and the next narrower CPU kernels (below-native)",
 }
 DEFAULT_ACROSS = ("repeat", "process")
 FORMATS = ("md", "json")  # the HTML page draws plots (matplotlib): a test does not need it
@@ -162,7 +162,7 @@ def reproducibility_matrix(
         "threads": [1, 2] if "threads" in across else [1],
         "batch_size": [1, 2] if "batch" in across else [1],
         "load": ["cold", "warm"] if "load" in across else ["warm"],
-        "isa": ["native", "avx2"] if "isa" in across else ["native"],
+        "isa": ["native", "below-native"] if "isa" in across else ["native"],
     }
     if seeds is not None:
         axes["seed"] = list(seeds)
