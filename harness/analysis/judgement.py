@@ -111,7 +111,13 @@ def judge_configuration(
         return Judgement("failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}")
     compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
     # pairs set aside as no comparison (one kernel class twice) count as nothing: named, never agreement
-    aside = [f"{d}: untested ({s.not_compared_reason})" for d, s in dims.items() if s.not_compared and not s.pairs]
+    aside = [
+        f"{d}: untested ({s.not_compared_reason})"
+        if not s.pairs
+        else f"{d}: {s.not_compared} more pair(s) not compared ({s.not_compared_reason})"
+        for d, s in dims.items()
+        if s.not_compared
+    ]
     info = "; ".join(
         [
             *(
@@ -122,7 +128,7 @@ def judge_configuration(
             *aside,
         ]
     )
-    if not compared and aside:
+    if not compared and any(s.not_compared for s in dims.values()):
         return Judgement("untested", info)
     j = judge(compared, cp)
     return j._replace(reason=j.reason + (f"; {info}" if info else ""))

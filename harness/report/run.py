@@ -241,7 +241,8 @@ def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
     if d.not_compared:  # pairs of one kernel class: named, never a level
         if not d.pairs:
             return [name, "0", "-", "untested", f"{d.not_compared} pair(s) not compared: {d.not_compared_reason}"]
-        steps += f" ({d.not_compared} pair(s) not compared: {d.not_compared_reason})"
+        aside = f"{d.not_compared} more pair(s) not compared: {d.not_compared_reason}"
+        steps = aside if steps == "-" else f"{steps} ({aside})"
     return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), steps]
 
 
