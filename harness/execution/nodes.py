@@ -74,7 +74,9 @@ class NodeBook:
             return record  # decided by the driver before any node ran it
         who = dict(record.get("node") or local_node())
         entry = self.nodes.get(who["key"])
-        isa = (record.get("axes") or {}).get("isa", "native")
+        # the level the worker ran at (a relative level such as below-native as it resolved there)
+        kernels = (record.get("determinism") or {}).get("kernels") or {}
+        isa = kernels.get("isa") or (record.get("axes") or {}).get("isa", "native")
         by_kernels = (entry or {}).get("kernel_classes") or {}
         who.setdefault("env_class", by_kernels.get(isa) or (entry["env_class"] if entry else None))
         return {**record, "node": {k: who.get(k) for k in ("key", "hostname", "ray_node_id", "env_class")}}
