@@ -163,8 +163,6 @@ def test_only_other_kernel_classes_are_compared_across_cpu_kinds(machine, tmp_pa
     assert kernels[BELOW_NATIVE]["isa"] == expected  # the level it resolved to, read back in the record
     assert any(r["cell_id"].endswith("/isa-below-native/w0/r0") for r in records)  # the id keeps the relative name
     assert kernels[BELOW_NATIVE]["class"] != kernels["native"]["class"]
-    classes = {r["axes"]["isa"]: r["node"]["env_class"] for r in records}
-    assert classes[BELOW_NATIVE] != classes["native"]  # another environment class, as the level it resolved to
     same = kernels["avx2"]["class"] == kernels["native"]["class"]
     if machine == "zen3":
         assert expected == "scalar" and kernels[BELOW_NATIVE]["class"] == "aten-default/onednn-sse41"
