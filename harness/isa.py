@@ -14,6 +14,14 @@ torch starts, the three switches the libraries honour:
 ``native`` sets nothing: whatever the environment already says (a user's or CI's own
 ``ATEN_CPU_CAPABILITY``) is that machine's kernels. A level the CPU (or such a cap in the
 environment) cannot give is refused with the reason, never silently run at another level.
+
+``below-native`` names a level relative to the machine that runs it: the widest level whose
+ATen kernels are narrower than native's (AVX2 on an AVX-512 CPU, scalar on an AVX2-only one),
+so one matrix compares two real CPU kinds on any machine. A fixed level such as ``avx2`` is
+native's own kernels on an AVX2-only CPU: a comparison of a kernel class with itself, which
+the analysis reports as not a comparison. Resolved where the cell runs (``resolve``); the
+record keeps the relative name in its axes and the level it resolved to in
+``determinism.kernels.isa``.
 This module is a leaf: it reads /proc/cpuinfo and the environment, never imports torch.
 """
 
@@ -21,11 +29,13 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
 
 NATIVE = "native"
+BELOW_NATIVE = "below-native"
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,16 @@ LEVELS: dict[str, IsaLevel] = {
         IsaLevel("scalar", 1, "default", "SSE41", "SSE4_2", ("sse4_1",), "ATen's default kernels, SSE4.1"),
     )
 }
-#: every name the ``isa`` axis takes, widest first (native: the machine as it is)
+#: every fixed kernel level, widest first (native: the machine as it is)
 ISA_NAMES = (NATIVE, *LEVELS)
+#: levels named relative to the machine that runs the cell, and what each resolves to
+RELATIVE_LEVELS = {
+    BELOW_NATIVE: "the widest level whose ATen kernels are narrower than native's on the machine that runs it",
+}
+#: every name the ``isa`` axis (and ``--isa``) takes: the fixed levels, then the relative ones
+ISA_CHOICES = (*ISA_NAMES, *RELATIVE_LEVELS)
+#: ATen's dispatch capabilities, narrowest first (``ATEN_CPU_CAPABILITY`` values)
+ATEN_ORDER = ("default", "avx2", "avx512")
 #: the switches a level sets (and native leaves as the environment has them)
 KNOBS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 #: the CPU flags that select kernels: recorded in every environment fingerprint
@@ -108,8 +126,8 @@ class IsaError(HarnessError, ValueError):
 
 
 def check_name(name: str) -> str:
-    if name not in ISA_NAMES:
-        raise IsaError(f"unknown isa {name!r}; expected one of {', '.join(ISA_NAMES)}")
+    if name not in ISA_CHOICES:
+        raise IsaError(f"unknown isa {name!r}; expected one of {', '.join(ISA_CHOICES)}")
     return name
 
 
@@ -151,7 +169,7 @@ _MKL_RANK = {
 }
 
 
-def environment_ceiling(environ: dict[str, str] | None = None) -> tuple[int, str] | None:
+def environment_ceiling(environ: Mapping[str, str] | None = None) -> tuple[int, str] | None:
     """The widest level the environment's own caps allow, with the variable that caps it."""
     environ = os.environ if environ is None else environ
     caps = []
@@ -169,20 +187,75 @@ def environment_ceiling(environ: dict[str, str] | None = None) -> tuple[int, str
     return min(caps) if caps else None
 
 
+def _not_x86(name: str, machine: str | None) -> str | None:
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        return f"isa {name} emulates an x86-64 CPU kind; this machine is {machine}"
+    return None
+
+
+def native_aten(flags: frozenset[str] | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """ATen's capability at native on this machine, as torch picks it: the widest the CPU has
+    (AVX-512 needs F, BW, VL, DQ and FMA; AVX2 needs FMA), lowered by an ``ATEN_CPU_CAPABILITY``
+    in the environment. A prediction from the flags: the records' read-back kernels are the truth."""
+    flags = (cpu_flags() or frozenset()) if flags is None else flags
+    if set(_AVX512) | {"fma"} <= flags:
+        cpu = "avx512"
+    elif {"avx2", "fma"} <= flags:
+        cpu = "avx2"
+    else:
+        cpu = "default"
+    environ = os.environ if environ is None else environ
+    asked = str(environ.get("ATEN_CPU_CAPABILITY", "")).lower()
+    if asked in ATEN_ORDER and ATEN_ORDER.index(asked) < ATEN_ORDER.index(cpu):
+        return asked
+    return cpu
+
+
+def resolve(
+    name: str, flags: frozenset[str] | None = None, machine: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The fixed level ``name`` stands for on this machine: itself for a fixed level; for
+    ``below-native`` the widest level this machine gives whose ATen kernels are narrower than
+    native's (None when there is none)."""
+    check_name(name)
+    if name not in RELATIVE_LEVELS:
+        return name
+    if _not_x86(name, machine):
+        return None
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
+    native = ATEN_ORDER.index(native_aten(flags, environ))
+    return next(
+        (
+            level.name
+            for level in LEVELS.values()
+            if ATEN_ORDER.index(level.aten) < native and unavailable(level.name, flags, machine, environ) is None
+        ),
+        None,
+    )
+
+
 def unavailable(
-    name: str, flags: frozenset[str] | None = None, machine: str | None = None, environ: dict[str, str] | None = None
+    name: str, flags: frozenset[str] | None = None, machine: str | None = None, environ: Mapping[str, str] | None = None
 ) -> str | None:
     """Why this machine cannot give the kernel level ``name`` (None when it can)."""
     check_name(name)
     if name == NATIVE:
         return None
-    level = LEVELS[name]
-    machine = (machine or platform.machine()).lower()
-    if machine not in ("x86_64", "amd64", "i686", "x86"):
-        return f"isa {name} emulates an x86-64 CPU kind; this machine is {machine}"
+    why = _not_x86(name, machine)
+    if why:
+        return why
     flags = cpu_flags() if flags is None else flags
     if flags is None:
         return f"isa {name}: this machine's CPU flags cannot be read (no /proc/cpuinfo)"
+    if name in RELATIVE_LEVELS:
+        if resolve(name, flags, machine, environ) is not None:
+            return None
+        aten = native_aten(flags, environ)
+        return f"isa {name}: no kernel level here runs narrower ATen kernels than native's ({aten})"
+    level = LEVELS[name]
     missing = [f for f in level.needs if f not in flags]
     if missing:
         return f"isa {name} needs CPU flags {', '.join(missing)}, which this CPU lacks"
@@ -192,9 +265,19 @@ def unavailable(
     return None
 
 
+def concrete(name: str) -> str:
+    """``name`` as a fixed level on this machine (a relative level resolved); a relative level
+    with nothing to resolve to here is refused with the reason."""
+    fixed = resolve(name)
+    if fixed is None:
+        raise IsaError(unavailable(name) or f"isa {name}: nothing to resolve to here")
+    return fixed
+
+
 def environment_for(name: str) -> dict[str, str]:
-    """The variables a worker sets before torch starts for level ``name`` (none for native)."""
-    check_name(name)
+    """The variables a worker sets before torch starts for level ``name`` (none for native; a
+    relative level is resolved on this machine first)."""
+    name = concrete(name)
     if name == NATIVE:
         return {}
     level = LEVELS[name]
@@ -206,13 +289,16 @@ LEVEL_VARIABLE = "HARNESS_ISA"
 
 
 def child_environment(name: str) -> dict[str, str]:
-    """What a child process needs to start at level ``name``: the caps and the level's name
-    (nothing for native, which keeps the environment as it is)."""
-    return {} if check_name(name) == NATIVE else {**environment_for(name), LEVEL_VARIABLE: name}
+    """What a child process needs to start at level ``name``: the caps and the (resolved)
+    level's name (nothing for native, which keeps the environment as it is)."""
+    name = concrete(name)
+    return {} if name == NATIVE else {**environment_for(name), LEVEL_VARIABLE: name}
 
 
 def apply(name: str) -> dict[str, str]:
-    """Set level ``name``'s variables in this process (before torch is imported)."""
+    """Set level ``name``'s variables in this process (before torch is imported); a relative
+    level is resolved from the environment as it is before any cap is set."""
+    name = concrete(name)
     values = environment_for(name)
     os.environ.update(values)
     os.environ[LEVEL_VARIABLE] = name

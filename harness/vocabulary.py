@@ -161,6 +161,10 @@ class Dimension:
     #: what a one-task matrix sets to compare it (harness.assert_reproducible's ``across``); ""
     #: for a dimension one machine cannot compare (node, device)
     reproduced_by: str = ""
+    #: a pair is a comparison only when its two sides ran other kernel classes (read back in
+    #: each record's ``determinism.kernels``); a pair of one kernel class is set aside as
+    #: ``SAME_KERNELS``: untested, never agreement
+    other_kernels: bool = False
 
 
 #: the stack every other is compared with: the interpreter and packages the harness runs in
@@ -184,7 +188,8 @@ DIMENSIONS: dict[str, Dimension] = {
             "isa",
             "native",
             "the CPU kernel set changes (another CPU kind's instruction set)",
-            "native and avx2 CPU kernels",
+            "native and the next narrower CPU kernels (below-native)",
+            other_kernels=True,
         ),
         Dimension("node", None, None, "another node runs it"),
         Dimension("load", "load", "warm", "the model is loaded cold instead of warm", "cold and warm model loads"),
@@ -199,6 +204,9 @@ REPRO_DIMENSIONS = ("repeat", "process", "batch", "threads", "isa", "load", "sta
 AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in REPRO_DIMENSIONS if DIMENSIONS[d].axis)
 #: fleet runs only: each node against the reference node
 NODE = "node"
+#: why a pair of a dimension that compares kernel sets is no comparison: both sides ran native's
+#: kernel class (an ``isa`` level that is native's own on this machine, e.g. avx2 on an AVX2-only CPU)
+SAME_KERNELS = "same kernels as native here: not a comparison"
 #: the dimensions a verdict judges unless the matrix's gates say otherwise (``stack`` only when
 #: the gates name it: an upgrade that changes outputs is a finding to report, not always a defect)
 DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")

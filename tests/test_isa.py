@@ -377,3 +377,83 @@ def test_available_levels_are_downward_closed_along_needs(flags):
         for b, lv in LEVELS.items():
             if set(lv.needs) <= set(LEVELS[a].needs):
                 assert b in ok
+
+
+# -- below-native: a level relative to the machine ---------------------------------------------
+
+ZEN4 = frozenset({"sse4_1", "avx", "avx2", "fma", "f16c", *isa._AVX512, "avx512_vnni", "avx512_bf16"})
+ZEN3 = frozenset({"sse4_1", "avx", "avx2", "fma", "f16c"})
+SAPPHIRE_RAPIDS = ZEN4 | {"avx_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
+AVX2_CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "expected"),
+    [
+        (ZEN4, {}, "avx2"),  # AVX-512 against AVX2 (Zen 4 has no AVX-VNNI)
+        (SAPPHIRE_RAPIDS, {}, "avx2_vnni"),  # the widest AVX2-class level this CPU gives
+        (ZEN3, {}, "scalar"),  # an AVX2-only CPU: AVX2 against ATen's default kernels
+        (ZEN4, AVX2_CAP, "scalar"),  # a whole run capped to AVX2 stands in for a Zen 3
+        (ZEN4, {"ATEN_CPU_CAPABILITY": "default"}, None),  # native already runs the narrowest ATen kernels
+        (frozenset({"sse4_1"}), {}, None),
+    ],
+)
+def test_below_native_resolves_to_the_next_narrower_aten_kernels(flags, environ, expected):
+    assert isa.resolve(isa.BELOW_NATIVE, flags=flags, machine=X86, environ=environ) == expected
+    why = unavailable(isa.BELOW_NATIVE, flags=flags, machine=X86, environ=environ)
+    if expected is None:
+        assert why is not None and "no kernel level here runs narrower ATen kernels" in why
+        assert len(why.splitlines()) == 1
+    else:
+        assert why is None
+
+
+def test_below_native_elsewhere_is_refused_with_the_reason():
+    why = unavailable(isa.BELOW_NATIVE, flags=ZEN3, machine="aarch64", environ={})
+    assert why is not None and "aarch64" in why
+    assert isa.resolve(isa.BELOW_NATIVE, flags=ZEN3, machine="aarch64", environ={}) is None
+
+
+def test_fixed_levels_resolve_to_themselves():
+    for name in ISA_NAMES:
+        assert isa.resolve(name, flags=frozenset(), machine="aarch64", environ={}) == name
+
+
+def test_the_axis_takes_fixed_and_relative_names():
+    assert isa.BELOW_NATIVE not in ISA_NAMES
+    assert isa.ISA_CHOICES[: len(ISA_NAMES)] == ISA_NAMES and isa.ISA_CHOICES[-1] == isa.BELOW_NATIVE
+    assert check_name(isa.BELOW_NATIVE) == "below-native"
+
+
+@given(
+    flags=st.sets(st.sampled_from(KERNEL_FLAGS)), cap=st.sampled_from([{}, AVX2_CAP, {"ATEN_CPU_CAPABILITY": "avx2"}])
+)
+def test_below_native_is_the_widest_available_level_with_narrower_aten(flags, cap):
+    flags = frozenset(flags)
+    got = isa.resolve(isa.BELOW_NATIVE, flags=flags, machine=X86, environ=cap)
+    native = isa.ATEN_ORDER.index(isa.native_aten(flags, cap))
+    candidates = [
+        n
+        for n, lv in LEVELS.items()
+        if isa.ATEN_ORDER.index(lv.aten) < native and unavailable(n, flags=flags, machine=X86, environ=cap) is None
+    ]
+    assert got == (candidates[0] if candidates else None)  # LEVELS is widest first
+    if got is not None:
+        assert isa.ATEN_ORDER.index(LEVELS[got].aten) < native
+
+
+def test_apply_below_native_sets_the_resolved_level(monkeypatch):
+    monkeypatch.setattr(isa, "cpu_flags", lambda: ZEN3)
+    monkeypatch.setattr(isa.platform, "machine", lambda: X86)
+    _unset(monkeypatch, *KNOBS, isa.LEVEL_VARIABLE)  # restored afterwards: apply sets them
+    assert isa.child_environment(isa.BELOW_NATIVE) == {**environment_for("scalar"), isa.LEVEL_VARIABLE: "scalar"}
+    assert apply(isa.BELOW_NATIVE) == environment_for("scalar")
+    assert os.environ[isa.LEVEL_VARIABLE] == "scalar"  # read back into the records' determinism.kernels.isa
+
+
+def test_worker_checks_the_level_below_native_became():
+    from harness.execution.worker import kernels_refusal
+
+    assert kernels_refusal(isa.BELOW_NATIVE, {"isa": "scalar", "aten": "DEFAULT"}) is None
+    why = kernels_refusal(isa.BELOW_NATIVE, {"isa": "avx2", "aten": "AVX512"})
+    assert why is not None and "avx2" in why and "AVX512" in why

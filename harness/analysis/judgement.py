@@ -115,11 +115,26 @@ def judge_configuration(
         n = counts.get("failed", 0) + counts.get("timeout", 0)
         return Judgement("failed", f"{n} cell(s) failed or timed out; first: {failures[0] if failures else '?'}")
     compared = {d: s for d, s in dims.items() if s.pairs and d in verdict_dims}
-    info = "; ".join(
-        f"{d}: {s.worst} (reported, not judged)"
+    # pairs set aside as no comparison (one kernel class twice) count as nothing: named, never agreement
+    aside = [
+        f"{d}: untested ({s.not_compared_reason})"
+        if not s.pairs
+        else f"{d}: {s.not_compared} more pair(s) not compared ({s.not_compared_reason})"
         for d, s in dims.items()
-        if s.pairs and d not in verdict_dims and s.worst != "bitwise"
+        if s.not_compared
+    ]
+    info = "; ".join(
+        [
+            *(
+                f"{d}: {s.worst} (reported, not judged)"
+                for d, s in dims.items()
+                if s.pairs and d not in verdict_dims and s.worst != "bitwise"
+            ),
+            *aside,
+        ]
     )
+    if not compared and any(s.not_compared for s in dims.values()):
+        return Judgement("untested", info)
     j = judge(compared, cp)
     return j._replace(reason=j.reason + (f"; {info}" if info else ""))
 

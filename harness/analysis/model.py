@@ -11,7 +11,8 @@ validator, agreement per pair rule with the network's figures (accepted / aborte
 invalidated), the network rule's figures per configuration (new fields have defaults: a
 version-2 document upgrades as is). Added since, with defaults (a document without them reads
 as before): ``verdict_dimensions`` (what the gate judged), each dimension's ``worst_pair``, the
-replay rule's decisions per configuration and the explained first divergence of each pair.
+replay rule's decisions per configuration and the explained first divergence of each pair,
+each dimension's ``not_compared`` pairs and their reason (an isa level at native's own kernel class).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class DimensionSummary(BaseModel):
     explained: dict[str, int] = Field(default_factory=dict)  # divergence class -> pairs (benign | suspicious)
     explanation: str | None = None  # the sentence of the worst explained pair
     changed: list[str] = Field(default_factory=list)  # library versions that differ across its pairs
+    #: pairs set aside as no comparison (vocabulary.SAME_KERNELS: both sides ran one kernel
+    #: class); counted nowhere else: never agreement, never a level
+    not_compared: int = 0
+    not_compared_reason: str | None = None
 
 
 class NetworkFigures(BaseModel):

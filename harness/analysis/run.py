@@ -40,13 +40,22 @@ from harness.compare.levels import (
 )
 from harness.digests import digest_json
 from harness.execution.env import library_changes
-from harness.isa import NATIVE
+from harness.isa import NATIVE, RELATIVE_LEVELS
 from harness.spec.calibration import Facts
 from harness.spec.kinds import KINDS, load_object
 from harness.spec.policy import ConfigPolicy, config_policy, margin_source
 from harness.store.records import Record
 from harness.store.run import RunStore, StoreError
-from harness.vocabulary import AXIS_DIMENSIONS, CURRENT_STACK, FAILED_STATUSES, NODE, REPRO_DIMENSIONS, VERDICTS
+from harness.vocabulary import (
+    AXIS_DIMENSIONS,
+    CURRENT_STACK,
+    DIMENSIONS,
+    FAILED_STATUSES,
+    NODE,
+    REPRO_DIMENSIONS,
+    SAME_KERNELS,
+    VERDICTS,
+)
 
 VERDICT_ORDER = VERDICTS
 
@@ -212,7 +221,7 @@ class RunReplay:
                     doc=self.task_doc(r),
                     arrays=c.arrays,
                     threads=r.axes.threads,
-                    isa=r.axes.isa,
+                    isa=ran_at(r),
                     batch_size=r.axes.batch_size,
                     load=r.axes.load,
                     response=r.output.get("response"),
@@ -318,23 +327,52 @@ def _reference_of(records: list[Record]) -> Record:
     return min(records, key=execution_order)
 
 
+def kernel_class(r: Record) -> str | None:
+    """The kernel class the record's worker read back (harness.isa.kernel_class); None when
+    the record has none (a GPU-only or an older record)."""
+    kernels = r.determinism.get("kernels")
+    found = kernels.get("class") if isinstance(kernels, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def ran_at(r: Record) -> str:
+    """The fixed kernel level the record ran at: a relative level (below-native) as its worker
+    resolved it, read back in ``determinism.kernels.isa``."""
+    if r.axes.isa not in RELATIVE_LEVELS:
+        return r.axes.isa
+    kernels = r.determinism.get("kernels")
+    level = kernels.get("isa") if isinstance(kernels, dict) else None
+    return level if isinstance(level, str) else r.axes.isa
+
+
+def same_kernels(a: Record, b: Record) -> bool:
+    """Both records read back one kernel class (the truth, not the CPU flags or the level asked)."""
+    ka = kernel_class(a)
+    return ka is not None and ka == kernel_class(b)
+
+
+Aside = dict[str, list[tuple[str, str]]]
+
+
 def _repro_pairs(
     cmp: _Comparer, config_id: str, ok: list[Record], reference_node: str | None = None
-) -> dict[str, list[PairResult]]:
-    """Repeat, process, batch, threads and load within each node; node against the reference node."""
+) -> tuple[dict[str, list[PairResult]], Aside]:
+    """Repeat, process, batch, threads and load within each node; node against the reference node.
+    Also the pairs set aside as no comparison (``SAME_KERNELS``), per dimension."""
     out: dict[str, list[PairResult]] = {d: [] for d in REPRO_DIMENSIONS}
+    aside: Aside = defaultdict(list)
     by_node: dict[str | None, list[Record]] = defaultdict(list)
     for r in ok:
         by_node[node_key(r)].append(r)
-    refs = {node: _within_node(cmp, config_id, recs, out) for node, recs in by_node.items()}
+    refs = {node: _within_node(cmp, config_id, recs, out, aside) for node, recs in by_node.items()}
     across = node_pairs(cmp.pair, config_id, refs, reference_node)
     if across:
         out[NODE] = across
-    return out
+    return out, aside
 
 
 def _within_node(
-    cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str, list[PairResult]]
+    cmp: _Comparer, config_id: str, ok: list[Record], out: dict[str, list[PairResult]], aside: Aside
 ) -> dict[str, Record]:
     by_spec: dict[str, list[Record]] = defaultdict(list)
     for r in ok:
@@ -358,9 +396,24 @@ def _within_node(
             group.sort(key=lambda r: getattr(r.axes, axis) or 0)
             anchor = next((r for r in group if getattr(r.axes, axis) == base), group[0])
             for r in group:
-                if r is not anchor:
+                if r is anchor:
+                    continue
+                if DIMENSIONS[dim].other_kernels and same_kernels(anchor, r):
+                    aside[dim].append((anchor.cell_id, r.cell_id))  # one kernel class twice: no comparison
+                else:
                     out[dim].append(cmp.pair(dim, config_id, anchor, r))
     return refs
+
+
+def dimension_summaries(pairs: dict[str, list[PairResult]], aside: Aside) -> dict[str, DimensionSummary]:
+    """Each dimension's pairs summarised, with the pairs set aside as no comparison counted apart."""
+    dims = {d: summarize_pairs(p) for d, p in pairs.items()}
+    for d, set_aside in aside.items():
+        if set_aside:
+            dims[d] = dims.get(d, DimensionSummary()).model_copy(
+                update={"not_compared": len(set_aside), "not_compared_reason": SAME_KERNELS}
+            )
+    return dims
 
 
 def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple[bool | None, str | None]:
@@ -469,6 +522,8 @@ def _agreement(
     from harness.compare.validators import RULES, applicable, network_rule
 
     groups: dict[int, list[Record]] = defaultdict(list)
+    # an isa execution at native's own kernel class is native again, not another CPU kind
+    native_kernels = {(node_key(r), kernel_class(r)) for r in ok if r.axes.isa == NATIVE and kernel_class(r)}
     loads = {r.axes.load for r in ok}
     anchor_load = "warm" if "warm" in loads else min(loads, default="warm")
     for r in ok:
@@ -479,6 +534,8 @@ def _agreement(
         if r.axes.isa != NATIVE and "isa" not in verdict_dims:  # another CPU kind's kernels: reported only
             continue
         if r.axes.stack != CURRENT_STACK and "stack" not in verdict_dims:  # another stack: reported only
+            continue
+        if r.axes.isa != NATIVE and (node_key(r), kernel_class(r)) in native_kernels:
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]
@@ -604,7 +661,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         cmp.use(cp)
         validator = cp.validator
         try:
-            pairs = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
+            pairs, aside = _repro_pairs(cmp, config_id, ok, fleet.reference_node if fleet else None)
             nodes = (
                 config_nodes(
                     cmp.pair,
@@ -621,10 +678,10 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             )
         except _ArtifactProblem as err:
             problems.append(f"{config_id}: artifact unreadable, config not judged ({err})")
-            pairs, nodes = {d: [] for d in REPRO_DIMENSIONS}, None
+            pairs, aside, nodes = {d: [] for d in REPRO_DIMENSIONS}, {}, None
             failures.append(f"artifact unreadable: {err}")
             counts["failed"] += 1
-        dims = {d: summarize_pairs(p) for d, p in pairs.items()}
+        dims = dimension_summaries(pairs, aside)
         skip_reason = next((r.reason for r in recs if r.status == "skipped"), None)
         verdict, reason, decided_by = judge_configuration(dict(counts), dims, failures, skip_reason, verdict_dims, cp)
         seed_sensitive, seed_note = _seed_sensitivity(cmp, config_id, ok)

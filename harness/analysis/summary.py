@@ -88,6 +88,20 @@ def _dimension_findings(a: Analysis, judged: tuple[str, ...]) -> list[Finding]:
                     f"{_ids(divergent)}{at}{note}{across}.",
                 )
             )
+        aside = [c.config_id for c in a.configs if (s := c.dimensions.get(dim)) is not None and s.not_compared]
+        if aside:
+            reason = next(c.dimensions[dim].not_compared_reason for c in a.configs if c.config_id == aside[0])
+            out.append(
+                Finding(
+                    severity="info",
+                    kind="not-a-comparison",
+                    dimension=dim,
+                    configs=aside,
+                    text=f"{dim}: {reason}, in {len(aside)} configuration(s): {_ids(aside)}; both sides ran one "
+                    f"kernel class, which shows nothing about another CPU kind and counts as no agreement "
+                    f'(isa = "below-native" names the next narrower kernels on any machine).',
+                )
+            )
         if loose and is_judged:
             worst = worst_level(level for _, level in loose) or "tokens"
             ids = [cid for cid, _ in loose]

@@ -82,7 +82,9 @@ class NodeBook:
             return record  # decided by the driver before any node ran it
         who = dict(record.get("node") or local_node())
         entry = self.nodes.get(who["key"])
-        isa = (record.get("axes") or {}).get("isa", "native")
+        # the level the worker ran at (a relative level such as below-native as it resolved there)
+        kernels = (record.get("determinism") or {}).get("kernels") or {}
+        isa = kernels.get("isa") or (record.get("axes") or {}).get("isa", "native")
         stack = (record.get("axes") or {}).get("stack", CURRENT_STACK)
         by_kernels = (entry or {}).get("kernel_classes") or {}
         if stack != CURRENT_STACK:

@@ -196,8 +196,10 @@ def kernels_refusal(level: str, kernels: dict[str, Any]) -> str | None:
     """Why this worker cannot run cells at kernel level ``level`` (None when it can): ATen's
     capability in force must be the one the level sets (oneDNN and oneMKL caps are read back
     and recorded; they only lower, never raise, a library's choice)."""
-    from harness.isa import LEVELS
+    from harness.isa import LEVELS, RELATIVE_LEVELS
 
+    if level in RELATIVE_LEVELS:  # resolved before torch started (harness.isa.apply): the level it became
+        level = str(kernels.get("isa") or level)
     if level == "native" or level not in LEVELS:
         return None
     want = LEVELS[level].aten.upper()

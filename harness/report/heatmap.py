@@ -7,9 +7,10 @@ sensitivity and dtype drift. Shared by the Markdown, HTML and terminal renderers
 
 Cell levels (the colour key): bitwise, tokens, tolerance, perceptual, divergent (the
 comparison levels, strongest first), failed (the configuration's cells failed) and untested
-(no pair to compare). The seed column is read the other way round -- different seeds
-*should* differ -- so "sensitive" is drawn as the good end (bitwise colour) and "no effect"
-as the bad end (divergent colour); its label says which.
+(no pair to compare, or only pairs of one kernel class: "untested (same kernels)"). The
+seed column is read the other way round -- different seeds *should* differ -- so
+"sensitive" is drawn as the good end (bitwise colour) and "no effect" as the bad end
+(divergent colour); its label says which.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from harness.vocabulary import MAP_MEANING
 EXTRA_COLUMNS = ("seed", "dtype")  # seed sensitivity, dtype drift
 #: the mark on a cell whose pairs decided its configuration's not_ready verdict
 DECIDES = "(decides)"
+#: the short word on a cell whose only pairs were set aside as no comparison (vocabulary.SAME_KERNELS)
+SAME_KERNELS_LABEL = "same kernels"
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ def map_columns(a: Analysis) -> list[str]:
 
 def _counts(s: DimensionSummary) -> str:
     levels = ", ".join(f"{k} {v}" for k, v in s.levels.items())
-    return f"{s.pairs} pair(s): {levels}" if levels else f"{s.pairs} pair(s)"
+    aside = f"; {s.not_compared} pair(s) not compared ({s.not_compared_reason})" if s.not_compared else ""
+    return (f"{s.pairs} pair(s): {levels}" if levels else f"{s.pairs} pair(s)") + aside
 
 
 def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
@@ -60,6 +64,8 @@ def _dimension_cell(c: ConfigResult, dim: str) -> MapCell:
         return MapCell(c.config_id, dim, s.worst, s.worst, f"{dim}: {_counts(s)}")
     if c.verdict == "failed":
         return MapCell(c.config_id, dim, "failed", "failed", f"{dim}: {MAP_MEANING['failed']}, nothing compared")
+    if s and s.not_compared:  # e.g. an isa level that runs native's own kernels here
+        return MapCell(c.config_id, dim, "untested", f"untested ({SAME_KERNELS_LABEL})", f"{dim}: {_counts(s)}")
     label = "skipped" if c.verdict == "skipped" else "untested"
     return MapCell(c.config_id, dim, "untested", label, f"{dim}: no pair compared ({label})")
 

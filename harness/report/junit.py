@@ -124,6 +124,8 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
             lines.append(f"worst pair: {metrics}")
     if s.worst_pair:
         lines.append(f"cells: {s.worst_pair[0]} vs {s.worst_pair[1]}")
+    if s.not_compared:
+        lines.append(f"not compared: {s.not_compared} pair(s), {s.not_compared_reason}")
     return lines
 
 
@@ -133,7 +135,7 @@ def dimension_lines(c: ConfigResult, dim: str, s: DimensionSummary, example: Pai
 def judged_dimensions(a: Analysis) -> list[str]:
     """The judged dimensions the run compares at all (pairs in some configuration)."""
     judged = ordered_dimensions(a.verdict_dimensions or DEFAULT_JUDGED)
-    carried = {d for c in a.configs for d, s in c.dimensions.items() if s.pairs}
+    carried = {d for c in a.configs for d, s in c.dimensions.items() if s.pairs or s.not_compared}
     return [d for d in judged if d in carried]
 
 
@@ -159,6 +161,8 @@ def _config_cases(
             continue
         if s is None or not s.pairs:
             why = f"untested: {MAP_MEANING['untested']} in {dim}" if dim != "verdict" else f"{c.verdict}: {c.reason}"
+            if s is not None and s.not_compared:
+                why = f"untested: {dim}: {s.not_compared_reason} ({s.not_compared} pair(s))"
             case.outcome, case.message, case.text = "skipped", why, "\n".join(head)
             continue
         lines = dimension_lines(c, dim, s, example_of(a, c.config_id, dim))

@@ -233,6 +233,11 @@ def _dimension_row(name: str, d: DimensionSummary) -> list[str]:
         steps += " (began in: " + ", ".join(f"{k} {v}" for k, v in d.stages.items()) + ")"
     if d.explained:  # the replay rule explained each first divergent step
         steps += " (explained: " + ", ".join(f"{k} {v}" for k, v in d.explained.items()) + ")"
+    if d.not_compared:  # pairs of one kernel class: named, never a level
+        if not d.pairs:
+            return [name, "0", "-", "untested", f"{d.not_compared} pair(s) not compared: {d.not_compared_reason}"]
+        aside = f"{d.not_compared} more pair(s) not compared: {d.not_compared_reason}"
+        steps = aside if steps == "-" else f"{steps} ({aside})"
     return [name, str(d.pairs), fmt_levels(d.levels), fmt(d.worst), steps]
 
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from harness.errors import HarnessError
-from harness.isa import ISA_NAMES, NATIVE
+from harness.isa import ISA_CHOICES, NATIVE
 from harness.isa import unavailable as isa_unavailable
 from harness.spec.cell import Cell
 from harness.spec.kinds import KINDS, TASK_SETTINGS
@@ -83,8 +83,9 @@ class AxesSpec(BaseModel):
         default_factory=lambda: list[Literal["cold", "warm"]](["warm"]), min_length=1
     )
     # the CPU kernel set (harness.isa): native is the machine as it is; the others cap ATen,
-    # oneDNN and oneMKL in a fresh worker, emulating another CPU kind on this one
-    isa: list[Literal[ISA_NAMES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
+    # oneDNN and oneMKL in a fresh worker, emulating another CPU kind on this one (below-native:
+    # the next narrower ATen kernels on the machine that runs the cell)
+    isa: list[Literal[ISA_CHOICES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
     # TF32 matmul on CUDA (on: allowed even under the determinism profile); no meaning on a CPU
     tf32: list[Literal["off", "on"]] = Field(default_factory=lambda: list[Literal["off", "on"]](["off"]), min_length=1)
     # the software stacks (harness.spec.stacks); unset: current and every stack the matrix names

@@ -388,12 +388,14 @@ def certify(
             ignored.append("threads")
             notes.append(EMULATION_NOTE)
         if isa is not None:
-            from harness.isa import LEVELS
+            from harness.isa import LEVELS, resolve
 
             doc = override_axis(doc, "isa", isa)
             ignored.append("isa")
-            like = LEVELS[isa].like if isa in LEVELS else "the machine as it is"
-            notes.append(ISA_NOTE.format(isa=isa, like=like))
+            fixed = resolve(isa) or isa  # below-native: the level it is on this machine
+            like = LEVELS[fixed].like if fixed in LEVELS else "the machine as it is"
+            named = isa if fixed == isa else f"{isa} ({fixed} here)"
+            notes.append(ISA_NOTE.format(isa=named, like=like))
         if ignored:
             emulation = {"threads": threads, "isa": isa, "note": "; ".join(notes)}
         if device is not None:

@@ -185,7 +185,7 @@ def reproducibility_matrix(
         "threads": [1, 2] if "threads" in across else [1],
         "batch_size": [1, 2] if "batch" in across else [1],
         "load": ["cold", "warm"] if "load" in across else ["warm"],
-        "isa": ["native", "avx2"] if "isa" in across else ["native"],
+        "isa": ["native", "below-native"] if "isa" in across else ["native"],
     }
     if seeds is not None:
         axes["seed"] = list(seeds)

@@ -73,20 +73,21 @@ def test_honest_codes_with_other_audio_are_refused_by_replay(cli, tmp_path, tiny
 
 @pytest.mark.slow
 def test_bfloat16_across_kernel_sets_passes_under_the_shipped_replay_calibration(cli, tmp_path, tiny_musicgen):
-    """The headline case: bfloat16 MusicGen gives other codes under AVX2 kernels than native.
-    Under the calibration `harness replay-study` wrote, both executions replay, the isa pair's
-    first divergent step is explained benign (the AVX2 side's distribution computed in an AVX2
-    worker), and composite would have rejected the honest AVX2 node."""
-    from harness.isa import unavailable
+    """The headline case: bfloat16 MusicGen gives other codes under the next narrower kernels
+    (AVX2 on an AVX-512 machine) than native. Under the calibration `harness replay-study`
+    wrote, both executions replay, the isa pair's first divergent step is explained benign (the
+    narrower side's distribution computed in a worker at the level it resolved to), and
+    composite would have rejected the honest narrower node."""
+    from harness.isa import BELOW_NATIVE, unavailable
 
-    if unavailable("avx2"):
-        pytest.skip(unavailable("avx2"))
+    if unavailable(BELOW_NATIVE):
+        pytest.skip(unavailable(BELOW_NATIVE))
     from tests.analysis.test_verdicts import ROOT, TASK
 
     task = {**TASK, "dtype": "bfloat16", "generation_config": {**TASK["generation_config"], "max_new_tokens": 32}}
     over = {
         "tasks": [{"name": "mg", "task": task}],
-        "axes": {"threads": [1], "batch_size": [1], "isa": ["native", "avx2"]},
+        "axes": {"threads": [1], "batch_size": [1], "isa": ["native", BELOW_NATIVE]},
         "repeats": 1,
         "gates": {"verdict_dimensions": ["isa"]},
         "validators": {"audio": {"rule": "replay", "calibration": str(ROOT / "docs" / "replay-calibration.json")}},

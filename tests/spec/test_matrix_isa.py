@@ -377,3 +377,31 @@ def test_expansion_multiplies_and_ids_are_unique(isas, tf32, threads):
     for c in cells:
         by_hash.setdefault(c.spec_hash, set()).add((c.axes.isa, c.axes.tf32))
     assert all(len(v) == 1 for v in by_hash.values())
+
+
+@pytest.mark.parametrize(
+    ("flags", "skipped"),
+    [
+        (frozenset(KERNEL_FLAGS), False),  # an AVX-512 CPU: below-native is AVX2-class there
+        (frozenset({"sse4_1", "avx", "avx2", "fma"}), False),  # a Zen 3: scalar there
+        (frozenset({"sse4_1"}), True),  # ATen's default kernels only: nothing narrower
+    ],
+)
+def test_below_native_keeps_its_name_in_ids_and_hashes_on_every_machine(tmp_path, monkeypatch, flags, skipped):
+    """The cell id and spec hash say ``below-native`` whatever it resolves to here, so one matrix
+    has one set of ids on every machine; where no narrower level exists the cell is skipped with
+    the reason, never dropped or run at native."""
+    _set_cpu(monkeypatch, flags)
+    cells = cells_of(tmp_path, '[axes]\nisa = ["native", "below-native"]\n')
+    below = [c for c in cells if c.axes.isa == isa.BELOW_NATIVE]
+    assert len(below) == 4 and all("/warm/isa-below-native/w" in c.cell_id for c in below)
+    assert len({c.spec_hash for c in below}) == 1 and below[0].group_key[2] == isa.BELOW_NATIVE
+    reasons = {c.skip_reason for c in below}
+    if skipped:
+        (why,) = reasons
+        assert why is not None and "below-native" in why and "narrower" in why
+    else:
+        assert reasons == {None}
+    _set_cpu(monkeypatch, frozenset(KERNEL_FLAGS))
+    again = cells_of(tmp_path, '[axes]\nisa = ["native", "below-native"]\n')
+    assert [(c.cell_id, c.spec_hash) for c in again] == [(c.cell_id, c.spec_hash) for c in cells]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.isa import environment_for, unavailable
+from harness.isa import BELOW_NATIVE, environment_for, resolve, unavailable
 from harness.spec.matrix import dump_matrix
-from harness.vocabulary import ACCEPTED
+from harness.vocabulary import ACCEPTED, SAME_KERNELS
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "matrices" / "smoke.toml"
@@ -39,10 +39,10 @@ def trimmed_smoke(tmp_path: Path) -> Path:
     return path
 
 
-def _run(matrix: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run(matrix: Path, out: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
     full = {**os.environ, **env}
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress", *extra],
         env=full,
         capture_output=True,
         text=True,
@@ -70,8 +70,9 @@ def test_smoke_gate_holds_under_each_kernel_set(kernels, tmp_path, tiny_gpt2, ti
             assert c["validator"]["sources"] and c["thresholds"], cid  # judged by its own calibration entry
     records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     classes = {r["axes"]["isa"]: r["determinism"]["kernels"]["class"] for r in records if r["status"] == "ok"}
-    if kernels == "avx2":  # the whole run emulates an AVX2-only machine: native is AVX2 too
-        assert classes == {"native": "aten-avx2/onednn-avx2", "avx2": "aten-avx2/onednn-avx2"}
+    if kernels == "avx2":  # the whole run emulates an AVX2-only machine: below-native is scalar there
+        assert classes == {"native": "aten-avx2/onednn-avx2", BELOW_NATIVE: "aten-default/onednn-sse41"}
+    assert classes["native"] != classes[BELOW_NATIVE]  # the isa pair always compares two kernel classes
     findings = " ".join(f["text"] for f in report["summary"]["findings"])
     isa_divergent = [
         cid for cid, c in configs.items() if (c["dimensions"].get("isa") or {}).get("worst") == "divergent"
@@ -122,3 +123,58 @@ def test_certify_across_emulated_kernel_sets(tmp_path, tiny_gpt2, tiny_musicgen)
             assert c["first_divergence"] is not None or "calibrat" in c["reason"], (cid, c["reason"])
     text = (tmp_path / "cert" / "certificate.md").read_text()
     assert "Emulation: threads = 1, isa = avx2" in text or "isa = avx2" in text
+
+
+#: a whole run capped to AVX2 kernels: an AVX2-only machine such as AMD Zen 3 (README "Across CPU kinds")
+ZEN3 = environment_for("avx2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", ["here", "zen3"])
+def test_only_other_kernel_classes_are_compared_across_cpu_kinds(machine, tmp_path, tiny_gpt2):
+    """Tiny GPT-2 at native, below-native and avx2, on this machine as it is and emulating a Zen 3.
+    below-native resolves on the machine to the next narrower kernels (scalar on the Zen 3) and
+    the record says so; a level whose read-back class is native's (avx2 on the Zen 3) is
+    reported as no comparison: untested with the reason, in the report and JUnit, never bitwise."""
+    from tests.execution.test_matrix_runner import GPT_TASK
+
+    env = ZEN3 if machine == "zen3" else {}
+    for level in ("avx2", BELOW_NATIVE):
+        why = unavailable(level, environ={**os.environ, **env})
+        if why:
+            pytest.skip(why)
+    doc = {
+        "schema_version": 1,
+        "name": "isa-levels",
+        "repeats": 1,
+        "workers": 1,
+        "timeout_s": 120,
+        "tasks": [{"name": "gpt", "task": GPT_TASK}],
+        "axes": {"dtype": ["float32"], "threads": [1], "isa": ["native", BELOW_NATIVE, "avx2"]},
+        "gates": {"fail_on": ["not_ready", "failed"], "verdict_dimensions": ["isa"]},
+    }
+    matrix = tmp_path / "isa.toml"
+    matrix.write_text(dump_matrix(doc))
+    res = _run(matrix, tmp_path / "run", env, "--junit", str(tmp_path / "junit.xml"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    kernels = {r["axes"]["isa"]: r["determinism"]["kernels"] for r in records}
+    expected = resolve(BELOW_NATIVE, environ={**os.environ, **env})
+    assert kernels[BELOW_NATIVE]["isa"] == expected  # the level it resolved to, read back in the record
+    assert any(r["cell_id"].endswith("/isa-below-native/w0/r0") for r in records)  # the id keeps the relative name
+    assert kernels[BELOW_NATIVE]["class"] != kernels["native"]["class"]
+    same = kernels["avx2"]["class"] == kernels["native"]["class"]
+    if machine == "zen3":
+        assert expected == "scalar" and kernels[BELOW_NATIVE]["class"] == "aten-default/onednn-sse41"
+        assert same and kernels["native"]["class"] == "aten-avx2/onednn-avx2"
+    (config,) = json.loads((tmp_path / "run" / "report.json").read_text())["configs"]
+    isa = config["dimensions"]["isa"]
+    assert isa["not_compared"] == int(same) and isa["pairs"] == 2 - int(same)
+    assert isa["worst"] == "bitwise" and config["verdict"] == "ready"  # tiny GPT-2: bitwise under every level
+    junit = (tmp_path / "junit.xml").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    if same:
+        assert f"not compared: 1 pair(s), {SAME_KERNELS}" in junit
+        assert f"1 more pair(s) not compared: {SAME_KERNELS}" in report and SAME_KERNELS in config["reason"]
+    else:
+        assert SAME_KERNELS not in junit + report

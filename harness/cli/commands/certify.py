@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.cli.arguments import add_junit, add_no_progress, add_sign, add_trusted_keys, node_version, positive_int
 from harness.cli.common import EXIT_FAIL, EXIT_OK, check_junit_target
-from harness.isa import ISA_NAMES
+from harness.isa import ISA_CHOICES
 
 NAME = "certify"
 INTERRUPTIBLE = True
@@ -32,9 +32,9 @@ def setup_arguments(sub):
     )
     s.add_argument(
         "--isa",
-        choices=ISA_NAMES,
+        choices=ISA_CHOICES,
         metavar="LEVEL",
-        help=f"EMULATION: run every cell at this CPU kernel level ({', '.join(ISA_NAMES)}) to stand in "
+        help=f"EMULATION: run every cell at this CPU kernel level ({', '.join(ISA_CHOICES)}) to stand in "
         f"for another CPU kind on this machine (cells are then matched ignoring isa)",
     )
     s.add_argument(

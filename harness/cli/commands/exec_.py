@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.cli.arguments import add_device, add_kind, bounded
 from harness.cli.common import EXIT_OK
 from harness.errors import HarnessError
-from harness.isa import ISA_NAMES
+from harness.isa import ISA_CHOICES
 
 NAME = "exec"
 
@@ -39,10 +39,10 @@ def setup_arguments(sub):
     )
     s.add_argument(
         "--isa",
-        choices=ISA_NAMES,
+        choices=ISA_CHOICES,
         default="native",
         metavar="LEVEL",
-        help=f"CPU kernel level ({', '.join(ISA_NAMES)}): caps ATen, oneDNN and oneMKL before torch "
+        help=f"CPU kernel level ({', '.join(ISA_CHOICES)}): caps ATen, oneDNN and oneMKL before torch "
         f"starts, emulating another CPU kind; native (default) keeps the environment's",
     )
     s.add_argument("--out", default="out")
