@@ -2,10 +2,10 @@
 
 Provenance of ``harness/models/standins/`` (see docs/standins.md for the measured cost):
 
-- ``gpt2``: a byte-level BPE tokenizer (2,048 tokens) and a 3-layer GPT-2 trained on CPython's
+- ``gpt2``: a byte-level BPE tokenizer (2,048 tokens) and a 2-layer, 64-wide GPT-2 trained on CPython's
   own ``pydoc_data/topics.py`` (the interpreter's reference prose, ~465 K characters, already
   on disk with every Python), one document per topic separated by ``<|endoftext|>``.
-- ``musicgen``: ~300 scores of music21's corpus (Bach chorales, Palestrina, Monteverdi,
+- ``musicgen``: up to 400 scores of music21's corpus (as many as the render cap allows) (Bach chorales, Palestrina, Monteverdi,
   Trecento ballate, Ryan's Mammoth fiddle tunes), rendered to 16 kHz audio with pretty_midi's
   additive synthesiser (sine, or a sawtooth for the fiddle tunes), captioned from metadata
   (style, tune type, key, voices, tempo class). The EnCodec-style codec keeps a seeded
@@ -16,7 +16,7 @@ Provenance of ``harness/models/standins/`` (see docs/standins.md for the measure
   the unconditional half under classifier-free guidance).
 
 Training-only packages (``pip install music21 pretty_midi``) are not runtime dependencies.
-Run niced, 2 threads: ``nice -n 10 python scripts/train_standins.py all``. The output is not
+Run niced, 1 thread (the machine is shared; two threads spin on each other): ``nice -n 5 python scripts/train_standins.py all``. The output is not
 bitwise reproducible across CPUs (float summation order), which is why the files are shipped.
 """
 
@@ -37,6 +37,17 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "harness" / "models" / "standins"
 WORK = Path("/tmp/standins-work")
 SEED = 20261207
+
+
+def _progress(step: int, steps: int, t0: float, minutes: float) -> float:
+    """How far training is: by steps or by the wall-clock cap, whichever is further (the
+    machine is shared, so a step costs what the neighbours leave)."""
+    return max(step / steps, (time.time() - t0) / (minutes * 60))
+
+
+def _lr_factor(step: int, steps: int, t0: float, minutes: float) -> float:
+    """Linear warm-up over 50 steps, then a cosine to zero at the end of training."""
+    return min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, _progress(step, steps, t0, minutes))))
 
 
 # ----------------------------------------------------------------------------------------- gpt2
@@ -81,8 +92,8 @@ def train_gpt2(out: Path, steps: int, threads: int, minutes: float) -> dict:
     cfg = GPT2Config(
         vocab_size=len(vocab),
         n_positions=256,
-        n_embd=128,
-        n_layer=3,
+        n_embd=64,
+        n_layer=2,
         n_head=4,
         bos_token_id=eos_id,
         eos_token_id=eos_id,
@@ -92,14 +103,15 @@ def train_gpt2(out: Path, steps: int, threads: int, minutes: float) -> dict:
     )
     model = GPT2LMHeadModel(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    ctx, batch = 64, 16
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    ctx, batch = 64, 8
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.01, betas=(0.9, 0.98))
     g = torch.Generator().manual_seed(SEED)
     t0 = time.time()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, t0, minutes))
     model.train()
     for step in range(steps):
-        if time.time() - t0 > minutes * 60:
+        if _progress(step, steps, t0, minutes) >= 1.0:
+            step -= 1  # the steps taken: this one was not
             break
         starts = torch.randint(0, len(data) - ctx - 1, (batch,), generator=g)
         x = torch.stack([data[s : s + ctx] for s in starts])
@@ -136,11 +148,11 @@ def train_gpt2(out: Path, steps: int, threads: int, minutes: float) -> dict:
 SR = 16000
 CLIP_S = 5.0
 COLLECTIONS = {  # corpus composer -> (how many scores, caption style, waveform)
-    "bach": (90, "baroque chorale", "sine"),
-    "palestrina": (50, "renaissance sacred polyphony", "sine"),
-    "monteverdi": (25, "renaissance madrigal", "sine"),
-    "trecento": (25, "medieval ballata", "sine"),
-    "ryansMammoth": (110, "irish fiddle tune", "saw"),
+    "bach": (120, "baroque chorale", "sine"),
+    "palestrina": (60, "renaissance sacred polyphony", "sine"),
+    "monteverdi": (40, "renaissance madrigal", "sine"),
+    "trecento": (40, "medieval ballata", "sine"),
+    "ryansMammoth": (140, "irish fiddle tune", "saw"),
 }
 VOICES = {1: "solo melody", 2: "in two voices", 3: "in three voices", 4: "in four voices", 5: "in five voices"}
 TUNE_TYPES = ("reel", "jig", "hornpipe", "strathspey", "march", "waltz", "polka", "air", "slide", "fling")
@@ -156,60 +168,66 @@ def _wave(kind: str):
     return saw
 
 
-def render_corpus(limit_scale: float = 1.0) -> list[dict]:
-    """music21 scores -> MIDI -> pretty_midi audio (first CLIP_S seconds) + caption."""
-    import io
-
+def _render_one(path: Path, composer: str, style: str, wave: str) -> dict | None:
+    """One score -> its first CLIP_S seconds of audio and a caption (None: unusable)."""
     import pretty_midi
     from music21 import corpus
 
-    items = []
+    score = corpus.parse(path)
+    if type(score).__name__ == "Opus":
+        return None
+    title = (score.metadata.title if score.metadata else "") or ""
+    parts = len(score.parts) or 1
+    score = score.measures(0, 10)  # only the opening is rendered: analyse and write only it
+    key = score.analyze("key")
+    pm = pretty_midi.PrettyMIDI(str(score.write("midi")))
+    for inst in pm.instruments:
+        inst.program, inst.is_drum = 0, False
+    audio = pm.synthesize(fs=SR, wave=_wave(wave))[: int(CLIP_S * SR)]
+    if len(audio) < SR * 2:
+        return None
+    audio = audio / (np.abs(audio).max() + 1e-6) * 0.8
+    notes = sum(len(i.notes) for i in pm.instruments)
+    density = notes / max(pm.get_end_time(), 1e-3) / parts
+    tempo = "slow" if density < 1.5 else "moderate" if density < 3.0 else "fast"
+    tune = next((t for t in TUNE_TYPES if t in title.lower()), None)
+    words = [f"irish fiddle {tune}" if tune and composer == "ryansMammoth" else style]
+    words.append(VOICES.get(parts, "for many voices"))
+    words.append(f"{key.tonic.name.replace('-', ' flat').replace('#', ' sharp')} {key.mode}")
+    words.append(tempo)
+    return {"audio": audio.astype(np.float32), "caption": ", ".join(words).lower(), "source": f"{composer}/{path.name}"}
+
+
+def render_corpus(minutes: float = 8.0) -> list[dict]:
+    """music21 scores -> MIDI -> pretty_midi audio + caption, the collections taken in turn
+    (so a wall-clock cap still gives a balanced mix), each in a seeded shuffled order."""
+    from music21 import corpus
+
+    queues = {}
+    for composer, (count, _, _) in COLLECTIONS.items():
+        paths = sorted(p for p in corpus.getComposer(composer) if p.suffix in (".mxl", ".krn", ".abc", ".xml"))
+        random.Random(f"{SEED}-{composer}").shuffle(paths)
+        queues[composer] = paths[: int(count * 1.3)]
+    items: list[dict] = []
+    taken = dict.fromkeys(COLLECTIONS, 0)
     t0 = time.time()
-    for composer, (count, style, wave) in COLLECTIONS.items():
-        paths = sorted(corpus.getComposer(composer))
-        paths = [p for p in paths if p.suffix in (".mxl", ".krn", ".abc", ".xml", ".mid")]
-        rng = random.Random(f"{SEED}-{composer}")
-        rng.shuffle(paths)
-        done = 0
-        for path in paths:
-            if done >= int(count * limit_scale):
-                break
+    while any(queues.values()) and time.time() - t0 < minutes * 60:
+        for composer, (count, style, wave) in COLLECTIONS.items():
+            if not queues[composer] or taken[composer] >= count:
+                queues[composer] = []
+                continue
+            path = queues[composer].pop(0)
             try:
-                score = corpus.parse(path)
-                if type(score).__name__ == "Opus":
-                    continue
-                key = score.analyze("key")
-                parts = len(score.parts) or 1
-                title = (score.metadata.title if score.metadata else "") or ""
-                mf = score.write("midi")
-                pm = pretty_midi.PrettyMIDI(str(mf))
-                for inst in pm.instruments:
-                    inst.program = 0
-                    inst.is_drum = False
-                audio = pm.synthesize(fs=SR, wave=_wave(wave))
+                item = _render_one(path, composer, style, wave)
             except Exception as err:  # noqa: BLE001 - a score music21 cannot render is skipped
                 print(f"skip {path.name}: {type(err).__name__}", flush=True)
                 continue
-            audio = audio[: int(CLIP_S * SR)]
-            if len(audio) < SR * 2:
-                continue
-            audio = audio / (np.abs(audio).max() + 1e-6) * 0.8
-            notes = sum(len(i.notes) for i in pm.instruments)
-            density = notes / max(pm.get_end_time(), 1e-3) / parts
-            tempo = "slow" if density < 1.5 else "moderate" if density < 3.0 else "fast"
-            words = [style]
-            low = title.lower()
-            tune = next((t for t in TUNE_TYPES if t in low), None)
-            if tune and composer == "ryansMammoth":
-                words = [f"irish fiddle {tune}"]
-            words.append(VOICES.get(parts, "for many voices"))
-            words.append(f"{key.tonic.name.replace('-', ' flat').replace('#', ' sharp')} {key.mode}")
-            words.append(tempo)
-            caption = ", ".join(words).lower()
-            items.append({"audio": audio.astype(np.float32), "caption": caption, "source": f"{composer}/{path.name}"})
-            done += 1
-            if len(items) % 50 == 0:
-                print(f"rendered {len(items)} ({time.time() - t0:.0f}s): {caption}", flush=True)
+            if item is not None:
+                items.append(item)
+                taken[composer] += 1
+                if len(items) % 25 == 0:
+                    print(f"rendered {len(items)} ({time.time() - t0:.0f}s): {item['caption']}", flush=True)
+    print(f"rendered {taken} in {time.time() - t0:.0f}s", flush=True)
     return items
 
 
@@ -226,9 +244,9 @@ def musicgen_config(tok_len: int):
     codebook_size = 256
     text = T5Config(
         vocab_size=max(tok_len, codebook_size + 1),
-        d_model=128,
-        d_kv=32,
-        d_ff=256,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
         num_layers=2,
         num_heads=4,
         dropout_rate=0.0,
@@ -250,10 +268,10 @@ def musicgen_config(tok_len: int):
     dec = MusicgenDecoderConfig(
         vocab_size=codebook_size,
         max_position_embeddings=1024,
-        num_hidden_layers=3,
-        ffn_dim=512,
+        num_hidden_layers=2,
+        ffn_dim=256,
         num_attention_heads=4,
-        hidden_size=128,
+        hidden_size=64,
         num_codebooks=4,
         dropout=0.0,
         pad_token_id=codebook_size,
@@ -309,7 +327,7 @@ def delayed(codes: torch.Tensor, pad: int) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
-def train_musicgen(out: Path, steps: int, threads: int, minutes: float) -> dict:
+def train_musicgen(out: Path, steps: int, threads: int, minutes: float, render_minutes: float = 8.0) -> dict:
     from transformers import EncodecFeatureExtractor, MusicgenForConditionalGeneration, MusicgenProcessor
 
     from harness.models.seeded import seeded_fill
@@ -324,7 +342,7 @@ def train_musicgen(out: Path, steps: int, threads: int, minutes: float) -> dict:
         items = [{"audio": z[f"a{i}"], **m} for i, m in enumerate(meta)]
         t_render = json.loads(str(z["seconds"]))
     else:
-        items = render_corpus()
+        items = render_corpus(render_minutes)
         t_render = time.time() - t_render
         WORK.mkdir(parents=True, exist_ok=True)
         meta = [{"caption": i["caption"], "source": i["source"]} for i in items]
@@ -352,14 +370,15 @@ def train_musicgen(out: Path, steps: int, threads: int, minutes: float) -> dict:
     trainable = [p for n, p in model.named_parameters() if not n.startswith("audio_encoder.")]
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(trainable, lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     g = torch.Generator().manual_seed(SEED)
-    window, batch = 100, 8
+    window, batch = 64, 8
     model.text_encoder.train()
     model.decoder.train()
     t0 = time.time()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, t0, minutes))
     for step in range(steps):
-        if time.time() - t0 > minutes * 60:
+        if _progress(step, steps, t0, minutes) >= 1.0:
+            step -= 1  # the steps taken: this one was not
             break
         idx = torch.randint(0, len(codes), (batch,), generator=g).tolist()
         windows = []
@@ -379,7 +398,9 @@ def train_musicgen(out: Path, steps: int, threads: int, minutes: float) -> dict:
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         drop = torch.rand(batch, generator=g) < 0.15
         hidden = hidden * (~drop)[:, None, None]
-        loss = model(encoder_outputs=(hidden,), attention_mask=mask, labels=labels).loss
+        inputs = torch.cat([torch.full_like(labels[:, :1], pad), labels[:, :-1]], 1)  # start token = pad
+        dec_ids = inputs.transpose(1, 2).reshape(batch * K, -1)
+        loss = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=dec_ids, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -421,21 +442,27 @@ def train_musicgen(out: Path, steps: int, threads: int, minutes: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["gpt2", "musicgen", "render", "all"])
+    ap.add_argument("which", choices=["gpt2", "musicgen", "render", "all", "pin"])
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--gpt2-steps", type=int, default=1500)
-    ap.add_argument("--musicgen-steps", type=int, default=1200)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gpt2-steps", type=int, default=4000)
+    ap.add_argument("--musicgen-steps", type=int, default=3000)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--minutes", type=float, default=6.0, help="wall-clock cap per model's training loop")
+    ap.add_argument("--render-minutes", type=float, default=8.0, help="wall-clock cap on rendering the corpus")
     args = ap.parse_args()
+    if args.which == "pin":  # the digests to paste into harness/models/standins.py
+        from harness.models.standins import folder_digests
+
+        print({name: folder_digests(args.out / name) for name in ("gpt2", "musicgen")})
+        return
     reports = []
     if args.which in ("gpt2", "all"):
         reports.append(train_gpt2(args.out / "gpt2", args.gpt2_steps, args.threads, args.minutes))
     if args.which == "render":
-        train_musicgen(args.out / "musicgen", 0, args.threads, 0.0)
+        train_musicgen(args.out / "musicgen", 0, args.threads, 0.0, args.render_minutes)
         return
     if args.which in ("musicgen", "all"):
-        reports.append(train_musicgen(args.out / "musicgen", args.musicgen_steps, args.threads, args.minutes))
+        reports.append(train_musicgen(args.out / "musicgen", args.musicgen_steps, args.threads, args.minutes, args.render_minutes))
     for r in reports:
         r.update({"torch": torch.__version__, "date": time.strftime("%Y-%m-%d")})
         WORK.mkdir(parents=True, exist_ok=True)

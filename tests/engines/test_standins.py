@@ -71,6 +71,7 @@ def test_harness_exec_runs_each_stand_in_through_from_pretrained(cli, tmp_path):
     assert response["model"] == "standin:gpt2"
     assert response["choices"][0]["message"]["content"].strip()
     assert (tmp_path / "standin-musicgen-pop.wav").stat().st_size > 1000
-    manifests = [json.loads(p.read_text()) for p in tmp_path.glob("*.json") if "model_meta" in p.read_text()]
-    sources = {m["model_meta"].get("model_path_source") for m in manifests if isinstance(m.get("model_meta"), dict)}
-    assert sources <= {"standin"}
+    for task, name in (("standin-gpt2-chatbot", "gpt2"), ("standin-musicgen-pop", "musicgen")):
+        meta = json.loads((tmp_path / f"{task}.digests.json").read_text())["model"]
+        assert meta["model_path_source"] == "standin"
+        assert meta["weights_sha256"] == weights_digest(STANDIN_ROOT / name)
