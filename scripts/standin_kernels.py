@@ -46,7 +46,7 @@ def run_one(task: str, config: str, isa: str, work: Path) -> dict:
         return {"task": task, "config": config, "isa": isa, "error": done.stderr.strip().splitlines()[-1]}
     digests = json.loads((work / f"{stem}.digests.json").read_text())
     tokens = json.loads((work / f"{stem}.tokens.json").read_text())["arrays"]
-    (name, rows), = tokens.items()
+    ((name, rows),) = tokens.items()
     return {
         "task": task,
         "config": config,
@@ -71,32 +71,41 @@ def differing(a: list, b: list) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--isa", nargs="+", default=["native", "avx2", "scalar"])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--native-only", nargs="*", default=[], help="tasks run at native only (dtype comparison)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for task in TASKS:
-            for config in CONFIGS:
-                for isa in args.isa:
+        for task in args.tasks:
+            for config in args.configs:
+                for isa in ["native"] if task in args.native_only else args.isa:
                     r = run_one(task, config, isa, Path(tmp))
                     rows.append(r)
-                    print(f"{task} {config} {isa}: {r.get('error') or r['output'][:12]} ({r.get('wall_s')} s)", flush=True)
+                    print(
+                        f"{task} {config} {isa}: {r.get('error') or r['output'][:12]} ({r.get('wall_s')} s)", flush=True
+                    )
     by = {(r["task"], r["config"], r["isa"]): r for r in rows}
-    print("\n| task | config | " + " | ".join(f"{i} vs native" for i in args.isa[1:]) + " | tokens differing from float32 |")
+    print(
+        "\n| task | config | "
+        + " | ".join(f"{i} vs native" for i in args.isa[1:])
+        + " | tokens differing from float32 |"
+    )
     print("| --- | --- |" + " --- |" * len(args.isa))
-    for task in TASKS:
-        for config in CONFIGS:
+    for task in args.tasks:
+        for config in args.configs:
             base = by[(task, config, "native")]
             cells = []
             for isa in args.isa[1:]:
-                other = by[(task, config, isa)]
+                other = by.get((task, config, isa), {"error": "not run"})
                 if "error" in other or "error" in base:
                     cells.append(other.get("error") or base.get("error"))
                     continue
                 d, n = differing(base["tokens"], other["tokens"])
                 cells.append("bitwise" if other["output"] == base["output"] else f"output differs, tokens {d}/{n}")
             ref = by[(task, "float32", "native")]
-            if config == "float32" or "error" in base:
+            if config == "float32" or "error" in base or "error" in ref:
                 vs = "-"
             else:
                 d, n = differing(ref["tokens"], base["tokens"])

@@ -2,21 +2,23 @@
 
 Provenance of ``harness/models/standins/`` (see docs/standins.md for the measured cost):
 
-- ``gpt2``: a byte-level BPE tokenizer (2,048 tokens) and a 2-layer, 64-wide GPT-2 trained on CPython's
-  own ``pydoc_data/topics.py`` (the interpreter's reference prose, ~465 K characters, already
-  on disk with every Python), one document per topic separated by ``<|endoftext|>``.
-- ``musicgen``: up to 400 scores of music21's corpus (as many as the render cap allows) (Bach chorales, Palestrina, Monteverdi,
-  Trecento ballate, Ryan's Mammoth fiddle tunes), rendered to 16 kHz audio with pretty_midi's
-  additive synthesiser (sine, or a sawtooth for the fiddle tunes), captioned from metadata
-  (style, tune type, key, voices, tempo class). The EnCodec-style codec keeps a seeded
-  encoder/decoder; its residual codebooks are fitted by k-means to the encoder's frames of
-  the training audio (EnCodec's own codebook initialisation), so they are non-zero and used.
-  The T5 text encoder and the MusicGen decoder are trained jointly on the codes, with 15 %
-  of captions dropped to the null condition (zeroed encoder states, what ``generate`` feeds
-  the unconditional half under classifier-free guidance).
+- ``gpt2``: a byte-level BPE tokenizer (2,048 tokens) and a 2-layer, 64-wide GPT-2 trained
+  on CPython's own ``pydoc_data/topics.py`` (the interpreter's reference prose, ~465 K
+  characters, on disk with every Python), one document per topic, ``<|endoftext|>`` between.
+- ``musicgen``: up to 400 scores of music21's corpus, as many as the render cap allows (Bach
+  chorales, Palestrina, Monteverdi, Trecento ballate, Ryan's Mammoth fiddle tunes), rendered
+  to 16 kHz audio with pretty_midi's additive synthesiser (sine, or a sawtooth for the fiddle
+  tunes), captioned from metadata (style, tune type, key, voices, tempo class). The
+  EnCodec-style codec keeps a seeded encoder/decoder; its residual codebooks are fitted by
+  k-means to the encoder's frames of the training audio (EnCodec's own codebook
+  initialisation), so they are non-zero and used. The T5 text encoder and the MusicGen
+  decoder are trained jointly on the codes, with 15 % of captions dropped to the null
+  condition (zeroed encoder states, what ``generate`` feeds the unconditional half under
+  classifier-free guidance).
 
 Training-only packages (``pip install music21 pretty_midi``) are not runtime dependencies.
-Run niced, 1 thread (the machine is shared; two threads spin on each other): ``nice -n 5 python scripts/train_standins.py all``. The output is not
+Run niced, 1 thread (the machine is shared; two threads spin on each other):
+``nice -n 5 python scripts/train_standins.py all``. The output is not
 bitwise reproducible across CPUs (float summation order), which is why the files are shipped.
 """
 
@@ -219,7 +221,7 @@ def render_corpus(minutes: float = 8.0) -> list[dict]:
             path = queues[composer].pop(0)
             try:
                 item = _render_one(path, composer, style, wave)
-            except Exception as err:  # noqa: BLE001 - a score music21 cannot render is skipped
+            except Exception as err:
                 print(f"skip {path.name}: {type(err).__name__}", flush=True)
                 continue
             if item is not None:
@@ -309,7 +311,11 @@ def fit_codebooks(model, audios: list[np.ndarray], iters: int = 15) -> None:
             counts = torch.bincount(assign, minlength=k).float()
             sums = torch.zeros_like(cent).index_add_(0, assign, residual)
             empty = counts == 0
-            cent = torch.where(empty[:, None], residual[torch.randint(len(residual), (k,), generator=g)], sums / counts.clamp(min=1)[:, None])
+            cent = torch.where(
+                empty[:, None],
+                residual[torch.randint(len(residual), (k,), generator=g)],
+                sums / counts.clamp(min=1)[:, None],
+            )
         layer.codebook.embed.copy_(cent)
         layer.codebook.embed_avg.copy_(cent)
         layer.codebook.cluster_size.fill_(1.0)
@@ -346,7 +352,12 @@ def train_musicgen(out: Path, steps: int, threads: int, minutes: float, render_m
         t_render = time.time() - t_render
         WORK.mkdir(parents=True, exist_ok=True)
         meta = [{"caption": i["caption"], "source": i["source"]} for i in items]
-        np.savez(cache, meta=json.dumps(meta), seconds=json.dumps(t_render), **{f"a{i}": it["audio"] for i, it in enumerate(items)})
+        np.savez(
+            cache,
+            meta=json.dumps(meta),
+            seconds=json.dumps(t_render),
+            **{f"a{i}": it["audio"] for i, it in enumerate(items)},
+        )
     if steps == 0:
         return {"clips": len(items), "render_seconds": t_render}
     captions = [i["caption"] for i in items]
@@ -462,7 +473,9 @@ def main() -> None:
         train_musicgen(args.out / "musicgen", 0, args.threads, 0.0, args.render_minutes)
         return
     if args.which in ("musicgen", "all"):
-        reports.append(train_musicgen(args.out / "musicgen", args.musicgen_steps, args.threads, args.minutes, args.render_minutes))
+        reports.append(
+            train_musicgen(args.out / "musicgen", args.musicgen_steps, args.threads, args.minutes, args.render_minutes)
+        )
     for r in reports:
         r.update({"torch": torch.__version__, "date": time.strftime("%Y-%m-%d")})
         WORK.mkdir(parents=True, exist_ok=True)

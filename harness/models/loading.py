@@ -223,12 +223,12 @@ def read_config(path: str):
 
 
 __all__ = [
+    "STANDIN_PREFIX",
+    "TINY_PREFIX",
     "ModelNotFound",
     "QuantizationReport",
     "ResolvedModel",
     "UnsupportedConfiguration",
-    "STANDIN_PREFIX",
-    "TINY_PREFIX",
     "count_quantized",
     "is_builtin",
     "load_kwargs",
