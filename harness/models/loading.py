@@ -9,6 +9,7 @@ id resolved from the local cache only: nothing is downloaded at run time. Safe d
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ def safetensors_only() -> bool:
     return os.environ.get("HARNESS_ALLOW_PICKLE_WEIGHTS") != "1"
 
 
+@functools.cache
+def _standin_weights(path: str) -> str:
+    """The tensor-level hash manifests record, computed once: the files are pinned."""
+    return weights_digest(Path(path))
+
+
 def is_builtin(ref: str) -> bool:
     """A model the harness itself provides (tiny or stand-in): runners are given its folder."""
     return ref.startswith((TINY_PREFIX, STANDIN_PREFIX))
@@ -66,8 +73,8 @@ def resolve_model(ref: str) -> ResolvedModel:
         if name not in STANDIN_NAMES:
             known = ", ".join(STANDIN_PREFIX + n for n in STANDIN_NAMES)
             raise ModelNotFound(f"unknown stand-in model {ref!r}; known: {known}")
-        path = standin_dir(name)  # every file's pinned sha256 checked first
-        return ResolvedModel(ref, str(path), "standin", weights_digest(path))
+        path = standin_dir(name)  # every file's pinned sha256 checked first (once per process)
+        return ResolvedModel(ref, str(path), "standin", _standin_weights(str(path)))
     local = Path(ref).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists() and not (local / "model_index.json").exists():
