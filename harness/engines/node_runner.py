@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from harness.engines.base import LoadedModel, Stopwatch
-from harness.models.loading import UnsupportedConfiguration, count_quantized, resolve_model
+from harness.models.loading import UnsupportedConfiguration, count_quantized, is_builtin, resolve_model
 from harness.outputs import Output
 from harness.spec.kinds import KINDS, NodeRunner, load_object
 from harness.spec.tasks import AudioGenerationConfig, AudioTask, GPTGenerationConfig, GPTTask, task_to_doc
@@ -75,8 +75,8 @@ def _runner_inference(support: NodeRunner):
 
 
 def runner_model(ref: str) -> str:
-    """What the runner is given as ``model``: a tiny model's folder, anything else as the task says."""
-    return resolve_model(ref).path if ref.startswith("tiny:") else ref
+    """What the runner is given as ``model``: a tiny model's or stand-in's folder, anything else as the task says."""
+    return resolve_model(ref).path if is_builtin(ref) else ref
 
 
 def runner_device() -> str:
@@ -294,7 +294,7 @@ def _gpt_output(
 ) -> Output:
     from harness.engines.textgen import _eos_ids, token_id_rows
 
-    if task.model.startswith("tiny:"):
+    if is_builtin(task.model):
         response = {**response, "model": task.model}
     rows = capture.sequences[:, capture.prompt_width :].to("cpu").numpy().astype(np.int64)
     token_ids = token_id_rows(rows, _eos_ids(capture.generation_config, pipe.tokenizer))

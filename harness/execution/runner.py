@@ -94,16 +94,17 @@ def _lint_for(matrix: Matrix, cells: list[Cell]) -> dict[str, list[str]]:
 
 
 def tiny_models_of(matrix: Matrix) -> dict[str, str]:
-    """Build the tiny models the matrix uses (once, before workers race) and return their hashes."""
-    from harness.models.tiny import tiny_info
+    """Build the tiny models (and check the stand-ins) the matrix uses, once, before workers race,
+    and return their weights hashes."""
+    from harness.models.loading import is_builtin, resolve_model
 
     found: dict[str, str] = {}
 
     def visit(doc: Any) -> None:
         if isinstance(doc, dict):
             ref = doc.get("model")
-            if isinstance(ref, str) and ref.startswith("tiny:"):
-                found[ref] = tiny_info(ref.split(":", 1)[1])["weights_sha256"]
+            if isinstance(ref, str) and is_builtin(ref) and ref not in found:
+                found[ref] = str(resolve_model(ref).weights_sha256)
             for v in doc.values():
                 visit(v)
 

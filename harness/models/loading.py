@@ -1,6 +1,7 @@
 """Resolve a model reference and load it with the asked dtype and quantization.
 
-A reference is ``tiny:<name>`` (built offline on demand), a local folder, or a Hugging Face
+A reference is ``tiny:<name>`` (built offline on demand), ``standin:<name>`` (a trained
+stand-in shipped with the harness, digests checked), a local folder, or a Hugging Face
 id resolved from the local cache only: nothing is downloaded at run time. Safe defaults:
 ``trust_remote_code=False`` and safetensors only, unless the user opts in explicitly
 (``HARNESS_TRUST_REMOTE_CODE=1`` / ``HARNESS_ALLOW_PICKLE_WEIGHTS=1``).
@@ -8,6 +9,7 @@ id resolved from the local cache only: nothing is downloaded at run time. Safe d
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.models.standins import STANDIN_NAMES, standin_dir
 from harness.models.tiny import TINY_NAMES, ensure_tiny, weights_digest
+
+TINY_PREFIX = "tiny:"
+STANDIN_PREFIX = "standin:"
 
 
 class ModelNotFound(HarnessError, LookupError):
@@ -30,8 +36,8 @@ class UnsupportedConfiguration(HarnessError, RuntimeError):
 class ResolvedModel:
     ref: str  # what the task said
     path: str  # folder or cached snapshot to load from
-    source: str  # tiny | local | hf-cache
-    weights_sha256: str | None = None  # tiny models (and local folders on request)
+    source: str  # tiny | standin | local | hf-cache
+    weights_sha256: str | None = None  # tiny models and stand-ins
 
 
 def trust_remote_code() -> bool:
@@ -42,15 +48,33 @@ def safetensors_only() -> bool:
     return os.environ.get("HARNESS_ALLOW_PICKLE_WEIGHTS") != "1"
 
 
+@functools.cache
+def _standin_weights(path: str) -> str:
+    """The tensor-level hash manifests record, computed once: the files are pinned."""
+    return weights_digest(Path(path))
+
+
+def is_builtin(ref: str) -> bool:
+    """A model the harness itself provides (tiny or stand-in): runners are given its folder."""
+    return ref.startswith((TINY_PREFIX, STANDIN_PREFIX))
+
+
 def resolve_model(ref: str) -> ResolvedModel:
     """Map a task's ``model`` string to files on this machine, or say clearly why not."""
-    if ref.startswith("tiny:"):
-        name = ref.split(":", 1)[1]
+    if ref.startswith(TINY_PREFIX):
+        name = ref.removeprefix(TINY_PREFIX)
         if name not in TINY_NAMES:
-            raise ModelNotFound(f"unknown tiny model {ref!r}; known: {', '.join('tiny:' + n for n in TINY_NAMES)}")
+            raise ModelNotFound(f"unknown tiny model {ref!r}; known: {', '.join(TINY_PREFIX + n for n in TINY_NAMES)}")
         path = ensure_tiny(name)
         info = json.loads((path / "tiny-model.json").read_text())
         return ResolvedModel(ref, str(path), "tiny", info["weights_sha256"])
+    if ref.startswith(STANDIN_PREFIX):
+        name = ref.removeprefix(STANDIN_PREFIX)
+        if name not in STANDIN_NAMES:
+            known = ", ".join(STANDIN_PREFIX + n for n in STANDIN_NAMES)
+            raise ModelNotFound(f"unknown stand-in model {ref!r}; known: {known}")
+        path = standin_dir(name)  # every file's pinned sha256 checked first (once per process)
+        return ResolvedModel(ref, str(path), "standin", _standin_weights(str(path)))
     local = Path(ref).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists() and not (local / "model_index.json").exists():
@@ -67,7 +91,8 @@ def _resolve_hf_cache(repo_id: str) -> ResolvedModel:
         path = snapshot_download(repo_id, local_files_only=True)
     except HFValidationError:
         raise ModelNotFound(
-            f"model {repo_id!r} is not a tiny: model, a local folder, or a valid Hugging Face id"
+            f"model {repo_id!r} is not a {TINY_PREFIX} or {STANDIN_PREFIX} model, a local folder, or a valid "
+            f"Hugging Face id"
         ) from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         from huggingface_hub.constants import HF_HUB_CACHE
@@ -205,11 +230,14 @@ def read_config(path: str):
 
 
 __all__ = [
+    "STANDIN_PREFIX",
+    "TINY_PREFIX",
     "ModelNotFound",
     "QuantizationReport",
     "ResolvedModel",
     "UnsupportedConfiguration",
     "count_quantized",
+    "is_builtin",
     "load_kwargs",
     "load_pretrained",
     "quantization_config",

@@ -92,6 +92,20 @@ def runner_cwd(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def standin_musicgen() -> Path:
+    from harness.models.loading import resolve_model
+
+    return Path(resolve_model("standin:musicgen").path)
+
+
+@pytest.fixture(scope="session")
+def standin_gpt2() -> Path:
+    from harness.models.loading import resolve_model
+
+    return Path(resolve_model("standin:gpt2").path)
+
+
 PEER_THREADS = 1
 
 

@@ -20,7 +20,7 @@ from harness.engines.audio_io import write_wav
 from harness.engines.base import ModelCache
 from harness.execution.execute import execute
 from harness.spec.tasks import parse_task
-from tests.peer.corpus import AUDIO_CASES, audio_doc
+from tests.peer.corpus import AUDIO_CASES, STANDIN_AUDIO_CASES, audio_doc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,11 +60,21 @@ def harness_wav(doc: dict, cache: ModelCache, load: str, tmp: Path) -> bytes:
 
 @pytest.mark.parametrize("case", list(AUDIO_CASES))
 def test_audio_case_is_byte_identical_cold_and_warm(case, patched_runners, runner_cwd, tiny_musicgen):
+    check_case(case, tiny_musicgen, runner_cwd)
+
+
+@pytest.mark.parametrize("case", STANDIN_AUDIO_CASES)
+def test_standin_case_is_byte_identical_cold_and_warm(case, patched_runners, runner_cwd, standin_musicgen):
+    """The trained stand-in: the runner is given its package folder, as a node a cache snapshot."""
+    check_case(case, standin_musicgen, runner_cwd)
+
+
+def check_case(case: str, folder: Path, runner_cwd: Path) -> None:
     from audio_task.cache.memory_impl import MemoryModelCache
 
     if AUDIO_CASES[case]["doc"].get("quantize_bits"):
         pytest.importorskip("bitsandbytes")
-    doc, other = audio_doc(case, str(tiny_musicgen)), audio_doc(case, str(tiny_musicgen), seed=43)
+    doc, other = audio_doc(case, str(folder)), audio_doc(case, str(folder), seed=43)
     node_cache = MemoryModelCache()
     node = {
         "cold": runner_wav(doc, node_cache),

@@ -19,7 +19,7 @@ import pytest
 from harness.engines.base import ModelCache
 from harness.execution.execute import execute
 from harness.spec.tasks import parse_task
-from tests.peer.corpus import GPT_CASES, gpt_doc
+from tests.peer.corpus import GPT_CASES, STANDIN_GPT_CASES, gpt_doc
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +46,21 @@ def harness_bytes(doc: dict, cache: ModelCache, load: str) -> bytes:
 
 @pytest.mark.parametrize("case", list(GPT_CASES))
 def test_gpt_case_is_byte_identical_cold_and_warm(case, patched_runners, runner_cwd, tiny_gpt2):
+    check_case(case, tiny_gpt2)
+
+
+@pytest.mark.parametrize("case", STANDIN_GPT_CASES)
+def test_standin_case_is_byte_identical_cold_and_warm(case, patched_runners, runner_cwd, standin_gpt2):
+    """The trained stand-in: the runner is given its package folder, as a node a cache snapshot."""
+    check_case(case, standin_gpt2)
+
+
+def check_case(case: str, folder: Path) -> None:
     from gpt_task.cache.memory_impl import MemoryModelCache
 
     if GPT_CASES[case]["doc"].get("quantize_bits"):
         pytest.importorskip("bitsandbytes")
-    doc, other = gpt_doc(case, str(tiny_gpt2)), gpt_doc(case, str(tiny_gpt2), seed=43)
+    doc, other = gpt_doc(case, str(folder)), gpt_doc(case, str(folder), seed=43)
     node_cache = MemoryModelCache()
     node = {
         "cold": runner_bytes(doc, node_cache),
