@@ -93,3 +93,9 @@ AXIS_DIMENSIONS = tuple((d, DIMENSIONS[d].axis, DIMENSIONS[d].anchor) for d in R
 NODE = "node"
 #: the dimensions a verdict judges unless the matrix's gates say otherwise
 DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")
+
+#: the honest sources a calibration pairs (harness calibrate): every comparison dimension, plus
+#: ``machine`` (an execution of another run or bundle given: another machine, or the same one
+#: another day). A calibration entry's scope lists those its bounds cover.
+CALIBRATION_SOURCES = ("repeat", "process", "threads", "isa", "batch", "load", "node", "device", "machine")
+CalibrationSource = Literal["repeat", "process", "threads", "isa", "batch", "load", "node", "device", "machine"]

@@ -1,5 +1,5 @@
 """``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify |
-validators | locate | replay | replay-study | tiny.
+calibrate | validators | locate | replay | replay-study | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -19,6 +19,7 @@ from harness.cli.arguments import add_commands
 from harness.cli.commands import (
     bench,
     bundle,
+    calibrate,
     certify,
     compare,
     exec_,
@@ -50,6 +51,7 @@ COMMANDS = (
     tiny,
     bundle,
     certify,
+    calibrate,
     validators,
     compare,
     bench,

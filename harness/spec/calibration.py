@@ -11,8 +11,14 @@ no finding is drawn from bounds that do not apply.
 Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. 2 -- ``rule`` may be ``replay``
 (harness replay-study): its entries carry ``replay_margin`` (the largest gap a flipped near-tie
 may have) and their waveform bounds are the decoder bounds (a candidate's waveform against the
-validator's decoding of its codes); a version-1 file reads as it is. The ``digest`` is the
-sha256 of the canonical JSON of everything else; a file whose digest does not match is refused.
+validator's decoding of its codes); a version-1 file reads as it is. 3 -- made by ``harness
+calibrate`` from runs and bundles: ``sources`` may also be ``batch``, ``load``, ``node``,
+``device`` and ``machine`` (harness.vocabulary.CALIBRATION_SOURCES), and the scope records the
+environment of every execution paired: ``gpus`` (GPU model, driver and CUDA version; empty: CPU
+only) and ``libraries`` (the torch and transformers versions). A version-1 or 2 file reads as
+it is (those fields absent: not recorded, so not checked) and keeps its digest. The ``digest``
+is the sha256 of the canonical JSON of everything else; a file whose digest does not match is
+refused.
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.digests import digest_json, strict_json_loads
 from harness.errors import HarnessError
+from harness.vocabulary import CALIBRATION_SOURCES, CalibrationSource
 
-CALIBRATION_SCHEMA_VERSION = 2
+CALIBRATION_SCHEMA_VERSION = 3
 MAX_CALIBRATION_BYTES = 4 * 1024 * 1024
 #: honest sources a study can pair (the comparison dimensions it stands in for)
-SOURCES = ("repeat", "process", "threads", "isa")
+SOURCES = CALIBRATION_SOURCES
+#: the libraries whose versions a scope records (a calibration measured under torch 2.13 says
+#: nothing about torch 2.14's kernels)
+SCOPE_LIBRARIES = ("torch", "transformers")
+#: scope fields added in version 3: absent (None) in older files, and then not checked
+_V3_SCOPE_FIELDS = ("gpus", "libraries")
 
 
 class CalibrationError(HarnessError, ValueError):
@@ -58,9 +70,12 @@ class Scope(BaseModel):
     dtype: str
     quantize_bits: int | None = None
     new_tokens: tuple[int, int]  # the range of the tasks' generation_config.max_new_tokens the study ran
-    sources: list[Literal["repeat", "process", "threads", "isa"]]
+    sources: list[CalibrationSource]
     kernel_classes: list[str]  # harness.isa.kernel_class of every execution the study paired
     harness_version: str
+    #: "GPU model, driver D, CUDA C" of every GPU execution paired ([]: CPU only; None: not recorded)
+    gpus: list[str] | None = None
+    libraries: dict[str, list[str]] | None = None  # SCOPE_LIBRARIES -> versions paired (None: not recorded)
 
 
 class Entry(BaseModel):
@@ -87,6 +102,9 @@ class Calibration(BaseModel):
         for entry in doc["entries"]:  # a version-1 file (no replay_margin) keeps its digest
             if entry.get("replay_margin") is None:
                 entry.pop("replay_margin", None)
+            for name in _V3_SCOPE_FIELDS:  # and a version-1 or 2 file (no environment) too
+                if entry["scope"].get(name) is None:
+                    entry["scope"].pop(name, None)
         return digest_json(doc)
 
     def sealed(self) -> Calibration:
@@ -112,7 +130,7 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
     if cal.digest != cal.content_digest():
         raise CalibrationError(
             f"{where}: digest does not match the content (edited after it was written?); "
-            f"make it again with `harness validators --out`"
+            f"make it again with `harness calibrate`"
         )
     return cal
 
@@ -141,6 +159,25 @@ class Facts:
     new_tokens: int | None = None  # the task's generation_config.max_new_tokens (the scope's unit)
     kernel_classes: frozenset[str] = field(default_factory=frozenset)
     sources: frozenset[str] = field(default_factory=frozenset)  # judged dimensions with non-bitwise pairs
+    gpus: frozenset[str] = field(default_factory=frozenset)  # "GPU model, driver D, CUDA C" (see gpu_label)
+    libraries: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (SCOPE_LIBRARIES name, version)
+
+
+def gpu_label(environment: dict[str, Any]) -> list[str]:
+    """Each GPU of an environment fingerprint (harness.execution.env.fingerprint) as a scope
+    names it: the model, the driver and the CUDA version (a driver or CUDA change can change
+    the kernels, so it is another class)."""
+    names = environment.get("gpu_names") or []
+    return sorted(
+        {f"{n}, driver {environment.get('driver') or '?'}, CUDA {environment.get('cuda_runtime') or '?'}" for n in names}
+    )
+
+
+def library_versions(environment: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    """(name, version) of the SCOPE_LIBRARIES an environment fingerprint records."""
+    libs = environment.get("libraries") or {}
+    libs = libs if isinstance(libs, dict) else {}
+    return frozenset((n, str(libs[n])) for n in SCOPE_LIBRARIES if libs.get(n))
 
 
 def _config_name(kind: str, model: str, dtype: str, bits: int | None) -> str:
@@ -177,6 +214,18 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
             f"kernel class {', '.join(outside)} is outside the calibration "
             f"(calibrated: {', '.join(scope.kernel_classes)})"
         )
+    if scope.gpus is not None:
+        gpus = sorted(facts.gpus - set(scope.gpus))
+        if gpus:
+            have = "; ".join(scope.gpus) or "CPU only"
+            return None, f"GPU {'; '.join(gpus)} is outside the calibration (calibrated: {have})"
+    if scope.libraries is not None:
+        libs = sorted((n, v) for n, v in facts.libraries if n in scope.libraries and v not in scope.libraries[n])
+        if libs:
+            have = ", ".join(f"{n} {'/'.join(scope.libraries[n])}" for n, _ in libs)
+            return None, (
+                f"{', '.join(f'{n} {v}' for n, v in libs)} is outside the calibration (calibrated: {have})"
+            )
     missing = sorted(facts.sources - set(scope.sources))
     if missing:
         return None, uncalibrated_sources(missing, scope.sources, entry.notes)

@@ -1,0 +1,336 @@
+"""``harness calibrate``: a rule's calibration file, derived from study runs and bundles.
+
+Why from runs: a study is a matrix whose axes are the honest sources and whose tasks are
+prompts and seeds, so it runs on any executor (``--parallel``, ``--resume``, Ray, GPU nodes)
+and on any model; another machine's run or bundle is one more honest source (``machine``).
+This module reads them (harness.analysis.calibration pairs and splits), makes each kind's
+cheats from the runs' own outputs (the KindSpec's ``cheats``, harness.compare.cheats), measures
+the rule on the held-out half and writes one entry per configuration with its scope.
+
+Composite (codes equal, waveform within bounds): a source whose honest pairs change codes
+cannot pass it, whatever its bounds, so it is left out of the entry's scope with the measured
+reason; the bounds are ``CALIBRATION_MARGIN`` x the largest honest max-abs and rel-L2 of the
+calibration half's in-scope pairs. Replay: harness.workflows.calibrate_replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.analysis.calibration import (
+    CALIBRATION_MARGIN,
+    CalibrationInputError,
+    ConfigKey,
+    Execution,
+    HonestPair,
+    executions,
+    held_out,
+    honest_pairs,
+    waveform_spread,
+    wilson,
+)
+from harness.compare.cheats import CheatSources
+from harness.compare.levels import Comparable, Thresholds
+from harness.compare.validators import composite, composite_score
+from harness.spec.calibration import SCOPE_LIBRARIES, Calibration, Entry, Rate, Scope
+from harness.spec.kinds import KINDS, load_object
+from harness.vocabulary import CALIBRATION_SOURCES
+
+RULES = ("composite", "replay")
+#: rules with nothing to calibrate, and why (a kind whose network rule this is needs no file)
+NOTHING_TO_CALIBRATE = {"result_hash": "the result hash has no bound to measure: equal or not"}
+
+
+@dataclass
+class Judged:
+    """One held-out candidate (an honest pair or a cheat) and what the rule decided."""
+
+    what: str  # the honest source, or the cheat's name
+    accepted: bool
+    score: float | None  # accepted iff <= 1 (None: never, e.g. other codes)
+    codes_differ: bool = False
+    reason: str = ""
+
+
+@dataclass
+class ConfigStudy:
+    """One configuration's calibration: its entry and the held-out evidence behind it."""
+
+    config: ConfigKey
+    entry: Entry
+    pairs: dict[str, dict[str, int]]  # source -> pairs, codes differ, held out, rejected held out
+    honest: list[Judged] = field(default_factory=list)
+    cheats: list[Judged] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # rule-specific figures (replay: margin, gaps)
+
+    @property
+    def by_cheat(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"candidates": 0, "accepted": 0})
+        for c in self.cheats:
+            out[c.what]["candidates"] += 1
+            out[c.what]["accepted"] += c.accepted
+        return dict(out)
+
+
+@dataclass
+class CalibrationStudy:
+    rule: str
+    calibration: Calibration
+    configs: list[ConfigStudy]
+    inputs: list[str]
+    notes: list[str]
+    seconds: float
+    executions: int
+
+
+def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[Any]:
+    """Each run directory or bundle opened (and verified), refused with one line when a study
+    run is incomplete: a calibration is never made on fewer cells than its study asked."""
+    from harness.analysis.evidence import expected_cells
+    from harness.analysis.run import latest_records
+    from harness.store.bundle import open_run_or_bundle
+
+    opened = []
+    for path in paths:
+        run = stack.enter_context(open_run_or_bundle(path))
+        loaded = run.store.load_records()
+        if loaded.problems:
+            raise CalibrationInputError(f"{path}: unreadable records ({loaded.problems[0]})")
+        records = {r.cell_id: r for r in latest_records(loaded.records)}
+        expected = expected_cells(run.store.manifest()) or {}
+        missing = sorted(set(expected) - set(records))
+        failed = [r for r in records.values() if r.status in ("failed", "timeout")]
+        if missing or failed:
+            parts = [f"{len(missing)} cell(s) missing (first: {missing[0]})"] if missing else []
+            parts += [f"{len(failed)} failed (first: {failed[0].cell_id}: {failed[0].reason})"] if failed else []
+            raise CalibrationInputError(
+                f"{path}: the study is incomplete: {'; '.join(parts)}; finish it (harness run --resume) "
+                f"or re-run those cells: a calibration is never made on fewer cells than the study asked"
+            )
+        opened.append(run)
+    return opened
+
+
+def calibratable(runs: list[Execution], rule: str, paths: Sequence[str | Path]) -> tuple[list[Execution], list[str]]:
+    """The executions of the kinds that can calibrate ``rule``, checked to be one study: the
+    configurations of the first run (another model's or kind's run mixed in is refused), one
+    set of weights per model."""
+    notes, kept = [], []
+    kinds = sorted({e.config.kind for e in runs})
+    for kind in kinds:
+        if rule not in (KINDS.get(kind).cheats if kind in KINDS else {}):
+            network = KINDS.get(kind).network_rule[0] if kind in KINDS else "result_hash"
+            why = NOTHING_TO_CALIBRATE.get(network, f"no {rule} rule for this kind")
+            notes.append(f"{kind}: left out: no {rule} calibration for this kind (its network rule {network}: {why})")
+    for e in runs:
+        if rule in (KINDS.get(e.config.kind).cheats if e.config.kind in KINDS else {}):
+            kept.append(e)
+    if not kept:
+        raise CalibrationInputError(f"{paths[0]}: nothing to calibrate for the {rule} rule ({'; '.join(notes)})")
+    study = {(e.config.kind, e.config.model) for e in runs if e.source == 0}
+    for i, path in enumerate(paths[1:], start=1):
+        theirs = {(e.config.kind, e.config.model) for e in runs if e.source == i}
+        if theirs and not theirs & study:
+            other = ", ".join(f"{k} {m}" for k, m in sorted(theirs))
+            mine = ", ".join(f"{k} {m}" for k, m in sorted(study)) or "nothing calibratable"
+            raise CalibrationInputError(f"{path}: holds {other}, another model or kind than the study ({mine})")
+    weights: dict[str, set[str]] = defaultdict(set)
+    for e in kept:
+        if e.weights:
+            weights[e.config.model].add(e.weights)
+    for model, digests in weights.items():
+        if len(digests) > 1:
+            raise CalibrationInputError(
+                f"the runs hold {model} with {len(digests)} different weights ({', '.join(sorted(d[:12] for d in digests))})"
+            )
+    return [e for e in kept if (e.config.kind, e.config.model) in study], notes
+
+
+def _reference(group: list[Execution]) -> Execution:
+    """A task's reference execution: the first run's, native kernels, fewest threads, first worker."""
+    ax = lambda e: e.record.axes
+    return min(group, key=lambda e: (e.source, ax(e).isa != "native", ax(e).threads or 0, ax(e).worker, ax(e).repeat))
+
+
+def cheat_sources(
+    config: ConfigKey, task: str, by_task: dict[tuple[ConfigKey, str], list[Execution]], honest: Comparable, spread: float
+) -> tuple[Execution, CheatSources]:
+    """The reference of ``task`` and what its cheats are made from: another seed's and another
+    prompt's output (same configuration), the same task under the model's other configurations."""
+    group = by_task[(config, task)]
+    ref = _reference(group)
+    others = [(k, g) for k, g in by_task.items() if k[0] == config and k[1] != task]
+    other_seed = next((_reference(g) for _, g in others if g[0].prompt == ref.prompt and g[0].seed != ref.seed), None)
+    other_prompt = next((_reference(g) for _, g in others if g[0].prompt != ref.prompt and g[0].seed == ref.seed), None)
+    other_prompt = other_prompt or next((_reference(g) for _, g in others if g[0].prompt != ref.prompt), None)
+    lower = {
+        k[0].name.split(" ", 2)[2]: _reference(g).output
+        for k, g in by_task.items()
+        if k[1] == task and k[0] != config and (k[0].kind, k[0].model) == (config.kind, config.model)
+    }
+    return ref, CheatSources(
+        honest=honest,
+        other_seed=other_seed.output if other_seed else None,
+        other_prompt=other_prompt.output if other_prompt else None,
+        lower=lower,
+        spread=max(spread, 1e-9),
+        noise_seed=int(task[:8], 16) % (2**31),
+        claimed_dtype=config.dtype,
+    )
+
+
+def scope_of(config: ConfigKey, pairs: list[HonestPair], sources: list[str]) -> Scope:
+    from harness import __version__
+
+    runs = {e.label: e for p in pairs for e in (p.a, p.b)}.values()
+    libraries: dict[str, set[str]] = defaultdict(set)
+    for e in runs:
+        for name, version in e.libraries:
+            libraries[name].add(version)
+    tokens = [e.new_tokens for e in runs if e.new_tokens is not None]
+    return Scope(
+        kind=config.kind,
+        model=config.model,
+        weights_sha256=next((e.weights for e in runs if e.weights), None),
+        dtype=config.dtype,
+        quantize_bits=config.quantize_bits,
+        new_tokens=(min(tokens), max(tokens)) if tokens else (0, 0),
+        sources=[s for s in CALIBRATION_SOURCES if s in sources],  # type: ignore[misc]
+        kernel_classes=sorted({e.kernel_class for e in runs if e.kernel_class}),
+        harness_version=__version__,
+        gpus=sorted({g for e in runs for g in e.gpus}),
+        libraries={n: sorted(libraries[n]) for n in SCOPE_LIBRARIES if libraries.get(n)},
+    )
+
+
+def source_table(pairs: list[HonestPair], held: frozenset[str]) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    for p in pairs:
+        row = table.setdefault(p.source, {"pairs": 0, "codes_differ": 0, "held_out": 0, "rejected": 0})
+        row["pairs"] += 1
+        row["codes_differ"] += not p.codes_equal
+        row["held_out"] += p.task in held
+    return table
+
+
+def calibrate_composite(
+    config: ConfigKey, pairs: list[HonestPair], by_task: dict[tuple[ConfigKey, str], list[Execution]], held: frozenset[str]
+) -> ConfigStudy:
+    table = source_table(pairs, held)
+    notes, sources = [], []
+    for source, row in table.items():
+        if row["codes_differ"]:
+            notes.append(
+                f"{source}: codes differ in {row['codes_differ']} of {row['pairs']} honest pairs, so the composite "
+                f"rule (codes equal) cannot accept them; {source} is outside this entry's scope"
+            )
+        else:
+            sources.append(source)
+    kept = [p for p in pairs if p.source in sources]
+    max_abs, rel = waveform_spread(p for p in kept if p.task not in held)
+    thr = Thresholds(waveform_max_abs=max_abs * CALIBRATION_MARGIN, waveform_rel_l2=rel * CALIBRATION_MARGIN)
+    study = ConfigStudy(config=config, entry=None, pairs=table)  # type: ignore[arg-type]
+    for p in kept:
+        if p.task in held:
+            ok = bool(composite(p.a.output, p.b.output, thr))
+            table[p.source]["rejected"] += not ok
+            study.honest.append(Judged(p.source, ok, _finite(composite_score(p.a.output, p.b.output, thr))))
+    for task in sorted({p.task for p in pairs if p.task in held}):
+        ref, src = cheat_sources(config, task, by_task, _other_hardware(kept, task, config, by_task), max_abs)
+        maker = load_object(KINDS.get(config.kind).cheats["composite"])
+        references = _sharing_codes(ref, [e for p in kept if p.task == task for e in (p.a, p.b)])
+        for what, cand in maker(src):
+            for r in references:  # every honest node the cheat could be grouped with
+                ok = bool(composite(r.output, cand, thr))
+                study.cheats.append(Judged(what, ok, _finite(composite_score(r.output, cand, thr))))
+    study.entry = Entry(
+        scope=scope_of(config, kept or pairs, sources),
+        waveform_max_abs=thr.waveform_max_abs,
+        waveform_rel_l2=thr.waveform_rel_l2,
+        false_reject=_rate(h.accepted is False for h in study.honest),
+        false_accept=_rate(c.accepted for c in study.cheats),
+        notes=notes,
+    )
+    study.details = {"honest_max_abs": max_abs, "honest_max_rel_l2": rel, "margin": CALIBRATION_MARGIN}
+    return study
+
+
+def _sharing_codes(ref: Execution, runs: list[Execution]) -> list[Execution]:
+    """The task's honest executions (one per distinct output) whose codes are the reference's:
+    the nodes a cheat that keeps or edits the honest codes competes with."""
+    out: dict[str | None, Execution] = {ref.output.output_digest(): ref}
+    for e in sorted(runs, key=lambda e: e.label):
+        if e.output.tokens_digest() == ref.output.tokens_digest():
+            out.setdefault(e.output.output_digest(), e)
+    return list(out.values())
+
+
+def _other_hardware(
+    kept: list[HonestPair], task: str, config: ConfigKey, by_task: dict[tuple[ConfigKey, str], list[Execution]]
+) -> Comparable:
+    """The task's honest output on other hardware (what a cheater edits): the reference's
+    partner in an in-scope pair other than a repeat, else the reference itself."""
+    ref = _reference(by_task[(config, task)])
+    for p in sorted(kept, key=lambda p: p.source == "repeat"):
+        if p.task == task and (p.a is ref or p.b is ref):
+            return (p.b if p.a is ref else p.a).output
+    return ref.output
+
+
+def _rate(errors: Any) -> Rate:
+    flags = list(errors)
+    return wilson(sum(bool(x) for x in flags), len(flags))
+
+
+def _finite(x: float) -> float | None:
+    return None if x == float("inf") else float(x)
+
+
+def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **replay_options: Any) -> CalibrationStudy:
+    """Read the runs and bundles, pair, split, make the cheats and calibrate ``rule`` per configuration."""
+    if rule not in RULES:
+        raise CalibrationInputError(f"unknown rule {rule!r}; harness calibrate makes {', '.join(RULES)}")
+    if not paths:
+        raise CalibrationInputError("give at least one study run or bundle")
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        opened = open_runs(paths, stack)
+        runs, notes = calibratable(executions(opened), rule, paths)
+        by_config, left_out = honest_pairs(runs)
+        notes += left_out
+        by_task: dict[tuple[ConfigKey, str], list[Execution]] = defaultdict(list)
+        for e in runs:
+            by_task[(e.config, e.task)].append(e)
+        configs = sorted({e.config for e in runs}, key=lambda c: c.name)
+        for config in configs:
+            if not by_config.get(config):
+                raise CalibrationInputError(
+                    f"no honest pairs for {config.name}: each of its tasks ran once (a study needs repeats, "
+                    f"workers, threads, kernel levels or another run of the same tasks)"
+                )
+        tasks = {p.task for ps in by_config.values() for p in ps}
+        if len(tasks) < 2:
+            raise CalibrationInputError(
+                f"the runs hold honest pairs for {len(tasks)} task(s); holding out needs at least 2 (more seeds or prompts)"
+            )
+        held = held_out(tasks)
+        if rule == "composite":
+            studies = [calibrate_composite(c, by_config[c], by_task, held) for c in configs]
+        else:
+            from harness.workflows.calibrate_replay import calibrate_replay
+
+            studies = [calibrate_replay(c, by_config[c], by_task, held, **replay_options) for c in configs]
+        seconds = time.perf_counter() - start
+        made_by = (
+            f"harness calibrate --rule {rule}: {len(runs)} executions of {len(tasks)} tasks "
+            f"({len(tasks) - len(held)} calibrate, {len(held)} held out, split by task) from "
+            f"{', '.join(Path(p).name for p in paths)}"
+        )
+        cal = Calibration(rule=rule, made_by=made_by, entries=[s.entry for s in studies]).sealed()  # type: ignore[arg-type]
+        return CalibrationStudy(rule, cal, studies, [str(p) for p in paths], notes, seconds, len(runs))
