@@ -307,14 +307,16 @@ def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **repl
         by_task: dict[tuple[ConfigKey, str], list[Execution]] = defaultdict(list)
         for e in runs:
             by_task[(e.config, e.task)].append(e)
-        configs = sorted({e.config for e in runs}, key=lambda c: c.name)
+        # the study's configurations (the first run's); the others' executions of other
+        # configurations serve as cheats (a lower precision passed off)
+        configs = sorted({e.config for e in runs if e.source == 0}, key=lambda c: c.name)
         for config in configs:
             if not by_config.get(config):
                 raise CalibrationInputError(
                     f"no honest pairs for {config.name}: each of its tasks ran once (a study needs repeats, "
                     f"workers, threads, kernel levels or another run of the same tasks)"
                 )
-        tasks = {p.task for ps in by_config.values() for p in ps}
+        tasks = {p.task for c in configs for p in by_config[c]}
         if len(tasks) < 2:
             raise CalibrationInputError(
                 f"the runs hold honest pairs for {len(tasks)} task(s); holding out needs at least 2 (more seeds or prompts)"
