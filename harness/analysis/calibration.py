@@ -44,6 +44,7 @@ SAMPLED_DIVERGE = {
     "load": "loading the model draws random numbers, so cold and warm diverge by design",
 }
 TASK_SETTINGS = ("dtype", "quantize_bits", "seed", "model")
+DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 
 class CalibrationInputError(HarnessError, ValueError):
@@ -70,6 +71,11 @@ class ConfigKey:
     @property
     def name(self) -> str:
         return f"{self.kind} {self.model} {self.dtype}" + (f" {self.quantize_bits}-bit" if self.quantize_bits else "")
+
+    @property
+    def bits(self) -> int:
+        """Bits per weight: what "a lower precision passed off" compares (a cheaper run has fewer)."""
+        return self.quantize_bits or DTYPE_BITS.get(self.dtype, 32)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,5 +1,5 @@
 """``harness``: validate | schema | exec | expand | run | report | show | compare | bench | bundle | certify |
-calibrate | validators | locate | replay | replay-study | tiny.
+calibrate | locate | replay | tiny.
 
 Every expected failure (bad task, unknown model, corrupted run, locked run) is one line on
 stderr and exit code 2; a failed gate is exit code 1; never a traceback for bad input.
@@ -27,14 +27,12 @@ from harness.cli.commands import (
     keygen,
     locate,
     replay,
-    replay_study,
     report,
     run,
     schema,
     show,
     tiny,
     validate,
-    validators,
     verify,
 )
 from harness.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
@@ -52,16 +50,21 @@ COMMANDS = (
     bundle,
     certify,
     calibrate,
-    validators,
     compare,
     bench,
     keygen,
     verify,
     locate,
     replay,
-    replay_study,
 )
 BY_NAME = {module.NAME: module for module in COMMANDS}
+#: commands that were replaced, and by what (one line instead of argparse's "invalid choice")
+RETIRED = {
+    "validators": "a calibration is derived from runs now: harness run matrices/studies/tiny-musicgen.toml, then "
+    "harness calibrate RUN --rule composite --out FILE [--report DIR] (docs/calibration.md)",
+    "replay-study": "a calibration is derived from runs now: harness run a study matrix, then "
+    "harness calibrate RUN --rule replay --out FILE [--report DIR] (docs/calibration.md)",
+}
 
 
 def _quiet_libraries() -> None:
@@ -148,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RETIRED:
+        print(f"error: harness {argv[0]} is retired: {RETIRED[argv[0]]}", file=sys.stderr)
+        return EXIT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     refused = _nul_argument(args)

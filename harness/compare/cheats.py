@@ -126,17 +126,18 @@ def audio_cheats(src: CheatSources) -> list[tuple[str, Comparable]]:
     made += [(f"{label} passed off", c) for label, c in sorted(src.lower.items())]
     made += [(f"truncated {int(f * 100)}%", with_waveform(h, truncate(wav, f))) for f in TRUNCATE]
     cut = codes[:-TRUNCATED_FRAMES] if codes.shape[0] > TRUNCATED_FRAMES else codes[:1]
-    cut_wav = (
-        src.redecode(cut)
-        if src.redecode
-        else truncate(wav, 1 - cut.shape[0] / max(codes.shape[0], 1))
-    )
+    cut_wav = src.redecode(cut) if src.redecode else truncate(wav, 1 - cut.shape[0] / max(codes.shape[0], 1))
     made.append((f"truncated ({TRUNCATED_FRAMES} frames), codes cut to match", audio_comparable(cut_wav, cut, rate)))
     made.append(
         ("noise 30 dB, honest codes kept", with_waveform(h, add_noise(wav, 30.0, seed=src.noise_seed), keep_codes=True))
     )
     if src.claimed_dtype not in LOW_PRECISION:
-        made.append(("honest codes, waveform rounded through bfloat16", with_waveform(h, lower_precision(wav, "bfloat16"), True)))
+        made.append(
+            (
+                "honest codes, waveform rounded through bfloat16",
+                with_waveform(h, lower_precision(wav, "bfloat16"), True),
+            )
+        )
     for k in EDIT_SPREADS:
         edited = quiet_edit(wav, src.spread * k, src.noise_seed)
         made.append((f"quiet edit {k:g}x the honest spread, honest codes kept", with_waveform(h, edited, True)))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from harness.workflows.calibrate import CalibrationStudy, ConfigStudy
+    from harness.analysis.calibration_study import CalibrationStudy, ConfigStudy
 
 FLOOR = 1e-3  # a rate of 0 is drawn here on the log axes
 
@@ -62,10 +62,17 @@ def render_markdown(study: CalibrationStudy, plot: str | None = "det.png") -> st
             f"{'; '.join(e.notes) or '-'} |"
         )
     for c in study.configs:
-        lines += ["", f"## {c.config.name}", "", "| honest source | pairs | codes differ | held out | rejected held out |"]
+        lines += [
+            "",
+            f"## {c.config.name}",
+            "",
+            "| honest source | pairs | codes differ | held out | rejected held out |",
+        ]
         lines.append("|---|---|---|---|---|")
         for source, row in c.pairs.items():
-            lines.append(f"| {source} | {row['pairs']} | {row['codes_differ']} | {row['held_out']} | {row['rejected']} |")
+            lines.append(
+                f"| {source} | {row['pairs']} | {row['codes_differ']} | {row['held_out']} | {row['rejected']} |"
+            )
         lines += ["", "| cheat (held out) | candidates | accepted |", "|---|---|---|"]
         for what, row in c.by_cheat.items():
             lines.append(f"| {what} | {row['candidates']} | {row['accepted']} |")
@@ -73,7 +80,8 @@ def render_markdown(study: CalibrationStudy, plot: str | None = "det.png") -> st
         libraries = ", ".join(f"{k} {'/'.join(v)}" for k, v in (scope.libraries or {}).items()) or "-"
         lines += [
             "",
-            f"Scope: kernel classes {', '.join(scope.kernel_classes) or '-'}; GPUs {', '.join(scope.gpus or []) or 'none'}; "
+            f"Scope: kernel classes {', '.join(scope.kernel_classes) or '-'}; "
+            f"GPUs {', '.join(scope.gpus or []) or 'none'}; "
             f"libraries {libraries}; new tokens {scope.new_tokens[0]}-{scope.new_tokens[1]}.",
         ]
     if study.notes:

@@ -2,14 +2,14 @@
 
 Why: a tolerance rule's bounds are measured on honest pairs of one configuration on the
 kernels it was run with. Applied elsewhere (bfloat16 with float32's bounds, or a CPU kind the
-study never ran) they call an honest node a cheat, or pass a cheat. So ``harness validators
---out FILE`` writes what it measured with its scope, a matrix names the file
+study never ran) they call an honest node a cheat, or pass a cheat. So ``harness calibrate
+RUN... --out FILE`` writes what it measured with its scope, a matrix names the file
 (``[validators.audio] calibration = "calibrations/tiny-musicgen.json"``), and the analysis
 uses an entry only for a configuration inside its scope; outside it the verdict says so and
 no finding is drawn from bounds that do not apply.
 
 Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. 2 -- ``rule`` may be ``replay``
-(harness replay-study): its entries carry ``replay_margin`` (the largest gap a flipped near-tie
+(harness calibrate --rule replay): its entries carry ``replay_margin`` (the largest gap a flipped near-tie
 may have) and their waveform bounds are the decoder bounds (a candidate's waveform against the
 validator's decoding of its codes); a version-1 file reads as it is. 3 -- made by ``harness
 calibrate`` from runs and bundles: ``sources`` may also be ``batch``, ``load``, ``node``,
@@ -169,7 +169,10 @@ def gpu_label(environment: dict[str, Any]) -> list[str]:
     the kernels, so it is another class)."""
     names = environment.get("gpu_names") or []
     return sorted(
-        {f"{n}, driver {environment.get('driver') or '?'}, CUDA {environment.get('cuda_runtime') or '?'}" for n in names}
+        {
+            f"{n}, driver {environment.get('driver') or '?'}, CUDA {environment.get('cuda_runtime') or '?'}"
+            for n in names
+        }
     )
 
 
@@ -223,9 +226,7 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
         libs = sorted((n, v) for n, v in facts.libraries if n in scope.libraries and v not in scope.libraries[n])
         if libs:
             have = ", ".join(f"{n} {'/'.join(scope.libraries[n])}" for n, _ in libs)
-            return None, (
-                f"{', '.join(f'{n} {v}' for n, v in libs)} is outside the calibration (calibrated: {have})"
-            )
+            return None, (f"{', '.join(f'{n} {v}' for n, v in libs)} is outside the calibration (calibrated: {have})")
     missing = sorted(facts.sources - set(scope.sources))
     if missing:
         return None, uncalibrated_sources(missing, scope.sources, entry.notes)

@@ -19,7 +19,6 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,58 +34,23 @@ from harness.analysis.calibration import (
     waveform_spread,
     wilson,
 )
-from harness.compare.cheats import CheatSources
+from harness.analysis.calibration_study import (
+    CalibrationStudy,
+    ConfigStudy,
+    Judged,
+    cheat_sources,
+    reference,
+    scope_of,
+    source_table,
+)
 from harness.compare.levels import Comparable, Thresholds
 from harness.compare.validators import composite, composite_score
-from harness.spec.calibration import SCOPE_LIBRARIES, Calibration, Entry, Rate, Scope
+from harness.spec.calibration import Calibration, Entry, Rate
 from harness.spec.kinds import KINDS, load_object
-from harness.vocabulary import CALIBRATION_SOURCES
 
 RULES = ("composite", "replay")
 #: rules with nothing to calibrate, and why (a kind whose network rule this is needs no file)
 NOTHING_TO_CALIBRATE = {"result_hash": "the result hash has no bound to measure: equal or not"}
-
-
-@dataclass
-class Judged:
-    """One held-out candidate (an honest pair or a cheat) and what the rule decided."""
-
-    what: str  # the honest source, or the cheat's name
-    accepted: bool
-    score: float | None  # accepted iff <= 1 (None: never, e.g. other codes)
-    codes_differ: bool = False
-    reason: str = ""
-
-
-@dataclass
-class ConfigStudy:
-    """One configuration's calibration: its entry and the held-out evidence behind it."""
-
-    config: ConfigKey
-    entry: Entry
-    pairs: dict[str, dict[str, int]]  # source -> pairs, codes differ, held out, rejected held out
-    honest: list[Judged] = field(default_factory=list)
-    cheats: list[Judged] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)  # rule-specific figures (replay: margin, gaps)
-
-    @property
-    def by_cheat(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = defaultdict(lambda: {"candidates": 0, "accepted": 0})
-        for c in self.cheats:
-            out[c.what]["candidates"] += 1
-            out[c.what]["accepted"] += c.accepted
-        return dict(out)
-
-
-@dataclass
-class CalibrationStudy:
-    rule: str
-    calibration: Calibration
-    configs: list[ConfigStudy]
-    inputs: list[str]
-    notes: list[str]
-    seconds: float
-    executions: int
 
 
 def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[Any]:
@@ -147,80 +111,17 @@ def calibratable(runs: list[Execution], rule: str, paths: Sequence[str | Path]) 
     for model, digests in weights.items():
         if len(digests) > 1:
             raise CalibrationInputError(
-                f"the runs hold {model} with {len(digests)} different weights ({', '.join(sorted(d[:12] for d in digests))})"
+                f"the runs hold {model} with {len(digests)} different weights "
+                f"({', '.join(sorted(d[:12] for d in digests))})"
             )
     return [e for e in kept if (e.config.kind, e.config.model) in study], notes
 
 
-def _reference(group: list[Execution]) -> Execution:
-    """A task's reference execution: the first run's, native kernels, fewest threads, first worker."""
-    ax = lambda e: e.record.axes
-    return min(group, key=lambda e: (e.source, ax(e).isa != "native", ax(e).threads or 0, ax(e).worker, ax(e).repeat))
-
-
-def cheat_sources(
-    config: ConfigKey, task: str, by_task: dict[tuple[ConfigKey, str], list[Execution]], honest: Comparable, spread: float
-) -> tuple[Execution, CheatSources]:
-    """The reference of ``task`` and what its cheats are made from: another seed's and another
-    prompt's output (same configuration), the same task under the model's other configurations."""
-    group = by_task[(config, task)]
-    ref = _reference(group)
-    others = [(k, g) for k, g in by_task.items() if k[0] == config and k[1] != task]
-    other_seed = next((_reference(g) for _, g in others if g[0].prompt == ref.prompt and g[0].seed != ref.seed), None)
-    other_prompt = next((_reference(g) for _, g in others if g[0].prompt != ref.prompt and g[0].seed == ref.seed), None)
-    other_prompt = other_prompt or next((_reference(g) for _, g in others if g[0].prompt != ref.prompt), None)
-    lower = {
-        k[0].name.split(" ", 2)[2]: _reference(g).output
-        for k, g in by_task.items()
-        if k[1] == task and k[0] != config and (k[0].kind, k[0].model) == (config.kind, config.model)
-    }
-    return ref, CheatSources(
-        honest=honest,
-        other_seed=other_seed.output if other_seed else None,
-        other_prompt=other_prompt.output if other_prompt else None,
-        lower=lower,
-        spread=max(spread, 1e-9),
-        noise_seed=int(task[:8], 16) % (2**31),
-        claimed_dtype=config.dtype,
-    )
-
-
-def scope_of(config: ConfigKey, pairs: list[HonestPair], sources: list[str]) -> Scope:
-    from harness import __version__
-
-    runs = {e.label: e for p in pairs for e in (p.a, p.b)}.values()
-    libraries: dict[str, set[str]] = defaultdict(set)
-    for e in runs:
-        for name, version in e.libraries:
-            libraries[name].add(version)
-    tokens = [e.new_tokens for e in runs if e.new_tokens is not None]
-    return Scope(
-        kind=config.kind,
-        model=config.model,
-        weights_sha256=next((e.weights for e in runs if e.weights), None),
-        dtype=config.dtype,
-        quantize_bits=config.quantize_bits,
-        new_tokens=(min(tokens), max(tokens)) if tokens else (0, 0),
-        sources=[s for s in CALIBRATION_SOURCES if s in sources],  # type: ignore[misc]
-        kernel_classes=sorted({e.kernel_class for e in runs if e.kernel_class}),
-        harness_version=__version__,
-        gpus=sorted({g for e in runs for g in e.gpus}),
-        libraries={n: sorted(libraries[n]) for n in SCOPE_LIBRARIES if libraries.get(n)},
-    )
-
-
-def source_table(pairs: list[HonestPair], held: frozenset[str]) -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    for p in pairs:
-        row = table.setdefault(p.source, {"pairs": 0, "codes_differ": 0, "held_out": 0, "rejected": 0})
-        row["pairs"] += 1
-        row["codes_differ"] += not p.codes_equal
-        row["held_out"] += p.task in held
-    return table
-
-
 def calibrate_composite(
-    config: ConfigKey, pairs: list[HonestPair], by_task: dict[tuple[ConfigKey, str], list[Execution]], held: frozenset[str]
+    config: ConfigKey,
+    pairs: list[HonestPair],
+    by_task: dict[tuple[ConfigKey, str], list[Execution]],
+    held: frozenset[str],
 ) -> ConfigStudy:
     table = source_table(pairs, held)
     notes, sources = [], []
@@ -276,7 +177,7 @@ def _other_hardware(
 ) -> Comparable:
     """The task's honest output on other hardware (what a cheater edits): the reference's
     partner in an in-scope pair other than a repeat, else the reference itself."""
-    ref = _reference(by_task[(config, task)])
+    ref = reference(by_task[(config, task)])
     for p in sorted(kept, key=lambda p: p.source == "repeat"):
         if p.task == task and (p.a is ref or p.b is ref):
             return (p.b if p.a is ref else p.a).output
@@ -319,7 +220,8 @@ def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **repl
         tasks = {p.task for c in configs for p in by_config[c]}
         if len(tasks) < 2:
             raise CalibrationInputError(
-                f"the runs hold honest pairs for {len(tasks)} task(s); holding out needs at least 2 (more seeds or prompts)"
+                f"the runs hold honest pairs for {len(tasks)} task(s); holding out needs at least 2 "
+                f"(more seeds or prompts)"
             )
         held = held_out(tasks)
         if rule == "composite":
@@ -332,7 +234,8 @@ def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **repl
         made_by = (
             f"harness calibrate --rule {rule}: {len(runs)} executions of {len(tasks)} tasks "
             f"({len(tasks) - len(held)} calibrate, {len(held)} held out, split by task) from "
-            f"{', '.join(Path(p).name for p in paths)}"
+            f"{', '.join(Path(p).name for p in paths)}; held-out pairs share their {len(held)} held-out tasks and "
+            f"executions, so the intervals (which treat pairs as independent) are narrower than the evidence"
         )
         cal = Calibration(rule=rule, made_by=made_by, entries=[s.entry for s in studies]).sealed()  # type: ignore[arg-type]
         return CalibrationStudy(rule, cal, studies, [str(p) for p in paths], notes, seconds, len(runs))

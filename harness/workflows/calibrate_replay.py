@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.calibration import CALIBRATION_MARGIN, ConfigKey, Execution, HonestPair, wilson
+from harness.analysis.calibration_study import ConfigStudy, Judged, cheat_sources, reference, scope_of, source_table
 from harness.compare.levels import Comparable, Thresholds, float_metrics
 from harness.spec.calibration import Entry
 from harness.spec.kinds import KINDS, load_object
-from harness.workflows.calibrate import ConfigStudy, Judged, _reference, cheat_sources, scope_of, source_table
 
 #: the one-pass noise is measured on this many calibration tasks (it costs a forced generation each)
 NOISE_TASKS = 2
@@ -50,7 +50,7 @@ class Validator:
         from harness.execution.replay import Candidate, Options, replay_output
 
         self.replays += 1
-        cand = Candidate(arrays={k: np.asarray(c.arrays[k]) for k in ("codes", "waveform")})
+        cand = Candidate(arrays={k: np.asarray(c.arrays[k]) for k in ("codes", "waveform") if k in c.arrays})
         return replay_output(e.config.kind, self.task(e), cand, cache=self.cache, options=Options(**options))
 
     def decide(self, e: Execution, c: Comparable, thr: Thresholds) -> Any:
@@ -58,7 +58,7 @@ class Validator:
         from harness.execution.replay import Candidate
 
         self.replays += 1
-        cand = Candidate(arrays={k: np.asarray(c.arrays[k]) for k in ("codes", "waveform")})
+        cand = Candidate(arrays={k: np.asarray(c.arrays[k]) for k in ("codes", "waveform") if k in c.arrays})
         return validate(e.config.kind, self.task(e), cand, thr, cache=self.cache)
 
     def decoder(self, e: Execution) -> Any:
@@ -146,7 +146,7 @@ def _calibrate(
                 gap = max(gap, stage.max_gap)
                 m = float_metrics(np.asarray(e.output.arrays["waveform"]), stage.decoded)
                 max_abs, rel = max(max_abs, m["max_abs"] or 0.0), max(rel, m["rel_l2"] or 0.0)
-    calibrating = [_reference(by_task[(config, t)]) for t in tasks if t not in held][:NOISE_TASKS]
+    calibrating = [reference(by_task[(config, t)]) for t in tasks if t not in held][:NOISE_TASKS]
     noise = max((one_pass_noise(v, e) for e in calibrating), default=0.0)
     margin = CALIBRATION_MARGIN * max(gap, 2 * noise)
     thr = Thresholds(
@@ -157,7 +157,7 @@ def _calibrate(
     study = ConfigStudy(config=config, entry=None, pairs=table)  # type: ignore[arg-type]
     maker = load_object(KINDS.get(config.kind).cheats["replay"])
     for t in (t for t in tasks if t in held):
-        ref = _reference(by_task[(config, t)])
+        ref = reference(by_task[(config, t)])
         for e in honest[t]:
             d = v.decide(e, e.output, thr)
             differ = e.output.tokens_digest() != ref.output.tokens_digest()

@@ -154,7 +154,10 @@ def _audio(seed: int, frames: int = 12, wobble: float = 0.0) -> object:
 def test_every_audio_cheat_is_rejected_at_the_honest_bounds_and_honest_wobble_is_not():
     ref, honest = _audio(1), _audio(1, wobble=1e-6)
     spread = float(np.max(np.abs(ref.arrays["waveform"] - honest.arrays["waveform"])))
-    thr = Thresholds(waveform_max_abs=2 * spread, waveform_rel_l2=2 * composite_score(ref, honest, Thresholds(waveform_max_abs=1, waveform_rel_l2=1)))
+    thr = Thresholds(
+        waveform_max_abs=2 * spread,
+        waveform_rel_l2=2 * composite_score(ref, honest, Thresholds(waveform_max_abs=1, waveform_rel_l2=1)),
+    )
     assert composite(ref, honest, thr)
     src = CheatSources(
         honest=honest,
@@ -167,7 +170,9 @@ def test_every_audio_cheat_is_rejected_at_the_honest_bounds_and_honest_wobble_is
     made = audio_cheats(src)
     names = [n for n, _ in made]
     assert len(names) == len(set(names)) >= 15
-    assert {"another seed", "another prompt", "bfloat16 passed off", "a code forced", "re-generated from 50%"} <= set(names)
+    assert {"another seed", "another prompt", "bfloat16 passed off", "a code forced", "re-generated from 50%"} <= set(
+        names
+    )
     assert any(n.startswith("overdub 3x") for n in names) and any(n.startswith("truncated") for n in names)
     accepted = [n for n, c in made if composite(ref, c, thr)]
     assert accepted == []
@@ -224,16 +229,24 @@ def _entry(**scope: object) -> Calibration:
         **scope,
     )
     rate = Rate(rate=0, low=0, high=0.1, errors=0, pairs=30)
-    return Calibration(made_by="t", entries=[Entry(scope=sc, waveform_max_abs=1, waveform_rel_l2=1, false_reject=rate, false_accept=rate)]).sealed()
+    return Calibration(
+        made_by="t",
+        entries=[Entry(scope=sc, waveform_max_abs=1, waveform_rel_l2=1, false_reject=rate, false_accept=rate)],
+    ).sealed()
 
 
 def test_an_execution_outside_the_environment_is_not_ready_naming_it():
     facts = SimpleNamespace()
     cal = _entry(gpus=[], libraries={"torch": ["2.13.0+cpu"]})
-    ok = Facts("audio", "m", "float32", None, kernel_classes=frozenset({"k"}), libraries=frozenset({("torch", "2.13.0+cpu")}))
+    ok = Facts(
+        "audio", "m", "float32", None, kernel_classes=frozenset({"k"}), libraries=frozenset({("torch", "2.13.0+cpu")})
+    )
     assert resolve(cal, ok)[0] is not None
     gpu = Facts("audio", "m", "float32", None, gpus=frozenset({"NVIDIA H100, driver 550, CUDA 12.4"}))
-    assert resolve(cal, gpu)[1] == "GPU NVIDIA H100, driver 550, CUDA 12.4 is outside the calibration (calibrated: CPU only)"
+    assert (
+        resolve(cal, gpu)[1]
+        == "GPU NVIDIA H100, driver 550, CUDA 12.4 is outside the calibration (calibrated: CPU only)"
+    )
     torch = Facts("audio", "m", "float32", None, libraries=frozenset({("torch", "2.14.0")}))
     assert resolve(cal, torch)[1] == "torch 2.14.0 is outside the calibration (calibrated: torch 2.13.0+cpu)"
     old = _entry()  # a version-2 scope recorded no environment: nothing to check
@@ -247,3 +260,57 @@ def test_a_version_two_scope_keeps_its_digest():
     for name in ("gpus", "libraries"):
         doc["entries"][0]["scope"].pop(name)
     assert Calibration.model_validate(doc).content_digest() == old.digest
+
+
+def test_a_version_one_calibration_still_reads():
+    """Ported from the retired replay study's tests: the format's older versions keep reading."""
+    from harness.digests import digest_json
+    from harness.spec.calibration import parse_calibration
+
+    entry = {
+        "scope": {
+            "kind": "audio",
+            "model": "tiny:musicgen",
+            "weights_sha256": None,
+            "dtype": "float32",
+            "quantize_bits": None,
+            "new_tokens": [64, 64],
+            "sources": ["repeat"],
+            "kernel_classes": ["k"],
+            "harness_version": "0.1.0",
+        },
+        "waveform_max_abs": 1e-6,
+        "waveform_rel_l2": 1e-6,
+        "notes": [],
+        "false_reject": {"rate": 0.0, "low": 0.0, "high": 0.1, "errors": 0, "pairs": 10},
+        "false_accept": {"rate": 0.0, "low": 0.0, "high": 0.1, "errors": 0, "pairs": 10},
+    }
+    doc = {"schema_version": 1, "rule": "composite", "made_by": "old", "entries": [entry]}
+    doc["digest"] = digest_json(doc)
+    cal = parse_calibration(doc, "old.json")
+    assert cal.entries[0].replay_margin is None and cal.schema_version == 1 and cal.entries[0].scope.gpus is None
+
+
+def test_det_points_and_replay_scores_scale_every_bound_together():
+    """Ported from the retired replay study: a score <= t is accepted at threshold scale t."""
+    import math
+
+    from harness.compare.replay import ReplayDecision
+    from harness.report.calibration import det_curve
+    from harness.workflows.calibrate_replay import _score
+
+    def decision(gap, max_abs=0.0, rel=0.0, accepted=True, lengths=(10, 10)):
+        waveform = {"max_abs": max_abs, "rel_l2": rel, "length_a": lengths[0], "length_b": lengths[1]}
+        return ReplayDecision(accepted=accepted, reason="", max_gap=gap, waveform=waveform)
+
+    thr = Thresholds(replay_margin=0.1, waveform_max_abs=1e-3, waveform_rel_l2=1e-3)
+    assert _score(decision(0.05), thr) == pytest.approx(0.5)
+    assert _score(decision(0.0, max_abs=2e-3), thr) == pytest.approx(2.0)
+    assert _score(decision(None), thr) is None  # an impossible token
+    assert _score(decision(0.0, lengths=(10, 9)), thr) is None
+    assert _score(ReplayDecision(accepted=None, reason="not replayable"), thr) is None
+    det = det_curve([0.2, 0.5, 3.0], [0.8, None, 40.0])
+    i = det["threshold"].index(1.0)
+    assert det["frr"][i] == pytest.approx(1 / 3) and det["far"][i] == pytest.approx(1 / 3)
+    assert det["operating"] == [pytest.approx(1 / 3), pytest.approx(1 / 3)]
+    assert not math.isinf(max(det["threshold"]))

@@ -188,7 +188,7 @@ def test_newer_schema_version_refused():
         (("entries", 0, "waveform_max_abs"), "big", "entries.0.waveform_max_abs"),
         (("entries", 0, "waveform_max_abs"), -1.0, "entries.0.waveform_max_abs"),
         (("entries", 0, "false_accept", "rate"), 1.5, "entries.0.false_accept.rate"),
-        (("entries", 0, "scope", "sources"), ["node"], "entries.0.scope.sources"),
+        (("entries", 0, "scope", "sources"), ["cosmic-ray"], "entries.0.scope.sources"),
         (("entries", 0, "scope", "new_tokens"), "8-64", "entries.0.scope.new_tokens"),
         (("rule",), "tokens", "rule"),
         (("entries",), [], "entries"),

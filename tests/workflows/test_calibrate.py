@@ -91,7 +91,9 @@ def test_a_study_calibrates_its_own_model_and_a_matrix_naming_it_decides(study, 
     assert entry.false_reject.pairs == 2 * 6 and entry.false_reject.errors == 0
     assert entry.false_accept.pairs >= 2 * 15 and entry.false_accept.errors == 0
     report = json.loads((study["tmp"] / "rep" / "calibration.json").read_text())
-    assert report["calibration_digest"] == cal.digest and report["configs"][0]["cheats"]["another seed"]["accepted"] == 0
+    assert (
+        report["calibration_digest"] == cal.digest and report["configs"][0]["cheats"]["another seed"]["accepted"] == 0
+    )
     assert (study["tmp"] / "rep" / "det.png").read_bytes()[:4] == b"\x89PNG"
     assert "| threads |" in (study["tmp"] / "rep" / "calibration.md").read_text()
 
@@ -110,7 +112,14 @@ def test_a_study_calibrates_its_own_model_and_a_matrix_naming_it_decides(study, 
 
     over["repeats"] = 3  # every second call in a process swaps the audio, codes kept: a planted cheat
     env = _env("WaveformSwapMusicgen")
-    res = cli("run", str(_matrix(tmp, "plant", str(study["model"]), **over)), "--out", str(tmp / "p"), "--no-progress", env=env)
+    res = cli(
+        "run",
+        str(_matrix(tmp, "plant", str(study["model"]), **over)),
+        "--out",
+        str(tmp / "p"),
+        "--no-progress",
+        env=env,
+    )
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
     for c in json.loads((tmp / "p" / "report.json").read_text())["configs"]:
         assert c["verdict"] == "not_ready" and c["reason"].startswith("suspicious"), c["reason"]

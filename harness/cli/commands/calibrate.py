@@ -14,9 +14,12 @@ NAME = "calibrate"
 def setup_arguments(sub: Any) -> Any:
     s = sub.add_parser(
         NAME,
-        help="derive a rule's calibration file (bounds, held-out false reject / accept, scope) from study runs and bundles",
+        help="derive a rule's calibration file (bounds, held-out false reject / accept, scope) "
+        "from study runs and bundles",
     )
-    s.add_argument("runs", nargs="+", metavar="RUN_OR_BUNDLE", help="study run directories and bundles (other machines)")
+    s.add_argument(
+        "runs", nargs="+", metavar="RUN_OR_BUNDLE", help="study run directories and bundles (other machines)"
+    )
     s.add_argument("--rule", choices=("composite", "replay"), default="composite", help="the rule to calibrate")
     s.add_argument("--out", required=True, metavar="FILE", help="the calibration file a matrix names")
     s.add_argument("--report", metavar="DIR", help="also write the study report: calibration.md, .json and det.png")
