@@ -211,5 +211,5 @@ def waveform_spread(pairs: Iterable[HonestPair]) -> tuple[float, float]:
             continue
         m = float_metrics(p.a.output.arrays["waveform"], p.b.output.arrays["waveform"])
         if m.get("max_abs") is not None:
-            max_abs, rel = max(max_abs, float(m["max_abs"])), max(rel, float(m["rel_l2"] or 0.0))
+            max_abs, rel = max(max_abs, float(m["max_abs"] or 0.0)), max(rel, float(m["rel_l2"] or 0.0))
     return max_abs, rel

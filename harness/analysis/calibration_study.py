@@ -61,8 +61,12 @@ class CalibrationStudy:
 
 def reference(group: list[Execution]) -> Execution:
     """A task's reference execution: the first run's, native kernels, fewest threads, first worker."""
-    ax = lambda e: e.record.axes
-    return min(group, key=lambda e: (e.source, ax(e).isa != "native", ax(e).threads or 0, ax(e).worker, ax(e).repeat))
+
+    def order(e: Execution) -> tuple[int, bool, int, int, int]:
+        ax = e.record.axes
+        return (e.source, ax.isa != "native", ax.threads or 0, ax.worker, ax.repeat)
+
+    return min(group, key=order)
 
 
 def cheat_sources(
@@ -113,7 +117,7 @@ def scope_of(config: ConfigKey, pairs: list[HonestPair], sources: list[str]) -> 
         dtype=config.dtype,
         quantize_bits=config.quantize_bits,
         new_tokens=(min(tokens), max(tokens)) if tokens else (0, 0),
-        sources=[s for s in CALIBRATION_SOURCES if s in sources],  # type: ignore[misc]
+        sources=[s for s in CALIBRATION_SOURCES if s in sources],
         kernel_classes=sorted({e.kernel_class for e in runs if e.kernel_class}),
         harness_version=__version__,
         gpus=sorted({g for e in runs for g in e.gpus}),

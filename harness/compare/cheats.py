@@ -64,7 +64,7 @@ class CheatSources:
 
 def audio_comparable(waveform: np.ndarray, codes: np.ndarray, rate: int) -> Comparable:
     """An audio candidate from its waveform and codes (digests as a record's)."""
-    arrays = {"waveform": np.asarray(waveform, np.float32), "codes": np.asarray(codes, np.int64)}
+    arrays: dict[str, np.ndarray] = {"waveform": np.asarray(waveform, np.float32), "codes": np.asarray(codes, np.int64)}
     digests = {k: digest_array(v) for k, v in arrays.items()}
     digests.update(output=digests["waveform"], tokens=digests["codes"])
     return Comparable(arrays=arrays, digests=digests, discrete="codes", steps="codes", sampling_rate=int(rate))

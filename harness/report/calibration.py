@@ -26,7 +26,10 @@ def det_curve(honest: list[float | None], cheats: list[float | None]) -> dict[st
     cs = np.array([np.inf if x is None else x for x in cheats], dtype=float)
     both = np.concatenate([hs, cs])
     points = np.unique(np.concatenate([[0.0, 1.0], both[np.isfinite(both)]]))
-    rate = lambda mask: float(np.mean(mask)) if mask.size else 0.0
+
+    def rate(mask: np.ndarray) -> float:
+        return float(np.mean(mask)) if mask.size else 0.0
+
     return {
         "threshold": points.tolist(),
         "frr": [rate(hs > t) for t in points],

@@ -237,5 +237,5 @@ def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **repl
             f"{', '.join(Path(p).name for p in paths)}; held-out pairs share their {len(held)} held-out tasks and "
             f"executions, so the intervals (which treat pairs as independent) are narrower than the evidence"
         )
-        cal = Calibration(rule=rule, made_by=made_by, entries=[s.entry for s in studies]).sealed()  # type: ignore[arg-type]
+        cal = Calibration(rule=rule, made_by=made_by, entries=[s.entry for s in studies]).sealed()
         return CalibrationStudy(rule, cal, studies, [str(p) for p in paths], notes, seconds, len(runs))

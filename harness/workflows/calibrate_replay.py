@@ -160,8 +160,9 @@ def _calibrate(
         ref = reference(by_task[(config, t)])
         for e in honest[t]:
             d = v.decide(e, e.output, thr)
-            differ = e.output.tokens_digest() != ref.output.tokens_digest()
-            study.honest.append(Judged(_source_of(e, ref, pairs), d.accepted is True, _score(d, thr), differ, d.reason))
+            other_codes = e.output.tokens_digest() != ref.output.tokens_digest()
+            source = _source_of(e, ref, pairs)
+            study.honest.append(Judged(source, d.accepted is True, _score(d, thr), other_codes, d.reason))
         _, src = cheat_sources(config, t, by_task, ref.output, thr.waveform_max_abs)
         src = type(src)(**{**src.__dict__, "redecode": v.decoder(ref), "confident": most_confident(v, ref)})
         for what, cand in maker(src):
@@ -202,8 +203,10 @@ def _score(d: Any, thr: Thresholds) -> float | None:
     w = d.waveform
     if d.accepted is None or d.max_gap is None or not w or w.get("max_abs") is None or w["length_a"] != w["length_b"]:
         return None
-    return max(
-        d.max_gap / max(thr.replay_margin, 1e-12),
-        w["max_abs"] / max(thr.waveform_max_abs, 1e-30),
-        w["rel_l2"] / max(thr.waveform_rel_l2, 1e-30),
+    return float(
+        max(
+            d.max_gap / max(thr.replay_margin, 1e-12),
+            w["max_abs"] / max(thr.waveform_max_abs, 1e-30),
+            w["rel_l2"] / max(thr.waveform_rel_l2, 1e-30),
+        )
     )
