@@ -90,8 +90,12 @@ def calibratable(runs: list[Execution], rule: str, paths: Sequence[str | Path]) 
     for kind in kinds:
         if rule not in (KINDS.get(kind).cheats if kind in KINDS else {}):
             network = KINDS.get(kind).network_rule[0] if kind in KINDS else "result_hash"
-            why = NOTHING_TO_CALIBRATE.get(network, f"no {rule} rule for this kind")
-            notes.append(f"{kind}: left out: no {rule} calibration for this kind (its network rule {network}: {why})")
+            why = (
+                f"; its network rule, {network}: {NOTHING_TO_CALIBRATE[network]}"
+                if network in NOTHING_TO_CALIBRATE
+                else ""
+            )
+            notes.append(f"{kind}: left out: harness calibrate makes no {rule} calibration for this kind{why}")
     for e in runs:
         if rule in (KINDS.get(e.config.kind).cheats if e.config.kind in KINDS else {}):
             kept.append(e)

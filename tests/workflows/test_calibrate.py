@@ -180,3 +180,17 @@ def test_calibrates_across_the_zen3_machine_bundle(tmp_path, cli, tiny_musicgen)
     (entry,) = load_calibration(tmp_path / "cal.json").entries  # float32 only: the other configurations ran there alone
     assert "machine" in entry.scope.sources and "aten-avx2/onednn-avx2" in entry.scope.kernel_classes
     assert "gpt: left out" in res.stdout  # the bundle's GPT-2 has nothing to calibrate under composite
+
+
+def test_the_study_matrices_validate(capsys):
+    """The studies of the real models cannot run here without their weights, but they load,
+    name their tasks and expand into cells (harness validate reads matrices too)."""
+    from harness.cli.main import main
+
+    studies = sorted((ROOT / "matrices" / "studies").glob("*.toml"))
+    assert {p.stem for p in studies} >= {"tiny-musicgen", "musicgen-small", "gpt2"}
+    assert main(["validate", *map(str, studies)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK ") == len(studies) and "matrix study-musicgen-small: 2 task(s), 144 cell(s)" in out
+    broken = ROOT / "matrices" / "studies" / "tiny-musicgen.toml"
+    assert main(["validate", str(broken.with_name("absent.toml"))]) == 2
