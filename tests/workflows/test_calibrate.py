@@ -194,3 +194,22 @@ def test_the_study_matrices_validate(capsys):
     assert out.count("OK ") == len(studies) and "matrix study-musicgen-small: 2 task(s), 144 cell(s)" in out
     broken = ROOT / "matrices" / "studies" / "tiny-musicgen.toml"
     assert main(["validate", str(broken.with_name("absent.toml"))]) == 2
+
+
+@pytest.mark.slow
+def test_the_replay_rule_calibrates_from_the_same_study(study, cli, tmp_path):
+    """--rule replay on the study: this process replays every distinct execution and each cheat
+    (re-decoded with its model); the entry carries the margin and the decoder bounds."""
+    from harness.spec.calibration import load_calibration
+
+    out = tmp_path / "replay.json"
+    res = cli("calibrate", str(study["run"]), "--rule", "replay", "--out", str(out), "--report", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    cal = load_calibration(out)
+    (entry,) = cal.entries
+    assert cal.rule == "replay" and entry.replay_margin is not None and 0 < entry.replay_margin < 0.01
+    assert entry.waveform_max_abs > 0 and set(entry.scope.sources) == {"repeat", "threads"}
+    assert entry.false_reject.errors == 0 and entry.false_reject.pairs >= 2  # distinct held-out executions
+    assert entry.false_accept.errors == 0 and entry.false_accept.pairs >= 2 * 14
+    report = json.loads((tmp_path / "r" / "calibration.json").read_text())
+    assert report["configs"][0]["cheats"]["a code forced"]["accepted"] == 0
