@@ -147,7 +147,8 @@ def executions(opened: Sequence[Any]) -> list[Execution]:
 
 def separating(a: Execution, b: Execution) -> str | None:
     """The one source that separates two executions of one task and configuration, or None
-    when more than one thing differs (such a pair stands for no single source)."""
+    when more than one thing differs (such a pair stands for no single source), or when two
+    kernel levels ran the same kernels (an AVX2-only CPU's native and avx2: no isa comparison)."""
     da, db = a.record.axes.model_dump(), b.record.axes.model_dump()
     axes = [k for k in da if k not in ("repeat", "worker") and da[k] != db[k]]
     if a.source != b.source:
@@ -156,6 +157,8 @@ def separating(a: Execution, b: Execution) -> str | None:
         return None
     node_a = a.record.node.key if a.record.node else None
     node_b = b.record.node.key if b.record.node else None
+    if axes == ["isa"] and a.kernel_class is not None and a.kernel_class == b.kernel_class:
+        return None  # the same kernels under two level names: not a comparison of kernels
     if axes:
         return AXIS_SOURCES[axes[0]] if node_a == node_b else None
     if node_a != node_b:

@@ -56,6 +56,7 @@ def _execution(
     sampled: bool = True,
     weights: str | None = "w",
     node: str = "n0",
+    kernel: str = "k",
     **axes: object,
 ) -> Execution:
     return Execution(
@@ -69,7 +70,7 @@ def _execution(
         sampled=sampled,
         new_tokens=16,
         weights=weights,
-        kernel_class="k",
+        kernel_class=kernel,
         gpus=(),
         libraries=frozenset(),
         doc={},
@@ -83,7 +84,7 @@ def _execution(
         ({}, {"worker": 1}, "process"),
         ({}, {"worker": 1, "repeat": 1}, "process"),
         ({}, {"threads": 2}, "threads"),
-        ({"isa": "native"}, {"isa": "avx2"}, "isa"),
+        ({"isa": "native"}, {"isa": "avx2", "kernel_class": "k2"}, "isa"),
         ({}, {"batch_size": 2}, "batch"),
         ({}, {"load": "cold"}, "load"),
         ({}, {"device": "cuda:0"}, "device"),
@@ -98,10 +99,22 @@ def _execution(
 def test_the_one_source_that_separates_two_executions(a, b, source):
     def make(cell: str, spec: dict) -> Execution:
         spec = dict(spec)
-        return _execution(cell, source=spec.pop("source", 0), node=spec.pop("node", "n0"), **spec)
+        e = _execution(
+            cell,
+            source=spec.pop("source", 0),
+            node=spec.pop("node", "n0"),
+            kernel=spec.pop("kernel_class", "k"),
+            **spec,
+        )
+        return e
 
     assert separating(make("a", a), make("b", b)) == source
     assert separating(make("b", b), make("a", a)) == source
+
+
+def test_two_levels_with_the_same_kernels_are_no_isa_pair():
+    a, b = _execution("a"), _execution("b", isa="avx2")  # both kernel class "k" (an AVX2-only CPU)
+    assert separating(a, b) is None
 
 
 def test_sampled_tasks_leave_batch_and_load_out_and_say_so():
