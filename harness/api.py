@@ -19,6 +19,7 @@ from harness.workflows.reproducible import DEFAULT_ACROSS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from harness.analysis.calibration_study import CalibrationStudy
     from harness.analysis.certificate import Certificate
     from harness.analysis.crossrun import CrossRunResult
     from harness.analysis.model import Analysis
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "analyze_run",
     "assert_reproducible",
+    "calibrate",
     "certify",
     "compare_runs",
     "load_run",
@@ -157,6 +159,40 @@ def certify(
         isa=isa,
         device=device,
     )
+
+
+def calibrate(
+    runs: Sequence[str | Path],
+    *,
+    rule: str = "composite",
+    out: str | Path | None = None,
+    sign: str | Path | None = None,
+) -> CalibrationStudy:
+    """Derive a rule's calibration from study runs and other machines' bundles, as ``harness
+    calibrate`` does: honest pairs by the one source that separates them, cheats made from the
+    runs' own outputs, a held-out half split by task, Wilson rates and the scope.
+
+    Args:
+        runs: study run directories and bundles (another machine's executions are ``machine`` pairs).
+        rule: ``composite`` or ``replay``.
+        out: also write the calibration file here (the file a matrix's ``[validators.KIND]`` names).
+        sign: sign it with this Ed25519 private key file (``harness keygen``).
+
+    Returns:
+        The study: ``.calibration`` (the sealed, possibly signed, file's content), ``.configs``
+        (per configuration: its entry, honest pairs and cheats) and ``.notes``.
+    """
+    from harness.cli.trust import sign_calibration, signing_key
+    from harness.store.files import atomic_write_json
+    from harness.workflows.calibrate import run_calibration
+
+    key = signing_key(str(sign)) if sign else None
+    study = run_calibration([Path(r) for r in runs], rule)
+    if key is not None:
+        study.calibration = sign_calibration(study.calibration, key)
+    if out is not None:
+        atomic_write_json(Path(out), study.calibration.model_dump(mode="json", exclude_none=False))
+    return study
 
 
 def assert_reproducible(

@@ -210,3 +210,9 @@ SAME_KERNELS = "same kernels as native here: not a comparison"
 #: the dimensions a verdict judges unless the matrix's gates say otherwise (``stack`` only when
 #: the gates name it: an upgrade that changes outputs is a finding to report, not always a defect)
 DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "threads", "isa", "node", "load")
+
+#: the honest sources a calibration pairs (harness calibrate): every comparison dimension, plus
+#: ``machine`` (an execution of another run or bundle given: another machine, or the same one
+#: another day). A calibration entry's scope lists those its bounds cover.
+CALIBRATION_SOURCES = ("repeat", "process", "threads", "isa", "batch", "load", "node", "device", "machine")
+CalibrationSource = Literal["repeat", "process", "threads", "isa", "batch", "load", "node", "device", "machine"]

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMES = [
     "analyze_run",
     "assert_reproducible",
+    "calibrate",
     "certify",
     "compare_runs",
     "load_run",

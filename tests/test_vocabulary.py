@@ -32,6 +32,7 @@ VOCABULARIES = {
     "failed statuses": v.FAILED_STATUSES,
     "matrix axes": v.AXIS_NAMES,
     "configuration axes": v.CONFIG_AXES,
+    "calibration sources": v.CALIBRATION_SOURCES,
 }
 #: lists that live in their own module (one each), checked like the vocabularies: name -> (home, names)
 HOMED = {
@@ -111,6 +112,8 @@ def test_the_literal_types_are_the_vocabularies() -> None:
     assert set(get_args(v.CertificateVerdict)) == set(v.CERTIFICATE_VERDICTS)
     assert get_args(v.NamedRule) == v.NAMED_RULES and set(v.NAMED_RULES) <= set(v.RULE_NAMES)
     assert set(v.DEFAULT_JUDGED) <= set(get_args(v.DimensionName)) <= set(v.DIMENSIONS)
+    assert get_args(v.CalibrationSource) == v.CALIBRATION_SOURCES
+    assert set(v.DIMENSIONS) <= set(v.CALIBRATION_SOURCES)
     assert set(v.RULE_STRENGTH) <= set(v.RULE_NAMES) and set(v.ACCEPTED) <= set(v.VERDICTS)
     assert set(v.CERTIFICATE_VERDICT.values()) <= set(v.CERTIFICATE_PASSED) <= set(v.CERTIFICATE_VERDICTS)
 

@@ -340,10 +340,15 @@ def compare_runs(
         the scope holds the kernel classes of both sides), set once per configuration."""
         if out.config_id not in policies:
             facts_a, facts_b = (
-                config_facts(sa.ok, ["isa"], man_a.matrix_tasks),
-                config_facts(sb.ok, ["isa"], man_b.matrix_tasks),
+                config_facts(sa.ok, ["isa"], man_a.matrix_tasks, man_a),
+                config_facts(sb.ok, ["isa"], man_b.matrix_tasks, man_b),
             )
-            facts = replace(facts_a, kernel_classes=facts_a.kernel_classes | facts_b.kernel_classes)
+            facts = replace(
+                facts_a,
+                kernel_classes=facts_a.kernel_classes | facts_b.kernel_classes,
+                gpus=facts_a.gpus | facts_b.gpus,
+                libraries=facts_a.libraries | facts_b.libraries,
+            )
             cp = (
                 config_policy(policy, facts)
                 if thresholds is None

@@ -490,17 +490,31 @@ def _cost(records: list[Record]) -> CostSummary:
     )
 
 
-def config_facts(records: list[Record], verdict_dims: list[str], tasks: dict[str, Any] | None = None) -> Facts:
+def record_environment(manifest: Any, r: Record) -> dict[str, Any]:
+    """The environment fingerprint of the node that ran ``r`` (a fleet's node entry in the
+    manifest, else the run's own environment)."""
+    nodes = getattr(manifest, "nodes", None) or {}
+    node = nodes.get(r.node.key) if r.node is not None else None
+    env = node.get("environment") if isinstance(node, dict) else None
+    return env if isinstance(env, dict) else (getattr(manifest, "environment", None) or {})
+
+
+def config_facts(
+    records: list[Record], verdict_dims: list[str], tasks: dict[str, Any] | None = None, manifest: Any = None
+) -> Facts:
     """What a calibration's scope is checked against, from a configuration's ok records and
     the manifest's tasks (``max_new_tokens`` as the task asks it: a calibration's unit): the
     kernel classes of the executions the verdict judges (every isa level when isa is judged,
-    else the native ones)."""
+    else the native ones), and with ``manifest`` their GPUs and library versions."""
+    from harness.spec.calibration import gpu_label, library_versions
+
     first = records[0]
     judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
     task = ((tasks or {}).get(first.task_name) or {}).get("task") or {}
     asked = (task.get("generation_config") or {}).get("max_new_tokens") if isinstance(task, dict) else None
     kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
     weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
+    envs = [record_environment(manifest, r) for r in judged] if manifest is not None else []
     return Facts(
         kind=first.kind,
         model=first.model,
@@ -509,6 +523,8 @@ def config_facts(records: list[Record], verdict_dims: list[str], tasks: dict[str
         weights_sha256=weights,
         new_tokens=asked if isinstance(asked, int) else None,
         kernel_classes=frozenset(k for k in kernels if isinstance(k, str)),
+        gpus=frozenset(g for env in envs for g in gpu_label(env)),
+        libraries=frozenset(lib for env in envs for lib in library_versions(env)),
     )
 
 
@@ -657,7 +673,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
             counts[r.status] += 1
         failures = [f"{r.cell_id}: {r.reason}" for r in recs if r.status in FAILED_STATUSES][:10]
         ok = [r for r in recs if r.status == "ok"]
-        cp = config_policy(policy, config_facts(ok or recs, verdict_dims, manifest.matrix_tasks))
+        cp = config_policy(policy, config_facts(ok or recs, verdict_dims, manifest.matrix_tasks, manifest))
         cmp.use(cp)
         validator = cp.validator
         try:

@@ -1,4 +1,4 @@
-"""The certification commands as one group: bundle, certify, validators, compare, bench.
+"""The certification commands as one group: bundle, certify, calibrate, compare, bench.
 
 ``register(subparsers)`` adds the five (the same modules ``harness.cli.main`` lists) to a parser
 of one's own; ``main(argv)`` is that parser alone (``python -m harness.cli.cert``), printing a
@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from harness.cli.arguments import add_commands
-from harness.cli.commands import bench, bundle, certify, compare, validators
+from harness.cli.commands import bench, bundle, calibrate, certify, compare
 from harness.cli.common import EXIT_ERROR
 from harness.errors import HarnessError
 
-COMMANDS = (bundle, certify, validators, compare, bench)
+COMMANDS = (bundle, certify, calibrate, compare, bench)
 
 
 def register(sub) -> None:

@@ -12,8 +12,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.store.run import StoreError
-
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_NOTES = 30
 
@@ -82,19 +80,3 @@ def print_gates(analysis) -> int:
     for g in failed:
         print(f"GATE FAILED {g.config_id}: {g.reason}", file=sys.stderr)
     return EXIT_FAIL if failed else EXIT_OK
-
-
-def study_settings(settings, **given):
-    """A study's settings with the options the user gave (``--seeds``, ``--tokens``) applied."""
-    from dataclasses import replace
-
-    updates = {k: v for k, v in given.items() if v}
-    return replace(settings, **updates) if updates else settings
-
-
-def run_study_or_refuse(run, settings, what: str):
-    """Run a study; a setting it refuses (ValueError) is one line naming the study."""
-    try:
-        return run(settings)
-    except ValueError as err:
-        raise StoreError(f"{what}: {err}") from None

@@ -19,6 +19,7 @@ from harness.cli.arguments import add_commands
 from harness.cli.commands import (
     bench,
     bundle,
+    calibrate,
     certify,
     compare,
     exec_,
@@ -26,14 +27,12 @@ from harness.cli.commands import (
     keygen,
     locate,
     replay,
-    replay_study,
     report,
     run,
     schema,
     show,
     tiny,
     validate,
-    validators,
     verify,
 )
 from harness.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
@@ -49,10 +48,17 @@ GROUPS = (
     ("tasks and models", (validate, schema, exec_, tiny)),
     ("run a matrix and read its report", (expand, run, report, show)),
     ("compare runs and certify machines", (compare, bench, bundle, certify, keygen, verify)),
-    ("investigate and calibrate", (locate, replay, validators, replay_study)),
+    ("investigate and calibrate", (calibrate, locate, replay)),
 )
 COMMANDS = tuple(module for _, modules in GROUPS for module in modules)
 BY_NAME = {module.NAME: module for module in COMMANDS}
+#: commands that were replaced, and by what (one line instead of argparse's "invalid choice")
+RETIRED = {
+    "validators": "a calibration is derived from runs now: harness run matrices/studies/tiny-musicgen.toml, then "
+    "harness calibrate RUN --rule composite --out FILE [--report DIR] (docs/calibration.md)",
+    "replay-study": "a calibration is derived from runs now: harness run a study matrix, then "
+    "harness calibrate RUN --rule replay --out FILE [--report DIR] (docs/calibration.md)",
+}
 
 
 def _quiet_libraries() -> None:
@@ -165,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RETIRED:
+        print(f"error: harness {argv[0]} is retired: {RETIRED[argv[0]]}", file=sys.stderr)
+        return EXIT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     refused = _nul_argument(args)

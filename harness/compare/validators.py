@@ -87,6 +87,23 @@ def composite(reference: Comparable, candidate: Comparable, thresholds: Threshol
     return metrics is not None and within_waveform_bounds(metrics, thresholds or Thresholds())
 
 
+def composite_score(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> float:
+    """The composite rule as a score: accepted iff <= 1 at ``thresholds``, and at bounds scaled by
+    t iff <= t (a DET curve sweeps t); infinite when the codes or the lengths differ."""
+    if not tokens(reference, candidate):
+        return float("inf")
+    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
+        return 0.0
+    m = _waveform_metrics(reference, candidate)
+    if m is None or m.get("max_abs") is None or m["length_a"] != m["length_b"]:
+        return float("inf")
+    thr = thresholds or Thresholds()
+    return max(
+        float(m["max_abs"] or 0.0) / max(thr.waveform_max_abs, 1e-30),
+        float(m["rel_l2"] or 0.0) / max(thr.waveform_rel_l2, 1e-30),
+    )
+
+
 def replay(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """Each output replays against the task (harness.compare.replay): its tokens are the ones the
     seed samples on the validator's model, near-ties within the calibrated margin, and its result

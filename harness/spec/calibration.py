@@ -2,17 +2,23 @@
 
 Why: a tolerance rule's bounds are measured on honest pairs of one configuration on the
 kernels it was run with. Applied elsewhere (bfloat16 with float32's bounds, or a CPU kind the
-study never ran) they call an honest node a cheat, or pass a cheat. So ``harness validators
---out FILE`` writes what it measured with its scope, a matrix names the file
+study never ran) they call an honest node a cheat, or pass a cheat. So ``harness calibrate
+RUN... --out FILE`` writes what it measured with its scope, a matrix names the file
 (``[validators.audio] calibration = "calibrations/tiny-musicgen.json"``), and the analysis
 uses an entry only for a configuration inside its scope; outside it the verdict says so and
 no finding is drawn from bounds that do not apply.
 
 Format (``CALIBRATION_SCHEMA_VERSION``): 1 -- first version. 2 -- ``rule`` may be ``replay``
-(harness replay-study): its entries carry ``replay_margin`` (the largest gap a flipped near-tie
+(harness calibrate --rule replay): its entries carry ``replay_margin`` (the largest gap a flipped near-tie
 may have) and their waveform bounds are the decoder bounds (a candidate's waveform against the
-validator's decoding of its codes); a version-1 file reads as it is. The ``digest`` is the
-sha256 of the canonical JSON of everything else; a file whose digest does not match is refused.
+validator's decoding of its codes); a version-1 file reads as it is. 3 -- made by ``harness
+calibrate`` from runs and bundles: ``sources`` may also be ``batch``, ``load``, ``node``,
+``device`` and ``machine`` (harness.vocabulary.CALIBRATION_SOURCES), and the scope records the
+environment of every execution paired: ``gpus`` (GPU model, driver and CUDA version; empty: CPU
+only) and ``libraries`` (the torch and transformers versions). A version-1 or 2 file reads as
+it is (those fields absent: not recorded, so not checked) and keeps its digest. The ``digest``
+is the sha256 of the canonical JSON of everything else; a file whose digest does not match is
+refused.
 
 Trust (docs/trust.md): the digest is unkeyed, so anyone can edit and reseal a file. A calibration
 may carry an Ed25519 ``signature`` over its digest (``--sign KEY`` where it is written;
@@ -35,15 +41,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.digests import digest_json, strict_json_loads
 from harness.errors import HarnessError
+from harness.vocabulary import CALIBRATION_SOURCES, CalibrationSource
 
 if TYPE_CHECKING:
     from harness.store.signing import SignatureCheck
 
-CALIBRATION_SCHEMA_VERSION = 2
+CALIBRATION_SCHEMA_VERSION = 3
 MAX_CALIBRATION_BYTES = 4 * 1024 * 1024
 #: the largest replay margin (logit units) a calibration or a matrix may give: above the largest
-#: margin any study measured (bfloat16 tiny MusicGen, 0.375) and below the smallest gap of a cheat
-#: it rejected (another seed, 3.8); a larger one would accept another seed's tokens
+#: margin any study measured (bfloat16 tiny MusicGen: 0.5 on a Zen 4, 0.375 on a Sapphire Rapids)
+#: and below the smallest gap of a cheat it rejected (another seed, 3.8); a larger one would
+#: accept another seed's tokens
 MAX_REPLAY_MARGIN = 1.0
 #: waveform bounds compare two signals in [-1, 1]: max abs and rel-L2 (over the larger norm) are
 #: at most 2, so a larger bound accepts any waveform at all
@@ -51,7 +59,12 @@ MAX_WAVEFORM_BOUND = 2.0
 #: a rate is errors / pairs, stated to this tolerance (JSON floats round-trip exactly; studies round nothing)
 RATE_TOLERANCE = 1e-9
 #: honest sources a study can pair (the comparison dimensions it stands in for)
-SOURCES = ("repeat", "process", "threads", "isa")
+SOURCES = CALIBRATION_SOURCES
+#: the libraries whose versions a scope records (a calibration measured under torch 2.13 says
+#: nothing about torch 2.14's kernels)
+SCOPE_LIBRARIES = ("torch", "transformers")
+#: scope fields added in version 3: absent (None) in older files, and then not checked
+_V3_SCOPE_FIELDS = ("gpus", "libraries")
 
 
 class CalibrationError(HarnessError, ValueError):
@@ -98,9 +111,12 @@ class Scope(BaseModel):
     dtype: str
     quantize_bits: int | None = None
     new_tokens: tuple[int, int]  # the range of the tasks' generation_config.max_new_tokens the study ran
-    sources: list[Literal["repeat", "process", "threads", "isa"]]
+    sources: list[CalibrationSource]
     kernel_classes: list[str]  # harness.isa.kernel_class of every execution the study paired
     harness_version: str
+    #: "GPU model, driver D, CUDA C" of every GPU execution paired ([]: CPU only; None: not recorded)
+    gpus: list[str] | None = None
+    libraries: dict[str, list[str]] | None = None  # SCOPE_LIBRARIES -> versions paired (None: not recorded)
 
 
 class Entry(BaseModel):
@@ -129,6 +145,9 @@ class Calibration(BaseModel):
         for entry in doc["entries"]:  # a version-1 file (no replay_margin) keeps its digest
             if entry.get("replay_margin") is None:
                 entry.pop("replay_margin", None)
+            for name in _V3_SCOPE_FIELDS:  # and a version-1 or 2 file (no environment) too
+                if entry["scope"].get(name) is None:
+                    entry["scope"].pop(name, None)
         return digest_json(doc)
 
     def sealed(self) -> Calibration:
@@ -192,7 +211,7 @@ def parse_calibration(doc: Any, where: str) -> Calibration:
     if cal.digest != cal.content_digest():
         raise CalibrationTrustError(
             f"{where}: digest does not match the content (edited after it was written?); "
-            f"make it again with `harness validators --out`"
+            f"make it again with `harness calibrate`"
         )
     return cal
 
@@ -221,6 +240,28 @@ class Facts:
     new_tokens: int | None = None  # the task's generation_config.max_new_tokens (the scope's unit)
     kernel_classes: frozenset[str] = field(default_factory=frozenset)
     sources: frozenset[str] = field(default_factory=frozenset)  # judged dimensions with non-bitwise pairs
+    gpus: frozenset[str] = field(default_factory=frozenset)  # "GPU model, driver D, CUDA C" (see gpu_label)
+    libraries: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (SCOPE_LIBRARIES name, version)
+
+
+def gpu_label(environment: dict[str, Any]) -> list[str]:
+    """Each GPU of an environment fingerprint (harness.execution.env.fingerprint) as a scope
+    names it: the model, the driver and the CUDA version (a driver or CUDA change can change
+    the kernels, so it is another class)."""
+    names = environment.get("gpu_names") or []
+    return sorted(
+        {
+            f"{n}, driver {environment.get('driver') or '?'}, CUDA {environment.get('cuda_runtime') or '?'}"
+            for n in names
+        }
+    )
+
+
+def library_versions(environment: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    """(name, version) of the SCOPE_LIBRARIES an environment fingerprint records."""
+    libs = environment.get("libraries") or {}
+    libs = libs if isinstance(libs, dict) else {}
+    return frozenset((n, str(libs[n])) for n in SCOPE_LIBRARIES if libs.get(n))
 
 
 def _config_name(kind: str, model: str, dtype: str, bits: int | None) -> str:
@@ -239,28 +280,53 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
             f"no calibrated validator for {_config_name(facts.kind, facts.model, facts.dtype, facts.quantize_bits)}"
             f" (calibrated: {have})"
         )
-    entry = config[0]
+    # several entries may calibrate one configuration, each on the machines it was measured on
+    # (e.g. one made on an AMD Zen 4 and one on an Intel CPU with AMX): the first that holds wins
+    reasons = [_outside(entry, facts) for entry in config]
+    for entry, why in zip(config, reasons, strict=True):
+        if why is None:
+            return entry, None
+    others = len(config) - 1
+    return None, reasons[0] + (
+        f" (and the {others} other entr{'y' if others == 1 else 'ies'} for this configuration do not hold it either)"
+        if others
+        else ""
+    )
+
+
+def _outside(entry: Entry, facts: Facts) -> str | None:
+    """What of ``facts`` lies outside ``entry``'s scope (None: nothing)."""
     scope = entry.scope
     if facts.weights_sha256 and scope.weights_sha256 and facts.weights_sha256 != scope.weights_sha256:
-        return None, (
+        return (
             f"the calibration was measured on other weights of {facts.model} "
             f"({scope.weights_sha256[:12]}, these are {facts.weights_sha256[:12]})"
         )
     if facts.new_tokens is not None and not scope.new_tokens[0] <= facts.new_tokens <= scope.new_tokens[1]:
-        return None, (
+        return (
             f"max_new_tokens {facts.new_tokens} is outside the calibrated range "
             f"{scope.new_tokens[0]}-{scope.new_tokens[1]}"
         )
     outside = sorted(facts.kernel_classes - set(scope.kernel_classes))
     if outside:
-        return None, (
+        return (
             f"kernel class {', '.join(outside)} is outside the calibration "
             f"(calibrated: {', '.join(scope.kernel_classes)})"
         )
+    if scope.gpus is not None:
+        gpus = sorted(facts.gpus - set(scope.gpus))
+        if gpus:
+            have = "; ".join(scope.gpus) or "CPU only"
+            return f"GPU {'; '.join(gpus)} is outside the calibration (calibrated: {have})"
+    if scope.libraries is not None:
+        libs = sorted((n, v) for n, v in facts.libraries if n in scope.libraries and v not in scope.libraries[n])
+        if libs:
+            have = ", ".join(f"{n} {'/'.join(scope.libraries[n])}" for n, _ in libs)
+            return f"{', '.join(f'{n} {v}' for n, v in libs)} is outside the calibration (calibrated: {have})"
     missing = sorted(facts.sources - set(scope.sources))
     if missing:
-        return None, uncalibrated_sources(missing, scope.sources, entry.notes)
-    return entry, None
+        return uncalibrated_sources(missing, scope.sources, entry.notes)
+    return None
 
 
 def uncalibrated_sources(missing: Sequence[str], calibrated: Sequence[str], notes: Sequence[str]) -> str:

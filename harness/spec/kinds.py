@@ -42,7 +42,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.errors import HarnessError
 from harness.outputs import Output
@@ -191,6 +191,10 @@ class KindSpec(BaseModel):
     # (rule, label): what a 3-node validation group applies to this kind's results
     network_rule: tuple[str, str] = ("result_hash", "proposed: sha256 of the result")
     node_runner: NodeRunner | None = None  # None: the network's runners do not run it
+    # rule -> "module:function" making the cheats `harness calibrate` measures that rule against,
+    # from a study's own outputs (harness.compare.cheats); a rule not here cannot be calibrated
+    # for this kind (its command says so, and why)
+    cheats: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("validator_rules")
     @classmethod
@@ -358,8 +362,9 @@ KINDS.add(
         network_rule=(
             "composite",
             "proposed: the network has no audio rule; codes equal and waveform "
-            "within the calibrated bounds (harness validators)",
+            "within the calibrated bounds (harness calibrate)",
         ),
+        cheats={"composite": "harness.compare.cheats:audio_cheats", "replay": "harness.compare.cheats:audio_cheats"},
     )
 )
 KINDS.add(

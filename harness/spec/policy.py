@@ -19,14 +19,14 @@ from harness.store.manifest import first_field_problem
 from harness.vocabulary import DEFAULT_JUDGED, DimensionName, NamedRule
 
 #: composite-rule defaults: honest cross-thread/cross-process spread on tiny MusicGen times the
-#: study's margin (see harness.workflows.validator_study.CALIBRATION_MARGIN), rounded up
+#: calibration margin (harness.analysis.calibration.CALIBRATION_MARGIN), rounded up
 WAVEFORM_MAX_ABS = 1e-5
 WAVEFORM_REL_L2 = 1e-4
 
 
 #: the replay rule's default margin (logit units): the largest gap of an honest flip the replay
 #: study measured on tiny MusicGen float32 across kernel sets, threads and processes, times its
-#: margin (harness.workflows.replay_study); bfloat16 needs its own (``replay_dtypes``)
+#: margin (harness calibrate --rule replay); bfloat16 needs its own (``replay_dtypes``)
 REPLAY_MARGIN = 0.01
 
 
@@ -51,11 +51,11 @@ class Thresholds(BaseModel):
     fingerprint_bits: int = Field(64, gt=0, le=4096)  # bounded: 1e8 bits asked for 8.7 GiB
     max_length_mismatch: float = Field(0.01, ge=0, le=1)
     #: the composite rule's waveform bounds (equal codes AND max-abs/rel-L2 within these); a
-    #: matrix states its model's calibration from `harness validators` (docs/certification.md)
+    #: matrix states its model's calibration from `harness calibrate` (docs/calibration.md)
     waveform_max_abs: float = Field(WAVEFORM_MAX_ABS, ge=0)
     waveform_rel_l2: float = Field(WAVEFORM_REL_L2, ge=0)
     #: the replay rule: the margin of a flipped near-tie, and per-dtype calibrations (margin and
-    #: decoder bounds) that replace the global ones for that dtype (`harness replay-study`)
+    #: decoder bounds) that replace the global ones for that dtype (`harness calibrate --rule replay`)
     replay_margin: float = Field(REPLAY_MARGIN, ge=0, le=MAX_REPLAY_MARGIN)
     replay_dtypes: dict[Literal["float32", "bfloat16", "float16"], ReplayBounds] = Field(default_factory=dict)
 
@@ -65,7 +65,7 @@ class NamedValidator(BaseModel):
     error rates on this model. A configuration passes on a non-bitwise level only through a
     named validator whose false accept is <= 1%. The rates are typed by hand (``false_accept``,
     ``false_reject``) or come from a calibration file (``calibration = "FILE"``, written by
-    `harness validators --calibration`): the matrix loader embeds the file, sealed by its
+    `harness calibrate`): the matrix loader embeds the file, sealed by its
     digest, so a run's manifest carries the bounds and scope its verdicts rest on."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -93,7 +93,7 @@ class NamedValidator(BaseModel):
         if cal.digest != cal.content_digest():
             raise ValueError(
                 f"the calibration {self.calibration_file or ''} does not match its digest (edited "
-                f"after it was written?); make it again with `harness validators --calibration`"
+                f"after it was written?); make it again with `harness calibrate`"
             )
         if cal.rule != self.rule:
             raise ValueError(f"the calibration is for the {cal.rule} rule, not {self.rule}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from harness.analysis.judgement import dimension_verdicts
 from harness.analysis.run import analyze_run
 from harness.digests import digest_array
 from harness.report.junit import render_run
@@ -71,7 +72,7 @@ def test_a_level_that_runs_natives_kernels_is_no_comparison(tmp_path):
     assert next(g for g in a.gates if g.config_id == CONFIG).passed  # untested: not in fail_on
     md = render_markdown(a)
     assert "untested (same kernels)" in md and f"1 pair(s) not compared: {SAME_KERNELS}" in md
-    junit = render_run(a).decode()
+    junit = render_run(a, dimension_verdicts(a)).decode()
     assert f"untested: isa: {SAME_KERNELS} (1 pair(s))" in junit and 'name="isa"' in junit
     finding = next(f for f in a.summary.findings if f.kind == "not-a-comparison")
     assert finding.dimension == "isa" and finding.configs == [CONFIG] and SAME_KERNELS in finding.text

@@ -189,7 +189,7 @@ def test_newer_schema_version_refused():
         (("entries", 0, "waveform_max_abs"), "big", "entries.0.waveform_max_abs"),
         (("entries", 0, "waveform_max_abs"), -1.0, "entries.0.waveform_max_abs"),
         (("entries", 0, "false_accept", "rate"), 1.5, "entries.0.false_accept.rate"),
-        (("entries", 0, "scope", "sources"), ["node"], "entries.0.scope.sources"),
+        (("entries", 0, "scope", "sources"), ["cosmic-ray"], "entries.0.scope.sources"),
         (("entries", 0, "scope", "new_tokens"), "8-64", "entries.0.scope.new_tokens"),
         (("rule",), "tokens", "rule"),
         (("entries",), [], "entries"),
@@ -599,3 +599,47 @@ def test_judge_out_of_scope_never_passes_a_non_bitwise_config(levels, scoped):
     else:
         assert j.verdict == "not_ready"  # out of scope, or the d* sources were never calibrated
         assert set(j.decided_by) == {d for d, s in dims.items() if s.worst != "bitwise"}
+
+
+def test_several_entries_for_one_configuration_the_first_whose_scope_holds_decides():
+    """Entries measured on other machines (a Zen 4 study, a Sapphire Rapids one) calibrate the
+    same configuration: each decides only where its own scope holds."""
+    amx = "aten-avx512/onednn-amx"
+    zen4 = entry(kernels=(KC_AVX512, KC_AVX2), max_abs=1e-6)
+    spr = entry(kernels=(amx, KC_AVX2), max_abs=3e-6)
+    cal = calibration(zen4, spr)
+    assert resolve(cal, facts(kernel_classes=frozenset({KC_AVX512, KC_AVX2}))) == (zen4, None)
+    assert resolve(cal, facts(kernel_classes=frozenset({amx, KC_AVX2}))) == (spr, None)
+    got, why = resolve(cal, facts(kernel_classes=frozenset({"aten-default/onednn-sse41"})))
+    assert got is None and why is not None
+    assert why.startswith("kernel class aten-default/onednn-sse41 is outside the calibration")
+    assert why.endswith("(and the 1 other entry for this configuration do not hold it either)")
+    # one entry: its reason alone, as before
+    assert resolve(calibration(zen4), facts(kernel_classes=frozenset({amx})))[1] == (
+        f"kernel class {amx} is outside the calibration (calibrated: {KC_AVX512}, {KC_AVX2})"
+    )
+
+
+def test_the_shipped_calibrations_cover_the_cpu_kinds_they_were_measured_on():
+    """The shipped files hold the Zen 4 study's entries first and the Sapphire Rapids entries
+    (AMX) after them: a Zen 4, a Zen 3 and a Sapphire Rapids each resolve an entry."""
+    root = Path(__file__).resolve().parents[2]
+    shipped = load_calibration(root / "matrices" / "calibrations" / "tiny-musicgen.json")
+    machines = {
+        "zen4": {"aten-avx512/onednn-avx512_bf16", "aten-avx2/onednn-avx2"},
+        "zen3": {"aten-avx2/onednn-avx2", "aten-default/onednn-sse41"},
+        "sapphire rapids": {"aten-avx512/onednn-amx", "aten-avx2/onednn-avx2"},
+    }
+    for scope in shipped.entries[:3]:
+        for name, classes in machines.items():
+            f = facts(
+                dtype=scope.scope.dtype,
+                quantize_bits=scope.scope.quantize_bits,
+                weights_sha256=scope.scope.weights_sha256,
+                new_tokens=64,
+                kernel_classes=frozenset(classes),
+                sources=frozenset({"threads"}),
+            )
+            got, why = resolve(shipped, f)
+            assert got is not None, (name, why)
+            assert (got is scope) == (name != "sapphire rapids"), name

@@ -586,30 +586,13 @@ def test_consensus_uneven_mix_and_nondeterministic_hardware():
         simulate(uniform_outcomes(diverge), {"a": -1}, ALL)
 
 
-# --- the validator study ------------------------------------------------------------------------------
+# --- the retired studies ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_validator_study_quick(tiny_musicgen, tmp_path, capsys):
-    out = tmp_path / "validators.md"
-    assert run_cli("validators", "--quick", "--out", str(out)) == 0
-    text = out.read_text()
-    assert text == capsys.readouterr().out.split(f"wrote {out}")[0]
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in text.splitlines()
-        if line.startswith("| ") and "|" in line[2:]
-    }
-    exact, composite = rows["bitwise"], rows["composite"]
-    assert float(exact[0]) > 0 and float(exact[2]) == 0  # rejects honest thread pairs, accepts no cheat
-    assert float(composite[0]) == 0 and float(composite[2]) == 0  # held out: no honest reject, no cheat
-    threads = rows["threads"]  # condition row: pairs, then reject rate per validator
-    assert float(threads[1]) == 1.0 and threads[2:] == ["0.00"] * 4
-    assert rows["repeat"][1:] == ["0.00"] * 5
-    assert rows["another seed"][1:] == ["0.00"] * 5 and rows["another prompt"][1:] == ["0.00"] * 5
-    kept = rows["noise 30 dB, honest codes kept"]  # honest codes + edited audio: only composite rejects it
-    assert kept[2] == "1.00" and kept[5] == "0.00"
-    assert "**recommended: composite" in text and "[validators.audio]" in text
-    assert (tmp_path / "validators.det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(StoreError, match="at least 2 seeds"):
-        run_cli("validators", "--quick", "--seeds", "1")
+def test_the_retired_study_commands_name_what_replaced_them(capsys):
+    from harness.cli.main import main
+
+    for name in ("validators", "replay-study"):
+        assert main([name, "--quick"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: harness {name} is retired:") and "harness calibrate" in err

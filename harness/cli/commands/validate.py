@@ -1,4 +1,5 @@
-"""``harness validate FILE...``: load task files and print their lint warnings; exit 2 when one is invalid."""
+"""``harness validate FILE...``: load task files and print their lint warnings, or load matrices
+(``.toml``: their task files and calibration files with them); exit 2 when one is invalid."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ NAME = "validate"
 
 
 def setup_arguments(sub):
-    s = sub.add_parser(NAME, help="validate task files and print lint warnings")
+    s = sub.add_parser(NAME, help="validate task files (and matrices: .toml) and print lint warnings")
     s.add_argument("files", nargs="+")
     add_kind(s)
     add_device(s)
@@ -25,6 +26,9 @@ def run(args) -> int:
 
     bad = 0
     for file in args.files:
+        if file.endswith(".toml"):
+            bad += not _matrix_ok(file)
+            continue
         try:
             task = load_task_file(file, args.kind)
         except TaskError as err:
@@ -40,3 +44,19 @@ def run(args) -> int:
         for w in warnings:
             print(f"  warning: {w}")
     return EXIT_ERROR if bad else EXIT_OK
+
+
+def _matrix_ok(file: str) -> bool:
+    """A matrix loads (its tasks, calibrations and axes checked) and expands into cells."""
+    from harness.errors import HarnessError
+    from harness.spec.matrix import expand, load_matrix
+
+    try:
+        matrix = load_matrix(file)
+        cells = expand(matrix, ["cpu", "cuda"])
+    except HarnessError as err:
+        print(f"INVALID {file}", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in str(err).splitlines()), file=sys.stderr)
+        return False
+    print(f"OK {file} (matrix {matrix.spec.name}: {len(matrix.tasks)} task(s), {len(cells)} cell(s))")
+    return True
