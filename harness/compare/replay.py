@@ -344,10 +344,12 @@ class Side:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _stage_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
-    if kind == "chain":
-        return [("text", "text_token_ids"), ("audio", "codes")]
-    return [("audio", "codes")] if kind == "audio" else [("text", "token_ids")]
+def _stage_arrays(kind: str) -> list[tuple[str, str]]:
+    """(stage, array) in the order the kind's replayer checks them (its KindSpec names it)."""
+    from harness.spec.kinds import KINDS
+
+    replayer = KINDS.replayer(kind)
+    return list(replayer.stages) if replayer is not None else []
 
 
 def explain_divergence(
@@ -356,7 +358,7 @@ def explain_divergence(
     """The first divergent step of two executions, explained from both sides' distributions
     there (each side replayed under its own configuration, on the shared prefix); None when
     the discrete outputs are equal or the task cannot be replayed."""
-    for stage, name in _stage_arrays(kind, a.arrays):
+    for stage, name in _stage_arrays(kind):
         if name not in a.arrays or name not in b.arrays:
             return None
         where = first_divergent_step(stage, a.arrays[name], b.arrays[name])
@@ -450,7 +452,12 @@ def _side_detail(
 
 
 def _greedy(doc: dict[str, Any], kind: str, stage: str) -> bool:
-    gc = (doc.get("text_stage" if stage == "text" else "audio_stage", doc) if kind == "chain" else doc).get(
-        "generation_config"
-    ) or {}
+    """Whether the stage's generation config is greedy (a staged kind's stage reads its own
+    sub-document: the KindSpec's stages, in the replayer's stage order)."""
+    from harness.spec.kinds import KINDS
+
+    spec = KINDS.get(kind)
+    order = [name for name, _ in _stage_arrays(kind)]
+    where = doc.get(spec.stages[order.index(stage)], doc) if spec.stages and stage in order else doc
+    gc = where.get("generation_config") or {}
     return gc.get("do_sample") is False
