@@ -353,7 +353,7 @@ def _stage_arrays(kind: str) -> list[tuple[str, str]]:
 
 
 def explain_divergence(
-    kind: str, a: Side, b: Side, margin: float, *, cache: ModelCache | None = None
+    kind: str, a: Side, b: Side, margin: float, *, cache: ModelCache | None = None, executor: Any = None
 ) -> Explanation | None:
     """The first divergent step of two executions, explained from both sides' distributions
     there (each side replayed under its own configuration, on the shared prefix); None when
@@ -381,8 +381,8 @@ def explain_divergence(
                 sentence=f"one side's {stage} output ends at step {step}: it was cut short",
             )
         try:
-            da, wa, ga = _side_detail(kind, a, step, stage, cache)
-            db, wb, gb = _side_detail(kind, b, step, stage, cache)
+            da, wa, ga = _side_detail(kind, a, step, stage, cache, executor)
+            db, wb, gb = _side_detail(kind, b, step, stage, cache, executor)
         except NotReplayable:
             return None
         if da is None or db is None:
@@ -421,10 +421,11 @@ def _token_at(stage: str, arr: np.ndarray, row: int, index: int) -> int | None:
 
 
 def _side_detail(
-    kind: str, side: Side, step: int, stage: str, cache: ModelCache | None
+    kind: str, side: Side, step: int, stage: str, cache: ModelCache | None, executor: Any = None
 ) -> tuple[StepDetail | None, str, bool]:
     """(step detail of the stage, where it was computed, greedy?) for one side, replayed under
-    its own configuration: in this process, or in a fresh worker for another kernel set."""
+    its own configuration: in this process, or for another kernel set as a replay job of
+    ``executor`` (the local one by default)."""
     from harness.execution.replay import Candidate, Options, replay_elsewhere, replay_output
     from harness.isa import NATIVE
     from harness.spec.tasks import parse_task
@@ -434,7 +435,9 @@ def _side_detail(
     )
     candidate = Candidate(arrays=side.arrays, response=side.response)
     if side.isa != NATIVE:
-        out = replay_elsewhere(kind, side.doc, candidate, isa=side.isa, threads=side.threads, options=opts)
+        out = replay_elsewhere(
+            kind, side.doc, candidate, isa=side.isa, threads=side.threads, options=opts, executor=executor
+        )
         if out.get("not_replayable"):
             raise NotReplayable(out["not_replayable"])
         return out["details"].get((stage, step)), f"isa {side.isa} worker", _greedy(side.doc, kind, stage)

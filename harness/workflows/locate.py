@@ -157,7 +157,7 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str, *, executor: 
     loc = locate_in_workers(ra.kind, sides[0], sides[1], step, (ra.digests, rb.digests), executor=executor)
     da, db = ra.axes.model_dump(), rb.axes.model_dump()
     differs = ", ".join(f"{k} {da[k]} vs {db[k]}" for k in da if da[k] != db[k]) or "nothing recorded"
-    explanation = explain_pair(store, ra, rb, ca, cb, c.level)
+    explanation = explain_pair(store, ra, rb, ca, cb, c.level, executor=executor)
     return LocateResult(
         cell_a=cell_a,
         cell_b=cell_b,
@@ -170,7 +170,7 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str, *, executor: 
     )
 
 
-def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
+def explain_pair(store, ra, rb, ca, cb, level: str, *, executor: Any = None) -> dict[str, Any] | None:
     """Why the two cells' discrete outputs part, from both sides' distributions at their first
     divergent step (harness.compare.replay.explain_divergence), with the run's margin for the
     dtype; None when their tokens are equal, they drew other random numbers (batch, load), or
@@ -199,7 +199,8 @@ def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
         )
         for r, cell in ((ra, ca), (rb, cb))
     ]
-    e = explain_divergence(ra.kind, sides[0], sides[1], bounds_for(thresholds, ra.axes.dtype).margin)
+    margin = bounds_for(thresholds, ra.axes.dtype).margin
+    e = explain_divergence(ra.kind, sides[0], sides[1], margin, executor=executor)
     return e.model_dump() if e is not None else None
 
 
