@@ -21,7 +21,7 @@ written on a worker's pipe (``exclude=True``): the events cross machines as pick
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -33,7 +33,6 @@ class ReplayWork(BaseModel):
     of a generation: under the cell's kernel level and thread count, in the executors' worker."""
 
     model_config = ConfigDict(extra="forbid")
-    performer: ClassVar[str] = "harness.execution.replay.job:perform"
 
     job: Literal["replay"] = "replay"
     candidate: Base64Bytes  # the candidate's arrays, an npz (they travel inside the job, to any node)
@@ -51,14 +50,30 @@ class LocateWork(BaseModel):
     instead of a plain generation: its artifact holds every hooked module's output."""
 
     model_config = ConfigDict(extra="forbid")
-    performer: ClassVar[str] = "harness.execution.hooks:perform"
 
     job: Literal["locate"] = "locate"
     step: int = 0
 
 
-#: what a cell asks of its worker besides generating its output (None: generate)
-Work = Annotated[ReplayWork | LocateWork, Field(discriminator="job")]
+class ValidateWork(BaseModel):
+    """The replay rule's decision for a candidate (harness.compare.replay.validate: every start
+    tried, the calibrated bounds applied), as ``harness replay`` asks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["validate"] = "validate"
+    candidate: Base64Bytes  # as ReplayWork's
+    response: dict[str, Any] | None = None
+    thresholds: dict[str, Any] = Field(default_factory=dict)  # harness.spec.policy.Thresholds
+    ran_on: str | None = None
+    batch_size: int = 1
+    starts: list[str] = Field(default_factory=lambda: ["warm", "cold"])
+    path: str = "auto"
+
+
+#: what a cell asks of its worker besides generating its output (None: generate); each job
+#: type's code is named in harness.execution.executors.WORK
+Work = Annotated[ReplayWork | LocateWork | ValidateWork, Field(discriminator="job")]
 
 
 class CellPayload(BaseModel):

@@ -123,10 +123,10 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
                 raise UnsupportedConfiguration(refusal)
             _maybe_fault(cell.cell_id)
             task = parse_task(cell.task_doc, cell.kind)
-            if cell.work is not None:  # a replay or locate job (harness.execution.protocol.Work)
-                from harness.spec.kinds import load_object
+            if cell.work is not None:  # a replay, locate or validate job (harness.execution.protocol.Work)
+                from harness.execution.executors import WORK
 
-                record = {**base, **load_object(cell.work.performer)(cell, task, cache, store)}
+                record = {**base, **WORK.get(cell.work.job)(cell, task, cache, store)}
             else:
                 axes = cell.axes
                 ex = execute(

@@ -16,7 +16,7 @@ import pytest
 
 from harness.execution.executors import EXECUTORS, make_executor
 from harness.execution.local import LocalProcessExecutor
-from harness.execution.protocol import LocateWork, ReplayWork
+from harness.execution.protocol import LocateWork, ReplayWork, ValidateWork
 from harness.spec.kinds import KINDS, KindSpec, ReplayerMismatch
 
 ROOT = Path(__file__).resolve().parents[2] / "harness"
@@ -184,6 +184,14 @@ def test_a_replay_under_another_kernel_level_is_a_job_of_the_executor(tiny_gpt2,
     for step in (0, 2):
         a, b = there["details"][("text", step)], here.stages[0].details[step]
         assert (a.sampled == b.sampled).all() and a.scores.shape == b.scores.shape
+    # harness replay's decision is a job too (every start tried in the worker)
+    from harness.compare.replay import validate
+    from harness.compare.replay_job import validate_elsewhere
+
+    decision = validate_elsewhere("gpt", GPT, candidate, executor=recording)
+    assert isinstance(recording.jobs[-1].cells[0].work, ValidateWork)
+    assert decision == validate("gpt", task, candidate).model_copy(update={"seconds": decision.seconds})
+    assert decision.accepted is True
 
 
 @pytest.mark.slow
