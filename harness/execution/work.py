@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.execution.executor import Executor, Job
-from harness.execution.protocol import CellPayload, LocateWork, ReplayWork
+from harness.execution.protocol import CellPayload, LocateWork, ReplayWork, ValidateWork
 from harness.execution.schedule import run_jobs
 from harness.store.records import Axes, Record
 
@@ -52,7 +52,7 @@ def work_payload(
     job_id: str,
     kind: str,
     task_doc: dict[str, Any],
-    work: ReplayWork | LocateWork,
+    work: ReplayWork | LocateWork | ValidateWork,
     *,
     device: str = "cpu",
     threads: int | None = None,
@@ -110,7 +110,14 @@ def run_work(
             Job(run_dir=tmp, device=d, profile=prof, worker=0, cells=cells, timeout_s=timeout_s, isa=isa, tf32=tf32)
             for (d, prof, isa, tf32), cells in groups.items()
         ]
-        run_jobs(jobs, executor.run, lambda job: executor.slot(job, 1), on_record, lambda _: None, executor.stop)
+        run_jobs(
+            jobs,
+            executor.run,  # type: ignore[arg-type]  # run_jobs passes the executor's own callbacks through
+            lambda job: executor.slot(job, 1),
+            on_record,
+            lambda _: None,
+            executor.stop,
+        )
         store = RunStore(tmp)
         out: dict[str, Outcome] = {}
         for p in payloads:

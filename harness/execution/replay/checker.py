@@ -48,7 +48,7 @@ class Plan:
         return int(self.cand.shape[0])
 
 
-def _apply(processors, ids, scores):
+def _apply(processors: Any, ids: Any, scores: Any) -> Any:
     """``LogitsProcessorList.__call__`` without its per-call signature inspection (a third of
     a replay's time at 512 steps): these processors take (input_ids, scores) only."""
     for processor in processors:
@@ -60,7 +60,7 @@ class Checker:
     #: steps whose slack (how near a matched position came to another pick) is computed at once
     SLACK_CHUNK = 32
 
-    def __init__(self, processors, plan: Plan, draws: Draws | None, detail_steps: Sequence[int] = ()):
+    def __init__(self, processors: Any, plan: Plan, draws: Draws | None, detail_steps: Sequence[int] = ()) -> None:
         self.processors = list(processors)
         self.shapers = [p for p in self.processors if type(p).__name__ not in FILTERS]
         self.plan, self.draws = plan, draws
@@ -70,9 +70,9 @@ class Checker:
         self.positions = 0
         self.closest = math.inf
         self.t = 0
-        self._pending: list[tuple] = []  # (scores, draws, matched rows) awaiting the slack computation
+        self._pending: list[tuple[Any, Any, Any]] = []  # (scores, draws, matched rows) awaiting the slack computation
 
-    def step(self, ids, raw):
+    def step(self, ids: Any, raw: Any) -> Any:
         """Check step ``self.t`` given the ids so far and the raw next-token logits (float32);
         returns the column ``generate`` appends."""
         import torch
@@ -83,7 +83,7 @@ class Checker:
         rows, vocab = scores.shape
         if self.draws is not None:
             draws = self.draws.next(rows, vocab)
-            picked = pick(torch.softmax(scores, dim=-1), draws)
+            picked = pick(torch.softmax(scores, dim=-1), draws)  # type: ignore[no-untyped-call]
         else:
             draws, picked = None, torch.argmax(scores, dim=-1)
         self.positions += int(valid.sum())
@@ -142,7 +142,7 @@ class Checker:
         self._pending.clear()
 
 
-def _gap(shaped, kept, log_e, sampled: int, candidate: int) -> float:
+def _gap(shaped: Any, kept: Any, log_e: Any, sampled: int, candidate: int) -> float:
     """How far the draw was from picking ``candidate`` instead of ``sampled`` (logit units)."""
     import torch
 

@@ -88,13 +88,13 @@ def _stepwise_logits(prep: Prepared, checker: Checker, state: Any) -> None:
     column: dict[str, Any] = {}
 
     class Record(LogitsProcessor):
-        def __call__(self, input_ids, scores):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
             if checker.t < checker.plan.steps:
                 column["next"] = checker.step(input_ids, scores)
             return scores
 
     class Force(LogitsProcessor):
-        def __call__(self, input_ids, scores):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
             forced = torch.full_like(scores, -math.inf)
             nxt = column.pop("next", None)
             if nxt is None:  # past the candidate's end: generate would go on; stop here
