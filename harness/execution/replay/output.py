@@ -20,7 +20,10 @@ def replay_support(kind: str, task: Any, device: str = "cpu") -> str | None:
     replayer = KINDS.replayer(kind)
     if replayer is None:
         covered = ", ".join(KINDS.replayed())
-        return f"replay covers {covered} tasks, not {kind} (its kind names no replayer: it has no token to check)"
+        return (
+            f"replay covers {covered} tasks, not {kind} (its KindSpec names no replayer: a model without "
+            f"tokens, such as a diffusion model, has none to check)"
+        )
     return device_problem(device) or replayer.support(task, device)
 
 
