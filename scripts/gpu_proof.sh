@@ -143,8 +143,12 @@ if wants sampling; then
     --out "$WORK/sampling-candidate"
   REPLAY_LINE=$(timeout 120 "${H[@]}" replay matrices/tasks/tiny-musicgen-pop.json "$WORK/sampling-candidate" 2>&1 | head -n 1)
   say "sampling: harness replay of the device's candidate: ${REPLAY_LINE:-no output}"
-  step sampling 150 "$PY" -m harness.workflows.gpu_sampling --device "$GPU" --json "$WORK/sampling.json" \
-    --replay "${REPLAY_LINE:-no output}"
+  for n in 1 2; do  # the same seeded generation in two fresh processes
+    step "sampling-record-$n" 60 "$PY" -m harness.workflows.gpu_sampling record --device "$GPU" \
+      --json "$WORK/sampling-record-$n.json" >/dev/null
+  done
+  step sampling 60 "$PY" -m harness.workflows.gpu_sampling measure --device "$GPU" --json "$WORK/sampling.json" \
+    --records "$WORK/sampling-record-1.json" "$WORK/sampling-record-2.json" --replay "${REPLAY_LINE:-no output}"
 fi
 wants overhead && step overhead 150 "$PY" scripts/overhead.py --quick --max-new-tokens 128 --device "$GPU" \
   --skip-reference --rounds 2 --threads 4 --json "$WORK/overhead.json"

@@ -344,19 +344,21 @@ class Side:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _stage_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
-    if kind == "chain":
-        return [("text", "text_token_ids"), ("audio", "codes")]
-    return [("audio", "codes")] if kind == "audio" else [("text", "token_ids")]
+def _stage_arrays(kind: str) -> list[tuple[str, str]]:
+    """(stage, array) in the order the kind's replayer checks them (its KindSpec names it)."""
+    from harness.spec.kinds import KINDS
+
+    replayer = KINDS.replayer(kind)
+    return list(replayer.stages) if replayer is not None else []
 
 
 def explain_divergence(
-    kind: str, a: Side, b: Side, margin: float, *, cache: ModelCache | None = None
+    kind: str, a: Side, b: Side, margin: float, *, cache: ModelCache | None = None, executor: Any = None
 ) -> Explanation | None:
     """The first divergent step of two executions, explained from both sides' distributions
     there (each side replayed under its own configuration, on the shared prefix); None when
     the discrete outputs are equal or the task cannot be replayed."""
-    for stage, name in _stage_arrays(kind, a.arrays):
+    for stage, name in _stage_arrays(kind):
         if name not in a.arrays or name not in b.arrays:
             return None
         where = first_divergent_step(stage, a.arrays[name], b.arrays[name])
@@ -379,8 +381,8 @@ def explain_divergence(
                 sentence=f"one side's {stage} output ends at step {step}: it was cut short",
             )
         try:
-            da, wa, ga = _side_detail(kind, a, step, stage, cache)
-            db, wb, gb = _side_detail(kind, b, step, stage, cache)
+            da, wa, ga = _side_detail(kind, a, step, stage, cache, executor)
+            db, wb, gb = _side_detail(kind, b, step, stage, cache, executor)
         except NotReplayable:
             return None
         if da is None or db is None:
@@ -419,10 +421,11 @@ def _token_at(stage: str, arr: np.ndarray, row: int, index: int) -> int | None:
 
 
 def _side_detail(
-    kind: str, side: Side, step: int, stage: str, cache: ModelCache | None
+    kind: str, side: Side, step: int, stage: str, cache: ModelCache | None, executor: Any = None
 ) -> tuple[StepDetail | None, str, bool]:
     """(step detail of the stage, where it was computed, greedy?) for one side, replayed under
-    its own configuration: in this process, or in a fresh worker for another kernel set."""
+    its own configuration: in this process, or for another kernel set as a replay job of
+    ``executor`` (the local one by default)."""
     from harness.execution.replay import Candidate, Options, replay_elsewhere, replay_output
     from harness.isa import NATIVE
     from harness.spec.tasks import parse_task
@@ -432,7 +435,9 @@ def _side_detail(
     )
     candidate = Candidate(arrays=side.arrays, response=side.response)
     if side.isa != NATIVE:
-        out = replay_elsewhere(kind, side.doc, candidate, isa=side.isa, threads=side.threads, options=opts)
+        out = replay_elsewhere(
+            kind, side.doc, candidate, isa=side.isa, threads=side.threads, options=opts, executor=executor
+        )
         if out.get("not_replayable"):
             raise NotReplayable(out["not_replayable"])
         return out["details"].get((stage, step)), f"isa {side.isa} worker", _greedy(side.doc, kind, stage)
@@ -450,7 +455,12 @@ def _side_detail(
 
 
 def _greedy(doc: dict[str, Any], kind: str, stage: str) -> bool:
-    gc = (doc.get("text_stage" if stage == "text" else "audio_stage", doc) if kind == "chain" else doc).get(
-        "generation_config"
-    ) or {}
+    """Whether the stage's generation config is greedy (a staged kind's stage reads its own
+    sub-document: the KindSpec's stages, in the replayer's stage order)."""
+    from harness.spec.kinds import KINDS
+
+    spec = KINDS.get(kind)
+    order = [name for name, _ in _stage_arrays(kind)]
+    where = doc.get(spec.stages[order.index(stage)], doc) if spec.stages and stage in order else doc
+    gc = where.get("generation_config") or {}
     return gc.get("do_sample") is False

@@ -6,6 +6,10 @@ so listing the names never imports Ray; a new executor is one class implementing
 harness.execution.executor.Executor plus one ``register`` line. Options are keyword
 arguments of the class (``address`` for Ray); one the executor does not take, or an unknown
 name, is refused in one line that says what there is.
+
+The job types the executors' worker runs besides generating (a replay, a locate re-run, a
+replay decision) are named here too: one typed model in harness.execution.protocol plus one
+``WORK.register`` line each.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ if TYPE_CHECKING:
 EXECUTORS: Registry[Any] = Registry("executor")
 EXECUTORS.register("local", "harness.execution.local:LocalProcessExecutor")
 EXECUTORS.register("ray", "harness.execution.ray_executor:RayExecutor")
+
+#: the job types a worker runs besides a generation (harness.execution.protocol.Work): each
+#: ``job`` name to the "module:function" (cell, task, model cache, run store) -> record fields
+WORK: Registry[Any] = Registry("job type")
+WORK.register("replay", "harness.execution.replay.job:perform")
+WORK.register("locate", "harness.execution.hooks:perform")
+WORK.register("validate", "harness.compare.replay_job:perform")
 
 
 def names() -> list[str]:

@@ -7,6 +7,11 @@ environment fingerprint it runs in), ``start`` (a cell began: the runner's timeo
 starts), ``record`` (a cell's final record), ``done``. A line that is not a valid event is
 skipped by the runner (libraries never write to the pipe, but a stray line must not end a run).
 
+A cell is a generation unless its payload carries ``work``: a replay or a locate re-run, the
+other model executions the harness makes. They are jobs of the same executors (timeouts, lost
+workers, stops and Ray decided once) run by the same worker; their results come back as a
+record and its artifact like any cell's.
+
 An executor passes the same events on to the shared event loop (harness.execution.loop), with
 three of its own: ``refused`` (a node will not run the job), ``exit`` (the worker ended, with
 its exit code) and ``lost`` (the executor lost the worker: a Ray task or node died). A fleet
@@ -18,13 +23,62 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from harness.store.records import Axes, Record, identity
 
 
+class ReplayWork(BaseModel):
+    """A replay of a candidate against the cell's task (harness.execution.replay.job), instead
+    of a generation: under the cell's kernel level and thread count, in the executors' worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["replay"] = "replay"
+    candidate: Base64Bytes  # the candidate's arrays, an npz (they travel inside the job, to any node)
+    response: dict[str, Any] | None = None
+    start: str = "warm"
+    path: str = "auto"
+    rows_in_draw_factor: int = 1
+    detail_steps: list[int] = Field(default_factory=list)
+    recheck_band: tuple[float, float] | None = None
+    allow_greedy: bool = False
+
+
+class LocateWork(BaseModel):
+    """The cell's task re-executed with module hooks at ``step`` (harness.execution.hooks),
+    instead of a plain generation: its artifact holds every hooked module's output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["locate"] = "locate"
+    step: int = 0
+
+
+class ValidateWork(BaseModel):
+    """The replay rule's decision for a candidate (harness.compare.replay.validate: every start
+    tried, the calibrated bounds applied), as ``harness replay`` asks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["validate"] = "validate"
+    candidate: Base64Bytes  # as ReplayWork's
+    response: dict[str, Any] | None = None
+    thresholds: dict[str, Any] = Field(default_factory=dict)  # harness.spec.policy.Thresholds
+    ran_on: str | None = None
+    batch_size: int = 1
+    starts: list[str] = Field(default_factory=lambda: ["warm", "cold"])
+    path: str = "auto"
+
+
+#: what a cell asks of its worker besides generating its output (None: generate); each job
+#: type's code is named in harness.execution.executors.WORK
+Work = Annotated[ReplayWork | LocateWork | ValidateWork, Field(discriminator="job")]
+
+
 class CellPayload(BaseModel):
-    """One cell as a worker needs it: its identity, its resolved task and where its artifact goes."""
+    """One cell as a worker needs it: its identity, its resolved task and where its artifact
+    goes; ``work``, when set, is the job the worker does with the task instead of generating."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +93,7 @@ class CellPayload(BaseModel):
     lint: list[str] = Field(default_factory=list)
     artifact_name: str
     engine: str = "harness"  # which code runs it: this harness's engines or "node-runner"
+    work: Work | None = None
 
     def identity(self) -> dict[str, Any]:
         """The fields every record of this cell carries (harness.store.records.IDENTITY_FIELDS)."""

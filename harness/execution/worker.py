@@ -126,37 +126,45 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
                 raise UnsupportedConfiguration(refusal)
             _maybe_fault(cell.cell_id)
             task = parse_task(cell.task_doc, cell.kind)
-            axes = cell.axes
-            ex = execute(
-                task,
-                cell.kind,
-                axes.device,
-                cache,
-                threads=axes.threads,
-                profile=axes.profile,
-                batch_size=axes.batch_size,
-                load=axes.load,
-                engine=cell.engine,
-                tf32=axes.tf32,
-            )
-            ex.determinism["kernels"] = environment["kernels"]
-            digests = ex.output.digests()
-            artifact = store.write_artifact(cell.artifact_name, ex.output.arrays)
-            record = {
-                **base,
-                "status": "ok",
-                "digests": digests,
-                "artifact": artifact,
-                "timings": ex.timings,
-                "peak_memory_bytes": ex.peak_memory_bytes,
-                "memory_kind": ex.memory_kind,
-                "warnings": ex.warnings[:20],
-                "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
-                "output": {**ex.output.describe(), **({"response": ex.output.response} if ex.output.response else {})},
-                "model_meta": {**ex.model_meta, "model_files_sha256": _model_files(cell.task_doc, folders)},
-                "determinism": ex.determinism,
-            }
-            record["receipt"] = _receipt(record, cell.task_doc, environment, digests)
+            if cell.work is not None:  # a replay, locate or validate job (harness.execution.protocol.Work)
+                from harness.execution.executors import WORK
+
+                record = {**base, **WORK.get(cell.work.job)(cell, task, cache, store)}
+            else:
+                axes = cell.axes
+                ex = execute(
+                    task,
+                    cell.kind,
+                    axes.device,
+                    cache,
+                    threads=axes.threads,
+                    profile=axes.profile,
+                    batch_size=axes.batch_size,
+                    load=axes.load,
+                    engine=cell.engine,
+                    tf32=axes.tf32,
+                )
+                ex.determinism["kernels"] = environment["kernels"]
+                digests = ex.output.digests()
+                artifact = store.write_artifact(cell.artifact_name, ex.output.arrays)
+                record = {
+                    **base,
+                    "status": "ok",
+                    "digests": digests,
+                    "artifact": artifact,
+                    "timings": ex.timings,
+                    "peak_memory_bytes": ex.peak_memory_bytes,
+                    "memory_kind": ex.memory_kind,
+                    "warnings": ex.warnings[:20],
+                    "nondeterministic_warnings": ex.nondeterministic_warnings[:20],
+                    "output": {
+                        **ex.output.describe(),
+                        **({"response": ex.output.response} if ex.output.response else {}),
+                    },
+                    "model_meta": {**ex.model_meta, "model_files_sha256": _model_files(cell.task_doc, folders)},
+                    "determinism": ex.determinism,
+                }
+                record["receipt"] = _receipt(record, cell.task_doc, environment, digests)
         except (UnsupportedConfiguration, ModelNotFound) as err:
             record = {**base, "status": "skipped", "reason": _one_line(err)}
         except TaskError as err:

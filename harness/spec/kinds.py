@@ -14,8 +14,10 @@ axis, how to key its loaded models in a worker's cache, the names of its discret
 divergent step is looked for), for multi-stage kinds the sub-documents that carry the task's
 seed, dtype and quantization and the function that says which stage a divergence began in,
 the top-level fields a document of it is recognised by (the network sends no kind), the
-validator rules a matrix may name for it, the rule a validation group applies to it, and
-whether the network's own runner package runs it (engine ``node-runner``).
+validator rules a matrix may name for it, the rule a validation group applies to it,
+whether the network's own runner package runs it (engine ``node-runner``), and its replayer
+(how its discrete output is teacher-forced against the task: harness.execution.replay; none
+for a kind without tokens).
 
 Its engine is checked against the ``Engine`` protocol (below) when it is resolved: a missing
 method or ``run()`` parameter (``seeded``) is one line naming it, not a TypeError mid-run.
@@ -153,6 +155,22 @@ def engine_problem(engine: Any) -> str | None:
     return None
 
 
+class KindReplayer(Protocol):
+    """How a kind's output is replayed against its task (harness.execution.replay): which
+    stages it checks, why a task cannot be, and the replay itself. Typed ``Any`` where the
+    objects belong to later stages (the candidate, the model cache, the trace)."""
+
+    stages: tuple[tuple[str, str], ...]  # (stage, the candidate's array it checks), in order
+
+    def support(self, task: Any, device: str) -> str | None: ...
+
+    def replay(self, kind: str, task: Any, candidate: Any, device: str, cache: Any, opts: Any) -> Any: ...
+
+
+class ReplayerMismatch(HarnessError, TypeError):
+    """A kind's replayer reference that names nothing, or an object that is not a replayer."""
+
+
 class NodeRunner(BaseModel):
     """How the network's own runner package runs a kind (engine ``node-runner``)."""
 
@@ -195,6 +213,9 @@ class KindSpec(BaseModel):
     # from a study's own outputs (harness.compare.cheats); a rule not here cannot be calibrated
     # for this kind (its command says so, and why)
     cheats: dict[str, str] = Field(default_factory=dict)
+    # "module:object" following the KindReplayer protocol (above): how its discrete output is
+    # teacher-forced, which stages; None: it has no token to check (not replayed)
+    replayer: str | None = None
 
     @field_validator("validator_rules")
     @classmethod
@@ -317,6 +338,30 @@ class KindRegistry(Registry[KindSpec]):
             self._engines_checked.add(ref)
         return engine
 
+    def replayer(self, name: str) -> KindReplayer | None:
+        """The replayer kind ``name`` names (None: it is not replayed), resolved and checked
+        against the ``KindReplayer`` protocol; a reference that names nothing is one line."""
+        ref = self.get(name).replayer
+        if ref is None:
+            return None
+        where = f"replayer {ref} of task kind {name!r}"
+        try:
+            obj = load_object(ref)
+        except (ImportError, AttributeError) as err:
+            raise ReplayerMismatch(f"{where}: cannot load it ({type(err).__name__}: {err})") from None
+        except UnknownName as err:
+            raise ReplayerMismatch(f"{where}: {err}") from None
+        lacks = [m for m in ("support", "replay") if not callable(getattr(obj, m, None))]
+        if lacks or not isinstance(getattr(obj, "stages", None), tuple):
+            what = ", ".join([f"{m}()" for m in lacks] + ([] if lacks else ["a stages tuple"]))
+            raise ReplayerMismatch(f"{where} is not a replayer (harness.spec.kinds.KindReplayer): it lacks {what}")
+        replayer: KindReplayer = obj
+        return replayer
+
+    def replayed(self) -> list[str]:
+        """The kinds that name a replayer."""
+        return [name for name in self.names() if self.get(name).replayer is not None]
+
     def of_task(self, task: Any) -> str:
         """The kind whose task model ``task`` is an instance of."""
         for name in self.names():
@@ -359,6 +404,7 @@ KINDS.add(
         schema_file="text-to-audio-task.schema.json",
         fallback=True,
         node_runner=_AUDIO_RUNNER,
+        replayer="harness.execution.replay.audio:AUDIO",
         network_rule=(
             "composite",
             "proposed: the network has no audio rule; codes equal and waveform "
@@ -378,6 +424,7 @@ KINDS.add(
         schema_file="gpt-inference-task.schema.json",
         recognised_by=("messages",),
         node_runner=_GPT_RUNNER,
+        replayer="harness.execution.replay.text:TEXT",
         validator_rules=("tokens", "replay"),  # a text result has no waveform to bound
         network_rule=(
             "result_hash",
@@ -411,6 +458,7 @@ KINDS.add(
         upstream_discrete="text_token_ids",
         stages=("text_stage", "audio_stage"),
         attribute_stage="harness.compare.chain:attribute_stage",
+        replayer="harness.execution.replay.chain:CHAIN",
         schema_file="chain-task.schema.json",
         recognised_by=("stages", "text_stage"),
         network_rule=("composite", "proposed: both stages' tokens equal and waveform within the calibrated bounds"),

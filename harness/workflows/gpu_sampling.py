@@ -22,8 +22,10 @@ The fourth question, whether ``harness replay`` accepts an honest candidate made
 is asked by the proof script itself (``harness exec`` then ``harness replay``); its answer is
 recorded beside these figures.
 
-``python -m harness.workflows.gpu_sampling --device cuda:0 --json FILE`` runs all three; on a
-CPU (``--device cpu``) it is the rehearsal, and every answer is expected to be yes.
+``python -m harness.workflows.gpu_sampling record --device cuda:0 --json R`` records one
+generation (run twice, each a fresh process: the proof script does), then ``measure --device
+cuda:0 --records R1 R2 --json FILE`` runs the kernel check and compares them; on a CPU
+(``--device cpu``) it is the rehearsal, and every answer is expected to be yes.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,26 +118,11 @@ def record_generation(device: str, task_path: Path = TASK) -> dict[str, Any]:
     }
 
 
-def _in_fresh_process(device: str) -> dict[str, Any]:
-    """:func:`record_generation` in a new interpreter, which sets the determinism profile's
-    environment before torch starts (as a worker does)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.workflows.gpu_sampling", "record", "--device", device],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail}"}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
-def measure(device: str) -> dict[str, Any]:
-    """All three answers for ``device``: the kernel check here, two generations in fresh processes."""
-    first, second = _in_fresh_process(device), _in_fresh_process(device)
+def measure(device: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """All three answers for ``device``: the kernel check here, and the generation recorded in
+    two fresh processes (``record`` mode, started by the proof script like its other steps:
+    no module but the executors starts processes)."""
+    first, second = (records + [{"error": "not recorded"}] * 2)[:2]
     same = (
         "error" not in first
         and "error" not in second
@@ -176,25 +161,37 @@ def render(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"error": f"{path}: {err}"}
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.workflows.gpu_sampling", description=__doc__.splitlines()[0])
-    p.add_argument("mode", nargs="?", choices=("measure", "record"), default="measure")
+    p.add_argument("mode", choices=("record", "measure"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", type=Path, help="write the measurement here (measure mode)")
+    p.add_argument("--json", type=Path, help="where to write the record (record) or the measurement (measure)")
+    p.add_argument("--records", type=Path, nargs="*", default=[], help="measure: two records from fresh processes")
     p.add_argument("--replay", help="the first line harness replay printed for a candidate made on the device")
     args = p.parse_args(argv)
+    from harness.store.files import atomic_write_json
+
     if args.mode == "record":
         from harness.determinism import apply_environment
 
         apply_environment("on")  # before torch starts: CUBLAS_WORKSPACE_CONFIG, TF32 off
-        print(json.dumps(record_generation(args.device)))
+        record = record_generation(args.device)
+        if args.json:
+            atomic_write_json(args.json, record)
+        print(json.dumps(record))
         return 0
-    doc = measure(args.device)
+    doc = measure(args.device, [_read_record(r) for r in args.records])
     if args.replay:
         doc["replay"] = args.replay
     if args.json:
-        from harness.store.files import atomic_write_json
-
         atomic_write_json(args.json, doc)
     print("\n".join(render(doc)))
     return 0

@@ -1,24 +1,28 @@
 """``harness locate RUN --pair A B``: re-execute two cells of a run with module hooks and name
-the first module whose output differs (harness.compare.locate does the hooking and comparing).
+the first module whose output differs (harness.execution.hooks hooks, harness.compare.locate
+compares).
 
-Each side is run once, in this process, through harness.execution.execute (the call a worker
-makes) with the cell's own task document, thread count and profile; its output digest must
-equal the recorded one, else the location is refused as unsound (the divergence did not
-reproduce here: e.g. it happened only in another process). The step examined is the pair's
+Each side is run once, as a locate job of the executors (harness.execution.work: a fresh
+worker, with the cell's own task document, kernel level, thread count and profile, on the
+local executor or Ray); its output digest must equal the recorded one, else the location is
+refused as unsound (the divergence did not reproduce: e.g. it happened only in another
+process). ``locate_docs`` re-runs both sides in this process instead (a planted change, a
+test). The step examined is the pair's
 first divergent step; when the discrete outputs are equal (a float-only difference) it is
 step 0. The modules outside the steps (text encoder, audio decoder) are always examined.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from harness.compare.locate import Hooks, LocateError, Location, Trace, first_difference, operation_hint
+from harness.compare.locate import Hooks, LocateError, Location, first_difference, operation_hint
+from harness.execution.hooks import rerun_traced
+
+__all__ = ["LocateResult", "explain_pair", "locate_docs", "locate_in_workers", "locate_run_pair", "rerun_traced"]
 
 
 class LocateResult(BaseModel):
@@ -34,40 +38,6 @@ class LocateResult(BaseModel):
     explanation: dict[str, Any] | None = None
 
 
-def rerun_traced(
-    doc: dict[str, Any],
-    kind: str,
-    *,
-    device: str = "cpu",
-    threads: int | None = None,
-    profile: str = "on",
-    step: int = 0,
-    plant: tuple[str, int, Callable[[Any], Any]] | None = None,
-) -> tuple[Trace, dict[str, str]]:
-    """Execute one task with hooks at ``step``; (trace, output digests). Hooks are removed
-    before this returns; torch's thread count is restored."""
-    from harness.determinism import apply_environment
-
-    if "torch" not in sys.modules:
-        apply_environment(profile)
-    import torch
-
-    from harness.engines.base import ModelCache, get_engine
-    from harness.execution.execute import execute
-    from harness.spec.tasks import parse_task
-
-    before = torch.get_num_threads()
-    try:
-        task = parse_task(doc, kind)
-        cache = ModelCache()
-        loaded, _ = cache.get(get_engine(kind), task, device)
-        with Hooks(kind, loaded.objects, step, plant) as hooks:
-            ex = execute(task, kind, device, cache, threads=threads, profile=profile)
-        return hooks.trace, ex.output.digests()
-    finally:
-        torch.set_num_threads(before)
-
-
 def locate_docs(
     kind: str,
     side_a: dict[str, Any],
@@ -80,15 +50,59 @@ def locate_docs(
     traces = []
     for label, side, want in (("A", side_a, expected[0]), ("B", side_b, expected[1])):
         trace, digests = rerun_traced(kind=kind, step=step, **side)
-        if want is not None and (
-            digests.get("output") != want.get("output") or digests.get("tokens") != want.get("tokens")
-        ):
-            raise LocateError(
-                f"side {label}: the re-run's output differs from the recorded one; the divergence "
-                f"does not reproduce here, so it cannot be located soundly"
-            )
+        _check_reproduced(label, digests, want)
         traces.append(trace)
     return first_difference(traces[0], traces[1])
+
+
+def locate_in_workers(
+    kind: str,
+    side_a: dict[str, Any],
+    side_b: dict[str, Any],
+    step: int,
+    expected: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None),
+    *,
+    executor: Any = None,
+    timeout_s: float = 600,
+) -> Location:
+    """``locate_docs`` with each side a locate job of ``executor`` (the local one by default):
+    ``side_*`` hold ``doc`` and optionally ``device``, ``threads``, ``profile``, ``isa``."""
+    from harness.execution.hooks import trace_of
+    from harness.execution.protocol import LocateWork
+    from harness.execution.work import run_work, work_payload
+
+    payloads = [
+        work_payload(
+            f"locate-{label}",
+            kind,
+            side["doc"],
+            LocateWork(step=step),
+            device=side.get("device", "cpu"),
+            threads=side.get("threads"),
+            isa=side.get("isa", "native"),
+            profile=side.get("profile", "on"),
+        )
+        for label, side in (("A", side_a), ("B", side_b))
+    ]
+    outcomes = run_work(payloads, executor=executor, timeout_s=timeout_s)
+    traces = []
+    for label, payload, want in (("A", payloads[0], expected[0]), ("B", payloads[1], expected[1])):
+        outcome = outcomes[payload.cell_id]
+        if outcome.status != "ok":
+            raise LocateError(f"side {label}: the re-run did not complete ({outcome.status}: {outcome.reason})")
+        _check_reproduced(label, outcome.digests, want)
+        traces.append(trace_of(outcome.output, outcome.arrays))
+    return first_difference(traces[0], traces[1])
+
+
+def _check_reproduced(label: str, digests: dict[str, str], want: dict[str, str] | None) -> None:
+    if want is not None and (
+        digests.get("output") != want.get("output") or digests.get("tokens") != want.get("tokens")
+    ):
+        raise LocateError(
+            f"side {label}: the re-run's output differs from the recorded one; the divergence "
+            f"does not reproduce here, so it cannot be located soundly"
+        )
 
 
 def _cells(run_dir: Path):
@@ -110,8 +124,9 @@ def _cells(run_dir: Path):
     return store, records, cells
 
 
-def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str) -> LocateResult:
-    """Locate where two recorded executions of a run part."""
+def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str, *, executor: Any = None) -> LocateResult:
+    """Locate where two recorded executions of a run part (each side re-run by ``executor``,
+    the local one by default)."""
     from harness.analysis.run import comparable
     from harness.compare.levels import compare
 
@@ -130,13 +145,19 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str) -> LocateResu
     step = c.first_divergence if c.first_divergence is not None else 0
     ca, cb = cells[cell_a], cells[cell_b]
     sides = [
-        {"doc": x.task_doc, "device": x.axes.device, "threads": x.axes.threads, "profile": x.axes.profile}
+        {
+            "doc": x.task_doc,
+            "device": x.axes.device,
+            "threads": x.axes.threads,
+            "profile": x.axes.profile,
+            "isa": x.axes.isa,
+        }
         for x in (ca, cb)
     ]
-    loc = locate_docs(ra.kind, sides[0], sides[1], step, (ra.digests, rb.digests))
+    loc = locate_in_workers(ra.kind, sides[0], sides[1], step, (ra.digests, rb.digests), executor=executor)
     da, db = ra.axes.model_dump(), rb.axes.model_dump()
     differs = ", ".join(f"{k} {da[k]} vs {db[k]}" for k in da if da[k] != db[k]) or "nothing recorded"
-    explanation = explain_pair(store, ra, rb, ca, cb, c.level)
+    explanation = explain_pair(store, ra, rb, ca, cb, c.level, executor=executor)
     return LocateResult(
         cell_a=cell_a,
         cell_b=cell_b,
@@ -149,7 +170,7 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str) -> LocateResu
     )
 
 
-def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
+def explain_pair(store, ra, rb, ca, cb, level: str, *, executor: Any = None) -> dict[str, Any] | None:
     """Why the two cells' discrete outputs part, from both sides' distributions at their first
     divergent step (harness.compare.replay.explain_divergence), with the run's margin for the
     dtype; None when their tokens are equal, they drew other random numbers (batch, load), or
@@ -178,7 +199,8 @@ def explain_pair(store, ra, rb, ca, cb, level: str) -> dict[str, Any] | None:
         )
         for r, cell in ((ra, ca), (rb, cb))
     ]
-    e = explain_divergence(ra.kind, sides[0], sides[1], bounds_for(thresholds, ra.axes.dtype).margin)
+    margin = bounds_for(thresholds, ra.axes.dtype).margin
+    e = explain_divergence(ra.kind, sides[0], sides[1], margin, executor=executor)
     return e.model_dump() if e is not None else None
 
 

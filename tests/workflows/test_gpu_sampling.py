@@ -4,6 +4,10 @@ the one generate used must show as draws that do not predict the picks."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from harness.workflows import gpu_sampling
@@ -27,7 +31,13 @@ def test_kernel_check_sees_draws_from_another_state(monkeypatch):
 
 @pytest.mark.slow
 def test_rehearsal_on_the_cpu_predicts_every_pick_in_two_processes(tmp_path):
-    doc = gpu_sampling.measure("cpu")
+    records = []
+    for n in (1, 2):  # as the proof script does: each recording a fresh process
+        path = tmp_path / f"record-{n}.json"
+        cmd = [sys.executable, "-m", "harness.workflows.gpu_sampling", "record", "--device", "cpu", "--json", str(path)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+        records.append(json.loads(path.read_text()))
+    doc = gpu_sampling.measure("cpu", records)
     gen = doc["generate"]
     assert "error" not in gen, gen
     assert gen["steps"] == 64 and gen["rows"] == 256  # 64 tokens, 4 codebooks (guidance folded in)
@@ -37,3 +47,10 @@ def test_rehearsal_on_the_cpu_predicts_every_pick_in_two_processes(tmp_path):
     lines = gpu_sampling.render(doc)
     assert "predict 256/256 sampled rows over 64 steps" in lines[1]
     assert "byte-identical" in lines[2] and lines[3].endswith("ACCEPTED: ...")
+
+
+def test_a_missing_record_is_said_not_compared(tmp_path):
+    doc = gpu_sampling.measure("cpu", [gpu_sampling._read_record(tmp_path / "absent.json")])
+    assert doc["processes_identical"] is False and "error" in doc["generate"]
+    assert doc["second_process"] == {"error": "not recorded"}
+    assert gpu_sampling.render(doc)[1].startswith("- seeded generation: ")

@@ -6,6 +6,7 @@ import json
 import sys
 
 from harness.cli.common import EXIT_OK
+from harness.execution.executors import names as executor_names
 
 NAME = "locate"
 
@@ -16,14 +17,26 @@ def setup_arguments(sub):
     )
     s.add_argument("run", help="run directory")
     s.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=True, help="two cell ids of the run")
+    s.add_argument(
+        "--executor",
+        choices=executor_names(),
+        default="local",
+        help="where each side is re-run: a local worker process (default) or a Ray cluster",
+    )
+    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
     s.add_argument("--json", action="store_true", help="print the location as JSON")
     return s
 
 
 def run(args) -> int:
+    from harness.execution.executors import make_executor
     from harness.workflows.locate import locate_run_pair
 
-    result = locate_run_pair(args.run, args.pair[0], args.pair[1])
+    executor = make_executor(args.executor, address=args.address)
+    try:
+        result = locate_run_pair(args.run, args.pair[0], args.pair[1], executor=executor)
+    finally:
+        executor.shutdown()
     if args.json:
         sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     else:

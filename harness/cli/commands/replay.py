@@ -2,8 +2,10 @@
 
 Anyone can re-run a replay from three things: the task document, the candidate's result folder
 (``harness exec --out DIR`` writes the WAV or response and ``STEM.tokens.json``) and the model.
-The candidate sends no logits and no margins. Exit 0: accepted; 1: rejected or not replayable
-(never accepted by default); 2: bad input (one line).
+The candidate sends no logits and no margins. The replay is a job of the executor (a local
+worker process, or Ray with ``--executor ray``), as every model execution of the harness is.
+Exit 0: accepted; 1: rejected or not replayable (never accepted by default); 2: bad input
+(one line).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from harness.cli.arguments import add_trusted_keys
 from harness.cli.common import EXIT_FAIL, EXIT_OK
+from harness.execution.executors import names as executor_names
 
 NAME = "replay"
 
@@ -51,6 +54,13 @@ def setup_arguments(sub):
         default="auto",
         help="one teacher-forced pass, forced generation, or auto (default)",
     )
+    s.add_argument(
+        "--executor",
+        choices=executor_names(),
+        default="local",
+        help="where the replay runs: a local worker process (default) or a Ray cluster",
+    )
+    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
     s.add_argument("--json", action="store_true", help="print the decision as JSON")
     return s
 
@@ -108,12 +118,10 @@ def _thresholds(args, task, kind: str):
 
 
 def run(args) -> int:
-    from harness.determinism import apply_environment
-
-    apply_environment("on")  # before torch starts
-    from harness.compare.replay import validate
+    from harness.compare.replay_job import validate_elsewhere
+    from harness.execution.executors import make_executor
     from harness.execution.replay import Candidate
-    from harness.spec.tasks import load_task_file, task_kind
+    from harness.spec.tasks import load_task_file, task_kind, task_to_doc
     from harness.store.candidate import read_candidate
 
     task = load_task_file(args.task)
@@ -130,16 +138,21 @@ def run(args) -> int:
             print(f"NOT REPLAYABLE: {refused.reason}")
         return EXIT_FAIL
     starts = ("warm", "cold") if args.start == "either" else (args.start,)
-    decision = validate(
-        kind,
-        task,
-        Candidate(arrays=files.arrays, response=files.response),
-        thr,
-        ran_on=files.device,
-        batch_size=files.batch_size,
-        starts=starts,
-        path=args.path,
-    ).model_copy(update={"margin_from": margin_from})
+    executor = make_executor(args.executor, address=args.address)
+    try:  # the replay is a job of the executor: a fresh worker (its determinism set before torch starts)
+        decision = validate_elsewhere(
+            kind,
+            task_to_doc(task),
+            Candidate(arrays=files.arrays, response=files.response),
+            thr,
+            ran_on=files.device,
+            batch_size=files.batch_size,
+            starts=starts,
+            path=args.path,
+            executor=executor,
+        ).model_copy(update={"margin_from": margin_from})
+    finally:
+        executor.shutdown()
     if args.json:
         sys.stdout.write(json.dumps(decision.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     else:
