@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 #: a registry: it may name the top stage without importing it)
 PUBLIC = {
     "analyze_run": "harness.api:analyze_run",
-    "calibrate": "harness.api:calibrate",
     "assert_reproducible": "harness.api:assert_reproducible",
+    "calibrate": "harness.api:calibrate",
     "certify": "harness.api:certify",
     "compare_runs": "harness.api:compare_runs",
     "load_run": "harness.api:load_run",

@@ -214,5 +214,7 @@ DEFAULT_JUDGED: tuple[DimensionName, ...] = ("repeat", "process", "batch", "thre
 #: the honest sources a calibration pairs (harness calibrate): every comparison dimension, plus
 #: ``machine`` (an execution of another run or bundle given: another machine, or the same one
 #: another day). A calibration entry's scope lists those its bounds cover.
-CALIBRATION_SOURCES = ("repeat", "process", "threads", "isa", "batch", "load", "node", "device", "machine")
-CalibrationSource = Literal["repeat", "process", "threads", "isa", "batch", "load", "node", "device", "machine"]
+CALIBRATION_SOURCES = ("repeat", "process", "threads", "isa", "batch", "load", "node", "device", "stack", "machine")
+CalibrationSource = Literal[
+    "repeat", "process", "threads", "isa", "batch", "load", "node", "device", "stack", "machine"
+]

@@ -47,6 +47,7 @@ from harness.compare.levels import Comparable, Thresholds
 from harness.compare.validators import composite, composite_score
 from harness.spec.calibration import Calibration, Entry, Rate
 from harness.spec.kinds import KINDS, load_object
+from harness.vocabulary import FAILED_STATUSES
 
 RULES = ("composite", "replay")
 #: rules with nothing to calibrate, and why (a kind whose network rule this is needs no file)
@@ -69,7 +70,7 @@ def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[
         records = {r.cell_id: r for r in latest_records(loaded.records)}
         expected = expected_cells(run.store.manifest()) or {}
         missing = sorted(set(expected) - set(records))
-        failed = [r for r in records.values() if r.status in ("failed", "timeout")]
+        failed = [r for r in records.values() if r.status in FAILED_STATUSES]
         if missing or failed:
             parts = [f"{len(missing)} cell(s) missing (first: {missing[0]})"] if missing else []
             parts += [f"{len(failed)} failed (first: {failed[0].cell_id}: {failed[0].reason})"] if failed else []

@@ -257,7 +257,7 @@ def _digest(cells: list[Cell]) -> str:
 @pytest.mark.parametrize(
     "name,count,digest",
     [
-        ("smoke.toml", 288, "f546861ea3c5e177994f56016afb634ccdfc359d52ebb74d0834daa7566f46df"),
+        ("smoke.toml", 288, "3054ff6a527704171ba7ebf1bc636098e9eadccf3dc04c212ef823eb9dd3e1e9"),
         ("kinds.toml", 48, "ee19fb9f7a45b367918e95f037babf0167a756d9d2c1b0d85d354dc42ac23a9a"),
     ],
 )
