@@ -81,42 +81,17 @@ def apply_runtime(profile: str, threads: int | None = None, tf32: str = "off") -
     if threads:
         torch.set_num_threads(int(threads))
     if profile == "on":
-        deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
-        deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
     if profile == "on" or tf32 == "on":  # with the profile off and tf32 off: torch's own defaults
         on = tf32 == "on"
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on
         torch.set_float32_matmul_precision("high" if on else "highest")
-
-
-INDUCTOR_DETERMINISTIC = "TORCHINDUCTOR_DETERMINISTIC"  # read by torch._inductor.config when it loads
-
-
-def deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
-    """``torch.use_deterministic_algorithms`` without importing the compiler to set its flag.
-
-    Why: torch 2.13's function imports ``torch._inductor.config`` (and with it torch._dynamo and
-    sympy) to set inductor's ``deterministic``: 2-6 s of every worker's first cell on a 2-core
-    machine, profile on or off, for a compiler no cell uses. Where inductor is not loaded yet,
-    its flag is the environment's ``TORCHINDUCTOR_DETERMINISTIC`` at the moment it loads, so
-    that variable is set to the mode instead and torch's own switch is set directly: the same
-    state, should inductor load later. Where inductor is loaded, torch's function runs."""
-    import torch
-
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if "torch._inductor.config" in sys.modules or setter is None:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-        return
-    if mode:
-        os.environ[INDUCTOR_DETERMINISTIC] = "1"
-    else:
-        os.environ.pop(INDUCTOR_DETERMINISTIC, None)
-    setter(mode, warn_only=warn_only)
 
 
 def seed_everything(seed: int) -> None:

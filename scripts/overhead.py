@@ -9,8 +9,8 @@
              with the same kwargs (no harness code at all: that is the point of a baseline)
   reference  (full mode) the reference node's way: transformers.pipeline("text-to-audio")
              built again for every task (no model cache)
-  worker     an empty worker job: spawn -> ready (``--baseline-tree`` interleaves another
-             checkout's worker, for a before/after of the worker start)
+  worker     a worker process on one 8-token cell: spawn -> ready, spawn -> its record
+             (``--baseline-tree`` interleaves another checkout's worker: a before/after)
 
 Why rounds: on a shared machine a long block of A then a long block of B reads drift as cost.
 Each round runs every column once, in an order that alternates (A/B, then B/A), so drift hits
@@ -256,13 +256,37 @@ def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int) -> tupl
     return wall, {"cell_s": after_warmup(ok), "digests": digests, "load_s": sum(r["timings"]["load_s"] for r in ok)}
 
 
-def worker_start(tmp: Path, pythonpath: Path | None = None) -> float:
-    """Seconds from spawning ``python -m harness.execution.worker`` with an empty job to its
-    ``ready`` line (the environment set, torch imported, the fingerprint read)."""
-    run_dir = tmp / "empty-run"
-    run_dir.mkdir(exist_ok=True)
-    job = tmp / f"empty-job-{time.monotonic_ns()}.json"  # the worker deletes its job file
-    job.write_text(json.dumps({"run_dir": str(run_dir), "profile": "on", "cells": []}))
+FIRST_CELL = {  # the smallest real cell: what a worker's first cell pays beyond the generation
+    "name": "first-cell",
+    "repeats": 1,
+    "workers": 1,
+    "tasks": [{"name": "m", "task": {"model": "tiny:musicgen", "prompt": "pop", "seed": 1}}],
+    "axes": {"threads": [1], "dtype": ["float32"]},
+}
+
+
+def worker_job(run_dir: Path, with_cell: bool) -> str:
+    """A worker's job file: no cell (spawn -> ready) or one 8-token tiny MusicGen cell."""
+    from harness.execution.protocol import WorkerJob
+    from harness.execution.runner import cell_payload
+    from harness.spec.matrix import expand, matrix_from_doc
+
+    cells = []
+    if with_cell:
+        doc = json.loads(json.dumps(FIRST_CELL))
+        doc["tasks"][0]["task"]["generation_config"] = {"max_new_tokens": 8}
+        cells = [cell_payload(c, []) for c in expand(matrix_from_doc(doc))]
+    return WorkerJob(run_dir=str(run_dir), profile="on", cells=cells).model_dump_json()
+
+
+def worker_start(tmp: Path, pythonpath: Path | None = None) -> tuple[float, float]:
+    """Seconds from spawning ``python -m harness.execution.worker`` to its ``ready`` line (the
+    environment set, torch imported, the fingerprint read), and to the record of a first cell
+    (8 tokens of tiny MusicGen: the imports and model load every worker pays once)."""
+    run_dir = tmp / f"worker-run-{time.monotonic_ns()}"
+    run_dir.mkdir()
+    job = tmp / f"worker-job-{time.monotonic_ns()}.json"  # the worker deletes its job file
+    job.write_text(worker_job(run_dir, with_cell=True))
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.execution.worker", str(job)],
@@ -273,14 +297,19 @@ def worker_start(tmp: Path, pythonpath: Path | None = None) -> float:
         text=True,
     )
     assert proc.stdout is not None
-    ready = None
+    ready = record = None
     for line in proc.stdout:
-        if ready is None and json.loads(line).get("event") == "ready":
+        event = json.loads(line)
+        if ready is None and event.get("event") == "ready":
             ready = time.perf_counter() - t0
+        elif record is None and event.get("event") == "record":
+            record = time.perf_counter() - t0
+            if event["record"]["status"] != "ok":
+                raise SystemExit(f"the worker ({pythonpath or ROOT}): first cell {event['record'].get('reason')}")
     proc.wait()
-    if ready is None:
-        raise SystemExit(f"the worker ({pythonpath or ROOT}) exited {proc.returncode} without a ready line")
-    return ready
+    if ready is None or record is None:
+        raise SystemExit(f"the worker ({pythonpath or ROOT}) exited {proc.returncode} without ready and a record")
+    return ready, record
 
 
 # --- the rounds --------------------------------------------------------------------------------
@@ -304,7 +333,9 @@ def measure(args: argparse.Namespace, plan: dict[str, Any], spec: dict[str, Any]
                     wall, info = run_child(column, spec, tmp)
                     cells[column] += info["cell_s"][1:]  # the first pays the imports, as in the harness
                 elif column.startswith("worker"):
-                    wall, info = worker_start(tmp, args.baseline_tree if column != "worker" else None), {}
+                    wall, first = worker_start(tmp, args.baseline_tree if column != "worker" else None)
+                    cells[column].append(first)
+                    info = {}
                 else:
                     wall, info = run_harness(plan, "on" if column == "harness" else "off", tmp, rnd)
                     cells[column] += info["cell_s"]
@@ -356,17 +387,23 @@ def report(plan: dict[str, Any], measured: dict[str, Any], load: str) -> dict[st
         ref = ratio_of(walls["bare"], walls["reference"])
         print(f"reference (pipeline per task) vs bare: {ratio_text(ref)}  (process wall per round)")
         figures["reference_vs_bare"] = ratio_figures(ref)
-    start = walls["worker"]
+    start, first = walls["worker"], cells["worker"]
     print(
-        f"worker start: {statistics.median(start):.2f} s spawn to ready (median of {len(start)}; "
-        f"min {min(start):.2f}, max {max(start):.2f})"
+        f"worker start: {statistics.median(start):.2f} s spawn to ready, {statistics.median(first):.2f} s to the "
+        f"record of an 8-token tiny MusicGen cell (medians of {len(start)}; ready min {min(start):.2f}, "
+        f"max {max(start):.2f})"
     )
-    figures["worker_ready_s"] = start
+    figures["worker_ready_s"], figures["worker_first_record_s"] = start, first
     if walls.get("worker-baseline"):
-        base = walls["worker-baseline"]
-        change = ratio_of(base, start)
-        print(f"  vs the baseline tree ({statistics.median(base):.2f} s median): {ratio_text(change)}, {change.text}")
+        base, base_first = walls["worker-baseline"], cells["worker-baseline"]
+        change, change_first = ratio_of(base, start), ratio_of(base_first, first)
+        print(f"  vs the baseline tree, spawn to ready ({statistics.median(base):.2f} s): {ratio_text(change)}")
+        print(
+            f"  vs the baseline tree, spawn to first record ({statistics.median(base_first):.2f} s): "
+            f"{ratio_text(change_first)}"
+        )
         figures["worker_vs_baseline"] = {**ratio_figures(change), "baseline_ready_s": base}
+        figures["worker_first_record_vs_baseline"] = {**ratio_figures(change_first), "baseline_s": base_first}
     return figures
 
 

@@ -103,25 +103,3 @@ def test_profile_cost_variants_change_one_part_each():
         "on-1t": ("on", 1, True),
     }
     assert set(profile_cost.AGAINST) | {"off"} == set(profile_cost.VARIANTS)
-
-
-def test_the_profile_sets_torchs_switch_without_starting_the_compiler():
-    """Same state as torch.use_deterministic_algorithms, torch._inductor not imported; and should
-    inductor load afterwards, its own flag agrees (TORCHINDUCTOR_DETERMINISTIC)."""
-    code = """
-import os, sys
-os.environ.pop("TORCHINDUCTOR_DETERMINISTIC", None)
-import torch
-from harness.determinism import apply_runtime
-apply_runtime("on", threads=1)
-assert "torch._inductor.config" not in sys.modules and "torch._dynamo" not in sys.modules
-assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-apply_runtime("off")
-assert not torch.are_deterministic_algorithms_enabled()
-apply_runtime("on")
-import torch._inductor.config as inductor
-assert inductor.deterministic is True
-apply_runtime("off")  # inductor loaded now: torch's own function sets both
-assert inductor.deterministic is False and not torch.are_deterministic_algorithms_enabled()
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
