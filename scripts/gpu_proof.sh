@@ -134,7 +134,7 @@ elif wants cert; then
 fi
 wants all && step all 60 "$PY" -m harness.workflows.gpu_proof all-devices --work "$WORK"
 wants overhead && step overhead 150 "$PY" scripts/overhead.py --quick --max-new-tokens 128 --device "$GPU" \
-  --skip-reference --rounds 2 --threads 4 --json "$WORK/overhead.json"
+  --skip-reference --skip-worker --rounds 2 --threads 4 --json "$WORK/overhead.json"
 
 # --- 4. the summary and the archives (always) ------------------------------------------------------
 timeout -k 10 60 "$PY" -m harness.workflows.gpu_proof summary --work "$WORK" --out "$OUT" 2>&1 | tee -a "$LOG"

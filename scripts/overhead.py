@@ -319,7 +319,8 @@ def measure(args: argparse.Namespace, plan: dict[str, Any], spec: dict[str, Any]
         columns.insert(1, "off")
     if not args.skip_reference and not args.short:
         columns.append("reference")
-    columns += ["worker"] + (["worker-baseline"] if args.baseline_tree else [])
+    if not args.skip_worker:
+        columns += ["worker"] + (["worker-baseline"] if args.baseline_tree else [])
     walls: dict[str, list[float]] = {c: [] for c in columns}
     cells: dict[str, list[float]] = {c: [] for c in columns}
     digests: dict[str, dict[str, str]] = {}
@@ -387,6 +388,8 @@ def report(plan: dict[str, Any], measured: dict[str, Any], load: str) -> dict[st
         ref = ratio_of(walls["bare"], walls["reference"])
         print(f"reference (pipeline per task) vs bare: {ratio_text(ref)}  (process wall per round)")
         figures["reference_vs_bare"] = ratio_figures(ref)
+    if not walls.get("worker"):
+        return figures
     start, first = walls["worker"], cells["worker"]
     print(
         f"worker start: {statistics.median(start):.2f} s spawn to ready, {statistics.median(first):.2f} s to the "
@@ -414,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="override the matrix's thread count (harness and baselines alike)")
     ap.add_argument("--skip-reference", action="store_true", help="skip the pipeline-per-task column (full mode)")
     ap.add_argument("--skip-profile", action="store_true", help="skip the profile on/off comparison")
+    ap.add_argument("--skip-worker", action="store_true", help="skip the worker start column")
     ap.add_argument("--baseline-tree", type=Path, help="another checkout whose worker start is interleaved")
     ap.add_argument("--keep", type=Path, help="keep the runs and specs in this folder")
     ap.add_argument("--device", default="cpu", help="run every column on this device (cpu, cuda:N)")
