@@ -31,6 +31,7 @@ Compare ratios, not seconds; two runs on a quiet machine should give overlapping
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -243,6 +244,7 @@ def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int) -> tupl
     matrix = tmp / f"overhead-{profile}.toml"
     matrix.write_text(dump_matrix(doc))
     out = tmp / f"run-{profile}-{rnd}"
+    started = time.time()
     wall, proc = _timed(
         [sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress"], _env()
     )
@@ -253,7 +255,25 @@ def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int) -> tupl
     if len(ok) != len(cells_of(plan)):
         raise SystemExit(f"harness run ({profile}): {len(ok)} ok records of {len(cells_of(plan))}; see {out}")
     digests = {f"{r['axes']['seed']}/{r['axes']['repeat']}": r["digests"]["waveform"] for r in ok}
-    return wall, {"cell_s": after_warmup(ok), "digests": digests, "load_s": sum(r["timings"]["load_s"] for r in ok)}
+    info = {"cell_s": after_warmup(ok), "digests": digests, "phases": phases(ok, out, started, started + wall)}
+    return wall, info
+
+
+def phases(ok: list[dict[str, Any]], out: Path, started: float, ended: float) -> dict[str, float]:
+    """Where a harness run's wall time went, from its own clocks."""
+    created = json.loads((out / "manifest.json").read_text())["created_at"]
+    ok = sorted(ok, key=lambda r: r["started_at"])
+    outside = [r["finished_at"] - r["started_at"] - r["timings"]["total_s"] for r in ok]  # outside execute()
+    gaps = [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(ok)]
+    return {
+        "cli_start": created - started,  # python, imports, expansion, the environment fingerprint
+        "worker_start": ok[0]["started_at"] - created,  # lint, model hashes, the worker's spawn to its first cell
+        "first_cell_imports": outside[0],  # torch + transformers + engine imports, paid inside the first cell
+        "per_cell_extra": statistics.median([o + g for o, g in zip(outside[1:], gaps, strict=False)])
+        if len(ok) > 1
+        else 0.0,  # digests, artifact, record, between cells
+        "after": ended - ok[-1]["finished_at"],  # worker exit, analysis, three reports, process exit
+    }
 
 
 FIRST_CELL = {  # the smallest real cell: what a worker's first cell pays beyond the generation
@@ -324,6 +344,7 @@ def measure(args: argparse.Namespace, plan: dict[str, Any], spec: dict[str, Any]
     walls: dict[str, list[float]] = {c: [] for c in columns}
     cells: dict[str, list[float]] = {c: [] for c in columns}
     digests: dict[str, dict[str, str]] = {}
+    phase_rounds: dict[str, list[dict[str, float]]] = {}
     rounds = args.rounds or plan["rounds"]
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp_name:
         tmp = args.keep or Path(tmp_name)
@@ -340,10 +361,11 @@ def measure(args: argparse.Namespace, plan: dict[str, Any], spec: dict[str, Any]
                 else:
                     wall, info = run_harness(plan, "on" if column == "harness" else "off", tmp, rnd)
                     cells[column] += info["cell_s"]
+                    phase_rounds.setdefault(column, []).append(info["phases"])
                 walls[column].append(wall)
                 digests.setdefault(column, info.get("digests", {}))
             print(f"  round {rnd + 1}/{rounds}: " + ", ".join(f"{c} {walls[c][-1]:.2f} s" for c in columns))
-    return {"walls": walls, "cells": cells, "digests": digests, "rounds": rounds}
+    return {"walls": walls, "cells": cells, "digests": digests, "rounds": rounds, "phases": phase_rounds}
 
 
 def report(plan: dict[str, Any], measured: dict[str, Any], load: str) -> dict[str, Any]:
@@ -360,7 +382,14 @@ def report(plan: dict[str, Any], measured: dict[str, Any], load: str) -> dict[st
     per_cell = ratio_of(cells["bare"], cells["harness"])
     print(f"harness vs bare: {ratio_text(whole)}  (process wall per round, start-up and reports included)")
     print(f"  per cell: {ratio_text(per_cell)}  (each cell's own time, the first of each process left out)")
+    ph = {k: statistics.median(p[k] for p in measured["phases"]["harness"]) for k in measured["phases"]["harness"][0]}
+    print(
+        f"  harness phases (medians): cli start {ph['cli_start']:.2f} s, to the first cell {ph['worker_start']:.2f} s, "
+        f"imports in the first cell {ph['first_cell_imports']:.2f} s, {ph['per_cell_extra'] * 1e3:.1f} ms per cell "
+        f"for digests, artifact, record; analysis + reports + exit {ph['after']:.2f} s"
+    )
     figures: dict[str, Any] = {
+        "phases": ph,
         "device": plan["device"],
         "cells": n,
         "max_new_tokens": plan["kwargs"]["max_new_tokens"],

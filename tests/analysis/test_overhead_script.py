@@ -103,3 +103,52 @@ def test_profile_cost_variants_change_one_part_each():
         "on-1t": ("on", 1, True),
     }
     assert set(profile_cost.AGAINST) | {"off"} == set(profile_cost.VARIANTS)
+
+
+def _record(start: float, total: float, finish: float) -> dict[str, object]:
+    return {"status": "ok", "started_at": start, "finished_at": finish, "timings": {"total_s": total}}
+
+
+def test_the_phases_split_a_runs_wall_by_its_own_clocks(overhead, tmp_path):
+    (tmp_path / "manifest.json").write_text('{"created_at": 101.0}')
+    ok = [_record(104.0, 2.5, 107.0), _record(107.01, 0.5, 107.52)]
+    ph = overhead.phases(ok, tmp_path, 100.0, 110.0)
+    assert ph == pytest.approx(
+        {"cli_start": 1.0, "worker_start": 3.0, "first_cell_imports": 0.5, "per_cell_extra": 0.02, "after": 2.48}
+    )
+
+
+def test_the_report_prints_every_ratio_from_the_rounds(overhead, capsys):
+    plan = overhead.load_plan(True, 1)
+    rounds = [1.0, 1.1, 0.9, 1.05]
+    measured = {
+        "rounds": 4,
+        "walls": {
+            "harness": [x * 12 for x in rounds],
+            "off": [x * 11 for x in rounds],
+            "bare": [x * 10 for x in rounds],
+            "worker": [3.0, 2.9, 3.1, 3.0],
+            "worker-baseline": [3.5, 3.4, 3.6, 3.5],
+        },
+        "cells": {
+            "harness": rounds * 2,
+            "off": rounds * 2,
+            "bare": rounds * 2,
+            "worker": [9.0] * 4,
+            "worker-baseline": [10.0] * 4,
+        },
+        "digests": {"harness": {"1/0": "a"}, "bare": {"1/0": "a"}},
+        "phases": {
+            "harness": [
+                dict.fromkeys(("cli_start", "worker_start", "first_cell_imports", "after"), 1.0)
+                | {"per_cell_extra": 0.003}
+            ]
+            * 4
+        },
+    }
+    figures = overhead.report(plan, measured, "load average ... quiet")
+    out = capsys.readouterr().out
+    want = overhead.ratio_text(overhead.ratio_of(measured["walls"]["bare"], measured["walls"]["harness"]))
+    assert f"harness vs bare: {want}" in out and "profile on vs off: ratio 1.00" in out
+    assert "vs the baseline tree, spawn to ready" in out and "3.0 ms per cell" in out
+    assert figures["harness_vs_bare"]["ratio"] == pytest.approx(1.2) and figures["profile_cost_pct"] == 0.0
