@@ -54,7 +54,7 @@ from harness.hubenv import LIBRARY_ENV  # noqa: E402
 from harness.spec.matrix import dump_matrix  # noqa: E402
 
 # cells per round and rounds: a round is short so that many of them interleave
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "short": {"max_new_tokens": 128, "seeds": [1, 2, 3], "repeats": 1, "rounds": 4},
     "full": {"max_new_tokens": None, "seeds": [1, 2], "repeats": 2, "rounds": 8},  # None: the matrix's 512
 }
@@ -147,7 +147,10 @@ def after_warmup(records: Sequence[dict[str, Any]]) -> list[float]:
 
 def load_text(before: tuple[float, float, float], after: tuple[float, float, float], cpus: int) -> str:
     busy = max(before[0], after[0]) > 0.5 * cpus
-    fmt = lambda t: " ".join(f"{x:.2f}" for x in t)
+
+    def fmt(t: tuple[float, float, float]) -> str:
+        return " ".join(f"{x:.2f}" for x in t)
+
     return f"load average (1, 5, 15 min) before {fmt(before)}, after {fmt(after)} on {cpus} CPUs: " + (
         "BUSY machine, other work shared the cores (the intervals carry that noise)" if busy else "quiet"
     )
@@ -180,7 +183,7 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
         .to(device)
         .eval()
     )
-    processor = AutoProcessor.from_pretrained(spec["path"], local_files_only=True)
+    processor = AutoProcessor.from_pretrained(spec["path"], local_files_only=True)  # type: ignore[no-untyped-call]
     load_s = time.perf_counter() - t0
     cell_s, digests = [], {}
     for cell in spec["cells"]:
