@@ -68,9 +68,12 @@ def determinism(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark suites, saved per machine with every round's time; from the second run
-    on, compared with the previous saved run by ``harness bench``: failed only on a slowdown a
-    two-sample test calls significant (Mann-Whitney U at 95%) and of at least 25%."""
+    """pytest-benchmark suites (the engines, the hot paths, a worker's start), saved per machine
+    with every round's time; from the second run on, compared with the previous saved run by
+    ``harness bench``: failed only on a slowdown a two-sample test calls significant
+    (Mann-Whitney U at 95%) and of at least 25%. Then ``scripts/overhead.py --short``: the
+    harness against bare transformers and the profile on against off, interleaved, each a
+    Hodges-Lehmann ratio with its 95% interval (saved in .benchmarks/overhead/, not gated)."""
     from pytest_benchmark.utils import get_machine_id
 
     folder = Path(".benchmarks", get_machine_id())
@@ -101,6 +104,9 @@ def bench(session: nox.Session) -> None:
             "25%",
             external=True,
         )
+    overhead = Path(".benchmarks", "overhead", f"{get_machine_id()}-short.json")  # not among the saved runs
+    overhead.parent.mkdir(parents=True, exist_ok=True)
+    session.run("python", "scripts/overhead.py", "--short", "--json", str(overhead))
 
 
 @nox.session(python=False)

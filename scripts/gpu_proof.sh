@@ -151,7 +151,7 @@ if wants sampling; then
     --records "$WORK/sampling-record-1.json" "$WORK/sampling-record-2.json" --replay "${REPLAY_LINE:-no output}"
 fi
 wants overhead && step overhead 150 "$PY" scripts/overhead.py --quick --max-new-tokens 128 --device "$GPU" \
-  --skip-reference --rounds 2 --threads 4 --json "$WORK/overhead.json"
+  --skip-reference --skip-worker --rounds 2 --threads 4 --json "$WORK/overhead.json"
 
 # --- 4. the summary and the archives (always) ------------------------------------------------------
 timeout -k 10 60 "$PY" -m harness.workflows.gpu_proof summary --work "$WORK" --out "$OUT" 2>&1 | tee -a "$LOG"

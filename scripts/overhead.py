@@ -1,30 +1,31 @@
 #!/usr/bin/env python
-"""What does the harness itself cost? The same MusicGen cells three ways, each timed as a
-whole process (start-up, imports and model loads included):
+"""What does the harness itself cost? The same MusicGen cells, run in interleaved rounds:
 
-  harness    `harness run matrices/overhead.toml` (runner + a fresh worker process, records,
-             artifacts, analysis and the three reports)
+  harness    `harness run` on a few cells of matrices/overhead.toml (runner + a fresh worker
+             process, records, artifacts, analysis and the three reports), profile on
+  off        the same with the determinism profile off
   bare       plain transformers in one process, the model loaded once:
              MusicgenForConditionalGeneration.from_pretrained + processor + set_seed + generate
              with the same kwargs (no harness code at all: that is the point of a baseline)
-  reference  the reference node's way: transformers.pipeline("text-to-audio", model=path)
+  reference  (full mode) the reference node's way: transformers.pipeline("text-to-audio")
              built again for every task (no model cache)
+  worker     a worker process on one 8-token cell: spawn -> ready, spawn -> its record
+             (``--baseline-tree`` interleaves another checkout's worker: a before/after)
 
-and prints ``ratio X.XX`` (harness / bare, target <= 1.10), the reference runner's ratio,
-the fixed cost of a worker start, and the determinism profile's cost (the harness run with
-the profile on vs off: ``determinism profile cost X.X%``, target within 5% on the CPU).
+Why rounds: on a shared machine a long block of A then a long block of B reads drift as cost.
+Each round runs every column once, in an order that alternates (A/B, then B/A), so drift hits
+both sides; the figures are Hodges-Lehmann ratios with their distribution-free 95% interval
+(harness.analysis.significance, the test ``harness bench --check`` uses), printed as
+``ratio X [95% CI a, b]``. The load average before and after says how busy the machine was.
 Outputs are checked too: the bare baseline must produce the harness's waveforms bit for bit,
 else it did not do the same work.
 
-    python scripts/overhead.py            # full: ~30 s of generation per column, a few minutes
-    python scripts/overhead.py --quick    # ~5 s per column, for testing
-    python scripts/overhead.py --threads 1   # override the matrix's thread count (noisy machines:
-                                             # 2 OpenMP threads on 2 busy cores spin badly)
-    python scripts/overhead.py --quick --device cuda:0 --skip-reference --rounds 2
-                                             # on a GPU (scripts/gpu_proof.sh): every column on
-                                             # cuda:0, harness / profile-off runs interleaved
+    python scripts/overhead.py            # full: 8 rounds x 4 cells x 512 tokens (~5 min idle)
+    python scripts/overhead.py --short    # 4 rounds x 3 cells x 128 tokens (~1.5 min; nox -s bench)
+    python scripts/overhead.py --short --baseline-tree /path/to/main   # worker start, before/after
+    python scripts/overhead.py --short --device cuda:0 --skip-reference   # on a GPU (gpu_proof.sh)
 
-Timings are only as quiet as the machine: run it on an idle one, and compare ratios, not seconds.
+Compare ratios, not seconds; two runs on a quiet machine should give overlapping intervals.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,15 @@ MATRIX = ROOT / "matrices" / "overhead.toml"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness.analysis.significance import Change, compare_samples  # noqa: E402
 from harness.hubenv import LIBRARY_ENV  # noqa: E402
 from harness.spec.matrix import dump_matrix  # noqa: E402
 
-QUICK = {"max_new_tokens": 256, "seeds": [1, 2], "repeats": 4}
+# cells per round and rounds: a round is short so that many of them interleave
+MODES: dict[str, dict[str, Any]] = {
+    "short": {"max_new_tokens": 128, "seeds": [1, 2, 3], "repeats": 1, "rounds": 4},
+    "full": {"max_new_tokens": None, "seeds": [1, 2], "repeats": 2, "rounds": 8},  # None: the matrix's 512
+}
 # A node passes only the task's generation fields and the model's generation config fills the
 # rest; the overhead task gives them all, so the bare baseline's kwargs are exactly the task's.
 GENERATION_FIELDS = ("max_new_tokens", "do_sample", "top_k", "top_p", "temperature", "guidance_scale")
@@ -58,8 +65,9 @@ GENERATION_FIELDS = ("max_new_tokens", "do_sample", "top_k", "top_p", "temperatu
 
 # --- the plan --------------------------------------------------------------------------------
 def load_plan(
-    quick: bool, threads: int | None, device: str = "cpu", max_new_tokens: int | None = None
+    short: bool, threads: int | None, device: str = "cpu", max_new_tokens: int | None = None
 ) -> dict[str, Any]:
+    """The cells of one round (the matrix's task, the mode's seeds, repeats and tokens)."""
     doc = tomllib.loads(MATRIX.read_text())
     task = doc["tasks"][0]["task"]
     gen = task["generation_config"]
@@ -68,19 +76,16 @@ def load_plan(
         raise SystemExit(
             f"{MATRIX}: the task must give {', '.join(missing)} (the bare baseline passes the task's kwargs)"
         )
-    if quick:
-        gen["max_new_tokens"] = QUICK["max_new_tokens"]
-        doc["axes"]["seed"] = QUICK["seeds"]
-        doc["repeats"] = QUICK["repeats"]
+    mode = MODES["short" if short else "full"]
+    gen["max_new_tokens"] = max_new_tokens or mode["max_new_tokens"] or gen["max_new_tokens"]
+    doc["axes"]["seed"] = list(mode["seeds"])
+    doc["repeats"] = mode["repeats"]
     if threads is not None:
         doc["axes"]["threads"] = [threads]
-    if max_new_tokens is not None:
-        gen["max_new_tokens"] = max_new_tokens
     doc["axes"]["device"] = [device]
     axes = doc["axes"]
-    for name, want in (("workers", 1),):
-        if doc.get(name) != want:
-            raise SystemExit(f"{MATRIX}: {name} must be {want}")
+    if doc.get("workers") != 1:
+        raise SystemExit(f"{MATRIX}: workers must be 1")
     if len(axes["threads"]) != 1 or axes["batch_size"] != [1] or axes["dtype"] != ["float32"]:
         raise SystemExit(f"{MATRIX}: one thread count, batch 1 and float32 only (the baseline runs exactly these)")
     return {
@@ -91,6 +96,7 @@ def load_plan(
         "repeats": int(doc["repeats"]),
         "threads": int(axes["threads"][0]),
         "device": device,
+        "rounds": int(mode["rounds"]),
     }
 
 
@@ -99,8 +105,59 @@ def cells_of(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"seed": s, "repeat": r} for s in sorted(plan["seeds"]) for r in range(plan["repeats"])]
 
 
+def round_order(columns: Sequence[str], rnd: int) -> list[str]:
+    """Round 0 runs the columns as given, round 1 reversed, and so on (A/B, B/A): each column
+    runs as often first as last, so a drift in the machine's speed hits every column alike."""
+    return list(columns) if rnd % 2 == 0 else list(reversed(columns))
+
+
+# --- the statistics (harness.analysis.significance) ------------------------------------------
+def ratio_of(baseline: Sequence[float], current: Sequence[float]) -> Change:
+    """current / baseline as a Hodges-Lehmann ratio with its 95% interval and the U test."""
+    return compare_samples(baseline, current)
+
+
+def ratio_text(change: Change) -> str:
+    """``ratio 1.04 [95% CI 0.98, 1.11]`` (``unbounded``: too few samples for an interval)."""
+    if change.ratio is None:
+        return "ratio ? (no samples)"
+    if change.ratio_low is None or change.ratio_high is None:
+        interval = "[95% CI unbounded: too few samples]"
+    else:
+        interval = f"[95% CI {change.ratio_low:.2f}, {change.ratio_high:.2f}]"
+    return f"ratio {change.ratio:.2f} {interval}"
+
+
+def ratio_figures(change: Change) -> dict[str, Any]:
+    return {
+        "ratio": change.ratio,
+        "ratio_low": change.ratio_low,
+        "ratio_high": change.ratio_high,
+        "p_value": change.p_value,
+        "n": [change.n_baseline, change.n_current],
+    }
+
+
+def after_warmup(records: Sequence[dict[str, Any]]) -> list[float]:
+    """Each ok cell's own time (``total_s``) but the first of its worker's, which pays the
+    imports and the model load (the report's cost section leaves it out the same way)."""
+    ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: r["started_at"])
+    return [float(r["timings"]["total_s"]) for r in ok[1:]]
+
+
+def load_text(before: tuple[float, float, float], after: tuple[float, float, float], cpus: int) -> str:
+    busy = max(before[0], after[0]) > 0.5 * cpus
+
+    def fmt(t: tuple[float, float, float]) -> str:
+        return " ".join(f"{x:.2f}" for x in t)
+
+    return f"load average (1, 5, 15 min) before {fmt(before)}, after {fmt(after)} on {cpus} CPUs: " + (
+        "BUSY machine, other work shared the cores (the intervals carry that noise)" if busy else "quiet"
+    )
+
+
 # --- the child processes ---------------------------------------------------------------------
-def _waveform_digest(audio) -> str:
+def _waveform_digest(audio: Any) -> str:
     """digest_array of the (samples, channels) float32 waveform, as the engine stores it."""
     import numpy as np
 
@@ -126,9 +183,9 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
         .to(device)
         .eval()
     )
-    processor = AutoProcessor.from_pretrained(spec["path"], local_files_only=True)
+    processor = AutoProcessor.from_pretrained(spec["path"], local_files_only=True)  # type: ignore[no-untyped-call]
     load_s = time.perf_counter() - t0
-    generate_s, digests = 0.0, {}
+    cell_s, digests = [], {}
     for cell in spec["cells"]:
         t0 = time.perf_counter()
         inputs = processor(text=[spec["prompt"]], padding=True, return_tensors="pt").to(device)
@@ -136,9 +193,9 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
         with torch.inference_mode():
             audio = model.generate(**inputs, **spec["kwargs"])
         wave = audio[0].to(torch.float32).cpu().numpy()  # .cpu() waits for the device's queue
-        generate_s += time.perf_counter() - t0
+        cell_s.append(time.perf_counter() - t0)
         digests[f"{cell['seed']}/{cell['repeat']}"] = _waveform_digest(wave)
-    return {"load_s": load_s, "generate_s": generate_s, "digests": digests}
+    return {"load_s": load_s, "cell_s": cell_s, "digests": digests}
 
 
 def child_reference(spec: dict[str, Any]) -> dict[str, Any]:
@@ -147,31 +204,32 @@ def child_reference(spec: dict[str, Any]) -> dict[str, Any]:
     from transformers import pipeline, set_seed
 
     torch.set_num_threads(spec["threads"])
-    build_s = generate_s = 0.0
-    digests = {}
+    build_s, cell_s, digests = 0.0, [], {}
     for cell in spec["cells"]:
         t0 = time.perf_counter()
         pipe = pipeline("text-to-audio", model=spec["path"], device=spec.get("device", "cpu"), dtype=torch.float32)
-        build_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        built = time.perf_counter()
         set_seed(cell["seed"])
         out = pipe(spec["prompt"], generate_kwargs=dict(spec["kwargs"]))
-        generate_s += time.perf_counter() - t0
+        cell_s.append(time.perf_counter() - t0)
+        build_s += built - t0
         digests[f"{cell['seed']}/{cell['repeat']}"] = _waveform_digest(out["audio"])
         del pipe
-    return {"load_s": build_s, "generate_s": generate_s, "digests": digests}
+    return {"load_s": build_s, "cell_s": cell_s, "digests": digests}
 
 
-def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def _env(pythonpath: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(LIBRARY_ENV, MPLBACKEND="Agg")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     return time.perf_counter() - t0, proc
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(LIBRARY_ENV, MPLBACKEND="Agg")
-    return env
 
 
 def run_child(mode: str, spec: dict[str, Any], tmp: Path) -> tuple[float, dict[str, Any]]:
@@ -183,7 +241,7 @@ def run_child(mode: str, spec: dict[str, Any], tmp: Path) -> tuple[float, dict[s
     return wall, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int = 0) -> tuple[float, dict[str, Any]]:
+def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int) -> tuple[float, dict[str, Any]]:
     doc = json.loads(json.dumps(plan["matrix"]))
     doc["axes"]["profile"] = [profile]
     matrix = tmp / f"overhead-{profile}.toml"
@@ -193,193 +251,210 @@ def run_harness(plan: dict[str, Any], profile: str, tmp: Path, rnd: int = 0) -> 
     wall, proc = _timed(
         [sys.executable, "-m", "harness.cli", "run", str(matrix), "--out", str(out), "--no-progress"], _env()
     )
-    ended = started + wall
     if proc.returncode not in (0, 1):  # 1: a gate failed, still a complete run
         raise SystemExit(f"harness run ({profile}) failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     ok = [r for r in records if r["status"] == "ok"]
     if len(ok) != len(cells_of(plan)):
         raise SystemExit(f"harness run ({profile}): {len(ok)} ok records of {len(cells_of(plan))}; see {out}")
-    t = lambda key: sum(r["timings"].get(key, 0.0) for r in ok)
     digests = {f"{r['axes']['seed']}/{r['axes']['repeat']}": r["digests"]["waveform"] for r in ok}
+    info = {"cell_s": after_warmup(ok), "digests": digests, "phases": phases(ok, out, started, started + wall)}
+    return wall, info
+
+
+def phases(ok: list[dict[str, Any]], out: Path, started: float, ended: float) -> dict[str, float]:
+    """Where a harness run's wall time went, from its own clocks."""
     created = json.loads((out / "manifest.json").read_text())["created_at"]
-    ok.sort(key=lambda r: r["started_at"])
-    first, last = ok[0]["started_at"], ok[-1]["finished_at"]
-    outside = [
-        r["finished_at"] - r["started_at"] - r["timings"]["total_s"] for r in ok
-    ]  # per cell, outside execute()'s clock
+    ok = sorted(ok, key=lambda r: r["started_at"])
+    outside = [r["finished_at"] - r["started_at"] - r["timings"]["total_s"] for r in ok]  # outside execute()
     gaps = [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(ok)]
-    phases = {  # where the wall time went, from the run's own clocks
-        "cli_start": created - started,  # python + imports + expansion + environment fingerprint
-        "worker_start": first - created,  # lint, tiny model hashes, worker spawn until its first cell starts
-        "first_cell_imports": outside[0],  # torch + transformers + engine imports, paid inside the first cell
-        "cells": last - first,
-        "per_cell_extra": statistics.median([o + g for o, g in zip(outside[1:], gaps[1:] + [0.0], strict=False)])
-        if len(ok) > 1
-        else 0.0,
-        "after": ended - last,  # worker exit, analysis, three reports, process exit
-    }
-    return wall, {
-        "generate_s": t("encode_s") + t("generate_s") + t("decode_s"),
-        "cells_s": t("total_s"),
-        "load_s": t("load_s"),
-        "digests": digests,
-        "run_dir": str(out),
-        "phases": phases,
-    }
-
-
-def worker_startup(tmp: Path, rounds: int) -> dict[str, float]:
-    """Spawn -> 'ready' and spawn -> exit of ``python -m harness.execution.worker`` with an empty job,
-    and the import of torch + transformers' MusicGen a real first cell adds on top."""
-    job = tmp / "empty-job.json"
-    (tmp / "empty-run").mkdir(exist_ok=True)
-    job.write_text(json.dumps({"run_dir": str(tmp / "empty-run"), "profile": "on", "cells": []}))
-    ready, done, imports = [], [], []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.execution.worker", str(job)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-            env=_env(),
-            text=True,
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if json.loads(line).get("event") == "ready":
-                ready.append(time.perf_counter() - t0)
-        proc.wait()
-        done.append(time.perf_counter() - t0)
-        wall, _ = _timed(
-            [
-                sys.executable,
-                "-c",
-                "import torch, transformers; from transformers import MusicgenForConditionalGeneration",
-            ],
-            _env(),
-        )
-        imports.append(wall)
     return {
-        "ready_s": statistics.median(ready),
-        "exit_s": statistics.median(done),
-        "imports_s": statistics.median(imports),
+        "cli_start": created - started,  # python, imports, expansion, the environment fingerprint
+        "worker_start": ok[0]["started_at"] - created,  # lint, model hashes, the worker's spawn to its first cell
+        "first_cell_imports": outside[0],  # torch + transformers + engine imports, paid inside the first cell
+        "per_cell_extra": statistics.median([o + g for o, g in zip(outside[1:], gaps, strict=False)])
+        if len(ok) > 1
+        else 0.0,  # digests, artifact, record, between cells
+        "after": ended - ok[-1]["finished_at"],  # worker exit, analysis, three reports, process exit
     }
 
 
-def report(
-    plan: dict[str, Any],
-    cells: list[dict[str, Any]],
-    walls: dict[str, list[float]],
-    best: dict[str, tuple[float, dict[str, Any]]],
-    startup: dict[str, float],
-    gens: dict[str, list[float]] | None = None,
-) -> dict[str, Any]:
-    """Print the figures and return them (``--json``). ``at equal generation`` swaps a column's
-    own generation time for the bare baseline's (the work is the same, the outputs identical):
-    what remains is the column's fixed and per-cell cost, which noise from other processes
-    distorts less. With several rounds the profile's cost is also given per round: the rounds
-    rotate the columns, so profile on and off alternate (A/B/A/B) and drift hits both."""
-    gens = gens or {}
-    spread = lambda c: "" if len(walls[c]) < 2 else f"  [rounds: {', '.join(f'{w:.2f}' for w in walls[c])}]"
-    bare_wall, bare = best["bare"]
-    on_wall, on = best["harness"]
-    print(
-        f"bare       {bare_wall:7.2f} s wall  (load {bare['load_s']:.2f} s, generation {bare['generate_s']:.2f} s)"
-        + spread("bare")
+FIRST_CELL = {  # the smallest real cell: what a worker's first cell pays beyond the generation
+    "name": "first-cell",
+    "repeats": 1,
+    "workers": 1,
+    "tasks": [{"name": "m", "task": {"model": "tiny:musicgen", "prompt": "pop", "seed": 1}}],
+    "axes": {"threads": [1], "dtype": ["float32"]},
+}
+
+
+def worker_job(run_dir: Path, with_cell: bool) -> str:
+    """A worker's job file: no cell (spawn -> ready) or one 8-token tiny MusicGen cell."""
+    from harness.execution.protocol import WorkerJob
+    from harness.execution.runner import cell_payload
+    from harness.spec.matrix import expand, matrix_from_doc
+
+    cells = []
+    if with_cell:
+        doc = json.loads(json.dumps(FIRST_CELL))
+        doc["tasks"][0]["task"]["generation_config"] = {"max_new_tokens": 8}
+        cells = [cell_payload(c, []) for c in expand(matrix_from_doc(doc))]
+    return WorkerJob(run_dir=str(run_dir), profile="on", cells=cells).model_dump_json()
+
+
+def worker_start(tmp: Path, pythonpath: Path | None = None) -> tuple[float, float]:
+    """Seconds from spawning ``python -m harness.execution.worker`` to its ``ready`` line (the
+    environment set, torch imported, the fingerprint read), and to the record of a first cell
+    (8 tokens of tiny MusicGen: the imports and model load every worker pays once)."""
+    run_dir = tmp / f"worker-run-{time.monotonic_ns()}"
+    run_dir.mkdir()
+    job = tmp / f"worker-job-{time.monotonic_ns()}.json"  # the worker deletes its job file
+    job.write_text(worker_job(run_dir, with_cell=True))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.execution.worker", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT if pythonpath is None else pythonpath,
+        env=_env(pythonpath or ROOT),
+        text=True,
     )
+    assert proc.stdout is not None
+    ready = record = None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if ready is None and event.get("event") == "ready":
+            ready = time.perf_counter() - t0
+        elif record is None and event.get("event") == "record":
+            record = time.perf_counter() - t0
+            if event["record"]["status"] != "ok":
+                raise SystemExit(f"the worker ({pythonpath or ROOT}): first cell {event['record'].get('reason')}")
+    proc.wait()
+    if ready is None or record is None:
+        raise SystemExit(f"the worker ({pythonpath or ROOT}) exited {proc.returncode} without ready and a record")
+    return ready, record
+
+
+# --- the rounds --------------------------------------------------------------------------------
+def measure(args: argparse.Namespace, plan: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    columns = ["harness", "bare"]
+    if not args.skip_profile:
+        columns.insert(1, "off")
+    if not args.skip_reference and not args.short:
+        columns.append("reference")
+    if not args.skip_worker:
+        columns += ["worker"] + (["worker-baseline"] if args.baseline_tree else [])
+    walls: dict[str, list[float]] = {c: [] for c in columns}
+    cells: dict[str, list[float]] = {c: [] for c in columns}
+    digests: dict[str, dict[str, str]] = {}
+    phase_rounds: dict[str, list[dict[str, float]]] = {}
+    rounds = args.rounds or plan["rounds"]
+    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp_name:
+        tmp = args.keep or Path(tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
+        for rnd in range(rounds):
+            for column in round_order(columns, rnd):
+                if column in ("bare", "reference"):
+                    wall, info = run_child(column, spec, tmp)
+                    cells[column] += info["cell_s"][1:]  # the first pays the imports, as in the harness
+                elif column.startswith("worker"):
+                    wall, first = worker_start(tmp, args.baseline_tree if column != "worker" else None)
+                    cells[column].append(first)
+                    info = {}
+                else:
+                    wall, info = run_harness(plan, "on" if column == "harness" else "off", tmp, rnd)
+                    cells[column] += info["cell_s"]
+                    phase_rounds.setdefault(column, []).append(info["phases"])
+                walls[column].append(wall)
+                digests.setdefault(column, info.get("digests", {}))
+            print(f"  round {rnd + 1}/{rounds}: " + ", ".join(f"{c} {walls[c][-1]:.2f} s" for c in columns))
+    return {"walls": walls, "cells": cells, "digests": digests, "rounds": rounds, "phases": phase_rounds}
+
+
+def report(plan: dict[str, Any], measured: dict[str, Any], load: str) -> dict[str, Any]:
+    """Print the ratios and return the figures (``--json``; scripts/gpu_proof.sh reads
+    ``ratio``, ``profile_cost_pct`` and ``profile_cost_rounds_pct``)."""
+    walls, cells, digests = measured["walls"], measured["cells"], measured["digests"]
+    n = len(cells_of(plan))
+    same = sum(digests["bare"].get(k) == v for k, v in digests["harness"].items())
     print(
-        f"harness    {on_wall:7.2f} s wall  (load {on['load_s']:.2f} s, generation {on['generate_s']:.2f} s, "
-        f"cells {on['cells_s']:.2f} s, outside cells {on_wall - on['cells_s']:.2f} s)" + spread("harness")
+        f"outputs    bare == harness waveform digests: {same}/{n}"
+        + ("" if same == n else "  (WARNING: the baseline did not reproduce the harness's outputs)")
     )
-    ph = on["phases"]
+    whole = ratio_of(walls["bare"], walls["harness"])
+    per_cell = ratio_of(cells["bare"], cells["harness"])
+    print(f"harness vs bare: {ratio_text(whole)}  (process wall per round, start-up and reports included)")
+    print(f"  per cell: {ratio_text(per_cell)}  (each cell's own time, the first of each process left out)")
+    ph = {k: statistics.median(p[k] for p in measured["phases"]["harness"]) for k in measured["phases"]["harness"][0]}
     print(
-        f"  harness phases: cli start {ph['cli_start']:.2f} s, worker spawn to first cell {ph['worker_start']:.2f} s, "
-        f"imports in the first cell {ph['first_cell_imports']:.2f} s, cells {ph['cells']:.2f} s "
-        f"({ph['per_cell_extra'] * 1e3:.1f} ms per cell for digests, artifact, record), "
-        f"analysis + reports + exit {ph['after']:.2f} s"
+        f"  harness phases (medians): cli start {ph['cli_start']:.2f} s, to the first cell {ph['worker_start']:.2f} s, "
+        f"imports in the first cell {ph['first_cell_imports']:.2f} s, {ph['per_cell_extra'] * 1e3:.1f} ms per cell "
+        f"for digests, artifact, record; analysis + reports + exit {ph['after']:.2f} s"
     )
-    same = sum(bare["digests"].get(k) == v for k, v in on["digests"].items())
     figures: dict[str, Any] = {
-        "device": plan.get("device", "cpu"),
-        "cells": len(cells),
+        "phases": ph,
+        "device": plan["device"],
+        "cells": n,
         "max_new_tokens": plan["kwargs"]["max_new_tokens"],
+        "rounds": measured["rounds"],
+        "load": load,
         "walls_s": walls,
-        "generation_s": gens,
-        "bare_equals_harness": f"{same}/{len(cells)}",
-        "ratio": on_wall / bare_wall,
-        "worker_start": startup,
+        "cell_s": cells,
+        "bare_equals_harness": f"{same}/{n}",
+        "ratio": whole.ratio,
+        "harness_vs_bare": ratio_figures(whole),
+        "harness_vs_bare_per_cell": ratio_figures(per_cell),
     }
+    if walls.get("off"):
+        on_off = ratio_of(cells["off"], cells["harness"])
+        on_off_wall = ratio_of(walls["off"], walls["harness"])
+        print(f"profile on vs off: {ratio_text(on_off)}  (per cell, the first of each worker left out)")
+        print(f"  whole run: {ratio_text(on_off_wall)}")
+        figures["profile_on_vs_off"] = ratio_figures(on_off)
+        figures["profile_on_vs_off_wall"] = ratio_figures(on_off_wall)
+        figures["profile_cost_pct"] = float("nan") if on_off.ratio is None else (on_off.ratio - 1) * 100
+        figures["profile_cost_generation_pct"] = figures["profile_cost_pct"]  # per cell: the generation's cost
+        pairs = zip(walls["harness"], walls["off"], strict=True)
+        figures["profile_cost_rounds_pct"] = [(a / b - 1) * 100 for a, b in pairs]
+    if walls.get("reference"):
+        ref = ratio_of(walls["bare"], walls["reference"])
+        print(f"reference (pipeline per task) vs bare: {ratio_text(ref)}  (process wall per round)")
+        figures["reference_vs_bare"] = ratio_figures(ref)
+    if not walls.get("worker"):
+        return figures
+    start, first = walls["worker"], cells["worker"]
     print(
-        f"outputs    bare == harness waveform digests: {same}/{len(cells)}"
-        + ("" if same == len(cells) else "  (WARNING: the baseline did not reproduce the harness's outputs)")
+        f"worker start: {statistics.median(start):.2f} s spawn to ready, {statistics.median(first):.2f} s to the "
+        f"record of an 8-token tiny MusicGen cell (medians of {len(start)}; ready min {min(start):.2f}, "
+        f"max {max(start):.2f})"
     )
-
-    def equal_gen(wall: float, info: dict[str, Any]) -> float:
-        return (wall - info["generate_s"] + bare["generate_s"]) / bare_wall
-
-    print(
-        f"ratio {on_wall / bare_wall:.2f}  (harness / bare, worker start-up included; target <= 1.10; "
-        f"at equal generation {equal_gen(on_wall, on):.2f}; "
-        f"fixed cost {on_wall - on['generate_s'] - (bare_wall - bare['generate_s']):+.2f} s)"
-    )
-    if "reference" in best:
-        ref_wall, ref = best["reference"]
+    figures["worker_ready_s"], figures["worker_first_record_s"] = start, first
+    if walls.get("worker-baseline"):
+        base, base_first = walls["worker-baseline"], cells["worker-baseline"]
+        change, change_first = ratio_of(base, start), ratio_of(base_first, first)
+        print(f"  vs the baseline tree, spawn to ready ({statistics.median(base):.2f} s): {ratio_text(change)}")
         print(
-            f"reference  {ref_wall:7.2f} s wall  (pipeline built per task: {ref['load_s']:.2f} s, "
-            f"generation {ref['generate_s']:.2f} s)" + spread("reference")
+            f"  vs the baseline tree, spawn to first record ({statistics.median(base_first):.2f} s): "
+            f"{ratio_text(change_first)}"
         )
-        print(
-            f"reference ratio {ref_wall / bare_wall:.2f}  (pipeline per task / bare; at equal generation "
-            f"{equal_gen(ref_wall, ref):.2f})"
-        )
-    print(
-        f"worker start  {startup['ready_s']:.2f} s spawn -> ready, {startup['exit_s']:.2f} s spawn -> exit "
-        f"(empty job); + {startup['imports_s']:.2f} s python + torch + transformers MusicGen import "
-        f"(paid by the first cell), + the model load ({on['load_s']:.2f} s here)"
-    )
-    if "off" in best:
-        off_wall, off = best["off"]
-        print(
-            f"profile off {off_wall:7.2f} s wall  (generation {off['generate_s']:.2f} s); "
-            f"profile on {on_wall:.2f} s (generation {on['generate_s']:.2f} s)" + spread("off")
-        )
-        print(
-            f"determinism profile cost {(on_wall / off_wall - 1) * 100:.1f}%  (wall, on vs off; "
-            f"generation only {(on['generate_s'] / off['generate_s'] - 1) * 100:+.1f}%; target within 5%)"
-        )
-        figures["profile_cost_pct"] = (on_wall / off_wall - 1) * 100
-        figures["profile_cost_generation_pct"] = (on["generate_s"] / off["generate_s"] - 1) * 100
-        per_round = [(a / b - 1) * 100 for a, b in zip(walls["harness"], walls["off"], strict=False)]
-        per_gen = [(a / b - 1) * 100 for a, b in zip(gens.get("harness", []), gens.get("off", []), strict=False)]
-        if len(per_round) > 1:
-            print(
-                f"determinism profile cost per interleaved round: {', '.join(f'{x:+.1f}%' for x in per_round)} "
-                f"(median {statistics.median(per_round):+.1f}%; generation only "
-                f"{', '.join(f'{x:+.1f}%' for x in per_gen)})"
-            )
-        figures["profile_cost_rounds_pct"] = per_round
-        figures["profile_cost_generation_rounds_pct"] = per_gen
+        figures["worker_vs_baseline"] = {**ratio_figures(change), "baseline_ready_s": base}
+        figures["worker_first_record_vs_baseline"] = {**ratio_figures(change_first), "baseline_s": base_first}
     return figures
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help=f"scale the work down (~5 s per column: {QUICK})")
+    ap.add_argument("--short", "--quick", action="store_true", help=f"the short mode: {MODES['short']}")
+    ap.add_argument("--rounds", type=int, help="rounds (default: 4 short, 8 full)")
     ap.add_argument("--threads", type=int, help="override the matrix's thread count (harness and baselines alike)")
-    ap.add_argument("--skip-reference", action="store_true", help="skip the pipeline-per-task column")
+    ap.add_argument("--skip-reference", action="store_true", help="skip the pipeline-per-task column (full mode)")
     ap.add_argument("--skip-profile", action="store_true", help="skip the profile on/off comparison")
+    ap.add_argument("--skip-worker", action="store_true", help="skip the worker start column")
+    ap.add_argument("--baseline-tree", type=Path, help="another checkout whose worker start is interleaved")
     ap.add_argument("--keep", type=Path, help="keep the runs and specs in this folder")
     ap.add_argument("--device", default="cpu", help="run every column on this device (cpu, cuda:N)")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    ap.add_argument("--max-new-tokens", type=int, help="override the task's max_new_tokens (after --quick)")
-    ap.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="run every column this many times (rotated order); the fastest of each is reported",
-    )
+    ap.add_argument("--max-new-tokens", type=int, help="override the mode's max_new_tokens")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -387,52 +462,38 @@ def main(argv: list[str] | None = None) -> int:
         result = child_bare(spec) if args.child[0] == "bare" else child_reference(spec)
         print(json.dumps(result))
         return 0
-
+    if args.rounds is not None and args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    if args.baseline_tree is not None and not (args.baseline_tree / "harness" / "execution" / "worker.py").is_file():
+        raise SystemExit(f"--baseline-tree {args.baseline_tree}: no harness/execution/worker.py there")
     if args.device != "cpu":
         import torch
 
         if not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
-    plan = load_plan(args.quick, args.threads, args.device, args.max_new_tokens)
+    plan = load_plan(args.short, args.threads, args.device, args.max_new_tokens)
     from harness.models.tiny import ensure_tiny
 
     path = ensure_tiny(plan["task"]["model"].split(":", 1)[1])  # built before any clock starts
-    cells = cells_of(plan)
     spec = {
         "path": str(path),
         "prompt": plan["task"]["prompt"],
         "kwargs": plan["kwargs"],
         "threads": plan["threads"],
-        "cells": cells,
+        "cells": cells_of(plan),
         "device": args.device,
     }
     print(
-        f"cells {len(cells)}: tiny MusicGen, {plan['kwargs']['max_new_tokens']} new tokens, seeds {plan['seeds']} "
-        f"x {plan['repeats']} repeats, {plan['threads']} thread(s), batch 1, 1 worker"
-        + (" (quick)" if args.quick else "")
+        f"{args.rounds or plan['rounds']} interleaved rounds of {len(spec['cells'])} cells: tiny MusicGen, "
+        f"{plan['kwargs']['max_new_tokens']} new tokens, seeds {plan['seeds']} x {plan['repeats']} repeats, "
+        f"{plan['threads']} thread(s), batch 1, 1 worker, {args.device}" + (" (short)" if args.short else " (full)")
     )
-    columns = (
-        ["bare", "harness"] + ([] if args.skip_reference else ["reference"]) + ([] if args.skip_profile else ["off"])
-    )
-    walls: dict[str, list[float]] = {c: [] for c in columns}
-    gens: dict[str, list[float]] = {c: [] for c in columns}  # generation seconds per round
-    best: dict[str, tuple[float, dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp_name:
-        tmp = args.keep or Path(tmp_name)
-        tmp.mkdir(parents=True, exist_ok=True)
-        for rnd in range(args.rounds):
-            order = columns[rnd % len(columns) :] + columns[: rnd % len(columns)]  # rotate: drift hits every column
-            for column in order:
-                if column in ("bare", "reference"):
-                    wall, info = run_child(column, spec, tmp)
-                else:
-                    wall, info = run_harness(plan, "on" if column == "harness" else "off", tmp, rnd)
-                walls[column].append(wall)
-                gens[column].append(info["generate_s"])
-                if column not in best or wall < best[column][0]:
-                    best[column] = (wall, info)
-        startup = worker_startup(tmp, 1 if args.quick else 3)
-    figures = report(plan, cells, walls, best, startup, gens)
+    cpus = os.cpu_count() or 1
+    before = os.getloadavg()
+    measured = measure(args, plan, spec)
+    load = load_text(before, os.getloadavg(), cpus)
+    print(load)
+    figures = report(plan, measured, load)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from harness import isa
+from harness.execution import readback
 
 LIBRARIES = (
     "torch",
@@ -134,10 +135,9 @@ def kernels_in_force() -> dict[str, Any]:
         import torch
 
         aten = torch.backends.cpu.get_cpu_capability()
-        onednn = _verbose_line(_onednn_probe, "isa:") if torch.backends.mkldnn.is_available() else None
-        blas = _verbose_line(_mkl_probe, "MKL_VERBOSE oneMKL") if torch.backends.mkl.is_available() else None
-        if blas:
-            blas = blas.split(" architecture ", 1)[-1].split(", Lnx")[0].strip()
+        key = readback.cache_key(torch)
+        onednn = readback.remembered(key, "onednn", _onednn_line) if torch.backends.mkldnn.is_available() else None
+        blas = readback.remembered(key, "blas", _mkl_code_path) if torch.backends.mkl.is_available() else None
         _KERNELS = {
             "isa": os.environ.get(isa.LEVEL_VARIABLE, isa.NATIVE),
             "aten": aten,
@@ -147,6 +147,17 @@ def kernels_in_force() -> dict[str, Any]:
         }
         _KERNELS["class"] = isa.kernel_class(aten, _KERNELS["onednn"])
     return dict(_KERNELS)
+
+
+def _onednn_line() -> str | None:
+    """oneDNN's verbose ``isa:`` line (one convolution's run: see harness.execution.readback)."""
+    return _verbose_line(_onednn_probe, "isa:")
+
+
+def _mkl_code_path() -> str | None:
+    """oneMKL's code path from its verbose banner (slow: see harness.execution.readback)."""
+    banner = _verbose_line(_mkl_probe, "MKL_VERBOSE oneMKL")
+    return banner.split(" architecture ", 1)[-1].split(", Lnx")[0].strip() if banner else None
 
 
 def _onednn_probe() -> None:

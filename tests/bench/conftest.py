@@ -37,12 +37,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def load_scale_module():
-    """scripts/scale_analysis.py (the synthetic run builder) as a module."""
-    spec = importlib.util.spec_from_file_location("scale_analysis", ROOT / "scripts" / "scale_analysis.py")
+def load_script(name: str):
+    """scripts/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_scale_module():
+    """scripts/scale_analysis.py (the synthetic run builder) as a module."""
+    return load_script("scale_analysis")
 
 
 @pytest.fixture(scope="session")
