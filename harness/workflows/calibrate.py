@@ -232,9 +232,18 @@ def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **repl
         if rule == "composite":
             studies = [calibrate_composite(c, by_config[c], by_task, held) for c in configs]
         else:
-            from harness.workflows.calibrate_replay import calibrate_replay
+            from harness.workflows.calibrate_replay import MarginAboveCeiling, calibrate_replay
 
-            studies = [calibrate_replay(c, by_config[c], by_task, held, **replay_options) for c in configs]
+            studies = []
+            for c in configs:
+                try:
+                    studies.append(calibrate_replay(c, by_config[c], by_task, held, **replay_options))
+                except MarginAboveCeiling as why:  # left out, said: never a margin above the ceiling
+                    notes.append(f"{why}; left out")
+            if not studies:
+                raise CalibrationInputError(
+                    f"no configuration could be calibrated: {'; '.join(notes[-len(configs) :])}"
+                )
         seconds = time.perf_counter() - start
         made_by = (
             f"harness calibrate --rule {rule}: {len(runs)} executions of {len(tasks)} tasks "
