@@ -96,24 +96,17 @@ def test_one_pass_distributions_match_generate_within_float_noise(cache, dtype, 
 
 
 def test_eight_bit_falls_back_to_forced_generation(cache):
-    """bitsandbytes 8-bit: the one pass is off by far more than float noise, so auto replays
-    stepwise (generate's own loop), where the honest output has no flip."""
-    task, cand, out = _run(
+    """bitsandbytes 8-bit: auto replays stepwise (generate's own loop), where the honest output
+    has no flip. Why stepwise on every CPU: how far the one pass is off depends on the CPU (0.12
+    on an Intel Sapphire Rapids, 4.5e-06 on an AMD Zen 4: the activation quantization spans the
+    matmul's rows, and its rounding follows the kernels), so auto does not rely on it."""
+    task, cand, _out = _run(
         {**MUSIC, "quantize_bits": 8, "generation_config": {**MUSIC["generation_config"], "max_new_tokens": 16}},
         "audio",
         cache,
     )
-    steps = tuple(range(out.arrays["codes"].shape[0] + 3))
-    one = replay_output("audio", task, cand, cache=cache, options=Options(path="one-pass", detail_steps=steps)).stages[
-        0
-    ]
-    auto = replay_output("audio", task, cand, cache=cache, options=Options(detail_steps=steps)).stages[0]
+    auto = replay_output("audio", task, cand, cache=cache).stages[0]
     assert auto.path == "stepwise" and auto.flips == []
-    worst = max(
-        float(np.abs(one.details[t].scores - auto.details[t].scores)[one.details[t].kept & auto.details[t].kept].max())
-        for t in steps
-    )
-    assert worst > 1e-3
 
 
 def test_stepwise_scores_are_generates_own(cache):

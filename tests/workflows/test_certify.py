@@ -484,7 +484,10 @@ def test_certify_writes_a_signed_whitelist_entry(reference, monkeypatch, tmp_pat
     doc["entries"][0]["gpu_vram"] = 48
     entry.write_text(json.dumps(doc))
     assert main(["verify", str(entry), "--trusted-keys", str(trusted)]) == 1
-    assert "signature does not verify" in capsys.readouterr().out
+    # the first thing that does not hold is named: the curl line no longer posts the edited entry
+    # (issue 29: what a maintainer will run is checked before the signature)
+    out = capsys.readouterr().out
+    assert out.startswith("NOT VERIFIED") and "curl: the command does not post the entry" in out and "|48|" in out
 
 
 @pytest.mark.slow

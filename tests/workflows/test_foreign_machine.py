@@ -79,7 +79,7 @@ def test_certify_natively_against_a_real_zen3(zen3, tmp_path, tiny_gpt2, tiny_mu
     if here == ZEN3_CLASS:  # an AVX2-only machine: the same kernels, so the same bytes
         assert cert.passed and all(c.verdict == "pass" for c in cert.configs)
         return
-    assert "kernels.class" in cert.environment_differs
+    assert any(f.startswith("kernels.class ") for f in cert.environment_differs), cert.environment_differs
     assert all(by[g].verdict == "pass" and by[g].levels == {"bitwise": 1} for g in GPT)
     assert not cert.passed and by[MUSIC_BF16].verdict == "fail" and not by[MUSIC_BF16].findings
     if here == MEASURED_CLASS:  # what docs/across-cpus.md reports for this kind of machine
