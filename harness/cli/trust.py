@@ -5,6 +5,7 @@ refused as one line, and signing a JSON document file in place (a certificate)."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness.store.run import StoreError, read_json_file
 
@@ -18,7 +19,7 @@ def trusted_from(args) -> set[str] | None:
         raise StoreError(str(err)) from None
 
 
-def signing_key(path: str | None):
+def signing_key(path: str | None) -> Any:
     if not path:
         return None
     from harness.store.signing import SignatureError, load_private_key
@@ -40,7 +41,7 @@ def sign_json_file(path: Path, key) -> str:
     return signed["signature"]["key_id"]
 
 
-def sign_calibration(cal, key):
+def sign_calibration(cal: Any, key: Any) -> Any:
     """``cal`` (a sealed ``harness.spec.calibration.Calibration``) with an Ed25519 signature over
     its digest, for ``--sign KEY`` wherever a calibration file is written. ``key``: a private key
     (``signing_key``) or the path of one; a key that cannot be read is one line (StoreError)."""

@@ -286,8 +286,8 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
     for entry, why in zip(config, reasons, strict=True):
         if why is None:
             return entry, None
-    others = len(config) - 1
-    return None, reasons[0] + (
+    others, first = len(config) - 1, str(reasons[0])  # every entry gave its reason
+    return None, first + (
         f" (and the {others} other entr{'y' if others == 1 else 'ies'} for this configuration do not hold it either)"
         if others
         else ""

@@ -35,10 +35,10 @@ from harness.spec.tasks import (
     format_validation_error,
     load_task_file,
     parse_task,
-    read_input_file,
     task_kind,
     task_to_doc,
 )
+from harness.store.files import read_input_file
 from harness.vocabulary import AXIS_NAMES, CURRENT_STACK
 
 MATRIX_SCHEMA_VERSION = 1

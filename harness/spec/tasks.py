@@ -17,7 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from harness.digests import StrictJSONError, strict_json_loads
 from harness.errors import HarnessError
 from harness.spec.kinds import KINDS
-from harness.store.files import read_input_file  # one bounded reader for every input file (re-exported)
+from harness.store.files import (
+    read_input_file as read_input_file,  # one bounded reader for every input file (re-exported)
+)
 
 # Documented limits (docs/tasks.md "Limits"). They bound what one task may ask of a worker.
 MAX_PROMPT_CHARS = 100_000
