@@ -14,6 +14,8 @@
 #                  matrix, on 4 of the CPU cores)
 #      cert-gpu    harness certify --reference <CPU bundle> --device cuda:0, the run bundled
 #      cert-back   harness certify --reference <GPU bundle> --device cpu
+#      calibrate   harness calibrate <GPU run> <CPU reference run>: the composite rule calibrated
+#                  on the GPU's executions against the CPU's (its scope names the GPU, driver, CUDA)
 #      all         one cell on device = "all" (a worker per device, side by side)
 #      sampling    can the device's sampling be replayed? multinomial against argmax(p / E) on
 #                  the device's generator, a seeded generation's picks predicted by draws
@@ -134,6 +136,11 @@ if wants cert && [ -f "$WORK/cpu.bundle.zip" ]; then
   [ -f "$WORK/gpu.bundle.zip" ] \
     && step cert-back 120 "${H[@]}" certify --reference "$WORK/gpu.bundle.zip" --device cpu --out "$WORK/cert-back" \
       --no-progress
+  # the GPU run calibrated against the CPU reference: their executions of the same tasks are honest
+  # pairs across machines (the GPU's configurations first: those are what the file calibrates)
+  [ -d "$WORK/cert-gpu" ] && [ -d "$WORK/cert-ref" ] \
+    && step calibrate 90 "${H[@]}" calibrate "$WORK/cert-gpu" "$WORK/cert-ref" --rule composite \
+      --out "$WORK/calibration-device.json" --report "$WORK/calibration" 2>&1 | tee "$WORK/calibration.log"
 elif wants cert; then
   say "cert: no CPU reference bundle; certify steps not run"
 fi

@@ -457,6 +457,40 @@ def certificate_summary(path: Path) -> dict[str, Any] | None:
     }
 
 
+def calibration_summary(work: Path) -> dict[str, Any] | None:
+    """What ``harness calibrate`` made of the GPU run against the CPU reference: each entry's scope
+    and rates, or the one line it refused with (None: the step did not run)."""
+    from harness.spec.calibration import CalibrationError, load_calibration
+
+    path, log = work / "calibration-device.json", work / "calibration.log"
+    if path.is_file():
+        try:
+            cal = load_calibration(path)
+        except CalibrationError as err:
+            return {"refused": str(err)}
+        return {
+            "made_by": cal.made_by,
+            "entries": [
+                {
+                    "config": f"{e.scope.kind} {e.scope.model} {e.scope.dtype}"
+                    + (f" {e.scope.quantize_bits}-bit" if e.scope.quantize_bits else ""),
+                    "sources": list(e.scope.sources),
+                    "kernel_classes": list(e.scope.kernel_classes),
+                    "gpus": list(e.scope.gpus or []),
+                    "bounds": [e.waveform_max_abs, e.waveform_rel_l2],
+                    "false_reject": f"{e.false_reject.errors}/{e.false_reject.pairs}",
+                    "false_accept": f"{e.false_accept.errors}/{e.false_accept.pairs}",
+                    "notes": list(e.notes),
+                }
+                for e in cal.entries
+            ],
+        }
+    if log.is_file():
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return {"refused": lines[-1] if lines else "no output"}
+    return None
+
+
 def all_devices_summary(run_dir: Path) -> dict[str, Any] | None:
     manifest = read_json(run_dir / "manifest.json")
     if not isinstance(manifest, dict):
@@ -492,6 +526,7 @@ def summarize(work: Path) -> dict[str, Any]:
         "certificates": {
             name: certificate_summary(work / name / "certificate.json") for name in ("cert-gpu", "cert-back")
         },
+        "calibration": calibration_summary(work),
         "overhead": read_json(work / "overhead.json"),
         "sampling": read_json(work / "sampling.json"),
         "all_devices": all_devices_summary(work / "all-devices"),
@@ -647,6 +682,29 @@ def render(doc: dict[str, Any]) -> str:
             :-1
         ]
         lines += [*[f"- not certified: {x}" for x in cert.get("not_certified") or []], ""]
+    lines += ["## The GPU calibrated against the CPU reference (harness calibrate)", ""]
+    cal = doc.get("calibration")
+    if not cal:
+        lines += ["Not run.", ""]
+    elif "refused" in cal:
+        lines += [f"Refused: {cal['refused']}", ""]
+    else:
+        rows = [
+            [
+                e["config"],
+                ", ".join(e["sources"]) or "-",
+                f"{e['bounds'][0]:.3g} / {e['bounds'][1]:.3g}",
+                e["false_reject"],
+                e["false_accept"],
+                "; ".join(e["gpus"]) or "CPU only",
+                ", ".join(e["kernel_classes"]),
+            ]
+            for e in cal["entries"]
+        ]
+        header = ["configuration", "sources", "bounds max abs / rel-L2", "FRR", "FAR", "GPUs", "kernel classes"]
+        lines += [cal["made_by"], "", *md_table((header, rows), empty="")[:-1], ""]
+        lines += [f"- {e['config']}: {n}" for e in cal["entries"] for n in e["notes"]]
+        lines += [""]
     lines += ["## Overhead and the determinism profile's cost (scripts/overhead.py)", ""]
     ov = doc.get("overhead")
     if not ov:

@@ -406,7 +406,7 @@ def test_summary_of_an_empty_work_folder_says_what_was_not_run(tmp_path):
     (tmp_path / "work" / "REHEARSAL").touch()
     doc = gpu_proof.write_summary(tmp_path / "work", tmp_path / "out")
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert doc["rehearsal"] and "REHEARSAL on a CPU" in md and md.count("Not run.") == 6
+    assert doc["rehearsal"] and "REHEARSAL on a CPU" in md and md.count("Not run.") == 7
 
 
 # --- CUDA-path logic testable on a CPU ----------------------------------------------------------------
@@ -491,3 +491,27 @@ def test_wheels_script_pins_what_the_image_lacks():
     for pin in ("pydantic==", "pydantic-core==", "tomli-w==", "diffusers==", "bitsandbytes=="):
         assert pin in text
     assert "/.gpu/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_calibration_step_is_summarised_or_its_refusal_said(tmp_path):
+    """The proof's calibrate step (the GPU run against the CPU reference): a made file's entries
+    with their scope and rates; a refusal's one line; nothing: not run."""
+    import shutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    assert gpu_proof.calibration_summary(work) is None
+    (work / "calibration.log").write_text("some progress\nerror: no honest pairs for audio tiny:musicgen float32\n")
+    assert gpu_proof.calibration_summary(work) == {"refused": "error: no honest pairs for audio tiny:musicgen float32"}
+    shipped = Path(__file__).resolve().parents[2] / "matrices" / "calibrations" / "standin-musicgen.json"
+    shutil.copy(shipped, work / "calibration-device.json")
+    doc = gpu_proof.calibration_summary(work)
+    assert doc is not None and [e["config"] for e in doc["entries"]] == [
+        "audio standin:musicgen bfloat16",
+        "audio standin:musicgen float32",
+        "audio standin:musicgen float32 8-bit",
+    ]
+    assert doc["entries"][1]["sources"] == ["repeat", "process", "threads", "isa"] and doc["entries"][1]["gpus"] == []
+    md = gpu_proof.render({**gpu_proof.summarize(work), "calibration": doc})
+    assert "## The GPU calibrated against the CPU reference (harness calibrate)" in md
+    assert "| audio standin:musicgen float32 | repeat, process, threads, isa |" in md and "CPU only" in md
