@@ -74,8 +74,8 @@ def test_honest_codes_with_other_audio_are_refused_by_replay(cli, tmp_path, tiny
 @pytest.mark.slow
 def test_bfloat16_across_kernel_sets_passes_under_the_shipped_replay_calibration(cli, tmp_path, tiny_musicgen):
     """The headline case: bfloat16 MusicGen gives other codes under the next narrower kernels
-    (AVX2 on an AVX-512 machine) than native. Under the calibration `harness replay-study`
-    wrote, both executions replay, the isa pair's first divergent step is explained benign (the
+    (AVX2 on an AVX-512 machine) than native. Under the shipped replay calibration (`harness calibrate --rule replay`)
+    both executions replay, the isa pair's first divergent step is explained benign (the
     narrower side's distribution computed in a worker at the level it resolved to), and
     composite would have rejected the honest narrower node."""
     from harness.isa import BELOW_NATIVE, unavailable

@@ -266,7 +266,7 @@ def test_each_stage_of_a_chain_replays(runs):
 
 
 def test_a_matrix_names_the_replay_calibration_and_each_configuration_gets_its_margin(tmp_path):
-    """docs/replay-calibration.json (harness replay-study) through the matrix loader and the
+    """docs/replay-calibration.json (harness calibrate --rule replay) through the matrix loader and the
     per-configuration policy: float32 and bfloat16 each judged with their own margin and
     decoder bounds; another token length is outside the scope."""
     import shutil
