@@ -234,16 +234,15 @@ def run_calibration(paths: Sequence[str | Path], rule: str = "composite", **repl
         else:
             from harness.workflows.calibrate_replay import MarginAboveCeiling, calibrate_replay
 
-            studies = []
+            studies, above = [], []
             for c in configs:
                 try:
                     studies.append(calibrate_replay(c, by_config[c], by_task, held, **replay_options))
                 except MarginAboveCeiling as why:  # left out, said: never a margin above the ceiling
-                    notes.append(f"{why}; left out")
+                    above.append(f"{why}; left out")
+            notes += above
             if not studies:
-                raise CalibrationInputError(
-                    f"no configuration could be calibrated: {'; '.join(notes[-len(configs) :])}"
-                )
+                raise CalibrationInputError(f"no configuration could be calibrated: {'; '.join(above)}")
         seconds = time.perf_counter() - start
         made_by = (
             f"harness calibrate --rule {rule}: {len(runs)} executions of {len(tasks)} tasks "
