@@ -334,7 +334,7 @@ def compare_costs(
             note = "environment differs"
         b_ok, c_ok = bool(b and b.get("ok")), bool(c and c.get("ok"))
         change = None
-        if note is None and b_ok and c_ok and ("samples" in b or "samples" in c):
+        if note is None and b is not None and c is not None and b_ok and c_ok and ("samples" in b or "samples" in c):
             change = compare_samples(b.get("samples") or [], c.get("samples") or [], min_effect=min_effect)
         row_mark = mark(b_med, c_med, comparable=note is None, baseline_ok=b_ok, current_ok=c_ok, factor=factor)
         if row_mark in ("+", "-", " ") and change is not None and change.verdict != "no samples":

@@ -111,8 +111,10 @@ def cost_rows_for_benchmarks(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     doc = read_json_file(path, "pytest-benchmark file")
     benchmarks = read_benchmarks(doc, path)
-    info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
-    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    machine_info = doc.get("machine_info")
+    info: dict[str, Any] = machine_info if isinstance(machine_info, dict) else {}
+    cpu_info = info.get("cpu")
+    cpu: dict[str, Any] = cpu_info if isinstance(cpu_info, dict) else {}
     env_key = digest_json(
         {
             "cpu": cpu.get("brand_raw"),

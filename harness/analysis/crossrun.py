@@ -223,7 +223,9 @@ class _Side(ComparableCache):
         ref, ok = spec.reference, spec.ok
         if ref is None or len(ok) < 2:
             return None, {}, None
-        levels, rules, finding = [], {}, None
+        levels: list[str] = []
+        rules: dict[str, bool] = {}
+        finding: str | None = None
         for r in ok:
             if r is ref:
                 continue
@@ -388,6 +390,7 @@ def compare_runs(
                 if m.error:
                     out.errors.append(m.error)
                     continue
+                assert m.level is not None  # _compare_pair sets a level whenever it records no error
                 out.matched += 1
                 out.levels[m.level] = out.levels.get(m.level, 0) + 1
                 if m.finding:

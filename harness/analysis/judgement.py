@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness.analysis.model import DimensionSummary, PairResult
 from harness.compare.levels import (
@@ -75,7 +75,7 @@ def summarize_pairs(pairs: list[PairResult]) -> DimensionSummary:
     )
 
 
-def _badness(p: PairResult) -> tuple:
+def _badness(p: PairResult) -> tuple[bool, int, float]:
     """A finding first, then the weakest level, then the earliest divergence."""
     return (
         p.finding is not None,
@@ -84,7 +84,7 @@ def _badness(p: PairResult) -> tuple:
     )
 
 
-def _explanation_rank(e: dict) -> tuple:
+def _explanation_rank(e: dict[str, Any]) -> tuple[bool, float]:
     """Suspicious before benign, then the larger gap."""
     gaps = [g if g is not None else float("inf") for g in (e.get("gap_a"), e.get("gap_b"))]
     return (e.get("cls") == "suspicious", max(abs(g) for g in gaps))
@@ -213,10 +213,10 @@ def judge(
             tuple(d for d, n in rejected.items() if n is None),
         )
     if any(rejected.values()):
-        bad = ", ".join(f"{d}: {n}" for d, n in rejected.items() if n)
+        rejecting = ", ".join(f"{d}: {n}" for d, n in rejected.items() if n)
         return Judgement(
             "not_ready",
-            f"{base}; the named {validator.rule} validator rejects pairs ({bad})",
+            f"{base}; the named {validator.rule} validator rejects pairs ({rejecting})",
             tuple(d for d, n in rejected.items() if n),
         )
     benign = sum(s.explained.get("benign", 0) for s in compared.values())

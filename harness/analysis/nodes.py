@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import Any
 
+from harness.analysis.judgement import Judgement
 from harness.analysis.model import ConfigNodes, DimensionSummary, Fleet, FleetNode, PairResult
 from harness.compare.agreement import simulate
 from harness.compare.levels import RULE_NAMES, worst_level
@@ -26,6 +28,12 @@ SAME_SPEC_DIMENSIONS = ("repeat", "process", "node")
 
 def node_key(r: Record) -> str | None:
     return r.node.key if r.node else None
+
+
+def _node_label(r: Record) -> str:
+    """A record's node as the per-node levels name it ("unknown": a record that names no node)."""
+    key = node_key(r)
+    return key if key is not None else "unknown"
 
 
 def _class(r: Record) -> str:
@@ -40,7 +48,7 @@ def fleet_of(records: list[Record]) -> Fleet | None:
     """The run's nodes when more than one ran something. The reference node is the one that
     ran the reference execution (worker 0 first) of the most specs: on Ray, worker 0's node."""
     ok = [r for r in records if r.status == "ok" and r.node]
-    nodes = {r.node.key: r.node for r in ok}
+    nodes = {r.node.key: r.node for r in ok if r.node is not None}
     if len(nodes) < 2:
         return None
     first: dict[str, Record] = {}
@@ -92,7 +100,7 @@ def config_nodes(
     ok: list[Record],
     pairs: dict[str, list[PairResult]],
     fleet: Fleet,
-    judge: Callable[[dict[str, DimensionSummary]], tuple[str, str]],
+    judge: Callable[[dict[str, DimensionSummary]], Judgement],
     summarize: Callable[[list[PairResult]], DimensionSummary],
     verdict_dims: list[str],
 ) -> ConfigNodes | None:
@@ -103,9 +111,10 @@ def config_nodes(
     by_cell = {r.cell_id: r for r in ok}
     levels: dict[str, str] = {}
     for p in pairs.get("node", []):
-        key = node_key(by_cell[p.b])
-        levels[key] = worst_level([levels.get(key, "bitwise"), p.level])
-        levels.setdefault(node_key(by_cell[p.a]), "reference")
+        key = _node_label(by_cell[p.b])
+        # worst_level returns None only when given no level: never here
+        levels[key] = worst_level([levels.get(key, "bitwise"), p.level]) or p.level
+        levels.setdefault(_node_label(by_cell[p.a]), "reference")
     classes = sorted({_class(r) for r in ok})
     verdicts = {}
     for c in classes:
@@ -163,12 +172,12 @@ def _across_classes(
         if len(by_class) < len(classes):
             continue
         outcome: dict[tuple[str, str], dict[str, bool]] = {}
-        for i, a in enumerate(classes):
-            if (spec, a) in within:
-                outcome[(a, a)] = within[(spec, a)]
-            for b in classes[i + 1 :]:
-                across_pair = pair("node", config_id, by_class[a], by_class[b])
-                outcome[(a, b)] = dict(across_pair.rules)
+        for i, class_a in enumerate(classes):
+            if (spec, class_a) in within:
+                outcome[(class_a, class_a)] = within[(spec, class_a)]
+            for class_b in classes[i + 1 :]:
+                across_pair = pair("node", config_id, by_class[class_a], by_class[class_b])
+                outcome[(class_a, class_b)] = dict(across_pair.rules)
                 worst.append(across_pair.level)
         outcomes.append(outcome)
     return (worst_level(worst) if worst else None), outcomes
@@ -185,7 +194,7 @@ def _summary(verdicts: dict[str, str], across: str | None) -> str:
     return "; ".join(parts)
 
 
-def parallel_note(records: list[Record], sessions: list[dict]) -> str | None:
+def parallel_note(records: list[Record], sessions: list[dict[str, Any]]) -> str | None:
     """Whether costs were measured while other workers ran on the same node: executions whose
     [started_at, finished_at] overlapped another's on that node (clocks are compared only
     within one node)."""

@@ -10,15 +10,17 @@ artifacts are read only when digests differ. Gates are decided here, rendering d
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from harness.analysis.bench import real_time_factor, summarize, tokens_per_second
+from harness.analysis.bench import Stats, real_time_factor, summarize, tokens_per_second
 from harness.analysis.judgement import judge, judge_configuration, summarize_pairs
 from harness.analysis.model import (
     Analysis,
@@ -57,22 +59,33 @@ from harness.vocabulary import (
     VERDICTS,
 )
 
+if TYPE_CHECKING:
+    from harness.compare.replay import ReplayDecision
+    from harness.compare.validators import Validator
+    from harness.store.manifest import Manifest
+
 VERDICT_ORDER = VERDICTS
+#: a record's axes without some of them, as sorted (name, value) items: what groups its comparisons
+AxesKey = tuple[tuple[str, Any], ...]
+#: a pair rule's figures over a configuration's 3-node groups (harness.compare.agreement.GroupFigures)
+Figures = dict[str, float | int | None]
 
 
-class LazyArtifact(Mapping):
+class LazyArtifact(Mapping[str, npt.NDArray[Any]]):
     """Arrays of a record's artifact, read (and checked against its digests) on first use."""
 
-    def __init__(self, store: RunStore, record: Record):
+    def __init__(self, store: RunStore, record: Record) -> None:
         self.store, self.record = store, record
-        self._arrays: dict[str, np.ndarray] | None = None
+        self._arrays: dict[str, npt.NDArray[Any]] | None = None
 
-    def _load(self) -> dict[str, np.ndarray]:
+    def _load(self) -> dict[str, npt.NDArray[Any]]:
         if self._arrays is None:
+            if self.record.artifact is None:  # digests but no artifact to check them against: a damaged record
+                raise StoreError(f"{self.record.cell_id}: the record names no artifact")
             self._arrays = self.store.load_artifact(self.record.artifact, self.record.digests)
         return self._arrays
 
-    def __getitem__(self, key: str) -> np.ndarray:
+    def __getitem__(self, key: str) -> npt.NDArray[Any]:
         arrays = self._load()
         if key not in arrays:  # the record names an array its artifact lacks: a damaged artifact
             raise StoreError(f"{self.record.artifact}: array {key!r} is missing from the artifact")
@@ -148,7 +161,7 @@ class RunReplay:
     #: dimensions whose two sides this machine can re-run as they ran (and that draw alike)
     EXPLAINED = ("repeat", "process", "threads", "isa")
 
-    def __init__(self, manifest, kinds: set[str]):
+    def __init__(self, manifest: Manifest, kinds: set[str]) -> None:
         from harness.compare.replay import Replayer
 
         self.kinds = kinds
@@ -159,7 +172,7 @@ class RunReplay:
             for name, entry in (tasks or {}).items()
             if isinstance(entry, dict) and isinstance(entry.get("task"), dict)
         }
-        self._explained: dict[tuple, dict | None] = {}
+        self._explained: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def covers(self, r: Record) -> bool:
         return r.kind in self.kinds and r.task_name in self.base
@@ -175,12 +188,12 @@ class RunReplay:
             update={"waveform_max_abs": b.waveform_max_abs, "waveform_rel_l2": b.waveform_rel_l2}
         )
 
-    def task_doc(self, r: Record) -> dict:
+    def task_doc(self, r: Record) -> dict[str, Any]:
         from harness.spec.matrix import apply_axes
 
         return apply_axes(r.kind, self.base[r.task_name], r.axes.model_dump())
 
-    def decision(self, r: Record, c: Comparable, thresholds: Thresholds):
+    def decision(self, r: Record, c: Comparable, thresholds: Thresholds) -> ReplayDecision:
         from harness.execution.replay import Candidate
 
         doc = self.task_doc(r)
@@ -204,7 +217,7 @@ class RunReplay:
 
     def explain(
         self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable, thresholds: Thresholds
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         from harness.compare.replay import Side, bounds_for, explain_divergence
 
         if (
@@ -238,7 +251,7 @@ class RunReplay:
                 self._explained[key] = e.model_dump() if e is not None else None
         return self._explained[key]
 
-    def config_summary(self, comparables: list[Comparable], margin_from: str = "") -> dict:
+    def config_summary(self, comparables: list[Comparable], margin_from: str = "") -> dict[str, Any]:
         decisions = [c.replayed() for c in comparables if c.replayed is not None]
         rejected = [d for d in decisions if d.accepted is False]
         unreplayable = [d for d in decisions if d.accepted is None]
@@ -311,7 +324,7 @@ class _ArtifactProblem(RuntimeError):
     pass
 
 
-def _axes_key(r: Record, *drop: str) -> tuple:
+def _axes_key(r: Record, *drop: str) -> AxesKey:
     d = r.axes.model_dump()
     for name in ("repeat", "worker", *drop):
         d.pop(name)
@@ -387,7 +400,9 @@ def _within_node(
             out[dim].append(cmp.pair(dim, config_id, ref, r))
     ref_list = list(refs.values())
     for dim, axis, base in AXIS_DIMENSIONS:
-        groups: dict[tuple, list[Record]] = defaultdict(list)
+        if axis is None:  # AXIS_DIMENSIONS holds only the dimensions that have an axis
+            continue
+        groups: dict[AxesKey, list[Record]] = defaultdict(list)
         for r in ref_list:
             groups[_axes_key(r, axis)].append(r)
         for group in groups.values():
@@ -417,7 +432,7 @@ def dimension_summaries(pairs: dict[str, list[PairResult]], aside: Aside) -> dic
 
 
 def _seed_sensitivity(cmp: _Comparer, config_id: str, ok: list[Record]) -> tuple[bool | None, str | None]:
-    refs: dict[tuple, dict[int, Record]] = defaultdict(dict)
+    refs: dict[AxesKey, dict[int, Record]] = defaultdict(dict)
     for r in ok:
         key = _axes_key(r, "seed")
         current = refs[key].get(r.axes.seed)
@@ -446,7 +461,7 @@ def record_latency(r: Record) -> float:
     return max(0.0, r.timings.get("total_s", 0.0) - r.timings.get("load_s", 0.0))
 
 
-def latency_stats(records: list[Record]):
+def latency_stats(records: list[Record]) -> Stats:
     """Latency statistics of ok executions with warm-up excluded and counted: the first
     execution after each model load (``load_s > 0``) runs cold kernels and allocators, so it
     is a warm-up unless nothing else is left."""
@@ -530,7 +545,7 @@ def config_facts(
 
 def _agreement(
     cmp: _Comparer, ok: list[Record], verdict_dims: list[str], named: NamedValidator | None = None
-) -> tuple[dict[str, dict], NetworkFigures | None]:
+) -> tuple[dict[str, Figures], NetworkFigures | None]:
     """Per pair rule (each exactly what that validator decides), the figures of a 3-node
     validation group drawn from every execution the verdict judges (batch > 1 only when batch
     is judged), averaged over seeds; and the figures under the kind's network rule."""
@@ -555,11 +570,12 @@ def _agreement(
             continue
         groups[r.axes.seed].append(r)
     pools = [[cmp.get(r) for r in g] for g in groups.values() if len(g) >= 3]
-    out: dict[str, dict] = {}
+    out: dict[str, Figures] = {}
     for name, fn in RULES.items():
         if pools and not applicable(name, pools[0][0], pools[0][0]):
             continue
-        results = [group_figures(p, lambda a, b, fn=fn: fn(a, b, cmp.thresholds), name=name) for p in pools]
+        decide = _decider(fn, cmp)
+        results = [group_figures(p, decide, name=name) for p in pools]
         if not results:
             out[name] = {"p3of3": None, "p2of3": None, "p_aborted": None, "invalidated": None, "triples": 0}
             continue
@@ -589,12 +605,17 @@ def _agreement(
     return out, network
 
 
+def _decider(fn: Validator, cmp: ComparableCache) -> Callable[[Comparable, Comparable], bool]:
+    """A pair rule under the thresholds in force when it is asked (the comparer's current ones)."""
+    return lambda a, b: fn(a, b, cmp.thresholds)
+
+
 def _dtype_drift(cmp: _Comparer, by_config: dict[str, list[Record]]) -> dict[str, DimensionSummary]:
     """Each non-float32 (or quantized) configuration against its task's float32 reference,
     per seed, on batch-1 cells at the lowest thread count: the drift of a cheaper dtype is a
     property of the dtype, and comparing every batch/thread variant again cost most of the
     analysis time on large runs without adding information."""
-    baseline: dict[tuple, Record] = {}
+    baseline: dict[tuple[str, str, str, AxesKey], Record] = {}
     lowest_threads: dict[str, int] = {}
     for config_id, recs in by_config.items():
         threads = [r.axes.threads or 0 for r in recs]
@@ -652,7 +673,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
     policy = policy_of(manifest.matrix_spec, str(store.path / "manifest.json"))
     thresholds = policy.thresholds
     fail_on = policy.gates.fail_on  # typed: a fail_on given as a string is refused, never a substring test
-    verdict_dims = list(policy.gates.verdict_dimensions)
+    verdict_dims: list[str] = list(policy.gates.verdict_dimensions)
     replay_kinds = {kind for kind, v in policy.validators.items() if v.rule == "replay"}
     cmp = _Comparer(store, thresholds, RunReplay(manifest, replay_kinds) if replay_kinds else None)
     fleet = fleet_of(records)
@@ -685,7 +706,7 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
                     ok,
                     pairs,
                     fleet,
-                    lambda dims, cp=cp: judge(dims, cp),
+                    functools.partial(judge, cp=cp),
                     summarize_pairs,
                     verdict_dims,
                 )
@@ -706,7 +727,8 @@ def _analyze_run(run_dir: str | Path, verify_artifacts: bool) -> Analysis:
         )
         if worst_pairs:
             examples.append(worst_pairs[0])
-        agreement, network = {}, None
+        agreement: dict[str, Figures] = {}
+        network: NetworkFigures | None = None
         try:
             if verdict not in ("failed", "skipped"):
                 agreement, network = _agreement(cmp, ok, verdict_dims, validator)
@@ -818,7 +840,7 @@ def model_rows(configs: list[ConfigResult]) -> list[ModelRow]:
         verdicts: dict[str, int] = defaultdict(int)
         for c in cs:
             verdicts[c.verdict] += 1
-        medians = [c.cost.latency_s.get("median") for c in cs if c.cost.latency_s.get("median") is not None]
+        medians = [m for m in (c.cost.latency_s.get("median") for c in cs) if m is not None]
         mems = [c.cost.peak_memory_bytes for c in cs if c.cost.peak_memory_bytes]
         rows.append(
             ModelRow(

@@ -28,10 +28,11 @@ Pure functions over numbers: no timers, no records.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 ALPHA = 0.05  # two-sided: a 95% test and a 95% interval
@@ -118,20 +119,21 @@ def parse_min_effect(text: str) -> float:
     return value / 100.0
 
 
-def _clean(samples: Sequence[float], side: str) -> np.ndarray:
+def _clean(samples: Sequence[float], side: str) -> npt.NDArray[np.float64]:
     values = np.asarray([float(x) for x in samples], dtype=float)
     if values.size and not np.all(np.isfinite(values)):
         raise ValueError(f"{side} samples must be finite numbers")
     return values
 
 
-def _thin(values: np.ndarray) -> np.ndarray:
+def _thin(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """At most MAX_PAIRS_SIDE evenly spaced order statistics (the interval's pairwise
     differences grow as m * n; the test itself always sees every sample)."""
     if values.size <= MAX_PAIRS_SIDE:
         return values
     ordered = np.sort(values)
-    return ordered[np.linspace(0, ordered.size - 1, MAX_PAIRS_SIDE).round().astype(int)]
+    thinned: npt.NDArray[np.float64] = ordered[np.linspace(0, ordered.size - 1, MAX_PAIRS_SIDE).round().astype(int)]
+    return thinned
 
 
 def _exact_lower_tail(m: int, n: int) -> list[float]:
@@ -172,7 +174,8 @@ def _critical(m: int, n: int, alpha: float, exact: bool, tie_sum: float) -> int:
     var = m * n / 12.0 * ((total + 1) - tie_sum / (total * (total - 1)))
     if var <= 0:
         return -1
-    return math.floor(m * n / 2.0 - 0.5 - norm.ppf(1 - alpha / 2) * math.sqrt(var))
+    z = float(norm.ppf(1 - alpha / 2))  # scipy is untyped: ppf of a scalar is a numpy float
+    return math.floor(m * n / 2.0 - 0.5 - z * math.sqrt(var))
 
 
 def compare_samples(
@@ -208,12 +211,15 @@ def compare_samples(
     tie_sum = float(np.sum(counts.astype(float) ** 3 - counts))
     c = _critical(m, n, alpha, method == "exact" and tie_sum == 0, tie_sum)
     shift = float(np.median(diffs))
+    low: float | None
+    high: float | None
     if c >= 0 and c + 1 <= diffs.size - c:
         k = c  # 0-based index of the (c+1)-th order statistic
         ordered = np.partition(diffs, (k, diffs.size - 1 - k))
         low, high = float(ordered[k]), float(ordered[diffs.size - 1 - k])
     else:
         low = high = None
+    to_ratio: Callable[[float], float]
     if positive:
         to_ratio = math.exp
     else:
@@ -221,8 +227,10 @@ def compare_samples(
         if centre == 0:
             centre = 1.0
 
-        def to_ratio(d: float) -> float:
+        def linear_ratio(d: float) -> float:
             return 1.0 + d / abs(centre)
+
+        to_ratio = linear_ratio
 
     ratio = to_ratio(shift)
     ratio_low = None if low is None else to_ratio(low)

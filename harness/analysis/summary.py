@@ -11,6 +11,7 @@ verdict; divergence there is critical, elsewhere a warning.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from harness.analysis.model import Analysis, ConfigResult, Finding, LogWarning, RunSummary
 from harness.compare.levels import level_rank, worst_level
@@ -275,7 +276,7 @@ def headline(a: Analysis, rule_needed: str | None) -> str:
     return "Nothing could be compared: add repeats or worker processes so executions can be checked against each other."
 
 
-def environment_line(env: dict) -> str:
+def environment_line(env: dict[str, Any]) -> str:
     """CPU/GPU model, torch, transformers, CUDA and driver in one line."""
     libs = env.get("libraries") or {}
     cpu = f"{env.get('processor') or env.get('machine') or 'unknown CPU'}"
