@@ -9,6 +9,8 @@ before anything runs.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 JUNIT_HELP = (
     "also write the verdicts as JUnit XML (one testcase per configuration x judged dimension), "
@@ -16,7 +18,17 @@ JUNIT_HELP = (
 )
 
 
-def add_commands(sub, modules) -> None:
+class Command(Protocol):
+    """What a command module (harness.cli.commands) holds: its name, its parser, its run."""
+
+    NAME: str
+
+    def setup_arguments(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], modules: Iterable[Command]) -> None:
     """Each command module adds its parser (``setup_arguments``) and is run by its ``run``."""
     for module in modules:
         module.setup_arguments(sub).set_defaults(func=module.run)
@@ -25,7 +37,7 @@ def add_commands(sub, modules) -> None:
 # --- types ---------------------------------------------------------------------------------------
 
 
-def bounded(what: str, low: int, high: int):
+def bounded(what: str, low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (``--threads 100000`` exhausted the process
     limit; ``--batch-size 0`` was accepted), refused as a usage error, exit 2."""
 
@@ -54,7 +66,7 @@ def positive_int(text: str) -> int:
 def formats(text: str) -> list[str]:
     """An argparse type: report formats, checked before a run starts (``--formats xx`` used to
     fail only after every cell had run)."""
-    from harness.report.write import FORMATS
+    from harness.report.run import FORMATS
 
     chosen = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in chosen if f not in FORMATS]
@@ -115,39 +127,39 @@ def kind_names() -> list[str]:
     return KINDS.names()
 
 
-def add_kind(s) -> None:
+def add_kind(s: argparse.ArgumentParser) -> None:
     s.add_argument("--kind", choices=kind_names())
 
 
-def add_device(s) -> None:
+def add_device(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default="cpu")
 
 
-def add_max_cells(s) -> None:
+def add_max_cells(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-cells", type=bounded("max cells", 1, 10_000_000))
 
 
-def add_formats(s) -> None:
+def add_formats(s: argparse.ArgumentParser) -> None:
     s.add_argument("--formats", type=formats, default="md,html,json")
 
 
-def add_junit(s, help: str = JUNIT_HELP) -> None:
+def add_junit(s: argparse.ArgumentParser, help: str = JUNIT_HELP) -> None:
     s.add_argument("--junit", metavar="FILE", help=help)
 
 
-def add_no_progress(s) -> None:
+def add_no_progress(s: argparse.ArgumentParser) -> None:
     s.add_argument("--no-progress", action="store_true")
 
 
-def add_sign(s, help: str) -> None:
+def add_sign(s: argparse.ArgumentParser, help: str) -> None:
     s.add_argument("--sign", metavar="KEY", help=help)
 
 
-def add_trusted_keys(s, help: str) -> None:
+def add_trusted_keys(s: argparse.ArgumentParser, help: str) -> None:
     s.add_argument("--trusted-keys", metavar="FILE", help=help)
 
 
-def add_cost_options(s) -> None:
+def add_cost_options(s: argparse.ArgumentParser) -> None:
     """``--check`` and ``--min-effect``: the cost regression checks of ``compare`` and ``bench``."""
     s.add_argument(
         "--check",

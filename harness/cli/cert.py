@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 COMMANDS = (bundle, certify, calibrate, compare, bench)
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_commands(sub, COMMANDS)
 
 
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     register(sub)
     args = p.parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)  # a command's run (harness.cli.arguments.Command)
+        return code
     except HarnessError as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_ERROR

@@ -11,12 +11,16 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.analysis.model import Analysis
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_NOTES = 30
 
 
-def write_reports(run_dir: Path, formats: list[str], verify: bool = False):
+def write_reports(run_dir: Path, formats: list[str], verify: bool = False) -> Analysis:
     """Analyse, write the reports, and print their paths and one verdict line per config."""
     from harness.analysis.run import analyze_run
     from harness.report.write import write_reports as write
@@ -29,7 +33,7 @@ def write_reports(run_dir: Path, formats: list[str], verify: bool = False):
     return analysis
 
 
-def write_junit(analysis, path: str | None) -> None:
+def write_junit(analysis: Analysis, path: str | None) -> None:
     """``--junit FILE``: the verdicts as JUnit XML (imported only when asked for)."""
     if path is None:
         return
@@ -75,7 +79,7 @@ def print_notes(problems: list[str]) -> None:
         print(f"note: {problem}", file=sys.stderr)
 
 
-def print_gates(analysis) -> int:
+def print_gates(analysis: Analysis) -> int:
     failed = [g for g in analysis.gates if not g.passed]
     for g in failed:
         print(f"GATE FAILED {g.config_id}: {g.reason}", file=sys.stderr)

@@ -14,6 +14,9 @@ import contextlib
 import os
 import sys
 import textwrap
+from collections.abc import Callable, Generator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from harness.cli.arguments import add_commands
 from harness.cli.commands import (
@@ -36,6 +39,13 @@ from harness.cli.commands import (
     verify,
 )
 from harness.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    import signal
+
+    #: what ``signal.signal`` takes and gives back (typeshed's ``signal._HANDLER``; the handler's
+    #: return value is ignored, hence Any)
+    _Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 #: what ``harness --help`` says the tool is
 DESCRIPTION = (
@@ -115,19 +125,19 @@ def _nul_argument(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _signals_interrupt() -> dict:
+def _signals_interrupt() -> dict[signal.Signals, _Handler]:
     """SIGTERM and SIGHUP end a run like Ctrl-C does (status ``interrupted``, worker killed,
     job files removed); a second signal while that cleanup runs is ignored, so the exit code
     stays 130 instead of the -2 of an interrupted interrupt handler."""
     import signal
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    saved = {}
+    saved: dict[signal.Signals, _Handler] = {}
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             saved[sig] = signal.signal(sig, handler)
@@ -140,13 +150,13 @@ class _GroupedHelp(argparse.RawDescriptionHelpFormatter):
     """``harness --help`` lists the commands once, by purpose (the epilog), not again as one flat
     list under the positional argument."""
 
-    def _iter_indented_subactions(self, action):  # type: ignore[no-untyped-def]
+    def _iter_indented_subactions(self, action: argparse.Action) -> Generator[argparse.Action, None, None]:
         if isinstance(action, argparse._SubParsersAction):
-            return iter(())
-        return super()._iter_indented_subactions(action)
+            return
+        yield from super()._iter_indented_subactions(action)
 
 
-def _grouped_commands(sub: argparse._SubParsersAction) -> str:
+def _grouped_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> str:
     said = {choice.dest: choice.help or "" for choice in sub._choices_actions}
     width = max(len(name) for name in said) + 2
     lines = []
@@ -191,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, old)
 
 
-def _dispatch(args) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     try:
-        return args.func(args)
+        code: int = args.func(args)  # a command's run (harness.cli.arguments.Command)
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

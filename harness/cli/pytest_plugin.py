@@ -31,13 +31,18 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr, TracebackStyle  # pytest's own types, not re-exported
+
+    from harness.analysis.model import Analysis
+    from harness.spec.cell import Cell
+    from harness.spec.matrix import Matrix
     from harness.workflows.reproducible import MatrixRun
 
 #: the plain functions live in harness.workflows.reproducible (no pytest needed there); they are
@@ -64,8 +69,10 @@ def __getattr__(name: str) -> Any:
 
 # --- pytest: options, marker, fixtures ----------------------------------------------------------
 
-_MATRICES = pytest.StashKey[dict]()
-_RUNS = pytest.StashKey[dict]()
+#: --harness-matrix: each matrix file (resolved) to the text it was given as
+_MATRICES: pytest.StashKey[dict[Path, str]] = pytest.StashKey()
+#: the harness_matrix fixture's runs, once per session per matrix: (matrix file, None) -> run
+_RUNS: pytest.StashKey[dict[tuple[Path, None], MatrixRun]] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not given:
         return
     invocation = config.invocation_params.dir
-    matrices = {}
+    matrices: dict[Path, str] = {}
     for text in given:
         path = Path(text) if Path(text).is_absolute() else invocation / text
         if not path.is_file():
@@ -126,13 +133,13 @@ def _out_root(config: pytest.Config, name: str) -> Path:
 
 
 @pytest.fixture(name="assert_reproducible")
-def _assert_reproducible(request: pytest.FixtureRequest, tmp_path: Path):
+def _assert_reproducible(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Analysis]:
     """``assert_reproducible(task, across=[...], **options)``: run the task over those dimensions
     in fresh workers (run directory under the test's tmp_path, or --harness-out) and fail the test
     in the report's words when it is not reproducible. Returns the analysis."""
     count = [0]
 
-    def check(task: str | Path | Mapping[str, Any], across: Iterable[str] | None = None, **options: Any):
+    def check(task: str | Path | Mapping[str, Any], across: Iterable[str] | None = None, **options: Any) -> Analysis:
         __tracebackhide__ = True
         count[0] += 1
         options.setdefault("base", request.config.rootpath)
@@ -188,18 +195,18 @@ def _read_matrix(path: Path) -> dict[str, Any]:
 class MatrixFile(pytest.File):
     """A matrix file collected as tests: one item per configuration it expands to."""
 
-    def collect(self):
+    def collect(self) -> Iterator[ConfigItem]:
         from harness.spec.matrix import expand, matrix_from_doc
         from harness.workflows.reproducible import no_max_cells_option
 
         self.doc = _read_matrix(self.path)
         matrix = matrix_from_doc(self.doc, self.path)
-        self.cells_by_config: dict[str, list[Any]] = {}
+        self.cells_by_config: dict[str, list[Cell]] = {}
         with no_max_cells_option():
             cells = expand(matrix, _devices_for(matrix))
         for cell in cells:
             self.cells_by_config.setdefault(cell.config_id, []).append(cell)
-        self.runs: dict[frozenset, MatrixRun] = {}
+        self.runs: dict[frozenset[str], MatrixRun] = {}
         for config_id in sorted(self.cells_by_config):
             yield ConfigItem.from_parent(self, name=config_id, config_id=config_id)
 
@@ -232,7 +239,7 @@ class MatrixFile(pytest.File):
         return run
 
 
-def _devices_for(matrix: Any) -> list[str]:
+def _devices_for(matrix: Matrix) -> list[str]:
     """The runner's devices: looking for GPUs imports torch, so only when the matrix asks."""
     wants_gpu = any(
         d != "cpu"
@@ -246,7 +253,7 @@ def _devices_for(matrix: Any) -> list[str]:
     return available_devices()
 
 
-def _only(doc: dict[str, Any], dropped: list[Any]) -> dict[str, Any]:
+def _only(doc: dict[str, Any], dropped: list[Cell]) -> dict[str, Any]:
     """``doc`` with the configurations of ``dropped`` cells excluded (a configuration's verdict
     rests on its own cells only, so the others' absence changes none)."""
     from harness.vocabulary import CONFIG_AXES
@@ -272,7 +279,10 @@ class ConfigItem(pytest.Item):
         self.config_id = config_id
 
     def runtest(self) -> None:
-        run = self.parent.run_for(self)
+        parent = self.parent
+        if not isinstance(parent, MatrixFile):  # made by MatrixFile.collect only
+            raise TypeError(f"{self.nodeid}: a matrix configuration's test outside its matrix file")
+        run = parent.run_for(self)
         c = run.config(self.config_id)
         text = run.failure(self.config_id)
         if text:
@@ -284,7 +294,9 @@ class ConfigItem(pytest.Item):
         if c.verdict == "untested":
             pytest.skip(f"untested: {c.reason}")
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
         from harness.workflows.reproducible import HarnessGateFailure
 
         if isinstance(excinfo.value, HarnessGateFailure):

@@ -3,6 +3,7 @@ when a ``--check`` fails."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from harness.cli.arguments import add_cost_options
@@ -11,7 +12,7 @@ from harness.cli.common import EXIT_FAIL, EXIT_OK
 NAME = "bench"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="compare two pytest-benchmark files (nox -s bench), significant changes only")
     s.add_argument("baseline", help="pytest-benchmark JSON (saved with --benchmark-save-data for per-round samples)")
     s.add_argument("current", help="pytest-benchmark JSON to compare with it")
@@ -19,7 +20,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.analysis.costs import compare_benchmark_files, has_regressions
     from harness.report.costs import render_cost_table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from harness.cli.arguments import add_sign
@@ -11,7 +12,7 @@ from harness.store.run import StoreError
 NAME = "bundle"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="pack a run into one verifiable file (manifest, results, artifacts)")
     s.add_argument("run", help="run directory")
     s.add_argument("--out", metavar="FILE", help="bundle file (default <run>.bundle.zip next to the run)")
@@ -19,7 +20,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.cli.trust import signing_key
     from harness.store.bundle import sha256_file, verify_bundle, write_bundle
 

@@ -3,8 +3,8 @@ file from study runs and bundles (harness.workflows.calibrate), with an optional
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any
 
 from harness.cli.arguments import add_sign
 from harness.cli.common import EXIT_OK
@@ -12,7 +12,7 @@ from harness.cli.common import EXIT_OK
 NAME = "calibrate"
 
 
-def setup_arguments(sub: Any) -> Any:
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(
         NAME,
         help="derive a rule's calibration file (bounds, held-out false reject / accept, scope) "
@@ -28,7 +28,7 @@ def setup_arguments(sub: Any) -> Any:
     return s
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.cli.trust import sign_calibration, signing_key
     from harness.report.calibration import write_report
     from harness.store.run import atomic_write_json

@@ -7,18 +7,25 @@ like Ctrl-C (``INTERRUPTIBLE``).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.arguments import add_junit, add_no_progress, add_sign, add_trusted_keys, node_version, positive_int
 from harness.cli.common import EXIT_FAIL, EXIT_OK, check_junit_target
 from harness.isa import ISA_CHOICES
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from harness.analysis.certificate import Certificate
+
 NAME = "certify"
 INTERRUPTIBLE = True
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="re-run a reference bundle's cells here and certify this machine")
     s.add_argument("--reference", required=True, metavar="BUNDLE", help="the reference run's bundle")
     s.add_argument("--matrix", metavar="M", help="run this matrix instead (its cells must be in the reference)")
@@ -68,12 +75,12 @@ def setup_arguments(sub):
     return s
 
 
-def emulation_text(emulation: dict) -> str:
+def emulation_text(emulation: dict[str, Any]) -> str:
     """``threads=2, isa=avx2``: the emulation settings a certificate was made with."""
     return ", ".join(f"{k}={emulation[k]}" for k in ("threads", "isa") if emulation.get(k) is not None)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.cli.trust import sign_json_file, signing_key, trusted_from
     from harness.workflows.certify import CertifyError, certify
 
@@ -127,7 +134,9 @@ def run(args) -> int:
     return EXIT_OK if cert.passed else EXIT_FAIL  # the entry never changes the verdict's exit code
 
 
-def _whitelist_entry(args, cert, run_dir: Path, key, signed_by: str) -> None:
+def _whitelist_entry(
+    args: argparse.Namespace, cert: Certificate, run_dir: Path, key: Ed25519PrivateKey | None, signed_by: str
+) -> None:
     """Write the relay's whitelist entry for what passed, or say in one line why not."""
     from harness.store.bundle import sha256_file
     from harness.workflows.whitelist import WhitelistError, build_entry, nvidia_smi_cards, write_entry

@@ -3,18 +3,26 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.cli.arguments import add_cost_options, add_junit, add_trusted_keys, match_mode
 from harness.cli.common import EXIT_FAIL, EXIT_OK
 from harness.store.run import StoreError
 
+if TYPE_CHECKING:
+    from harness.analysis.bench import CostRow
+    from harness.analysis.crossrun import CrossRunResult
+    from harness.store.bundle import OpenedRun
+    from harness.store.run import RunStore
+
 NAME = "compare"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="compare two runs or bundles cell by cell (outputs, then costs)")
     s.add_argument("a", help="reference run directory or bundle")
     s.add_argument("b", help="run directory or bundle to compare with it")
@@ -36,7 +44,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.analysis.crossrun import compare_runs
     from harness.cli.common import check_junit_target
     from harness.cli.trust import trusted_from
@@ -61,26 +69,32 @@ def run(args) -> int:
         if args.json:
             atomic_write_json(Path(args.json), result.model_dump(mode="json"))
             print(f"wrote {args.json}")
-        rows: list = []
+        rows: list[CostRow] = []
         code = _compare_costs(run_a.store, run_b.store, args.check or [], args.min_effect, rows)
         if args.junit:
             _compare_junit(args, run_a, result, rows)
         return code
 
 
-def _compare_junit(args, run_a, result, rows: list) -> None:
+def _compare_junit(args: argparse.Namespace, run_a: OpenedRun, result: CrossRunResult, rows: list[CostRow]) -> None:
     """Each configuration of A judged as certification judges B against it, then the costs."""
     from harness.report.junit import render_compare, write_junit
     from harness.workflows.certify import judge
 
-    verdicts = {}
+    verdicts: dict[str, tuple[str, str]] = {}
     for out in result.configs:
         verdict, reason, _ = judge(out, result)  # the validator each configuration resolved
         verdicts[out.config_id] = (verdict, reason)
     print(f"junit {write_junit(Path(args.junit), render_compare(result, verdicts, rows, args.check or []))}")
 
 
-def _compare_costs(store_a, store_b, checks: list[str], min_effect: float = 0.0, rows_out: list | None = None) -> int:
+def _compare_costs(
+    store_a: RunStore,
+    store_b: RunStore,
+    checks: list[str],
+    min_effect: float = 0.0,
+    rows_out: list[CostRow] | None = None,
+) -> int:
     from harness.analysis.costs import compare_run_costs, has_regressions
     from harness.report.costs import render_cost_table
 

@@ -5,6 +5,7 @@ The module is ``exec_`` because ``exec`` is a builtin; the command is ``exec``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from harness.isa import ISA_CHOICES
 NAME = "exec"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="run one task file and print its digests")
     s.add_argument("task")
     add_kind(s)
@@ -49,7 +50,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.determinism import apply_environment
     from harness.isa import unavailable
     from harness.spec.matrix import device_problem
@@ -99,7 +100,10 @@ def run(args) -> int:
         written.append(path)
     if "waveform" in ex.output.arrays:
         path = out / f"{stem}.wav"
-        write_wav(path, ex.output.arrays["waveform"], ex.output.sampling_rate)
+        rate = ex.output.sampling_rate
+        if rate is None:  # a WAV file needs its rate; refused in one line, not a library's TypeError
+            raise HarnessError(f"{args.task}: the engine returned a waveform without a sampling rate")
+        write_wav(path, ex.output.arrays["waveform"], rate)
         written.append(path)
     from harness.store.candidate import write_tokens
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from harness.cli.arguments import add_max_cells
@@ -10,7 +11,7 @@ from harness.cli.common import EXIT_OK
 NAME = "expand"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="list the cells of a matrix")
     s.add_argument("matrix")
     s.add_argument("--json", action="store_true")
@@ -19,7 +20,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+
 from harness.cli.common import EXIT_OK
 from harness.store.run import StoreError
 
 NAME = "keygen"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="make an Ed25519 key pair for signing bundles and certificates")
     s.add_argument("name", help="writes NAME.key (private, 0600) and NAME.pub")
     s.add_argument("--comment", help="text after the public key (default: the name)")
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.store.signing import SignatureError, generate_keypair
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -11,7 +12,7 @@ from harness.execution.executors import names as executor_names
 NAME = "locate"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(
         NAME, help="re-run two cells of a run with module hooks and name the first module whose output differs"
     )
@@ -28,7 +29,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.execution.executors import make_executor
     from harness.workflows.locate import locate_run_pair
 

@@ -10,17 +10,23 @@ Exit 0: accepted; 1: rejected or not replayable (never accepted by default); 2: 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from harness.cli.arguments import add_trusted_keys
 from harness.cli.common import EXIT_FAIL, EXIT_OK
 from harness.execution.executors import names as executor_names
 
+if TYPE_CHECKING:
+    from harness.spec.policy import Thresholds
+    from harness.spec.tasks import Task
+
 NAME = "replay"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(
         NAME,
         help="check a candidate's output against the task: every token the seed's, "
@@ -65,7 +71,7 @@ def setup_arguments(sub):
     return s
 
 
-def _thresholds(args, task, kind: str):
+def _thresholds(args: argparse.Namespace, task: Task, kind: str) -> tuple[Thresholds, str, str | None]:
     """The thresholds a replay verdict uses and where its margin comes from: the replay
     calibration the matrix names for this task's configuration, else the matrix's (or the
     default) thresholds, else ``--margin``; the last two are labelled uncalibrated. A margin above
@@ -117,7 +123,7 @@ def _thresholds(args, task, kind: str):
     return cp.thresholds, margin_source(cp), None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.compare.replay_job import validate_elsewhere
     from harness.execution.executors import make_executor
     from harness.execution.replay import Candidate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from harness.cli.common import (
 NAME = "report"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="(re)write a run's reports")
     s.add_argument("run")
     add_formats(s)
@@ -29,7 +30,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     check_junit_target(args.junit, [args.run])  # before the reports are written
     analysis = write_reports(Path(args.run), args.formats, verify=not args.no_verify)
     write_junit(analysis, args.junit)

@@ -5,8 +5,10 @@ SIGTERM and SIGHUP end it like Ctrl-C (``INTERRUPTIBLE``): status ``interrupted`
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from harness.cli.arguments import add_formats, add_junit, add_max_cells, add_no_progress, add_trusted_keys, bounded
 from harness.cli.common import (
@@ -21,11 +23,15 @@ from harness.cli.common import (
 from harness.errors import HarnessError
 from harness.execution.executors import names as executor_names
 
+if TYPE_CHECKING:
+    from harness.execution.executor import Executor
+    from harness.execution.ray_executor import RayExecutor
+
 NAME = "run"
 INTERRUPTIBLE = True
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="run a matrix, write reports, exit 1 when a gate fails")
     s.add_argument("matrix")
     s.add_argument("--out", help="run directory (default reports/runs/<time>-<name>)")
@@ -51,7 +57,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.execution.runner import RunInterrupted, run_matrix
     from harness.spec.matrix import load_matrix
 
@@ -89,13 +95,14 @@ def run(args) -> int:
     return print_gates(analysis)
 
 
-def _executor(args):
+def _executor(args: argparse.Namespace) -> Executor:
     """The executor ``--executor`` names (harness.execution.executors), built with its options; a
     Ray one says how it reached its cluster."""
     from harness.execution.executors import make_executor
 
     executor = make_executor(args.executor, address=args.address)
     if args.executor == "ray":
-        how = "started a local Ray instance" if executor.started_ray and not args.address else "connected to Ray"
-        print(f"{how} in {executor.startup_s:.1f} s; {len(executor.alive_nodes())} node(s)", file=sys.stderr)
+        ray = cast("RayExecutor", executor)  # what the registry's "ray" entry builds
+        how = "started a local Ray instance" if ray.started_ray and not args.address else "connected to Ray"
+        print(f"{how} in {ray.startup_s:.1f} s; {len(ray.alive_nodes())} node(s)", file=sys.stderr)
     return executor

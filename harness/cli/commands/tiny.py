@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+
 from harness.cli.common import EXIT_OK
 
 NAME = "tiny"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="build the tiny models and print their weight hashes")
     s.add_argument("names", nargs="*")
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.models.tiny import TINY_NAMES, tiny_dir, tiny_info
 
     for name in args.names or TINY_NAMES:

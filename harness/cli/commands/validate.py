@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from harness.cli.arguments import add_device, add_kind
@@ -11,7 +12,7 @@ from harness.cli.common import EXIT_ERROR, EXIT_OK
 NAME = "validate"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(NAME, help="validate task files (and matrices: .toml) and print lint warnings")
     s.add_argument("files", nargs="+")
     add_kind(s)
@@ -20,7 +21,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.spec.lint import lint_task, model_generation_config, model_limits
     from harness.spec.tasks import TaskError, load_task_file
 

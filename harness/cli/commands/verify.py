@@ -10,6 +10,7 @@ codes: 0 verified, 1 not verified, 2 bad input.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from harness.cli.arguments import add_trusted_keys
@@ -19,7 +20,7 @@ from harness.store.run import StoreError, read_json_file
 NAME = "verify"
 
 
-def setup_arguments(sub):
+def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     s = sub.add_parser(
         NAME, help="recompute receipts and check the evidence of a run, bundle, certificate or calibration"
     )
@@ -28,7 +29,7 @@ def setup_arguments(sub):
     return s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from harness.analysis.evidence import gather as check_evidence
     from harness.cli.trust import trusted_from
     from harness.store.bundle import TrustError, open_run_or_bundle
