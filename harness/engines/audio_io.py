@@ -12,10 +12,15 @@ import binascii
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from harness.errors import HarnessError, InputAudioError
+
+if TYPE_CHECKING:
+    from harness.spec.tasks import AudioPrompt
 
 MAX_PROMPT_AUDIO_SECONDS = 30.0
 MIN_PROMPT_RATE, MAX_PROMPT_RATE = 1_000, 384_000  # Hz: bounded before resampling (cost grows with the rate)
@@ -46,7 +51,7 @@ def confine(path: str | Path, field: str = "path") -> Path:
     )
 
 
-def to_float_mono(data: np.ndarray) -> np.ndarray:
+def to_float_mono(data: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """WAV samples of any integer/float type as float32 in [-1, 1], channels averaged."""
     if data.dtype.kind == "i":
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
@@ -59,7 +64,7 @@ def to_float_mono(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data)
 
 
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+def resample(audio: npt.NDArray[np.float32], from_rate: int, to_rate: int) -> npt.NDArray[np.float32]:
     if from_rate == to_rate:
         return audio
     from math import gcd
@@ -67,10 +72,12 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     g = gcd(from_rate, to_rate)
-    return resample_poly(audio, to_rate // g, from_rate // g).astype(np.float32)
+    # scipy ships no types: resample_poly is Any here
+    out: npt.NDArray[np.float32] = resample_poly(audio, to_rate // g, from_rate // g).astype(np.float32)
+    return out
 
 
-def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
+def read_wav_bytes(data: bytes, field: str) -> tuple[npt.NDArray[np.float32], int]:
     from scipy.io import wavfile
 
     if len(data) > MAX_PROMPT_WAV_BYTES:
@@ -98,7 +105,7 @@ def read_wav_bytes(data: bytes, field: str) -> tuple[np.ndarray, int]:
     return audio, int(rate)
 
 
-def load_audio_prompt(prompt, target_rate: int) -> np.ndarray:
+def load_audio_prompt(prompt: AudioPrompt, target_rate: int) -> npt.NDArray[np.float32]:
     """The task's audio prompt (``AudioPrompt``) as float32 mono at the model's rate."""
     if prompt.wav_path is not None:
         path = confine(prompt.wav_path, "audio_prompt.wav_path")
@@ -108,6 +115,8 @@ def load_audio_prompt(prompt, target_rate: int) -> np.ndarray:
             raise InputAudioError(f"audio_prompt.wav_path: cannot read {prompt.wav_path!r} ({err.strerror})") from None
         audio, rate = read_wav_bytes(raw, "audio_prompt.wav_path")
     else:
+        if prompt.base64 is None:  # AudioPrompt's validator requires exactly one of the two
+            raise InputAudioError("audio_prompt: give exactly one of wav_path or base64")
         try:
             raw = base64.b64decode(prompt.base64, validate=True)
         except (binascii.Error, ValueError):
@@ -133,7 +142,7 @@ def _read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:
+def write_wav(path: str | Path, waveform: npt.NDArray[Any], rate: int) -> None:
     """float32 (samples, channels) WAV, written atomically."""
     from scipy.io import wavfile
 
@@ -144,7 +153,7 @@ def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def wav_base64(waveform: np.ndarray, rate: int) -> str:
+def wav_base64(waveform: npt.NDArray[Any], rate: int) -> str:
     from scipy.io import wavfile
 
     buf = io.BytesIO()

@@ -18,11 +18,12 @@ a load that quantizes no layer is refused as well.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import (
@@ -37,6 +38,10 @@ from harness.models.loading import (
 from harness.outputs import Output
 from harness.spec.tasks import AudioLDMTask
 
+if TYPE_CHECKING:  # torch and diffusers are imported where they are used (diffusers is read as Any)
+    import torch
+    from diffusers import PipelineQuantizationConfig
+
 # Fields every task in one batch must share: the pipeline takes them once per call.
 SHARED_FIELDS = ("num_inference_steps", "audio_length_in_s", "guidance_scale", "num_waveforms_per_prompt")
 
@@ -45,8 +50,8 @@ class _PipelineConfig:
     """What ``resolve_dtype`` reads: a diffusers folder has no transformers config, so the
     dtype is looked for in model_index.json, then the UNet's and the text encoder's configs."""
 
-    def __init__(self, path: str):
-        self.dtype = None
+    def __init__(self, path: str) -> None:
+        self.dtype: str | None = None
         for rel in ("model_index.json", "unet/config.json", "text_encoder/config.json"):
             f = Path(path) / rel
             if not f.exists():
@@ -58,7 +63,7 @@ class _PipelineConfig:
                 break
 
 
-def _quantization(bits: int | None, dtype: str, device: str):
+def _quantization(bits: int | None, dtype: str, device: str) -> PipelineQuantizationConfig | None:
     """diffusers' PipelineQuantizationConfig quantizing the UNet, or refuse clearly."""
     if bits is None:
         return None
@@ -90,21 +95,22 @@ def _quantization(bits: int | None, dtype: str, device: str):
 class _Timed:
     """Time (and optionally record) calls to a pipeline method by shadowing it on the instance."""
 
-    def __init__(self, pipe, names: Sequence[str], watch: Stopwatch, section: str):
+    def __init__(self, pipe: Any, names: Sequence[str], watch: Stopwatch, section: str) -> None:
+        # pipe: a diffusers pipeline (diffusers is read as Any)
         self.pipe, self.names, self.watch, self.section = pipe, tuple(names), watch, section
 
-    def __enter__(self):
+    def __enter__(self) -> _Timed:
         for name in self.names:
             original = getattr(self.pipe, name)
 
-            def timed(*args, _original=original, **kwargs):
+            def timed(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
                 with self.watch.section(self.section):
                     return _original(*args, **kwargs)
 
             object.__setattr__(self.pipe, name, timed)  # plain attribute: not a pipeline component
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for name in self.names:
             self.pipe.__dict__.pop(name, None)
         return False
@@ -186,10 +192,10 @@ class AudioLDMEngine:
         kwargs: dict[str, Any] = {name: getattr(task, name) for name in SHARED_FIELDS}
         kwargs["eta"] = 0.0
 
-        latents: list[np.ndarray] = []
+        latents: list[npt.NDArray[np.float32]] = []
         timesteps: list[int] = []
 
-        def on_step(step: int, timestep, step_latents) -> None:
+        def on_step(step: int, timestep: torch.Tensor, step_latents: torch.Tensor) -> None:
             # un-doubled latents after the scheduler step: (batch * waveforms, C, H, W)
             latents.append(step_latents[0].detach().to("cpu", torch.float32).numpy())
             timesteps.append(int(timestep))

@@ -16,30 +16,35 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from harness.spec.kinds import Engine  # the protocol, where the kind registry checks engines against it
+
+#: a loaded model's cache key: (kind's task class, model, dtype, quantize_bits, device) by default
+ModelKey = tuple[Hashable, ...]
 
 
 @dataclass
 class LoadedModel:
-    key: tuple
+    key: ModelKey
     objects: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)  # resolved dtype, quantization, weights hash
     load_s: float = 0.0
 
 
-def model_key(task: Any, device: str) -> tuple:
+def model_key(task: Any, device: str) -> ModelKey:
     """The default cache key of a kind's loaded model (a kind may declare its own)."""
     return (type(task).__name__, task.model, task.dtype, task.quantize_bits, device)
 
 
-def cache_key(task: Any, device: str) -> tuple:
+def cache_key(task: Any, device: str) -> ModelKey:
     """The key its kind declares for ``task``'s loaded model(s)."""
     from harness.spec.kinds import KINDS
 
-    return KINDS.get(KINDS.of_task(task)).load("model_key")(task, device)
+    key_of: Callable[[Any, str], ModelKey] = KINDS.get(KINDS.of_task(task)).load("model_key")
+    return key_of(task, device)
 
 
 # Neighbour prompts for the batch-size axis: different lengths, so the target gets padded.
@@ -59,9 +64,9 @@ def neighbour_prompts(batch_size: int) -> list[str]:
 class ModelCache:
     """Keep the last few loaded models so a worker loads each (model, dtype, quant) once."""
 
-    def __init__(self, capacity: int = 4):
+    def __init__(self, capacity: int = 4) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._items: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
         self.loads = 0
 
     def get(self, engine: Engine, task: Any, device: str) -> tuple[LoadedModel, bool]:
@@ -77,7 +82,7 @@ class ModelCache:
         key = cache_key(task, device)
         self._items.pop(key, None)
         start = time.perf_counter()
-        loaded = engine.load(task, device)
+        loaded: LoadedModel = engine.load(task, device)  # the protocol types it Any (spec sits below engines)
         loaded.load_s = time.perf_counter() - start
         self.loads += 1
         self._items[key] = loaded
@@ -101,14 +106,16 @@ def get_engine(kind: str, engine: str | None = None) -> Engine:
     if engine not in (None, "harness"):
         if engine not in OTHER_ENGINES:
             raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINE_NAMES)}")
-        return load_object(OTHER_ENGINES[engine])(kind)
-    return KINDS.engine(kind)
+        make: Callable[[str], Engine] = load_object(OTHER_ENGINES[engine])
+        return make(kind)
+    chosen: Engine = KINDS.engine(kind)
+    return chosen
 
 
 class Stopwatch:
     """Named wall-clock segments; on CUDA it synchronises before reading the clock."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu") -> None:
         self.device = device
         self.times: dict[str, float] = {}
 
@@ -120,18 +127,25 @@ class Stopwatch:
             # (cuda:0 unless set), so a cuda:1 cell's sections were timed without waiting
             torch.cuda.synchronize(self.device)
 
-    def section(self, name: str):
-        watch = self
+    def section(self, name: str) -> _Section:
+        return _Section(self, name)
 
-        class _Section:
-            def __enter__(self):
-                watch._sync()
-                self.start = time.perf_counter()
-                return self
 
-            def __exit__(self, *exc):
-                watch._sync()
-                watch.times[name] = watch.times.get(name, 0.0) + time.perf_counter() - self.start
-                return False
+class _Section:
+    """One timed segment of a ``Stopwatch`` (added to its ``times[name]`` on exit)."""
 
-        return _Section()
+    def __init__(self, watch: Stopwatch, name: str) -> None:
+        self.watch = watch
+        self.name = name
+        self.start = 0.0
+
+    def __enter__(self) -> _Section:
+        self.watch._sync()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        watch = self.watch
+        watch._sync()
+        watch.times[self.name] = watch.times.get(self.name, 0.0) + time.perf_counter() - self.start
+        return False

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.digests import digest_array, digest_json
-from harness.engines.base import LoadedModel
+from harness.engines.base import LoadedModel, ModelKey
 from harness.outputs import Output
+from harness.spec.kinds import Engine
 from harness.spec.tasks import AudioLDMTask, AudioTask, ChainTask, GPTTask, TaskError, parse_task, task_to_doc
 
 
@@ -62,7 +63,7 @@ def audio_stage_task(task: ChainTask, prompt: str) -> AudioTask | AudioLDMTask:
     return stage.model_copy(update={"prompt": prompt})
 
 
-def _audio_engine(stage: AudioTask | AudioLDMTask):
+def _audio_engine(stage: AudioTask | AudioLDMTask) -> Engine:
     if isinstance(stage, AudioLDMTask):
         from harness.engines.audioldm import AudioLDMEngine
 
@@ -93,7 +94,8 @@ class ChainEngine:
         text_task = text_stage_task(task)
         audio_engine = _audio_engine(task.audio_stage)
         text = TextgenEngine().load(text_task, device)
-        audio = audio_engine.load(task.audio_stage, device)  # refuses what it cannot run (e.g. AudioLDM 8-bit on CPU)
+        # refuses what it cannot run (e.g. AudioLDM 8-bit on CPU)
+        audio: LoadedModel = audio_engine.load(task.audio_stage, device)
         meta = {
             "stages": {"text": text.meta, "audio": {**audio.meta, "engine": audio_engine.kind}},
             "resolved_dtype": audio.meta.get("resolved_dtype"),
@@ -113,6 +115,8 @@ class ChainEngine:
             raise ValueError("a chain task runs alone (batch_size 1): its audio prompt depends on its own text stage")
         text_task = text_stage_task(task)
         text_out = TextgenEngine().run(loaded.objects["text"], text_task, device, seeded=seeded)
+        if text_out.response is None:  # the text engine always answers with the runner's response
+            raise RuntimeError("the text stage gave no response")
         answer = text_out.response["choices"][0]["message"]["content"] if text_out.response["choices"] else ""
         prompt = answer if answer.strip() else task.description
         audio_task = audio_stage_task(task, prompt)
@@ -181,7 +185,7 @@ def neighbours(task: ChainTask, batch_size: int) -> list[ChainTask]:
     return []
 
 
-def model_key(task: ChainTask, device: str) -> tuple:
+def model_key(task: ChainTask, device: str) -> ModelKey:
     """A chain holds two models: its key is both stages' keys."""
     from harness.engines.base import model_key as stage_key
 

@@ -27,9 +27,13 @@ What cannot be replayed this way:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:  # torch is imported where it is used: importing this module stays cheap
+    import torch
+    from transformers import GenerationConfig
 
 #: how a validator may have started its generator: seeded just before generating (a node
 #: serving from its model cache), or seeded before loading the model (a node's first task:
@@ -41,7 +45,7 @@ class NotReplayable(HarnessError, ValueError):
     """A task (or a torch) whose draws cannot be regenerated; the message says why."""
 
 
-def generator_at(state: Any):
+def generator_at(state: torch.Tensor) -> torch.Generator:
     """A CPU generator whose state is ``state`` (a ``torch.get_rng_state()`` tensor)."""
     import torch
 
@@ -50,7 +54,7 @@ def generator_at(state: Any):
     return g
 
 
-def warm_state(seed: int):
+def warm_state(seed: int) -> torch.Tensor:
     """The CPU generator's state right after ``transformers.set_seed(seed)``."""
     import torch
 
@@ -60,12 +64,12 @@ def warm_state(seed: int):
 class Draws:
     """The exponential draws a run's sampling steps consume, regenerated in order."""
 
-    def __init__(self, state: Any, rows_in_draw: int | None = None):
+    def __init__(self, state: torch.Tensor, rows_in_draw: int | None = None) -> None:
         self.generator = generator_at(state)
         self.rows_in_draw = rows_in_draw  # rows of generate's probability matrix (batch x rows)
         self.steps = 0
 
-    def next(self, rows: int, vocab: int):
+    def next(self, rows: int, vocab: int) -> torch.Tensor:
         """The next step's draw for ``rows`` rows (the first rows of a batch's draw)."""
         import torch
 
@@ -75,7 +79,7 @@ class Draws:
         return e[:rows]
 
 
-def pick(probs, draws):
+def pick(probs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """The token ``torch.multinomial(probs, 1)`` takes with these draws, per row."""
     import torch
 
@@ -124,7 +128,7 @@ def device_problem(device: str) -> str | None:
     return f"device {device}: only CPU draws are regenerated"
 
 
-def decoding_problem(gen) -> str | None:
+def decoding_problem(gen: GenerationConfig) -> str | None:
     """Why a resolved generation config's decoding draws nothing replayable (None: sampling)."""
     if getattr(gen, "num_beams", 1) not in (None, 1):
         return f"beam search (num_beams {gen.num_beams}) keeps several hypotheses per step; only sampling is replayed"

@@ -29,10 +29,11 @@ The three ways of the transformers MusicGen guide:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import (
@@ -46,6 +47,10 @@ from harness.models.loading import (
 from harness.outputs import Output
 from harness.spec.tasks import AudioTask
 
+if TYPE_CHECKING:  # torch and transformers are imported where they are used
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 # TextToAudioPipeline's own defaults (transformers 5.x ``_default_generation_config``), added
 # only for fields neither the call nor the model's generation config sets.
 PIPELINE_DEFAULT_MAX_NEW_TOKENS = 256
@@ -56,7 +61,9 @@ def generation_kwargs(task: AudioTask) -> dict[str, Any]:
     return task.generation_config.model_dump(exclude_none=True) if task.generation_config else {}
 
 
-def pipeline_additions(model, tokenizer, kwargs: dict[str, Any]) -> dict[str, Any]:
+def pipeline_additions(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """What ``Pipeline._prepare_generate_kwargs`` adds to a call's kwargs (transformers 5.2x):
     its defaults for the parameters that neither the call nor the model's generation config set;
     a default ``max_new_tokens`` never overrides a set ``max_length``."""
@@ -75,14 +82,16 @@ def pipeline_additions(model, tokenizer, kwargs: dict[str, Any]) -> dict[str, An
 class _CodeRecorder:
     """Wraps ``audio_encoder.decode`` to keep the codes it decodes and time the decode."""
 
-    def __init__(self, audio_encoder, watch: Stopwatch):
+    def __init__(self, audio_encoder: Any, watch: Stopwatch) -> None:
+        # audio_encoder: an EncodecModel (or the model class the config names), typed
+        # PreTrainedModel | Any by transformers; its decode is replaced on the instance
         self.audio_encoder = audio_encoder
-        self.original = audio_encoder.decode
+        self.original: Callable[..., Any] = audio_encoder.decode
         self.watch = watch
-        self.calls: list[np.ndarray] = []
+        self.calls: list[npt.NDArray[np.int64]] = []
 
-    def __enter__(self):
-        def decode(audio_codes, *args, **kwargs):
+    def __enter__(self) -> _CodeRecorder:
+        def decode(audio_codes: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             self.calls.append(audio_codes.detach().to("cpu").numpy().astype(np.int64))
             with self.watch.section("decode_s"):
                 return self.original(audio_codes, *args, **kwargs)
@@ -90,7 +99,7 @@ class _CodeRecorder:
         self.audio_encoder.decode = decode
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.audio_encoder.decode = self.original
         return False
 
@@ -123,7 +132,9 @@ class MusicgenEngine:
             meta=meta,
         )
 
-    def _inputs(self, loaded: LoadedModel, batch: Sequence[AudioTask], device: str):
+    def _inputs(
+        self, loaded: LoadedModel, batch: Sequence[AudioTask], device: str
+    ) -> tuple[dict[str, Any], torch.Tensor | None, npt.NDArray[np.float32] | None]:
         """Processor inputs for the batch, the padding mask (audio prompts) and the target's
         prompt audio (float32 mono at the model's rate, or None)."""
         model, processor = loaded.objects["model"], loaded.objects["processor"]
@@ -195,7 +206,7 @@ class MusicgenEngine:
         else:
             wave = audio_values[0].numpy()
         waveform = np.ascontiguousarray(wave.T.astype(np.float32))  # (samples, channels)
-        arrays = {"waveform": waveform}
+        arrays: dict[str, npt.NDArray[Any]] = {"waveform": waveform}
         meta: dict[str, Any] = {"generation_kwargs": kwargs, "batch_size": len(batch)}
         if added:
             meta["pipeline_added_kwargs"] = added

@@ -31,15 +31,23 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import UnsupportedConfiguration, count_quantized, is_builtin, resolve_model
 from harness.outputs import Output
 from harness.spec.kinds import KINDS, NodeRunner, load_object
 from harness.spec.tasks import AudioGenerationConfig, AudioTask, GPTGenerationConfig, GPTTask, task_to_doc
+
+if TYPE_CHECKING:  # torch and transformers are imported where they are used
+    import torch
+    from transformers import GenerationConfig
+
+    from harness.engines.musicgen import _CodeRecorder
 
 PRIME_MAX_NEW_TOKENS = 16  # the short task that fills a warm cache
 
@@ -67,7 +75,7 @@ def require_runner_packages(kinds: set[str] | Sequence[str]) -> None:
             )
 
 
-def _runner_inference(support: NodeRunner):
+def _runner_inference(support: NodeRunner) -> ModuleType:
     """The runner's inference module, through the kind registry's lazy references: its package
     is named by the registry (the code, or the operator's plugins), never by a task or a matrix."""
     load_object(f"{support.package}.inference:run_task")
@@ -89,7 +97,8 @@ class _PipeCache:
     """The runners' model-cache interface; remembers the pipeline and lets the engine attach
     its recorders to it whether the runner builds it now or takes it from here."""
 
-    def __init__(self):
+    def __init__(self) -> None:
+        # the runners' pipelines (transformers pipelines the runner package builds): Any
         self.pipes: dict[str, Any] = {}
         self.on_pipe: Callable[[Any], None] | None = None
         self.build_s = 0.0
@@ -113,13 +122,13 @@ class _AudioCapture:
 
     def __init__(self, watch: Stopwatch):
         self.watch = watch
-        self.recorder = None
+        self.recorder: _CodeRecorder | None = None
 
     @property
-    def calls(self) -> list[np.ndarray]:
+    def calls(self) -> list[npt.NDArray[np.int64]]:
         return self.recorder.calls if self.recorder is not None else []
 
-    def attach(self, pipe) -> None:
+    def attach(self, pipe: Any) -> None:
         from harness.engines.musicgen import _CodeRecorder
 
         self.detach()
@@ -134,17 +143,18 @@ class _GenerateCapture:
     """Wraps ``model.generate`` (an instance attribute shadowing the method) to keep the
     prompt width, the generation config and the sequences it returns."""
 
-    def __init__(self):
-        self.model = None
+    def __init__(self) -> None:
+        # the runner pipeline's model (a transformers model the runner builds): Any
+        self.model: Any = None
         self.prompt_width = 0
-        self.sequences = None
-        self.generation_config = None
+        self.sequences: torch.Tensor | None = None
+        self.generation_config: GenerationConfig | None = None
 
-    def attach(self, pipe) -> None:
+    def attach(self, pipe: Any) -> None:
         model = self.model = pipe.model
         original = type(model).generate.__get__(model)
 
-        def generate(*args, **kwargs):
+        def generate(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
             ids = kwargs.get("input_ids", args[0] if args else None)
             self.prompt_width = 0 if ids is None else int(ids.shape[1])
@@ -178,10 +188,13 @@ class NodeRunnerEngine:
                 f"the network runner chooses its device itself ({runner_device()} here); this cell asks for {device}"
             )
         resolved = resolve_model(task.model)
+        runner_file = self.inference.__file__
+        if runner_file is None:  # a module not loaded from a file has no folder to report
+            raise UnsupportedConfiguration(f"the runner module {self.inference.__name__} has no file to locate it by")
         meta = {
             "engine": "node-runner",
             "runner_package": self.package,
-            "runner_path": str(Path(self.inference.__file__).resolve().parents[1]),
+            "runner_path": str(Path(runner_file).resolve().parents[1]),
             "model_path_source": resolved.source,
             "weights_sha256": resolved.weights_sha256,
         }
@@ -224,7 +237,7 @@ class NodeRunnerEngine:
             quantization=count_quantized(pipe.model, task.quantize_bits).as_dict(),
             resolved_dtype=str(pipe.model.dtype).replace("torch.", ""),
         )
-        if self.interface == "audio":
+        if isinstance(capture, _AudioCapture):  # the audio interface's capture
             return _audio_output(self.kind, result, capture, watch)
         return _gpt_output(self.kind, task, result, capture, pipe, watch)
 
@@ -250,6 +263,8 @@ class NodeRunnerEngine:
             "generation_config": _without_none(doc.get("generation_config")),
         }
         if self.interface == "audio":
+            if not isinstance(task, AudioTask):
+                raise TypeError(f"the network's audio runner runs audio tasks, not {type(task).__name__}")
             kwargs = {**common, "prompt": task.prompt}
         else:
             kwargs = {
@@ -290,12 +305,19 @@ def _audio_output(kind: str, result: Any, capture: _AudioCapture, watch: Stopwat
 
 
 def _gpt_output(
-    kind: str, task: GPTTask, response: dict[str, Any], capture: _GenerateCapture, pipe, watch: Stopwatch
+    kind: str,
+    task: AudioTask | GPTTask,
+    response: dict[str, Any],
+    capture: _GenerateCapture,
+    pipe: Any,
+    watch: Stopwatch,
 ) -> Output:
     from harness.engines.textgen import _eos_ids, token_id_rows
 
     if is_builtin(task.model):
         response = {**response, "model": task.model}
+    if capture.sequences is None or capture.generation_config is None:
+        raise RuntimeError("the network runner did not call model.generate: there are no token ids to capture")
     rows = capture.sequences[:, capture.prompt_width :].to("cpu").numpy().astype(np.int64)
     token_ids = token_id_rows(rows, _eos_ids(capture.generation_config, pipe.tokenizer))
     return Output(

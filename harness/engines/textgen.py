@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from harness.engines.base import LoadedModel, Stopwatch
 from harness.models.loading import (
@@ -32,13 +33,17 @@ from harness.models.loading import (
     resolve_model,
 )
 from harness.outputs import Output
-from harness.spec.tasks import GPTTask
+from harness.spec.tasks import GPTTask, Message
+
+if TYPE_CHECKING:  # torch and transformers are imported where they are used
+    import torch
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 NETWORK_DEFAULTS: dict[str, Any] = {"num_return_sequences": 1, "max_new_tokens": 256}
 
 
-def render_prompt(tokenizer, task: GPTTask) -> str:
-    messages = [
+def render_prompt(tokenizer: PreTrainedTokenizerBase, task: GPTTask) -> str:
+    messages: list[dict[str, Any]] = [
         {
             "role": m.role,
             "content": m.text(),
@@ -48,13 +53,21 @@ def render_prompt(tokenizer, task: GPTTask) -> str:
         for m in task.messages
     ]
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            messages, tools=task.tools, add_generation_prompt=True, tokenize=False, **(task.template_args or {})
+        # transformers annotates tools as list[dict | Callable]; a list[dict] is one, but list is invariant
+        rendered = tokenizer.apply_chat_template(
+            messages,
+            tools=task.tools,  # type: ignore[arg-type]  # list[dict] is a list[dict | Callable] (invariant list)
+            add_generation_prompt=True,
+            tokenize=False,
+            **(task.template_args or {}),
         )
+        if not isinstance(rendered, str):  # tokenize=False renders text; the library types every return form
+            raise TypeError(f"apply_chat_template(tokenize=False) returned {type(rendered).__name__}, not str")
+        return rendered
     return "\n".join(m["content"] for m in messages)
 
 
-def resolved_generation_config(model, task: GPTTask):
+def resolved_generation_config(model: PreTrainedModel, task: GPTTask) -> tuple[GenerationConfig, dict[str, Any]]:
     """gpt-task's ``resolve_generation_config``: the runner's defaults and the task's fields set
     on a copy of the model's generation config, ``max_length`` cleared (pad stays as the model
     has it: ``generate`` falls back to EOS itself)."""
@@ -71,16 +84,16 @@ def resolved_generation_config(model, task: GPTTask):
 class _FirstToken:
     """A streamer that notes when the first generated token arrives (time to first token)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls = 0
         self.first_at: float | None = None
 
-    def put(self, value):
+    def put(self, value: torch.Tensor) -> None:
         self.calls += 1
         if self.calls == 2 and self.first_at is None:  # the first put is the prompt
             self.first_at = time.perf_counter()
 
-    def end(self):
+    def end(self) -> None:
         pass
 
 
@@ -95,7 +108,8 @@ class TextgenEngine:
         dtype = resolve_dtype(task.dtype, config)
         model = load_pretrained(AutoModelForCausalLM, resolved.path, **load_kwargs(dtype, task.quantize_bits, device))
         if task.quantize_bits is None:
-            model = model.to(device)
+            # transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed type does not bind self
+            model = model.to(device)  # type: ignore[arg-type]  # wraps-decorated: self left unbound
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
         tokenizer.padding_side = "left"  # decoder-only batches pad on the left
@@ -166,15 +180,21 @@ class TextgenEngine:
         )
 
 
-def runner_response(model: str, tokenizer, rows: np.ndarray, prompt_tokens: int) -> dict[str, Any]:
+def runner_response(
+    model: str, tokenizer: PreTrainedTokenizerBase, rows: npt.NDArray[np.int64], prompt_tokens: int
+) -> dict[str, Any]:
     """The response gpt-task 3.2.0 builds from generate's rows (the generated part of each,
     padded as generate pads them): see the module docstring for each field's rule."""
     eos = tokenizer.eos_token_id
-    choices, completion = [], 0
+    choices: list[dict[str, Any]] = []
+    completion = 0
     for index, row in enumerate(rows):
         ids = [int(t) for t in row]
         completion += len(ids)
-        text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+        decoded = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+        if not isinstance(decoded, str):  # one row of ids decodes to one string; the library types both forms
+            raise TypeError(f"tokenizer.decode of one row returned {type(decoded).__name__}, not str")
+        text = decoded.strip()
         choices.append(
             {
                 "finish_reason": "stop" if ids and ids[-1] == eos else "length",
@@ -193,9 +213,9 @@ def runner_response(model: str, tokenizer, rows: np.ndarray, prompt_tokens: int)
     }
 
 
-def token_id_rows(rows: np.ndarray, eos: set[int]) -> np.ndarray:
+def token_id_rows(rows: npt.NDArray[np.int64], eos: set[int]) -> npt.NDArray[np.int64]:
     """Each row's generated ids up to and including its first EOS, padded with -1."""
-    kept = []
+    kept: list[list[int]] = []
     for row in rows:
         ids = [int(t) for t in row]
         stop_at = next((i for i, t in enumerate(ids) if t in eos), None)
@@ -207,7 +227,7 @@ def token_id_rows(rows: np.ndarray, eos: set[int]) -> np.ndarray:
     return token_ids
 
 
-def _eos_ids(gen, tokenizer) -> set[int]:
+def _eos_ids(gen: GenerationConfig, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
     if eos is None:
         return set()
@@ -217,15 +237,18 @@ def _eos_ids(gen, tokenizer) -> set[int]:
 def neighbours(task: GPTTask, batch_size: int) -> list[GPTTask]:
     """Batch neighbours of a GPT task: the same settings with another user message."""
     from harness.engines.base import neighbour_prompts
-    from harness.spec.tasks import parse_task
 
     return [
-        task.model_copy(
-            update={
-                "messages": [
-                    parse_task({"model": task.model, "messages": [{"role": "user", "content": prompt}]}).messages[0]
-                ]
-            }
-        )
+        task.model_copy(update={"messages": [_user_message(task.model, prompt)]})
         for prompt in neighbour_prompts(batch_size)
     ]
+
+
+def _user_message(model: str, prompt: str) -> Message:
+    """``prompt`` as a GPT task's user message, validated as a task document's would be."""
+    from harness.spec.tasks import parse_task
+
+    parsed = parse_task({"model": model, "messages": [{"role": "user", "content": prompt}]})
+    if not isinstance(parsed, GPTTask):  # a messages document is a GPT task (unless a plugin kind claims it)
+        raise TypeError(f"a neighbour prompt parsed as {type(parsed).__name__}, not a GPT task")
+    return parsed.messages[0]

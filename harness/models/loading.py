@@ -14,11 +14,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from harness.errors import HarnessError
 from harness.models.standins import STANDIN_NAMES, standin_dir
 from harness.models.tiny import TINY_NAMES, ensure_tiny, weights_digest
+
+if TYPE_CHECKING:  # torch and transformers are imported where they are used
+    import torch
+    from transformers import BitsAndBytesConfig, PreTrainedConfig
 
 TINY_PREFIX = "tiny:"
 STANDIN_PREFIX = "standin:"
@@ -115,7 +119,7 @@ def resolve_dtype(requested: str, config: Any) -> str:
     return "float32"
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str) -> torch.dtype:
     import torch
 
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
@@ -142,7 +146,7 @@ class QuantizationReport:
         }
 
 
-def quantization_config(bits: int | None, device: str):
+def quantization_config(bits: int | None, device: str) -> BitsAndBytesConfig | None:
     """The BitsAndBytesConfig a node would pass; refuse what this device cannot run."""
     if bits is None:
         return None
@@ -165,7 +169,7 @@ def quantization_config(bits: int | None, device: str):
     return BitsAndBytesConfig(load_in_4bit=True)
 
 
-def count_quantized(model, bits: int | None) -> QuantizationReport:
+def count_quantized(model: torch.nn.Module, bits: int | None) -> QuantizationReport:
     import torch
 
     report = QuantizationReport(bits=bits, backend="bitsandbytes" if bits else None)
@@ -174,7 +178,11 @@ def count_quantized(model, bits: int | None) -> QuantizationReport:
     try:
         import bitsandbytes as bnb
 
-        qtypes: tuple = (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit)
+        # bitsandbytes.nn imports these from .modules without __all__ (an implicit re-export)
+        qtypes: tuple[type[torch.nn.Module], ...] = (
+            bnb.nn.Linear8bitLt,  # type: ignore[attr-defined]  # implicit re-export
+            bnb.nn.Linear4bit,  # type: ignore[attr-defined]  # implicit re-export
+        )
     except ImportError:
         qtypes = ()
     from transformers.pytorch_utils import Conv1D
@@ -204,7 +212,16 @@ def load_kwargs(dtype: str, bits: int | None, device: str) -> dict[str, Any]:
     return kwargs
 
 
-def load_pretrained(cls, path: str, **kwargs):
+_Loaded_co = TypeVar("_Loaded_co", covariant=True)
+
+
+class FromPretrained(Protocol[_Loaded_co]):
+    """A class with ``from_pretrained``: a transformers Auto, model or config class, a diffusers pipeline."""
+
+    def from_pretrained(self, pretrained_model_name_or_path: str, /, *args: Any, **kwargs: Any) -> _Loaded_co: ...
+
+
+def load_pretrained(cls: FromPretrained[_Loaded_co], path: str, **kwargs: Any) -> _Loaded_co:
     """``cls.from_pretrained`` whose safe-default refusals name the switch that lifts them."""
     try:
         return cls.from_pretrained(path, **kwargs)
@@ -223,10 +240,14 @@ def load_pretrained(cls, path: str, **kwargs):
         raise
 
 
-def read_config(path: str):
+def read_config(path: str) -> PreTrainedConfig:
     from transformers import AutoConfig
 
-    return load_pretrained(AutoConfig, path, local_files_only=True, trust_remote_code=trust_remote_code())
+    # AutoConfig.from_pretrained is unannotated (Any); it returns the PreTrainedConfig subclass the folder names
+    config: PreTrainedConfig = load_pretrained(
+        AutoConfig, path, local_files_only=True, trust_remote_code=trust_remote_code()
+    )
+    return config
 
 
 __all__ = [

@@ -9,9 +9,14 @@ import circle).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:  # torch is imported where it is used
+    import torch
 
 TINY_SEED = 20261122
 
@@ -94,7 +99,7 @@ _WORDS = [
 ]
 
 
-def seeded_fill(module, seed: int, extra_buffers: Callable[[str], bool] = lambda n: False) -> None:
+def seeded_fill(module: torch.nn.Module, seed: int, extra_buffers: Callable[[str], bool] = lambda n: False) -> None:
     """Overwrite every float parameter (and selected buffers) from a numpy PCG64 stream.
 
     Scale follows fan-in so activations stay O(1); 1-D weights (norm scales) sit near 1
@@ -103,7 +108,7 @@ def seeded_fill(module, seed: int, extra_buffers: Callable[[str], bool] = lambda
     import torch
 
     rng = np.random.default_rng(seed)
-    tensors = dict(module.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(module.named_parameters())
     tensors.update({n: b for n, b in module.named_buffers() if extra_buffers(n)})
     with torch.no_grad():
         for name in sorted(tensors):
@@ -111,6 +116,7 @@ def seeded_fill(module, seed: int, extra_buffers: Callable[[str], bool] = lambda
             if not t.dtype.is_floating_point:
                 continue
             noise = rng.standard_normal(tuple(t.shape), dtype=np.float32)
+            values: npt.NDArray[np.floating[Any]]
             if extra_buffers(name):
                 values = noise
             elif t.ndim == 1 and name.endswith("bias"):
@@ -123,7 +129,9 @@ def seeded_fill(module, seed: int, extra_buffers: Callable[[str], bool] = lambda
             t.copy_(torch.from_numpy(values).to(t.dtype))
 
 
-def byte_level_bpe(words, specials: tuple[str, ...] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def byte_level_bpe(
+    words: Iterable[str], specials: tuple[str, ...] = ()
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-level BPE without training: ``specials`` first, the 256 byte symbols, then
     deterministic merges that build each fixed word left to right (every merge's parts are
     already tokens). A trained tokenizer is not byte-reproducible; this one is."""

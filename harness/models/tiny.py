@@ -19,8 +19,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.models.seeded import _WORDS, TINY_SEED, byte_level_bpe, seeded_fill
+
+if TYPE_CHECKING:  # transformers is imported where it is used
+    from transformers import T5Tokenizer
 
 TINY_BUILDER_VERSION = 1
 TINY_NAMES = ("musicgen", "gpt2", "audioldm")
@@ -57,7 +61,8 @@ def build_gpt2(out: Path) -> None:
 
     vocab, merges = byte_level_bpe(_WORDS)
     vocab["<|endoftext|>"] = len(vocab)
-    tok = GPT2Tokenizer(vocab=vocab, merges=merges)
+    # transformers annotates merges as list[str]; its BPE takes the (left, right) pairs given here
+    tok = GPT2Tokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]  # merges: pairs, not list[str]
     tok.model_max_length = 256
     eos = vocab["<|endoftext|>"]
     cfg = GPT2Config(
@@ -72,14 +77,14 @@ def build_gpt2(out: Path) -> None:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    model = GPT2LMHeadModel(cfg).eval()
+    model: GPT2LMHeadModel = GPT2LMHeadModel(cfg).eval()
     seeded_fill(model, TINY_SEED)
     model.generation_config.pad_token_id = eos
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
 
-def _t5_tokenizer():
+def _t5_tokenizer() -> T5Tokenizer:
     from transformers import T5Tokenizer
 
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
@@ -112,7 +117,8 @@ def build_musicgen(out: Path) -> None:
         dropout_rate=0.0,
         pad_token_id=0,
         eos_token_id=1,
-        decoder_start_token_id=0,
+        # a generic PreTrainedConfig kwarg T5Config takes at run time; its typed signature lists T5's own only
+        decoder_start_token_id=0,  # type: ignore[call-arg]  # generic config kwarg, untyped on T5Config
     )
     # frame rate 16000 / (8*5*4*2) = 50 Hz; 1000*1.6 // (50*8) = 4 codebooks
     audio = EncodecConfig(
@@ -139,9 +145,12 @@ def build_musicgen(out: Path) -> None:
         bos_token_id=codebook_size,
     )
     cfg = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=dec.to_dict())
-    model = MusicgenForConditionalGeneration(cfg).eval()
+    model: MusicgenForConditionalGeneration = MusicgenForConditionalGeneration(cfg).eval()
     seeded_fill(model, TINY_SEED, extra_buffers=lambda n: n.endswith("codebook.embed"))
-    with_codebooks = model.audio_encoder.quantizer.layers
+    # an EncodecModel, typed PreTrainedModel by MusicGen; torch's Module.__getattr__ types the
+    # submodules reached below it (quantizer, layers, codebook) as Tensor | Module
+    audio_encoder: Any = model.audio_encoder
+    with_codebooks = audio_encoder.quantizer.layers
     for layer in with_codebooks:  # EMA state consistent with the filled codebook
         layer.codebook.embed_avg.data.copy_(layer.codebook.embed.data)
         layer.codebook.cluster_size.data.fill_(1.0)
@@ -227,5 +236,6 @@ def _check_cached(target: Path, marker: Path) -> None:
     _CHECKED.add(key)
 
 
-def tiny_info(name: str) -> dict:
-    return json.loads((ensure_tiny(name) / "tiny-model.json").read_text())
+def tiny_info(name: str) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads((ensure_tiny(name) / "tiny-model.json").read_text())
+    return info

@@ -17,8 +17,12 @@ moving the others' bytes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.models.seeded import _WORDS, TINY_SEED, seeded_fill
+
+if TYPE_CHECKING:  # transformers is imported where it is used
+    from transformers import RobertaTokenizer
 
 MEL_BINS = 64  # vocoder model_in_dim; real AudioLDM uses 64 as well
 SAMPLING_RATE = 16000
@@ -52,11 +56,12 @@ def _roberta_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def _tokenizer():
+def _tokenizer() -> RobertaTokenizer:
     from transformers import RobertaTokenizer
 
     vocab, merges = _roberta_vocab()
-    tok = RobertaTokenizer(vocab=vocab, merges=merges)  # transformers 5: file args are ignored
+    # transformers 5: file args are ignored; merges is annotated list[str], its BPE takes the (left, right) pairs
+    tok = RobertaTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]  # merges: pairs, not list[str]
     tok.model_max_length = TEXT_MAX_LENGTH
     return tok
 
@@ -82,7 +87,7 @@ def build_audioldm(out: Path) -> None:
         eos_token_id=2,
         layer_norm_eps=1e-5,
     )
-    text_encoder = ClapTextModelWithProjection(text_cfg).eval()
+    text_encoder: ClapTextModelWithProjection = ClapTextModelWithProjection(text_cfg).eval()
     seeded_fill(text_encoder, TINY_SEED + _SEED_OFFSETS["text_encoder"])
 
     block_out = (16, 32)
@@ -132,7 +137,7 @@ def build_audioldm(out: Path) -> None:
         resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
         normalize_before=False,  # as cvssp/audioldm; its mean/scale buffers stay unused
     )
-    vocoder = SpeechT5HifiGan(vocoder_cfg).eval()
+    vocoder: SpeechT5HifiGan = SpeechT5HifiGan(vocoder_cfg).eval()
     seeded_fill(vocoder, TINY_SEED + _SEED_OFFSETS["vocoder"])
 
     scheduler = DDIMScheduler(  # cvssp/audioldm's scheduler settings

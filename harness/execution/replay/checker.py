@@ -83,7 +83,7 @@ class Checker:
         rows, vocab = scores.shape
         if self.draws is not None:
             draws = self.draws.next(rows, vocab)
-            picked = pick(torch.softmax(scores, dim=-1), draws)  # type: ignore[no-untyped-call]
+            picked = pick(torch.softmax(scores, dim=-1), draws)
         else:
             draws, picked = None, torch.argmax(scores, dim=-1)
         self.positions += int(valid.sum())
