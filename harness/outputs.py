@@ -12,6 +12,8 @@ per-engine code. Conventions for ``arrays``:
 
 from __future__ import annotations
 
+import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,21 @@ import numpy as np
 from harness.digests import digest_array, digest_json
 
 OUTPUT_DIGEST_KEY = "output"
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The arrays as one ``.npz`` file, C order: how artifacts are kept and candidates travel
+    to a worker (never pickled)."""
+    buf = io.BytesIO()
+    # numpy's stub lists allow_pickle among savez's keywords, so no **mapping of arrays matches it
+    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def npz_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of ``npz_bytes``'s file; pickled objects are refused."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 @dataclass

@@ -10,14 +10,12 @@ was set before torch started, as every other model execution does.
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
-
-import numpy as np
 
 from harness.compare.replay import ReplayDecision, validate
 from harness.errors import HarnessError
 from harness.execution.replay import Candidate
+from harness.outputs import npz_arrays, npz_bytes
 from harness.spec.policy import Thresholds
 
 
@@ -42,10 +40,8 @@ def validate_elsewhere(
     from harness.execution.protocol import ValidateWork
     from harness.execution.work import run_work, work_payload
 
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in candidate.arrays.items()})  # type: ignore[arg-type]
     work = ValidateWork(
-        candidate=base64.b64encode(buf.getvalue()),
+        candidate=base64.b64encode(npz_bytes(candidate.arrays)),
         response=candidate.response,
         thresholds=(thresholds or Thresholds()).model_dump(mode="json"),
         ran_on=ran_on,
@@ -64,8 +60,7 @@ def validate_elsewhere(
 def perform(cell: Any, task: Any, cache: Any, store: Any) -> dict[str, Any]:
     """In the worker: the decision the cell's ``work`` asks for, in the record's output."""
     work = cell.work
-    with np.load(io.BytesIO(work.candidate), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = npz_arrays(work.candidate)
     decision = validate(
         cell.kind,
         task,

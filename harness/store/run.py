@@ -23,6 +23,7 @@ from harness.digests import StrictJSONError, digest_array, strict_json_loads
 
 # StoreError, atomic_output, atomic_write_bytes and check_version are re-exported for callers of the old path
 from harness.errors import StoreError as StoreError
+from harness.outputs import npz_bytes
 from harness.store.files import atomic_output as atomic_output
 from harness.store.files import atomic_write_bytes as atomic_write_bytes
 from harness.store.files import atomic_write_json as atomic_write_json
@@ -229,14 +230,9 @@ class RunStore:
     # --- artifacts --------------------------------------------------------------------------
     @_safe
     def write_artifact(self, name: str, arrays: dict[str, np.ndarray]) -> str:
-        import io
-
-        buf = io.BytesIO()
-        # numpy's stub lists allow_pickle among savez's keywords, so no **mapping of arrays matches it
-        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         rel = f"{ARTIFACTS}/{name}.npz"
         check_run_path(self.path, rel)
-        atomic_write_bytes(self.path / rel, buf.getvalue())
+        atomic_write_bytes(self.path / rel, npz_bytes(arrays))
         return rel
 
     @_safe

@@ -9,7 +9,6 @@ place such processes, so replay has no worker loop of its own.
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from harness.engines.draws import NotReplayable
 from harness.execution.replay.output import replay_output
 from harness.execution.replay.trace import Candidate, Options, StepDetail
+from harness.outputs import npz_arrays, npz_bytes
 
 #: the step-detail fields, as ``{field}_{stage}_{step}`` arrays in the job's artifact
 _DETAIL_FIELDS = ("candidate", "sampled", "valid", "scores", "kept", "log_draws")
@@ -41,10 +41,8 @@ def replay_elsewhere(
     from harness.execution.work import run_work, work_payload
 
     opts = options or Options()
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in candidate.arrays.items()})  # type: ignore[arg-type]
     work = ReplayWork(
-        candidate=base64.b64encode(buf.getvalue()),  # Base64Bytes: validated from base64, held raw
+        candidate=base64.b64encode(npz_bytes(candidate.arrays)),  # Base64Bytes: validated from base64, held raw
         response=candidate.response,
         start=opts.start,
         path=opts.path,
@@ -68,8 +66,7 @@ def perform(cell: Any, task: Any, cache: Any, store: Any) -> dict[str, Any]:
     import torch
 
     work = cell.work
-    with np.load(io.BytesIO(work.candidate), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = npz_arrays(work.candidate)
     opts = Options(
         start=work.start,
         path=work.path,
