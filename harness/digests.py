@@ -38,7 +38,7 @@ def digest_array(arr: np.ndarray) -> str:
     h = hashlib.sha256(array_header(arr))
     flat = arr.reshape(-1).view(np.uint8) if arr.size else np.empty(0, np.uint8)
     for start in range(0, flat.size, _CHUNK):
-        h.update(memoryview(flat[start : start + _CHUNK]))
+        h.update(flat[start : start + _CHUNK].data)
     return h.hexdigest()
 
 
@@ -69,8 +69,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
         seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise StrictJSONError(f"duplicate key {key!r}")
+        for key, _ in pairs:
+            if key in seen:
+                raise StrictJSONError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from harness.determinism import apply_runtime, capture_warnings, record_state, seed_everything
@@ -36,7 +37,8 @@ def neighbours_for(kind: str, task: Task, batch_size: int) -> list[Task]:
     the kind declares them (``harness.spec.kinds``); a kind that declares none runs alone."""
     spec = KINDS.get(kind)
     if spec.neighbours is not None:
-        return spec.load("neighbours")(task, batch_size)
+        neighbours: list[Task] = spec.load("neighbours")(task, batch_size)
+        return neighbours
     if batch_size > 1:
         raise ValueError(f"batch_size > 1 is not supported for {kind} tasks")
     return []
@@ -90,21 +92,21 @@ class PeakRSS:
             self.peak = max(self.peak, self._rss())
             self._stop.wait(self.interval)
 
-    def __enter__(self):
+    def __enter__(self) -> PeakRSS:
         self.peak = self._rss()
         if not self._exact:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._exact:
             self.peak = max(self.peak, self._status("VmHWM") or 0)
         else:
             self._stop.set()
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
             self.peak = max(self.peak, self._rss())
-        return False
 
 
 @dataclass
@@ -120,7 +122,7 @@ class Execution:
     cache_hit: bool = False
 
 
-def _check_cuda_device(torch, device: str) -> None:
+def _check_cuda_device(torch: ModuleType, device: str) -> None:
     """``--device cuda:7`` on a CPU-only torch failed deep inside torch with
     ``AttributeError: _cuda_resetPeakMemoryStats``; say what is missing instead."""
     from harness.models.loading import UnsupportedConfiguration

@@ -81,7 +81,8 @@ def require_executor(executor: Any) -> Executor:
             f"executor {type(executor).__name__} lacks {', '.join(f'{m}()' for m in missing)}; "
             f"an executor implements {', '.join(EXECUTOR_METHODS)}"
         )
-    return executor
+    checked: Executor = executor
+    return checked
 
 
 def failure(cell: CellPayload, status: str, reason: str) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class LocalAttempt:
     where = ""
     killed = "worker killed"
 
-    def __init__(self, proc: subprocess.Popen, job_file: str):
+    def __init__(self, proc: subprocess.Popen[bytes], job_file: str):
         self.proc = proc
         self.job_file = job_file
         self.events: queue.Queue[Event | None] = queue.Queue()

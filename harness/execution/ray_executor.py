@@ -62,7 +62,8 @@ class FleetError(HarnessError, RuntimeError):
     """Ray missing, a cluster that cannot be reached, or a job no node can run."""
 
 
-def require_ray():
+def require_ray() -> Any:
+    """The ray module (typed Any: ray is read as Any at the edge, see pyproject's [tool.mypy])."""
     try:
         import ray
     except ImportError:
@@ -245,7 +246,7 @@ class RayExecutor(WorkerExecutor):
         eligible = [n for n in self.alive_nodes() if n["Resources"].get(need, 0) >= 1]
         return eligible[job.worker % len(eligible)] if eligible else None
 
-    def _submit(self, job: Job, node: dict[str, Any], payloads: list[CellPayload]):
+    def _submit(self, job: Job, node: dict[str, Any], payloads: list[CellPayload]) -> Any:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cpus = int(node["Resources"].get("CPU", 1))

@@ -27,8 +27,9 @@ from harness.execution.local import LocalProcessExecutor
 from harness.execution.protocol import CellPayload, Ready
 from harness.execution.schedule import run_jobs
 from harness.execution.stacks import PreparedStack, prepare_stacks
+from harness.spec.cell import Cell
 from harness.spec.kinds import KINDS
-from harness.spec.matrix import Cell, Matrix, expand
+from harness.spec.matrix import Matrix, expand
 from harness.store.manifest import CHECKED_ON_MERGE, Manifest, check_metadata
 from harness.store.receipts import RECEIPT_VERSION
 from harness.store.records import Record
@@ -84,7 +85,7 @@ def _lint_for(matrix: Matrix, cells: list[Cell]) -> dict[str, list[str]]:
         key = f"{cell.task_name}|{cell.axes.device}|{cell.axes.quantize_bits}|{cell.axes.seed}|{cell.axes.dtype}"
         if key not in out:
             task = parse_task(cell.task_doc, cell.kind)
-            model = cell.task_doc.get("model")
+            model = str(cell.task_doc.get("model") or "")  # validated by parse_task: a name or absent
             if model and model not in facts:
                 facts[model] = (model_limits(model), model_generation_config(model))
             limits, generation = facts.get(model, (None, None))

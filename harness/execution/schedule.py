@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 UNBOUNDED = 1 << 20
 
@@ -49,15 +49,17 @@ class ScheduleStats:
     max_concurrent: int = 0  # the most jobs that really ran at once
 
 
-Callback = Callable[[dict[str, Any]], None]
+J = TypeVar("J")  # a job, as the executor knows it
+R = TypeVar("R")  # a record (or the failure the executor saw instead)
+E = TypeVar("E")  # a worker's ready event
 
 
 def run_jobs(
-    jobs: Sequence[Any],
-    run_one: Callable[[Any, Callback, Callback], None],
-    slot_of: Callable[[Any], Slot],
-    on_record: Callback,
-    on_ready: Callback,
+    jobs: Sequence[J],
+    run_one: Callable[[J, Callable[[R], None], Callable[[E], None]], None],
+    slot_of: Callable[[J], Slot],
+    on_record: Callable[[R], None],
+    on_ready: Callable[[E], None],
     stop: Callable[[], None] = lambda: None,
     poll_s: float = 0.2,
 ) -> ScheduleStats:
@@ -69,8 +71,10 @@ def run_jobs(
     lock = threading.Lock()
     stopping = threading.Event()
 
-    def serialised(callback: Callback) -> Callback:
-        def call(event: dict[str, Any]) -> None:
+    T = TypeVar("T")
+
+    def serialised(callback: Callable[[T], None]) -> Callable[[T], None]:
+        def call(event: T) -> None:
             with lock:
                 if not stopping.is_set():
                     callback(event)
@@ -79,7 +83,7 @@ def run_jobs(
 
     record, ready = serialised(on_record), serialised(on_ready)
     waiting = list(jobs)
-    running: dict[Future, Slot] = {}
+    running: dict[Future[None], Slot] = {}
     used: dict[str, int] = {}
     pool = ThreadPoolExecutor(max_workers=min(len(jobs), 256), thread_name_prefix="harness-job")
     try:

@@ -112,7 +112,7 @@ def run_work(
         ]
         run_jobs(
             jobs,
-            executor.run,  # type: ignore[arg-type]  # run_jobs passes the executor's own callbacks through
+            executor.run,
             lambda job: executor.slot(job, 1),
             on_record,
             lambda _: None,

@@ -85,6 +85,7 @@ class AxesSpec(BaseModel):
     # the CPU kernel set (harness.isa): native is the machine as it is; the others cap ATen,
     # oneDNN and oneMKL in a fresh worker, emulating another CPU kind on this one (below-native:
     # the next narrower ATen kernels on the machine that runs the cell)
+    # (the levels are named once, in harness.isa; pydantic reads a Literal of the tuple, mypy cannot)
     isa: list[Literal[ISA_CHOICES]] = Field(default_factory=lambda: [NATIVE], min_length=1)  # type: ignore[valid-type]
     # TF32 matmul on CUDA (on: allowed even under the determinism profile); no meaning on a CPU
     tf32: list[Literal["off", "on"]] = Field(default_factory=lambda: list[Literal["off", "on"]](["off"]), min_length=1)

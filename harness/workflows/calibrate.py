@@ -141,12 +141,13 @@ def calibrate_composite(
     kept = [p for p in pairs if p.source in sources]
     max_abs, rel = waveform_spread(p for p in kept if p.task not in held)
     thr = Thresholds(waveform_max_abs=max_abs * CALIBRATION_MARGIN, waveform_rel_l2=rel * CALIBRATION_MARGIN)
-    study = ConfigStudy(config=config, entry=None, pairs=table)  # type: ignore[arg-type]
+    judged_honest: list[Judged] = []
+    judged_cheats: list[Judged] = []
     for p in kept:
         if p.task in held:
             ok = bool(composite(p.a.output, p.b.output, thr))
             table[p.source]["rejected"] += not ok
-            study.honest.append(Judged(p.source, ok, _finite(composite_score(p.a.output, p.b.output, thr))))
+            judged_honest.append(Judged(p.source, ok, _finite(composite_score(p.a.output, p.b.output, thr))))
     for task in sorted({p.task for p in pairs if p.task in held}):
         ref, src = cheat_sources(config, task, by_task, _other_hardware(kept, task, config, by_task), max_abs)
         maker = load_object(KINDS.get(config.kind).cheats["composite"])
@@ -154,17 +155,23 @@ def calibrate_composite(
         for what, cand in maker(src):
             for r in references:  # every honest node the cheat could be grouped with
                 ok = bool(composite(r.output, cand, thr))
-                study.cheats.append(Judged(what, ok, _finite(composite_score(r.output, cand, thr))))
-    study.entry = Entry(
+                judged_cheats.append(Judged(what, ok, _finite(composite_score(r.output, cand, thr))))
+    entry = Entry(
         scope=scope_of(config, kept or pairs, sources),
         waveform_max_abs=thr.waveform_max_abs,
         waveform_rel_l2=thr.waveform_rel_l2,
-        false_reject=_rate(h.accepted is False for h in study.honest),
-        false_accept=_rate(c.accepted for c in study.cheats),
+        false_reject=_rate(h.accepted is False for h in judged_honest),
+        false_accept=_rate(c.accepted for c in judged_cheats),
         notes=notes,
     )
-    study.details = {"honest_max_abs": max_abs, "honest_max_rel_l2": rel, "margin": CALIBRATION_MARGIN}
-    return study
+    return ConfigStudy(
+        config=config,
+        entry=entry,
+        pairs=table,
+        honest=judged_honest,
+        cheats=judged_cheats,
+        details={"honest_max_abs": max_abs, "honest_max_rel_l2": rel, "margin": CALIBRATION_MARGIN},
+    )
 
 
 def _sharing_codes(ref: Execution, runs: list[Execution]) -> list[Execution]:

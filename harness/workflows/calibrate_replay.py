@@ -167,7 +167,8 @@ def _calibrate(
         waveform_max_abs=max(CALIBRATION_MARGIN * max_abs, 1e-9),
         waveform_rel_l2=max(CALIBRATION_MARGIN * rel, 1e-9),
     )
-    study = ConfigStudy(config=config, entry=None, pairs=table)  # type: ignore[arg-type]
+    judged_honest: list[Judged] = []
+    judged_cheats: list[Judged] = []
     maker = load_object(KINDS.get(config.kind).cheats["replay"])
     for t in (t for t in tasks if t in held):
         ref = reference(by_task[(config, t)])
@@ -175,33 +176,35 @@ def _calibrate(
             d = v.decide(e, e.output, thr)
             other_codes = e.output.tokens_digest() != ref.output.tokens_digest()
             source = _source_of(e, ref, pairs)
-            study.honest.append(Judged(source, d.accepted is True, _score(d, thr), other_codes, d.reason))
+            judged_honest.append(Judged(source, d.accepted is True, _score(d, thr), other_codes, d.reason))
         _, src = cheat_sources(config, t, by_task, ref.output, thr.waveform_max_abs)
         src = type(src)(**{**src.__dict__, "redecode": v.decoder(ref), "confident": most_confident(v, ref)})
         for what, cand in maker(src):
             d = v.decide(ref, cand, thr)
-            study.cheats.append(Judged(what, d.accepted is True, _score(d, thr), reason=d.reason))
-    differ = [h for h in study.honest if h.codes_differ]
+            judged_cheats.append(Judged(what, d.accepted is True, _score(d, thr), reason=d.reason))
+    differ = [h for h in judged_honest if h.codes_differ]
     notes = [f"held-out FRR where honest codes differ: {sum(not h.accepted for h in differ)}/{len(differ)}"]
-    study.entry = Entry(
+    entry = Entry(
         scope=scope_of(config, pairs, sorted(table)),
         waveform_max_abs=thr.waveform_max_abs,
         waveform_rel_l2=thr.waveform_rel_l2,
-        false_reject=wilson(sum(not h.accepted for h in study.honest), len(study.honest)),
-        false_accept=wilson(sum(c.accepted for c in study.cheats), len(study.cheats)),
+        false_reject=wilson(sum(not h.accepted for h in judged_honest), len(judged_honest)),
+        false_accept=wilson(sum(c.accepted for c in judged_cheats), len(judged_cheats)),
         replay_margin=margin,
         notes=notes,
     )
-    study.details = {
+    details = {
         "honest_max_gap": gap,
         "one_pass_noise": noise,
         "margin": margin,
         "replays": v.replays,
         "frr_codes_differ": wilson(sum(not h.accepted for h in differ), len(differ)).model_dump(),
-        "rejected_honest": [f"{h.what}: {h.reason}" for h in study.honest if not h.accepted],
-        "accepted_cheats": [f"{c.what}: {c.reason}" for c in study.cheats if c.accepted],
+        "rejected_honest": [f"{h.what}: {h.reason}" for h in judged_honest if not h.accepted],
+        "accepted_cheats": [f"{c.what}: {c.reason}" for c in judged_cheats if c.accepted],
     }
-    return study
+    return ConfigStudy(
+        config=config, entry=entry, pairs=table, honest=judged_honest, cheats=judged_cheats, details=details
+    )
 
 
 def _source_of(e: Execution, ref: Execution, pairs: list[HonestPair]) -> str:

@@ -212,7 +212,8 @@ def _config_certificate(out: ConfigOutcome, result: CrossRunResult) -> ConfigCer
 
     verdict, reason, issues = judge(out, result)
     pairs = [m for m in result.matches if m.config_a == out.config_id and m.level]
-    worst = max(pairs, key=lambda m: (level_rank(m.level), -(m.first_divergence or 0)), default=None)
+    # every pair kept has a level (m.level filters the uncompared ones out)
+    worst = max(pairs, key=lambda m: (level_rank(m.level or ""), -(m.first_divergence or 0)), default=None)
     consensus: dict[str, dict[str, float]] = {}
     rule, label = network_rule(out.kind)
     network = None

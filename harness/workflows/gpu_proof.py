@@ -167,8 +167,8 @@ def environment(device: str = "cuda:0") -> dict[str, Any]:
 
             w = torch.randn(64, 64, device=device, dtype=torch.float16)
             q, state = bnbf.quantize_4bit(w)
-            err = float((bnbf.dequantize_4bit(q, state) - w).abs().max())
-            env["bitsandbytes_cuda"] = f"ok: 4-bit round trip on {device}, max abs error {err:.3g}"
+            worst = float((bnbf.dequantize_4bit(q, state) - w).abs().max())
+            env["bitsandbytes_cuda"] = f"ok: 4-bit round trip on {device}, max abs error {worst:.3g}"
         except Exception as err:
             env["bitsandbytes_cuda"] = f"failed: {type(err).__name__}: {err}"[:300]
     return env
@@ -393,7 +393,7 @@ def smoke_summary(run_dir: Path) -> dict[str, Any]:
                 if (rep.get("dimensions") or {}).get(d)
             },
             "nondeterministic_warnings": sorted({w for r in ok for w in r.get("nondeterministic_warnings") or []})[:3],
-            "reasons": sorted({r.get("reason") for r in rs if r.get("status") != "ok" and r.get("reason")})[:3],
+            "reasons": sorted({str(r["reason"]) for r in rs if r.get("status") != "ok" and r.get("reason")})[:3],
         }
         out["configs"].append(entry)
     out["tf32_effect"] = _effect(records, "tf32", "off", "on")
@@ -615,7 +615,10 @@ def render(doc: dict[str, Any]) -> str:
         for c in smoke["configs"]:
             b = c["bitwise"]
             lv = c.get("levels") or {}
-            cell = lambda d, b=b, lv=lv: _bit(b[d]) + (f" [{lv[d]}]" if lv.get(d) else "")
+
+            def cell(d: str, b: dict[str, Any] = b, lv: dict[str, Any] = lv) -> str:
+                return _bit(b[d]) + (f" [{lv[d]}]" if lv.get(d) else "")
+
             lat = c.get("latency_s_by_batch") or {}
             rows.append(
                 [

@@ -77,14 +77,18 @@ def _digest(tensors: list[Any]) -> str:
 def record_generation(device: str, task_path: Path = TASK) -> dict[str, Any]:
     """One seeded generation with every ``torch.multinomial`` call recorded, and how many of its
     picks draws regenerated from the seed on ``device`` predict."""
+    from unittest import mock
+
     import torch
 
     from harness.determinism import apply_runtime
     from harness.spec.kinds import KINDS
-    from harness.spec.tasks import load_task_file, task_kind
+    from harness.spec.tasks import ChainTask, load_task_file, task_kind
 
     apply_runtime("on", threads=1)
     task = load_task_file(task_path)
+    if isinstance(task, ChainTask):  # two stages, two seeds: not one generation to record
+        raise ValueError(f"{task_path}: a chain task; the sampling step records one generation")
     engine = KINDS.engine(task_kind(task))
     loaded = engine.load(task, device)
     steps: list[tuple[Any, Any]] = []
@@ -95,11 +99,9 @@ def record_generation(device: str, task_path: Path = TASK) -> dict[str, Any]:
         steps.append((probs.detach().clone(), out.detach().clone()))
         return out
 
-    torch.multinomial = recording  # generate looks the function up on the module at call time
-    try:
+    # generate looks the function up on the module at call time
+    with mock.patch.object(torch, "multinomial", recording):
         engine.run(loaded, task, device)  # seeds just before generating, as a serving node does
-    finally:
-        torch.multinomial = real
     g = _generator(device, int(task.seed))
     draws, agree, rows = [], 0, 0
     for probs, picked in steps:

@@ -15,12 +15,17 @@ step 0. The modules outside the steps (text encoder, audio decoder) are always e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from harness.compare.locate import Hooks, LocateError, Location, first_difference, operation_hint
 from harness.execution.hooks import rerun_traced
+
+if TYPE_CHECKING:
+    from harness.spec.cell import Cell
+    from harness.store.records import Record
+    from harness.store.run import RunStore
 
 __all__ = ["LocateResult", "explain_pair", "locate_docs", "locate_in_workers", "locate_run_pair", "rerun_traced"]
 
@@ -105,7 +110,7 @@ def _check_reproduced(label: str, digests: dict[str, str], want: dict[str, str] 
         )
 
 
-def _cells(run_dir: Path):
+def _cells(run_dir: Path) -> tuple[RunStore, dict[str, Record], dict[str, Cell]]:
     from harness.spec.matrix import expand
     from harness.store.run import RunStore
     from harness.workflows.certify import reference_matrix
@@ -170,7 +175,9 @@ def locate_run_pair(run_dir: str | Path, cell_a: str, cell_b: str, *, executor: 
     )
 
 
-def explain_pair(store, ra, rb, ca, cb, level: str, *, executor: Any = None) -> dict[str, Any] | None:
+def explain_pair(
+    store: RunStore, ra: Record, rb: Record, ca: Cell, cb: Cell, level: str, *, executor: Any = None
+) -> dict[str, Any] | None:
     """Why the two cells' discrete outputs part, from both sides' distributions at their first
     divergent step (harness.compare.replay.explain_divergence), with the run's margin for the
     dtype; None when their tokens are equal, they drew other random numbers (batch, load), or

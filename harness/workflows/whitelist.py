@@ -106,7 +106,8 @@ class WhitelistMismatch(WhitelistError):
 
 def go_fields(text: str) -> list[str]:
     """Go's ``strings.Fields``: the runs of characters between runs of ``unicode.IsSpace``."""
-    fields, current = [], []
+    fields: list[str] = []
+    current: list[str] = []
     for ch in text:
         if ch in GO_SPACE:
             if current:
