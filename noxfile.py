@@ -111,7 +111,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff (lint rules and formatting) and mypy (strict on spec, store, compare), configured in
+    """ruff (lint rules and formatting) and mypy (strict on all of harness/), configured in
     pyproject.toml and pinned in the [dev] extra; then byte-compile everything and validate
     every shipped task file. CI (.ci/run) runs it before the default sessions."""
     session.run("ruff", "check", ".", external=True)
