@@ -14,6 +14,7 @@ from harness.cli.trust import sign_calibration
 from harness.spec.calibration import MAX_REPLAY_MARGIN, CalibrationError, CalibrationTrustError, parse_calibration
 from harness.spec.matrix import MatrixError, load_matrix
 from harness.spec.policy import Policy, Thresholds, config_policy
+from harness.store.run import StoreError
 from tests.spec.test_calibration import _matrix, calibration, doc_of, entry, facts, one_line
 
 
@@ -221,3 +222,9 @@ def test_a_matrix_replay_margin_above_the_ceiling_is_refused(tmp_path, value):
     with pytest.raises(MatrixError) as info:
         load_matrix(path)
     assert "replay_margin" in str(info.value) and "less than or equal to 1" in str(info.value)
+
+
+def test_an_empty_signing_key_path_is_refused_by_name():
+    # signing_key reads "" as "no key given"; signing with it used to fail on None, deep inside
+    with pytest.raises(StoreError, match="no signing key: an empty key path"):
+        sign_calibration(calibration(entry()), "")
