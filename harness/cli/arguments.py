@@ -159,6 +159,15 @@ def add_trusted_keys(s: argparse.ArgumentParser, help: str) -> None:
     s.add_argument("--trusted-keys", metavar="FILE", help=help)
 
 
+def add_executor(s: argparse.ArgumentParser, help: str) -> None:
+    """``--executor`` (the executors registered in harness.execution.executors) and ``--address``
+    (the Ray cluster): where a command's workers run."""
+    from harness.execution.executors import names
+
+    s.add_argument("--executor", choices=names(), default="local", help=help)
+    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
+
+
 def add_cost_options(s: argparse.ArgumentParser) -> None:
     """``--check`` and ``--min-effect``: the cost regression checks of ``compare`` and ``bench``."""
     s.add_argument(

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from harness.cli.arguments import add_executor
 from harness.cli.common import EXIT_OK
-from harness.execution.executors import names as executor_names
 
 NAME = "locate"
 
@@ -18,13 +18,7 @@ def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     s.add_argument("run", help="run directory")
     s.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=True, help="two cell ids of the run")
-    s.add_argument(
-        "--executor",
-        choices=executor_names(),
-        default="local",
-        help="where each side is re-run: a local worker process (default) or a Ray cluster",
-    )
-    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
+    add_executor(s, help="where each side is re-run: a local worker process (default) or a Ray cluster")
     s.add_argument("--json", action="store_true", help="print the location as JSON")
     return s
 

@@ -15,9 +15,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from harness.cli.arguments import add_trusted_keys
+from harness.cli.arguments import add_executor, add_trusted_keys
 from harness.cli.common import EXIT_FAIL, EXIT_OK
-from harness.execution.executors import names as executor_names
 
 if TYPE_CHECKING:
     from harness.spec.policy import Thresholds
@@ -60,13 +59,7 @@ def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help="one teacher-forced pass, forced generation, or auto (default)",
     )
-    s.add_argument(
-        "--executor",
-        choices=executor_names(),
-        default="local",
-        help="where the replay runs: a local worker process (default) or a Ray cluster",
-    )
-    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
+    add_executor(s, help="where the replay runs: a local worker process (default) or a Ray cluster")
     s.add_argument("--json", action="store_true", help="print the decision as JSON")
     return s
 

@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from harness.cli.arguments import add_formats, add_junit, add_max_cells, add_no_progress, add_trusted_keys, bounded
+from harness.cli.arguments import (
+    add_executor,
+    add_formats,
+    add_junit,
+    add_max_cells,
+    add_no_progress,
+    add_trusted_keys,
+    bounded,
+)
 from harness.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -21,7 +29,6 @@ from harness.cli.common import (
     write_reports,
 )
 from harness.errors import HarnessError
-from harness.execution.executors import names as executor_names
 
 if TYPE_CHECKING:
     from harness.execution.executor import Executor
@@ -45,13 +52,7 @@ def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="CPU workers at once (default: the matrix's parallel key, 1); each CUDA device gets its own",
     )
-    s.add_argument(
-        "--executor",
-        choices=executor_names(),
-        default="local",
-        help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')",
-    )
-    s.add_argument("--address", help="Ray cluster to use: auto or HOST:PORT (default: start a local Ray instance)")
+    add_executor(s, help="local worker processes, or a Ray cluster (pip install -e '.[fleet]')")
     add_junit(s)
     add_trusted_keys(s, "calibrations the matrix names must be signed by one of these keys (docs/trust.md)")
     return s
