@@ -60,7 +60,7 @@ from harness.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from harness.compare.replay import ReplayDecision
+    from harness.compare.replay import ReplayDecision, Side
     from harness.compare.validators import Validator
     from harness.store.manifest import Manifest
 
@@ -218,7 +218,7 @@ class RunReplay:
     def explain(
         self, dimension: str, a: Record, b: Record, ca: Comparable, cb: Comparable, thresholds: Thresholds
     ) -> dict[str, Any] | None:
-        from harness.compare.replay import Side, bounds_for, explain_divergence
+        from harness.compare.replay import bounds_for, explain_divergence
 
         if (
             dimension not in self.EXPLAINED
@@ -229,19 +229,7 @@ class RunReplay:
             return None
         key = (a.cell_id, b.cell_id)
         if key not in self._explained:
-            sides = [
-                Side(
-                    doc=self.task_doc(r),
-                    arrays=c.arrays,
-                    threads=r.axes.threads,
-                    isa=ran_at(r),
-                    batch_size=r.axes.batch_size,
-                    load=r.axes.load,
-                    response=r.output.get("response"),
-                    label=r.cell_id,
-                )
-                for r, c in ((a, ca), (b, cb))
-            ]
+            sides = [replay_side(r, self.task_doc(r), c.arrays) for r, c in ((a, ca), (b, cb))]
             margin = bounds_for(thresholds, a.axes.dtype).margin
             try:
                 e = explain_divergence(a.kind, sides[0], sides[1], margin, cache=self.replayer.cache)
@@ -346,6 +334,23 @@ def kernel_class(r: Record) -> str | None:
     kernels = r.determinism.get("kernels")
     found = kernels.get("class") if isinstance(kernels, dict) else None
     return found if isinstance(found, str) else None
+
+
+def replay_side(r: Record, doc: dict[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> Side:
+    """One side of a divergence to explain: the record's output, replayed under the
+    configuration it ran in (its threads, batch, start, and the kernel level it really ran at)."""
+    from harness.compare.replay import Side
+
+    return Side(
+        doc=doc,
+        arrays=arrays,
+        threads=r.axes.threads,
+        isa=ran_at(r),
+        batch_size=r.axes.batch_size,
+        load=r.axes.load,
+        response=r.output.get("response"),
+        label=r.cell_id,
+    )
 
 
 def ran_at(r: Record) -> str:

@@ -182,8 +182,8 @@ def explain_pair(
     divergent step (harness.compare.replay.explain_divergence), with the run's margin for the
     dtype; None when their tokens are equal, they drew other random numbers (batch, load), or
     the task cannot be replayed."""
-    from harness.analysis.run import comparable
-    from harness.compare.replay import Side, bounds_for, explain_divergence
+    from harness.analysis.run import comparable, replay_side
+    from harness.compare.replay import bounds_for, explain_divergence
     from harness.execution.replay import replay_support
     from harness.spec.policy import policy_of
     from harness.spec.tasks import parse_task
@@ -193,19 +193,7 @@ def explain_pair(
     if replay_support(ra.kind, parse_task(ca.task_doc, ra.kind), ra.axes.device):
         return None
     thresholds = policy_of(store.manifest().matrix_spec, str(store.path / "manifest.json")).thresholds
-    sides = [
-        Side(
-            doc=cell.task_doc,
-            arrays=comparable(store, r).arrays,
-            threads=r.axes.threads,
-            isa=r.axes.isa,
-            batch_size=r.axes.batch_size,
-            load=r.axes.load,
-            response=r.output.get("response"),
-            label=r.cell_id,
-        )
-        for r, cell in ((ra, ca), (rb, cb))
-    ]
+    sides = [replay_side(r, cell.task_doc, comparable(store, r).arrays) for r, cell in ((ra, ca), (rb, cb))]
     margin = bounds_for(thresholds, ra.axes.dtype).margin
     e = explain_divergence(ra.kind, sides[0], sides[1], margin, executor=executor)
     return e.model_dump() if e is not None else None
