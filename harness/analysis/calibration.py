@@ -23,11 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.analysis.run import comparable, latest_records, record_environment
+from harness.analysis.run import comparable, latest_records, record_scope
 from harness.compare.levels import Comparable, float_metrics
 from harness.digests import digest_json
 from harness.errors import HarnessError
-from harness.spec.calibration import Rate, gpu_label, library_versions
+from harness.spec.calibration import Rate
 from harness.spec.matrix import apply_axes
 from harness.store.records import Record
 from harness.vocabulary import AXIS_DIMENSIONS
@@ -122,7 +122,7 @@ def executions(opened: Sequence[Any]) -> list[Execution]:
             base = (tasks.get(r.task_name) or {}).get("task") or {"task_name": r.task_name}
             task, prompt = task_identity(base, r.axes.seed)
             gen = base.get("generation_config") or {}
-            env = record_environment(manifest, r)
+            gpus, libraries = record_scope(manifest, r)
             asked = gen.get("max_new_tokens")
             out.append(
                 Execution(
@@ -137,8 +137,8 @@ def executions(opened: Sequence[Any]) -> list[Execution]:
                     new_tokens=asked if isinstance(asked, int) else None,
                     weights=r.model_meta.get("weights_sha256"),
                     kernel_class=(r.determinism.get("kernels") or {}).get("class"),
-                    gpus=tuple(gpu_label(env)) if r.axes.device != "cpu" else (),
-                    libraries=library_versions(env),
+                    gpus=tuple(gpus),
+                    libraries=libraries,
                     doc=apply_axes(r.kind, base, r.axes.model_dump()) if r.task_name in tasks else {},
                 )
             )

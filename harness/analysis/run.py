@@ -519,6 +519,18 @@ def record_environment(manifest: Any, r: Record) -> dict[str, Any]:
     return env if isinstance(env, dict) else (getattr(manifest, "environment", None) or {})
 
 
+def record_scope(manifest: Any, r: Record) -> tuple[list[str], frozenset[tuple[str, str]]]:
+    """What a calibration's scope says of one execution, the same when a calibration is made and
+    when it is used: its GPUs (none for a cell that ran on the CPU, even on a host with GPUs)
+    and its library versions (the record's own, which an execution on another stack has, else
+    its node's environment)."""
+    from harness.spec.calibration import gpu_label, library_versions
+
+    env = record_environment(manifest, r)
+    gpus = gpu_label(env) if r.axes.device != "cpu" else []
+    return gpus, library_versions({"libraries": r.libraries} if r.libraries else env)
+
+
 def config_facts(
     records: list[Record], verdict_dims: list[str], tasks: dict[str, Any] | None = None, manifest: Any = None
 ) -> Facts:
@@ -526,15 +538,13 @@ def config_facts(
     the manifest's tasks (``max_new_tokens`` as the task asks it: a calibration's unit): the
     kernel classes of the executions the verdict judges (every isa level when isa is judged,
     else the native ones), and with ``manifest`` their GPUs and library versions."""
-    from harness.spec.calibration import gpu_label, library_versions
-
     first = records[0]
     judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
     task = ((tasks or {}).get(first.task_name) or {}).get("task") or {}
     asked = (task.get("generation_config") or {}).get("max_new_tokens") if isinstance(task, dict) else None
     kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
     weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
-    envs = [record_environment(manifest, r) for r in judged] if manifest is not None else []
+    scopes = [record_scope(manifest, r) for r in judged] if manifest is not None else []
     return Facts(
         kind=first.kind,
         model=first.model,
@@ -543,8 +553,8 @@ def config_facts(
         weights_sha256=weights,
         new_tokens=asked if isinstance(asked, int) else None,
         kernel_classes=frozenset(k for k in kernels if isinstance(k, str)),
-        gpus=frozenset(g for env in envs for g in gpu_label(env)),
-        libraries=frozenset(lib for env in envs for lib in library_versions(env)),
+        gpus=frozenset(g for gpus, _ in scopes for g in gpus),
+        libraries=frozenset(lib for _, libs in scopes for lib in libs),
     )
 
 

@@ -327,3 +327,25 @@ def test_det_points_and_replay_scores_scale_every_bound_together():
     assert det["frr"][i] == pytest.approx(1 / 3) and det["far"][i] == pytest.approx(1 / 3)
     assert det["operating"] == [pytest.approx(1 / 3), pytest.approx(1 / 3)]
     assert not math.isinf(max(det["threshold"]))
+
+
+def test_a_cpu_execution_on_a_gpu_host_is_in_a_cpu_calibration():
+    # the scope a calibration records (analysis.calibration.executions) and the facts a run is
+    # checked with (analysis.run.config_facts) come from one place: a CPU cell on a host whose
+    # fingerprint names a GPU used to be checked as that GPU, and refused by a CPU-only scope
+    from harness.analysis.run import config_facts, record_scope
+
+    env = {
+        "gpu_names": ["NVIDIA H100"],
+        "driver": "550",
+        "cuda_runtime": "12.4",
+        "libraries": {"torch": "2.13.0", "transformers": "5.25.0"},
+    }
+    manifest = SimpleNamespace(nodes={}, environment=env)
+    cpu, gpu = _record("a"), _record("b", device="cuda:0")
+    assert record_scope(manifest, cpu) == ([], frozenset({("torch", "2.13.0"), ("transformers", "5.25.0")}))
+    assert record_scope(manifest, gpu)[0] == ["NVIDIA H100, driver 550, CUDA 12.4"]
+    stacked = cpu.model_copy(update={"libraries": {"torch": "2.13.0", "transformers": "5.24.0"}})
+    assert ("transformers", "5.24.0") in record_scope(manifest, stacked)[1]  # the stack it ran on
+    assert config_facts([cpu], ["repeat"], {}, manifest).gpus == frozenset()  # a CPU-only scope holds it
+    assert config_facts([gpu], ["repeat"], {}, manifest).gpus == frozenset({"NVIDIA H100, driver 550, CUDA 12.4"})
