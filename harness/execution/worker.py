@@ -112,7 +112,9 @@ def run_job(job: WorkerJob | dict[str, Any], proto: TextIO) -> None:
     libraries = environment_facts(environment)[0]  # what this stack's executions ran with
     refusal = kernels_refusal(job.isa, environment["kernels"])
     folders: dict[str, str | None] = {}
-    for cell in job.cells:  # hash model folders before any cell's timeout clock starts
+    # hash model folders before any cell's timeout clock starts; only an execution's record
+    # names its model files (a replay, locate or validate job does not read them)
+    for cell in (c for c in job.cells if c.work is None):
         try:
             _model_files(cell.task_doc, folders)
         except Exception:  # a missing model is that cell's failure, reported when it runs
