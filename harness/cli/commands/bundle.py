@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.cli.arguments import add_sign
 from harness.cli.common import EXIT_OK
-from harness.store.run import StoreError
+from harness.errors import StoreError
 
 NAME = "bundle"
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from harness.cli.arguments import add_cost_options, add_junit, add_trusted_keys, match_mode
 from harness.cli.common import EXIT_FAIL, EXIT_OK
-from harness.store.run import StoreError
+from harness.errors import StoreError
 
 if TYPE_CHECKING:
     from harness.analysis.bench import CostRow

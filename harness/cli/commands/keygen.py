@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.cli.common import EXIT_OK
-from harness.store.run import StoreError
+from harness.errors import StoreError
 
 NAME = "keygen"
 
