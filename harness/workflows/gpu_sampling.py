@@ -36,6 +36,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.engines.draws import pick
+
 #: the shapes of the kernel check: (rows, vocabulary); MusicGen's 4 codebooks x 2 (guidance) and
 #: GPT-2's vocabulary among them
 KERNEL_SHAPES = ((4, 2048), (8, 2048), (1, 50257), (16, 256))
@@ -61,7 +63,7 @@ def kernel_check(device: str, seed: int = 11) -> dict[str, Any]:
         equal = 0
         for _ in range(KERNEL_STEPS):
             picked = torch.multinomial(probs, 1, generator=a).squeeze(1)
-            regen = torch.argmax(probs / torch.empty_like(probs).exponential_(1, generator=b), dim=-1)
+            regen = pick(probs, torch.empty_like(probs).exponential_(1, generator=b))
             equal += int((picked == regen).sum())
         shapes.append({"rows": rows, "vocab": vocab, "steps": KERNEL_STEPS, "equal": equal, "of": rows * KERNEL_STEPS})
     return {"shapes": shapes, "equal": all(s["equal"] == s["of"] for s in shapes)}
@@ -107,7 +109,7 @@ def record_generation(device: str, task_path: Path = TASK) -> dict[str, Any]:
     for probs, picked in steps:
         e = torch.empty_like(probs, dtype=torch.float32).exponential_(1, generator=g)
         draws.append(e)
-        agree += int((torch.argmax(probs / e, dim=-1) == picked.squeeze(-1)).sum())
+        agree += int((pick(probs, e) == picked.squeeze(-1)).sum())
         rows += picked.shape[0]
     return {
         "device": device,
