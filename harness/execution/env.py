@@ -278,19 +278,20 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> 
     return out
 
 
+def env_value(env: dict[str, Any], dotted: str) -> Any:
+    """A fingerprint's field by its dotted name (``libraries.torch``), as differing_fields names it."""
+    cur: Any = env
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
 def described_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """``differing_fields`` with both values where they are plain (``libraries.transformers
     5.25.0 -> 5.24.0``): what a comparison across runs or machines names as what differed."""
-
-    def value(env: dict[str, Any], dotted: str) -> Any:
-        cur: Any = env
-        for part in dotted.split("."):
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        return cur
-
     out = []
     for name in differing_fields(a, b):
-        va, vb = value(a, name), value(b, name)
+        va, vb = env_value(a, name), env_value(b, name)
         plain = all(v is None or isinstance(v, (str, int, float, bool)) for v in (va, vb))
         out.append(f"{name} {va} -> {vb}" if plain else name)
     return out

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.analysis.certificate import POOL_FIELDS, Certificate
 from harness.analysis.crossrun import DifferenceGroup
+from harness.execution.env import env_value
 from harness.report.run import fmt, fmt_mapping, md_table
 
 ENV_FIELDS = (
@@ -44,13 +45,6 @@ def what_differed(groups: list[DifferenceGroup]) -> list[str]:
         for g in groups
     ]
     return ["## What differed", "", *md_table((["differing fields", "pairs", "levels", "worst"], rows))]
-
-
-def _env_value(env: dict[str, Any], dotted: str) -> Any:
-    cur: Any = env
-    for part in dotted.split("."):
-        cur = cur.get(part) if isinstance(cur, dict) else None
-    return cur
 
 
 METRIC_KEYS = ("rel_l2", "cosine", "snr_db", "max_abs", "hamming")
@@ -96,7 +90,7 @@ def render_certificate(cert: Certificate) -> str:
         f"| bundle signature | {getattr(cert, 'reference_signed_by', None) or '-'} | - |",
     ]
     for name in ENV_FIELDS:
-        a, b = _env_value(cert.reference.environment, name), _env_value(cert.candidate.environment, name)
+        a, b = env_value(cert.reference.environment, name), env_value(cert.candidate.environment, name)
         mark = " (differs)" if a != b else ""
         lines.append(f"| {name}{mark} | {fmt(a)} | {fmt(b)} |")
     lines += [
