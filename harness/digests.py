@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,3 +89,12 @@ def strict_json_loads(raw: str | bytes) -> Any:
         return json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise StrictJSONError("JSON nested too deeply") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in blocks (a model's weights need not fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

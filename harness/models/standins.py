@@ -13,9 +13,9 @@ checked before the folder is handed out: a changed or missing file is one clear 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from harness.digests import sha256_file
 from harness.errors import HarnessError
 
 STANDIN_ROOT = Path(__file__).parent / "standins"
@@ -46,17 +46,9 @@ class StandinCorrupted(HarnessError, RuntimeError):
     """A shipped stand-in file is missing or no longer hashes to its pinned digest."""
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def folder_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file in a stand-in folder, by relative path (what ``PINNED`` holds)."""
-    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 _CHECKED: set[str] = set()
@@ -74,7 +66,7 @@ def standin_dir(name: str, root: Path = STANDIN_ROOT) -> Path:
         path = folder / rel
         if not path.is_file():
             raise StandinCorrupted(f"{path}: stand-in file missing (reinstall the harness)")
-        got = file_sha256(path)
+        got = sha256_file(path)
         if got != want:
             raise StandinCorrupted(
                 f"{path}: sha256 {got[:16]}... is not the pinned {want[:16]}... (the shipped stand-in was changed; "

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from harness.digests import strict_json_loads
+from harness.digests import sha256_file, strict_json_loads
 from harness.store.run import (
     ARTIFACTS,
     MANIFEST,
@@ -102,14 +102,6 @@ def bundle_members(run_dir: Path) -> list[str]:
                     raise StoreError(f"{path}: artifact name cannot go into a bundle (unexpected characters)")
                 names.append(rel)
     return sorted(names)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def determinism_summary(records: list[Any]) -> dict[str, Any]:

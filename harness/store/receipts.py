@@ -21,7 +21,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from harness.digests import digest_json
+from harness.digests import digest_json, sha256_file
 
 RECEIPT_VERSION = 1
 LINKS = ("task", "weights", "runner", "libraries", "determinism", "device", "seed", "outputs")
@@ -55,11 +55,7 @@ def folder_digest(folder: Path) -> str:
         rel = path.relative_to(folder).as_posix()
         if rel == "tiny-model.json":
             continue  # the cache's own note about the folder, not part of the model
-        fh_digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                fh_digest.update(block)
-        h.update(f"{rel}:{fh_digest.hexdigest()}\n".encode())
+        h.update(f"{rel}:{sha256_file(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -22,7 +22,8 @@ def setup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from harness.cli.trust import signing_key
-    from harness.store.bundle import sha256_file, verify_bundle, write_bundle
+    from harness.digests import sha256_file
+    from harness.store.bundle import verify_bundle, write_bundle
 
     key = signing_key(args.sign)
     _refuse_broken_evidence(Path(args.run))

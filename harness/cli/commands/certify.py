@@ -138,7 +138,7 @@ def _whitelist_entry(
     args: argparse.Namespace, cert: Certificate, run_dir: Path, key: Ed25519PrivateKey | None, signed_by: str
 ) -> None:
     """Write the relay's whitelist entry for what passed, or say in one line why not."""
-    from harness.store.bundle import sha256_file
+    from harness.digests import sha256_file
     from harness.workflows.whitelist import WhitelistError, build_entry, nvidia_smi_cards, write_entry
 
     try:
