@@ -23,13 +23,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.analysis.run import comparable, latest_records, record_scope
+from harness.analysis.run import comparable, record_scope
 from harness.compare.levels import Comparable, float_metrics
 from harness.digests import digest_json
 from harness.errors import HarnessError
 from harness.spec.calibration import Rate
 from harness.spec.matrix import apply_axes
+from harness.store.manifest import Manifest
 from harness.store.records import Record
+from harness.store.run import RunStore
 from harness.vocabulary import AXIS_DIMENSIONS
 
 #: composite and decoder bounds = the largest honest spread of the calibration half times this
@@ -110,13 +112,22 @@ def task_identity(base: dict[str, Any], seed: int) -> tuple[str, str]:
     return digest_json({"task": prompt, "seed": seed})[:16], prompt
 
 
-def executions(opened: Sequence[Any]) -> list[Execution]:
-    """The ok executions of each run (harness.store.bundle.OpenedRun), latest attempt per cell."""
+@dataclass(frozen=True)
+class StudyRun:
+    """One study run or bundle as read once: its store, manifest and latest record per cell."""
+
+    store: RunStore
+    manifest: Manifest
+    records: list[Record]
+
+
+def executions(runs: Sequence[StudyRun]) -> list[Execution]:
+    """The ok executions of each run, in the order given (a run's index is its ``source``)."""
     out = []
-    for i, run in enumerate(opened):
-        store, manifest = run.store, run.store.manifest()
+    for i, run in enumerate(runs):
+        store, manifest = run.store, run.manifest
         tasks = manifest.matrix_tasks
-        for r in latest_records(store.load_records().records):
+        for r in run.records:
             if r.status != "ok":
                 continue
             base = (tasks.get(r.task_name) or {}).get("task") or {"task_name": r.task_name}

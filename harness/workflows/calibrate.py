@@ -28,6 +28,7 @@ from harness.analysis.calibration import (
     ConfigKey,
     Execution,
     HonestPair,
+    StudyRun,
     executions,
     held_out,
     honest_pairs,
@@ -54,7 +55,7 @@ RULES = ("composite", "replay")
 NOTHING_TO_CALIBRATE = {"result_hash": "the result hash has no bound to measure: equal or not"}
 
 
-def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[Any]:
+def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[StudyRun]:
     """Each run directory or bundle opened (and verified), refused with one line when a study
     run is incomplete: a calibration is never made on fewer cells than its study asked."""
     from harness.analysis.evidence import expected_cells
@@ -68,7 +69,8 @@ def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[
         if loaded.problems:
             raise CalibrationInputError(f"{path}: unreadable records ({loaded.problems[0]})")
         records = {r.cell_id: r for r in latest_records(loaded.records)}
-        expected = expected_cells(run.store.manifest()) or {}
+        manifest = run.store.manifest()
+        expected = expected_cells(manifest) or {}
         missing = sorted(set(expected) - set(records))
         failed = [r for r in records.values() if r.status in FAILED_STATUSES]
         if missing or failed:
@@ -78,7 +80,7 @@ def open_runs(paths: Sequence[str | Path], stack: contextlib.ExitStack) -> list[
                 f"{path}: the study is incomplete: {'; '.join(parts)}; finish it (harness run --resume) "
                 f"or re-run those cells: a calibration is never made on fewer cells than the study asked"
             )
-        opened.append(run)
+        opened.append(StudyRun(run.store, manifest, list(records.values())))
     return opened
 
 
