@@ -27,7 +27,7 @@ from harness.analysis.run import comparable, record_scope
 from harness.compare.levels import Comparable, float_metrics
 from harness.digests import digest_json
 from harness.errors import HarnessError
-from harness.spec.calibration import Rate
+from harness.spec.calibration import Rate, new_tokens_asked
 from harness.spec.matrix import apply_axes
 from harness.store.manifest import Manifest
 from harness.store.records import Record
@@ -134,7 +134,6 @@ def executions(runs: Sequence[StudyRun]) -> list[Execution]:
             task, prompt = task_identity(base, r.axes.seed)
             gen = base.get("generation_config") or {}
             gpus, libraries = record_scope(manifest, r)
-            asked = gen.get("max_new_tokens")
             out.append(
                 Execution(
                     record=r,
@@ -145,7 +144,7 @@ def executions(runs: Sequence[StudyRun]) -> list[Execution]:
                     prompt=prompt,
                     seed=r.axes.seed,
                     sampled=bool(gen.get("do_sample", True)),
-                    new_tokens=asked if isinstance(asked, int) else None,
+                    new_tokens=new_tokens_asked(base),
                     weights=r.model_meta.get("weights_sha256"),
                     kernel_class=(r.determinism.get("kernels") or {}).get("class"),
                     gpus=tuple(gpus),

@@ -43,7 +43,7 @@ from harness.compare.levels import (
 from harness.digests import digest_json
 from harness.execution.env import library_changes
 from harness.isa import NATIVE, RELATIVE_LEVELS
-from harness.spec.calibration import Facts
+from harness.spec.calibration import Facts, new_tokens_asked
 from harness.spec.kinds import KINDS, load_object
 from harness.spec.policy import ConfigPolicy, config_policy, margin_source
 from harness.store.records import Record
@@ -541,7 +541,6 @@ def config_facts(
     first = records[0]
     judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
     task = ((tasks or {}).get(first.task_name) or {}).get("task") or {}
-    asked = (task.get("generation_config") or {}).get("max_new_tokens") if isinstance(task, dict) else None
     kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
     weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
     scopes = [record_scope(manifest, r) for r in judged] if manifest is not None else []
@@ -551,7 +550,7 @@ def config_facts(
         dtype=first.axes.dtype,
         quantize_bits=first.axes.quantize_bits,
         weights_sha256=weights,
-        new_tokens=asked if isinstance(asked, int) else None,
+        new_tokens=new_tokens_asked(task),
         kernel_classes=frozenset(k for k in kernels if isinstance(k, str)),
         gpus=frozenset(g for gpus, _ in scopes for g in gpus),
         libraries=frozenset(lib for _, libs in scopes for lib in libs),

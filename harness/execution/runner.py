@@ -50,19 +50,13 @@ def cell_payload(cell: Cell, lint: list[str]) -> CellPayload:
         config_id=cell.config_id,
         task_name=cell.task_name,
         kind=cell.kind,
-        model=_model_of(cell),
+        model=KINDS.get(cell.kind).model_of(cell.task_doc),
         axes=cell.axes,
         task_doc=cell.task_doc,
         lint=lint,
         artifact_name=cell.cell_id.replace("/", "__"),
         engine=cell.engine,
     )
-
-
-def _model_of(cell: Cell) -> str:
-    """The task's model; a staged kind's (a chain's) models, in stage order."""
-    doc = cell.task_doc
-    return doc.get("model") or " -> ".join(doc[stage]["model"] for stage in KINDS.get(cell.kind).stages)
 
 
 @dataclass

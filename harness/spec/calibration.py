@@ -228,6 +228,13 @@ def load_calibration(path: str | Path) -> Calibration:
     return parse_calibration(doc, str(path))
 
 
+def new_tokens_asked(task_doc: Any) -> int | None:
+    """``max_new_tokens`` as a task document asks it (a calibration's unit), or None."""
+    gen = task_doc.get("generation_config") if isinstance(task_doc, dict) else None
+    asked = gen.get("max_new_tokens") if isinstance(gen, dict) else None
+    return asked if isinstance(asked, int) else None
+
+
 @dataclass(frozen=True)
 class Facts:
     """What a configuration is, as the analysis knows it from its records."""

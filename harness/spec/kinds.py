@@ -247,6 +247,12 @@ class KindSpec(BaseModel):
         where = where if isinstance(where, dict) else {}
         return {name: where.get(name, default) for name, default in TASK_SETTINGS.items()}
 
+    def model_of(self, doc: dict[str, Any]) -> str:
+        """The model a record names for a task document: its model; a staged kind's (a
+        chain's), its stages' models in stage order."""
+        model: str = doc.get("model") or " -> ".join(doc[stage]["model"] for stage in self.stages)
+        return model
+
     def with_task_settings(self, doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with its dtype, quantize_bits and seed set from ``values`` (in every stage)."""
         patch = {name: values[name] for name in TASK_SETTINGS}

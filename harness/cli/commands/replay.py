@@ -73,7 +73,7 @@ def _thresholds(args: argparse.Namespace, task: Task, kind: str) -> tuple[Thresh
     import math
 
     from harness.errors import HarnessError
-    from harness.spec.calibration import MAX_REPLAY_MARGIN, Facts
+    from harness.spec.calibration import MAX_REPLAY_MARGIN, Facts, new_tokens_asked
     from harness.spec.kinds import KINDS
     from harness.spec.policy import Policy, Thresholds, config_policy, margin_source
     from harness.spec.tasks import task_to_doc
@@ -101,14 +101,12 @@ def _thresholds(args: argparse.Namespace, task: Task, kind: str) -> tuple[Thresh
     spec = load_matrix(args.matrix, args.trusted_keys).spec
     doc = task_to_doc(task)
     settings = KINDS.get(kind).task_settings(doc)
-    model = doc.get("model") or " -> ".join(doc[stage]["model"] for stage in KINDS.get(kind).stages)
-    asked = (doc.get("generation_config") or {}).get("max_new_tokens")
     facts = Facts(  # what the task says; the candidate's kernels are not known, so not checked
         kind=kind,
-        model=model,
+        model=KINDS.get(kind).model_of(doc),
         dtype=settings["dtype"],
         quantize_bits=settings["quantize_bits"],
-        new_tokens=asked if isinstance(asked, int) else None,
+        new_tokens=new_tokens_asked(doc),
     )
     cp = config_policy(Policy(spec.thresholds, spec.gates, spec.validators), facts)
     if cp.out_of_scope:
