@@ -76,32 +76,38 @@ def perceptual(reference: Comparable, candidate: Comparable, thresholds: Thresho
     return dist is not None and dist <= thr.hamming_max
 
 
+def composite_judged(
+    reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None
+) -> tuple[bool, float]:
+    """The composite rule's decision and its score, from one measurement of the waveforms (a
+    calibration judges every held-out pair and cheat both ways)."""
+    if not tokens(reference, candidate):
+        return False, float("inf")
+    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
+        return True, 0.0
+    m = _waveform_metrics(reference, candidate)
+    if m is None:
+        return False, float("inf")
+    thr = thresholds or Thresholds()
+    accepted = within_waveform_bounds(m, thr)
+    if m.get("max_abs") is None or m["length_a"] != m["length_b"]:
+        return accepted, float("inf")
+    return accepted, max(
+        float(m["max_abs"] or 0.0) / max(thr.waveform_max_abs, 1e-30),
+        float(m["rel_l2"] or 0.0) / max(thr.waveform_rel_l2, 1e-30),
+    )
+
+
 def composite(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:
     """Codes equal AND the waveform within the calibrated max-abs / rel-L2 bounds: an honest
     float wobble passes, honest codes sent with edited audio do not."""
-    if not tokens(reference, candidate):
-        return False
-    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
-        return True
-    metrics = _waveform_metrics(reference, candidate)
-    return metrics is not None and within_waveform_bounds(metrics, thresholds or Thresholds())
+    return composite_judged(reference, candidate, thresholds)[0]
 
 
 def composite_score(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> float:
     """The composite rule as a score: accepted iff <= 1 at ``thresholds``, and at bounds scaled by
     t iff <= t (a DET curve sweeps t); infinite when the codes or the lengths differ."""
-    if not tokens(reference, candidate):
-        return float("inf")
-    if reference.digest("waveform") is not None and reference.digest("waveform") == candidate.digest("waveform"):
-        return 0.0
-    m = _waveform_metrics(reference, candidate)
-    if m is None or m.get("max_abs") is None or m["length_a"] != m["length_b"]:
-        return float("inf")
-    thr = thresholds or Thresholds()
-    return max(
-        float(m["max_abs"] or 0.0) / max(thr.waveform_max_abs, 1e-30),
-        float(m["rel_l2"] or 0.0) / max(thr.waveform_rel_l2, 1e-30),
-    )
+    return composite_judged(reference, candidate, thresholds)[1]
 
 
 def replay(reference: Comparable, candidate: Comparable, thresholds: Thresholds | None = None) -> bool:

@@ -45,7 +45,7 @@ from harness.analysis.calibration_study import (
     source_table,
 )
 from harness.compare.levels import Comparable, Thresholds
-from harness.compare.validators import composite, composite_score
+from harness.compare.validators import composite_judged
 from harness.spec.calibration import Calibration, Entry, Rate
 from harness.spec.kinds import KINDS, load_object
 from harness.vocabulary import FAILED_STATUSES
@@ -147,17 +147,17 @@ def calibrate_composite(
     judged_cheats: list[Judged] = []
     for p in kept:
         if p.task in held:
-            ok = bool(composite(p.a.output, p.b.output, thr))
+            ok, score = composite_judged(p.a.output, p.b.output, thr)
             table[p.source]["rejected"] += not ok
-            judged_honest.append(Judged(p.source, ok, _finite(composite_score(p.a.output, p.b.output, thr))))
+            judged_honest.append(Judged(p.source, ok, _finite(score)))
     for task in sorted({p.task for p in pairs if p.task in held}):
         ref, src = cheat_sources(config, task, by_task, _other_hardware(kept, task, config, by_task), max_abs)
         maker = load_object(KINDS.get(config.kind).cheats["composite"])
         references = _sharing_codes(ref, [e for p in kept if p.task == task for e in (p.a, p.b)])
         for what, cand in maker(src):
             for r in references:  # every honest node the cheat could be grouped with
-                ok = bool(composite(r.output, cand, thr))
-                judged_cheats.append(Judged(what, ok, _finite(composite_score(r.output, cand, thr))))
+                ok, score = composite_judged(r.output, cand, thr)
+                judged_cheats.append(Judged(what, ok, _finite(score)))
     entry = Entry(
         scope=scope_of(config, kept or pairs, sources),
         waveform_max_abs=thr.waveform_max_abs,
