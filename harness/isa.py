@@ -288,13 +288,6 @@ def environment_for(name: str) -> dict[str, str]:
 LEVEL_VARIABLE = "HARNESS_ISA"
 
 
-def child_environment(name: str) -> dict[str, str]:
-    """What a child process needs to start at level ``name``: the caps and the (resolved)
-    level's name (nothing for native, which keeps the environment as it is)."""
-    name = concrete(name)
-    return {} if name == NATIVE else {**environment_for(name), LEVEL_VARIABLE: name}
-
-
 def apply(name: str) -> dict[str, str]:
     """Set level ``name``'s variables in this process (before torch is imported); a relative
     level is resolved from the environment as it is before any cap is set."""

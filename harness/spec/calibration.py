@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.digests import digest_json, strict_json_loads
 from harness.errors import HarnessError
-from harness.vocabulary import CALIBRATION_SOURCES, CalibrationSource
+from harness.vocabulary import CalibrationSource
 
 if TYPE_CHECKING:
     from harness.store.signing import SignatureCheck
@@ -58,8 +58,6 @@ MAX_REPLAY_MARGIN = 1.0
 MAX_WAVEFORM_BOUND = 2.0
 #: a rate is errors / pairs, stated to this tolerance (JSON floats round-trip exactly; studies round nothing)
 RATE_TOLERANCE = 1e-9
-#: honest sources a study can pair (the comparison dimensions it stands in for)
-SOURCES = CALIBRATION_SOURCES
 #: the libraries whose versions a scope records (a calibration measured under torch 2.13 says
 #: nothing about torch 2.14's kernels)
 SCOPE_LIBRARIES = ("torch", "transformers")

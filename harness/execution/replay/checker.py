@@ -30,7 +30,6 @@ FILTERS = frozenset(
         "TopHLogitsWarper",
     }
 )
-#: kinds replay knows
 
 
 @dataclass
