@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.execution.protocol import CellPayload, Ready
 from harness.execution.schedule import Slot
 from harness.store.records import Record
+from harness.vocabulary import CURRENT_STACK
 
 
 class ExecutorError(HarnessError, TypeError):
@@ -37,7 +38,7 @@ class Job:
     cores_shared: bool = False  # other CPU workers may run beside this one (--parallel > 1)
     isa: str = "native"  # the CPU kernel set of every cell of the job (a worker's is fixed at start)
     tf32: str = "off"
-    stack: str = "current"  # the software stack its worker starts under (harness.execution.stacks)
+    stack: str = CURRENT_STACK  # the software stack its worker starts under (harness.execution.stacks)
     python: str | None = None  # that stack's interpreter (None: the executor's own)
     pythonpath: tuple[str, ...] = ()  # that stack's folders, put in front of PYTHONPATH
 
@@ -93,5 +94,5 @@ def failure(cell: CellPayload, status: str, reason: str) -> dict[str, Any]:
 def worker_label(job: Job) -> str:
     """``cpu-on-w0``, ``cpu-on-isa-avx2-w1``, ``cpu-on-stack-t524-w0``: a job's worker, in log names."""
     kernels = (f"-isa-{job.isa}" if job.isa != "native" else "") + ("-tf32" if job.tf32 == "on" else "")
-    kernels += f"-stack-{job.stack}" if job.stack != "current" else ""
+    kernels += f"-stack-{job.stack}" if job.stack != CURRENT_STACK else ""
     return f"{job.device.replace(':', '')}-{job.profile}{kernels}-w{job.worker}"

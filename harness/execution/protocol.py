@@ -25,7 +25,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from harness.engines.draws import STARTS
 from harness.store.records import Axes, Record, identity
+from harness.vocabulary import CURRENT_STACK
 
 
 class ReplayWork(BaseModel):
@@ -67,7 +69,7 @@ class ValidateWork(BaseModel):
     thresholds: dict[str, Any] = Field(default_factory=dict)  # harness.spec.policy.Thresholds
     ran_on: str | None = None
     batch_size: int = 1
-    starts: list[str] = Field(default_factory=lambda: ["warm", "cold"])
+    starts: list[str] = Field(default_factory=lambda: list(STARTS))
     path: str = "auto"
 
 
@@ -110,7 +112,7 @@ class WorkerJob(BaseModel):
     cells: list[CellPayload]
     isa: str = "native"  # the CPU kernel set, set before torch starts (harness.isa)
     tf32: str = "off"
-    stack: str = "current"  # the software stack it was started under (harness.execution.stacks)
+    stack: str = CURRENT_STACK  # the software stack it was started under (harness.execution.stacks)
     parent_pid: int | None = None
 
 
@@ -128,7 +130,7 @@ class Ready(BaseModel):
     event: Literal["ready"] = "ready"
     pid: int
     environment: dict[str, Any] = Field(default_factory=dict)
-    stack: str = "current"  # which stack's libraries the environment shows
+    stack: str = CURRENT_STACK  # which stack's libraries the environment shows
     node: NodeInfo | None = Field(default=None, exclude=True)  # set by a fleet executor; None: this machine
 
 

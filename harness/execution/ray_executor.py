@@ -53,6 +53,7 @@ from harness.execution.protocol import (
 )
 from harness.execution.schedule import UNBOUNDED, Slot
 from harness.store.records import Node, Record
+from harness.vocabulary import CURRENT_STACK
 
 LOG_TAIL_BYTES = 64 * 1024
 MAX_FRUITLESS_ATTEMPTS = 2  # tasks in a row that ran no cell before the job's cells are failed
@@ -222,7 +223,7 @@ class RayExecutor(WorkerExecutor):
             self.ray.shutdown()
 
     def launch(self, job: Job, cells: list[CellPayload]) -> RayAttempt | str:
-        if job.stack != "current":  # its overlay or interpreter is on the driver's disk, not the nodes'
+        if job.stack != CURRENT_STACK:  # its overlay or interpreter is on the driver's disk, not the nodes'
             return f"stack {job.stack} runs on the local executor only (install it on each node and run there)"
         node = self._place(job)
         if node is None:

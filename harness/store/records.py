@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.vocabulary import Status
+from harness.vocabulary import CURRENT_STACK, Status
 
 RECORD_SCHEMA_VERSION = 4
 
@@ -42,7 +42,7 @@ class Axes(BaseModel):
     load: str = "warm"  # cold: seeded, then the model loaded (a node's first task); warm: loaded, then seeded
     isa: str = "native"  # the CPU kernel set (harness.isa); native: the machine as it is
     tf32: str = "off"  # TF32 matmul on CUDA
-    stack: str = "current"  # the software stack (harness.execution.stacks); current: the harness's own
+    stack: str = CURRENT_STACK  # the software stack (harness.execution.stacks); current: the harness's own
     repeat: int = 0
     worker: int = 0
 
