@@ -23,11 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.analysis.run import comparable, record_scope
+from harness.analysis.run import comparable, kernel_class, record_scope
 from harness.compare.levels import Comparable, float_metrics
 from harness.digests import digest_json
 from harness.errors import HarnessError
-from harness.spec.calibration import Rate, new_tokens_asked
+from harness.spec.calibration import Rate, config_name, new_tokens_asked, precision_name
 from harness.spec.matrix import apply_axes
 from harness.store.manifest import Manifest
 from harness.store.records import Record
@@ -72,7 +72,11 @@ class ConfigKey:
 
     @property
     def name(self) -> str:
-        return f"{self.kind} {self.model} {self.dtype}" + (f" {self.quantize_bits}-bit" if self.quantize_bits else "")
+        return config_name(self.kind, self.model, self.dtype, self.quantize_bits)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype, self.quantize_bits)
 
     @property
     def bits(self) -> int:
@@ -146,7 +150,7 @@ def executions(runs: Sequence[StudyRun]) -> list[Execution]:
                     sampled=bool(gen.get("do_sample", True)),
                     new_tokens=new_tokens_asked(base),
                     weights=r.model_meta.get("weights_sha256"),
-                    kernel_class=(r.determinism.get("kernels") or {}).get("class"),
+                    kernel_class=kernel_class(r),
                     gpus=tuple(gpus),
                     libraries=libraries,
                     doc=apply_axes(r.kind, base, r.axes.model_dump()) if r.task_name in tasks else {},

@@ -86,7 +86,7 @@ def cheat_sources(
     other_prompt = next((reference(g) for _, g in others if g[0].prompt != ref.prompt and g[0].seed == ref.seed), None)
     other_prompt = other_prompt or next((reference(g) for _, g in others if g[0].prompt != ref.prompt), None)
     lower = {
-        k[0].name.split(" ", 2)[2]: reference(g).output
+        k[0].precision: reference(g).output
         for k, g in by_task.items()
         if k[1] == task and k[0].bits < config.bits and (k[0].kind, k[0].model) == (config.kind, config.model)
     }

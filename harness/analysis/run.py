@@ -541,7 +541,7 @@ def config_facts(
     first = records[0]
     judged = [r for r in records if "isa" in verdict_dims or r.axes.isa == NATIVE] or records
     task = ((tasks or {}).get(first.task_name) or {}).get("task") or {}
-    kernels = {(r.determinism.get("kernels") or {}).get("class") for r in judged}
+    kernels = {kernel_class(r) for r in judged}
     weights = next((r.model_meta.get("weights_sha256") for r in records if r.model_meta.get("weights_sha256")), None)
     scopes = [record_scope(manifest, r) for r in judged] if manifest is not None else []
     return Facts(
@@ -551,7 +551,7 @@ def config_facts(
         quantize_bits=first.axes.quantize_bits,
         weights_sha256=weights,
         new_tokens=new_tokens_asked(task),
-        kernel_classes=frozenset(k for k in kernels if isinstance(k, str)),
+        kernel_classes=frozenset(k for k in kernels if k is not None),
         gpus=frozenset(g for gpus, _ in scopes for g in gpus),
         libraries=frozenset(lib for _, libs in scopes for lib in libs),
     )

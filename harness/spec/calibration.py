@@ -269,8 +269,14 @@ def library_versions(environment: dict[str, Any]) -> frozenset[tuple[str, str]]:
     return frozenset((n, str(libs[n])) for n in SCOPE_LIBRARIES if libs.get(n))
 
 
-def _config_name(kind: str, model: str, dtype: str, bits: int | None) -> str:
-    return f"{kind} {model} {dtype}" + (f" {bits}-bit" if bits else "")
+def precision_name(dtype: str, bits: int | None) -> str:
+    """``float32``, ``float32 8-bit``: a configuration's precision as calibrations name it."""
+    return dtype + (f" {bits}-bit" if bits else "")
+
+
+def config_name(kind: str, model: str, dtype: str, bits: int | None) -> str:
+    """``audio tiny:musicgen float32 8-bit``: a configuration as calibrations name it."""
+    return f"{kind} {model} {precision_name(dtype, bits)}"
 
 
 def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
@@ -280,9 +286,9 @@ def resolve(cal: Calibration, facts: Facts) -> tuple[Entry | None, str | None]:
         return None, f"no calibrated validator for {facts.kind} {facts.model}"
     config = [e for e in same if e.scope.dtype == facts.dtype and e.scope.quantize_bits == facts.quantize_bits]
     if not config:
-        have = ", ".join(sorted({_config_name("", "", e.scope.dtype, e.scope.quantize_bits).strip() for e in same}))
+        have = ", ".join(sorted({precision_name(e.scope.dtype, e.scope.quantize_bits) for e in same}))
         return None, (
-            f"no calibrated validator for {_config_name(facts.kind, facts.model, facts.dtype, facts.quantize_bits)}"
+            f"no calibrated validator for {config_name(facts.kind, facts.model, facts.dtype, facts.quantize_bits)}"
             f" (calibrated: {have})"
         )
     # several entries may calibrate one configuration, each on the machines it was measured on
