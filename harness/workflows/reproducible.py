@@ -9,6 +9,7 @@ wraps these for its fixtures, marker and ``--harness-matrix`` sessions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -45,6 +46,14 @@ class MatrixRun:
     def report(self) -> Path:
         return self.run_dir / "report.md"
 
+    @functools.cached_property
+    def decisions(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """Each (configuration, dimension)'s verdict and reason, decided once for the run (the
+        pytest plugin asks for one configuration's failure per test item)."""
+        from harness.analysis.judgement import dimension_verdicts
+
+        return dimension_verdicts(self.analysis)
+
     def config(self, config_id: str) -> ConfigResult:
         for c in self.analysis.configs:
             if c.config_id == config_id:
@@ -56,12 +65,10 @@ class MatrixRun:
 
     def failure(self, config_id: str | None = None) -> str | None:
         """Why the gate failed (every configuration, or one), in the report's words; None: passed."""
-        from harness.analysis.judgement import dimension_verdicts
         from harness.report.junit import failure_text
 
         ids = [config_id] if config_id else [c.config_id for c in self.analysis.configs]
-        decisions = dimension_verdicts(self.analysis)
-        texts = [t for t in (failure_text(self.analysis, i, decisions) for i in ids) if t]
+        texts = [t for t in (failure_text(self.analysis, i, self.decisions) for i in ids) if t]
         if not ids:  # no configuration: only the evidence gate can speak
             evidence = next((g for g in self.analysis.gates if g.config_id == "evidence" and not g.passed), None)
             texts = [f"evidence: {evidence.reason}"] if evidence else []
