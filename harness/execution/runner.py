@@ -309,11 +309,10 @@ def _execute(
         ready = []
         for cell in runnable:
             stack = stacks[cell.axes.stack]
-            payload = cell_payload(cell, lint.get(cell.cell_id, []))
             if stack.problem:  # cannot be built or started: what was not tested, and why
-                write(failure(payload, "skipped", stack.problem))
+                write(failure(cell_payload(cell, lint.get(cell.cell_id, [])), "skipped", stack.problem))
             elif stack.refusal:  # another harness build would run it: refused, as a Ray node does
-                write(failure(payload, "failed", f"not run: {stack.refusal}"))
+                write(failure(cell_payload(cell, lint.get(cell.cell_id, [])), "failed", f"not run: {stack.refusal}"))
             else:
                 ready.append(cell)
         jobs = _jobs(store, matrix, ready, lint, stacks)
@@ -350,7 +349,7 @@ def _jobs(
     matrix: Matrix,
     runnable: list[Cell],
     lint: dict[str, list[str]],
-    stacks: dict[str, PreparedStack] | None = None,
+    stacks: dict[str, PreparedStack],
 ) -> list[Job]:
     """One job per (device, profile, kernel set, TF32, stack, worker): a worker loads each
     model once for its cells."""
@@ -381,14 +380,14 @@ def _jobs(
                 matrix.spec.timeout_s,
                 isa=isa,
                 tf32=tf32,
-                **_stack_fields(stack, (stacks or {}).get(stack)),
+                **_stack_fields(stack, stacks[stack]),
             )
         )
     return jobs
 
 
-def _stack_fields(name: str, stack: PreparedStack | None) -> dict[str, Any]:
+def _stack_fields(name: str, stack: PreparedStack) -> dict[str, Any]:
     """A job's stack: its name, interpreter and overlay (the executor's own for current)."""
-    if stack is None or name == CURRENT_STACK:
+    if name == CURRENT_STACK:
         return {"stack": name}
     return {"stack": name, "python": stack.python, "pythonpath": stack.path}
