@@ -73,6 +73,21 @@ def cuda_started() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
+@contextmanager
+def torch_threads(threads: int | None = None) -> Iterator[int]:
+    """Run with ``threads`` torch threads (None: as they are) and give the count back after,
+    whatever happens inside; yields the count in force before."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
 def apply_runtime(profile: str, threads: int | None = None, tf32: str = "off") -> None:
     """torch flags: deterministic algorithms, cuDNN, IEEE fp32 matmul (TF32 off unless
     ``tf32 = "on"``), threads."""

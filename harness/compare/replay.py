@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from harness.compare.levels import float_metrics, within_waveform_bounds
+from harness.determinism import torch_threads
 from harness.engines.draws import NotReplayable
 from harness.spec.policy import ReplayBounds, Thresholds
 from harness.vocabulary import DIVERGENCE_CLASSES as DIVERGENCE_CLASSES  # re-exported
@@ -441,15 +442,8 @@ def _side_detail(
         if out.get("not_replayable"):
             raise NotReplayable(out["not_replayable"])
         return out["details"].get((stage, step)), f"isa {side.isa} worker", _greedy(side.doc, kind, stage)
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        if side.threads:
-            torch.set_num_threads(int(side.threads))
+    with torch_threads(side.threads) as before:
         trace = replay_output(kind, parse_task(side.doc, kind), candidate, cache=cache, options=opts)
-    finally:
-        torch.set_num_threads(before)
     st = next((s for s in trace.stages if s.stage == stage), None)
     return (st.details.get(step) if st else None), f"here, {side.threads or before} thread(s)", bool(st and st.greedy)
 

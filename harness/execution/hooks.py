@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.determinism import torch_threads
 from harness.errors import WorkflowError
 
 #: kind -> (loaded object, dotted attribute of the module whose forward calls are the steps)
@@ -159,22 +160,18 @@ def rerun_traced(
 
     if "torch" not in sys.modules:
         apply_environment(profile)
-    import torch
 
     from harness.engines.base import ModelCache, get_engine
     from harness.execution.execute import execute
     from harness.spec.tasks import parse_task
 
-    before = torch.get_num_threads()
-    try:
+    with torch_threads():  # execute sets the cell's threads; the caller's count comes back
         task = parse_task(doc, kind)
         cache = cache if cache is not None else ModelCache()
         loaded, _ = cache.get(get_engine(kind), task, device)
         with Hooks(kind, loaded.objects, step, plant) as hooks:
             ex = execute(task, kind, device, cache, threads=threads, profile=profile)
         return hooks.trace, ex.output.digests()
-    finally:
-        torch.set_num_threads(before)
 
 
 def perform(cell: Any, task: Any, cache: Any, store: Any) -> dict[str, Any]:

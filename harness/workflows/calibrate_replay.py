@@ -25,6 +25,7 @@ import numpy as np
 from harness.analysis.calibration import CALIBRATION_MARGIN, ConfigKey, Execution, HonestPair, wilson
 from harness.analysis.calibration_study import ConfigStudy, Judged, cheat_sources, reference, scope_of, source_table
 from harness.compare.levels import Comparable, Thresholds, float_metrics
+from harness.determinism import torch_threads
 from harness.errors import HarnessError
 from harness.spec.calibration import MAX_REPLAY_MARGIN, Entry
 from harness.spec.kinds import KINDS, load_object
@@ -124,15 +125,9 @@ def calibrate_replay(
     held: frozenset[str],
     validator: Validator | None = None,
 ) -> ConfigStudy:
-    import torch
-
     v = validator or Validator()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _calibrate(v, config, pairs, by_task, held)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _calibrate(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.determinism import torch_threads
 from harness.engines.draws import NotReplayable
 from harness.execution.replay.output import replay_output
 from harness.execution.replay.trace import Candidate, Options, StepDetail
@@ -63,7 +64,6 @@ def replay_elsewhere(
 def perform(cell: Any, task: Any, cache: Any, store: Any) -> dict[str, Any]:
     """In the worker: the replay the cell's ``work`` asks for; the record's fields (the trace
     summary in ``output``, the step details as its artifact)."""
-    import torch
 
     work = cell.work
     arrays = npz_arrays(work.candidate)
@@ -75,19 +75,17 @@ def perform(cell: Any, task: Any, cache: Any, store: Any) -> dict[str, Any]:
         recheck_band=tuple(work.recheck_band) if work.recheck_band else None,
         allow_greedy=work.allow_greedy,
     )
-    before = torch.get_num_threads()
     details: dict[str, np.ndarray] = {}
     try:
-        if cell.axes.threads:
-            torch.set_num_threads(int(cell.axes.threads))
-        trace = replay_output(
-            cell.kind,
-            task,
-            Candidate(arrays=arrays, response=work.response),
-            device=cell.axes.device,
-            cache=cache,
-            options=opts,
-        )
+        with torch_threads(cell.axes.threads):
+            trace = replay_output(
+                cell.kind,
+                task,
+                Candidate(arrays=arrays, response=work.response),
+                device=cell.axes.device,
+                cache=cache,
+                options=opts,
+            )
         result: dict[str, Any] = {"trace": trace.summary(), "not_replayable": None}
         for stage in trace.stages:
             for step, d in stage.details.items():
@@ -97,8 +95,6 @@ def perform(cell: Any, task: Any, cache: Any, store: Any) -> dict[str, Any]:
                         details[f"{name}_{stage.stage}_{step}"] = np.asarray(value)
     except NotReplayable as err:
         result = {"trace": None, "not_replayable": str(err)}
-    finally:
-        torch.set_num_threads(before)
     artifact = store.write_artifact(cell.artifact_name, details) if details else None
     return {"status": "ok", "output": {"replay": result}, "artifact": artifact}
 
